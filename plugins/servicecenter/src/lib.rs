@@ -1,0 +1,519 @@
+//! The `servicecenter` plugin: a service-center v4 REST client implementing
+//! [`syncer_plugin_api::Plugin`], for a real Apache ServiceComb service-center or the syncer's
+//! built-in core.
+//!
+//! Where it sits (DESIGN.md): the exporter calls [`Plugin::list`] to read the local registry;
+//! the importer calls [`Plugin::ensure_service`], [`Plugin::register`], [`Plugin::heartbeat`] and
+//! [`Plugin::unregister`] to mirror the other clusters' instances into it.
+//!
+//! What it sends, and how that differs from the service-center syncer 1.3.0
+//! (`syncer/plugins/servicecenter`):
+//! - the tenant goes in the `X-Domain-Name` header (domain) and the path (project), from
+//!   [`Service::domain_project`] (`domain/project`);
+//! - [`Plugin::list`] reads `GET /v4/{project}/registry/microservices` and each service's
+//!   `.../instances` for every configured tenant ([`Config::tenants`]), or the all-tenant
+//!   `GET /v4/default/admin/dump` when [`Config::use_admin_dump`] is set. Instances of **every**
+//!   status are listed (1.3.0 kept only `UP`); service-center's own `SERVICECENTER` service is
+//!   left out (1.3.0 exported it);
+//! - the client chooses the ids: the service id (when [`Service::service_id`] is set) and the
+//!   instance id ([`Instance::instance_id`]), so writes are idempotent (DESIGN.md decision 3;
+//!   1.3.0 let the server pick new instance ids);
+//! - resolved service ids are cached, so a steady-state tick costs one heartbeat per instance,
+//!   not an existence check per instance (1.3.0 weakness, servicecomb-notes a.12);
+//! - endpoints are tried in order with failover to the next, remembering the last good one
+//!   (see `client`).
+//!
+//! Errors map onto [`syncer_plugin_api::Error`]: transport errors and 5xx →
+//! `Unavailable`; `404`, `400017` (instance does not exist) and `400012` (micro-service does not
+//! exist) on a heartbeat → `NotFound`; other 4xx → `Rejected` with the registry's
+//! `errorCode`/`errorMessage`/`detail`; an undecodable body → `Malformed`.
+
+mod client;
+mod endpoint;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::{header, Method};
+use syncer_plugin_api::{Error, Instance, Plugin, Result, Service, Snapshot};
+
+use client::{segment, Client, Reply};
+use wire::{
+    CreateServiceRequest, ErrorBody, InstanceIdReply, InstancesReply, MicroService,
+    MicroServiceInstance, RegisterInstanceRequest, ServiceIdReply, ServicesReply,
+};
+
+/// service-center error code: micro-service does not exist.
+const SERVICE_NOT_EXIST: u32 = 400012;
+/// service-center error code: micro-service already exists (chosen id conflicts).
+const SERVICE_ALREADY_EXISTS: u32 = 400010;
+/// service-center error code: instance does not exist.
+const INSTANCE_NOT_EXIST: u32 = 400017;
+/// service-center error code: micro-service version does not exist (fuzzy existence rule).
+const VERSION_NOT_EXIST: u32 = 400026;
+
+/// Configuration of the [`ServiceCenterPlugin`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Registry base URLs, e.g. `http://127.0.0.1:30100` (from `--sc-addr`); a missing scheme
+    /// means `http://`. Tried in order, with failover.
+    pub endpoints: Vec<String>,
+    /// Timeout of one HTTP request to one endpoint (connect included).
+    pub request_timeout: Duration,
+    /// Tenants (`domain/project`) that [`Plugin::list`] reads with the per-tenant listing.
+    /// Default: `["default/default"]`.
+    pub tenants: Vec<String>,
+    /// Read the whole registry, all tenants, with `GET /v4/default/admin/dump` (service-center
+    /// 1.3.0 and later) instead of the per-tenant listing. Default `false`: the built-in core
+    /// does not promise the dump.
+    pub use_admin_dump: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            endpoints: vec!["http://127.0.0.1:30100".to_owned()],
+            request_timeout: Duration::from_secs(10),
+            tenants: vec![syncer_plugin_api::DEFAULT_DOMAIN_PROJECT.to_owned()],
+            use_admin_dump: false,
+        }
+    }
+}
+
+/// What identifies a service for the existence check: tenant, appId, serviceName, version,
+/// environment.
+type ServiceKey = (String, String, String, String, String);
+
+fn service_key(service: &Service) -> ServiceKey {
+    let (domain, project) = wire::split_domain_project(&service.domain_project);
+    (
+        format!("{domain}/{project}"),
+        service.app_id.clone(),
+        service.service_name.clone(),
+        service.version.clone(),
+        service.environment.clone(),
+    )
+}
+
+/// The service-center plugin. Cheap to share behind an `Arc`; safe to call concurrently.
+#[derive(Debug)]
+pub struct ServiceCenterPlugin {
+    client: Client,
+    tenants: Vec<String>,
+    use_admin_dump: bool,
+    /// Service ids already resolved by [`Plugin::ensure_service`], so steady state does not
+    /// re-check existence each tick. A std mutex: it is never held across an await.
+    service_ids: Mutex<HashMap<ServiceKey, String>>,
+}
+
+/// Normalises one `--sc-addr` entry: trimmed, `http://` when the scheme is missing, no
+/// trailing `/`.
+fn normalise_endpoint(endpoint: &str) -> Option<String> {
+    let endpoint = endpoint.trim().trim_end_matches('/');
+    if endpoint.is_empty() {
+        return None;
+    }
+    Some(if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("http://{endpoint}")
+    })
+}
+
+/// Decodes a 2xx JSON body.
+fn decode<T: serde::de::DeserializeOwned>(reply: &Reply, what: &str) -> Result<T> {
+    serde_json::from_slice(&reply.body).map_err(|e| {
+        Error::Malformed(format!(
+            "{what}: {e}: {}",
+            reply.text().chars().take(200).collect::<String>()
+        ))
+    })
+}
+
+/// The service-center error code of a non-2xx reply, and a message naming it.
+fn failure(reply: &Reply) -> (Option<u32>, String) {
+    match serde_json::from_slice::<ErrorBody>(&reply.body) {
+        Ok(body) if body.error_code.is_some() => {
+            let code = body.code();
+            let mut message = format!(
+                "{} {}: {}",
+                reply.status,
+                code.map(|c| c.to_string()).unwrap_or_default(),
+                body.error_message
+            );
+            if !body.detail.is_empty() {
+                message.push_str(&format!(" ({})", body.detail));
+            }
+            (code, message)
+        }
+        _ => (None, format!("{}: {}", reply.status, reply.text())),
+    }
+}
+
+/// The generic mapping of a non-2xx reply: 404 → `NotFound`, anything else → `Rejected`.
+fn to_error(reply: &Reply, what: &str) -> Error {
+    let (_, message) = failure(reply);
+    if reply.status == reqwest::StatusCode::NOT_FOUND {
+        Error::NotFound(format!("{what}: {message}"))
+    } else {
+        Error::Rejected(format!("{what}: {message}"))
+    }
+}
+
+impl ServiceCenterPlugin {
+    /// Builds the plugin; no request is sent yet.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] when no endpoint is configured or the HTTP client cannot be built.
+    pub fn new(config: Config) -> Result<Self> {
+        let endpoints = config
+            .endpoints
+            .iter()
+            .filter_map(|e| normalise_endpoint(e))
+            .collect();
+        let mut tenants = config.tenants;
+        if tenants.is_empty() {
+            tenants.push(syncer_plugin_api::DEFAULT_DOMAIN_PROJECT.to_owned());
+        }
+        Ok(ServiceCenterPlugin {
+            client: Client::new(endpoints, config.request_timeout)?,
+            tenants,
+            use_admin_dump: config.use_admin_dump,
+            service_ids: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// One request: `path` below the base URL, the tenant's domain in `X-Domain-Name`.
+    async fn request(
+        &self,
+        method: Method,
+        domain: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Reply> {
+        self.client
+            .send(|http, base| {
+                let mut request = http
+                    .request(method.clone(), format!("{base}{path}"))
+                    .header("X-Domain-Name", domain)
+                    .header(header::ACCEPT, "application/json");
+                if !query.is_empty() {
+                    request = request.query(query);
+                }
+                if let Some(body) = &body {
+                    request = request
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(body.clone());
+                }
+                request
+            })
+            .await
+    }
+
+    fn cached_service_id(&self, key: &ServiceKey) -> Option<String> {
+        self.service_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn cache_service_id(&self, key: ServiceKey, service_id: &str) {
+        self.service_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, service_id.to_owned());
+    }
+
+    fn forget_service_id(&self, service: &Service) {
+        let key = service_key(service);
+        let mut ids = self.service_ids.lock().unwrap_or_else(|p| p.into_inner());
+        ids.remove(&key);
+        // Also drop any entry that resolved to this id under another key.
+        if !service.service_id.is_empty() {
+            ids.retain(|_, id| *id != service.service_id);
+        }
+    }
+
+    /// `GET P/existence?type=microservice...` → the service id, `None` when absent.
+    async fn existence(&self, service: &Service) -> Result<Option<String>> {
+        let (domain, project) = wire::split_domain_project(&service.domain_project);
+        let path = format!("/v4/{}/registry/existence", segment(project));
+        let reply = self
+            .request(
+                Method::GET,
+                domain,
+                &path,
+                &[
+                    ("type", "microservice"),
+                    ("appId", &service.app_id),
+                    ("serviceName", &service.service_name),
+                    ("version", &service.version),
+                    ("env", &service.environment),
+                ],
+                None,
+            )
+            .await?;
+        if reply.status.is_success() {
+            let id: ServiceIdReply = decode(&reply, "existence")?;
+            return Ok(Some(id.service_id).filter(|id| !id.is_empty()));
+        }
+        match failure(&reply) {
+            (Some(SERVICE_NOT_EXIST | VERSION_NOT_EXIST), _) => Ok(None),
+            _ => Err(to_error(&reply, "service existence")),
+        }
+    }
+
+    /// `POST P/microservices` → the service id; `Ok(None)` on 400010 (the id or index is taken).
+    async fn create_service(&self, service: &Service) -> Result<Option<String>> {
+        let (domain, project) = wire::split_domain_project(&service.domain_project);
+        let path = format!("/v4/{}/registry/microservices", segment(project));
+        let body = serde_json::to_vec(&CreateServiceRequest {
+            service: &MicroService::from_service(service),
+        })
+        .map_err(|e| Error::Rejected(format!("cannot encode service: {e}")))?;
+        let reply = self
+            .request(Method::POST, domain, &path, &[], Some(body))
+            .await?;
+        if reply.status.is_success() {
+            let id: ServiceIdReply = decode(&reply, "create service")?;
+            if id.service_id.is_empty() {
+                return Err(Error::Malformed("create service: empty serviceId".into()));
+            }
+            return Ok(Some(id.service_id));
+        }
+        match failure(&reply) {
+            (Some(SERVICE_ALREADY_EXISTS), _) => Ok(None),
+            _ => Err(to_error(&reply, "create service")),
+        }
+    }
+
+    /// `POST S/instances` → the instance id.
+    async fn register_once(
+        &self,
+        service: &Service,
+        service_id: &str,
+        instance: &Instance,
+    ) -> Result<String> {
+        let (domain, project) = wire::split_domain_project(&service.domain_project);
+        let path = format!(
+            "/v4/{}/registry/microservices/{}/instances",
+            segment(project),
+            segment(service_id)
+        );
+        let body = serde_json::to_vec(&RegisterInstanceRequest {
+            instance: &MicroServiceInstance::from_instance(instance),
+        })
+        .map_err(|e| Error::Rejected(format!("cannot encode instance: {e}")))?;
+        let reply = self
+            .request(Method::POST, domain, &path, &[], Some(body))
+            .await?;
+        if reply.status.is_success() {
+            let id: InstanceIdReply = decode(&reply, "register instance")?;
+            return Ok(if id.instance_id.is_empty() {
+                instance.instance_id.clone()
+            } else {
+                id.instance_id
+            });
+        }
+        match failure(&reply) {
+            (Some(SERVICE_NOT_EXIST), message) => Err(Error::NotFound(message)),
+            _ => Err(to_error(&reply, "register instance")),
+        }
+    }
+
+    /// The per-tenant listing of one tenant into `snapshot`.
+    async fn list_tenant(&self, domain_project: &str, snapshot: &mut Snapshot) -> Result<()> {
+        let (domain, project) = wire::split_domain_project(domain_project);
+        let tenant = format!("{domain}/{project}");
+        let base = format!("/v4/{}/registry/microservices", segment(project));
+        let reply = self.request(Method::GET, domain, &base, &[], None).await?;
+        if !reply.status.is_success() {
+            return Err(to_error(&reply, "list services"));
+        }
+        let services: ServicesReply = decode(&reply, "list services")?;
+        for service in services.services {
+            if wire::is_servicecenter_itself(&service) || service.service_id.is_empty() {
+                continue;
+            }
+            let path = format!("{base}/{}/instances", segment(&service.service_id));
+            let reply = self.request(Method::GET, domain, &path, &[], None).await?;
+            if !reply.status.is_success() {
+                match failure(&reply) {
+                    // Deleted between the two reads: leave it out.
+                    (Some(SERVICE_NOT_EXIST), _) => continue,
+                    _ => return Err(to_error(&reply, "list instances")),
+                }
+            }
+            let instances: InstancesReply = decode(&reply, "list instances")?;
+            snapshot.instances.extend(
+                instances
+                    .instances
+                    .iter()
+                    .map(|i| i.to_instance(&service.service_id)),
+            );
+            snapshot.services.push(service.to_service(&tenant));
+        }
+        Ok(())
+    }
+
+    /// The all-tenant `admin/dump` read.
+    async fn list_dump(&self) -> Result<Snapshot> {
+        let reply = self
+            .request(Method::GET, "default", "/v4/default/admin/dump", &[], None)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(to_error(&reply, "admin dump"));
+        }
+        let dump: wire::DumpReply = decode(&reply, "admin dump")?;
+        Ok(dump.into_snapshot())
+    }
+}
+
+#[async_trait::async_trait]
+impl Plugin for ServiceCenterPlugin {
+    fn name(&self) -> &'static str {
+        "servicecenter"
+    }
+
+    async fn list(&self) -> Result<Snapshot> {
+        if self.use_admin_dump {
+            return self.list_dump().await;
+        }
+        let mut snapshot = Snapshot::default();
+        for tenant in &self.tenants {
+            self.list_tenant(tenant, &mut snapshot).await?;
+        }
+        Ok(snapshot)
+    }
+
+    /// Existence check, then create (with `service.service_id` as the chosen id when set);
+    /// cached per (tenant, appId, serviceName, version, environment).
+    async fn ensure_service(&self, service: &Service) -> Result<String> {
+        let key = service_key(service);
+        if let Some(id) = self.cached_service_id(&key) {
+            return Ok(id);
+        }
+        let id = match self.existence(service).await? {
+            Some(id) => id,
+            None => match self.create_service(service).await? {
+                Some(id) => id,
+                // The chosen id or the index was taken in between: whoever won, it exists now.
+                None => self.existence(service).await?.ok_or_else(|| {
+                    Error::Rejected(format!(
+                        "service id {} is taken by another service",
+                        service.service_id
+                    ))
+                })?,
+            },
+        };
+        self.cache_service_id(key, &id);
+        Ok(id)
+    }
+
+    /// Registers under `service.service_id` (resolving it with `ensure_service` when empty).
+    /// When service-center says the service is gone (400012), forgets the cached id, ensures
+    /// the service again and retries once.
+    async fn register(&self, service: &Service, instance: &Instance) -> Result<String> {
+        let service_id = if service.service_id.is_empty() {
+            self.ensure_service(service).await?
+        } else {
+            service.service_id.clone()
+        };
+        match self.register_once(service, &service_id, instance).await {
+            Err(Error::NotFound(message)) => {
+                tracing::debug!(service_id = %service_id, %message, "service gone, creating it again");
+                self.forget_service_id(service);
+                let service_id = self.ensure_service(service).await?;
+                self.register_once(service, &service_id, instance).await
+            }
+            other => other,
+        }
+    }
+
+    async fn heartbeat(&self, service: &Service, instance_id: &str) -> Result<()> {
+        let (domain, project) = wire::split_domain_project(&service.domain_project);
+        let path = format!(
+            "/v4/{}/registry/microservices/{}/instances/{}/heartbeat",
+            segment(project),
+            segment(&service.service_id),
+            segment(instance_id)
+        );
+        let reply = self.request(Method::PUT, domain, &path, &[], None).await?;
+        if reply.status.is_success() {
+            return Ok(());
+        }
+        match failure(&reply) {
+            (Some(INSTANCE_NOT_EXIST | SERVICE_NOT_EXIST), message) => {
+                Err(Error::NotFound(format!("heartbeat: {message}")))
+            }
+            _ => Err(to_error(&reply, "heartbeat")),
+        }
+    }
+
+    async fn unregister(&self, service: &Service, instance_id: &str) -> Result<()> {
+        let (domain, project) = wire::split_domain_project(&service.domain_project);
+        let path = format!(
+            "/v4/{}/registry/microservices/{}/instances/{}",
+            segment(project),
+            segment(&service.service_id),
+            segment(instance_id)
+        );
+        let reply = self
+            .request(Method::DELETE, domain, &path, &[], None)
+            .await?;
+        if reply.status.is_success() || reply.status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        match failure(&reply) {
+            (Some(INSTANCE_NOT_EXIST | SERVICE_NOT_EXIST), _) => Ok(()),
+            _ => Err(to_error(&reply, "unregister")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_normalised() {
+        assert_eq!(
+            normalise_endpoint(" 127.0.0.1:30100/ ").as_deref(),
+            Some("http://127.0.0.1:30100")
+        );
+        assert_eq!(
+            normalise_endpoint("https://sc:30100").as_deref(),
+            Some("https://sc:30100")
+        );
+        assert_eq!(normalise_endpoint("  "), None);
+    }
+
+    #[test]
+    fn a_plugin_without_endpoints_is_rejected() {
+        let config = Config {
+            endpoints: vec![" ".into()],
+            ..Config::default()
+        };
+        assert!(matches!(
+            ServiceCenterPlugin::new(config),
+            Err(Error::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn service_keys_normalise_the_tenant() {
+        let a = Service {
+            domain_project: String::new(),
+            ..Service::default()
+        };
+        let b = Service {
+            domain_project: "default/default".into(),
+            ..Service::default()
+        };
+        assert_eq!(service_key(&a), service_key(&b));
+    }
+}

@@ -1,0 +1,474 @@
+//! service-center v4 JSON shapes (`1.3.0:server/core/proto/services.pb.go`) and their
+//! conversion to and from the neutral model. Only the fields the syncer reads or writes are
+//! modelled; unknown fields are ignored, absent ones (Go `omitempty`) default.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use syncer_plugin_api::{HealthCheck, Instance, InstanceStatus, Service, Snapshot};
+
+use crate::endpoint;
+
+/// Default heartbeat interval, seconds (service-center's instance default).
+pub(crate) const DEFAULT_INTERVAL_SECS: u32 = 30;
+/// Default tolerated missed heartbeats (service-center's instance default).
+pub(crate) const DEFAULT_TIMES: u32 = 3;
+
+/// `MicroService`, the fields we use.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MicroService {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service_id: String,
+    #[serde(default)]
+    pub app_id: String,
+    #[serde(default)]
+    pub service_name: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub environment: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `HealthCheck` of an instance.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct WireHealthCheck {
+    #[serde(default)]
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<i64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub url: String,
+}
+
+/// `MicroServiceInstance`, the fields we use.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MicroServiceInstance {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service_id: String,
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub host_name: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<WireHealthCheck>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `GET .../microservices` → `{"services":[...]}` (key absent when empty).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ServicesReply {
+    #[serde(default)]
+    pub services: Vec<MicroService>,
+}
+
+/// `GET .../instances` → `{"instances":[...]}` (key absent when empty).
+#[derive(Debug, Deserialize)]
+pub(crate) struct InstancesReply {
+    #[serde(default)]
+    pub instances: Vec<MicroServiceInstance>,
+}
+
+/// `{"serviceId": ...}` from existence and create.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ServiceIdReply {
+    #[serde(default)]
+    pub service_id: String,
+}
+
+/// `{"instanceId": ...}` from register.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InstanceIdReply {
+    #[serde(default)]
+    pub instance_id: String,
+}
+
+/// `POST .../microservices` body.
+#[derive(Debug, Serialize)]
+pub(crate) struct CreateServiceRequest<'a> {
+    pub service: &'a MicroService,
+}
+
+/// `POST .../instances` body.
+#[derive(Debug, Serialize)]
+pub(crate) struct RegisterInstanceRequest<'a> {
+    pub instance: &'a MicroServiceInstance,
+}
+
+/// `{"errorCode":"400012","errorMessage":"...","detail":"..."}`; `errorCode` is a string in
+/// service-center, a number is accepted too.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ErrorBody {
+    #[serde(default)]
+    pub error_code: Option<serde_json::Value>,
+    #[serde(default)]
+    pub error_message: String,
+    #[serde(default)]
+    pub detail: String,
+}
+
+impl ErrorBody {
+    /// The numeric error code, if the body has one.
+    pub(crate) fn code(&self) -> Option<u32> {
+        match self.error_code.as_ref()? {
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            _ => None,
+        }
+    }
+}
+
+/// One `{key, rev, value}` entry of the admin dump's cache.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DumpEntry<T> {
+    #[serde(default)]
+    pub key: String,
+    pub value: Option<T>,
+}
+
+/// `cache` of `GET /v4/default/admin/dump` (no options: all tenants).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct DumpCache {
+    #[serde(default)]
+    pub services: Vec<DumpEntry<MicroService>>,
+    #[serde(default)]
+    pub instances: Vec<DumpEntry<MicroServiceInstance>>,
+}
+
+/// `GET /v4/default/admin/dump` → `{"cache":{...}}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DumpReply {
+    #[serde(default)]
+    pub cache: DumpCache,
+}
+
+impl DumpReply {
+    /// To a snapshot: the tenant of a service is the `<domain>/<project>` of its key
+    /// `/cse-sr/ms/files/<domain>/<project>/<serviceId>`; instances are kept when their service
+    /// is (so service-center's own instances go with its service).
+    pub(crate) fn into_snapshot(self) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        let mut kept = std::collections::HashSet::new();
+        for entry in self.cache.services {
+            let Some(service) = entry.value else { continue };
+            if is_servicecenter_itself(&service) || service.service_id.is_empty() {
+                continue;
+            }
+            let parts: Vec<&str> = entry.key.split('/').collect();
+            let tenant = match (parts.get(4), parts.get(5)) {
+                (Some(d), Some(p)) if !d.is_empty() && !p.is_empty() => format!("{d}/{p}"),
+                _ => syncer_plugin_api::DEFAULT_DOMAIN_PROJECT.to_owned(),
+            };
+            kept.insert(service.service_id.clone());
+            snapshot.services.push(service.to_service(&tenant));
+        }
+        for entry in self.cache.instances {
+            let Some(instance) = entry.value else {
+                continue;
+            };
+            // /cse-sr/inst/files/<domain>/<project>/<serviceId>/<instanceId>
+            let from_key = entry.key.split('/').nth(6).unwrap_or_default();
+            let instance = instance.to_instance(from_key);
+            if kept.contains(&instance.service_id) {
+                snapshot.instances.push(instance);
+            }
+        }
+        snapshot
+    }
+}
+
+/// Splits `domain/project`; a missing part is `default`.
+pub(crate) fn split_domain_project(domain_project: &str) -> (&str, &str) {
+    let (domain, project) = domain_project
+        .split_once('/')
+        .unwrap_or((domain_project, ""));
+    (
+        if domain.is_empty() { "default" } else { domain },
+        if project.is_empty() {
+            "default"
+        } else {
+            project
+        },
+    )
+}
+
+/// Whether a service is service-center's own registration, which is never exported.
+pub(crate) fn is_servicecenter_itself(service: &MicroService) -> bool {
+    service.app_id == "default" && service.service_name == "SERVICECENTER"
+}
+
+impl MicroService {
+    /// To the neutral model, in tenant `domain_project`.
+    pub(crate) fn to_service(&self, domain_project: &str) -> Service {
+        Service {
+            domain_project: domain_project.to_owned(),
+            service_id: self.service_id.clone(),
+            app_id: self.app_id.clone(),
+            service_name: self.service_name.clone(),
+            version: self.version.clone(),
+            environment: self.environment.clone(),
+            properties: self.properties.clone(),
+        }
+    }
+
+    /// From the neutral model: the body of a create (the serviceId only when the caller chose one).
+    pub(crate) fn from_service(service: &Service) -> Self {
+        MicroService {
+            service_id: service.service_id.clone(),
+            app_id: service.app_id.clone(),
+            service_name: service.service_name.clone(),
+            version: service.version.clone(),
+            environment: service.environment.clone(),
+            properties: service.properties.clone(),
+        }
+    }
+}
+
+/// Clamps a wire integer into `u32` (negative → 0).
+fn to_u32(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
+}
+
+impl MicroServiceInstance {
+    /// To the neutral model. `service_id` fills in an instance body that lacks its own.
+    pub(crate) fn to_instance(&self, service_id: &str) -> Instance {
+        Instance {
+            instance_id: self.instance_id.clone(),
+            service_id: if self.service_id.is_empty() {
+                service_id.to_owned()
+            } else {
+                self.service_id.clone()
+            },
+            host_name: self.host_name.clone(),
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|e| endpoint::to_neutral(e))
+                .collect(),
+            status: InstanceStatus::parse(&self.status),
+            health_check: self.health_check.as_ref().map(|h| HealthCheck {
+                interval_secs: h.interval.map_or(DEFAULT_INTERVAL_SECS, to_u32),
+                times: h.times.map_or(DEFAULT_TIMES, to_u32),
+                url: h.url.clone(),
+            }),
+            properties: self.properties.clone(),
+        }
+    }
+
+    /// From the neutral model: the body of a register. The health check is always `push`
+    /// (the syncer heartbeats); without one it is service-center's default 30 s × 3.
+    pub(crate) fn from_instance(instance: &Instance) -> Self {
+        let (interval, times, url) = match &instance.health_check {
+            Some(h) => (h.interval_secs.max(1), h.times, h.url.clone()),
+            None => (DEFAULT_INTERVAL_SECS, DEFAULT_TIMES, String::new()),
+        };
+        let host_name = if instance.host_name.is_empty() {
+            instance
+                .endpoints
+                .iter()
+                .find_map(|e| endpoint::Endpoint::parse(e).map(|e| e.host.to_owned()))
+                .unwrap_or_else(|| "unknown".to_owned())
+        } else {
+            instance.host_name.clone()
+        };
+        MicroServiceInstance {
+            instance_id: instance.instance_id.clone(),
+            service_id: String::new(),
+            endpoints: instance
+                .endpoints
+                .iter()
+                .map(|e| endpoint::to_servicecenter(e))
+                .collect(),
+            host_name,
+            status: instance.status.as_servicecenter().to_owned(),
+            health_check: Some(WireHealthCheck {
+                mode: "push".to_owned(),
+                interval: Some(i64::from(interval)),
+                times: Some(i64::from(times)),
+                url,
+            }),
+            properties: instance.properties.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syncer_plugin_api::{ORIGIN_CLUSTER, ORIGIN_INSTANCE_ID, ORIGIN_SERVICE_ID};
+
+    const INSTANCE_JSON: &str = r#"{
+        "instanceId": "4d41a637471f11e9888cfa163eca30e0",
+        "serviceId": "b7ca4e4c3d7c2e1e5f1a",
+        "endpoints": ["rest://10.0.0.5:8080", "rest://10.0.0.5:8443?sslEnabled=true", "highway://10.0.0.5:7070"],
+        "hostName": "node-5",
+        "status": "OUTOFSERVICE",
+        "properties": {"syncerOriginCluster": "dc1", "syncerOriginServiceId": "s1",
+                       "syncerOriginInstanceId": "i1", "engineID": "default"},
+        "healthCheck": {"mode": "push", "interval": 10, "times": 2},
+        "timestamp": "1556000000", "modTimestamp": "1556000000", "version": "1.0.0",
+        "dataCenterInfo": {"name": "dc", "region": "r", "availableZone": "z"}
+    }"#;
+
+    #[test]
+    fn an_instance_body_becomes_a_neutral_instance() {
+        let wire: MicroServiceInstance = serde_json::from_str(INSTANCE_JSON).expect("decodes");
+        let instance = wire.to_instance("ignored");
+        assert_eq!(instance.instance_id, "4d41a637471f11e9888cfa163eca30e0");
+        assert_eq!(instance.service_id, "b7ca4e4c3d7c2e1e5f1a");
+        assert_eq!(instance.host_name, "node-5");
+        assert_eq!(
+            instance.endpoints,
+            [
+                "http://10.0.0.5:8080",
+                "https://10.0.0.5:8443",
+                "highway://10.0.0.5:7070"
+            ]
+        );
+        assert_eq!(instance.status, InstanceStatus::OutOfService);
+        assert_eq!(
+            instance.health_check,
+            Some(HealthCheck {
+                interval_secs: 10,
+                times: 2,
+                url: String::new()
+            })
+        );
+        assert_eq!(instance.properties[ORIGIN_CLUSTER], "dc1");
+        assert_eq!(instance.properties[ORIGIN_SERVICE_ID], "s1");
+        assert_eq!(instance.properties[ORIGIN_INSTANCE_ID], "i1");
+        assert_eq!(instance.properties.len(), 4);
+    }
+
+    #[test]
+    fn a_minimal_instance_body_decodes_with_defaults() {
+        let wire: MicroServiceInstance =
+            serde_json::from_str(r#"{"instanceId":"i","status":"UP"}"#).expect("decodes");
+        let instance = wire.to_instance("sid");
+        assert_eq!(instance.service_id, "sid");
+        assert!(instance.endpoints.is_empty());
+        assert_eq!(instance.health_check, None);
+        assert_eq!(instance.status, InstanceStatus::Up);
+    }
+
+    #[test]
+    fn a_neutral_instance_becomes_a_register_body() {
+        let mut instance = Instance {
+            instance_id: "abc".into(),
+            service_id: "x".into(),
+            host_name: String::new(),
+            endpoints: vec!["http://[::1]:80".into(), "https://h:8443".into()],
+            status: InstanceStatus::Unknown,
+            health_check: None,
+            properties: BTreeMap::from([(ORIGIN_CLUSTER.to_owned(), "dc2".to_owned())]),
+        };
+        let body = serde_json::to_value(RegisterInstanceRequest {
+            instance: &MicroServiceInstance::from_instance(&instance),
+        })
+        .expect("encodes");
+        assert_eq!(
+            body,
+            serde_json::json!({"instance": {
+                "instanceId": "abc",
+                "endpoints": ["rest://[::1]:80", "rest://h:8443?sslEnabled=true"],
+                "hostName": "::1",
+                "status": "DOWN",
+                "healthCheck": {"mode": "push", "interval": 30, "times": 3},
+                "properties": {"syncerOriginCluster": "dc2"}
+            }})
+        );
+        instance.health_check = Some(HealthCheck {
+            interval_secs: 5,
+            times: 1,
+            url: "http://h/health".into(),
+        });
+        instance.host_name = "h".into();
+        let wire = MicroServiceInstance::from_instance(&instance);
+        let hc = wire.health_check.expect("health check");
+        assert_eq!((hc.interval, hc.times), (Some(5), Some(1)));
+        assert_eq!(hc.url, "http://h/health");
+        assert_eq!(wire.host_name, "h");
+    }
+
+    #[test]
+    fn service_bodies_convert_both_ways() {
+        let wire: MicroService = serde_json::from_str(
+            r#"{"serviceId":"s","appId":"a","serviceName":"n","version":"1.0.0",
+                "environment":"production","properties":{"k":"v"},"level":"BACK","status":"UP"}"#,
+        )
+        .expect("decodes");
+        let service = wire.to_service("d/p");
+        assert_eq!(service.domain_project, "d/p");
+        assert_eq!(
+            (service.app_id.as_str(), service.service_name.as_str()),
+            ("a", "n")
+        );
+        assert_eq!(service.environment, "production");
+        let body = serde_json::to_value(CreateServiceRequest {
+            service: &MicroService::from_service(&Service {
+                service_id: String::new(),
+                ..service
+            }),
+        })
+        .expect("encodes");
+        assert_eq!(
+            body,
+            serde_json::json!({"service": {"appId": "a", "serviceName": "n", "version": "1.0.0",
+                "environment": "production", "properties": {"k": "v"}}})
+        );
+    }
+
+    #[test]
+    fn error_codes_decode_from_strings_and_numbers() {
+        let e: ErrorBody = serde_json::from_str(
+            r#"{"errorCode":"400012","errorMessage":"Micro-service does not exist"}"#,
+        )
+        .expect("decodes");
+        assert_eq!(e.code(), Some(400012));
+        let e: ErrorBody = serde_json::from_str(r#"{"errorCode":400017}"#).expect("decodes");
+        assert_eq!(e.code(), Some(400017));
+    }
+
+    #[test]
+    fn domain_project_splits_with_defaults() {
+        assert_eq!(split_domain_project("d/p"), ("d", "p"));
+        assert_eq!(split_domain_project("d"), ("d", "default"));
+        assert_eq!(split_domain_project(""), ("default", "default"));
+    }
+
+    #[test]
+    fn an_admin_dump_becomes_a_snapshot_of_all_tenants() {
+        let dump: DumpReply = serde_json::from_str(
+            r#"{"cache":{"services":[
+                {"key":"/cse-sr/ms/files/default/default/sc","rev":1,"value":
+                    {"serviceId":"sc","appId":"default","serviceName":"SERVICECENTER","version":"1.3.0"}},
+                {"key":"/cse-sr/ms/files/acme/prod/s1","rev":2,"value":
+                    {"serviceId":"s1","appId":"a","serviceName":"n","version":"1.0.0"}}],
+              "instances":[
+                {"key":"/cse-sr/inst/files/default/default/sc/i0","rev":3,"value":
+                    {"instanceId":"i0","serviceId":"sc","endpoints":["rest://h:30100"],"status":"UP"}},
+                {"key":"/cse-sr/inst/files/acme/prod/s1/i1","rev":4,"value":
+                    {"instanceId":"i1","endpoints":["rest://h:1"],"status":"DOWN"}}]}}"#,
+        )
+        .expect("decodes");
+        let snapshot = dump.into_snapshot();
+        assert_eq!(snapshot.services.len(), 1);
+        assert_eq!(snapshot.services[0].domain_project, "acme/prod");
+        assert_eq!(snapshot.instances.len(), 1);
+        assert_eq!(snapshot.instances[0].service_id, "s1");
+        assert_eq!(snapshot.instances[0].status, InstanceStatus::Down);
+    }
+}

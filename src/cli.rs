@@ -1,0 +1,143 @@
+//! The command line: `syncer daemon`, `syncer servicecenter`, `syncer version`.
+//!
+//! Arguments are parsed raw here (every value optional, so that a flag or its `SYNCER_*`
+//! environment variable can be told apart from "not given") and turned into validated typed
+//! settings by [`crate::config`], which applies the precedence flag > env > file > default.
+//! Flag names, defaults and ports are the service-center syncer's.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Multi-registry syncer: bridges Eureka and service-center sites, with a built-in
+/// service-center core.
+#[derive(Debug, Parser)]
+#[command(name = "syncer", version, propagate_version = true)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, env = "SYNCER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a syncer agent. With no --sc-addr it also runs the built-in service-center core
+    /// (on --builtin-addr) and syncs that: `syncer daemon` alone is a working standalone site.
+    Daemon(DaemonArgs),
+    /// Run only the built-in service-center core (service-center v4 API under /v4, Eureka v2
+    /// API under /eureka and /eureka/v2).
+    Servicecenter(ServicecenterArgs),
+    /// Print the version.
+    Version,
+}
+
+/// Registry kinds a plugin exists for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginKind {
+    /// service-center v4 REST API (also the built-in core).
+    Servicecenter,
+    /// Eureka v2 REST API; --sc-addr is the base URL including /eureka.
+    Eureka,
+}
+
+impl PluginKind {
+    /// The plugin's name as given on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PluginKind::Servicecenter => "servicecenter",
+            PluginKind::Eureka => "eureka",
+        }
+    }
+}
+
+/// Cluster modes of the service-center syncer, accepted for compatibility.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One syncer per registry.
+    Single,
+    /// Several syncers per registry sharing a cluster name; one leads.
+    Cluster,
+}
+
+/// Flags of `syncer daemon`. Every one may also come from its `SYNCER_*` variable or the
+/// `--config` file; the default is shown in brackets.
+#[derive(Debug, Default, Args)]
+pub struct DaemonArgs {
+    /// YAML file with the same settings (keys as the flags, with underscores: sc_addr,
+    /// sc_plugin, bind_addr, ...). Flags and env vars override it.
+    #[arg(long, env = "SYNCER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Registry address(es), comma separated, e.g. http://10.0.0.1:30100 or, for eureka,
+    /// http://10.0.0.1:8761/eureka. [none: run the built-in core on --builtin-addr]
+    #[arg(long, env = "SYNCER_SC_ADDR")]
+    pub sc_addr: Option<String>,
+    /// Plugin for the registry: servicecenter or eureka. [servicecenter]
+    #[arg(long, env = "SYNCER_SC_PLUGIN", value_enum)]
+    pub sc_plugin: Option<PluginKind>,
+    /// Gossip address (UDP); a missing port means 30190. [0.0.0.0:30190]
+    #[arg(long, env = "SYNCER_BIND_ADDR")]
+    pub bind_addr: Option<String>,
+    /// Gossip address advertised to other members, when --bind-addr is not reachable as is
+    /// (e.g. 0.0.0.0 or behind NAT). [--bind-addr, or this host's outbound IP for 0.0.0.0]
+    #[arg(long, env = "SYNCER_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<SocketAddr>,
+    /// gRPC address of the exchange; a missing port means 30191. An unspecified IP is
+    /// advertised as the gossip IP. [0.0.0.0:30191]
+    #[arg(long, env = "SYNCER_RPC_ADDR")]
+    pub rpc_addr: Option<String>,
+    /// Gossip addresses of existing members to join, comma separated; a missing port means
+    /// 30190. [none: start a new pool]
+    #[arg(long, env = "SYNCER_JOIN_ADDR")]
+    pub join_addr: Option<String>,
+    /// This member's name, unique in the pool. [the host name]
+    #[arg(long, env = "SYNCER_NODE")]
+    pub node: Option<String>,
+    /// Name of this site; syncers of one site share it. [the MD5 of --sc-addr, as the
+    /// service-center syncer; with the built-in core: the node name]
+    #[arg(long, env = "SYNCER_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Seconds between reconciles (pull peers, apply the difference, heartbeat imported
+    /// instances). [5]
+    #[arg(long, env = "SYNCER_TICKER_INTERVAL")]
+    pub ticker_interval: Option<u64>,
+    /// Seconds an unreachable peer cluster's instances are kept before they are removed.
+    /// [one lease of an imported instance: 4 x --ticker-interval, at least 30]
+    #[arg(long, env = "SYNCER_GRACE_PERIOD")]
+    pub grace_period: Option<u64>,
+    /// Address of the built-in service-center core, used when --sc-addr is not given.
+    /// [127.0.0.1:30100]
+    #[arg(long, env = "SYNCER_BUILTIN_ADDR")]
+    pub builtin_addr: Option<SocketAddr>,
+    /// single or cluster; accepted for compatibility with the service-center syncer (any
+    /// number of syncers may share a cluster name). [single]
+    #[arg(long, env = "SYNCER_MODE", value_enum)]
+    pub mode: Option<Mode>,
+    /// The service-center syncer's etcd peer port; accepted for compatibility, unused.
+    /// [30192]
+    #[arg(long, env = "SYNCER_CLUSTER_PORT")]
+    pub cluster_port: Option<u16>,
+}
+
+/// Flags of `syncer servicecenter`.
+#[derive(Debug, Args)]
+pub struct ServicecenterArgs {
+    /// HTTP address to serve on.
+    #[arg(long, env = "SYNCER_LISTEN", default_value = "127.0.0.1:30100")]
+    pub listen: SocketAddr,
+}

@@ -1,0 +1,434 @@
+//! Validated daemon settings: [`DaemonConfig`] built from the command line, the environment
+//! and the `--config` YAML file, with precedence flag > env > file > default.
+//!
+//! After [`DaemonConfig::resolve`] nothing stringly-typed travels further: addresses are
+//! `SocketAddr`, durations `Duration`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+
+use crate::cli::{DaemonArgs, Mode, PluginKind};
+
+/// Default gossip port (the service-center syncer's).
+pub const DEFAULT_GOSSIP_PORT: u16 = 30190;
+/// Default gRPC port (the service-center syncer's).
+pub const DEFAULT_RPC_PORT: u16 = 30191;
+/// Default address of the built-in core.
+pub const DEFAULT_BUILTIN_ADDR: &str = "127.0.0.1:30100";
+/// Default seconds between reconciles.
+pub const DEFAULT_TICKER_INTERVAL_SECS: u64 = 5;
+
+/// Errors found while building the settings; each names the setting and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid YAML for these settings (unknown keys are errors).
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A setting has a bad value.
+    #[error("invalid {setting} {value:?}: {reason}")]
+    Invalid {
+        /// The flag name.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The `--config` YAML file: the flags' names with underscores. Also accepts the keys of the
+/// service-center syncer's config file (`servicecenter: {addr, plugin}`; `log_file`,
+/// `profile`, `enable_compression`, `auto_sync`, `tls_config` are accepted and ignored).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// As `--sc-addr`.
+    pub sc_addr: Option<String>,
+    /// As `--sc-plugin`.
+    pub sc_plugin: Option<PluginKind>,
+    /// As `--bind-addr`.
+    pub bind_addr: Option<String>,
+    /// As `--advertise-addr`.
+    pub advertise_addr: Option<SocketAddr>,
+    /// As `--rpc-addr`.
+    pub rpc_addr: Option<String>,
+    /// As `--join-addr` (a comma list).
+    pub join_addr: Option<String>,
+    /// As `--node`.
+    pub node: Option<String>,
+    /// As `--cluster-name`.
+    pub cluster_name: Option<String>,
+    /// As `--ticker-interval`, seconds.
+    pub ticker_interval: Option<u64>,
+    /// As `--grace-period`, seconds.
+    pub grace_period: Option<u64>,
+    /// As `--builtin-addr`.
+    pub builtin_addr: Option<SocketAddr>,
+    /// As `--mode`.
+    pub mode: Option<Mode>,
+    /// As `--cluster-port`.
+    pub cluster_port: Option<u16>,
+    /// The service-center syncer's registry block.
+    pub servicecenter: Option<LegacyRegistry>,
+    /// service-center syncer keys with no effect here.
+    pub log_file: Option<serde_yaml::Value>,
+    /// Ignored (service-center syncer compatibility).
+    pub profile: Option<serde_yaml::Value>,
+    /// Ignored (service-center syncer compatibility).
+    pub enable_compression: Option<serde_yaml::Value>,
+    /// Ignored (service-center syncer compatibility).
+    pub auto_sync: Option<serde_yaml::Value>,
+    /// Ignored (service-center syncer compatibility).
+    pub tls_config: Option<serde_yaml::Value>,
+}
+
+/// The service-center syncer's `servicecenter:` block.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyRegistry {
+    /// Registry address(es).
+    pub addr: Option<String>,
+    /// Plugin name.
+    pub plugin: Option<PluginKind>,
+    /// Ignored.
+    pub tls_config: Option<serde_yaml::Value>,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    ///
+    /// # Errors
+    /// [`Error::Read`], [`Error::Parse`] (unknown keys included).
+    pub fn load(path: &Path) -> Result<FileConfig, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if text.trim().is_empty() {
+            return Ok(FileConfig::default());
+        }
+        serde_yaml::from_str(&text).map_err(|source| Error::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// Where the daemon's registry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryConfig {
+    /// An external registry at these endpoints, reached through this plugin.
+    External {
+        /// The plugin.
+        plugin: PluginKind,
+        /// Endpoint URLs (with scheme).
+        endpoints: Vec<String>,
+    },
+    /// The built-in core, served in-process on this address and synced through the
+    /// servicecenter plugin.
+    Builtin {
+        /// HTTP address.
+        listen: SocketAddr,
+    },
+}
+
+/// Validated settings of `syncer daemon`.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The registry to sync.
+    pub registry: RegistryConfig,
+    /// Gossip (UDP) bind address.
+    pub bind_addr: SocketAddr,
+    /// Gossip address advertised to others, if not the bind address.
+    pub advertise_addr: Option<SocketAddr>,
+    /// gRPC bind address.
+    pub rpc_addr: SocketAddr,
+    /// Members to join.
+    pub join_addrs: Vec<SocketAddr>,
+    /// This member's name.
+    pub node: String,
+    /// This site's name.
+    pub cluster_name: String,
+    /// Time between reconciles.
+    pub ticker_interval: Duration,
+    /// How long an unreachable peer's instances are kept.
+    pub grace_period: Duration,
+    /// Cluster mode (compatibility only).
+    pub mode: Mode,
+}
+
+impl DaemonConfig {
+    /// Applies flag/env > file > default and validates.
+    ///
+    /// # Errors
+    /// [`Error`] naming the setting at fault.
+    pub fn resolve(args: DaemonArgs) -> Result<DaemonConfig, Error> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let legacy = file.servicecenter.unwrap_or_default();
+        let sc_addr = args.sc_addr.or(file.sc_addr).or(legacy.addr);
+        let plugin = args
+            .sc_plugin
+            .or(file.sc_plugin)
+            .or(legacy.plugin)
+            .unwrap_or(PluginKind::Servicecenter);
+        let node = match args.node.or(file.node) {
+            Some(node) => node,
+            None => hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "syncer".to_owned()),
+        };
+        if node.trim().is_empty() {
+            return Err(invalid("--node", &node, "must not be empty"));
+        }
+        let registry = match &sc_addr {
+            Some(addrs) => {
+                let endpoints: Vec<String> = addrs
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| {
+                        if a.contains("://") {
+                            a.to_owned()
+                        } else {
+                            format!("http://{a}")
+                        }
+                    })
+                    .collect();
+                if endpoints.is_empty() {
+                    return Err(invalid("--sc-addr", addrs, "no address given"));
+                }
+                RegistryConfig::External { plugin, endpoints }
+            }
+            None => {
+                if plugin == PluginKind::Eureka {
+                    return Err(invalid(
+                        "--sc-plugin",
+                        "eureka",
+                        "the eureka plugin needs --sc-addr (e.g. http://127.0.0.1:8761/eureka)",
+                    ));
+                }
+                let listen = match args.builtin_addr.or(file.builtin_addr) {
+                    Some(a) => a,
+                    None => DEFAULT_BUILTIN_ADDR
+                        .parse()
+                        .map_err(|e| invalid("--builtin-addr", DEFAULT_BUILTIN_ADDR, e))?,
+                };
+                RegistryConfig::Builtin { listen }
+            }
+        };
+        let cluster_name = match args.cluster_name.or(file.cluster_name) {
+            Some(name) if !name.trim().is_empty() => name,
+            Some(name) => return Err(invalid("--cluster-name", &name, "must not be empty")),
+            None => match &sc_addr {
+                // The service-center syncer's rule: the MD5 of the raw --sc-addr text.
+                Some(raw) => hex::encode(Md5::digest(raw.as_bytes())),
+                // A built-in core belongs to this process alone: the site is the node.
+                None => node.clone(),
+            },
+        };
+        let bind_addr = socket_addr(
+            "--bind-addr",
+            args.bind_addr.or(file.bind_addr).as_deref(),
+            "0.0.0.0",
+            DEFAULT_GOSSIP_PORT,
+        )?;
+        let rpc_addr = socket_addr(
+            "--rpc-addr",
+            args.rpc_addr.or(file.rpc_addr).as_deref(),
+            "0.0.0.0",
+            DEFAULT_RPC_PORT,
+        )?;
+        let mut join_addrs = Vec::new();
+        if let Some(list) = args.join_addr.or(file.join_addr) {
+            for a in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                join_addrs.push(socket_addr("--join-addr", Some(a), "", DEFAULT_GOSSIP_PORT)?);
+            }
+        }
+        let ticker_secs = args
+            .ticker_interval
+            .or(file.ticker_interval)
+            .unwrap_or(DEFAULT_TICKER_INTERVAL_SECS);
+        if ticker_secs == 0 {
+            return Err(invalid("--ticker-interval", "0", "must be at least 1 second"));
+        }
+        let grace_secs = args
+            .grace_period
+            .or(file.grace_period)
+            .unwrap_or((ticker_secs * 4).max(30));
+        Ok(DaemonConfig {
+            registry,
+            bind_addr,
+            advertise_addr: args.advertise_addr.or(file.advertise_addr),
+            rpc_addr,
+            join_addrs,
+            node,
+            cluster_name,
+            ticker_interval: Duration::from_secs(ticker_secs),
+            grace_period: Duration::from_secs(grace_secs),
+            mode: args.mode.or(file.mode).unwrap_or(Mode::Single),
+        })
+    }
+}
+
+fn invalid(setting: &'static str, value: &str, reason: impl ToString) -> Error {
+    Error::Invalid {
+        setting,
+        value: value.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Parses `host:port`, `host` (port defaulted) or `:port` (host defaulted), resolving names.
+fn socket_addr(
+    setting: &'static str,
+    value: Option<&str>,
+    default_host: &str,
+    default_port: u16,
+) -> Result<SocketAddr, Error> {
+    let value = value.map(str::trim).unwrap_or("");
+    let text = if value.is_empty() {
+        format!("{default_host}:{default_port}")
+    } else if let Some(port) = value.strip_prefix(':') {
+        format!("{default_host}:{port}")
+    } else if value.parse::<SocketAddr>().is_ok() || has_port(value) {
+        value.to_owned()
+    } else if value.contains(':') {
+        // A bare IPv6 address.
+        format!("[{value}]:{default_port}")
+    } else {
+        format!("{value}:{default_port}")
+    };
+    text.to_socket_addrs()
+        .map_err(|e| invalid(setting, value, format!("not an address: {e}")))?
+        .next()
+        .ok_or_else(|| invalid(setting, value, "resolves to no address"))
+}
+
+fn has_port(value: &str) -> bool {
+    match value.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && (!host.contains(':') || host.ends_with(']')) && port.parse::<u16>().is_ok()
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_service_center_syncers() {
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(c.bind_addr, "0.0.0.0:30190".parse().expect("addr"));
+        assert_eq!(c.rpc_addr, "0.0.0.0:30191".parse().expect("addr"));
+        assert_eq!(
+            c.registry,
+            RegistryConfig::Builtin {
+                listen: "127.0.0.1:30100".parse().expect("addr")
+            }
+        );
+        assert_eq!(c.cluster_name, "n1");
+        assert_eq!(c.ticker_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn cluster_name_defaults_to_md5_of_sc_addr_and_ports_default() {
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            sc_addr: Some("http://127.0.0.1:30100".into()),
+            bind_addr: Some("127.0.0.2".into()),
+            rpc_addr: Some(":4000".into()),
+            join_addr: Some("127.0.0.3, 127.0.0.4:7000".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            c.cluster_name,
+            hex::encode(Md5::digest(b"http://127.0.0.1:30100"))
+        );
+        assert_eq!(c.bind_addr, "127.0.0.2:30190".parse().expect("addr"));
+        assert_eq!(c.rpc_addr, "0.0.0.0:4000".parse().expect("addr"));
+        assert_eq!(
+            c.join_addrs,
+            vec![
+                "127.0.0.3:30190".parse().expect("addr"),
+                "127.0.0.4:7000".parse().expect("addr")
+            ]
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("syncer.yaml");
+        std::fs::write(
+            &path,
+            "node: from-file\nticker_interval: 9\nservicecenter:\n  addr: http://10.0.0.1:8761/eureka\n  plugin: eureka\ntls_config:\n  enabled: false\n",
+        )
+        .expect("write");
+        let c = DaemonConfig::resolve(DaemonArgs {
+            config: Some(path.clone()),
+            ticker_interval: Some(2),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(c.node, "from-file");
+        assert_eq!(c.ticker_interval, Duration::from_secs(2));
+        assert!(matches!(
+            c.registry,
+            RegistryConfig::External { plugin: PluginKind::Eureka, .. }
+        ));
+
+        std::fs::write(&path, "nodes: typo\n").expect("write");
+        let err = DaemonConfig::resolve(DaemonArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("nodes"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let err = DaemonConfig::resolve(DaemonArgs {
+            bind_addr: Some("not an addr:x".into()),
+            ..Default::default()
+        })
+        .expect_err("bad");
+        assert!(err.to_string().contains("--bind-addr"), "{err}");
+        let err = DaemonConfig::resolve(DaemonArgs {
+            sc_plugin: Some(PluginKind::Eureka),
+            ..Default::default()
+        })
+        .expect_err("eureka needs an address");
+        assert!(err.to_string().contains("--sc-addr"), "{err}");
+    }
+}

@@ -1,0 +1,217 @@
+//! `syncer daemon`: builds every subsystem from a [`DaemonConfig`] and runs them until
+//! shutdown.
+//!
+//! Start order: the built-in core (when no external registry is configured), the plugin, the
+//! gRPC exchange listener, gossip membership, then the reconcile loop. Every task is spawned
+//! through one [`TaskTracker`] and stops on one [`CancellationToken`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use syncer_plugin_api::Plugin;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, Instrument};
+
+use crate::cli::PluginKind;
+use crate::config::{DaemonConfig, RegistryConfig};
+use crate::exchange::server::ExchangeServer;
+use crate::membership::{self, Membership};
+use crate::servicecenter;
+use crate::sync::exporter::Exporter;
+use crate::sync::{self, Syncer};
+
+/// How long in-flight work may take to finish after shutdown is requested.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Timeout of one registry call.
+pub const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors that stop the daemon from starting. Once started, it only stops on shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listening socket could not be bound.
+    #[error("cannot bind the {what} address {addr} (is another syncer or registry running there?)")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The plugin could not be built from its settings.
+    #[error("cannot set up the {plugin} plugin")]
+    Plugin {
+        /// The plugin's name.
+        plugin: &'static str,
+        /// The cause.
+        #[source]
+        source: syncer_plugin_api::Error,
+    },
+    /// Gossip membership could not start.
+    #[error("cannot start gossip membership")]
+    Membership(#[from] membership::Error),
+}
+
+/// Runs the daemon until `shutdown` is cancelled, then drains within [`SHUTDOWN_GRACE`].
+///
+/// # Errors
+/// [`Error`] when a subsystem cannot start.
+pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    let tracker = TaskTracker::new();
+    info!(
+        node = %config.node,
+        cluster = %config.cluster_name,
+        registry = ?config.registry,
+        bind_addr = %config.bind_addr,
+        rpc_addr = %config.rpc_addr,
+        join_addrs = ?config.join_addrs,
+        ticker_interval_secs = config.ticker_interval.as_secs(),
+        grace_period_secs = config.grace_period.as_secs(),
+        mode = ?config.mode,
+        "starting syncer daemon"
+    );
+
+    let (kind, endpoints) = match &config.registry {
+        RegistryConfig::External { plugin, endpoints } => (*plugin, endpoints.clone()),
+        RegistryConfig::Builtin { listen } => {
+            let listener = TcpListener::bind(listen).await.map_err(|source| Error::Bind {
+                what: "built-in service-center",
+                addr: *listen,
+                source,
+            })?;
+            let local = listener.local_addr().unwrap_or(*listen);
+            let core = servicecenter::Core::new();
+            let token = shutdown.clone();
+            tracker.spawn(
+                async move {
+                    if let Err(e) = servicecenter::serve(listener, core, token).await {
+                        error!(error = %e, "built-in service-center stopped");
+                    }
+                }
+                .instrument(tracing::info_span!("servicecenter", addr = %local)),
+            );
+            (PluginKind::Servicecenter, vec![format!("http://{}", reachable(local))])
+        }
+    };
+    let plugin = build_plugin(kind, endpoints)?;
+
+    let rpc_listener = TcpListener::bind(config.rpc_addr)
+        .await
+        .map_err(|source| Error::Bind {
+            what: "rpc (gRPC exchange)",
+            addr: config.rpc_addr,
+            source,
+        })?;
+    let rpc_addr = rpc_listener.local_addr().unwrap_or(config.rpc_addr);
+
+    let membership = Membership::bind(membership::Config {
+        node: config.node.clone(),
+        cluster_name: config.cluster_name.clone(),
+        bind_addr: config.bind_addr,
+        advertise_addr: config.advertise_addr,
+        rpc_addr,
+        join_addrs: config.join_addrs.clone(),
+        probe_period: Duration::from_secs(1),
+    })
+    .await?;
+    let members = membership.members();
+
+    let exporter = Arc::new(Exporter::new(plugin.clone(), Duration::from_millis(500)));
+    let server = ExchangeServer::new(config.cluster_name.clone(), plugin.name(), exporter.clone());
+    let token = shutdown.clone();
+    tracker.spawn(
+        async move {
+            if let Err(e) = server.run(rpc_listener, token).await {
+                error!(error = %e, "exchange server stopped");
+            }
+        }
+        .instrument(tracing::info_span!("exchange", addr = %rpc_addr)),
+    );
+
+    let token = shutdown.clone();
+    tracker.spawn(
+        async move {
+            if let Err(e) = membership.run(token).await {
+                error!(error = %e, "gossip membership stopped");
+            }
+        }
+        .instrument(tracing::info_span!("membership")),
+    );
+
+    let syncer = Syncer::new(
+        sync::Config {
+            node: config.node.clone(),
+            cluster_name: config.cluster_name.clone(),
+            ticker_interval: config.ticker_interval,
+            grace_period: config.grace_period,
+            concurrency: 32,
+        },
+        plugin,
+        exporter,
+        members,
+    );
+    tracker.spawn(
+        syncer
+            .run(shutdown.clone())
+            .instrument(tracing::info_span!("sync", cluster = %config.cluster_name)),
+    );
+    tracker.close();
+
+    shutdown.cancelled().await;
+    info!("shutting down");
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        info!(grace_secs = SHUTDOWN_GRACE.as_secs(), "some tasks did not stop within the grace period");
+    }
+    Ok(())
+}
+
+/// Builds the plugin for `kind` over `endpoints`.
+///
+/// # Errors
+/// [`Error::Plugin`] when the plugin refuses its settings.
+pub fn build_plugin(kind: PluginKind, endpoints: Vec<String>) -> Result<Arc<dyn Plugin>, Error> {
+    let plugin: Arc<dyn Plugin> = match kind {
+        PluginKind::Servicecenter => Arc::new(
+            syncer_plugin_servicecenter::ServiceCenterPlugin::new(
+                syncer_plugin_servicecenter::Config {
+                    endpoints,
+                    request_timeout: REGISTRY_TIMEOUT,
+                    ..Default::default()
+                },
+            )
+            .map_err(|source| Error::Plugin {
+                plugin: kind.name(),
+                source,
+            })?,
+        ),
+        PluginKind::Eureka => Arc::new(
+            syncer_plugin_eureka::EurekaPlugin::new(syncer_plugin_eureka::Config {
+                endpoints,
+                request_timeout: REGISTRY_TIMEOUT,
+                ..Default::default()
+            })
+            .map_err(|source| Error::Plugin {
+                plugin: kind.name(),
+                source,
+            })?,
+        ),
+    };
+    Ok(plugin)
+}
+
+/// An address a client on this host can connect to: an unspecified IP becomes loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    }
+}

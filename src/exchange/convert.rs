@@ -1,0 +1,219 @@
+//! Conversions between the wire types of `proto/syncer.proto` and the plugin API's model.
+//!
+//! Incoming data is validated here ([`snapshot_from_wire`]): an instance must name a service
+//! present in the same message and carry non-empty ids; anything else is rejected whole,
+//! so a misbehaving peer cannot put half-formed records into the local registry.
+
+use std::collections::HashSet;
+
+use syncer_plugin_api::{HealthCheck, Instance, InstanceStatus, Service, Snapshot};
+
+use super::proto::{self, sync_instance, sync_service};
+
+/// Why a peer's data was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidData {
+    /// A service without an id.
+    #[error("service {index} has an empty serviceId")]
+    ServiceWithoutId {
+        /// Position in `services`.
+        index: usize,
+    },
+    /// An instance without an id.
+    #[error("instance {index} has an empty instanceId")]
+    InstanceWithoutId {
+        /// Position in `Instances`.
+        index: usize,
+    },
+    /// An instance whose service is not in the message.
+    #[error("instance {instance_id} names serviceId {service_id}, which is not in the data")]
+    UnknownService {
+        /// The instance.
+        instance_id: String,
+        /// The service it names.
+        service_id: String,
+    },
+}
+
+/// The wire form of an export of cluster `cluster`.
+pub fn snapshot_to_wire(cluster: &str, plugin_name: &str, snapshot: &Snapshot) -> proto::SyncData {
+    proto::SyncData {
+        cluster: cluster.to_owned(),
+        services: snapshot
+            .services
+            .iter()
+            .map(|s| proto::SyncService {
+                service_id: s.service_id.clone(),
+                app: s.app_id.clone(),
+                name: s.service_name.clone(),
+                version: s.version.clone(),
+                status: sync_service::Status::Up as i32,
+                domain_project: s.domain_project.clone(),
+                environment: s.environment.clone(),
+                plugin_name: plugin_name.to_owned(),
+                expansion: Vec::new(),
+                properties: s.properties.clone().into_iter().collect(),
+            })
+            .collect(),
+        instances: snapshot
+            .instances
+            .iter()
+            .map(|i| proto::SyncInstance {
+                instance_id: i.instance_id.clone(),
+                service_id: i.service_id.clone(),
+                endpoints: i.endpoints.clone(),
+                host_name: i.host_name.clone(),
+                status: status_to_wire(i.status) as i32,
+                health_check: i.health_check.as_ref().map(|h| proto::HealthCheck {
+                    mode: proto::health_check::Modes::Push as i32,
+                    port: 0,
+                    interval: i32::try_from(h.interval_secs).unwrap_or(i32::MAX),
+                    times: i32::try_from(h.times).unwrap_or(i32::MAX),
+                    url: h.url.clone(),
+                }),
+                version: String::new(),
+                plugin_name: plugin_name.to_owned(),
+                expansion: Vec::new(),
+                properties: i.properties.clone().into_iter().collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Validates and converts a peer's `SyncData`.
+///
+/// # Errors
+/// [`InvalidData`] naming the first offending record.
+pub fn snapshot_from_wire(data: proto::SyncData) -> Result<Snapshot, InvalidData> {
+    let mut ids = HashSet::new();
+    let mut services = Vec::with_capacity(data.services.len());
+    for (index, s) in data.services.into_iter().enumerate() {
+        if s.service_id.is_empty() {
+            return Err(InvalidData::ServiceWithoutId { index });
+        }
+        ids.insert(s.service_id.clone());
+        services.push(Service {
+            domain_project: if s.domain_project.is_empty() {
+                syncer_plugin_api::DEFAULT_DOMAIN_PROJECT.to_owned()
+            } else {
+                s.domain_project
+            },
+            service_id: s.service_id,
+            app_id: s.app,
+            service_name: s.name,
+            version: s.version,
+            environment: s.environment,
+            properties: s.properties.into_iter().collect(),
+        });
+    }
+    let mut instances = Vec::with_capacity(data.instances.len());
+    for (index, i) in data.instances.into_iter().enumerate() {
+        if i.instance_id.is_empty() {
+            return Err(InvalidData::InstanceWithoutId { index });
+        }
+        if !ids.contains(&i.service_id) {
+            return Err(InvalidData::UnknownService {
+                instance_id: i.instance_id,
+                service_id: i.service_id,
+            });
+        }
+        let status = status_from_wire(i.status());
+        instances.push(Instance {
+            instance_id: i.instance_id,
+            service_id: i.service_id,
+            host_name: i.host_name,
+            endpoints: i.endpoints,
+            status,
+            health_check: i.health_check.map(|h| HealthCheck {
+                interval_secs: u32::try_from(h.interval).unwrap_or(0),
+                times: u32::try_from(h.times).unwrap_or(0),
+                url: h.url,
+            }),
+            properties: i.properties.into_iter().collect(),
+        });
+    }
+    Ok(Snapshot {
+        services,
+        instances,
+    })
+}
+
+fn status_to_wire(status: InstanceStatus) -> sync_instance::Status {
+    match status {
+        InstanceStatus::Up => sync_instance::Status::Up,
+        InstanceStatus::Down => sync_instance::Status::Down,
+        InstanceStatus::Starting => sync_instance::Status::Starting,
+        InstanceStatus::OutOfService => sync_instance::Status::Outofservice,
+        InstanceStatus::Testing => sync_instance::Status::Testing,
+        InstanceStatus::Unknown => sync_instance::Status::Unknown,
+    }
+}
+
+fn status_from_wire(status: sync_instance::Status) -> InstanceStatus {
+    match status {
+        sync_instance::Status::Up => InstanceStatus::Up,
+        sync_instance::Status::Down => InstanceStatus::Down,
+        sync_instance::Status::Starting => InstanceStatus::Starting,
+        sync_instance::Status::Outofservice => InstanceStatus::OutOfService,
+        sync_instance::Status::Testing => InstanceStatus::Testing,
+        sync_instance::Status::Unknown => InstanceStatus::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            services: vec![Service {
+                domain_project: "default/default".into(),
+                service_id: "s1".into(),
+                app_id: "eureka".into(),
+                service_name: "hello-server".into(),
+                version: "0.0.1".into(),
+                environment: String::new(),
+                properties: [("k".to_string(), "v".to_string())].into(),
+            }],
+            instances: vec![Instance {
+                instance_id: "i1".into(),
+                service_id: "s1".into(),
+                host_name: "host".into(),
+                endpoints: vec!["http://127.0.0.1:8091".into()],
+                status: InstanceStatus::OutOfService,
+                health_check: Some(HealthCheck {
+                    interval_secs: 30,
+                    times: 3,
+                    url: String::new(),
+                }),
+                properties: [("a".to_string(), "b".to_string())].into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_snapshot_survives_the_wire() {
+        let wire = snapshot_to_wire("sc-site", "servicecenter", &sample());
+        assert_eq!(wire.cluster, "sc-site");
+        let back = snapshot_from_wire(wire).expect("valid");
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn an_instance_of_a_missing_service_is_refused() {
+        let mut wire = snapshot_to_wire("c", "servicecenter", &sample());
+        wire.services.clear();
+        let err = snapshot_from_wire(wire).expect_err("must be refused");
+        assert!(matches!(err, InvalidData::UnknownService { .. }), "{err}");
+    }
+
+    #[test]
+    fn empty_ids_are_refused() {
+        let mut wire = snapshot_to_wire("c", "servicecenter", &sample());
+        wire.instances[0].instance_id.clear();
+        assert!(matches!(
+            snapshot_from_wire(wire),
+            Err(InvalidData::InstanceWithoutId { index: 0 })
+        ));
+    }
+}

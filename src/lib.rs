@@ -1,0 +1,16 @@
+//! syncer: a multi-registry syncer daemon.
+//!
+//! Per-site agents find each other by gossip ([`membership`]), elect a leader per site,
+//! read their local registry through a plugin (`syncer-plugin-servicecenter`,
+//! `syncer-plugin-eureka`), exchange what they found over gRPC ([`exchange`]), and
+//! re-register the other sites' instances locally ([`sync`]). [`servicecenter`] is the
+//! built-in service-center core, so a site can run with nothing else. [`daemon`] wires it all
+//! from the validated settings of [`config`], which [`cli`] parses.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod exchange;
+pub mod membership;
+pub mod servicecenter;
+pub mod sync;

@@ -1,0 +1,94 @@
+//! The `syncer` binary: parse the command line, set up logging, run the library, map the
+//! result to an exit code.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use syncer::cli::{Cli, Command, LogFormat};
+use syncer::config::DaemonConfig;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Version => {
+                println!("syncer {}", env!("CARGO_PKG_VERSION"));
+                Ok(())
+            }
+            Command::Servicecenter(args) => {
+                let listener = tokio::net::TcpListener::bind(args.listen)
+                    .await
+                    .with_context(|| format!("cannot bind the service-center address {}", args.listen))?;
+                let shutdown = shutdown_on_signal();
+                syncer::servicecenter::serve(listener, syncer::servicecenter::Core::new(), shutdown)
+                    .await
+                    .context("built-in service-center failed")
+            }
+            Command::Daemon(args) => {
+                let config = DaemonConfig::resolve(args).context("invalid settings")?;
+                let shutdown = shutdown_on_signal();
+                syncer::daemon::run(config, shutdown).await.context("syncer daemon failed")
+            }
+        }
+    })
+}
+
+/// A token cancelled on the first SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        t.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        tracing::info!("shutdown signal received");
+        t.cancel();
+    });
+    token
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("SYNCER_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

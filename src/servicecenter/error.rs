@@ -1,0 +1,122 @@
+//! The one API error type of the built-in core's SC v4 surface.
+//!
+//! Renders service-center's own error body (`1.3.0:server/error/error.go`):
+//! HTTP status = `errorCode / 1000`, body
+//! `{"errorCode":"400012","errorMessage":"Micro-service does not exist","detail":"..."}`
+//! with `errorCode` as a string and `detail` left out when empty.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Invalid parameter(s): validation, bad JSON, bad query flags.
+pub const INVALID_PARAMS: u32 = 400001;
+/// Micro-service already exists: a client-chosen serviceId conflicts.
+pub const SERVICE_ALREADY_EXISTS: u32 = 400010;
+/// Micro-service does not exist.
+pub const SERVICE_NOT_EXISTS: u32 = 400012;
+/// Micro-service has deployed instance(s): non-force delete.
+pub const DEPLOYED_INSTANCE: u32 = 400013;
+/// Instance does not exist.
+pub const INSTANCE_NOT_EXISTS: u32 = 400017;
+/// Micro-service version does not exist: existence with a fuzzy rule that matches nothing.
+pub const SERVICE_VERSION_NOT_EXISTS: u32 = 400026;
+/// Forbidden: admin dump from a tenant other than default/default.
+pub const FORBIDDEN: u32 = 403001;
+
+/// A service-center API error: a six-digit code and a specific detail.
+///
+/// No registry state was changed when one of these is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("service-center error {code}: {detail}")]
+pub struct ScError {
+    /// The six-digit service-center error code, e.g. 400012.
+    pub code: u32,
+    /// The specific text; empty means "left out of the body".
+    pub detail: String,
+}
+
+impl ScError {
+    /// An error with `code` and a specific `detail`.
+    pub fn new(code: u32, detail: impl Into<String>) -> ScError {
+        ScError {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    /// 400001 with a detail that names the offending field.
+    pub fn invalid(detail: impl Into<String>) -> ScError {
+        ScError::new(INVALID_PARAMS, detail)
+    }
+
+    /// The generic message service-center writes for `code` (servicecomb-notes c.2).
+    pub fn message(code: u32) -> &'static str {
+        match code {
+            400001 => "Invalid parameter(s)",
+            400002 => "Server is Unhealthy",
+            400010 => "Micro-service already exists",
+            400012 => "Micro-service does not exist",
+            400013 => "Micro-service has deployed instance(s)",
+            400014 => "Undefined schema id",
+            400015 => "Not allowed to modify schema",
+            400016 => "Schema does not exist",
+            400017 => "Instance does not exist",
+            400018 => "Tag does not exist",
+            400023 => "Consumer(s) depends on this micro-service",
+            400026 => "Micro-service version does not exist",
+            400100 => "Not enough quota",
+            403001 => "Forbidden",
+            500011 => "Registry service is unavailable",
+            _ => "Internal server error",
+        }
+    }
+
+    /// The HTTP status: `code / 1000`, 500 when that is not a valid status.
+    pub fn status(&self) -> StatusCode {
+        u16::try_from(self.code / 1000)
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody<'a> {
+    error_code: String,
+    error_message: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    detail: &'a str,
+}
+
+impl IntoResponse for ScError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(code = self.code, detail = %self.detail, "service-center request failed");
+        } else {
+            tracing::debug!(code = self.code, detail = %self.detail, "service-center request refused");
+        }
+        let body = ErrorBody {
+            error_code: self.code.to_string(),
+            error_message: ScError::message(self.code),
+            detail: &self.detail,
+        };
+        let mut text = serde_json::to_string(&body).unwrap_or_default();
+        text.push('\n');
+        let mut resp = (
+            status,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=UTF-8"),
+            )],
+            text,
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&self.code.to_string()) {
+            resp.headers_mut().insert("x-response-status", v);
+        }
+        resp
+    }
+}

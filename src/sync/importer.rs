@@ -1,0 +1,497 @@
+//! The importer: makes the local registry hold a copy of every instance the peer clusters
+//! export, and nothing else that a syncer put there (DESIGN.md decision 1).
+//!
+//! Level-triggered: [`plan`] is a pure function of what the peers export (desired) and what
+//! the local registry holds (actual, as a [`Mapping`] rebuilt from the registry's own
+//! metadata); [`apply`] carries the plan out through the plugin with bounded concurrency.
+//! Everything is indexed by origin id; nothing loops over peers x locals.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use futures::stream::{self, StreamExt};
+use syncer_plugin_api::{Error as PluginError, HealthCheck, Instance, Plugin, Service, Snapshot};
+use tracing::{debug, warn};
+
+use super::mapping::{local_instance_id, local_service_id, LocalCopy, Mapping, OriginKey};
+
+/// What one peer cluster exported, as pulled from its leader.
+#[derive(Debug, Clone)]
+pub struct PeerExport {
+    /// The peer's cluster name (the origin of everything in `snapshot`).
+    pub cluster: String,
+    /// Its exported services and instances.
+    pub snapshot: Snapshot,
+}
+
+/// One local registration to make: the local service and the marked local instance.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The origin this copy stands for.
+    pub origin: OriginKey,
+    /// The local service to register under; `service_id` is the deterministic id to propose.
+    pub service: Service,
+    /// The local instance, with its deterministic id and origin marker.
+    pub instance: Instance,
+}
+
+/// A copy to keep alive, and how to register it again if the registry lost it.
+#[derive(Debug, Clone)]
+pub struct Keep {
+    /// The copy as the registry holds it.
+    pub copy: LocalCopy,
+    /// What to register if the heartbeat says the copy is gone.
+    pub registration: Registration,
+}
+
+/// The difference between desired and actual, as operations.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Copies that are missing.
+    pub register: Vec<Registration>,
+    /// Copies whose origin changed (endpoints or status): removed, then registered again,
+    /// since re-registering an existing id at service-center only renews its lease.
+    pub replace: Vec<(LocalCopy, Registration)>,
+    /// Copies that are current: heartbeat them.
+    pub heartbeat: Vec<Keep>,
+    /// Copies whose origin is gone: remove them.
+    pub unregister: Vec<LocalCopy>,
+}
+
+/// Settings [`plan`] needs about the local side.
+#[derive(Debug, Clone)]
+pub struct PlanConfig {
+    /// This cluster's name; its own instances are never imported.
+    pub local_cluster: String,
+    /// Heartbeat interval of imported copies, in seconds (the syncer's tick).
+    pub heartbeat_interval_secs: u32,
+    /// Missed heartbeats a copy tolerates; its lease is `interval x (times + 1)` seconds.
+    pub heartbeat_times: u32,
+}
+
+/// Computes the plan.
+///
+/// * `peers`: the exports pulled successfully this round. A copy whose origin cluster is
+///   among them but whose origin instance is not is unregistered at once.
+/// * `retained`: clusters not pulled this round whose copies are kept (heartbeated) anyway:
+///   their pull failed, or they vanished less than the grace period ago (decision 6).
+///   Copies of any other cluster are unregistered.
+/// * `actual`: the mapping rebuilt from the local registry, and the duplicate copies found
+///   while rebuilding it (always unregistered).
+pub fn plan(
+    config: &PlanConfig,
+    peers: &[PeerExport],
+    retained: &HashSet<String>,
+    actual: (Mapping, Vec<LocalCopy>),
+) -> Plan {
+    let (mut mapping, duplicates) = actual;
+    let mut out = Plan {
+        unregister: duplicates,
+        ..Plan::default()
+    };
+    let mut pulled: HashSet<&str> = HashSet::new();
+    for peer in peers {
+        if peer.cluster == config.local_cluster {
+            continue;
+        }
+        pulled.insert(peer.cluster.as_str());
+        let services: HashMap<&str, &Service> = peer
+            .snapshot
+            .services
+            .iter()
+            .map(|s| (s.service_id.as_str(), s))
+            .collect();
+        for instance in &peer.snapshot.instances {
+            // The peer's exporter already skips copies; checking again keeps a misbehaving
+            // peer from making us import our own copies back.
+            if OriginKey::of_imported(instance).is_some() {
+                continue;
+            }
+            let Some(origin_service) = services.get(instance.service_id.as_str()) else {
+                debug!(cluster = %peer.cluster, instance = %instance.instance_id, "exported instance without its service, skipped");
+                continue;
+            };
+            let origin = OriginKey {
+                cluster: peer.cluster.clone(),
+                service_id: instance.service_id.clone(),
+                instance_id: instance.instance_id.clone(),
+            };
+            let registration = registration(config, origin, origin_service, instance);
+            match mapping.copies.remove(&registration.origin) {
+                None => out.register.push(registration),
+                Some(copy) if differs(&copy.instance, &registration.instance) => {
+                    out.replace.push((copy, registration))
+                }
+                Some(copy) => out.heartbeat.push(Keep { copy, registration }),
+            }
+        }
+    }
+    for (origin, copy) in mapping.copies {
+        if origin.cluster == config.local_cluster {
+            // Marked with our own name: written by an earlier configuration; not ours to judge.
+            continue;
+        }
+        if !pulled.contains(origin.cluster.as_str()) && retained.contains(&origin.cluster) {
+            let registration = Registration {
+                origin,
+                service: copy.service.clone(),
+                instance: copy.instance.clone(),
+            };
+            out.heartbeat.push(Keep { copy, registration });
+        } else {
+            out.unregister.push(copy);
+        }
+    }
+    out
+}
+
+/// The local registration standing for `instance` of `origin_service` at its origin.
+fn registration(
+    config: &PlanConfig,
+    origin: OriginKey,
+    origin_service: &Service,
+    instance: &Instance,
+) -> Registration {
+    let mut service = Service {
+        domain_project: origin_service.domain_project.clone(),
+        service_id: String::new(),
+        app_id: origin_service.app_id.clone(),
+        service_name: origin_service.service_name.clone(),
+        version: origin_service.version.clone(),
+        environment: origin_service.environment.clone(),
+        properties: origin_service.properties.clone(),
+    };
+    service.service_id = local_service_id(&service);
+    let mut local = Instance {
+        instance_id: local_instance_id(&origin),
+        service_id: service.service_id.clone(),
+        host_name: instance.host_name.clone(),
+        endpoints: instance.endpoints.clone(),
+        status: instance.status,
+        health_check: Some(HealthCheck {
+            interval_secs: config.heartbeat_interval_secs,
+            times: config.heartbeat_times,
+            url: instance
+                .health_check
+                .as_ref()
+                .map(|h| h.url.clone())
+                .unwrap_or_default(),
+        }),
+        properties: instance.properties.clone(),
+    };
+    origin.mark(&mut local);
+    Registration {
+        origin,
+        service,
+        instance: local,
+    }
+}
+
+/// Whether a copy no longer matches its origin in what consumers use: endpoints and status.
+fn differs(copy: &Instance, desired: &Instance) -> bool {
+    copy.status != desired.status
+        || copy.endpoints.iter().collect::<BTreeSet<_>>()
+            != desired.endpoints.iter().collect::<BTreeSet<_>>()
+}
+
+/// Counts of what [`apply`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Copies registered (new, replaced, or re-registered after a lost heartbeat).
+    pub registered: usize,
+    /// Copies heartbeated.
+    pub heartbeated: usize,
+    /// Copies removed.
+    pub unregistered: usize,
+    /// Operations that failed; they are retried by the next reconcile.
+    pub failed: usize,
+}
+
+enum Outcome {
+    Registered,
+    Heartbeated,
+    Unregistered,
+    Failed,
+}
+
+/// Carries out `plan` through `plugin`, at most `concurrency` calls at a time. Failures are
+/// logged and counted, never fatal: the next reconcile computes them again.
+pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Applied {
+    let concurrency = concurrency.max(1);
+    let mut applied = Applied::default();
+    let count = |applied: &mut Applied, outcome: Outcome| match outcome {
+        Outcome::Registered => applied.registered += 1,
+        Outcome::Heartbeated => applied.heartbeated += 1,
+        Outcome::Unregistered => applied.unregistered += 1,
+        Outcome::Failed => applied.failed += 1,
+    };
+
+    let unregisters = stream::iter(plan.unregister)
+        .map(|copy| async move { unregister(plugin, &copy).await })
+        .buffer_unordered(concurrency);
+    for outcome in unregisters.collect::<Vec<_>>().await {
+        count(&mut applied, outcome);
+    }
+
+    let heartbeats = stream::iter(plan.heartbeat)
+        .map(|keep| async move {
+            let local = &keep.copy;
+            match plugin
+                .heartbeat(&local.service, &local.instance.instance_id)
+                .await
+            {
+                Ok(()) => Outcome::Heartbeated,
+                Err(PluginError::NotFound(_)) => {
+                    debug!(instance = %local.instance.instance_id, "copy lost at the registry, registering again");
+                    register(plugin, keep.registration, &Default::default()).await
+                }
+                Err(e) => {
+                    warn!(instance = %local.instance.instance_id, error = %e, "heartbeat failed");
+                    Outcome::Failed
+                }
+            }
+        })
+        .buffer_unordered(concurrency);
+    for outcome in heartbeats.collect::<Vec<_>>().await {
+        count(&mut applied, outcome);
+    }
+
+    // Resolve each distinct service once, then register its instances.
+    let mut registrations = plan.register;
+    for (copy, registration) in plan.replace {
+        if let Outcome::Failed = unregister(plugin, &copy).await {
+            count(&mut applied, Outcome::Failed);
+            continue;
+        }
+        registrations.push(registration);
+    }
+    let mut service_ids: HashMap<String, String> = HashMap::new();
+    let mut seen = HashSet::new();
+    for r in &registrations {
+        if !seen.insert(r.service.service_id.clone()) {
+            continue;
+        }
+        match plugin.ensure_service(&r.service).await {
+            Ok(id) => {
+                service_ids.insert(r.service.service_id.clone(), id);
+            }
+            Err(e) => {
+                warn!(service = %r.service.service_name, error = %e, "ensure service failed");
+            }
+        }
+    }
+    let service_ids = &service_ids;
+    let registers = stream::iter(registrations)
+        .map(|r| async move { register(plugin, r, service_ids).await })
+        .buffer_unordered(concurrency);
+    for outcome in registers.collect::<Vec<_>>().await {
+        count(&mut applied, outcome);
+    }
+    applied
+}
+
+/// Registers one copy. `service_ids` maps proposed service ids to ids already resolved this
+/// round; a service not in it is ensured first.
+async fn register(
+    plugin: &dyn Plugin,
+    mut r: Registration,
+    service_ids: &HashMap<String, String>,
+) -> Outcome {
+    let resolved = match service_ids.get(&r.service.service_id) {
+        Some(id) => Ok(id.clone()),
+        None => plugin.ensure_service(&r.service).await,
+    };
+    let service_id = match resolved {
+        Ok(id) => id,
+        Err(e) => {
+            warn!(service = %r.service.service_name, error = %e, "ensure service failed");
+            return Outcome::Failed;
+        }
+    };
+    r.service.service_id = service_id.clone();
+    r.instance.service_id = service_id;
+    match plugin.register(&r.service, &r.instance).await {
+        Ok(id) => {
+            debug!(service = %r.service.service_name, instance = %id, origin_cluster = %r.origin.cluster, origin_instance = %r.origin.instance_id, "imported instance registered");
+            Outcome::Registered
+        }
+        Err(e) => {
+            warn!(service = %r.service.service_name, origin_cluster = %r.origin.cluster, origin_instance = %r.origin.instance_id, error = %e, "register failed");
+            Outcome::Failed
+        }
+    }
+}
+
+async fn unregister(plugin: &dyn Plugin, copy: &LocalCopy) -> Outcome {
+    match plugin
+        .unregister(&copy.service, &copy.instance.instance_id)
+        .await
+    {
+        Ok(()) => {
+            debug!(service = %copy.service.service_name, instance = %copy.instance.instance_id, "imported instance unregistered");
+            Outcome::Unregistered
+        }
+        Err(e) => {
+            warn!(instance = %copy.instance.instance_id, error = %e, "unregister failed");
+            Outcome::Failed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syncer_plugin_api::InstanceStatus;
+
+    fn config() -> PlanConfig {
+        PlanConfig {
+            local_cluster: "sc-site".into(),
+            heartbeat_interval_secs: 5,
+            heartbeat_times: 3,
+        }
+    }
+
+    fn peer(cluster: &str, instances: &[(&str, &str)]) -> PeerExport {
+        PeerExport {
+            cluster: cluster.into(),
+            snapshot: Snapshot {
+                services: vec![Service {
+                    domain_project: "default/default".into(),
+                    service_id: "account-server".into(),
+                    app_id: "eureka".into(),
+                    service_name: "account-server".into(),
+                    version: "0.0.1".into(),
+                    ..Default::default()
+                }],
+                instances: instances
+                    .iter()
+                    .map(|(id, ep)| Instance {
+                        instance_id: (*id).into(),
+                        service_id: "account-server".into(),
+                        host_name: "h".into(),
+                        endpoints: vec![(*ep).into()],
+                        ..Default::default()
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    /// The local registry after applying `registrations` faithfully.
+    fn local_after(registrations: &[Registration]) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for r in registrations {
+            if !snapshot
+                .services
+                .iter()
+                .any(|s| s.service_id == r.service.service_id)
+            {
+                snapshot.services.push(r.service.clone());
+            }
+            snapshot.instances.push(r.instance.clone());
+        }
+        snapshot
+    }
+
+    #[test]
+    fn new_instances_are_registered_with_marker_and_deterministic_ids() {
+        let peers = [peer("eureka-site", &[("a:1", "http://127.0.0.1:1")])];
+        let p = plan(
+            &config(),
+            &peers,
+            &HashSet::new(),
+            Mapping::from_snapshot(&Snapshot::default()),
+        );
+        assert_eq!(p.register.len(), 1);
+        let r = &p.register[0];
+        assert_eq!(r.instance.origin_cluster(), Some("eureka-site"));
+        assert_eq!(r.instance.instance_id, local_instance_id(&r.origin));
+        assert_eq!(
+            r.service.service_id,
+            "80784229255ec96d90353e3c041bdf3586fdbbae"
+        );
+        assert_eq!(r.instance.health_check.as_ref().map(|h| h.interval_secs), Some(5));
+    }
+
+    #[test]
+    fn a_second_round_only_heartbeats_and_a_vanished_origin_is_unregistered() {
+        let peers = [peer(
+            "eureka-site",
+            &[("a:1", "http://127.0.0.1:1"), ("a:2", "http://127.0.0.1:2")],
+        )];
+        let first = plan(
+            &config(),
+            &peers,
+            &HashSet::new(),
+            Mapping::from_snapshot(&Snapshot::default()),
+        );
+        let local = local_after(&first.register);
+
+        let second = plan(&config(), &peers, &HashSet::new(), Mapping::from_snapshot(&local));
+        assert!(second.register.is_empty() && second.unregister.is_empty());
+        assert_eq!(second.heartbeat.len(), 2);
+
+        let shrunk = [peer("eureka-site", &[("a:1", "http://127.0.0.1:1")])];
+        let third = plan(&config(), &shrunk, &HashSet::new(), Mapping::from_snapshot(&local));
+        assert_eq!(third.heartbeat.len(), 1);
+        assert_eq!(third.unregister.len(), 1);
+        assert_eq!(
+            third.unregister[0].instance.properties[syncer_plugin_api::ORIGIN_INSTANCE_ID],
+            "a:2"
+        );
+    }
+
+    #[test]
+    fn changed_endpoints_or_status_replace_the_copy() {
+        let peers = [peer("eureka-site", &[("a:1", "http://127.0.0.1:1")])];
+        let first = plan(
+            &config(),
+            &peers,
+            &HashSet::new(),
+            Mapping::from_snapshot(&Snapshot::default()),
+        );
+        let local = local_after(&first.register);
+        let mut moved = peer("eureka-site", &[("a:1", "http://127.0.0.1:9")]);
+        moved.snapshot.instances[0].status = InstanceStatus::Down;
+        let p = plan(&config(), &[moved], &HashSet::new(), Mapping::from_snapshot(&local));
+        assert_eq!(p.replace.len(), 1);
+        assert_eq!(p.replace[0].1.instance.status, InstanceStatus::Down);
+    }
+
+    #[test]
+    fn copies_of_an_unpulled_cluster_are_kept_only_while_retained() {
+        let peers = [peer("eureka-site", &[("a:1", "http://127.0.0.1:1")])];
+        let first = plan(
+            &config(),
+            &peers,
+            &HashSet::new(),
+            Mapping::from_snapshot(&Snapshot::default()),
+        );
+        let local = local_after(&first.register);
+        let retained: HashSet<String> = ["eureka-site".to_string()].into();
+        let kept = plan(&config(), &[], &retained, Mapping::from_snapshot(&local));
+        assert_eq!(kept.heartbeat.len(), 1);
+        assert!(kept.unregister.is_empty());
+        let dropped = plan(&config(), &[], &HashSet::new(), Mapping::from_snapshot(&local));
+        assert_eq!(dropped.unregister.len(), 1);
+    }
+
+    #[test]
+    fn own_cluster_and_already_imported_instances_are_never_imported() {
+        let mut own = peer("sc-site", &[("x", "http://127.0.0.1:1")]);
+        own.cluster = "sc-site".into();
+        let mut relayed = peer("eureka-site", &[("copy", "http://127.0.0.1:1")]);
+        OriginKey {
+            cluster: "sc-site".into(),
+            service_id: "s".into(),
+            instance_id: "i".into(),
+        }
+        .mark(&mut relayed.snapshot.instances[0]);
+        let p = plan(
+            &config(),
+            &[own, relayed],
+            &HashSet::new(),
+            Mapping::from_snapshot(&Snapshot::default()),
+        );
+        assert!(p.register.is_empty());
+    }
+}

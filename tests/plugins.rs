@@ -1,0 +1,423 @@
+//! The registry plugins against the real built-in core over loopback: the `servicecenter`
+//! plugin through `/v4`, the `eureka` plugin through `/eureka`.
+//!
+//! Each test starts its own core on `127.0.0.1:0`. A "dead" endpoint is a port that was bound
+//! and released, so connecting to it is refused at once.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use syncer::servicecenter::{serve, Core};
+use syncer_plugin_api::{
+    Error, HealthCheck, Instance, InstanceStatus, Plugin, Service, ORIGIN_CLUSTER,
+    ORIGIN_INSTANCE_ID, ORIGIN_SERVICE_ID,
+};
+use syncer_plugin_eureka::EurekaPlugin;
+use syncer_plugin_servicecenter::ServiceCenterPlugin;
+use tokio_util::sync::CancellationToken;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running built-in core; stops when dropped.
+struct RunningCore {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+}
+
+impl Drop for RunningCore {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start_core() -> RunningCore {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(listener, Core::new(), shutdown.clone()));
+    RunningCore { addr, shutdown }
+}
+
+/// An address nothing listens on.
+async fn dead_addr() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    listener.local_addr().expect("local addr")
+}
+
+fn servicecenter(endpoints: Vec<String>) -> ServiceCenterPlugin {
+    ServiceCenterPlugin::new(syncer_plugin_servicecenter::Config {
+        endpoints,
+        request_timeout: TIMEOUT,
+        ..Default::default()
+    })
+    .expect("plugin builds")
+}
+
+fn eureka(endpoints: Vec<String>) -> EurekaPlugin {
+    EurekaPlugin::new(syncer_plugin_eureka::Config {
+        endpoints,
+        request_timeout: TIMEOUT,
+    })
+    .expect("plugin builds")
+}
+
+fn origin(cluster: &str, service_id: &str, instance_id: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (ORIGIN_CLUSTER.to_owned(), cluster.to_owned()),
+        (ORIGIN_SERVICE_ID.to_owned(), service_id.to_owned()),
+        (ORIGIN_INSTANCE_ID.to_owned(), instance_id.to_owned()),
+    ])
+}
+
+fn hello_service() -> Service {
+    Service {
+        domain_project: "default/default".into(),
+        service_id: String::new(),
+        app_id: "demo".into(),
+        service_name: "hello-server".into(),
+        version: "1.0.0".into(),
+        environment: String::new(),
+        properties: BTreeMap::new(),
+    }
+}
+
+fn imported_instance(instance_id: &str) -> Instance {
+    Instance {
+        instance_id: instance_id.into(),
+        service_id: "origin-service".into(),
+        host_name: "node-1".into(),
+        endpoints: vec![
+            "http://10.0.0.1:8080".into(),
+            "https://10.0.0.1:8443".into(),
+        ],
+        status: InstanceStatus::Up,
+        health_check: Some(HealthCheck {
+            interval_secs: 30,
+            times: 3,
+            url: String::new(),
+        }),
+        properties: origin("dc-east", "origin-service", "origin-instance"),
+    }
+}
+
+#[tokio::test]
+async fn servicecenter_plugin_registers_lists_heartbeats_and_unregisters() {
+    let core = start_core().await;
+    let dead = dead_addr().await;
+    // The dead endpoint is listed first: every call must fail over to the live one.
+    let plugin = servicecenter(vec![
+        format!("http://{dead}"),
+        core.addr.to_string(), // no scheme: http:// is assumed
+    ]);
+
+    let service_id = plugin
+        .ensure_service(&hello_service())
+        .await
+        .expect("ensure service");
+    assert!(!service_id.is_empty());
+    assert_eq!(
+        plugin
+            .ensure_service(&hello_service())
+            .await
+            .expect("ensure again"),
+        service_id
+    );
+    let local = Service {
+        service_id: service_id.clone(),
+        ..hello_service()
+    };
+
+    let instance = imported_instance("dc-east-0001");
+    let instance_id = plugin.register(&local, &instance).await.expect("register");
+    assert_eq!(instance_id, "dc-east-0001");
+    // Registering the same id again renews instead of duplicating.
+    plugin
+        .register(&local, &instance)
+        .await
+        .expect("register again");
+
+    for snapshot in [
+        plugin.list().await.expect("list"),
+        servicecenter(vec![core.addr.to_string()])
+            .list()
+            .await
+            .expect("list"),
+    ] {
+        let service = snapshot
+            .services
+            .iter()
+            .find(|s| s.service_id == service_id)
+            .expect("service listed");
+        assert_eq!(service.app_id, "demo");
+        assert_eq!(service.service_name, "hello-server");
+        assert_eq!(service.version, "1.0.0");
+        assert_eq!(service.domain_project, "default/default");
+        let listed: Vec<&Instance> = snapshot
+            .instances
+            .iter()
+            .filter(|i| i.instance_id == instance_id)
+            .collect();
+        assert_eq!(listed.len(), 1, "one instance, not a duplicate");
+        let listed = listed[0];
+        assert_eq!(listed.service_id, service_id);
+        assert_eq!(listed.endpoints, instance.endpoints);
+        assert_eq!(listed.properties, instance.properties);
+        assert_eq!(listed.status, InstanceStatus::Up);
+        assert!(snapshot
+            .services
+            .iter()
+            .all(|s| s.service_name != "SERVICECENTER"));
+    }
+
+    plugin
+        .heartbeat(&local, &instance_id)
+        .await
+        .expect("heartbeat");
+    plugin
+        .unregister(&local, &instance_id)
+        .await
+        .expect("unregister");
+    assert!(matches!(
+        plugin.heartbeat(&local, &instance_id).await,
+        Err(Error::NotFound(_))
+    ));
+    // Removing what is gone is not an error.
+    plugin
+        .unregister(&local, &instance_id)
+        .await
+        .expect("unregister again");
+    let snapshot = plugin.list().await.expect("list");
+    assert!(snapshot
+        .instances
+        .iter()
+        .all(|i| i.instance_id != instance_id));
+}
+
+#[tokio::test]
+async fn servicecenter_plugin_uses_the_chosen_service_id_and_reads_the_admin_dump() {
+    let core = start_core().await;
+    let plugin = ServiceCenterPlugin::new(syncer_plugin_servicecenter::Config {
+        endpoints: vec![format!("http://{}", core.addr)],
+        request_timeout: TIMEOUT,
+        use_admin_dump: true,
+        ..Default::default()
+    })
+    .expect("plugin builds");
+    let service = Service {
+        service_id: "chosen-service-id".into(),
+        properties: BTreeMap::from([("team".to_owned(), "blue".to_owned())]),
+        ..hello_service()
+    };
+    let service_id = plugin.ensure_service(&service).await.expect("ensure");
+    assert_eq!(service_id, "chosen-service-id");
+    plugin
+        .register(&service, &imported_instance("dc-east-0002"))
+        .await
+        .expect("register");
+
+    let snapshot = plugin.list().await.expect("dump");
+    let listed = snapshot
+        .services
+        .iter()
+        .find(|s| s.service_id == service_id)
+        .expect("service in dump");
+    assert_eq!(listed.domain_project, "default/default");
+    assert_eq!(listed.properties["team"], "blue");
+    let instance = snapshot
+        .instances
+        .iter()
+        .find(|i| i.instance_id == "dc-east-0002")
+        .expect("instance in dump");
+    assert_eq!(instance.service_id, service_id);
+    assert_eq!(instance.properties[ORIGIN_CLUSTER], "dc-east");
+}
+
+#[tokio::test]
+async fn servicecenter_plugin_heartbeat_of_an_unknown_instance_is_not_found() {
+    let core = start_core().await;
+    let plugin = servicecenter(vec![format!("http://{}", core.addr)]);
+    let service_id = plugin
+        .ensure_service(&hello_service())
+        .await
+        .expect("ensure");
+    let local = Service {
+        service_id,
+        ..hello_service()
+    };
+    assert!(matches!(
+        plugin.heartbeat(&local, "no-such-instance").await,
+        Err(Error::NotFound(_))
+    ));
+    let gone = Service {
+        service_id: "no-such-service".into(),
+        ..hello_service()
+    };
+    assert!(matches!(
+        plugin.heartbeat(&gone, "no-such-instance").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn servicecenter_plugin_recreates_a_deleted_service_when_registering() {
+    let core = start_core().await;
+    let plugin = servicecenter(vec![format!("http://{}", core.addr)]);
+    let service_id = plugin
+        .ensure_service(&hello_service())
+        .await
+        .expect("ensure");
+    let local = Service {
+        service_id: service_id.clone(),
+        ..hello_service()
+    };
+    // An operator deletes the service behind the plugin's back; its id stays cached.
+    let deleted = reqwest::Client::new()
+        .delete(format!(
+            "http://{}/v4/default/registry/microservices/{service_id}?force=true",
+            core.addr
+        ))
+        .header("X-Domain-Name", "default")
+        .send()
+        .await
+        .expect("delete service");
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+
+    plugin
+        .register(&local, &imported_instance("dc-east-0005"))
+        .await
+        .expect("register recreates the service");
+    let snapshot = plugin.list().await.expect("list");
+    let instance = snapshot
+        .instances
+        .iter()
+        .find(|i| i.instance_id == "dc-east-0005")
+        .expect("instance listed");
+    // The local service id is the one asked for, so the importer's mapping still holds.
+    assert_eq!(instance.service_id, service_id);
+}
+
+#[tokio::test]
+async fn eureka_plugin_registers_lists_heartbeats_and_unregisters() {
+    let core = start_core().await;
+    let dead = dead_addr().await;
+    let plugin = eureka(vec![
+        format!("http://{dead}/eureka"),
+        format!("http://{}/eureka/", core.addr),
+    ]);
+    let service = Service {
+        domain_project: "default/default".into(),
+        service_id: String::new(),
+        app_id: "demo".into(),
+        service_name: "account-server".into(),
+        version: "1.0.0".into(),
+        environment: String::new(),
+        properties: BTreeMap::new(),
+    };
+    let service_id = plugin.ensure_service(&service).await.expect("ensure");
+    assert_eq!(service_id, "account-server");
+    let local = Service {
+        service_id: service_id.clone(),
+        ..service
+    };
+
+    let instance = Instance {
+        health_check: Some(HealthCheck {
+            interval_secs: 10,
+            times: 2,
+            url: "http://10.0.0.1:8080/health".into(),
+        }),
+        ..imported_instance("dc-east-0003")
+    };
+    let instance_id = plugin.register(&local, &instance).await.expect("register");
+    assert_eq!(instance_id, "dc-east-0003");
+
+    let snapshot = plugin.list().await.expect("list");
+    let listed_service = snapshot
+        .services
+        .iter()
+        .find(|s| s.service_id == "account-server")
+        .expect("app listed");
+    assert_eq!(listed_service.app_id, "eureka");
+    assert_eq!(listed_service.version, "0.0.1");
+    let listed = snapshot
+        .instances
+        .iter()
+        .find(|i| i.instance_id == instance_id)
+        .expect("instance listed");
+    assert_eq!(listed.service_id, "account-server");
+    assert_eq!(listed.endpoints, instance.endpoints);
+    assert_eq!(listed.properties, instance.properties);
+    assert_eq!(listed.status, InstanceStatus::Up);
+
+    plugin
+        .heartbeat(&local, &instance_id)
+        .await
+        .expect("heartbeat");
+    plugin
+        .unregister(&local, &instance_id)
+        .await
+        .expect("unregister");
+    assert!(matches!(
+        plugin.heartbeat(&local, &instance_id).await,
+        Err(Error::NotFound(_))
+    ));
+    plugin
+        .unregister(&local, &instance_id)
+        .await
+        .expect("unregister again");
+}
+
+#[tokio::test]
+async fn an_eureka_registration_is_an_eureka_app_service_to_the_servicecenter_plugin() {
+    let core = start_core().await;
+    let eureka = eureka(vec![format!("http://{}/eureka", core.addr)]);
+    let sc = servicecenter(vec![format!("http://{}", core.addr)]);
+    let service = Service {
+        service_name: "account-server".into(),
+        ..Service::default()
+    };
+    eureka
+        .register(&service, &imported_instance("dc-east-0004"))
+        .await
+        .expect("register through eureka");
+
+    let snapshot = sc.list().await.expect("list through v4");
+    let listed = snapshot
+        .services
+        .iter()
+        .find(|s| s.app_id == "eureka" && s.service_name == "account-server")
+        .expect("eureka app as a microservice");
+    assert_eq!(listed.version, "0.0.1");
+    let instance = snapshot
+        .instances
+        .iter()
+        .find(|i| i.instance_id == "dc-east-0004")
+        .expect("instance through v4");
+    assert_eq!(instance.service_id, listed.service_id);
+    assert_eq!(instance.properties[ORIGIN_INSTANCE_ID], "origin-instance");
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_is_unavailable() {
+    let dead = dead_addr().await;
+    let sc = servicecenter(vec![format!("http://{dead}")]);
+    assert!(matches!(sc.list().await, Err(Error::Unavailable { .. })));
+    assert!(matches!(
+        sc.ensure_service(&hello_service()).await,
+        Err(Error::Unavailable { .. })
+    ));
+    let eureka = eureka(vec![format!("http://{dead}/eureka")]);
+    assert!(matches!(
+        eureka.list().await,
+        Err(Error::Unavailable { .. })
+    ));
+    assert!(matches!(
+        eureka.heartbeat(&hello_service(), "x").await,
+        Err(Error::Unavailable { .. })
+    ));
+}
