@@ -413,11 +413,14 @@ impl Agent {
                 timer
             });
         }
-        let mut changed = false;
+        // Every notification (up, down, restart, us joining or being declared down) can
+        // change the list; publishing an unchanged list is a no-op.
+        let mut notified = false;
         while let Some(notification) = self.runtime.to_notify() {
-            changed |= log_notification(notification);
+            log_notification(notification);
+            notified = true;
         }
-        if changed {
+        if notified {
             self.publish();
         }
     }
@@ -459,39 +462,32 @@ fn alive_members<'a>(local: &NodeId, others: impl Iterator<Item = &'a NodeId>) -
     by_node.into_values().map(NodeId::to_member).collect()
 }
 
-/// Logs a foca notification; true when the member list may have changed.
-fn log_notification(notification: OwnedNotification<NodeId>) -> bool {
+/// Logs a foca notification: changes of other members and our own lifecycle at info.
+fn log_notification(notification: OwnedNotification<NodeId>) {
     match notification {
         OwnedNotification::MemberUp(id) => {
             info!(member = %id.node, cluster = %id.cluster_name, addr = %id.gossip_addr,
                 rpc_addr = %id.rpc_addr, "member up");
-            true
         }
         OwnedNotification::MemberDown(id) => {
             info!(member = %id.node, cluster = %id.cluster_name, addr = %id.gossip_addr,
                 "member down");
-            true
         }
         OwnedNotification::Rename(old, new) => {
             info!(member = %new.node, cluster = %new.cluster_name, addr = %new.gossip_addr,
-                rpc_addr = %new.rpc_addr, previous = %old.node, "member restarted");
-            true
+                rpc_addr = %new.rpc_addr, previous_addr = %old.gossip_addr, "member restarted");
         }
         OwnedNotification::Active => {
             info!("joined the gossip cluster");
-            true
         }
         OwnedNotification::Idle => {
             info!("no other member is known");
-            true
         }
         OwnedNotification::Defunct => {
             warn!("the cluster declared this member down");
-            true
         }
         OwnedNotification::Rejoin(id) => {
             info!(generation = id.generation, "rejoining the gossip cluster");
-            true
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The built-in service-center core over a real socket: SC v4 and Eureka v2
 //! clients (reqwest, real Eureka payloads, and the third-party
 //! py-eureka-client) against `syncer::servicecenter::serve` on 127.0.0.1.
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -68,7 +69,9 @@ impl Server {
     async fn find(&self, app: &str, name: &str, version: &str) -> (StatusCode, Value) {
         self.send(
             "GET",
-            &format!("/v4/default/registry/instances?appId={app}&serviceName={name}&version={version}"),
+            &format!(
+                "/v4/default/registry/instances?appId={app}&serviceName={name}&version={version}"
+            ),
             None,
         )
         .await
@@ -136,7 +139,11 @@ async fn sc_create_register_find_heartbeat_and_unregister_work_over_http() {
     let v1 = sc.create_service("hello", "1.0.0").await;
     let v2 = sc.create_service("hello", "1.10.0").await;
     assert_eq!(v1.len(), 40);
-    assert_eq!(sc.create_service("hello", "1.0.0").await, v1, "create is idempotent");
+    assert_eq!(
+        sc.create_service("hello", "1.0.0").await,
+        v1,
+        "create is idempotent"
+    );
 
     let (s, v) = sc
         .send(
@@ -145,7 +152,10 @@ async fn sc_create_register_find_heartbeat_and_unregister_work_over_http() {
             None,
         )
         .await;
-    assert_eq!((s, v["serviceId"].as_str()), (StatusCode::OK, Some(v2.as_str())));
+    assert_eq!(
+        (s, v["serviceId"].as_str()),
+        (StatusCode::OK, Some(v2.as_str()))
+    );
     let (s, v) = sc
         .send(
             "GET",
@@ -153,7 +163,10 @@ async fn sc_create_register_find_heartbeat_and_unregister_work_over_http() {
             None,
         )
         .await;
-    assert_eq!((s, v["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("400012")));
+    assert_eq!(
+        (s, v["errorCode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("400012"))
+    );
     assert_eq!(v["errorMessage"], "Micro-service does not exist");
 
     let (s, v) = sc
@@ -165,7 +178,10 @@ async fn sc_create_register_find_heartbeat_and_unregister_work_over_http() {
                 "properties": {"syncerOriginCluster": "c1", "syncerOriginInstanceId": "x:y"}}})),
         )
         .await;
-    assert_eq!((s, v["instanceId"].as_str()), (StatusCode::OK, Some("old-1")));
+    assert_eq!(
+        (s, v["instanceId"].as_str()),
+        (StatusCode::OK, Some("old-1"))
+    );
     let (s, v) = sc
         .send(
             "POST",
@@ -181,26 +197,49 @@ async fn sc_create_register_find_heartbeat_and_unregister_work_over_http() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(instance_ids(&latest), vec![new_id.clone()]);
     assert_eq!(latest["instances"][0]["version"], "1.10.0");
-    assert_eq!(latest["instances"][0]["healthCheck"], json!({"mode": "push", "interval": 30, "times": 3}));
+    assert_eq!(
+        latest["instances"][0]["healthCheck"],
+        json!({"mode": "push", "interval": 30, "times": 3})
+    );
     let (_, exact) = sc.find("app", "hello", "1.0.0").await;
     assert_eq!(instance_ids(&exact), vec!["old-1".to_string()]);
-    assert_eq!(exact["instances"][0]["properties"]["syncerOriginInstanceId"], "x:y");
+    assert_eq!(
+        exact["instances"][0]["properties"]["syncerOriginInstanceId"],
+        "x:y"
+    );
     let (s, v) = sc.find("app", "hello", "2.0.0").await;
-    assert_eq!((s, v["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("400012")));
+    assert_eq!(
+        (s, v["errorCode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("400012"))
+    );
 
     let hb = format!("/v4/default/registry/microservices/{v1}/instances/old-1/heartbeat");
     assert_eq!(sc.send("PUT", &hb, None).await.0, StatusCode::OK);
     let (s, v) = sc
-        .send("PUT", &format!("/v4/default/registry/microservices/{v1}/instances/nope/heartbeat"), None)
+        .send(
+            "PUT",
+            &format!("/v4/default/registry/microservices/{v1}/instances/nope/heartbeat"),
+            None,
+        )
         .await;
-    assert_eq!((s, v["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("400017")));
+    assert_eq!(
+        (s, v["errorCode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("400017"))
+    );
 
     let inst = format!("/v4/default/registry/microservices/{v1}/instances/old-1");
     assert_eq!(sc.send("DELETE", &inst, None).await.0, StatusCode::OK);
     let (s, v) = sc.send("DELETE", &inst, None).await;
-    assert_eq!((s, v["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("400017")));
+    assert_eq!(
+        (s, v["errorCode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("400017"))
+    );
     let (s, v) = sc.find("app", "hello", "1.0.0").await;
-    assert_eq!((s, v), (StatusCode::OK, json!({})), "an empty find answers {{}}");
+    assert_eq!(
+        (s, v),
+        (StatusCode::OK, json!({})),
+        "an empty find answers {{}}"
+    );
 
     let (s, v) = sc
         .send(
@@ -209,7 +248,10 @@ async fn sc_create_register_find_heartbeat_and_unregister_work_over_http() {
             Some(json!({"instance": {"hostName": "h", "status": "up"}})),
         )
         .await;
-    assert_eq!((s, v["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("400001")));
+    assert_eq!(
+        (s, v["errorCode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("400001"))
+    );
     assert!(v["detail"].as_str().unwrap().contains("status"), "{v}");
     let (s, v) = sc
         .send(
@@ -218,8 +260,17 @@ async fn sc_create_register_find_heartbeat_and_unregister_work_over_http() {
             Some(json!({"instance": {"hostName": "h", "healthCheck": {"mode": "push", "interval": 0, "times": 1}}})),
         )
         .await;
-    assert_eq!((s, v["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("400001")));
-    assert!(v["detail"].as_str().unwrap().contains("healthCheck.interval"), "{v}");
+    assert_eq!(
+        (s, v["errorCode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("400001"))
+    );
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("healthCheck.interval"),
+        "{v}"
+    );
     let (s, v) = sc
         .send(
             "POST",
@@ -227,7 +278,10 @@ async fn sc_create_register_find_heartbeat_and_unregister_work_over_http() {
             Some(json!({"instance": {"hostName": "h"}})),
         )
         .await;
-    assert_eq!((s, v["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("400012")));
+    assert_eq!(
+        (s, v["errorCode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("400012"))
+    );
 }
 
 #[tokio::test]
@@ -244,16 +298,30 @@ async fn sc_instance_expires_after_interval_times_plus_one_without_heartbeat() {
         .await;
     assert_eq!(s, StatusCode::OK);
     let started = Instant::now();
-    assert_eq!(instance_ids(&sc.find("app", "short", "latest").await.1), vec!["i1"]);
+    assert_eq!(
+        instance_ids(&sc.find("app", "short", "latest").await.1),
+        vec!["i1"]
+    );
     eventually(Duration::from_secs(6), "instance i1 expires", || async {
         instance_ids(&sc.find("app", "short", "latest").await.1).is_empty()
     })
     .await;
-    assert!(started.elapsed() >= Duration::from_millis(1500), "expired too early");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "expired too early"
+    );
     let (s, _) = sc
-        .send("GET", &format!("/v4/default/registry/microservices/{sid}"), None)
+        .send(
+            "GET",
+            &format!("/v4/default/registry/microservices/{sid}"),
+            None,
+        )
         .await;
-    assert_eq!(s, StatusCode::OK, "the service stays after its instances expire");
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the service stays after its instances expire"
+    );
 }
 
 #[tokio::test]
@@ -264,10 +332,16 @@ async fn eureka_json_and_xml_registrations_are_sc_instances_of_app_eureka() {
         "port": {"$": 8080, "@enabled": "true"}, "securePort": {"$": 8443, "@enabled": "true"},
         "dataCenterInfo": {"name": "MyOwn"}, "vipAddress": "orders",
         "metadata": {"syncerOriginCluster": "east", "syncerOriginServiceId": "s1", "syncerOriginInstanceId": "i1"}}});
-    let (s, text) = sc.eureka_post("orders", "application/json", body.to_string()).await;
+    let (s, text) = sc
+        .eureka_post("orders", "application/json", body.to_string())
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{text}");
     let (s, text) = sc
-        .eureka_post("TestApp", "application/xml", fixture("register-request.xml"))
+        .eureka_post(
+            "TestApp",
+            "application/xml",
+            fixture("register-request.xml"),
+        )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{text}");
 
@@ -279,7 +353,10 @@ async fn eureka_json_and_xml_registrations_are_sc_instances_of_app_eureka() {
     assert_eq!(inst["status"], "OUTOFSERVICE");
     assert_eq!(
         inst["endpoints"],
-        json!(["rest://10.0.0.5:8080", "rest://10.0.0.5:8443?sslEnabled=true"])
+        json!([
+            "rest://10.0.0.5:8080",
+            "rest://10.0.0.5:8443?sslEnabled=true"
+        ])
     );
     assert_eq!(inst["properties"], body["instance"]["metadata"]);
     let (_, latest) = sc.find("eureka", "testapp", "latest").await;
@@ -294,7 +371,10 @@ async fn eureka_json_and_xml_registrations_are_sc_instances_of_app_eureka() {
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["instance"]["status"], "OUT_OF_SERVICE");
     assert_eq!(v["instance"]["vipAddress"], "orders");
-    assert_eq!(v["instance"]["securePort"], json!({"$": 8443, "@enabled": "true"}));
+    assert_eq!(
+        v["instance"]["securePort"],
+        json!({"$": 8443, "@enabled": "true"})
+    );
     assert_eq!(v["instance"]["metadata"], body["instance"]["metadata"]);
     let (_, xml) = sc.eureka_get("/eureka/apps/TESTAPP", false).await;
     assert!(xml.starts_with("<application>"), "{xml}");
@@ -337,28 +417,46 @@ async fn sc_instances_of_default_tenant_are_visible_as_eureka_apps() {
     assert!(xml.contains("<name>HELLO-SERVER</name>"));
     assert!(xml.contains("<instanceId>hello-1</instanceId>"));
     assert!(xml.contains("<syncerOriginCluster>west</syncerOriginCluster>"));
-    assert!(xml.contains("<dataCenterInfo class=\"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo\">"));
+    assert!(xml.contains(
+        "<dataCenterInfo class=\"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo\">"
+    ));
 }
 
 #[tokio::test]
 async fn eureka_renew_of_unknown_is_404_and_cancel_removes_the_instance() {
     let sc = Server::start().await;
     let (s, _) = sc
-        .eureka_post("ACCOUNT-SERVER", "application/json", fixture("register-request-py-eureka-client.json"))
+        .eureka_post(
+            "ACCOUNT-SERVER",
+            "application/json",
+            fixture("register-request-py-eureka-client.json"),
+        )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let id = "/eureka/v2/apps/ACCOUNT-SERVER/127.0.0.1%3Aaccount-server%3A9090";
     let put = |p: String| sc.http.put(sc.url(&p)).send();
-    assert_eq!(put(format!("{id}?status=UP&lastDirtyTimestamp=1")).await.unwrap().status(), StatusCode::OK);
     assert_eq!(
-        put("/eureka/apps/ACCOUNT-SERVER/unknown".into()).await.unwrap().status(),
+        put(format!("{id}?status=UP&lastDirtyTimestamp=1"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        put("/eureka/apps/ACCOUNT-SERVER/unknown".into())
+            .await
+            .unwrap()
+            .status(),
         StatusCode::NOT_FOUND
     );
     let del = sc.http.delete(sc.url(id)).send().await.unwrap();
     assert_eq!(del.status(), StatusCode::OK);
     let del = sc.http.delete(sc.url(id)).send().await.unwrap();
     assert_eq!(del.status(), StatusCode::NOT_FOUND);
-    assert_eq!(sc.eureka_get("/eureka/apps/ACCOUNT-SERVER", false).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        sc.eureka_get("/eureka/apps/ACCOUNT-SERVER", false).await.0,
+        StatusCode::NOT_FOUND
+    );
     let (s, v) = sc.find("eureka", "account-server", "0.0.1").await;
     assert_eq!((s, v), (StatusCode::OK, json!({})));
 }
@@ -367,23 +465,49 @@ async fn eureka_renew_of_unknown_is_404_and_cancel_removes_the_instance() {
 async fn real_eureka_register_payloads_are_accepted_and_listed() {
     let sc = Server::start().await;
     for (app, file, ctype, id) in [
-        ("ACCOUNT-SERVER", "register-request-py-eureka-client.json", "application/json", "127.0.0.1:account-server:9090"),
-        ("ACCOUNT-SERVER", "register-request-eureka-js-client.json", "application/json", "127.0.0.1:account-server:9091"),
-        ("FOOBAR", "register-request-steeltoe.json", "application/json", "DESKTOP-GNQ5SUT"),
-        ("TestApp", "register-request.xml", "application/xml", "localhost:test-app:8760"),
+        (
+            "ACCOUNT-SERVER",
+            "register-request-py-eureka-client.json",
+            "application/json",
+            "127.0.0.1:account-server:9090",
+        ),
+        (
+            "ACCOUNT-SERVER",
+            "register-request-eureka-js-client.json",
+            "application/json",
+            "127.0.0.1:account-server:9091",
+        ),
+        (
+            "FOOBAR",
+            "register-request-steeltoe.json",
+            "application/json",
+            "DESKTOP-GNQ5SUT",
+        ),
+        (
+            "TestApp",
+            "register-request.xml",
+            "application/xml",
+            "localhost:test-app:8760",
+        ),
     ] {
         let (s, text) = sc.eureka_post(app, ctype, fixture(file)).await;
         assert_eq!(s, StatusCode::NO_CONTENT, "{file}: {text}");
         let (s, xml) = sc.eureka_get("/eureka/apps/", false).await;
         assert_eq!(s, StatusCode::OK);
-        assert!(xml.contains(&format!("<instanceId>{id}</instanceId>")), "{file} not listed: {xml}");
+        assert!(
+            xml.contains(&format!("<instanceId>{id}</instanceId>")),
+            "{file} not listed: {xml}"
+        );
     }
     let (_, text) = sc.eureka_get("/eureka/apps/", true).await;
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["applications"]["apps__hashcode"], "UP_4_");
     let (_, text) = sc.eureka_get("/eureka/apps/FOOBAR", true).await;
     let v: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["application"]["instance"][0]["metadata"], json!({"@class": "java.util.Collections$EmptyMap"}));
+    assert_eq!(
+        v["application"]["instance"][0]["metadata"],
+        json!({"@class": "java.util.Collections$EmptyMap"})
+    );
 }
 
 /// The child process is killed if the test fails before it stops it.
@@ -405,7 +529,8 @@ async fn py_eureka_client_registers_heartbeats_and_cancels_on_sigterm() {
         )
     });
     let sc = Server::start().await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/py_account_server.py");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/py_account_server.py");
     let out = tempfile::NamedTempFile::new().unwrap();
     let err = tempfile::NamedTempFile::new().unwrap();
     let child = Command::new(&python)
@@ -421,30 +546,44 @@ async fn py_eureka_client_registers_heartbeats_and_cancels_on_sigterm() {
     let mut script_proc = Script(child);
     let id = "127.0.0.1:account-server:9090";
 
-    eventually(Duration::from_secs(20), "py-eureka-client registers", || async {
-        let (_, v) = sc.find("eureka", "account-server", "0.0.1").await;
-        instance_ids(&v) == vec![id.to_string()]
-    })
+    eventually(
+        Duration::from_secs(20),
+        "py-eureka-client registers",
+        || async {
+            let (_, v) = sc.find("eureka", "account-server", "0.0.1").await;
+            instance_ids(&v) == vec![id.to_string()]
+        },
+    )
     .await;
     let (s, xml) = sc.eureka_get("/eureka/apps/ACCOUNT-SERVER", false).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(xml.contains(&format!("<instanceId>{id}</instanceId>")), "{xml}");
+    assert!(
+        xml.contains(&format!("<instanceId>{id}</instanceId>")),
+        "{xml}"
+    );
 
     // Heartbeats arrive (lease 3 s, renewal 1 s): the lease is renewed and the
     // instance outlives its first lease.
     let registered = Instant::now();
-    eventually(Duration::from_secs(15), "heartbeats keep the instance past its lease", || async {
-        let (s, text) = sc
-            .eureka_get("/eureka/apps/ACCOUNT-SERVER/127.0.0.1%3Aaccount-server%3A9090", true)
-            .await;
-        if s != StatusCode::OK {
-            return false;
-        }
-        let v: Value = serde_json::from_str(&text).unwrap();
-        let lease = &v["instance"]["leaseInfo"];
-        registered.elapsed() > Duration::from_secs(4)
-            && lease["lastRenewalTimestamp"].as_i64() > lease["registrationTimestamp"].as_i64()
-    })
+    eventually(
+        Duration::from_secs(15),
+        "heartbeats keep the instance past its lease",
+        || async {
+            let (s, text) = sc
+                .eureka_get(
+                    "/eureka/apps/ACCOUNT-SERVER/127.0.0.1%3Aaccount-server%3A9090",
+                    true,
+                )
+                .await;
+            if s != StatusCode::OK {
+                return false;
+            }
+            let v: Value = serde_json::from_str(&text).unwrap();
+            let lease = &v["instance"]["leaseInfo"];
+            registered.elapsed() > Duration::from_secs(4)
+                && lease["lastRenewalTimestamp"].as_i64() > lease["registrationTimestamp"].as_i64()
+        },
+    )
     .await;
 
     // The client parsed our XML registry: its own copy lists itself.
@@ -455,12 +594,16 @@ async fn py_eureka_client_registers_heartbeats_and_cancels_on_sigterm() {
             std::fs::read_to_string(err.path()).unwrap_or_default()
         )
     };
-    eventually(Duration::from_secs(10), "py-eureka-client sees itself in its registry copy", || {
-        let seen = std::fs::read_to_string(out.path())
-            .unwrap_or_default()
-            .contains(&format!("seen {id} 127.0.0.1:9090 UP"));
-        async move { seen }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "py-eureka-client sees itself in its registry copy",
+        || {
+            let seen = std::fs::read_to_string(out.path())
+                .unwrap_or_default()
+                .contains(&format!("seen {id} 127.0.0.1:9090 UP"));
+            async move { seen }
+        },
+    )
     .await;
 
     let pid = script_proc.0.id().to_string();
@@ -472,7 +615,11 @@ async fn py_eureka_client_registers_heartbeats_and_cancels_on_sigterm() {
     })
     .await;
     let stdout = std::fs::read_to_string(out.path()).unwrap_or_default();
-    assert!(stdout.contains("unregistered"), "the client did not cancel: {}", logs());
+    assert!(
+        stdout.contains("unregistered"),
+        "the client did not cancel: {}",
+        logs()
+    );
     // Right after the cancel, well within the 3 s lease: gone by cancel, not expiry.
     assert_eq!(
         sc.eureka_get("/eureka/apps/ACCOUNT-SERVER", false).await.0,
@@ -482,5 +629,9 @@ async fn py_eureka_client_registers_heartbeats_and_cancels_on_sigterm() {
     );
     assert!(instance_ids(&sc.find("eureka", "account-server", "0.0.1").await.1).is_empty());
     let stderr = std::fs::read_to_string(err.path()).unwrap_or_default();
-    assert!(!stderr.contains("Traceback"), "the client raised: {}", logs());
+    assert!(
+        !stderr.contains("Traceback"),
+        "the client raised: {}",
+        logs()
+    );
 }

@@ -36,8 +36,8 @@ use quick_xml::events::Event;
 use serde_json::{json, Map, Value};
 
 use super::registry::{
-    eureka_to_sc_status, now_ms, sc_to_eureka_status, EurekaRegistration, EurekaSide,
-    HealthCheck, InstanceRecord, MicroService, MicroServiceInstance, Props,
+    eureka_to_sc_status, now_ms, sc_to_eureka_status, EurekaRegistration, EurekaSide, HealthCheck,
+    InstanceRecord, MicroService, MicroServiceInstance, Props,
 };
 use super::Core;
 
@@ -218,7 +218,9 @@ fn text(v: Option<&Value>) -> Option<String> {
 }
 
 fn nonempty(v: Option<&Value>) -> Option<String> {
-    text(v).map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    text(v)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn int(v: Option<&Value>) -> Option<i64> {
@@ -268,7 +270,11 @@ fn string_map(v: Option<&Value>) -> Props {
 ///
 /// # Errors
 /// The plain-text reason Netflix answers with 400 (`Missing hostname`, ...).
-fn registration(path_app: &str, body: &[u8], headers: &HeaderMap) -> Result<EurekaRegistration, String> {
+fn registration(
+    path_app: &str,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Result<EurekaRegistration, String> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -300,7 +306,12 @@ fn registration(path_app: &str, body: &[u8], headers: &HeaderMap) -> Result<Eure
     let dc = inst.get("dataCenterInfo").and_then(Value::as_object);
     let dc_metadata = string_map(dc.and_then(|d| d.get("metadata")));
     let id = nonempty(inst.get("instanceId"))
-        .or_else(|| dc_metadata.get("instance-id").cloned().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            dc_metadata
+                .get("instance-id")
+                .cloned()
+                .filter(|s| !s.is_empty())
+        })
         .or_else(|| host.clone())
         .ok_or("Missing instanceId")?;
     let host = host.ok_or("Missing hostname")?;
@@ -317,7 +328,11 @@ fn registration(path_app: &str, body: &[u8], headers: &HeaderMap) -> Result<Eure
     let dc_name = nonempty(dc.get("name")).ok_or("Missing dataCenterInfo Name")?;
     let status = match nonempty(inst.get("status")).map(|s| s.to_ascii_uppercase()) {
         None => "UP".to_string(),
-        Some(s) if ["UP", "DOWN", "STARTING", "OUT_OF_SERVICE", "UNKNOWN"].contains(&s.as_str()) => s,
+        Some(s)
+            if ["UP", "DOWN", "STARTING", "OUT_OF_SERVICE", "UNKNOWN"].contains(&s.as_str()) =>
+        {
+            s
+        }
         Some(_) => "UNKNOWN".to_string(),
     };
     let lease = inst.get("leaseInfo").and_then(Value::as_object);
@@ -433,7 +448,9 @@ fn endpoint_addr(endpoints: &[String]) -> Option<(String, i64, bool)> {
             _ => (authority, if ssl { 443 } else { 80 }),
         };
         Some((
-            host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port,
             ssl,
         ))
@@ -520,10 +537,7 @@ fn hashcode<'a>(views: impl IntoIterator<Item = &'a View>) -> String {
     for v in views {
         *counts.entry(v.status.as_str()).or_default() += 1;
     }
-    counts
-        .iter()
-        .map(|(s, n)| format!("{s}_{n}_"))
-        .collect()
+    counts.iter().map(|(s, n)| format!("{s}_{n}_")).collect()
 }
 
 // ---- JSON rendering ------------------------------------------------------
@@ -614,11 +628,7 @@ fn xml_name_ok(name: &str) -> bool {
 }
 
 fn leaf(out: &mut String, indent: usize, name: &str, value: &str) {
-    out.push_str(&format!(
-        "{:indent$}<{name}>{}</{name}>\n",
-        "",
-        esc(value)
-    ));
+    out.push_str(&format!("{:indent$}<{name}>{}</{name}>\n", "", esc(value)));
 }
 
 fn map_xml(out: &mut String, indent: usize, name: &str, map: &Props, empty_class: bool) {
@@ -692,7 +702,12 @@ fn instance_xml(out: &mut String, indent: usize, v: &View) {
         leaf(out, i, k, s);
     }
     leaf(out, i, "isCoordinatingDiscoveryServer", "false");
-    leaf(out, i, "lastUpdatedTimestamp", &v.last_updated_ms.to_string());
+    leaf(
+        out,
+        i,
+        "lastUpdatedTimestamp",
+        &v.last_updated_ms.to_string(),
+    );
     leaf(out, i, "lastDirtyTimestamp", &v.last_dirty_ms.to_string());
     leaf(out, i, "actionType", "ADDED");
     out.push_str(&format!("{:indent$}</instance>\n", ""));
@@ -749,7 +764,11 @@ fn document(json_body: bool, body: String, gzip: bool) -> Response {
             }
         }
     }
-    ([(header::CONTENT_TYPE, HeaderValue::from_static(ctype))], body).into_response()
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(ctype))],
+        body,
+    )
+        .into_response()
 }
 
 fn accepts_gzip(headers: &HeaderMap) -> bool {
@@ -852,7 +871,10 @@ async fn instance_by_id(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let v = core.lock().eureka_instance_any(&id).map(|(s, r)| view(s, r));
+    let v = core
+        .lock()
+        .eureka_instance_any(&id)
+        .map(|(s, r)| view(s, r));
     instance_document(&headers, v)
 }
 
@@ -901,6 +923,7 @@ async fn cancel(State(core): State<Core>, Path((app, id)): Path<(String, String)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use axum::body::Body;
@@ -919,9 +942,14 @@ mod tests {
             req = req.header(*k, *v);
         }
         let req = req.body(Body::from(body.to_string())).unwrap();
-        let resp = super::super::router(core.clone()).oneshot(req).await.unwrap();
+        let resp = super::super::router(core.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
@@ -930,9 +958,23 @@ mod tests {
     #[tokio::test]
     async fn register_then_read_back_in_json_and_xml() {
         let core = Core::new();
-        let (s, _) = call(&core, "POST", "/eureka/apps/acc", &[("content-type", "application/json")], JSON_REG).await;
+        let (s, _) = call(
+            &core,
+            "POST",
+            "/eureka/apps/acc",
+            &[("content-type", "application/json")],
+            JSON_REG,
+        )
+        .await;
         assert_eq!(s, StatusCode::NO_CONTENT);
-        let (s, body) = call(&core, "GET", "/eureka/v2/apps/", &[("accept", "application/json")], "").await;
+        let (s, body) = call(
+            &core,
+            "GET",
+            "/eureka/v2/apps/",
+            &[("accept", "application/json")],
+            "",
+        )
+        .await;
         assert_eq!(s, StatusCode::OK);
         let v: Value = serde_json::from_str(&body).unwrap();
         let apps = &v["applications"];
@@ -947,11 +989,25 @@ mod tests {
         assert!(xml.starts_with("<applications>"), "{xml}");
         assert!(xml.contains("<port enabled=\"true\">9090</port>"));
         assert!(xml.contains("<zone__id>z</zone__id>"));
-        let (s, _) = call(&core, "PUT", "/eureka/apps/ACC/10.0.0.1%3Aacc%3A9090?status=UP", &[], "").await;
+        let (s, _) = call(
+            &core,
+            "PUT",
+            "/eureka/apps/ACC/10.0.0.1%3Aacc%3A9090?status=UP",
+            &[],
+            "",
+        )
+        .await;
         assert_eq!(s, StatusCode::OK);
         let (s, _) = call(&core, "PUT", "/eureka/apps/ACC/nope", &[], "").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
-        let (s, _) = call(&core, "DELETE", "/eureka/apps/ACC/10.0.0.1:acc:9090", &[], "").await;
+        let (s, _) = call(
+            &core,
+            "DELETE",
+            "/eureka/apps/ACC/10.0.0.1:acc:9090",
+            &[],
+            "",
+        )
+        .await;
         assert_eq!(s, StatusCode::OK);
         let (s, _) = call(&core, "GET", "/eureka/apps/ACC", &[], "").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
@@ -964,7 +1020,10 @@ mod tests {
         let core = Core::new();
         let body = r#"{"instance":{"hostName":"h","app":"A","dataCenterInfo":{"name":"MyOwn"}}}"#;
         let (s, text) = call(&core, "POST", "/eureka/apps/A", &[], body).await;
-        assert_eq!((s, text.as_str()), (StatusCode::BAD_REQUEST, "Missing ip address"));
+        assert_eq!(
+            (s, text.as_str()),
+            (StatusCode::BAD_REQUEST, "Missing ip address")
+        );
         let (s, text) = call(&core, "POST", "/eureka/apps/B", &[], JSON_REG).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert!(text.starts_with("Mismatched appName"));
@@ -974,15 +1033,18 @@ mod tests {
     fn hashcode_orders_statuses_by_name() {
         let mk = |s: &str| View {
             status: s.into(),
-            ..view(&MicroService::default(), &InstanceRecord {
-                body: MicroServiceInstance::default(),
-                eureka: None,
-                ttl_secs: 1,
-                deadline: Instant::now(),
-                registered_ms: 0,
-                renewed_ms: 0,
-                updated_ms: 0,
-            })
+            ..view(
+                &MicroService::default(),
+                &InstanceRecord {
+                    body: MicroServiceInstance::default(),
+                    eureka: None,
+                    ttl_secs: 1,
+                    deadline: Instant::now(),
+                    registered_ms: 0,
+                    renewed_ms: 0,
+                    updated_ms: 0,
+                },
+            )
         };
         let vs = [mk("UP"), mk("DOWN"), mk("UP"), mk("OUT_OF_SERVICE")];
         assert_eq!(hashcode(vs.iter()), "DOWN_1_OUT_OF_SERVICE_1_UP_2_");
@@ -991,7 +1053,10 @@ mod tests {
 
     #[test]
     fn endpoints_parse_to_host_and_port() {
-        let e = vec!["grpc://x:1".to_string(), "rest://10.1.2.3:8080?sslEnabled=false".into()];
+        let e = vec![
+            "grpc://x:1".to_string(),
+            "rest://10.1.2.3:8080?sslEnabled=false".into(),
+        ];
         assert_eq!(endpoint_addr(&e), Some(("10.1.2.3".into(), 8080, false)));
         let e = vec!["rest://[::1]:8443/p?sslEnabled=true".to_string()];
         assert_eq!(endpoint_addr(&e), Some(("::1".into(), 8443, true)));

@@ -381,15 +381,27 @@ fn env_ok(env: &str) -> bool {
 pub fn validate_service(s: &MicroService) -> Result<(), ScError> {
     check(
         (1..=128).contains(&chars(&s.service_name)) && name_ok(&s.service_name, false),
-        || format!("Invalid serviceName '{}': 1-128 chars, letters, digits and inner '_-.'", s.service_name),
+        || {
+            format!(
+                "Invalid serviceName '{}': 1-128 chars, letters, digits and inner '_-.'",
+                s.service_name
+            )
+        },
     )?;
-    check(
-        chars(&s.app_id) <= 160 && name_ok(&s.app_id, false),
-        || format!("Invalid appId '{}': up to 160 chars, letters, digits and inner '_-.'", s.app_id),
-    )?;
+    check(chars(&s.app_id) <= 160 && name_ok(&s.app_id, false), || {
+        format!(
+            "Invalid appId '{}': up to 160 chars, letters, digits and inner '_-.'",
+            s.app_id
+        )
+    })?;
     check(
         chars(&s.version) <= 64 && parse_version(&s.version).is_some(),
-        || format!("Invalid version '{}': x[.y[.z[.w]]], each part 0-32767", s.version),
+        || {
+            format!(
+                "Invalid version '{}': x[.y[.z[.w]]], each part 0-32767",
+                s.version
+            )
+        },
     )?;
     check(
         chars(&s.service_id) <= 64 && !s.service_id.chars().any(char::is_whitespace),
@@ -444,7 +456,12 @@ pub fn validate_instance(i: &MicroServiceInstance) -> Result<(), ScError> {
             && i.instance_id
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')),
-        || format!("Invalid instanceId '{}': up to 64 chars of [A-Za-z0-9_.-]", i.instance_id),
+        || {
+            format!(
+                "Invalid instanceId '{}': up to 64 chars of [A-Za-z0-9_.-]",
+                i.instance_id
+            )
+        },
     )?;
     check(
         (1..=64).contains(&chars(&i.host_name)) && !i.host_name.trim().is_empty(),
@@ -460,7 +477,12 @@ pub fn validate_instance(i: &MicroServiceInstance) -> Result<(), ScError> {
             i.status.as_str(),
             "UP" | "DOWN" | "STARTING" | "TESTING" | "OUTOFSERVICE"
         ),
-        || format!("Invalid status '{}': UP, DOWN, STARTING, TESTING or OUTOFSERVICE", i.status),
+        || {
+            format!(
+                "Invalid status '{}': UP, DOWN, STARTING, TESTING or OUTOFSERVICE",
+                i.status
+            )
+        },
     )?;
     if let Some(hc) = &i.health_check {
         check(matches!(hc.mode.as_str(), "push" | "pull"), || {
@@ -657,9 +679,7 @@ impl Registry {
         self.services
             .get(id)
             .filter(|e| e.domain == domain && e.project == project)
-            .ok_or_else(|| {
-                ScError::new(SERVICE_NOT_EXISTS, format!("service {id} does not exist"))
-            })
+            .ok_or_else(|| ScError::new(SERVICE_NOT_EXISTS, format!("service {id} does not exist")))
     }
 
     fn service_mut(
@@ -671,9 +691,7 @@ impl Registry {
         self.services
             .get_mut(id)
             .filter(|e| e.domain == domain && e.project == project)
-            .ok_or_else(|| {
-                ScError::new(SERVICE_NOT_EXISTS, format!("service {id} does not exist"))
-            })
+            .ok_or_else(|| ScError::new(SERVICE_NOT_EXISTS, format!("service {id} does not exist")))
     }
 
     /// Every microservice of this tenant, ordered by serviceId.
@@ -715,7 +733,8 @@ impl Registry {
             return Ok(());
         };
         for (iid, rec) in &entry.instances {
-            self.leases.remove(&(rec.deadline, id.to_string(), iid.clone()));
+            self.leases
+                .remove(&(rec.deadline, id.to_string(), iid.clone()));
         }
         let s = &entry.service;
         let name_key: NameKey = (
@@ -748,11 +767,7 @@ impl Registry {
     ///
     /// # Errors
     /// 400001 bad rule; 400012 when no service has this name, or no exact version.
-    fn resolve(
-        &self,
-        name_key: &NameKey,
-        rule: &str,
-    ) -> Result<Vec<String>, ScError> {
+    fn resolve(&self, name_key: &NameKey, rule: &str) -> Result<Vec<String>, ScError> {
         let rule = VersionRule::parse(rule)
             .ok_or_else(|| ScError::invalid(format!("Invalid version '{rule}'")))?;
         let not_found = || {
@@ -781,7 +796,10 @@ impl Registry {
             .collect();
         versions.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         let out = match rule {
-            VersionRule::Latest => versions.first().map(|(_, id)| vec![(*id).clone()]).unwrap_or_default(),
+            VersionRule::Latest => versions
+                .first()
+                .map(|(_, id)| vec![(*id).clone()])
+                .unwrap_or_default(),
             VersionRule::AtLeast(a) => versions
                 .iter()
                 .filter(|(v, _)| v.cmp(&a) != Ordering::Less)
@@ -883,7 +901,11 @@ impl Registry {
         now: Instant,
         now_ms: i64,
     ) -> Result<String, ScError> {
-        let version = self.service(domain, project, service_id)?.service.version.clone();
+        let version = self
+            .service(domain, project, service_id)?
+            .service
+            .version
+            .clone();
         if inst.status.is_empty() {
             inst.status = "UP".into();
         }
@@ -900,9 +922,7 @@ impl Registry {
         }
         let ttl = u64::try_from(hc.interval.saturating_mul(hc.times + 1)).unwrap_or(120);
         inst.health_check = Some(hc);
-        if !inst.instance_id.is_empty()
-            && self.renew(service_id, &inst.instance_id, now, now_ms)
-        {
+        if !inst.instance_id.is_empty() && self.renew(service_id, &inst.instance_id, now, now_ms) {
             return Ok(inst.instance_id);
         }
         if inst.instance_id.is_empty() {
@@ -1043,8 +1063,11 @@ impl Registry {
             .instances
             .remove(instance_id)
             .ok_or_else(|| instance_missing(instance_id))?;
-        self.leases
-            .remove(&(rec.deadline, service_id.to_string(), instance_id.to_string()));
+        self.leases.remove(&(
+            rec.deadline,
+            service_id.to_string(),
+            instance_id.to_string(),
+        ));
         self.bump();
         Ok(())
     }
@@ -1063,7 +1086,10 @@ impl Registry {
         now_ms: i64,
     ) -> Result<(), ScError> {
         check(
-            matches!(status, "UP" | "DOWN" | "STARTING" | "TESTING" | "OUTOFSERVICE"),
+            matches!(
+                status,
+                "UP" | "DOWN" | "STARTING" | "TESTING" | "OUTOFSERVICE"
+            ),
             || format!("Invalid value '{status}' for status"),
         )?;
         let rec = self
@@ -1137,7 +1163,13 @@ impl Registry {
 
     /// Registers (or replaces) an instance of a Eureka app, creating the
     /// microservice (default/default, appId `eureka`, lower-case name, `0.0.1`) on first use.
-    pub fn eureka_register(&mut self, app: &str, reg: EurekaRegistration, now: Instant, now_ms: i64) {
+    pub fn eureka_register(
+        &mut self,
+        app: &str,
+        reg: EurekaRegistration,
+        now: Instant,
+        now_ms: i64,
+    ) {
         let name = app.to_ascii_lowercase();
         let key: ServiceKey = (
             (
@@ -1255,7 +1287,8 @@ impl Registry {
         let Some(sid) = self.eureka_locate(app, id) else {
             return false;
         };
-        self.unregister(DEFAULT_TENANT, DEFAULT_TENANT, &sid, id).is_ok()
+        self.unregister(DEFAULT_TENANT, DEFAULT_TENANT, &sid, id)
+            .is_ok()
     }
 
     /// Every Eureka app with its instances: (app name, [(service, instance)]), by name.
@@ -1293,7 +1326,9 @@ impl Registry {
     pub fn eureka_instance_any(&self, id: &str) -> Option<(&MicroService, &InstanceRecord)> {
         let mut names: Vec<&String> = self.by_app.keys().collect();
         names.sort();
-        names.into_iter().find_map(|app| self.eureka_instance(app, id))
+        names
+            .into_iter()
+            .find_map(|app| self.eureka_instance(app, id))
     }
 }
 
@@ -1323,6 +1358,7 @@ pub fn eureka_to_sc_status(s: &str) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -1359,7 +1395,13 @@ mod tests {
         for v in ["1.9", "1.10", "0.0.1"] {
             r.create_service("d", "p", svc("s", v), 0).unwrap();
         }
-        let key = ("d".into(), "p".into(), String::new(), "default".into(), "s".into());
+        let key = (
+            "d".into(),
+            "p".into(),
+            String::new(),
+            "default".into(),
+            "s".into(),
+        );
         let latest = r.resolve(&key, "latest").unwrap();
         assert_eq!(r.services[&latest[0]].service.version, "1.10");
         assert_eq!(r.resolve(&key, "1.0+").unwrap().len(), 2);
@@ -1381,7 +1423,8 @@ mod tests {
             ..HealthCheck::default()
         });
         r.register_instance("d", "p", &sid, a, t0, 0).unwrap();
-        r.register_instance("d", "p", &sid, inst("b"), t0, 0).unwrap();
+        r.register_instance("d", "p", &sid, inst("b"), t0, 0)
+            .unwrap();
         assert_eq!(r.expire(t0 + Duration::from_secs(1)), 0);
         assert_eq!(r.expire(t0 + Duration::from_secs(2)), 1);
         assert_eq!(r.list_instances("d", "p", &sid).unwrap().len(), 1);

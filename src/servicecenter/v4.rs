@@ -177,9 +177,8 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ScError> {
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|e| ScError::invalid(format!("Invalid JSON body: {e}")))?;
     canonicalize(&mut value);
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        ScError::invalid(format!("Invalid field '{}': {}", e.path(), e.inner()))
-    })
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| ScError::invalid(format!("Invalid field '{}': {}", e.path(), e.inner())))
 }
 
 #[derive(Deserialize)]
@@ -362,7 +361,11 @@ async fn register_instance(
 }
 
 /// Adds `X-Resource-Revision`; 304 when the client's `rev` is current.
-fn with_revision(core: &Core, q: &HashMap<String, String>, reply: impl FnOnce() -> Response) -> Response {
+fn with_revision(
+    core: &Core,
+    q: &HashMap<String, String>,
+    reply: impl FnOnce() -> Response,
+) -> Response {
     let rev = core.revision().to_string();
     if q.get("rev") == Some(&rev) {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
@@ -384,8 +387,12 @@ async fn list_instances(
     Query(q): Query_,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    let instances = core.lock().list_instances(&domain(&headers), &project, &sid)?;
-    Ok(with_revision(&core, &q, || json(&InstancesReply { instances })))
+    let instances = core
+        .lock()
+        .list_instances(&domain(&headers), &project, &sid)?;
+    Ok(with_revision(&core, &q, || {
+        json(&InstancesReply { instances })
+    }))
 }
 
 async fn get_instance(
@@ -478,7 +485,9 @@ async fn find(
         param(&q, "version"),
         consumer,
     )?;
-    Ok(with_revision(&core, &q, || json(&InstancesReply { instances })))
+    Ok(with_revision(&core, &q, || {
+        json(&InstancesReply { instances })
+    }))
 }
 
 #[derive(Serialize)]
@@ -496,7 +505,10 @@ async fn dump(
 ) -> Result<Response, ScError> {
     let dom = domain(&headers);
     if dom != "default" || project != "default" {
-        return Err(ScError::new(FORBIDDEN, "dump is only allowed for default/default"));
+        return Err(ScError::new(
+            FORBIDDEN,
+            "dump is only allowed for default/default",
+        ));
     }
     let reg = core.lock();
     let rev = reg.revision();
@@ -508,7 +520,10 @@ async fn dump(
     for e in entries {
         let s = &e.service;
         services.push(KeyValue {
-            key: format!("/cse-sr/ms/files/{}/{}/{}", e.domain, e.project, s.service_id),
+            key: format!(
+                "/cse-sr/ms/files/{}/{}/{}",
+                e.domain, e.project, s.service_id
+            ),
             rev,
             value: serde_json::to_value(s).unwrap_or_default(),
         });
@@ -542,6 +557,7 @@ async fn dump(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use axum::body::Body;
@@ -554,9 +570,14 @@ mod tests {
             .uri(uri)
             .body(Body::from(body.to_string()))
             .unwrap();
-        let resp = super::super::router(core.clone()).oneshot(req).await.unwrap();
+        let resp = super::super::router(core.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, v)
     }
@@ -570,15 +591,27 @@ mod tests {
         let id = v["serviceId"].as_str().unwrap().to_string();
         assert_eq!(
             id,
-            super::super::registry::default_service_id("default", "default", "", "app", "hello", "0.0.1")
+            super::super::registry::default_service_id(
+                "default", "default", "", "app", "hello", "0.0.1"
+            )
         );
         let (s, v2) = call(&core, "POST", "/v4/default/registry/microservices", body).await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(v2["serviceId"], v["serviceId"]);
-        let (_, got) = call(&core, "GET", &format!("/v4/default/registry/microservices/{id}"), "").await;
+        let (_, got) = call(
+            &core,
+            "GET",
+            &format!("/v4/default/registry/microservices/{id}"),
+            "",
+        )
+        .await;
         assert_eq!(got["service"]["level"], "BACK");
         assert_eq!(got["service"]["status"], "UP");
-        assert!(got["service"]["timestamp"].as_str().unwrap().parse::<u64>().is_ok());
+        assert!(got["service"]["timestamp"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok());
     }
 
     #[tokio::test]
@@ -594,7 +627,13 @@ mod tests {
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert_eq!(v["errorCode"], "400001");
         assert!(v["detail"].as_str().unwrap().contains("serviceName"));
-        let (_, v) = call(&core, "POST", "/v4/default/registry/microservices", r#"{"service":{"serviceName":"ok"}}"#).await;
+        let (_, v) = call(
+            &core,
+            "POST",
+            "/v4/default/registry/microservices",
+            r#"{"service":{"serviceName":"ok"}}"#,
+        )
+        .await;
         let sid = v["serviceId"].as_str().unwrap();
         let (s, v) = call(
             &core,
@@ -604,18 +643,54 @@ mod tests {
         )
         .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
-        assert!(v["detail"].as_str().unwrap().contains("healthCheck.interval"), "{v}");
-        let (s, v) = call(&core, "POST", "/v4/default/registry/microservices", "{not json").await;
-        assert_eq!((s, v["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("400001")));
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("healthCheck.interval"),
+            "{v}"
+        );
+        let (s, v) = call(
+            &core,
+            "POST",
+            "/v4/default/registry/microservices",
+            "{not json",
+        )
+        .await;
+        assert_eq!(
+            (s, v["errorCode"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("400001"))
+        );
     }
 
     #[tokio::test]
     async fn empty_find_answers_empty_object_and_unknown_is_400012() {
         let core = Core::new();
-        let (s, v) = call(&core, "GET", "/v4/default/registry/instances?appId=a&serviceName=b&version=latest", "").await;
-        assert_eq!((s, v["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("400012")));
-        call(&core, "POST", "/v4/default/registry/microservices", r#"{"service":{"serviceName":"b","appId":"a"}}"#).await;
-        let (s, v) = call(&core, "GET", "/v4/default/registry/instances?appId=a&serviceName=b&version=latest", "").await;
+        let (s, v) = call(
+            &core,
+            "GET",
+            "/v4/default/registry/instances?appId=a&serviceName=b&version=latest",
+            "",
+        )
+        .await;
+        assert_eq!(
+            (s, v["errorCode"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("400012"))
+        );
+        call(
+            &core,
+            "POST",
+            "/v4/default/registry/microservices",
+            r#"{"service":{"serviceName":"b","appId":"a"}}"#,
+        )
+        .await;
+        let (s, v) = call(
+            &core,
+            "GET",
+            "/v4/default/registry/instances?appId=a&serviceName=b&version=latest",
+            "",
+        )
+        .await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(v, serde_json::json!({}));
     }

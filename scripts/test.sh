@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. Installs what the tests need where it is missing:
+#   - a Python venv with the third-party Eureka client py-eureka-client (target/test-venv)
+# and then runs every test of the workspace (cargo nextest when installed, else cargo test).
+# Usage: scripts/test.sh [extra args for the test runner]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[test.sh] %s\n' "$*" >&2; }
+
+apt_install() {
+  if command -v apt-get >/dev/null 2>&1; then
+    log "installing $* with apt-get"
+    if [ "$(id -u)" -eq 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+    else
+      sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+    fi
+  else
+    log "cannot install $*: no apt-get; install it by hand"; exit 1
+  fi
+}
+
+# Python 3 with venv, and py-eureka-client in a venv under target/.
+command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
+VENV="$PWD/target/test-venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  mkdir -p target
+  python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; python3 -m venv "$VENV"; }
+fi
+if ! "$VENV/bin/python" -c 'import py_eureka_client' 2>/dev/null; then
+  log "installing py-eureka-client into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'py-eureka-client==0.13.3'
+fi
+export SYNCER_TEST_PYTHON="$VENV/bin/python"
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+  # nextest does not run doctests.
+  cargo test --workspace --doc
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
