@@ -37,7 +37,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Run a syncer agent. With no --sc-addr it also runs the built-in service-center core
     /// (on --builtin-addr) and syncs that: `syncer daemon` alone is a working standalone site.
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Run only the built-in service-center core (service-center v4 API under /v4, Eureka v2
     /// API under /eureka and /eureka/v2).
     Servicecenter(ServicecenterArgs),

@@ -264,7 +264,12 @@ impl DaemonConfig {
         let mut join_addrs = Vec::new();
         if let Some(list) = args.join_addr.or(file.join_addr) {
             for a in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-                join_addrs.push(socket_addr("--join-addr", Some(a), "", DEFAULT_GOSSIP_PORT)?);
+                join_addrs.push(socket_addr(
+                    "--join-addr",
+                    Some(a),
+                    "",
+                    DEFAULT_GOSSIP_PORT,
+                )?);
             }
         }
         let ticker_secs = args
@@ -272,7 +277,11 @@ impl DaemonConfig {
             .or(file.ticker_interval)
             .unwrap_or(DEFAULT_TICKER_INTERVAL_SECS);
         if ticker_secs == 0 {
-            return Err(invalid("--ticker-interval", "0", "must be at least 1 second"));
+            return Err(invalid(
+                "--ticker-interval",
+                "0",
+                "must be at least 1 second",
+            ));
         }
         let grace_secs = args
             .grace_period
@@ -330,7 +339,9 @@ fn socket_addr(
 fn has_port(value: &str) -> bool {
     match value.rsplit_once(':') {
         Some((host, port)) => {
-            !host.is_empty() && (!host.contains(':') || host.ends_with(']')) && port.parse::<u16>().is_ok()
+            !host.is_empty()
+                && (!host.contains(':') || host.ends_with(']'))
+                && port.parse::<u16>().is_ok()
         }
         None => false,
     }
@@ -404,7 +415,10 @@ mod tests {
         assert_eq!(c.ticker_interval, Duration::from_secs(2));
         assert!(matches!(
             c.registry,
-            RegistryConfig::External { plugin: PluginKind::Eureka, .. }
+            RegistryConfig::External {
+                plugin: PluginKind::Eureka,
+                ..
+            }
         ));
 
         std::fs::write(&path, "nodes: typo\n").expect("write");

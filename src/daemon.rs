@@ -33,7 +33,9 @@ pub const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A listening socket could not be bound.
-    #[error("cannot bind the {what} address {addr} (is another syncer or registry running there?)")]
+    #[error(
+        "cannot bind the {what} address {addr} (is another syncer or registry running there?)"
+    )]
     Bind {
         /// Which listener.
         what: &'static str,
@@ -79,11 +81,13 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let (kind, endpoints) = match &config.registry {
         RegistryConfig::External { plugin, endpoints } => (*plugin, endpoints.clone()),
         RegistryConfig::Builtin { listen } => {
-            let listener = TcpListener::bind(listen).await.map_err(|source| Error::Bind {
-                what: "built-in service-center",
-                addr: *listen,
-                source,
-            })?;
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(|source| Error::Bind {
+                    what: "built-in service-center",
+                    addr: *listen,
+                    source,
+                })?;
             let local = listener.local_addr().unwrap_or(*listen);
             let core = servicecenter::Core::new();
             let token = shutdown.clone();
@@ -95,7 +99,10 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                 }
                 .instrument(tracing::info_span!("servicecenter", addr = %local)),
             );
-            (PluginKind::Servicecenter, vec![format!("http://{}", reachable(local))])
+            (
+                PluginKind::Servicecenter,
+                vec![format!("http://{}", reachable(local))],
+            )
         }
     };
     let plugin = build_plugin(kind, endpoints)?;
@@ -168,7 +175,10 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         .await
         .is_err()
     {
-        info!(grace_secs = SHUTDOWN_GRACE.as_secs(), "some tasks did not stop within the grace period");
+        info!(
+            grace_secs = SHUTDOWN_GRACE.as_secs(),
+            "some tasks did not stop within the grace period"
+        );
     }
     Ok(())
 }
@@ -184,6 +194,9 @@ pub fn build_plugin(kind: PluginKind, endpoints: Vec<String>) -> Result<Arc<dyn 
                 syncer_plugin_servicecenter::Config {
                     endpoints,
                     request_timeout: REGISTRY_TIMEOUT,
+                    // One request for the whole registry, all tenants, as the
+                    // service-center syncer 1.3.0 read it.
+                    use_admin_dump: true,
                     ..Default::default()
                 },
             )
@@ -196,7 +209,6 @@ pub fn build_plugin(kind: PluginKind, endpoints: Vec<String>) -> Result<Arc<dyn 
             syncer_plugin_eureka::EurekaPlugin::new(syncer_plugin_eureka::Config {
                 endpoints,
                 request_timeout: REGISTRY_TIMEOUT,
-                ..Default::default()
             })
             .map_err(|source| Error::Plugin {
                 plugin: kind.name(),

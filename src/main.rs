@@ -34,16 +34,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Servicecenter(args) => {
                 let listener = tokio::net::TcpListener::bind(args.listen)
                     .await
-                    .with_context(|| format!("cannot bind the service-center address {}", args.listen))?;
+                    .with_context(|| {
+                        format!("cannot bind the service-center address {}", args.listen)
+                    })?;
                 let shutdown = shutdown_on_signal();
                 syncer::servicecenter::serve(listener, syncer::servicecenter::Core::new(), shutdown)
                     .await
                     .context("built-in service-center failed")
             }
             Command::Daemon(args) => {
-                let config = DaemonConfig::resolve(args).context("invalid settings")?;
+                let config = DaemonConfig::resolve(*args).context("invalid settings")?;
                 let shutdown = shutdown_on_signal();
-                syncer::daemon::run(config, shutdown).await.context("syncer daemon failed")
+                syncer::daemon::run(config, shutdown)
+                    .await
+                    .context("syncer daemon failed")
             }
         }
     })
@@ -86,7 +90,9 @@ fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_env("SYNCER_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

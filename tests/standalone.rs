@@ -54,35 +54,52 @@ async fn two_standalone_daemons_sync_their_built_in_registries() {
         "ipAddr": "10.1.2.3", "status": "UP", "port": {"$": 8080, "@enabled": "true"},
         "dataCenterInfo": {"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn"}
     }});
-    eventually(Duration::from_secs(20), "site-a's built-in core accepts a registration", &[&a.proc], || async {
-        let resp = http
-            .post(format!("{}/eureka/apps/ORDERS", a.registry))
-            .json(&body)
-            .send()
-            .await
-            .ok()?;
-        (resp.status().as_u16() == 204).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "site-a's built-in core accepts a registration",
+        &[&a.proc],
+        || async {
+            let resp = http
+                .post(format!("{}/eureka/apps/ORDERS", a.registry))
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
+            (resp.status().as_u16() == 204).then_some(())
+        },
+    )
     .await;
 
     // B imports it and serves it through its own service-center API.
-    let found: Vec<Value> = eventually(Duration::from_secs(30), "ORDERS imported by site-b", &[&a.proc, &b.proc], || async {
-        let body: Value = http
-            .get(format!("{}/v4/default/registry/instances", b.registry))
-            .query(&[("appId", "eureka"), ("serviceName", "orders"), ("version", "latest")])
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let list = body["instances"].as_array()?.clone();
-        (!list.is_empty()).then_some(list)
-    })
+    let found: Vec<Value> = eventually(
+        Duration::from_secs(30),
+        "ORDERS imported by site-b",
+        &[&a.proc, &b.proc],
+        || async {
+            let body: Value = http
+                .get(format!("{}/v4/default/registry/instances", b.registry))
+                .query(&[
+                    ("appId", "eureka"),
+                    ("serviceName", "orders"),
+                    ("version", "latest"),
+                ])
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let list = body["instances"].as_array()?.clone();
+            (!list.is_empty()).then_some(list)
+        },
+    )
     .await;
     assert_eq!(found.len(), 1);
     let props = &found[0]["properties"];
-    assert_eq!(props["syncerOriginCluster"], "site-a", "origin marker: {props}");
+    assert_eq!(
+        props["syncerOriginCluster"], "site-a",
+        "origin marker: {props}"
+    );
     assert_eq!(props["syncerOriginInstanceId"], "10.1.2.3:orders:8080");
     assert!(found[0]["endpoints"]
         .as_array()
@@ -99,27 +116,45 @@ async fn two_standalone_daemons_sync_their_built_in_registries() {
         .json()
         .await
         .expect("json");
-    let instances = body["application"]["instance"].as_array().cloned().unwrap_or_default();
+    let instances = body["application"]["instance"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(instances.len(), 1, "{body}");
 
     // Cancel at A: the copy leaves B.
     let resp = http
-        .delete(format!("{}/eureka/apps/ORDERS/10.1.2.3:orders:8080", a.registry))
+        .delete(format!(
+            "{}/eureka/apps/ORDERS/10.1.2.3:orders:8080",
+            a.registry
+        ))
         .send()
         .await
         .expect("cancel");
     assert_eq!(resp.status().as_u16(), 200);
-    eventually(Duration::from_secs(30), "ORDERS removed from site-b", &[&a.proc, &b.proc], || async {
-        let body: Value = http
-            .get(format!("{}/v4/default/registry/instances", b.registry))
-            .query(&[("appId", "eureka"), ("serviceName", "orders"), ("version", "latest")])
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        body["instances"].as_array().is_none_or(|l| l.is_empty()).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "ORDERS removed from site-b",
+        &[&a.proc, &b.proc],
+        || async {
+            let body: Value = http
+                .get(format!("{}/v4/default/registry/instances", b.registry))
+                .query(&[
+                    ("appId", "eureka"),
+                    ("serviceName", "orders"),
+                    ("version", "latest"),
+                ])
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            body["instances"]
+                .as_array()
+                .is_none_or(|l| l.is_empty())
+                .then_some(())
+        },
+    )
     .await;
 }

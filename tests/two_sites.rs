@@ -60,7 +60,11 @@ impl Site {
         Proc::syncer(
             dir,
             name,
-            &["servicecenter", "--listen", &format!("127.0.0.1:{}", self.registry_port)],
+            &[
+                "servicecenter",
+                "--listen",
+                &format!("127.0.0.1:{}", self.registry_port),
+            ],
         )
     }
 
@@ -75,7 +79,13 @@ impl Site {
 }
 
 /// Instances found through the service-center v4 find API (an empty find answers `{}`).
-async fn sc_find(http: &reqwest::Client, site: &Site, app: &str, name: &str, version: &str) -> Option<Vec<Value>> {
+async fn sc_find(
+    http: &reqwest::Client,
+    site: &Site,
+    app: &str,
+    name: &str,
+    version: &str,
+) -> Option<Vec<Value>> {
     let resp = http
         .get(site.url("/v4/default/registry/instances"))
         .query(&[("appId", app), ("serviceName", name), ("version", version)])
@@ -133,7 +143,10 @@ async fn register_hello(http: &reqwest::Client, site: &Site) -> (String, String)
         .json()
         .await
         .expect("register body");
-    let iid = registered["instanceId"].as_str().expect("instanceId").to_owned();
+    let iid = registered["instanceId"]
+        .as_str()
+        .expect("instanceId")
+        .to_owned();
     (sid, iid)
 }
 
@@ -160,7 +173,9 @@ async fn eureka_and_service_center_sites_see_each_other_and_survive_a_syncer_kil
         dir,
         "py-eureka-client",
         &python_with_eureka_client(),
-        &[support::test_file("clients/py_account_server.py").display().to_string()],
+        &[support::test_file("clients/py_account_server.py")
+            .display()
+            .to_string()],
         &[
             ("EUREKA_URL", eureka.url("/eureka")),
             ("APP_NAME", "account-server".into()),
@@ -267,7 +282,9 @@ async fn eureka_and_service_center_sites_see_each_other_and_survive_a_syncer_kil
             Duration::from_secs(30),
             "the probe crosses after the restart",
             &[&eureka_syncer, &sc_syncer],
-            || async { (eureka_instances(&http, &eureka, &probe_app).await?.len() == 1).then_some(()) },
+            || async {
+                (eureka_instances(&http, &eureka, &probe_app).await?.len() == 1).then_some(())
+            },
         )
         .await;
         // Two more ticks for any duplicate to appear.
@@ -275,13 +292,23 @@ async fn eureka_and_service_center_sites_see_each_other_and_survive_a_syncer_kil
         let copies = sc_find(&http, &sc, "eureka", "account-server", "latest")
             .await
             .expect("find after restart");
-        assert_eq!(copies.len(), 1, "account-server copies after restarting the {which} syncer: {copies:?}");
+        assert_eq!(
+            copies.len(),
+            1,
+            "account-server copies after restarting the {which} syncer: {copies:?}"
+        );
         let copies = eureka_instances(&http, &eureka, "HELLO-SERVER")
             .await
             .expect("apps after restart");
-        assert_eq!(copies.len(), 1, "hello-server copies after restarting the {which} syncer: {copies:?}");
+        assert_eq!(
+            copies.len(),
+            1,
+            "hello-server copies after restarting the {which} syncer: {copies:?}"
+        );
         let _ = http
-            .delete(sc.url(&format!("/v4/default/registry/microservices/{probe_sid}/instances/{probe_iid}")))
+            .delete(sc.url(&format!(
+                "/v4/default/registry/microservices/{probe_sid}/instances/{probe_iid}"
+            )))
             .header("X-Domain-Name", "default")
             .send()
             .await;
@@ -290,17 +317,27 @@ async fn eureka_and_service_center_sites_see_each_other_and_survive_a_syncer_kil
     // Keep hello-server alive, then check that removal crosses too: the Python client stops
     // and cancels; its copy disappears from the service-center side.
     let _ = http
-        .put(sc.url(&format!("/v4/default/registry/microservices/{hello_sid}/instances/{hello_iid}/heartbeat")))
+        .put(sc.url(&format!(
+            "/v4/default/registry/microservices/{hello_sid}/instances/{hello_iid}/heartbeat"
+        )))
         .header("X-Domain-Name", "default")
         .send()
         .await;
-    assert!(client.terminate(Duration::from_secs(10)), "py-eureka-client did not exit on SIGTERM");
+    assert!(
+        client.terminate(Duration::from_secs(10)),
+        "py-eureka-client did not exit on SIGTERM"
+    );
     let removed_at = Instant::now();
     eventually(
         Duration::from_secs(30),
         "account-server gone from the service-center side after the client cancelled",
         &[&eureka_syncer, &sc_syncer, &client],
-        || async { sc_find(&http, &sc, "eureka", "account-server", "latest").await?.is_empty().then_some(()) },
+        || async {
+            sc_find(&http, &sc, "eureka", "account-server", "latest")
+                .await?
+                .is_empty()
+                .then_some(())
+        },
     )
     .await;
     eprintln!(

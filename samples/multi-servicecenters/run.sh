@@ -39,6 +39,13 @@ echo "==> logs in $LOGS"
 NAMES=()
 PIDS=()
 
+# A child that exited stays a zombie until waited for, so `kill -0` is not enough.
+alive() {
+    local stat
+    stat="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
+    [[ -n "$stat" && "$stat" != Z* ]]
+}
+
 start() {
     local name="$1"; shift
     "$@" >"$LOGS/$name.log" 2>&1 &
@@ -59,18 +66,17 @@ cleanup() {
     trap - EXIT INT TERM
     if ((${#PIDS[@]})); then
         echo "==> stopping"
-        # Apps first (they unregister), then syncers, then registries.
+        # Newest first, one at a time: the apps unregister while the registries are still up,
+        # then the syncers leave, then the registries stop. 5 s each before a SIGKILL.
+        local i watchdog
         for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+            alive "${PIDS[i]}" || { wait "${PIDS[i]}" 2>/dev/null || true; continue; }
             kill -TERM "${PIDS[i]}" 2>/dev/null || true
-        done
-        local waited=0
-        for pid in "${PIDS[@]}"; do
-            while kill -0 "$pid" 2>/dev/null && ((waited < 100)); do
-                sleep 0.1
-                waited=$((waited + 1))
-            done
-            kill -KILL "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
+            (sleep 5; kill -KILL "${PIDS[i]}" 2>/dev/null) &
+            watchdog=$!
+            wait "${PIDS[i]}" 2>/dev/null || true
+            kill "$watchdog" 2>/dev/null || true
+            wait "$watchdog" 2>/dev/null || true
         done
     fi
     echo "==> logs kept in $LOGS"
@@ -83,7 +89,7 @@ trap 'exit 143' TERM
 # Fails (with the log tails) if any child has died.
 check_alive() {
     for i in "${!PIDS[@]}"; do
-        if ! kill -0 "${PIDS[i]}" 2>/dev/null; then
+        if ! alive "${PIDS[i]}"; then
             echo "!! ${NAMES[i]} exited early" >&2
             tails >&2
             exit 1

@@ -106,7 +106,8 @@ impl ExchangeClient {
             }
         };
         let cluster = data.cluster.clone();
-        let snapshot = snapshot_from_wire(data).map_err(|source| Error::Invalid { addr, source })?;
+        let snapshot =
+            snapshot_from_wire(data).map_err(|source| Error::Invalid { addr, source })?;
         Ok(PeerExport { cluster, snapshot })
     }
 }

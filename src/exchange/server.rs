@@ -48,7 +48,11 @@ impl ExchangeServer {
     ///
     /// # Errors
     /// [`Error::Serve`] when the transport fails.
-    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));

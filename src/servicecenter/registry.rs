@@ -318,8 +318,7 @@ pub fn default_service_id(
 /// Parses `x[.y[.z[.w]]]`, each part 0–32767.
 pub fn parse_version(v: &str) -> Option<[u16; 4]> {
     let mut out = [0u16; 4];
-    let mut n = 0;
-    for part in v.split('.') {
+    for (n, part) in v.split('.').enumerate() {
         if n == 4 || part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -328,7 +327,6 @@ pub fn parse_version(v: &str) -> Option<[u16; 4]> {
             return None;
         }
         out[n] = u16::try_from(x).ok()?;
-        n += 1;
     }
     Some(out)
 }

@@ -409,7 +409,10 @@ mod tests {
             r.service.service_id,
             "80784229255ec96d90353e3c041bdf3586fdbbae"
         );
-        assert_eq!(r.instance.health_check.as_ref().map(|h| h.interval_secs), Some(5));
+        assert_eq!(
+            r.instance.health_check.as_ref().map(|h| h.interval_secs),
+            Some(5)
+        );
     }
 
     #[test]
@@ -426,12 +429,22 @@ mod tests {
         );
         let local = local_after(&first.register);
 
-        let second = plan(&config(), &peers, &HashSet::new(), Mapping::from_snapshot(&local));
+        let second = plan(
+            &config(),
+            &peers,
+            &HashSet::new(),
+            Mapping::from_snapshot(&local),
+        );
         assert!(second.register.is_empty() && second.unregister.is_empty());
         assert_eq!(second.heartbeat.len(), 2);
 
         let shrunk = [peer("eureka-site", &[("a:1", "http://127.0.0.1:1")])];
-        let third = plan(&config(), &shrunk, &HashSet::new(), Mapping::from_snapshot(&local));
+        let third = plan(
+            &config(),
+            &shrunk,
+            &HashSet::new(),
+            Mapping::from_snapshot(&local),
+        );
         assert_eq!(third.heartbeat.len(), 1);
         assert_eq!(third.unregister.len(), 1);
         assert_eq!(
@@ -452,7 +465,12 @@ mod tests {
         let local = local_after(&first.register);
         let mut moved = peer("eureka-site", &[("a:1", "http://127.0.0.1:9")]);
         moved.snapshot.instances[0].status = InstanceStatus::Down;
-        let p = plan(&config(), &[moved], &HashSet::new(), Mapping::from_snapshot(&local));
+        let p = plan(
+            &config(),
+            &[moved],
+            &HashSet::new(),
+            Mapping::from_snapshot(&local),
+        );
         assert_eq!(p.replace.len(), 1);
         assert_eq!(p.replace[0].1.instance.status, InstanceStatus::Down);
     }
@@ -471,7 +489,12 @@ mod tests {
         let kept = plan(&config(), &[], &retained, Mapping::from_snapshot(&local));
         assert_eq!(kept.heartbeat.len(), 1);
         assert!(kept.unregister.is_empty());
-        let dropped = plan(&config(), &[], &HashSet::new(), Mapping::from_snapshot(&local));
+        let dropped = plan(
+            &config(),
+            &[],
+            &HashSet::new(),
+            Mapping::from_snapshot(&local),
+        );
         assert_eq!(dropped.unregister.len(), 1);
     }
 

@@ -65,7 +65,9 @@ impl Syncer {
     ) -> Syncer {
         let client = ExchangeClient::new(
             config.cluster_name.clone(),
-            config.ticker_interval.clamp(Duration::from_secs(2), Duration::from_secs(10)),
+            config
+                .ticker_interval
+                .clamp(Duration::from_secs(2), Duration::from_secs(10)),
         );
         Syncer {
             config,
@@ -184,7 +186,12 @@ impl Syncer {
                 "reconciled"
             );
         } else {
-            debug!(peers = exports.len(), heartbeated = applied.heartbeated, elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
+            debug!(
+                peers = exports.len(),
+                heartbeated = applied.heartbeated,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "reconciled"
+            );
         }
     }
 }
@@ -225,7 +232,11 @@ mod tests {
 
     #[test]
     fn the_leader_is_the_first_node_of_its_cluster() {
-        let members = vec![member("b", "x", 1), member("a", "y", 3), member("c", "x", 5)];
+        let members = vec![
+            member("b", "x", 1),
+            member("a", "y", 3),
+            member("c", "x", 5),
+        ];
         assert_eq!(leader_of(&members, "x").map(|m| m.node.as_str()), Some("b"));
         assert_eq!(leader_of(&members, "y").map(|m| m.node.as_str()), Some("a"));
         assert!(leader_of(&members, "z").is_none());
@@ -233,7 +244,11 @@ mod tests {
 
     #[test]
     fn peers_are_grouped_by_cluster_leader_first_without_the_local_cluster() {
-        let members = vec![member("d", "y", 1), member("a", "x", 3), member("c", "y", 5)];
+        let members = vec![
+            member("d", "y", 1),
+            member("a", "x", 3),
+            member("c", "y", 5),
+        ];
         let peers = peer_clusters(&members, "x");
         assert_eq!(peers.len(), 1);
         let nodes: Vec<_> = peers["y"].iter().map(|m| m.node.as_str()).collect();

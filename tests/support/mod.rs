@@ -43,7 +43,13 @@ pub struct Proc {
 impl Proc {
     /// Starts `program args` with its stdout and stderr in `dir/name.log` (appended, so a
     /// restarted process keeps one log).
-    pub fn spawn(dir: &Path, name: &str, program: &Path, args: &[String], envs: &[(&str, String)]) -> Proc {
+    pub fn spawn(
+        dir: &Path,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        envs: &[(&str, String)],
+    ) -> Proc {
         let log = dir.join(format!("{name}.log"));
         let out = File::options()
             .create(true)
@@ -73,7 +79,13 @@ impl Proc {
     /// The `syncer` binary built by cargo for this test run.
     pub fn syncer(dir: &Path, name: &str, args: &[&str]) -> Proc {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        Proc::spawn(dir, name, Path::new(env!("CARGO_BIN_EXE_syncer")), &args, &[])
+        Proc::spawn(
+            dir,
+            name,
+            Path::new(env!("CARGO_BIN_EXE_syncer")),
+            &args,
+            &[],
+        )
     }
 
     /// SIGKILL, and wait for the exit.
@@ -126,7 +138,12 @@ where
         if Instant::now() > deadline {
             let mut msg = format!("timed out after {timeout:?} waiting for: {what}\n");
             for p in logs {
-                msg.push_str(&format!("--- {} ({}) ---\n{}\n", p.name, p.log.display(), p.tail(40)));
+                msg.push_str(&format!(
+                    "--- {} ({}) ---\n{}\n",
+                    p.name,
+                    p.log.display(),
+                    p.tail(40)
+                ));
             }
             panic!("{msg}");
         }
@@ -147,5 +164,7 @@ pub fn python_with_eureka_client() -> PathBuf {
 
 /// Path of a file under `tests/`.
 pub fn test_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(rel)
 }
