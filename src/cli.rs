@@ -76,7 +76,7 @@ pub enum Mode {
 }
 
 /// Flags of `syncer daemon`. Every one may also come from its `SYNCER_*` variable or the
-/// `--config` file; the default is shown in brackets.
+/// `--config` file; each doc gives its default.
 #[derive(Debug, Default, Args)]
 pub struct DaemonArgs {
     /// YAML file with the same settings (keys as the flags, with underscores: sc_addr,
@@ -84,52 +84,52 @@ pub struct DaemonArgs {
     #[arg(long, env = "SYNCER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Registry address(es), comma separated, e.g. http://10.0.0.1:30100 or, for eureka,
-    /// http://10.0.0.1:8761/eureka. [none: run the built-in core on --builtin-addr]
+    /// http://10.0.0.1:8761/eureka. (default: none; run the built-in core on --builtin-addr)
     #[arg(long, env = "SYNCER_SC_ADDR")]
     pub sc_addr: Option<String>,
-    /// Plugin for the registry: servicecenter or eureka. [servicecenter]
+    /// Plugin for the registry: servicecenter or eureka. (default: servicecenter)
     #[arg(long, env = "SYNCER_SC_PLUGIN", value_enum)]
     pub sc_plugin: Option<PluginKind>,
-    /// Gossip address (UDP); a missing port means 30190. [0.0.0.0:30190]
+    /// Gossip address (UDP); a missing port means 30190. (default: 0.0.0.0:30190)
     #[arg(long, env = "SYNCER_BIND_ADDR")]
     pub bind_addr: Option<String>,
     /// Gossip address advertised to other members, when --bind-addr is not reachable as is
-    /// (e.g. 0.0.0.0 or behind NAT). [--bind-addr, or this host's outbound IP for 0.0.0.0]
+    /// (e.g. 0.0.0.0 or behind NAT). (default: --bind-addr, or this host's outbound IP for 0.0.0.0)
     #[arg(long, env = "SYNCER_ADVERTISE_ADDR")]
     pub advertise_addr: Option<SocketAddr>,
     /// gRPC address of the exchange; a missing port means 30191. An unspecified IP is
-    /// advertised as the gossip IP. [0.0.0.0:30191]
+    /// advertised as the gossip IP. (default: 0.0.0.0:30191)
     #[arg(long, env = "SYNCER_RPC_ADDR")]
     pub rpc_addr: Option<String>,
     /// Gossip addresses of existing members to join, comma separated; a missing port means
-    /// 30190. [none: start a new pool]
+    /// 30190. (default: none; start a new pool)
     #[arg(long, env = "SYNCER_JOIN_ADDR")]
     pub join_addr: Option<String>,
-    /// This member's name, unique in the pool. [the host name]
+    /// This member's name, unique in the pool. (default: the host name)
     #[arg(long, env = "SYNCER_NODE")]
     pub node: Option<String>,
-    /// Name of this site; syncers of one site share it. [the MD5 of --sc-addr, as the
-    /// service-center syncer; with the built-in core: the node name]
+    /// Name of this site; syncers of one site share it. (default: the MD5 of --sc-addr, as the
+    /// service-center syncer; with the built-in core: the node name)
     #[arg(long, env = "SYNCER_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
     /// Seconds between reconciles (pull peers, apply the difference, heartbeat imported
-    /// instances). [5]
+    /// instances). (default: 5)
     #[arg(long, env = "SYNCER_TICKER_INTERVAL")]
     pub ticker_interval: Option<u64>,
     /// Seconds an unreachable peer cluster's instances are kept before they are removed.
-    /// [one lease of an imported instance: 4 x --ticker-interval, at least 30]
+    /// (default: one lease of an imported instance: 4 x --ticker-interval, at least 30)
     #[arg(long, env = "SYNCER_GRACE_PERIOD")]
     pub grace_period: Option<u64>,
     /// Address of the built-in service-center core, used when --sc-addr is not given.
-    /// [127.0.0.1:30100]
+    /// (default: 127.0.0.1:30100)
     #[arg(long, env = "SYNCER_BUILTIN_ADDR")]
     pub builtin_addr: Option<SocketAddr>,
     /// single or cluster; accepted for compatibility with the service-center syncer (any
-    /// number of syncers may share a cluster name). [single]
+    /// number of syncers may share a cluster name). (default: single)
     #[arg(long, env = "SYNCER_MODE", value_enum)]
     pub mode: Option<Mode>,
     /// The service-center syncer's etcd peer port; accepted for compatibility, unused.
-    /// [30192]
+    /// (default: 30192)
     #[arg(long, env = "SYNCER_CLUSTER_PORT")]
     pub cluster_port: Option<u16>,
 }

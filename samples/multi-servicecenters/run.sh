@@ -7,14 +7,14 @@
 #   samples/multi-servicecenters/run.sh --keep   # ...and keep everything running until Ctrl-C
 #
 # Environment: DEADLINE_SECS (default 120) bounds the wait for `welcome Jack`;
-# SKIP_BUILD=1 skips `cargo build`; SYNCER_LOG / RUST_LOG set the log filter of every process.
+# SKIP_BUILD=1 skips `cargo build`; BIN_DIR picks the binaries (default target/debug); SYNCER_LOG / RUST_LOG set the log filter of every process.
 set -euo pipefail
 
 KEEP=0
 for arg in "$@"; do
     case "$arg" in
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -27,7 +27,7 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     echo "==> building syncer and the demo apps (debug)"
     cargo build -p syncer -p multi-servicecenters
 fi
-BIN="$ROOT/target/debug"
+BIN="${BIN_DIR:-$ROOT/target/debug}"
 for bin in syncer account-server hello-server; do
     [[ -x "$BIN/$bin" ]] || { echo "missing $BIN/$bin" >&2; exit 1; }
 done

@@ -664,6 +664,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn login_follows_the_provider_when_it_moved() {
+        let fake = Fake::default();
+        let registry = serve(fake_sc_router(fake.clone())).await;
+        let account = serve(crate::account::router()).await;
+        {
+            let mut fake = lock(&fake);
+            fake.hello_id = Some("sid-hello".to_owned());
+            fake.provider_endpoints = vec![format!("rest://{account}")];
+        }
+        let sc = ScClient::new(&format!("http://{registry}")).expect("client");
+        let state = AppState::new(sc, provider_service()).expect("state");
+        state.set_registration(Some(Registered {
+            service_id: "sid-hello".to_owned(),
+            instance_id: "iid-1".to_owned(),
+        }));
+        state.set_provider(Some(format!("http://{}", dead_addr().await)));
+        let hello = serve(router(state.clone())).await;
+        assert_eq!(
+            post_login(hello, r#"{"user":"Jack","password":"1"}"#).await,
+            (StatusCode::OK, "welcome Jack".to_owned())
+        );
+        assert_eq!(state.provider(), Some(format!("http://{account}")));
+    }
+
+    #[tokio::test]
     async fn hello_server_registers_discovers_forwards_and_unregisters() {
         let fake = Fake::default();
         let registry = serve(fake_sc_router(fake.clone())).await;
