@@ -20,8 +20,6 @@
 //! [`syncer_plugin_api::Error`]: transport/5xx → `Unavailable`, 404 → `NotFound`, other 4xx →
 //! `Rejected` with the server's text, an undecodable body → `Malformed`.
 
-mod client;
-mod endpoint;
 mod wire;
 
 use std::time::Duration;
@@ -29,7 +27,7 @@ use std::time::Duration;
 use reqwest::{header, Method, StatusCode};
 use syncer_plugin_api::{Error, Instance, Plugin, Result, Service, Snapshot};
 
-use client::{segment, Client, Reply};
+use syncer_plugin_http::client::{segment, Client, Reply};
 
 /// Configuration of the [`EurekaPlugin`].
 #[derive(Debug, Clone)]

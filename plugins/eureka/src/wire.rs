@@ -13,7 +13,7 @@ use syncer_plugin_api::{
     HealthCheck, Instance, InstanceStatus, Service, Snapshot, DEFAULT_DOMAIN_PROJECT,
 };
 
-use crate::endpoint::{self, Endpoint};
+use syncer_plugin_http::endpoint::{self, Endpoint};
 
 /// appId of every service read from Eureka (the 1.3.0 mapping).
 pub(crate) const EUREKA_APP_ID: &str = "eureka";

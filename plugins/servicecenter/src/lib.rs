@@ -28,7 +28,6 @@
 //! exist) on a heartbeat → `NotFound`; other 4xx → `Rejected` with the registry's
 //! `errorCode`/`errorMessage`/`detail`; an undecodable body → `Malformed`.
 
-mod client;
 mod endpoint;
 mod wire;
 
@@ -39,7 +38,7 @@ use std::time::Duration;
 use reqwest::{header, Method};
 use syncer_plugin_api::{Error, Instance, Plugin, Result, Service, Snapshot};
 
-use client::{segment, Client, Reply};
+use syncer_plugin_http::client::{segment, Client, Reply};
 use wire::{
     CreateServiceRequest, ErrorBody, InstanceIdReply, InstancesReply, MicroService,
     MicroServiceInstance, RegisterInstanceRequest, ServiceIdReply, ServicesReply,

@@ -279,7 +279,9 @@ impl MicroServiceInstance {
             instance
                 .endpoints
                 .iter()
-                .find_map(|e| endpoint::Endpoint::parse(e).map(|e| e.host.to_owned()))
+                .find_map(|e| {
+                    syncer_plugin_http::endpoint::Endpoint::parse(e).map(|e| e.host.to_owned())
+                })
                 .unwrap_or_else(|| "unknown".to_owned())
         } else {
             instance.host_name.clone()

@@ -12,7 +12,7 @@ use syncer_plugin_api::Error;
 
 /// An answer that was not a transport failure or a 5xx.
 #[derive(Debug)]
-pub(crate) struct Reply {
+pub struct Reply {
     /// HTTP status.
     pub status: reqwest::StatusCode,
     /// The whole body (gzip already undone).
@@ -21,7 +21,7 @@ pub(crate) struct Reply {
 
 impl Reply {
     /// The body as text, for error messages (lossy, trimmed, at most 512 bytes).
-    pub(crate) fn text(&self) -> String {
+    pub fn text(&self) -> String {
         let text = String::from_utf8_lossy(&self.body);
         let text = text.trim();
         match text.char_indices().nth(512) {
@@ -33,7 +33,7 @@ impl Reply {
 
 /// Endpoints plus the HTTP client that talks to them.
 #[derive(Debug)]
-pub(crate) struct Client {
+pub struct Client {
     http: reqwest::Client,
     /// Base URLs without a trailing `/`.
     endpoints: Vec<String>,
@@ -47,7 +47,7 @@ impl Client {
     ///
     /// # Errors
     /// [`Error::Rejected`] when the list is empty or the HTTP client cannot be built.
-    pub(crate) fn new(endpoints: Vec<String>, request_timeout: Duration) -> Result<Self, Error> {
+    pub fn new(endpoints: Vec<String>, request_timeout: Duration) -> Result<Self, Error> {
         if endpoints.is_empty() {
             return Err(Error::Rejected("no registry endpoint configured".into()));
         }
@@ -68,7 +68,7 @@ impl Client {
     ///
     /// # Errors
     /// [`Error::Unavailable`] (naming the last endpoint tried) when no endpoint answered below 500.
-    pub(crate) async fn send<F>(&self, build: F) -> Result<Reply, Error>
+    pub async fn send<F>(&self, build: F) -> Result<Reply, Error>
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
@@ -118,7 +118,7 @@ impl Client {
 }
 
 /// Percent-encodes one path segment (everything but RFC 3986 unreserved characters).
-pub(crate) fn segment(s: &str) -> String {
+pub fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -1,9 +1,10 @@
-//! Endpoint URLs of the neutral model (`http://host:port`, `https://host:port`) taken apart
-//! for Eureka's `ipAddr`/`port`/`securePort`, and put together again when listing.
+//! Endpoint URLs (`scheme://[user@]host[:port][/path][?query]`) taken apart and put together
+//! again: the neutral `http(s)://host:port` form of the model, service-center's `rest://`, and
+//! Eureka's `ipAddr`/`port` pairs all go through [`Endpoint::parse`] and [`format`].
 
-/// The parts of a `scheme://[user@]host[:port][/path][?query]` URL this crate cares about.
+/// The parts of a `scheme://[user@]host[:port][/path][?query]` URL that registries use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Endpoint<'a> {
+pub struct Endpoint<'a> {
     /// Scheme, as written (`rest`, `http`, ...).
     pub scheme: &'a str,
     /// Host without IPv6 brackets.
@@ -16,7 +17,7 @@ pub(crate) struct Endpoint<'a> {
 
 impl<'a> Endpoint<'a> {
     /// Splits `url`; `None` when it has no `scheme://`, no host, or a port that is not a number.
-    pub(crate) fn parse(url: &'a str) -> Option<Self> {
+    pub fn parse(url: &'a str) -> Option<Self> {
         let (scheme, rest) = url.split_once("://")?;
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let authority = &rest[..authority_end];
@@ -58,7 +59,7 @@ impl<'a> Endpoint<'a> {
 
     /// The port, or the scheme's default (80 for `http`, 443 for `https`); `None` for
     /// another scheme without a port.
-    pub(crate) fn port_or_default(&self) -> Option<u16> {
+    pub fn port_or_default(&self) -> Option<u16> {
         self.port.or(if self.scheme.eq_ignore_ascii_case("http") {
             Some(80)
         } else if self.scheme.eq_ignore_ascii_case("https") {
@@ -69,8 +70,8 @@ impl<'a> Endpoint<'a> {
     }
 }
 
-/// Formats `scheme://host:port[?query]`, bracketing IPv6 hosts (Eureka `ipAddr` has none).
-pub(crate) fn format(scheme: &str, host: &str, port: u16, query: &str) -> String {
+/// Formats `scheme://host:port[?query]`, bracketing IPv6 hosts.
+pub fn format(scheme: &str, host: &str, port: u16, query: &str) -> String {
     let host = if host.contains(':') {
         format!("[{host}]")
     } else {
