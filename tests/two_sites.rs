@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::{eventually, free_tcp_port, free_udp_port, python_with_eureka_client, Proc};
 
-const TICK: &str = "1";
+/// Tick of both syncers, seconds: `SYNCER_TEST_TICK` or 1.
+fn tick() -> String {
+    std::env::var("SYNCER_TEST_TICK").unwrap_or_else(|_| "1".to_owned())
+}
 
 struct Site {
     registry_port: u16,
@@ -43,7 +46,7 @@ impl Site {
             "--rpc-addr".into(),
             format!("127.0.0.1:{rpc_port}"),
             "--ticker-interval".into(),
-            TICK.into(),
+            tick(),
         ];
         if let Some(port) = join {
             daemon_args.push("--join-addr".into());
@@ -198,8 +201,9 @@ async fn eureka_and_service_center_sites_see_each_other_and_survive_a_syncer_kil
     )
     .await;
     eprintln!(
-        "propagation eureka -> service-center: {} ms (tick {TICK} s)",
-        registered_at.elapsed().as_millis()
+        "propagation eureka -> service-center: {} ms (tick {} s)",
+        registered_at.elapsed().as_millis(),
+        tick()
     );
     let endpoints = found[0]["endpoints"].as_array().expect("endpoints");
     assert!(
@@ -225,8 +229,9 @@ async fn eureka_and_service_center_sites_see_each_other_and_survive_a_syncer_kil
     )
     .await;
     eprintln!(
-        "propagation service-center -> eureka: {} ms (tick {TICK} s)",
-        hello_at.elapsed().as_millis()
+        "propagation service-center -> eureka: {} ms (tick {} s)",
+        hello_at.elapsed().as_millis(),
+        tick()
     );
     assert_eq!(hello[0]["ipAddr"], "127.0.0.1");
     assert_eq!(hello[0]["port"]["$"].as_u64(), Some(8091));
@@ -341,8 +346,9 @@ async fn eureka_and_service_center_sites_see_each_other_and_survive_a_syncer_kil
     )
     .await;
     eprintln!(
-        "removal eureka -> service-center: {} ms (tick {TICK} s)",
-        removed_at.elapsed().as_millis()
+        "removal eureka -> service-center: {} ms (tick {} s)",
+        removed_at.elapsed().as_millis(),
+        tick()
     );
     drop((eureka_core, sc_core));
 }
