@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need where it is missing:
 #   - a Python venv with the third-party Eureka client py-eureka-client (target/test-venv)
+#   - etcd (Debian package etcd-server) and iproute2
 # and then runs every test of the workspace (cargo nextest when installed, else cargo test).
 # Usage: scripts/test.sh [extra args for the test runner]
 set -euo pipefail
@@ -20,6 +21,11 @@ apt_install() {
     log "cannot install $*: no apt-get; install it by hand"; exit 1
   fi
 }
+
+# Real etcd for the etcd storage adaptor and leader election; ip (iproute2) for the network
+# namespaces of the partition tests.
+command -v etcd >/dev/null 2>&1 || apt_install etcd-server
+command -v ip >/dev/null 2>&1 || apt_install iproute2
 
 # Python 3 with venv, and py-eureka-client in a venv under target/.
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
