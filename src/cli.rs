@@ -112,8 +112,9 @@ pub struct DaemonArgs {
     /// service-center syncer; with the built-in core: the node name)
     #[arg(long, env = "SYNCER_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
-    /// Seconds between reconciles (pull peers, apply the difference, heartbeat imported
-    /// instances). (default: 5)
+    /// Seconds between full reconciles (anti-entropy: peers' whole exports against the
+    /// local registry) and heartbeats of imported instances, whose lease is 4 ticks. Changes
+    /// themselves cross as they happen, over the peers' export streams. (default: 30)
     #[arg(long, env = "SYNCER_TICKER_INTERVAL")]
     pub ticker_interval: Option<u64>,
     /// Seconds an unreachable peer cluster's instances are kept before they are removed.

@@ -19,7 +19,7 @@ pub const DEFAULT_RPC_PORT: u16 = 30191;
 /// Default address of the built-in core.
 pub const DEFAULT_BUILTIN_ADDR: &str = "127.0.0.1:30100";
 /// Default seconds between reconciles.
-pub const DEFAULT_TICKER_INTERVAL_SECS: u64 = 5;
+pub const DEFAULT_TICKER_INTERVAL_SECS: u64 = 30;
 
 /// Errors found while building the settings; each names the setting and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -367,7 +367,7 @@ mod tests {
             }
         );
         assert_eq!(c.cluster_name, "n1");
-        assert_eq!(c.ticker_interval, Duration::from_secs(5));
+        assert_eq!(c.ticker_interval, Duration::from_secs(30));
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         "starting syncer daemon"
     );
 
+    // The built-in core's change counter, when the registry is in this process: the
+    // exporter lists the registry when it moves instead of polling.
+    let mut local_revision = None;
     let (kind, endpoints) = match &config.registry {
         RegistryConfig::External { plugin, endpoints } => (*plugin, endpoints.clone()),
         RegistryConfig::Builtin { listen } => {
@@ -90,6 +93,11 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                 })?;
             let local = listener.local_addr().unwrap_or(*listen);
             let core = servicecenter::Core::new();
+            local_revision = Some(follow_core_revision(
+                &tracker,
+                core.clone(),
+                shutdown.clone(),
+            ));
             let token = shutdown.clone();
             tracker.spawn(
                 async move {
@@ -129,6 +137,18 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let members = membership.members();
 
     let exporter = Arc::new(Exporter::new(plugin.clone(), Duration::from_millis(500)));
+    let poll_interval = if local_revision.is_some() {
+        // Only a backstop: the core's revision says when to list.
+        config.ticker_interval
+    } else {
+        EXTERNAL_POLL_INTERVAL
+    };
+    tracker.spawn(
+        exporter
+            .clone()
+            .follow(local_revision, poll_interval, shutdown.clone())
+            .instrument(tracing::info_span!("exporter")),
+    );
     let server = ExchangeServer::new(config.cluster_name.clone(), plugin.name(), exporter.clone());
     let token = shutdown.clone();
     tracker.spawn(
@@ -181,6 +201,40 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         );
     }
     Ok(())
+}
+
+/// How often an external registry is listed to notice changes (service-center watch and
+/// Eureka delta are not yet used for this).
+pub const EXTERNAL_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the in-process core's change counter is read.
+pub const CORE_REVISION_POLL: Duration = Duration::from_millis(5);
+
+/// Publishes the built-in core's revision as a watch channel: read every
+/// [`CORE_REVISION_POLL`] (one uncontended lock), sent only when it moves.
+fn follow_core_revision(
+    tracker: &TaskTracker,
+    core: servicecenter::Core,
+    shutdown: CancellationToken,
+) -> tokio::sync::watch::Receiver<u64> {
+    let (tx, rx) = tokio::sync::watch::channel(core.revision());
+    tracker.spawn(async move {
+        let mut ticker = tokio::time::interval(CORE_REVISION_POLL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let revision = core.revision();
+            tx.send_if_modified(|current| {
+                let moved = *current != revision;
+                *current = revision;
+                moved
+            });
+        }
+    });
+    rx
 }
 
 /// Builds the plugin for `kind` over `endpoints`.

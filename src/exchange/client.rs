@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use super::convert::{snapshot_from_wire, InvalidData};
-use super::proto::{sync_client::SyncClient, PullRequest};
+use super::proto::{sync_client::SyncClient, ExportEvent, PullRequest, WatchRequest};
 use crate::sync::importer::PeerExport;
 
 /// Errors of a pull. None of them changes local state.
@@ -42,6 +42,10 @@ pub enum Error {
         source: InvalidData,
     },
 }
+
+/// Largest export message accepted, in bytes (a whole export of 100,000 instances is tens of
+/// megabytes; tonic's default of 4 MiB is too small).
+pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
 /// Pulls peers' exports, caching one channel per address.
 #[derive(Debug)]
@@ -81,13 +85,48 @@ impl ExchangeClient {
         Ok(channel)
     }
 
+    /// Opens the export stream of the cluster whose member serves gRPC at `addr`, from the
+    /// whole export on (`epoch` and `revision` 0) or from what the caller holds.
+    ///
+    /// # Errors
+    /// [`Error::Call`] when the stream cannot be opened.
+    pub async fn watch(
+        &self,
+        addr: SocketAddr,
+        epoch: u64,
+        revision: u64,
+    ) -> Result<tonic::Streaming<ExportEvent>, Error> {
+        // The stream lives on: no per-call deadline, only the connect timeout.
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|source| Error::Address { addr, source })?
+            .connect_timeout(self.timeout)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(self.timeout)
+            .connect_lazy();
+        let mut client = SyncClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let request = WatchRequest {
+            cluster: self.cluster.clone(),
+            epoch,
+            revision,
+        };
+        client
+            .watch(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| Error::Call {
+                addr,
+                status: Box::new(status),
+            })
+    }
+
     /// Pulls the export of the cluster whose member serves gRPC at `addr`.
     ///
     /// # Errors
     /// [`Error::Call`] on transport or status errors (the cached channel is dropped so the
     /// next pull reconnects), [`Error::Invalid`] when the data fails validation.
     pub async fn pull(&self, addr: SocketAddr) -> Result<PeerExport, Error> {
-        let mut client = SyncClient::new(self.channel(addr)?);
+        let mut client =
+            SyncClient::new(self.channel(addr)?).max_decoding_message_size(MAX_MESSAGE_BYTES);
         let request = PullRequest {
             cluster: self.cluster.clone(),
             ..Default::default()

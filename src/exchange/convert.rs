@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use syncer_plugin_api::{HealthCheck, Instance, InstanceStatus, Service, Snapshot};
 
 use super::proto::{self, sync_instance, sync_service};
+use crate::sync::exporter::ExportChange;
 
 /// Why a peer's data was refused.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +136,126 @@ pub fn snapshot_from_wire(data: proto::SyncData) -> Result<Snapshot, InvalidData
     Ok(Snapshot {
         services,
         instances,
+    })
+}
+
+/// The wire form of the whole export at `revision`.
+pub fn full_event(
+    cluster: &str,
+    plugin_name: &str,
+    epoch: u64,
+    revision: u64,
+    snapshot: &Snapshot,
+) -> proto::ExportEvent {
+    proto::ExportEvent {
+        cluster: cluster.to_owned(),
+        epoch,
+        revision,
+        full: true,
+        data: Some(snapshot_to_wire(cluster, plugin_name, snapshot)),
+        removed: Vec::new(),
+    }
+}
+
+/// The wire form of one change of the export.
+pub fn change_event(
+    cluster: &str,
+    plugin_name: &str,
+    epoch: u64,
+    change: &ExportChange,
+) -> proto::ExportEvent {
+    let upserted = Snapshot {
+        services: change.services.clone(),
+        instances: change.instances.clone(),
+    };
+    proto::ExportEvent {
+        cluster: cluster.to_owned(),
+        epoch,
+        revision: change.revision,
+        full: false,
+        data: Some(snapshot_to_wire(cluster, plugin_name, &upserted)),
+        removed: change
+            .removed
+            .iter()
+            .map(|(service_id, instance_id)| proto::InstanceRef {
+                service_id: service_id.clone(),
+                instance_id: instance_id.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// A validated event of a peer's export stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    /// The whole export, replacing what was known.
+    Full {
+        /// The exporter's run.
+        epoch: u64,
+        /// The revision of this export.
+        revision: u64,
+        /// The export.
+        snapshot: Snapshot,
+    },
+    /// A change on top of revision - 1.
+    Change {
+        /// The exporter's run.
+        epoch: u64,
+        /// The revision after the change.
+        revision: u64,
+        /// Services and instances added or changed. Instances may name services sent
+        /// earlier, so they are not checked against this message's services.
+        upserted: Snapshot,
+        /// Instances removed, as (serviceId, instanceId).
+        removed: Vec<(String, String)>,
+    },
+}
+
+/// Validates and converts one event of a peer's export stream.
+///
+/// # Errors
+/// [`InvalidData`] naming the first offending record.
+pub fn event_from_wire(event: proto::ExportEvent) -> Result<PeerEvent, InvalidData> {
+    let data = event.data.unwrap_or_default();
+    if event.full {
+        return Ok(PeerEvent::Full {
+            epoch: event.epoch,
+            revision: event.revision,
+            snapshot: snapshot_from_wire(data)?,
+        });
+    }
+    // A change may carry instances of services sent in earlier events: validate ids only.
+    let mut with_services = data.clone();
+    for i in &data.instances {
+        if !with_services
+            .services
+            .iter()
+            .any(|s| s.service_id == i.service_id)
+        {
+            with_services.services.push(proto::SyncService {
+                service_id: i.service_id.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    let mut upserted = snapshot_from_wire(with_services)?;
+    let sent: HashSet<&str> = data
+        .services
+        .iter()
+        .map(|s| s.service_id.as_str())
+        .collect();
+    upserted
+        .services
+        .retain(|s| sent.contains(s.service_id.as_str()));
+    Ok(PeerEvent::Change {
+        epoch: event.epoch,
+        revision: event.revision,
+        upserted,
+        removed: event
+            .removed
+            .into_iter()
+            .map(|r| (r.service_id, r.instance_id))
+            .collect(),
     })
 }
 

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
-use super::convert::snapshot_to_wire;
+use super::convert::{change_event, full_event, snapshot_to_wire};
 use super::proto::{self, sync_server::SyncServer};
 use crate::sync::exporter::Exporter;
 
@@ -59,15 +59,86 @@ impl ExchangeServer {
         info!(%addr, "exchange (grpc) listening");
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         tonic::transport::Server::builder()
-            .add_service(SyncServer::new(self))
+            .add_service(
+                SyncServer::new(self)
+                    .max_encoding_message_size(super::client::MAX_MESSAGE_BYTES)
+                    .max_decoding_message_size(super::client::MAX_MESSAGE_BYTES),
+            )
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await
             .map_err(|source| Error::Serve { addr, source })
     }
 }
 
+/// Messages buffered per watch stream before the stream waits for its peer.
+pub const WATCH_BUFFER: usize = 64;
+
+impl ExchangeServer {
+    /// Feeds one watch stream: the whole export first (unless the peer already holds the
+    /// current epoch and revision), then every change; the whole export again whenever the
+    /// peer falls more than [`crate::sync::exporter::FEED_CAPACITY`] changes behind. Ends
+    /// when the peer goes away.
+    async fn stream_export(
+        self,
+        request: proto::WatchRequest,
+        tx: tokio::sync::mpsc::Sender<Result<proto::ExportEvent, Status>>,
+    ) {
+        let feed = self.exporter.feed();
+        let epoch = feed.epoch();
+        let mut changes = feed.subscribe();
+        // Wait for the first listing: revision 0 means "unknown", not "empty".
+        let mut revisions = feed.revisions();
+        if revisions.wait_for(|r| *r > 0).await.is_err() {
+            return;
+        }
+        let mut sent = 0;
+        let (revision, snapshot) = feed.current();
+        if request.epoch != epoch || request.revision != revision {
+            let event = full_event(&self.cluster, self.plugin_name, epoch, revision, &snapshot);
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+        sent = sent.max(revision);
+        loop {
+            let event = match changes.recv().await {
+                Ok(change) if change.revision <= sent => continue,
+                Ok(change) if change.revision == sent + 1 => {
+                    sent = change.revision;
+                    change_event(&self.cluster, self.plugin_name, epoch, &change)
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let (revision, snapshot) = feed.current();
+                    debug!(peer = %request.cluster, revision, "watcher behind, sending the whole export");
+                    sent = revision;
+                    full_event(&self.cluster, self.plugin_name, epoch, revision, &snapshot)
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl proto::sync_server::Sync for ExchangeServer {
+    type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<proto::ExportEvent, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        debug!(peer = %request.cluster, epoch = request.epoch, revision = request.revision, "watch started");
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(self.clone().stream_export(request, tx));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
     async fn pull(
         &self,
         request: Request<proto::PullRequest>,

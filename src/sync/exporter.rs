@@ -3,13 +3,18 @@
 //! A cluster exports its own (origin) instances and the services they belong to, never an
 //! instance it imported (one carrying an origin marker): that is the loop guard of DESIGN.md
 //! decision 2. [`exported`] is the pure filter; [`Exporter`] adds a short-lived cache so that
-//! several peers pulling at once cost one registry listing.
+//! several peers pulling at once cost one registry listing, and an [`ExportFeed`]: the export
+//! numbered by revision, with the change between consecutive revisions, which the exchange
+//! streams to peers (DESIGN.md decision 4).
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use syncer_plugin_api::{Plugin, Snapshot};
+use syncer_plugin_api::{Instance, Plugin, Service, Snapshot};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
 
 use super::mapping::OriginKey;
 
@@ -46,6 +51,8 @@ pub struct Exporter {
     /// purpose: concurrent pulls wait for the one listing in flight instead of each starting
     /// their own.
     cache: tokio::sync::Mutex<Option<(Instant, Arc<Snapshot>)>>,
+    /// The export by revision; every listing updates it.
+    feed: ExportFeed,
 }
 
 impl Exporter {
@@ -55,7 +62,13 @@ impl Exporter {
             plugin,
             max_age,
             cache: tokio::sync::Mutex::new(None),
+            feed: ExportFeed::new(FEED_CAPACITY),
         }
+    }
+
+    /// The export by revision.
+    pub fn feed(&self) -> &ExportFeed {
+        &self.feed
     }
 
     /// The whole local registry, freshly listed (the importer's view of "actual").
@@ -66,7 +79,55 @@ impl Exporter {
         let mut cache = self.cache.lock().await;
         let listing = Arc::new(self.plugin.list().await?);
         *cache = Some((Instant::now(), listing.clone()));
+        drop(cache);
+        if let Some(change) = self.feed.update(&exported(&listing)) {
+            debug!(
+                revision = change.revision,
+                changed = change.instances.len(),
+                removed = change.removed.len(),
+                "export changed"
+            );
+        }
         Ok(listing)
+    }
+
+    /// Keeps the feed current: lists the registry whenever `local_revision` changes (the
+    /// built-in core's change counter), or every `poll_interval` when there is no such feed
+    /// (an external registry), until `shutdown`.
+    pub async fn follow(
+        self: Arc<Self>,
+        mut local_revision: Option<watch::Receiver<u64>>,
+        poll_interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(poll_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            match local_revision.as_mut() {
+                Some(rx) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        changed = rx.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            rx.borrow_and_update();
+                        }
+                        // A listing also catches what a lost notice would have told.
+                        _ = ticker.tick() => {}
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = ticker.tick() => {}
+                    }
+                }
+            }
+            if let Err(e) = self.refresh().await {
+                warn!(error = %e, "listing the local registry failed");
+            }
+        }
     }
 
     /// The exported part of the local registry, from a listing at most `max_age` old.
@@ -88,10 +149,191 @@ impl Exporter {
     }
 }
 
+/// Changes kept for slow watchers before they are sent the whole export again.
+pub const FEED_CAPACITY: usize = 1024;
+
+/// The change from one revision of the export to the next.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportChange {
+    /// The revision this change brings the export to.
+    pub revision: u64,
+    /// Services added or changed.
+    pub services: Vec<Service>,
+    /// Instances added or changed.
+    pub instances: Vec<Instance>,
+    /// Instances removed, as (serviceId, instanceId).
+    pub removed: Vec<(String, String)>,
+}
+
+/// The export, numbered by revision, and the changes between revisions.
+///
+/// Revision 0 means "not listed yet": nothing is known, which is not the same as an empty
+/// registry, so watchers are only served from revision 1 on.
+#[derive(Debug)]
+pub struct ExportFeed {
+    /// Identifies this run: a restarted exporter numbers revisions from 1 again.
+    epoch: u64,
+    /// The export at the current revision. A std mutex: held only to diff and copy.
+    state: Mutex<FeedState>,
+    /// Every change, for the exchange's watch streams; capacity [`FEED_CAPACITY`].
+    changes: broadcast::Sender<Arc<ExportChange>>,
+    /// The current revision, for waiting until the first listing.
+    revision: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct FeedState {
+    revision: u64,
+    services: HashMap<String, Service>,
+    instances: HashMap<(String, String), Instance>,
+}
+
+impl ExportFeed {
+    /// An empty feed at revision 0 that keeps `capacity` changes for slow watchers.
+    pub fn new(capacity: usize) -> ExportFeed {
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            .max(1);
+        ExportFeed {
+            epoch,
+            state: Mutex::new(FeedState::default()),
+            changes: broadcast::channel(capacity.max(1)).0,
+            revision: watch::channel(0).0,
+        }
+    }
+
+    /// This run's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Changes from now on; a receiver that lags gets `Lagged` and should resend the whole
+    /// export ([`ExportFeed::current`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ExportChange>> {
+        self.changes.subscribe()
+    }
+
+    /// The current revision, as a watch (0 until the first listing).
+    pub fn revisions(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    /// The current revision and the whole export at it.
+    pub fn current(&self) -> (u64, Snapshot) {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = Snapshot {
+            services: state.services.values().cloned().collect(),
+            instances: state.instances.values().cloned().collect(),
+        };
+        (state.revision, snapshot)
+    }
+
+    /// Replaces the export with `exported`; when anything differs (and always on the first
+    /// call), bumps the revision and publishes the change.
+    pub fn update(&self, exported: &Snapshot) -> Option<Arc<ExportChange>> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let first = state.revision == 0;
+        let mut change = ExportChange::default();
+        let mut services = HashMap::with_capacity(exported.services.len());
+        for s in &exported.services {
+            if state.services.get(&s.service_id) != Some(s) {
+                change.services.push(s.clone());
+            }
+            services.insert(s.service_id.clone(), s.clone());
+        }
+        let mut instances = HashMap::with_capacity(exported.instances.len());
+        for i in &exported.instances {
+            let key = (i.service_id.clone(), i.instance_id.clone());
+            if state.instances.get(&key) != Some(i) {
+                change.instances.push(i.clone());
+            }
+            instances.insert(key, i.clone());
+        }
+        for key in state.instances.keys() {
+            if !instances.contains_key(key) {
+                change.removed.push(key.clone());
+            }
+        }
+        if !first
+            && change.services.is_empty()
+            && change.instances.is_empty()
+            && change.removed.is_empty()
+        {
+            return None;
+        }
+        state.revision += 1;
+        state.services = services;
+        state.instances = instances;
+        change.revision = state.revision;
+        let change = Arc::new(change);
+        // Nobody watching is fine.
+        let _ = self.changes.send(change.clone());
+        self.revision.send_replace(state.revision);
+        Some(change)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syncer_plugin_api::{Instance, Service};
+
+    fn instance(id: &str, port: u16) -> Instance {
+        Instance {
+            instance_id: id.into(),
+            service_id: "s1".into(),
+            endpoints: vec![format!("http://127.0.0.1:{port}")],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_feed_numbers_changes_and_publishes_only_differences() {
+        let feed = ExportFeed::new(8);
+        let mut rx = feed.subscribe();
+        let service = Service {
+            service_id: "s1".into(),
+            ..Default::default()
+        };
+        let mut snap = Snapshot {
+            services: vec![service],
+            instances: vec![instance("a", 1), instance("b", 2)],
+        };
+        let first = feed.update(&snap).expect("first listing is revision 1");
+        assert_eq!(first.revision, 1);
+        assert_eq!(first.instances.len(), 2);
+        assert!(feed.update(&snap).is_none(), "no change, no revision");
+
+        snap.instances[0].endpoints = vec!["http://127.0.0.1:9".into()];
+        snap.instances.pop();
+        snap.instances.push(instance("c", 3));
+        let change = feed.update(&snap).expect("changed");
+        assert_eq!(change.revision, 2);
+        let mut ids: Vec<_> = change
+            .instances
+            .iter()
+            .map(|i| i.instance_id.as_str())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, vec!["a", "c"]);
+        assert_eq!(change.removed, vec![("s1".to_string(), "b".to_string())]);
+        assert!(change.services.is_empty());
+
+        assert_eq!(rx.try_recv().expect("rev 1").revision, 1);
+        assert_eq!(rx.try_recv().expect("rev 2").revision, 2);
+        let (revision, current) = feed.current();
+        assert_eq!(revision, 2);
+        assert_eq!(current.instances.len(), 2);
+    }
+
+    #[test]
+    fn an_empty_first_listing_is_still_a_revision() {
+        let feed = ExportFeed::new(8);
+        assert_eq!(*feed.revisions().borrow(), 0);
+        assert!(feed.update(&Snapshot::default()).is_some());
+        assert_eq!(*feed.revisions().borrow(), 1);
+    }
 
     #[test]
     fn imported_instances_and_their_empty_services_are_not_exported() {

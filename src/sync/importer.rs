@@ -13,6 +13,7 @@ use syncer_plugin_api::{Error as PluginError, HealthCheck, Instance, Plugin, Ser
 use tracing::{debug, warn};
 
 use super::mapping::{local_instance_id, local_service_id, LocalCopy, Mapping, OriginKey};
+use super::peer::PeerDelta;
 
 /// What one peer cluster exported, as pulled from its leader.
 #[derive(Debug, Clone)]
@@ -144,6 +145,55 @@ pub fn plan(
     out
 }
 
+/// Plans one change of one peer's export against the importer's cached mapping (`copies`):
+/// registers what is new, replaces what changed, unregisters what was removed. Copies that
+/// are current are left alone (the periodic reconcile heartbeats them).
+pub fn plan_changes(
+    config: &PlanConfig,
+    cluster: &str,
+    services: &HashMap<String, Service>,
+    delta: &PeerDelta,
+    copies: &HashMap<OriginKey, LocalCopy>,
+) -> Plan {
+    let mut out = Plan::default();
+    if cluster == config.local_cluster {
+        return out;
+    }
+    for instance in &delta.upserted {
+        if OriginKey::of_imported(instance).is_some() {
+            continue;
+        }
+        let Some(origin_service) = services.get(&instance.service_id) else {
+            debug!(cluster = %cluster, instance = %instance.instance_id, "changed instance without its service, skipped");
+            continue;
+        };
+        let origin = OriginKey {
+            cluster: cluster.to_owned(),
+            service_id: instance.service_id.clone(),
+            instance_id: instance.instance_id.clone(),
+        };
+        let registration = registration(config, origin, origin_service, instance);
+        match copies.get(&registration.origin) {
+            None => out.register.push(registration),
+            Some(copy) if differs(&copy.instance, &registration.instance) => {
+                out.replace.push((copy.clone(), registration))
+            }
+            Some(_) => {}
+        }
+    }
+    for (service_id, instance_id) in &delta.removed {
+        let origin = OriginKey {
+            cluster: cluster.to_owned(),
+            service_id: service_id.clone(),
+            instance_id: instance_id.clone(),
+        };
+        if let Some(copy) = copies.get(&origin) {
+            out.unregister.push(copy.clone());
+        }
+    }
+    out
+}
+
 /// The local registration standing for `instance` of `origin_service` at its origin.
 fn registration(
     config: &PlanConfig,
@@ -193,8 +243,8 @@ fn differs(copy: &Instance, desired: &Instance) -> bool {
             != desired.endpoints.iter().collect::<BTreeSet<_>>()
 }
 
-/// Counts of what [`apply`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What [`apply`] did.
+#[derive(Debug, Default, Clone)]
 pub struct Applied {
     /// Copies registered (new, replaced, or re-registered after a lost heartbeat).
     pub registered: usize,
@@ -204,13 +254,43 @@ pub struct Applied {
     pub unregistered: usize,
     /// Operations that failed; they are retried by the next reconcile.
     pub failed: usize,
+    /// Every copy the plan touched that exists after it (registered, heartbeated, or left in
+    /// place by a failed call), with the local ids the registry gave: the importer's cache
+    /// of the mapping is updated from this, without listing the registry again.
+    pub copies: Vec<(OriginKey, LocalCopy)>,
+    /// Origins whose copy was removed (before any re-registration listed in `copies`).
+    pub removed: Vec<OriginKey>,
 }
 
 enum Outcome {
-    Registered,
-    Heartbeated,
-    Unregistered,
-    Failed,
+    Registered(OriginKey, LocalCopy),
+    Heartbeated(OriginKey, LocalCopy),
+    Unregistered(Option<OriginKey>),
+    /// Failed; the copy, if one is known to remain.
+    Failed(Option<(OriginKey, LocalCopy)>),
+}
+
+impl Applied {
+    fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Registered(origin, copy) => {
+                self.registered += 1;
+                self.copies.push((origin, copy));
+            }
+            Outcome::Heartbeated(origin, copy) => {
+                self.heartbeated += 1;
+                self.copies.push((origin, copy));
+            }
+            Outcome::Unregistered(origin) => {
+                self.unregistered += 1;
+                self.removed.extend(origin);
+            }
+            Outcome::Failed(remaining) => {
+                self.failed += 1;
+                self.copies.extend(remaining);
+            }
+        }
+    }
 }
 
 /// Carries out `plan` through `plugin`, at most `concurrency` calls at a time. Failures are
@@ -218,18 +298,12 @@ enum Outcome {
 pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Applied {
     let concurrency = concurrency.max(1);
     let mut applied = Applied::default();
-    let count = |applied: &mut Applied, outcome: Outcome| match outcome {
-        Outcome::Registered => applied.registered += 1,
-        Outcome::Heartbeated => applied.heartbeated += 1,
-        Outcome::Unregistered => applied.unregistered += 1,
-        Outcome::Failed => applied.failed += 1,
-    };
 
     let unregisters = stream::iter(plan.unregister)
-        .map(|copy| async move { unregister(plugin, &copy).await })
+        .map(|copy| async move { unregister(plugin, copy).await })
         .buffer_unordered(concurrency);
     for outcome in unregisters.collect::<Vec<_>>().await {
-        count(&mut applied, outcome);
+        applied.count(outcome);
     }
 
     let heartbeats = stream::iter(plan.heartbeat)
@@ -239,30 +313,37 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
                 .heartbeat(&local.service, &local.instance.instance_id)
                 .await
             {
-                Ok(()) => Outcome::Heartbeated,
+                Ok(()) => Outcome::Heartbeated(keep.registration.origin, keep.copy),
                 Err(PluginError::NotFound(_)) => {
                     debug!(instance = %local.instance.instance_id, "copy lost at the registry, registering again");
                     register(plugin, keep.registration, &Default::default()).await
                 }
                 Err(e) => {
                     warn!(instance = %local.instance.instance_id, error = %e, "heartbeat failed");
-                    Outcome::Failed
+                    Outcome::Failed(Some((keep.registration.origin, keep.copy)))
                 }
             }
         })
         .buffer_unordered(concurrency);
     for outcome in heartbeats.collect::<Vec<_>>().await {
-        count(&mut applied, outcome);
+        applied.count(outcome);
     }
 
     // Resolve each distinct service once, then register its instances.
     let mut registrations = plan.register;
-    for (copy, registration) in plan.replace {
-        if let Outcome::Failed = unregister(plugin, &copy).await {
-            count(&mut applied, Outcome::Failed);
-            continue;
-        }
-        registrations.push(registration);
+    let replaced = stream::iter(plan.replace)
+        .map(|(copy, registration)| async move {
+            match unregister(plugin, copy).await {
+                Outcome::Unregistered(origin) => {
+                    (Outcome::Unregistered(origin), Some(registration))
+                }
+                failed => (failed, None),
+            }
+        })
+        .buffer_unordered(concurrency);
+    for (outcome, registration) in replaced.collect::<Vec<_>>().await {
+        applied.count(outcome);
+        registrations.extend(registration);
     }
     let mut service_ids: HashMap<String, String> = HashMap::new();
     let mut seen = HashSet::new();
@@ -284,7 +365,7 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
         .map(|r| async move { register(plugin, r, service_ids).await })
         .buffer_unordered(concurrency);
     for outcome in registers.collect::<Vec<_>>().await {
-        count(&mut applied, outcome);
+        applied.count(outcome);
     }
     applied
 }
@@ -304,7 +385,7 @@ async fn register(
         Ok(id) => id,
         Err(e) => {
             warn!(service = %r.service.service_name, error = %e, "ensure service failed");
-            return Outcome::Failed;
+            return Outcome::Failed(None);
         }
     };
     r.service.service_id = service_id.clone();
@@ -312,27 +393,35 @@ async fn register(
     match plugin.register(&r.service, &r.instance).await {
         Ok(id) => {
             debug!(service = %r.service.service_name, instance = %id, origin_cluster = %r.origin.cluster, origin_instance = %r.origin.instance_id, "imported instance registered");
-            Outcome::Registered
+            r.instance.instance_id = id;
+            Outcome::Registered(
+                r.origin,
+                LocalCopy {
+                    service: r.service,
+                    instance: r.instance,
+                },
+            )
         }
         Err(e) => {
             warn!(service = %r.service.service_name, origin_cluster = %r.origin.cluster, origin_instance = %r.origin.instance_id, error = %e, "register failed");
-            Outcome::Failed
+            Outcome::Failed(None)
         }
     }
 }
 
-async fn unregister(plugin: &dyn Plugin, copy: &LocalCopy) -> Outcome {
+async fn unregister(plugin: &dyn Plugin, copy: LocalCopy) -> Outcome {
+    let origin = OriginKey::of_imported(&copy.instance);
     match plugin
         .unregister(&copy.service, &copy.instance.instance_id)
         .await
     {
         Ok(()) => {
             debug!(service = %copy.service.service_name, instance = %copy.instance.instance_id, "imported instance unregistered");
-            Outcome::Unregistered
+            Outcome::Unregistered(origin)
         }
         Err(e) => {
             warn!(instance = %copy.instance.instance_id, error = %e, "unregister failed");
-            Outcome::Failed
+            Outcome::Failed(origin.map(|o| (o, copy)))
         }
     }
 }

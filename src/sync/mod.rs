@@ -1,29 +1,37 @@
-//! Syncing: the leader's reconcile loop, and its parts.
+//! Syncing: the leader's loop, and its parts.
 //!
-//! Each tick (and whenever membership changes) the leader of this cluster pulls every other
-//! cluster's export ([`crate::exchange`]), lists its own registry ([`exporter`]), rebuilds the
-//! mapping from the registry's metadata ([`mapping`]) and applies the difference
-//! ([`importer`]). Members that are not leaders only serve `Pull`.
+//! The leader of this cluster follows every other cluster's export through a watch stream
+//! ([`crate::exchange`]): each change is applied as it arrives, against a cached mapping, so a
+//! registration crosses in milliseconds ([`peer`], [`importer::plan_changes`]). Each tick it
+//! also runs a full, level-triggered reconcile: the peers' whole exports (from the streams, or
+//! pulled where no stream is up), its own registry listed ([`exporter`]), the mapping rebuilt
+//! from the registry's metadata ([`mapping`]), the difference applied and every copy
+//! heartbeated ([`importer`]). A missed event costs latency, never correctness (DESIGN.md
+//! decisions 1 and 4). Members that are not leaders only serve the exchange.
 
 pub mod exporter;
 pub mod importer;
 pub mod mapping;
+pub mod peer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use syncer_plugin_api::Plugin;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::exchange::client::ExchangeClient;
+use crate::exchange::convert::{event_from_wire, PeerEvent};
 use crate::membership::Member;
 use exporter::Exporter;
 use importer::{PeerExport, PlanConfig};
-use mapping::Mapping;
+use mapping::{LocalCopy, Mapping, OriginKey};
+use peer::PeerExportState;
 
 /// Settings of the reconcile loop.
 #[derive(Debug, Clone)]
@@ -32,7 +40,8 @@ pub struct Config {
     pub node: String,
     /// This member's cluster name.
     pub cluster_name: String,
-    /// Time between reconciles; also the heartbeat interval of imported instances.
+    /// Time between full reconciles; also the heartbeat interval of imported instances,
+    /// whose lease is 4 ticks.
     pub ticker_interval: Duration,
     /// How long copies of a cluster that vanished (no member alive, or every pull failing)
     /// are kept before they are removed (DESIGN.md decision 6).
@@ -41,18 +50,52 @@ pub struct Config {
     pub concurrency: usize,
 }
 
+/// Events from the watch streams, buffered before the loop applies them.
+pub const EVENT_BUFFER: usize = 256;
+
+/// What a watch stream task reports.
+#[derive(Debug)]
+enum StreamReport {
+    /// An event of the peer's export.
+    Event(PeerEvent),
+    /// The stream ended or failed; the task reconnects by itself.
+    Down(String),
+}
+
+/// A running watch stream of one peer cluster.
+#[derive(Debug)]
+struct Watching {
+    /// The member streamed from.
+    addr: SocketAddr,
+    /// Distinguishes reports of this task from those of a replaced one.
+    generation: u64,
+    /// Stops the task.
+    stop: CancellationToken,
+}
+
 /// The reconcile loop of one member.
 #[derive(Debug)]
 pub struct Syncer {
     config: Config,
     plugin: Arc<dyn Plugin>,
     exporter: Arc<Exporter>,
-    client: ExchangeClient,
+    client: Arc<ExchangeClient>,
     members: watch::Receiver<Vec<Member>>,
-    /// When each peer cluster was last pulled successfully; clusters whose copies exist but
-    /// that were never pulled since start count from `started`.
-    last_pulled: HashMap<String, Instant>,
+    /// When each peer cluster was last heard from (pulled, or an event on its stream);
+    /// clusters whose copies exist but that were never heard from count from `started`.
+    last_heard: HashMap<String, Instant>,
     started: Instant,
+    /// Watch streams by peer cluster.
+    watching: HashMap<String, Watching>,
+    /// Peers' exports as followed through their streams.
+    exports: HashMap<String, PeerExportState>,
+    /// Reports of the stream tasks: (cluster, generation, report); capacity [`EVENT_BUFFER`].
+    reports_tx: mpsc::Sender<(String, u64, StreamReport)>,
+    reports_rx: mpsc::Receiver<(String, u64, StreamReport)>,
+    next_generation: u64,
+    /// The mapping as of the last full reconcile, updated by every change applied since;
+    /// `None` until the first full reconcile of a leadership term.
+    copies: Option<HashMap<OriginKey, LocalCopy>>,
 }
 
 impl Syncer {
@@ -63,39 +106,50 @@ impl Syncer {
         exporter: Arc<Exporter>,
         members: watch::Receiver<Vec<Member>>,
     ) -> Syncer {
-        let client = ExchangeClient::new(
+        let client = Arc::new(ExchangeClient::new(
             config.cluster_name.clone(),
             config
                 .ticker_interval
                 .clamp(Duration::from_secs(2), Duration::from_secs(10)),
-        );
+        ));
+        let (reports_tx, reports_rx) = mpsc::channel(EVENT_BUFFER);
         Syncer {
             config,
             plugin,
             exporter,
             client,
             members,
-            last_pulled: HashMap::new(),
+            last_heard: HashMap::new(),
             started: Instant::now(),
+            watching: HashMap::new(),
+            exports: HashMap::new(),
+            reports_tx,
+            reports_rx,
+            next_generation: 0,
+            copies: None,
         }
     }
 
     /// Runs until `shutdown` is cancelled. Never fails: registry and peer errors are logged
-    /// and retried on the next tick.
+    /// and retried.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(self.config.ticker_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_leader = None;
         loop {
+            let mut full = true;
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
                 changed = self.members.changed() => {
                     if changed.is_err() {
                         // Membership ended: the daemon is shutting down.
-                        return;
+                        break;
                     }
                     debug!("membership changed, reconciling early");
+                }
+                Some((cluster, generation, report)) = self.reports_rx.recv() => {
+                    full = self.on_report(cluster, generation, report).await;
                 }
             }
             let members = self.members.borrow_and_update().clone();
@@ -111,17 +165,157 @@ impl Syncer {
                 was_leader = Some(is_leader);
             }
             if is_leader {
-                self.reconcile(&members).await;
+                self.follow_peers(&members);
+                if full {
+                    self.reconcile(&members).await;
+                }
+            } else {
+                self.stop_following();
             }
+        }
+        self.stop_following();
+    }
+
+    /// Handles one stream report; returns whether a full reconcile should follow (the
+    /// mapping is not known yet, or the stream showed a gap).
+    async fn on_report(&mut self, cluster: String, generation: u64, report: StreamReport) -> bool {
+        if self.watching.get(&cluster).map(|w| w.generation) != Some(generation) {
+            return false; // a replaced stream's late report
+        }
+        let event = match report {
+            StreamReport::Event(event) => event,
+            StreamReport::Down(reason) => {
+                debug!(cluster = %cluster, reason = %reason, "export stream down");
+                return false;
+            }
+        };
+        self.last_heard.insert(cluster.clone(), Instant::now());
+        let whole = matches!(event, PeerEvent::Full { .. });
+        let state = self.exports.entry(cluster.clone()).or_default();
+        let mut delta = match state.apply(event) {
+            Ok(delta) => delta,
+            Err(gap) => {
+                warn!(cluster = %cluster, error = %gap, "export stream out of step, restarting it");
+                if let Some(w) = self.watching.remove(&cluster) {
+                    w.stop.cancel();
+                }
+                self.exports.remove(&cluster);
+                return false;
+            }
+        };
+        let Some(copies) = self.copies.as_mut() else {
+            return true;
+        };
+        if whole {
+            // A whole export also tells what vanished while no stream was up.
+            let present: HashSet<(&str, &str)> = state
+                .instances()
+                .map(|i| (i.service_id.as_str(), i.instance_id.as_str()))
+                .collect();
+            for origin in copies.keys() {
+                if origin.cluster == cluster
+                    && !present.contains(&(origin.service_id.as_str(), origin.instance_id.as_str()))
+                {
+                    delta
+                        .removed
+                        .push((origin.service_id.clone(), origin.instance_id.clone()));
+                }
+            }
+        }
+        let plan = importer::plan_changes(
+            &plan_config(&self.config),
+            &cluster,
+            state.services(),
+            &delta,
+            copies,
+        );
+        if plan.register.is_empty() && plan.replace.is_empty() && plan.unregister.is_empty() {
+            return false;
+        }
+        let started = Instant::now();
+        let applied = importer::apply(self.plugin.as_ref(), plan, self.config.concurrency).await;
+        for origin in &applied.removed {
+            copies.remove(origin);
+        }
+        copies.extend(applied.copies);
+        info!(
+            cluster = %cluster,
+            registered = applied.registered,
+            unregistered = applied.unregistered,
+            failed = applied.failed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "applied peer change"
+        );
+        false
+    }
+
+    /// Makes sure one watch stream runs per peer cluster, to its leader.
+    fn follow_peers(&mut self, members: &[Member]) {
+        let peers = peer_clusters(members, &self.config.cluster_name);
+        self.watching.retain(|cluster, w| {
+            let keep = peers
+                .get(cluster.as_str())
+                .and_then(|c| c.first())
+                .is_some_and(|m| m.rpc_addr == w.addr);
+            if !keep {
+                w.stop.cancel();
+            }
+            keep
+        });
+        for (cluster, candidates) in peers {
+            let Some(target) = candidates.first() else {
+                continue;
+            };
+            if self.watching.contains_key(cluster) {
+                continue;
+            }
+            self.next_generation += 1;
+            let w = Watching {
+                addr: target.rpc_addr,
+                generation: self.next_generation,
+                stop: CancellationToken::new(),
+            };
+            // A new stream starts from the whole export.
+            self.exports.remove(cluster);
+            tokio::spawn(follow_stream(
+                self.client.clone(),
+                cluster.to_owned(),
+                w.addr,
+                w.generation,
+                self.reports_tx.clone(),
+                w.stop.clone(),
+            ));
+            self.watching.insert(cluster.to_owned(), w);
         }
     }
 
-    /// One level-triggered reconcile: pull peers, list local, plan, apply.
+    /// Stops every stream and forgets what they told (not leading any more).
+    fn stop_following(&mut self) {
+        for (_, w) in self.watching.drain() {
+            w.stop.cancel();
+        }
+        self.exports.clear();
+        self.copies = None;
+    }
+
+    /// One level-triggered reconcile: peers' exports, local listing, plan, apply.
     async fn reconcile(&mut self, members: &[Member]) {
         let started = Instant::now();
         let peers = peer_clusters(members, &self.config.cluster_name);
+        // Peers followed by a stream need no pull.
+        let mut exports: Vec<PeerExport> = Vec::new();
+        let mut to_pull = Vec::new();
+        for (cluster, candidates) in peers {
+            match self.exports.get(cluster) {
+                Some(state) if state.is_known() => exports.push(PeerExport {
+                    cluster: cluster.to_owned(),
+                    snapshot: state.snapshot(),
+                }),
+                _ => to_pull.push((cluster, candidates)),
+            }
+        }
         let client = &self.client;
-        let pulls = join_all(peers.iter().map(|(cluster, candidates)| async move {
+        let pulls = join_all(to_pull.iter().map(|(cluster, candidates)| async move {
             for member in candidates {
                 match client.pull(member.rpc_addr).await {
                     Ok(export) if export.cluster == **cluster => return Some(export),
@@ -136,10 +330,13 @@ impl Syncer {
             None
         }))
         .await;
-        let exports: Vec<PeerExport> = pulls.into_iter().flatten().collect();
         let now = Instant::now();
+        for export in pulls.into_iter().flatten() {
+            self.last_heard.insert(export.cluster.clone(), now);
+            exports.push(export);
+        }
         for export in &exports {
-            self.last_pulled.insert(export.cluster.clone(), now);
+            self.last_heard.insert(export.cluster.clone(), now);
         }
 
         let local = match self.exporter.refresh().await {
@@ -150,15 +347,15 @@ impl Syncer {
             }
         };
         let actual = Mapping::from_snapshot(&local);
-        // Copies of clusters not pulled this round are kept within the grace period.
-        let pulled: HashSet<&str> = exports.iter().map(|e| e.cluster.as_str()).collect();
+        // Copies of clusters not heard from this round are kept within the grace period.
+        let heard: HashSet<&str> = exports.iter().map(|e| e.cluster.as_str()).collect();
         let mut retained = HashSet::new();
         for origin in actual.0.copies.keys() {
-            if pulled.contains(origin.cluster.as_str()) || retained.contains(&origin.cluster) {
+            if heard.contains(origin.cluster.as_str()) || retained.contains(&origin.cluster) {
                 continue;
             }
             let since = *self
-                .last_pulled
+                .last_heard
                 .get(&origin.cluster)
                 .unwrap_or(&self.started);
             if now.duration_since(since) < self.config.grace_period {
@@ -167,13 +364,7 @@ impl Syncer {
                 info!(cluster = %origin.cluster, grace_secs = self.config.grace_period.as_secs(), "peer cluster gone past its grace period, removing its instances");
             }
         }
-        let plan_config = PlanConfig {
-            local_cluster: self.config.cluster_name.clone(),
-            heartbeat_interval_secs: u32::try_from(self.config.ticker_interval.as_secs().max(1))
-                .unwrap_or(u32::MAX),
-            heartbeat_times: 3,
-        };
-        let plan = importer::plan(&plan_config, &exports, &retained, actual);
+        let plan = importer::plan(&plan_config(&self.config), &exports, &retained, actual);
         let applied = importer::apply(self.plugin.as_ref(), plan, self.config.concurrency).await;
         if applied.registered + applied.unregistered + applied.failed > 0 {
             info!(
@@ -192,6 +383,80 @@ impl Syncer {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "reconciled"
             );
+        }
+        self.copies = Some(applied.copies.into_iter().collect());
+    }
+}
+
+fn plan_config(config: &Config) -> PlanConfig {
+    PlanConfig {
+        local_cluster: config.cluster_name.clone(),
+        heartbeat_interval_secs: u32::try_from(config.ticker_interval.as_secs().max(1))
+            .unwrap_or(u32::MAX),
+        heartbeat_times: 3,
+    }
+}
+
+/// Follows one peer's export stream until `stop`, reconnecting (from the whole export) with
+/// a backoff of up to 5 s, and reports every event to the loop.
+async fn follow_stream(
+    client: Arc<ExchangeClient>,
+    cluster: String,
+    addr: SocketAddr,
+    generation: u64,
+    reports: mpsc::Sender<(String, u64, StreamReport)>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return,
+            outcome = stream_once(&client, &cluster, addr, generation, &reports) => outcome,
+        };
+        let reason = match outcome {
+            Ok(()) => "stream ended".to_owned(),
+            Err(reason) => reason,
+        };
+        if reports
+            .send((cluster.clone(), generation, StreamReport::Down(reason)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn stream_once(
+    client: &ExchangeClient,
+    cluster: &str,
+    addr: SocketAddr,
+    generation: u64,
+    reports: &mpsc::Sender<(String, u64, StreamReport)>,
+) -> Result<(), String> {
+    let mut stream = client.watch(addr, 0, 0).await.map_err(|e| e.to_string())?;
+    loop {
+        let Some(event) = stream.message().await.map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        if event.cluster != cluster {
+            return Err(format!(
+                "peer at {addr} streams cluster {}, expected {cluster}",
+                event.cluster
+            ));
+        }
+        let event = event_from_wire(event).map_err(|e| format!("invalid event: {e}"))?;
+        if reports
+            .send((cluster.to_owned(), generation, StreamReport::Event(event)))
+            .await
+            .is_err()
+        {
+            return Ok(());
         }
     }
 }
