@@ -203,8 +203,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
-/// How often an external registry is listed to notice changes (service-center watch and
-/// Eureka delta are not yet used for this).
+/// How often an external registry without a revision token is listed to notice changes
+/// (see [`crate::sync::exporter::Exporter::follow`]).
 pub const EXTERNAL_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the in-process core's change counter is read.

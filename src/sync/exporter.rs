@@ -91,19 +91,41 @@ impl Exporter {
         Ok(listing)
     }
 
-    /// Keeps the feed current: lists the registry whenever `local_revision` changes (the
-    /// built-in core's change counter), or every `poll_interval` when there is no such feed
-    /// (an external registry), until `shutdown`.
+    /// The exported part of the local registry, from a listing at most `max_age` old.
+    ///
+    /// # Errors
+    /// The plugin's listing error.
+    pub async fn export(&self) -> syncer_plugin_api::Result<Snapshot> {
+        let cached = match self.cache.lock().await.as_ref() {
+            Some((at, listing)) if at.elapsed() <= self.max_age => Some(listing.clone()),
+            _ => None,
+        };
+        let listing = match cached {
+            Some(listing) => listing,
+            None => self.refresh().await?,
+        };
+        Ok(exported(&listing))
+    }
+
+    /// Keeps the feed current until `shutdown`, listing the registry:
+    /// * whenever `local_revision` moves (the built-in core's change counter, in process),
+    ///   and every `list_interval` as a backstop;
+    /// * otherwise (an external registry) whenever the plugin's revision token
+    ///   ([`Plugin::revision`], read every [`REVISION_POLL`]) changes, and every
+    ///   [`TOKEN_BACKSTOP`]; or every `list_interval` when the registry gives no token.
     pub async fn follow(
         self: Arc<Self>,
         mut local_revision: Option<watch::Receiver<u64>>,
-        poll_interval: Duration,
+        list_interval: Duration,
         shutdown: CancellationToken,
     ) {
-        let mut ticker = tokio::time::interval(poll_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut poll = tokio::time::interval(REVISION_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_token: Option<String> = None;
+        let mut last_listing: Option<Instant> = None;
         loop {
-            match local_revision.as_mut() {
+            let due = |every: Duration| last_listing.is_none_or(|at| at.elapsed() >= every);
+            let list = match local_revision.as_mut() {
                 Some(rx) => {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -112,42 +134,47 @@ impl Exporter {
                                 return;
                             }
                             rx.borrow_and_update();
+                            true
                         }
-                        // A listing also catches what a lost notice would have told.
-                        _ = ticker.tick() => {}
+                        _ = poll.tick() => due(list_interval),
                     }
                 }
                 None => {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = ticker.tick() => {}
+                        _ = poll.tick() => {}
+                    }
+                    match self.plugin.revision().await {
+                        Ok(Some(token)) => {
+                            let moved = last_token.as_ref() != Some(&token);
+                            last_token = Some(token);
+                            moved || due(TOKEN_BACKSTOP)
+                        }
+                        Ok(None) => due(list_interval),
+                        Err(e) => {
+                            debug!(error = %e, "reading the registry's revision failed");
+                            due(list_interval)
+                        }
                     }
                 }
+            };
+            if !list {
+                continue;
             }
+            last_listing = Some(Instant::now());
             if let Err(e) = self.refresh().await {
                 warn!(error = %e, "listing the local registry failed");
             }
         }
     }
-
-    /// The exported part of the local registry, from a listing at most `max_age` old.
-    ///
-    /// # Errors
-    /// The plugin's listing error.
-    pub async fn export(&self) -> syncer_plugin_api::Result<Snapshot> {
-        let mut cache = self.cache.lock().await;
-        let listing = match cache.as_ref() {
-            Some((at, listing)) if at.elapsed() <= self.max_age => listing.clone(),
-            _ => {
-                let listing = Arc::new(self.plugin.list().await?);
-                *cache = Some((Instant::now(), listing.clone()));
-                listing
-            }
-        };
-        drop(cache);
-        Ok(exported(&listing))
-    }
 }
+
+/// How often an external registry's revision token is read.
+pub const REVISION_POLL: Duration = Duration::from_millis(50);
+
+/// With a revision token, how often the registry is listed anyway (a real service-center's
+/// token covers one service only).
+pub const TOKEN_BACKSTOP: Duration = Duration::from_secs(5);
 
 /// Changes kept for slow watchers before they are sent the whole export again.
 pub const FEED_CAPACITY: usize = 1024;

@@ -200,6 +200,17 @@ pub trait Plugin: Send + Sync + fmt::Debug {
     /// [`Error::Unavailable`] when no endpoint answers, [`Error::Malformed`] on a bad body.
     async fn list(&self) -> Result<Snapshot>;
 
+    /// A cheap token that changes whenever the registry's content changes, for noticing
+    /// changes without listing everything; `Ok(None)` when the registry offers no such
+    /// token (the caller then lists periodically). Tokens are opaque and only compared for
+    /// equality.
+    ///
+    /// # Errors
+    /// As [`Plugin::list`].
+    async fn revision(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// Makes sure a service like `service` (same tenant, appId, serviceName, version,
     /// environment) exists and returns its local service id. `service.service_id` is the
     /// id to use if the registry lets the client choose one (deterministic ids, DESIGN.md

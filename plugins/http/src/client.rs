@@ -17,6 +17,8 @@ pub struct Reply {
     pub status: reqwest::StatusCode,
     /// The whole body (gzip already undone).
     pub body: Vec<u8>,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Reply {
@@ -112,8 +114,13 @@ impl Client {
     async fn try_one(&self, request: reqwest::RequestBuilder) -> Result<Reply, reqwest::Error> {
         let response = request.send().await?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response.bytes().await?.to_vec();
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            body,
+            headers,
+        })
     }
 }
 

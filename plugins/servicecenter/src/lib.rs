@@ -105,6 +105,10 @@ pub struct ServiceCenterPlugin {
     /// Service ids already resolved by [`Plugin::ensure_service`], so steady state does not
     /// re-check existence each tick. A std mutex: it is never held across an await.
     service_ids: Mutex<HashMap<ServiceKey, String>>,
+    /// The service whose find answers carry the revision token (see [`Plugin::revision`]),
+    /// taken from the last listing, and the last token seen. A std mutex, never held across
+    /// an await.
+    revision_probe: Mutex<(Option<Service>, Option<String>)>,
 }
 
 /// Normalises one `--sc-addr` entry: trimmed, `http://` when the scheme is missing, no
@@ -181,6 +185,7 @@ impl ServiceCenterPlugin {
             tenants,
             use_admin_dump: config.use_admin_dump,
             service_ids: Mutex::new(HashMap::new()),
+            revision_probe: Mutex::new((None, None)),
         })
     }
 
@@ -379,14 +384,82 @@ impl Plugin for ServiceCenterPlugin {
     }
 
     async fn list(&self) -> Result<Snapshot> {
-        if self.use_admin_dump {
-            return self.list_dump().await;
-        }
-        let mut snapshot = Snapshot::default();
-        for tenant in &self.tenants {
-            self.list_tenant(tenant, &mut snapshot).await?;
+        let snapshot = if self.use_admin_dump {
+            self.list_dump().await?
+        } else {
+            let mut snapshot = Snapshot::default();
+            for tenant in &self.tenants {
+                self.list_tenant(tenant, &mut snapshot).await?;
+            }
+            snapshot
+        };
+        let mut probe = self
+            .revision_probe
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let still_there = probe.0.as_ref().is_some_and(|p| {
+            snapshot
+                .services
+                .iter()
+                .any(|s| s.service_id == p.service_id)
+        });
+        if !still_there {
+            *probe = (snapshot.services.first().cloned(), None);
         }
         Ok(snapshot)
+    }
+
+    /// The `X-Resource-Revision` of a find for one known service (with `rev`, so an
+    /// unchanged registry answers 304 with no body). The built-in core's revision covers the
+    /// whole registry; service-center 1.3.0's covers the found instances only, so against a
+    /// real service-center the token catches that service's changes and the caller's
+    /// periodic listing catches the rest. `None` until a listing has found a service.
+    async fn revision(&self) -> Result<Option<String>> {
+        let (service, last) = self
+            .revision_probe
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(service) = service else {
+            return Ok(None);
+        };
+        let (domain, project) = wire::split_domain_project(&service.domain_project);
+        let mut query = vec![
+            ("appId", service.app_id.as_str()),
+            ("serviceName", service.service_name.as_str()),
+            ("version", service.version.as_str()),
+            ("env", service.environment.as_str()),
+        ];
+        if let Some(last) = last.as_deref() {
+            query.push(("rev", last));
+        }
+        let path = format!("/v4/{}/registry/instances", segment(project));
+        let reply = self
+            .request(Method::GET, domain, &path, &query, None)
+            .await?;
+        let token = reply
+            .headers
+            .get("X-Resource-Revision")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut probe = self
+            .revision_probe
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match token {
+            Some(token)
+                if reply.status.is_success()
+                    || reply.status == reqwest::StatusCode::NOT_MODIFIED =>
+            {
+                probe.1 = Some(token.clone());
+                Ok(Some(token))
+            }
+            // The probed service went away or the registry gives no token: list next time.
+            _ => {
+                *probe = (None, None);
+                Ok(None)
+            }
+        }
     }
 
     /// Existence check, then create (with `service.service_id` as the chosen id when set);
