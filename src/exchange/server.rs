@@ -57,7 +57,17 @@ impl ExchangeServer {
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         info!(%addr, "exchange (grpc) listening");
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Export events are small writes on a long-lived stream: without TCP_NODELAY each
+        // could wait for the peer's delayed ACK (~40 ms).
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |conn| {
+                if let Ok(tcp) = &conn {
+                    let _ = tcp.set_nodelay(true);
+                }
+                conn
+            },
+        );
         tonic::transport::Server::builder()
             .add_service(
                 SyncServer::new(self)

@@ -170,7 +170,7 @@ impl Exporter {
 }
 
 /// How often an external registry's revision token is read.
-pub const REVISION_POLL: Duration = Duration::from_millis(50);
+pub const REVISION_POLL: Duration = Duration::from_millis(20);
 
 /// With a revision token, how often the registry is listed anyway (a real service-center's
 /// token covers one service only).

@@ -345,21 +345,26 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
         applied.count(outcome);
         registrations.extend(registration);
     }
-    let mut service_ids: HashMap<String, String> = HashMap::new();
     let mut seen = HashSet::new();
-    for r in &registrations {
-        if !seen.insert(r.service.service_id.clone()) {
-            continue;
-        }
-        match plugin.ensure_service(&r.service).await {
-            Ok(id) => {
-                service_ids.insert(r.service.service_id.clone(), id);
+    let distinct: Vec<Service> = registrations
+        .iter()
+        .filter(|r| seen.insert(r.service.service_id.clone()))
+        .map(|r| r.service.clone())
+        .collect();
+    let resolved = stream::iter(distinct)
+        .map(|service| async move {
+            match plugin.ensure_service(&service).await {
+                Ok(id) => Some((service.service_id, id)),
+                Err(e) => {
+                    warn!(service = %service.service_name, error = %e, "ensure service failed");
+                    None
+                }
             }
-            Err(e) => {
-                warn!(service = %r.service.service_name, error = %e, "ensure service failed");
-            }
-        }
-    }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    let service_ids: HashMap<String, String> = resolved.into_iter().flatten().collect();
     let service_ids = &service_ids;
     let registers = stream::iter(registrations)
         .map(|r| async move { register(plugin, r, service_ids).await })

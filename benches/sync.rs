@@ -1,0 +1,356 @@
+//! Sync benchmark: two sites on loopback, each a built-in core (`syncer servicecenter`) with a
+//! syncer beside it (`syncer daemon --sc-plugin servicecenter`), as separate processes.
+//!
+//! Reports, for each size:
+//! * initial sync: the time from starting both syncers (site A already holding N instances)
+//!   until site B holds all N copies, next to the baseline of registering the same N
+//!   instances directly into a fresh core with the same client, measured in the same run;
+//! * steady-state propagation of a single register and a single unregister from A to B
+//!   (p50, p99, max over `--samples` samples) with N instances resident;
+//! * each syncer's CPU seconds and peak RSS (VmHWM), the registries excluded.
+//!
+//! Run: `cargo bench --bench sync` (all sizes) or
+//! `cargo bench --bench sync -- --sizes 1000,10000 --per-service 10 --samples 200`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use support::{free_tcp_port, free_udp_port, Proc};
+
+const CONCURRENCY: usize = 64;
+
+struct Options {
+    sizes: Vec<usize>,
+    per_service: Vec<usize>,
+    samples: usize,
+    propagation_sizes: Vec<usize>,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        sizes: vec![1_000, 10_000, 100_000],
+        per_service: vec![1, 10],
+        samples: 200,
+        propagation_sizes: vec![10_000, 100_000],
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let list = |v: &str| -> Vec<usize> { v.split(',').filter_map(|x| x.trim().parse().ok()).collect() };
+    let mut i = 1;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--sizes" => o.sizes = list(&value),
+            "--per-service" => o.per_service = list(&value),
+            "--samples" => o.samples = value.parse().unwrap_or(o.samples),
+            "--propagation-sizes" => o.propagation_sizes = list(&value),
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+/// A core process and its URL.
+struct Core {
+    proc: Proc,
+    url: String,
+}
+
+fn start_core(dir: &std::path::Path, name: &str) -> Core {
+    let port = free_tcp_port();
+    let proc = Proc::spawn(
+        dir,
+        name,
+        std::path::Path::new(env!("CARGO_BIN_EXE_syncer")),
+        &["servicecenter".into(), "--listen".into(), format!("127.0.0.1:{port}")],
+        &[("SYNCER_LOG", "warn".into())],
+    );
+    Core {
+        proc,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+fn start_syncer(dir: &std::path::Path, name: &str, core: &Core, gossip: u16, join: Option<u16>) -> Proc {
+    let mut args: Vec<String> = vec![
+        "daemon".into(),
+        "--sc-plugin".into(),
+        "servicecenter".into(),
+        "--sc-addr".into(),
+        core.url.clone(),
+        "--cluster-name".into(),
+        name.into(),
+        "--node".into(),
+        name.into(),
+        "--bind-addr".into(),
+        format!("127.0.0.1:{gossip}"),
+        "--rpc-addr".into(),
+        format!("127.0.0.1:{}", free_tcp_port()),
+    ];
+    if let Some(j) = join {
+        args.push("--join-addr".into());
+        args.push(format!("127.0.0.1:{j}"));
+    }
+    Proc::spawn(
+        dir,
+        name,
+        std::path::Path::new(env!("CARGO_BIN_EXE_syncer")),
+        &args,
+        &[("SYNCER_LOG", "warn".into())],
+    )
+}
+
+async fn wait_ready(http: &reqwest::Client, core: &Core) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if http
+            .get(format!("{}/v4/default/registry/microservices", core.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("core {} did not start: {}", core.url, core.proc.tail(20));
+}
+
+async fn create_service(http: &reqwest::Client, url: &str, name: &str) -> String {
+    let body: Value = http
+        .post(format!("{url}/v4/default/registry/microservices"))
+        .json(&json!({"service": {"appId": "bench", "serviceName": name, "version": "1.0.0"}}))
+        .send()
+        .await
+        .expect("create service")
+        .json()
+        .await
+        .expect("create service body");
+    body["serviceId"].as_str().expect("serviceId").to_owned()
+}
+
+async fn register(http: &reqwest::Client, url: &str, sid: &str, n: usize) -> String {
+    let body: Value = http
+        .post(format!("{url}/v4/default/registry/microservices/{sid}/instances"))
+        .json(&json!({"instance": {
+            "hostName": format!("host-{n}"),
+            "endpoints": [format!("rest://10.{}.{}.{}:8080", (n >> 16) & 255, (n >> 8) & 255, n & 255)],
+            "healthCheck": {"mode": "push", "interval": 600, "times": 3}
+        }}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("register body");
+    body["instanceId"].as_str().expect("instanceId").to_owned()
+}
+
+/// Registers `total` instances, `per_service` per service, with [`CONCURRENCY`] requests in
+/// flight; returns the time taken.
+async fn load(http: &reqwest::Client, url: &str, total: usize, per_service: usize) -> Duration {
+    let started = Instant::now();
+    let services = total.div_ceil(per_service);
+    stream::iter(0..services)
+        .map(|s| async move {
+            let sid = create_service(http, url, &format!("svc-{s}")).await;
+            for k in 0..per_service {
+                let n = s * per_service + k;
+                if n < total {
+                    register(http, url, &sid, n).await;
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    started.elapsed()
+}
+
+/// How many imported copies the core holds (instances with an origin marker).
+async fn copies(http: &reqwest::Client, url: &str) -> usize {
+    let Ok(resp) = http.get(format!("{url}/v4/default/admin/dump")).send().await else {
+        return 0;
+    };
+    let Ok(body) = resp.json::<Value>().await else {
+        return 0;
+    };
+    body["cache"]["instances"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter(|i| !i["value"]["properties"]["syncerOriginCluster"].is_null())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn find_count(http: &reqwest::Client, url: &str, name: &str) -> usize {
+    let Ok(resp) = http
+        .get(format!("{url}/v4/default/registry/instances"))
+        .query(&[("appId", "bench"), ("serviceName", name), ("version", "latest")])
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    resp.json::<Value>()
+        .await
+        .ok()
+        .and_then(|b| b["instances"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+/// (CPU seconds, peak RSS in MiB) of a process, from /proc.
+fn usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    // After the command: state is field 3; utime and stime are fields 14 and 15.
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(14) + ticks(15)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, hwm_kib / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        if started.elapsed() > timeout {
+            panic!("timed out after {timeout:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn run_size(opts: &Options, total: usize, per_service: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONCURRENCY)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client");
+
+    // Baseline: the same registrations straight into a fresh core.
+    let baseline_core = start_core(dir, "baseline-core");
+    wait_ready(&http, &baseline_core).await;
+    let baseline = load(&http, &baseline_core.url, total, per_service).await;
+    drop(baseline_core);
+
+    let a = start_core(dir, "core-a");
+    let b = start_core(dir, "core-b");
+    wait_ready(&http, &a).await;
+    wait_ready(&http, &b).await;
+    let loaded = load(&http, &a.url, total, per_service).await;
+
+    let gossip_a = free_udp_port();
+    let started = Instant::now();
+    let syncer_a = start_syncer(dir, "site-a", &a, gossip_a, None);
+    let syncer_b = start_syncer(dir, "site-b", &b, free_udp_port(), Some(gossip_a));
+    let poll = if total >= 50_000 { 500 } else { 50 };
+    loop {
+        if copies(&http, &b.url).await >= total {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            panic!("initial sync did not finish: {}\n{}", syncer_a.tail(20), syncer_b.tail(20));
+        }
+        tokio::time::sleep(Duration::from_millis(poll)).await;
+    }
+    let initial = started.elapsed();
+    println!(
+        "initial sync  n={total:>6} per_service={per_service:>2}  sync {:>8} ms  baseline (direct registration) {:>8} ms  ratio {:.2}  (loading site A took {} ms)",
+        ms(initial),
+        ms(baseline),
+        initial.as_secs_f64() / baseline.as_secs_f64(),
+        ms(loaded)
+    );
+
+    if opts.propagation_sizes.contains(&total) && opts.samples > 0 {
+        let probe_sid = create_service(&http, &a.url, "probe").await;
+        let mut up = Vec::with_capacity(opts.samples);
+        let mut down = Vec::with_capacity(opts.samples);
+        for n in 0..opts.samples {
+            let t = Instant::now();
+            let iid = register(&http, &a.url, &probe_sid, 1_000_000 + n).await;
+            wait_for("probe registered at B", Duration::from_secs(60), async || {
+                find_count(&http, &b.url, "probe").await == 1
+            })
+            .await;
+            up.push(t.elapsed());
+            let t = Instant::now();
+            http.delete(format!(
+                "{}/v4/default/registry/microservices/{probe_sid}/instances/{iid}",
+                a.url
+            ))
+            .send()
+            .await
+            .expect("unregister");
+            wait_for("probe removed at B", Duration::from_secs(60), async || {
+                find_count(&http, &b.url, "probe").await == 0
+            })
+            .await;
+            down.push(t.elapsed());
+        }
+        up.sort();
+        down.sort();
+        for (what, list) in [("register", &up), ("unregister", &down)] {
+            println!(
+                "propagation   n={total:>6} per_service={per_service:>2}  {what:<10} p50 {:>7} ms  p99 {:>7} ms  max {:>7} ms  ({} samples)",
+                ms(percentile(list, 0.5)),
+                ms(percentile(list, 0.99)),
+                ms(list[list.len() - 1]),
+                list.len()
+            );
+        }
+    }
+    for (name, p) in [("site-a", &syncer_a), ("site-b", &syncer_b)] {
+        let (cpu, rss) = usage(p.child.id());
+        println!(
+            "syncer usage  n={total:>6} per_service={per_service:>2}  {name}  cpu {cpu:>7.2} s  peak rss {rss:>7.1} MiB"
+        );
+    }
+    let (_, core_rss) = usage(b.proc.child.id());
+    println!("registry      n={total:>6} per_service={per_service:>2}  core-b peak rss {core_rss:.1} MiB (for scale)");
+}
+
+#[tokio::main]
+async fn main() {
+    let opts = options();
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    for &total in &opts.sizes {
+        for &per_service in &opts.per_service {
+            run_size(&opts, total, per_service).await;
+        }
+    }
+}
