@@ -38,7 +38,8 @@ fn options() -> Options {
         propagation_sizes: vec![10_000, 100_000],
     };
     let args: Vec<String> = std::env::args().collect();
-    let list = |v: &str| -> Vec<usize> { v.split(',').filter_map(|x| x.trim().parse().ok()).collect() };
+    let list =
+        |v: &str| -> Vec<usize> { v.split(',').filter_map(|x| x.trim().parse().ok()).collect() };
     let mut i = 1;
     while i < args.len() {
         let value = args.get(i + 1).cloned().unwrap_or_default();
@@ -69,7 +70,11 @@ fn start_core(dir: &std::path::Path, name: &str) -> Core {
         dir,
         name,
         std::path::Path::new(env!("CARGO_BIN_EXE_syncer")),
-        &["servicecenter".into(), "--listen".into(), format!("127.0.0.1:{port}")],
+        &[
+            "servicecenter".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ],
         &[("SYNCER_LOG", "warn".into())],
     );
     Core {
@@ -78,7 +83,13 @@ fn start_core(dir: &std::path::Path, name: &str) -> Core {
     }
 }
 
-fn start_syncer(dir: &std::path::Path, name: &str, core: &Core, gossip: u16, join: Option<u16>) -> Proc {
+fn start_syncer(
+    dir: &std::path::Path,
+    name: &str,
+    core: &Core,
+    gossip: u16,
+    join: Option<u16>,
+) -> Proc {
     let mut args: Vec<String> = vec![
         "daemon".into(),
         "--sc-plugin".into(),
@@ -176,7 +187,11 @@ async fn load(http: &reqwest::Client, url: &str, total: usize, per_service: usiz
 
 /// How many imported copies the core holds (instances with an origin marker).
 async fn copies(http: &reqwest::Client, url: &str) -> usize {
-    let Ok(resp) = http.get(format!("{url}/v4/default/admin/dump")).send().await else {
+    let Ok(resp) = http
+        .get(format!("{url}/v4/default/admin/dump"))
+        .send()
+        .await
+    else {
         return 0;
     };
     let Ok(body) = resp.json::<Value>().await else {
@@ -195,7 +210,11 @@ async fn copies(http: &reqwest::Client, url: &str) -> usize {
 async fn find_count(http: &reqwest::Client, url: &str, name: &str) -> usize {
     let Ok(resp) = http
         .get(format!("{url}/v4/default/registry/instances"))
-        .query(&[("appId", "bench"), ("serviceName", name), ("version", "latest")])
+        .query(&[
+            ("appId", "bench"),
+            ("serviceName", name),
+            ("version", "latest"),
+        ])
         .send()
         .await
     else {
@@ -211,9 +230,19 @@ async fn find_count(http: &reqwest::Client, url: &str, name: &str) -> usize {
 /// (CPU seconds, peak RSS in MiB) of a process, from /proc.
 fn usage(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     // After the command: state is field 3; utime and stime are fields 14 and 15.
-    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let cpu = (ticks(14) + ticks(15)) / 100.0;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm_kib = status
@@ -281,7 +310,11 @@ async fn run_size(opts: &Options, total: usize, per_service: usize) {
             break;
         }
         if started.elapsed() > Duration::from_secs(900) {
-            panic!("initial sync did not finish: {}\n{}", syncer_a.tail(20), syncer_b.tail(20));
+            panic!(
+                "initial sync did not finish: {}\n{}",
+                syncer_a.tail(20),
+                syncer_b.tail(20)
+            );
         }
         tokio::time::sleep(Duration::from_millis(poll)).await;
     }
@@ -301,9 +334,11 @@ async fn run_size(opts: &Options, total: usize, per_service: usize) {
         for n in 0..opts.samples {
             let t = Instant::now();
             let iid = register(&http, &a.url, &probe_sid, 1_000_000 + n).await;
-            wait_for("probe registered at B", Duration::from_secs(60), async || {
-                find_count(&http, &b.url, "probe").await == 1
-            })
+            wait_for(
+                "probe registered at B",
+                Duration::from_secs(60),
+                async || find_count(&http, &b.url, "probe").await == 1,
+            )
             .await;
             up.push(t.elapsed());
             let t = Instant::now();

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the tests need where it is missing:
 #   - a Python venv with the third-party Eureka client py-eureka-client (target/test-venv)
+#   - Node.js with the third-party Eureka client eureka-js-client (target/test-node)
 #   - etcd (Debian package etcd-server) and iproute2
 # and then runs every test of the workspace (cargo nextest when installed, else cargo test).
 # Usage: scripts/test.sh [extra args for the test runner]
@@ -34,11 +35,21 @@ if [ ! -x "$VENV/bin/python" ]; then
   mkdir -p target
   python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; python3 -m venv "$VENV"; }
 fi
-if ! "$VENV/bin/python" -c 'import py_eureka_client' 2>/dev/null; then
-  log "installing py-eureka-client into $VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check 'py-eureka-client==0.13.3'
+if ! "$VENV/bin/python" -c 'import py_eureka_client, schemathesis' 2>/dev/null; then
+  log "installing py-eureka-client and schemathesis into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'py-eureka-client==0.13.3' 'schemathesis==4.32.5'
 fi
 export SYNCER_TEST_PYTHON="$VENV/bin/python"
+
+# Node.js and eureka-js-client under target/test-node (tests/eureka_clients.rs).
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+NODE_DIR="$PWD/target/test-node"
+if [ ! -f "$NODE_DIR/node_modules/eureka-js-client/package.json" ]; then
+  log "installing eureka-js-client into $NODE_DIR"
+  mkdir -p "$NODE_DIR"
+  npm install --prefix "$NODE_DIR" --silent --no-audit --no-fund 'eureka-js-client@4.5.0'
+fi
+export SYNCER_TEST_NODE_MODULES="$NODE_DIR/node_modules"
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

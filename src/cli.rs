@@ -133,6 +133,30 @@ pub struct DaemonArgs {
     /// (default: 30192)
     #[arg(long, env = "SYNCER_CLUSTER_PORT")]
     pub cluster_port: Option<u16>,
+    /// etcd client URLs, comma separated, for the cluster's leader election (a lease-based
+    /// key, /syncer/leader/{cluster-name}). (default: --etcd-endpoints when given, else no
+    /// etcd: the leader is the alive member whose node name sorts first)
+    #[arg(long, env = "SYNCER_ELECTION_ETCD_ENDPOINTS")]
+    pub election_etcd_endpoints: Option<String>,
+    /// Shared gossip key: 32 bytes in base64 (`head -c 32 /dev/urandom | base64`). Every
+    /// gossip datagram is encrypted (XChaCha20-Poly1305); members without the same key cannot
+    /// join. (default: none; gossip in the clear)
+    #[arg(long, env = "SYNCER_ENCRYPT", hide_env_values = true)]
+    pub encrypt: Option<String>,
+    /// Directory of the built-in core's embedded store (services, instances, leases survive
+    /// a restart). Not used with --etcd-endpoints or --sc-addr. (default: ./data)
+    #[arg(long, env = "SYNCER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// etcd client URLs, comma separated, e.g. http://10.0.0.1:2379: the built-in core keeps
+    /// its registry in etcd (service-center's key layout) instead of --data-dir, so several
+    /// cores share one registry. (default: none)
+    #[arg(long, env = "SYNCER_ETCD_ENDPOINTS")]
+    pub etcd_endpoints: Option<String>,
+    /// Eureka self-preservation in the built-in core: evict expired leases only while the
+    /// renewals of the last minute exceed 85 % of those expected (Netflix's default
+    /// behaviour). (default: off; expired leases always go)
+    #[arg(long, env = "SYNCER_EUREKA_SELF_PRESERVATION")]
+    pub eureka_self_preservation: bool,
 }
 
 /// Flags of `syncer servicecenter`.
@@ -141,4 +165,17 @@ pub struct ServicecenterArgs {
     /// HTTP address to serve on.
     #[arg(long, env = "SYNCER_LISTEN", default_value = "127.0.0.1:30100")]
     pub listen: SocketAddr,
+    /// Directory of the embedded store (services, instances, leases survive a restart).
+    /// Not used with --etcd-endpoints.
+    #[arg(long, env = "SYNCER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// etcd client URLs, comma separated, e.g. http://10.0.0.1:2379: keep the registry in
+    /// etcd (service-center's key layout) so several cores share it. (default: none; use
+    /// --data-dir)
+    #[arg(long, env = "SYNCER_ETCD_ENDPOINTS")]
+    pub etcd_endpoints: Option<String>,
+    /// Eureka self-preservation: evict expired leases only while the renewals of the last
+    /// minute exceed 85 % of those expected (Netflix's default behaviour). (default: off)
+    #[arg(long, env = "SYNCER_EUREKA_SELF_PRESERVATION")]
+    pub eureka_self_preservation: bool,
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 
 use crate::cli::{DaemonArgs, Mode, PluginKind};
+use crate::membership::cipher::GossipKey;
+use crate::servicecenter::store::StoreConfig;
 
 /// Default gossip port (the service-center syncer's).
 pub const DEFAULT_GOSSIP_PORT: u16 = 30190;
@@ -86,6 +88,16 @@ pub struct FileConfig {
     pub mode: Option<Mode>,
     /// As `--cluster-port`.
     pub cluster_port: Option<u16>,
+    /// As `--election-etcd-endpoints` (a comma list).
+    pub election_etcd_endpoints: Option<String>,
+    /// As `--encrypt` (base64).
+    pub encrypt: Option<String>,
+    /// As `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// As `--etcd-endpoints` (a comma list).
+    pub etcd_endpoints: Option<String>,
+    /// As `--eureka-self-preservation`.
+    pub eureka_self_preservation: Option<bool>,
     /// The service-center syncer's registry block.
     pub servicecenter: Option<LegacyRegistry>,
     /// service-center syncer keys with no effect here.
@@ -173,6 +185,16 @@ pub struct DaemonConfig {
     pub grace_period: Duration,
     /// Cluster mode (compatibility only).
     pub mode: Mode,
+    /// etcd endpoints of the leader election (`--election-etcd-endpoints`, else
+    /// `--etcd-endpoints`); empty: the first alive member by node name leads.
+    pub election_etcd_endpoints: Vec<String>,
+    /// The shared gossip key (`--encrypt`), redacted in `Debug`.
+    pub encrypt: Option<GossipKey>,
+    /// Where the built-in core keeps its registry (used only with
+    /// [`RegistryConfig::Builtin`]): etcd if `--etcd-endpoints`, else `--data-dir`.
+    pub store: StoreConfig,
+    /// Eureka self-preservation in the built-in core (`--eureka-self-preservation`).
+    pub eureka_self_preservation: bool,
 }
 
 impl DaemonConfig {
@@ -186,6 +208,20 @@ impl DaemonConfig {
             None => FileConfig::default(),
         };
         let legacy = file.servicecenter.unwrap_or_default();
+        let election_etcd_endpoints = endpoint_list(
+            args.election_etcd_endpoints
+                .clone()
+                .or_else(|| file.election_etcd_endpoints.clone())
+                .or_else(|| args.etcd_endpoints.clone())
+                .or_else(|| file.etcd_endpoints.clone())
+                .as_deref(),
+        );
+        let encrypt = match args.encrypt.clone().or_else(|| file.encrypt.clone()) {
+            Some(text) => Some(
+                GossipKey::from_base64(&text).map_err(|e| invalid("--encrypt", "<redacted>", e))?,
+            ),
+            None => None,
+        };
         let sc_addr = args.sc_addr.or(file.sc_addr).or(legacy.addr);
         let plugin = args
             .sc_plugin
@@ -298,8 +334,32 @@ impl DaemonConfig {
             ticker_interval: Duration::from_secs(ticker_secs),
             grace_period: Duration::from_secs(grace_secs),
             mode: args.mode.or(file.mode).unwrap_or(Mode::Single),
+            election_etcd_endpoints,
+            encrypt,
+            store: StoreConfig::from_flags(
+                args.data_dir.or(file.data_dir),
+                args.etcd_endpoints.or(file.etcd_endpoints).as_deref(),
+            ),
+            eureka_self_preservation: args.eureka_self_preservation
+                || file.eureka_self_preservation.unwrap_or(false),
         })
     }
+}
+
+/// A comma list of etcd URLs; a bare `host:port` gets `http://`.
+fn endpoint_list(list: Option<&str>) -> Vec<String> {
+    list.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            if a.contains("://") {
+                a.to_owned()
+            } else {
+                format!("http://{a}")
+            }
+        })
+        .collect()
 }
 
 fn invalid(setting: &'static str, value: &str, reason: impl ToString) -> Error {
@@ -428,6 +488,57 @@ mod tests {
         })
         .expect_err("unknown key");
         assert!(err.to_string().contains("nodes"), "{err}");
+    }
+
+    #[test]
+    fn the_grace_period_defaults_to_one_lease_of_a_copy_and_at_least_30_s() {
+        let grace = |tick: u64| {
+            DaemonConfig::resolve(DaemonArgs {
+                node: Some("n1".into()),
+                ticker_interval: Some(tick),
+                ..Default::default()
+            })
+            .expect("valid")
+            .grace_period
+        };
+        // A copy's lease is 4 ticks (healthCheck interval = tick, times = 3).
+        assert_eq!(grace(30), Duration::from_secs(120));
+        assert_eq!(grace(10), Duration::from_secs(40));
+        assert_eq!(grace(1), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_election_uses_etcd_endpoints_unless_given_its_own_and_keys_are_checked() {
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            etcd_endpoints: Some("127.0.0.1:2379, http://10.0.0.2:2379".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            c.election_etcd_endpoints,
+            ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        assert!(c.encrypt.is_none());
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            etcd_endpoints: Some("http://127.0.0.1:2379".into()),
+            election_etcd_endpoints: Some("http://10.0.0.9:2379".into()),
+            encrypt: Some("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(c.election_etcd_endpoints, ["http://10.0.0.9:2379"]);
+        assert!(c.encrypt.is_some());
+        assert!(!format!("{c:?}").contains("BwcH"), "the key is redacted");
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            encrypt: Some("c2hvcnQ=".into()),
+            ..Default::default()
+        })
+        .expect_err("a short key");
+        assert!(err.to_string().contains("--encrypt"), "{err}");
+        assert!(!err.to_string().contains("c2hvcnQ"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tracing::{error, info, Instrument};
 
 use crate::cli::PluginKind;
 use crate::config::{DaemonConfig, RegistryConfig};
+use crate::election::{self, EtcdElection};
 use crate::exchange::server::ExchangeServer;
 use crate::membership::{self, Membership};
 use crate::servicecenter;
@@ -57,6 +58,9 @@ pub enum Error {
     /// Gossip membership could not start.
     #[error("cannot start gossip membership")]
     Membership(#[from] membership::Error),
+    /// The built-in core's store (--data-dir or --etcd-endpoints) could not be opened.
+    #[error("cannot open the built-in service-center's store")]
+    Store(#[from] servicecenter::store::StoreError),
 }
 
 /// Runs the daemon until `shutdown` is cancelled, then drains within [`SHUTDOWN_GRACE`].
@@ -75,6 +79,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         ticker_interval_secs = config.ticker_interval.as_secs(),
         grace_period_secs = config.grace_period.as_secs(),
         mode = ?config.mode,
+        election_etcd_endpoints = ?config.election_etcd_endpoints,
+        encrypt = config.encrypt.is_some(),
         "starting syncer daemon"
     );
 
@@ -92,7 +98,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                     source,
                 })?;
             let local = listener.local_addr().unwrap_or(*listen);
-            let core = servicecenter::Core::new();
+            let core = servicecenter::Core::open(config.store.clone()).await?;
+            core.set_eureka_self_preservation(config.eureka_self_preservation);
             local_revision = Some(follow_core_revision(
                 &tracker,
                 core.clone(),
@@ -132,9 +139,13 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         rpc_addr,
         join_addrs: config.join_addrs.clone(),
         probe_period: Duration::from_secs(1),
+        encrypt: config.encrypt.clone(),
     })
     .await?;
     let members = membership.members();
+    // Cancelled by the reconcile loop once this member may go: after a leader's handover
+    // (see `Syncer::with_handover`), or at once for a follower.
+    let leave = CancellationToken::new();
 
     let exporter = Arc::new(Exporter::new(plugin.clone(), Duration::from_millis(500)));
     let poll_interval = if local_revision.is_some() {
@@ -160,7 +171,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         .instrument(tracing::info_span!("exchange", addr = %rpc_addr)),
     );
 
-    let token = shutdown.clone();
+    let token = leave.clone();
     tracker.spawn(
         async move {
             if let Err(e) = membership.run(token).await {
@@ -176,16 +187,38 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             cluster_name: config.cluster_name.clone(),
             ticker_interval: config.ticker_interval,
             grace_period: config.grace_period,
-            concurrency: 32,
+            concurrency: 64,
         },
         plugin,
         exporter,
         members,
     );
+    let election = if config.election_etcd_endpoints.is_empty() {
+        None
+    } else {
+        let election = EtcdElection::new(election::EtcdConfig {
+            endpoints: config.election_etcd_endpoints.clone(),
+            node: config.node.clone(),
+            cluster_name: config.cluster_name.clone(),
+            lease_ttl: election::DEFAULT_LEASE_TTL,
+        });
+        let leader = election.leader();
+        tracker.spawn(
+            election
+                .run(leave.clone(), sync::HANDOVER_TIMEOUT)
+                .instrument(tracing::info_span!("election")),
+        );
+        Some(leader)
+    };
+    let syncer = syncer.with_handover(election, leave.clone());
+    let token = shutdown.clone();
     tracker.spawn(
-        syncer
-            .run(shutdown.clone())
-            .instrument(tracing::info_span!("sync", cluster = %config.cluster_name)),
+        async move {
+            syncer.run(token).await;
+            // Whatever ended the loop, gossip leaves and the election resigns.
+            leave.cancel();
+        }
+        .instrument(tracing::info_span!("sync", cluster = %config.cluster_name)),
     );
     tracker.close();
 

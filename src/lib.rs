@@ -1,6 +1,7 @@
 //! syncer: a multi-registry syncer daemon.
 //!
-//! Per-site agents find each other by gossip ([`membership`]), elect a leader per site,
+//! Per-site agents find each other by gossip ([`membership`]), elect a leader per site
+//! (first alive member by node name, or an etcd election: [`election`]),
 //! read their local registry through a plugin (`syncer-plugin-servicecenter`,
 //! `syncer-plugin-eureka`), exchange what they found over gRPC ([`exchange`]), and
 //! re-register the other sites' instances locally ([`sync`]). [`servicecenter`] is the
@@ -10,6 +11,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod election;
 pub mod exchange;
 pub mod membership;
 pub mod servicecenter;

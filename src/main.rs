@@ -33,13 +33,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Servicecenter(args) => {
+                let store = syncer::servicecenter::store::StoreConfig::from_flags(
+                    Some(args.data_dir),
+                    args.etcd_endpoints.as_deref(),
+                );
+                let core = syncer::servicecenter::Core::open(store)
+                    .await
+                    .context("cannot open the registry store")?;
+                core.set_eureka_self_preservation(args.eureka_self_preservation);
                 let listener = tokio::net::TcpListener::bind(args.listen)
                     .await
                     .with_context(|| {
                         format!("cannot bind the service-center address {}", args.listen)
                     })?;
                 let shutdown = shutdown_on_signal();
-                syncer::servicecenter::serve(listener, syncer::servicecenter::Core::new(), shutdown)
+                syncer::servicecenter::serve(listener, core, shutdown)
                     .await
                     .context("built-in service-center failed")
             }

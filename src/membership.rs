@@ -15,7 +15,12 @@
 //! foca is a sans-IO state machine: one task ([`Membership::run`]) owns it, feeds it
 //! datagrams and timer events, and carries out what it asks for (send datagrams, schedule
 //! timers, report membership changes).
+//!
+//! With a shared key ([`Config::encrypt`], `--encrypt`) every datagram is sealed with an AEAD
+//! cipher ([`cipher`]); datagrams that do not open are dropped before foca sees them, and a
+//! rate-limited warning says so, so members with a wrong or missing key cannot join.
 
+pub mod cipher;
 mod identity;
 
 use std::collections::BTreeMap;
@@ -34,6 +39,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use self::cipher::{Cipher, GossipKey};
 use self::identity::NodeId;
 
 /// The gossip port of the service-center syncer (`--bind-addr` default).
@@ -57,6 +63,13 @@ const JOIN_RETRY_MIN: Duration = Duration::from_secs(1);
 /// Longest delay between join attempts; also how often a connected member checks whether
 /// it became isolated (then it announces to `--join-addr` again).
 const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Shortest time between two warnings about undecryptable datagrams, or about join addresses
+/// that never answer.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Unanswered announces before warning that no member answers.
+const UNANSWERED_ANNOUNCES_BEFORE_WARN: u32 = 2;
 
 /// Where a member with a wildcard bind address and no join address looks for its own IP:
 /// connecting a UDP socket only picks a route and source address, it sends nothing.
@@ -92,6 +105,9 @@ pub struct Config {
     /// declared down after about 2-3 periods of probing plus 3 periods of suspicion.
     /// At least [`MIN_PROBE_PERIOD`].
     pub probe_period: Duration,
+    /// `--encrypt`: the pool's shared key; `None` gossips in the clear. Members must all
+    /// use the same key (or all none) to see each other.
+    pub encrypt: Option<GossipKey>,
 }
 
 impl Config {
@@ -106,6 +122,7 @@ impl Config {
             rpc_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_GOSSIP_PORT + 1)),
             join_addrs: Vec::new(),
             probe_period: Duration::from_secs(1),
+            encrypt: None,
         }
     }
 }
@@ -169,6 +186,8 @@ pub struct Membership {
     join_addrs: Vec<SocketAddr>,
     /// Publishes the alive members (self included) after every change.
     members: watch::Sender<Vec<Member>>,
+    /// Seals and opens datagrams when `--encrypt` is set.
+    cipher: Option<Cipher>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -249,6 +268,7 @@ impl Membership {
             rpc_addr = %rpc_addr,
             join_addrs = ?join_addrs,
             probe_period_ms = config.probe_period.as_millis() as u64,
+            encrypted = config.encrypt.is_some(),
             "gossip bound"
         );
 
@@ -260,6 +280,7 @@ impl Membership {
             foca,
             join_addrs,
             members,
+            cipher: config.encrypt.as_ref().map(Cipher::new),
         })
     }
 
@@ -298,6 +319,7 @@ impl Membership {
             foca,
             join_addrs,
             members,
+            cipher,
             ..
         } = self;
         let mut agent = Agent {
@@ -306,6 +328,10 @@ impl Membership {
             runtime: AccumulatingRuntime::new(),
             timers: JoinSet::new(),
             members,
+            cipher,
+            undecryptable: Throttled::default(),
+            unanswered: 0,
+            unanswered_warning: Throttled::default(),
         };
         let mut recv_buf = vec![0u8; RECV_BUFFER_BYTES];
 
@@ -330,11 +356,19 @@ impl Membership {
                 }
                 () = &mut join_timer, if !join_addrs.is_empty() => {
                     let next = if agent.foca.num_members() == 0 {
+                        agent.unanswered += 1;
+                        if agent.unanswered > UNANSWERED_ANNOUNCES_BEFORE_WARN
+                            && agent.unanswered_warning.ready()
+                        {
+                            warn!(join_addrs = ?join_addrs, announces = agent.unanswered,
+                                "no member answers: join addresses unreachable, or a wrong or missing --encrypt key?");
+                        }
                         agent.announce(&join_addrs).await;
                         let next = join_backoff;
                         join_backoff = (join_backoff * 2).min(JOIN_RETRY_MAX);
                         next
                     } else {
+                        agent.unanswered = 0;
                         join_backoff = JOIN_RETRY_MIN;
                         JOIN_RETRY_MAX
                     };
@@ -357,11 +391,70 @@ struct Agent {
     /// set (at shutdown) aborts them all.
     timers: JoinSet<foca::Timer<NodeId>>,
     members: watch::Sender<Vec<Member>>,
+    /// `--encrypt`: seals what is sent, opens what is received.
+    cipher: Option<Cipher>,
+    /// Rate limit of the "failed to decrypt" warning.
+    undecryptable: Throttled,
+    /// Announces sent in a row while no other member is known.
+    unanswered: u32,
+    /// Rate limit of the "no member answers" warning.
+    unanswered_warning: Throttled,
+}
+
+/// A rate limit for one warning: at most one per [`WARN_EVERY`], counting what it skipped.
+#[derive(Debug, Default)]
+struct Throttled {
+    last: Option<Instant>,
+    skipped: u64,
+}
+
+impl Throttled {
+    /// Whether to log now; counts a skip when not.
+    fn ready(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < WARN_EVERY)
+        {
+            self.skipped += 1;
+            return false;
+        }
+        self.last = Some(now);
+        self.skipped = 0;
+        true
+    }
 }
 
 impl Agent {
     async fn handle_datagram(&mut self, data: &[u8], from: SocketAddr) {
+        let opened;
+        let data = match &self.cipher {
+            None => data,
+            Some(cipher) => match cipher.open(data) {
+                Some(plain) => {
+                    opened = plain;
+                    &opened[..]
+                }
+                None => {
+                    let skipped = self.undecryptable.skipped;
+                    if self.undecryptable.ready() {
+                        warn!(from = %from, similar_since_last = skipped,
+                            "gossip packet failed to decrypt: wrong or missing --encrypt key?");
+                    }
+                    return;
+                }
+            },
+        };
         if let Err(error) = self.foca.handle_data(data, &mut self.runtime) {
+            if self.cipher.is_none()
+                && matches!(error, foca::Error::MalformedPacket | foca::Error::Decode(_))
+            {
+                let skipped = self.undecryptable.skipped;
+                if self.undecryptable.ready() {
+                    warn!(from = %from, error = %error, similar_since_last = skipped,
+                        "gossip packet failed to decode: is --encrypt set on the other members?");
+                }
+            }
             log_foca_error(&error, Some(from), "dropped gossip datagram");
         }
         self.drain().await;
@@ -426,6 +519,20 @@ impl Agent {
     }
 
     async fn send(&self, to: &NodeId, data: &[u8]) {
+        let sealed;
+        let data = match &self.cipher {
+            None => data,
+            Some(cipher) => match cipher.seal(data) {
+                Some(out) => {
+                    sealed = out;
+                    &sealed[..]
+                }
+                None => {
+                    warn!(to = %to.gossip_addr, "cannot encrypt a gossip datagram; not sent");
+                    return;
+                }
+            },
+        };
         if let Err(error) = self.socket.send_to(data, to.gossip_addr).await {
             debug!(to = %to.gossip_addr, error = %error, "gossip send failed");
         }

@@ -351,7 +351,18 @@ async fn eureka_plugin_registers_lists_heartbeats_and_unregisters() {
         .expect("instance listed");
     assert_eq!(listed.service_id, "account-server");
     assert_eq!(listed.endpoints, instance.endpoints);
-    assert_eq!(listed.properties, instance.properties);
+    // The metadata, plus the Eureka-only fields under reserved `eureka.*` keys.
+    let metadata: BTreeMap<String, String> = listed
+        .properties
+        .iter()
+        .filter(|(k, _)| !k.starts_with(syncer_plugin_eureka::keys::PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(metadata, instance.properties);
+    assert_eq!(
+        listed.properties[syncer_plugin_eureka::keys::VIP_ADDRESS],
+        "account-server"
+    );
     assert_eq!(listed.status, InstanceStatus::Up);
 
     plugin
@@ -400,6 +411,42 @@ async fn an_eureka_registration_is_an_eureka_app_service_to_the_servicecenter_pl
         .expect("instance through v4");
     assert_eq!(instance.service_id, listed.service_id);
     assert_eq!(instance.properties[ORIGIN_INSTANCE_ID], "origin-instance");
+}
+
+#[tokio::test]
+async fn eureka_plugin_follows_the_registry_with_deltas_checked_by_the_hash() {
+    let core = start_core().await;
+    let plugin = eureka(vec![format!("http://{}/eureka", core.addr)]);
+    let service = Service {
+        service_name: "account-server".into(),
+        ..hello_service()
+    };
+    assert!(plugin
+        .list()
+        .await
+        .expect("first list")
+        .instances
+        .is_empty());
+    assert_eq!(
+        plugin.fetch_counts(),
+        (1, 0),
+        "the first list is a full fetch"
+    );
+    let instance = imported_instance("dc-east-0004");
+    plugin
+        .register(&service, &instance)
+        .await
+        .expect("register");
+    let listed = plugin.list().await.expect("list after register");
+    assert_eq!(listed.instances.len(), 1);
+    assert_eq!(listed.instances[0].instance_id, "dc-east-0004");
+    assert_eq!(plugin.fetch_counts(), (1, 1), "the change came as a delta");
+    plugin
+        .unregister(&service, "dc-east-0004")
+        .await
+        .expect("unregister");
+    assert!(plugin.list().await.expect("list").instances.is_empty());
+    assert_eq!(plugin.fetch_counts(), (1, 2));
 }
 
 #[tokio::test]

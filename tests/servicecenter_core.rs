@@ -3,13 +3,15 @@
 //! py-eureka-client) against `syncer::servicecenter::serve` on 127.0.0.1.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use syncer::servicecenter::{serve, Core};
+use syncer::servicecenter::serve;
 use tokio_util::sync::CancellationToken;
 
 /// A running core on an OS-chosen loopback port; stopped on drop.
@@ -17,6 +19,8 @@ struct Server {
     base: String,
     http: reqwest::Client,
     shutdown: CancellationToken,
+    /// The core and what keeps its store alive (store: `support::current_store()`).
+    _core: support::TestCore,
 }
 
 impl Drop for Server {
@@ -30,11 +34,13 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        tokio::spawn(serve(listener, Core::new(), shutdown.clone()));
+        let core = support::open_core(support::current_store()).await;
+        tokio::spawn(serve(listener, core.core.clone(), shutdown.clone()));
         Server {
             base,
             http: reqwest::Client::new(),
             shutdown,
+            _core: core,
         }
     }
 
@@ -133,7 +139,6 @@ fn instance_ids(find: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
 async fn sc_create_register_find_heartbeat_and_unregister_work_over_http() {
     let sc = Server::start().await;
     let v1 = sc.create_service("hello", "1.0.0").await;
@@ -284,7 +289,6 @@ async fn sc_create_register_find_heartbeat_and_unregister_work_over_http() {
     );
 }
 
-#[tokio::test]
 async fn sc_instance_expires_after_interval_times_plus_one_without_heartbeat() {
     let sc = Server::start().await;
     let sid = sc.create_service("short", "1.0.0").await;
@@ -324,7 +328,6 @@ async fn sc_instance_expires_after_interval_times_plus_one_without_heartbeat() {
     );
 }
 
-#[tokio::test]
 async fn eureka_json_and_xml_registrations_are_sc_instances_of_app_eureka() {
     let sc = Server::start().await;
     let body = json!({"instance": {"instanceId": "10.0.0.5:orders:8080", "hostName": "orders-host",
@@ -382,7 +385,6 @@ async fn eureka_json_and_xml_registrations_are_sc_instances_of_app_eureka() {
     assert!(xml.contains("<durationInSecs>10</durationInSecs>"), "{xml}");
 }
 
-#[tokio::test]
 async fn sc_instances_of_default_tenant_are_visible_as_eureka_apps() {
     let sc = Server::start().await;
     let sid = sc.create_service("hello-server", "0.1.0").await;
@@ -422,7 +424,6 @@ async fn sc_instances_of_default_tenant_are_visible_as_eureka_apps() {
     ));
 }
 
-#[tokio::test]
 async fn eureka_renew_of_unknown_is_404_and_cancel_removes_the_instance() {
     let sc = Server::start().await;
     let (s, _) = sc
@@ -461,7 +462,6 @@ async fn eureka_renew_of_unknown_is_404_and_cancel_removes_the_instance() {
     assert_eq!((s, v), (StatusCode::OK, json!({})));
 }
 
-#[tokio::test]
 async fn real_eureka_register_payloads_are_accepted_and_listed() {
     let sc = Server::start().await;
     for (app, file, ctype, id) in [
@@ -520,7 +520,6 @@ impl Drop for Script {
     }
 }
 
-#[tokio::test]
 async fn py_eureka_client_registers_heartbeats_and_cancels_on_sigterm() {
     let python = std::env::var("SYNCER_TEST_PYTHON").unwrap_or_else(|_| {
         panic!(
@@ -635,3 +634,37 @@ async fn py_eureka_client_registers_heartbeats_and_cancels_on_sigterm() {
         logs()
     );
 }
+
+/// Runs every test above on each store: `memory::...`, `embedded::...`, `etcd::...`.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $( #[tokio::test]
+            async fn $name() {
+                super::support::STORE.scope(super::support::Store::Memory, super::$name()).await
+            } )*
+        }
+        mod embedded {
+            $( #[tokio::test]
+            async fn $name() {
+                super::support::STORE.scope(super::support::Store::Embedded, super::$name()).await
+            } )*
+        }
+        mod etcd {
+            $( #[tokio::test]
+            async fn $name() {
+                super::support::STORE.scope(super::support::Store::Etcd, super::$name()).await
+            } )*
+        }
+    };
+}
+
+on_every_store!(
+    sc_create_register_find_heartbeat_and_unregister_work_over_http,
+    sc_instance_expires_after_interval_times_plus_one_without_heartbeat,
+    eureka_json_and_xml_registrations_are_sc_instances_of_app_eureka,
+    sc_instances_of_default_tenant_are_visible_as_eureka_apps,
+    eureka_renew_of_unknown_is_404_and_cancel_removes_the_instance,
+    real_eureka_register_payloads_are_accepted_and_listed,
+    py_eureka_client_registers_heartbeats_and_cancels_on_sigterm,
+);

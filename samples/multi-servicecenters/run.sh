@@ -113,8 +113,8 @@ wait_http() {
 }
 
 echo "==> registries (built-in core)"
-start eureka-registry "$BIN/syncer" servicecenter --listen 127.0.0.1:8761
-start sc-registry "$BIN/syncer" servicecenter --listen 127.0.0.1:30100
+start eureka-registry "$BIN/syncer" servicecenter --listen 127.0.0.1:8761 --data-dir "$LOGS/eureka-registry.data"
+start sc-registry "$BIN/syncer" servicecenter --listen 127.0.0.1:30100 --data-dir "$LOGS/sc-registry.data"
 wait_http eureka-registry http://127.0.0.1:8761/eureka/apps
 wait_http sc-registry http://127.0.0.1:30100/v4/default/registry/version
 

@@ -19,8 +19,26 @@ pub const SERVICE_NOT_EXISTS: u32 = 400012;
 pub const DEPLOYED_INSTANCE: u32 = 400013;
 /// Instance does not exist.
 pub const INSTANCE_NOT_EXISTS: u32 = 400017;
+/// Undefined schema id: a new schema id not listed in a non-editable service's `schemas`.
+pub const UNDEFINED_SCHEMA_ID: u32 = 400014;
+/// Not allowed to modify schema: a non-editable service's existing schema.
+pub const MODIFY_SCHEMA_NOT_ALLOWED: u32 = 400015;
+/// Schema does not exist.
+pub const SCHEMA_NOT_EXISTS: u32 = 400016;
+/// Tag does not exist: update or delete of a missing tag key.
+pub const TAG_NOT_EXISTS: u32 = 400018;
+/// Can not have both 'BLACK' and 'WHITE' rules on one service.
+pub const BLACK_AND_WHITE_RULE: u32 = 400020;
+/// Not allowed to modify the type of the rule (while the service has other rules).
+pub const MODIFY_RULE_NOT_ALLOWED: u32 = 400021;
+/// Rule does not exist.
+pub const RULE_NOT_EXISTS: u32 = 400022;
+/// Consumer(s) depends on this micro-service: non-force delete of a provider.
+pub const DEPENDED_ON_BY_CONSUMER: u32 = 400023;
 /// Micro-service version does not exist: existence with a fuzzy rule that matches nothing.
 pub const SERVICE_VERSION_NOT_EXISTS: u32 = 400026;
+/// Not enough quota (schemas, tags, rules: 100 per service).
+pub const NOT_ENOUGH_QUOTA: u32 = 400100;
 /// Forbidden: admin dump from a tenant other than default/default.
 pub const FORBIDDEN: u32 = 403001;
 
@@ -63,11 +81,19 @@ impl ScError {
             400016 => "Schema does not exist",
             400017 => "Instance does not exist",
             400018 => "Tag does not exist",
+            400019 => "Rule already exist",
+            400020 => "Can not have both 'BLACK' and 'WHITE'",
+            400021 => "Not allowed to modify the type of the rule",
+            400022 => "Rule does not exist",
             400023 => "Consumer(s) depends on this micro-service",
+            400024 => "Access micro-service refused",
+            400025 => "Endpoint is already belong to other service",
             400026 => "Micro-service version does not exist",
             400100 => "Not enough quota",
+            401002 => "Request unauthorized",
             403001 => "Forbidden",
             500011 => "Registry service is unavailable",
+            500101 => "Quota service is unavailable",
             _ => "Internal server error",
         }
     }

@@ -1,43 +1,51 @@
 //! The Eureka v2 REST API of the built-in core, under `/eureka` and `/eureka/v2`
 //! (the Spring Cloud and Netflix layouts; eureka-notes §1-§6).
 //!
-//! Register (`POST /apps/{APP}`, JSON or XML body, 204), renew (`PUT
-//! /apps/{APP}/{id}`, 200 or 404 so the client re-registers), cancel
-//! (`DELETE`, 200/404), and reads (`/apps`, `/apps/`, `/apps/delta`,
-//! `/apps/{APP}`, `/apps/{APP}/{id}`, `/instances/{id}`). Reads answer XML
-//! unless `Accept` contains `json` (py-eureka-client sends no `Accept` and
-//! parses only XML).
+//! Operations (eureka-notes §3): register (`POST /apps/{APP}`, JSON or XML body, 204),
+//! renew (`PUT /apps/{APP}/{id}`, 200, or 404 so the client re-registers), cancel
+//! (`DELETE`, 200/404), status override (`PUT .../status?value=`) and its removal
+//! (`DELETE .../status`), metadata update (`PUT .../metadata?k=v`), and reads (`/apps`,
+//! `/apps/`, `/apps/delta`, `/apps/{APP}`, `/apps/{APP}/{id}`, `/instances/{id}`,
+//! `/vips/{vip}`, `/svips/{svip}`). Reads answer XML unless `Accept` contains `json`
+//! (py-eureka-client sends no `Accept` and parses only XML); `/apps` and `/apps/delta` are
+//! gzip-compressed when `Accept-Encoding` has `gzip`.
 //!
 //! Mapping to the registry (see `registry.rs`): a registered app is the
 //! microservice default/default, appId `eureka`, lower-case name, `0.0.1`; its
 //! instances are SC instances with endpoints `rest://ip:port` (and
 //! `rest://ip:securePort?sslEnabled=true`), the same `hostName`, status mapped
 //! (`OUT_OF_SERVICE` ↔ `OUTOFSERVICE`), metadata = properties, lease =
-//! `leaseInfo.durationInSecs` (> 0, else 90 s). Other Eureka fields are kept
-//! in a side record so clients read back what they registered. The lease
-//! expires `durationInSecs` after the last renewal (Netflix effectively
-//! allows twice that after the first renewal; we do not copy that bug).
+//! `leaseInfo.durationInSecs` (> 0, else 90). Other Eureka fields are kept
+//! in a side record so clients read back what they registered. An instance registered
+//! through `/v4` shows the Eureka fields kept in its reserved `eureka.*` properties (the
+//! eureka plugin's `keys`: what an instance imported from a Eureka site carries), and those
+//! keys are not shown as metadata. The lease expires `durationInSecs` after the last renewal
+//! (Netflix effectively allows twice that after the first renewal; we do not copy that bug);
+//! expired leases are evicted every second, or not at all while self-preservation (an
+//! option) holds them back.
 //!
-//! `/apps/delta` answers an empty delta whose `versions__delta` is the
-//! registry revision and whose `apps__hashcode` is the full registry's:
-//! clients see the hash mismatch and fetch the full registry.
+//! Registry semantics (eureka-notes §5, §6): the status override rules
+//! ([`effective_status`]) on every register and renew; `versions__delta` and the 180 s
+//! recently-changed queue in `eureka_registry.rs`; `apps__hashcode` over the whole registry
+//! for `/apps` and `/apps/delta` (cut under the same lock as the delta), over the matches
+//! for VIP reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::Router;
-use quick_xml::events::Event;
 use serde_json::{json, Map, Value};
+use syncer_plugin_eureka::{keys, xml};
 
 use super::registry::{
     eureka_to_sc_status, now_ms, sc_to_eureka_status, EurekaRegistration, EurekaSide, HealthCheck,
-    InstanceRecord, MicroService, MicroServiceInstance, Props,
+    InstanceRecord, MicroService, MicroServiceInstance, Props, Registry, DEFAULT_TENANT,
 };
 use super::Core;
 
@@ -46,6 +54,7 @@ const DEFAULT_LEASE_SECS: u64 = 90;
 /// Renewal interval when the register body has none, seconds.
 const DEFAULT_RENEWAL_SECS: i64 = 30;
 const DEFAULT_DC_CLASS: &str = "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo";
+const AMAZON_DC_CLASS: &str = "com.netflix.appinfo.AmazonInfo";
 const EMPTY_MAP_CLASS: &str = "java.util.Collections$EmptyMap";
 /// Optional string fields kept as given, in Netflix's output order.
 const STRING_FIELDS: &[&str] = &[
@@ -70,7 +79,14 @@ pub fn router(core: Core) -> Router {
             "/apps/{app}/{id}",
             get(one_instance).put(renew).delete(cancel),
         )
+        .route(
+            "/apps/{app}/{id}/status",
+            put(put_status).delete(delete_status),
+        )
+        .route("/apps/{app}/{id}/metadata", put(put_metadata))
         .route("/instances/{id}", get(instance_by_id))
+        .route("/vips/{vip}", get(by_vip))
+        .route("/svips/{svip}", get(by_svip))
         .with_state(core);
     Router::new()
         .nest("/eureka/v2", api.clone())
@@ -78,135 +94,6 @@ pub fn router(core: Core) -> Router {
 }
 
 // ---- request decoding ----------------------------------------------------
-
-/// One XML element: name, attributes, text and children.
-#[derive(Debug, Default)]
-struct Node {
-    name: String,
-    attrs: Vec<(String, String)>,
-    text: String,
-    children: Vec<Node>,
-}
-
-fn parse_xml(body: &[u8]) -> Result<Node, String> {
-    let mut reader = quick_xml::Reader::from_reader(body);
-    let mut stack: Vec<Node> = Vec::new();
-    let start = |e: &quick_xml::events::BytesStart<'_>| -> Result<Node, String> {
-        let mut n = Node {
-            name: String::from_utf8_lossy(e.name().as_ref()).into_owned(),
-            ..Node::default()
-        };
-        for a in e.attributes() {
-            let a = a.map_err(|e| e.to_string())?;
-            let v = a.unescape_value().map_err(|e| e.to_string())?;
-            n.attrs.push((
-                String::from_utf8_lossy(a.key.as_ref()).into_owned(),
-                v.into_owned(),
-            ));
-        }
-        Ok(n)
-    };
-    loop {
-        match reader.read_event().map_err(|e| e.to_string())? {
-            Event::Start(e) => stack.push(start(&e)?),
-            Event::Empty(e) => {
-                let n = start(&e)?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(n),
-                    None => return Ok(n),
-                }
-            }
-            Event::End(_) => {
-                let n = stack.pop().ok_or("unbalanced end tag")?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(n),
-                    None => return Ok(n),
-                }
-            }
-            Event::Text(t) => {
-                if let Some(n) = stack.last_mut() {
-                    n.text.push_str(&t.decode().map_err(|e| e.to_string())?);
-                }
-            }
-            Event::CData(t) => {
-                if let Some(n) = stack.last_mut() {
-                    n.text.push_str(&String::from_utf8_lossy(&t));
-                }
-            }
-            Event::GeneralRef(r) => {
-                if let Some(n) = stack.last_mut() {
-                    let c = match r.resolve_char_ref().map_err(|e| e.to_string())? {
-                        Some(c) => c,
-                        None => match r.as_ref() {
-                            b"amp" => '&',
-                            b"lt" => '<',
-                            b"gt" => '>',
-                            b"quot" => '"',
-                            b"apos" => '\'',
-                            other => {
-                                return Err(format!(
-                                    "unknown entity &{};",
-                                    String::from_utf8_lossy(other)
-                                ))
-                            }
-                        },
-                    };
-                    n.text.push(c);
-                }
-            }
-            Event::Eof => return Err("no root element".into()),
-            _ => {}
-        }
-    }
-}
-
-/// XStream element-name escaping: `__` ↔ `_`, `_-` ↔ `$`.
-fn xml_unescape_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut it = name.chars().peekable();
-    while let Some(c) = it.next() {
-        if c == '_' {
-            match it.peek() {
-                Some('_') => {
-                    it.next();
-                    out.push('_');
-                    continue;
-                }
-                Some('-') => {
-                    it.next();
-                    out.push('$');
-                    continue;
-                }
-                _ => {}
-            }
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn xml_escape_name(name: &str) -> String {
-    name.replace('_', "__").replace('$', "_-")
-}
-
-/// An element as the equivalent Eureka JSON: attributes as `@name`, text as `$`.
-fn node_to_value(n: &Node) -> Value {
-    if n.children.is_empty() && n.attrs.is_empty() {
-        return Value::String(n.text.trim().to_string());
-    }
-    let mut m = Map::new();
-    for (k, v) in &n.attrs {
-        m.insert(format!("@{k}"), Value::String(v.clone()));
-    }
-    for c in &n.children {
-        m.insert(xml_unescape_name(&c.name), node_to_value(c));
-    }
-    let text = n.text.trim();
-    if !text.is_empty() {
-        m.insert("$".into(), Value::String(text.to_string()));
-    }
-    Value::Object(m)
-}
 
 fn text(v: Option<&Value>) -> Option<String> {
     match v? {
@@ -283,13 +170,17 @@ fn registration(
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let is_xml = ctype.contains("xml") || (!ctype.contains("json") && first == Some(b'<'));
     let inst: Map<String, Value> = if is_xml {
-        let root = parse_xml(body).map_err(|e| format!("Cannot parse XML body: {e}"))?;
-        if root.name != "instance" {
-            return Err(format!("Expected <instance>, got <{}>", root.name));
-        }
-        match node_to_value(&root) {
-            Value::Object(m) => m,
-            _ => Map::new(),
+        let doc = xml::parse(body).map_err(|e| format!("Cannot parse XML body: {e}"))?;
+        match doc {
+            Value::Object(mut m) => match m.remove("instance") {
+                Some(Value::Object(i)) => i,
+                Some(_) => Map::new(),
+                None => {
+                    let root = m.keys().next().cloned().unwrap_or_default();
+                    return Err(format!("Expected <instance>, got <{root}>"));
+                }
+            },
+            _ => return Err("Missing instance".into()),
         }
     } else {
         let v: Value =
@@ -410,14 +301,14 @@ fn port_secure(v: Option<&Value>) -> (i64, bool) {
 
 /// Every field a Eureka instance document carries, resolved from the SC record.
 #[derive(Debug, Clone)]
-struct View {
-    instance_id: String,
+pub(crate) struct View {
+    pub(crate) instance_id: String,
     host_name: String,
-    app: String,
+    pub(crate) app: String,
     ip_addr: String,
     sid: Option<String>,
-    status: String,
-    overridden_status: String,
+    pub(crate) status: String,
+    pub(crate) overridden_status: String,
     port: (i64, bool),
     secure_port: (i64, bool),
     country_id: i64,
@@ -426,12 +317,14 @@ struct View {
     dc_metadata: Props,
     renewal_secs: i64,
     duration_secs: u64,
-    registration_ms: i64,
+    pub(crate) registration_ms: i64,
     last_renewal_ms: i64,
     metadata: Props,
     strings: BTreeMap<&'static str, String>,
-    last_updated_ms: i64,
+    pub(crate) last_updated_ms: i64,
     last_dirty_ms: i64,
+    /// `actionType`.
+    action: &'static str,
 }
 
 /// Host and port of the first `rest://` or `http(s)://` endpoint; (host, port, ssl).
@@ -466,6 +359,13 @@ fn view(service: &MicroService, rec: &InstanceRecord) -> View {
         .map(|h| h.interval)
         .filter(|i| *i > 0)
         .unwrap_or(DEFAULT_RENEWAL_SECS);
+    // Reserved `eureka.*` properties carry Eureka-only fields through service-center (the
+    // eureka plugin's `keys`); they are fields here, not metadata.
+    let (reserved, metadata): (Props, Props) = b
+        .properties
+        .clone()
+        .into_iter()
+        .partition(|(k, _)| k.starts_with(keys::PREFIX));
     let mut v = View {
         instance_id: b.instance_id.clone(),
         host_name: b.host_name.clone(),
@@ -484,10 +384,11 @@ fn view(service: &MicroService, rec: &InstanceRecord) -> View {
         duration_secs: rec.ttl_secs,
         registration_ms: rec.registered_ms,
         last_renewal_ms: rec.renewed_ms,
-        metadata: b.properties.clone(),
+        metadata,
         strings: BTreeMap::new(),
         last_updated_ms: rec.updated_ms,
         last_dirty_ms: rec.updated_ms,
+        action: "ADDED",
     };
     match &rec.eureka {
         Some(side) => {
@@ -508,36 +409,142 @@ fn view(service: &MicroService, rec: &InstanceRecord) -> View {
             v.last_dirty_ms = side.last_dirty_ms;
         }
         None => {
-            let (host, port, ssl) =
-                endpoint_addr(&b.endpoints).unwrap_or_else(|| (b.host_name.clone(), 80, false));
-            if ssl {
-                v.port = (port, false);
-                v.secure_port = (port, true);
-            } else {
-                v.port = (port, true);
+            let all: Vec<(String, i64, bool)> = all_endpoint_addrs(&b.endpoints);
+            let http = all.iter().find(|e| !e.2);
+            let https = all.iter().find(|e| e.2);
+            let kept = |key: &str, default: i64| {
+                reserved
+                    .get(key)
+                    .and_then(|p| p.trim().parse().ok())
+                    .unwrap_or(default)
+            };
+            v.port = match http {
+                Some(e) => (e.1, true),
+                None => (kept(keys::PORT, 80), false),
+            };
+            v.secure_port = match https {
+                Some(e) => (e.1, true),
+                None => (kept(keys::SECURE_PORT, 443), false),
+            };
+            let host = http
+                .or(https)
+                .map(|e| e.0.clone())
+                .unwrap_or_else(|| b.host_name.clone());
+            if let Some(e) = http.or(https) {
+                let scheme = if e.2 { "https" } else { "http" };
+                let h = if e.0.contains(':') {
+                    format!("[{}]", e.0)
+                } else {
+                    e.0.clone()
+                };
+                v.strings
+                    .insert("homePageUrl", format!("{scheme}://{h}:{}/", e.1));
             }
-            let scheme = if ssl { "https" } else { "http" };
-            v.strings
-                .insert("homePageUrl", format!("{scheme}://{host}:{port}/"));
-            v.strings
-                .insert("vipAddress", service.service_name.to_ascii_lowercase());
+            if let Some(url) = b
+                .health_check
+                .as_ref()
+                .map(|h| h.url.clone())
+                .filter(|u| !u.is_empty())
+            {
+                v.strings.insert("healthCheckUrl", url);
+            }
+            let name = service.service_name.to_ascii_lowercase();
+            if !reserved.contains_key(keys::VIP_ADDRESS)
+                && !reserved.contains_key(keys::SECURE_VIP_ADDRESS)
+            {
+                v.strings.insert("vipAddress", name.clone());
+                v.strings.insert("secureVipAddress", name);
+            }
+            for (field, key) in keys::STRING_FIELDS {
+                if let (Some(val), Some(f)) = (
+                    reserved.get(*key),
+                    STRING_FIELDS.iter().find(|f| **f == *field),
+                ) {
+                    v.strings.insert(*f, val.clone());
+                }
+            }
+            if let Some(s) = reserved.get(keys::OVERRIDDEN_STATUS) {
+                v.overridden_status = s.clone();
+            }
+            if let Some(h) = reserved.get(keys::HOST_NAME) {
+                v.host_name = h.clone();
+            }
+            v.country_id = kept(keys::COUNTRY_ID, 1);
+            if let Some(n) = reserved.get(keys::DATA_CENTER_NAME) {
+                v.dc_name = n.clone();
+            }
+            if let Some(c) = reserved.get(keys::DATA_CENTER_CLASS) {
+                v.dc_class = c.clone();
+            } else if v.dc_name == "Amazon" {
+                v.dc_class = AMAZON_DC_CLASS.into();
+            }
+            v.dc_metadata = reserved
+                .iter()
+                .filter_map(|(k, val)| {
+                    k.strip_prefix(keys::DATA_CENTER_METADATA_PREFIX)
+                        .map(|k| (k.to_owned(), val.clone()))
+                })
+                .collect();
             v.ip_addr = host;
         }
     }
     v
 }
 
-fn views<'a>(list: impl IntoIterator<Item = (&'a MicroService, &'a InstanceRecord)>) -> Vec<View> {
-    list.into_iter().map(|(s, r)| view(s, r)).collect()
+/// Host, port and ssl of every `rest://` or `http(s)://` endpoint, in order.
+fn all_endpoint_addrs(endpoints: &[String]) -> Vec<(String, i64, bool)> {
+    endpoints
+        .iter()
+        .filter_map(|e| endpoint_addr(std::slice::from_ref(e)))
+        .collect()
+}
+
+/// The Eureka views of the registry's apps, by app name, with the status overrides of
+/// instances that have no Eureka side record and each instance's last delta action.
+fn current_views(reg: &Registry) -> Vec<(String, Vec<View>)> {
+    let overrides = reg.eureka.overrides();
+    reg.eureka_apps()
+        .into_iter()
+        .map(|(name, list)| {
+            let list = list
+                .into_iter()
+                .map(|(s, r)| {
+                    let mut v = view(s, r);
+                    if r.eureka.is_none() {
+                        if let Some(o) = overrides.get(v.instance_id.as_str()) {
+                            v.overridden_status = (*o).to_string();
+                        }
+                    }
+                    v.action = reg.eureka.last_action(&name, &v.instance_id).as_str();
+                    v
+                })
+                .collect();
+            (name, list)
+        })
+        .collect()
+}
+
+/// Brings the delta queue up to date with the registry (a no-op when nothing changed).
+fn sync_delta(reg: &mut Registry, now: Instant) {
+    let revision = reg.revision();
+    if reg.eureka.is_tracked(revision) {
+        return;
+    }
+    let apps = current_views(reg);
+    reg.eureka.track(now, revision, &apps);
+}
+
+/// Periodic upkeep (the core's expiry task, every second): the delta queue follows the
+/// registry, old entries and stale overrides go.
+pub(crate) fn tick(reg: &mut Registry, now: Instant) {
+    sync_delta(reg, now);
+    let size = reg.eureka_apps().iter().map(|(_, l)| l.len()).sum();
+    reg.eureka.sweep(now, size);
 }
 
 /// `apps__hashcode` (eureka-notes §4.5): `STATUS_COUNT_` per status, statuses by name.
 fn hashcode<'a>(views: impl IntoIterator<Item = &'a View>) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for v in views {
-        *counts.entry(v.status.as_str()).or_default() += 1;
-    }
-    counts.iter().map(|(s, n)| format!("{s}_{n}_")).collect()
+    syncer_plugin_eureka::hashcode(views.into_iter().map(|v| v.status.as_str()))
 }
 
 // ---- JSON rendering ------------------------------------------------------
@@ -598,7 +605,7 @@ fn instance_json(v: &View) -> Value {
         "lastDirtyTimestamp".into(),
         json!(v.last_dirty_ms.to_string()),
     );
-    m.insert("actionType".into(), json!("ADDED"));
+    m.insert("actionType".into(), json!(v.action));
     Value::Object(m)
 }
 
@@ -620,13 +627,6 @@ fn esc(s: &str) -> String {
     quick_xml::escape::escape(s).into_owned()
 }
 
-/// Whether `name` can be an XML element name (after escaping).
-fn xml_name_ok(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
 fn leaf(out: &mut String, indent: usize, name: &str, value: &str) {
     out.push_str(&format!("{:indent$}<{name}>{}</{name}>\n", "", esc(value)));
 }
@@ -643,8 +643,8 @@ fn map_xml(out: &mut String, indent: usize, name: &str, map: &Props, empty_class
     }
     out.push_str(&format!("{:indent$}<{name}>\n", ""));
     for (k, v) in map {
-        let key = xml_escape_name(k);
-        if xml_name_ok(&key) {
+        let key = xml::escape_name(k);
+        if xml::name_ok(&key) {
             leaf(out, indent + 2, &key, v);
         } else {
             tracing::warn!(key = %k, "metadata key cannot be an XML element name, left out");
@@ -709,7 +709,7 @@ fn instance_xml(out: &mut String, indent: usize, v: &View) {
         &v.last_updated_ms.to_string(),
     );
     leaf(out, i, "lastDirtyTimestamp", &v.last_dirty_ms.to_string());
-    leaf(out, i, "actionType", "ADDED");
+    leaf(out, i, "actionType", v.action);
     out.push_str(&format!("{:indent$}</instance>\n", ""));
 }
 
@@ -778,15 +778,11 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         .any(|v| v.to_str().is_ok_and(|s| s.contains("gzip")))
 }
 
-/// Snapshot of every app (views built under the lock, rendered outside it).
-fn snapshot(core: &Core) -> (Vec<(String, Vec<View>)>, u64) {
-    let reg = core.lock();
-    let apps = reg
-        .eureka_apps()
-        .into_iter()
-        .map(|(name, list)| (name, views(list)))
-        .collect();
-    (apps, reg.revision())
+/// Every app's views, with the delta queue brought up to date first (under one lock).
+fn snapshot(core: &Core) -> Vec<(String, Vec<View>)> {
+    let mut reg = core.lock();
+    sync_delta(&mut reg, Instant::now());
+    current_views(&reg)
 }
 
 fn apps_document(headers: &HeaderMap, apps: &[(String, Vec<View>)], delta: &str) -> Response {
@@ -801,21 +797,78 @@ fn apps_document(headers: &HeaderMap, apps: &[(String, Vec<View>)], delta: &str)
 }
 
 async fn all_apps(State(core): State<Core>, headers: HeaderMap) -> Response {
-    let (apps, _) = snapshot(&core);
+    let apps = snapshot(&core);
     apps_document(&headers, &apps, "1")
 }
 
+/// `GET /apps/delta`: the recently-changed queue (180 s), one entry per instance with its
+/// latest action, `versions__delta` from the queue, and `apps__hashcode` of the whole
+/// registry, both cut under the same lock as the queue.
 async fn delta(State(core): State<Core>, headers: HeaderMap) -> Response {
-    let (apps, rev) = snapshot(&core);
-    let hash = hashcode(apps.iter().flat_map(|(_, v)| v.iter()));
+    let (changes, version, hash) = {
+        let mut reg = core.lock();
+        sync_delta(&mut reg, Instant::now());
+        let all = current_views(&reg);
+        let hash = hashcode(all.iter().flat_map(|(_, v)| v.iter()));
+        let (changes, version) = reg.eureka.delta();
+        (changes, version, hash)
+    };
+    tracing::debug!(version, apps = changes.len(), %hash, "eureka delta served");
+    let apps: Vec<(String, Vec<View>)> = changes
+        .into_iter()
+        .map(|(app, list)| {
+            let views = list
+                .into_iter()
+                .map(|(action, mut v)| {
+                    v.action = action.as_str();
+                    v
+                })
+                .collect();
+            (app, views)
+        })
+        .collect();
     let j = wants_json(&headers);
-    let delta = rev.to_string();
+    let version = version.to_string();
     let body = if j {
-        apps_json(&[], &delta, &hash).to_string()
+        apps_json(&apps, &version, &hash).to_string()
     } else {
-        apps_xml(&[], &delta, &hash)
+        apps_xml(&apps, &version, &hash)
     };
     document(j, body, accepts_gzip(&headers))
+}
+
+/// `GET /vips/{vip}` and `/svips/{svip}`: the instances whose (secure) VIP address, split on
+/// `,`, names `vip` exactly; `versions__delta` `-1`, the hash over the matches only; an empty
+/// document (not 404) when nothing matches (Netflix `AbstractVIPResource`).
+fn vip_document(core: &Core, headers: &HeaderMap, field: &str, vip: &str) -> Response {
+    let apps: Vec<(String, Vec<View>)> = snapshot(core)
+        .into_iter()
+        .map(|(name, list)| {
+            let list: Vec<View> = list
+                .into_iter()
+                .filter(|v| {
+                    v.strings
+                        .get(field)
+                        .is_some_and(|s| s.split(',').any(|p| p.trim() == vip))
+                })
+                .collect();
+            (name, list)
+        })
+        .filter(|(_, list)| !list.is_empty())
+        .collect();
+    apps_document(headers, &apps, "-1")
+}
+
+async fn by_vip(State(core): State<Core>, Path(vip): Path<String>, headers: HeaderMap) -> Response {
+    vip_document(&core, &headers, "vipAddress", &vip)
+}
+
+async fn by_svip(
+    State(core): State<Core>,
+    Path(vip): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    vip_document(&core, &headers, "secureVipAddress", &vip)
 }
 
 async fn one_app(
@@ -824,7 +877,11 @@ async fn one_app(
     headers: HeaderMap,
 ) -> Response {
     let app = app.to_ascii_uppercase();
-    let list = views(core.lock().eureka_app(&app));
+    let list = snapshot(&core)
+        .into_iter()
+        .find(|(name, _)| *name == app)
+        .map(|(_, list)| list)
+        .unwrap_or_default();
     if list.is_empty() {
         return StatusCode::NOT_FOUND.into_response();
     }
@@ -854,15 +911,29 @@ fn instance_document(headers: &HeaderMap, v: Option<View>) -> Response {
     document(j, body, false)
 }
 
+/// The current view of instance `id` of `app` (any app when `None`), read live.
+fn find_view(reg: &Registry, app: Option<&str>, id: &str) -> Option<View> {
+    let found = match app {
+        Some(app) => reg.eureka_instance(app, id),
+        None => reg.eureka_instance_any(id),
+    };
+    let (s, r) = found?;
+    let mut v = view(s, r);
+    if r.eureka.is_none() {
+        if let Some(o) = reg.eureka.overrides().get(id) {
+            v.overridden_status = (*o).to_string();
+        }
+    }
+    v.action = reg.eureka.last_action(&v.app, id).as_str();
+    Some(v)
+}
+
 async fn one_instance(
     State(core): State<Core>,
     Path((app, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let v = core
-        .lock()
-        .eureka_instance(&app.to_ascii_uppercase(), &id)
-        .map(|(s, r)| view(s, r));
+    let v = find_view(&core.lock(), Some(&app.to_ascii_uppercase()), &id);
     instance_document(&headers, v)
 }
 
@@ -871,13 +942,33 @@ async fn instance_by_id(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let v = core
-        .lock()
-        .eureka_instance_any(&id)
-        .map(|(s, r)| view(s, r));
+    let v = find_view(&core.lock(), None, &id);
     instance_document(&headers, v)
 }
 
+/// The status a register or renew ends with (eureka-notes §6.4, Netflix
+/// `FirstMatchWinsCompositeRule`): a reported status other than `UP`/`OUT_OF_SERVICE` as is;
+/// else the override, if any; else an existing lease's `UP`/`OUT_OF_SERVICE`; else the
+/// reported status.
+pub(crate) fn effective_status(
+    reported: &str,
+    override_status: Option<&str>,
+    existing: Option<&str>,
+) -> String {
+    if reported != "UP" && reported != "OUT_OF_SERVICE" {
+        return reported.to_owned();
+    }
+    if let Some(o) = override_status {
+        return o.to_owned();
+    }
+    match existing {
+        Some(e @ ("UP" | "OUT_OF_SERVICE")) => e.to_owned(),
+        _ => reported.to_owned(),
+    }
+}
+
+/// `POST /apps/{APP}`: 204, or 400 with Netflix's reason. Applies the override rules; a
+/// stored copy with a newer `lastDirtyTimestamp` is kept and only its lease renewed.
 async fn register(
     State(core): State<Core>,
     Path(app): Path<String>,
@@ -885,41 +976,233 @@ async fn register(
     body: Bytes,
 ) -> Response {
     let app = app.to_ascii_uppercase();
-    match registration(&app, &body, &headers) {
-        Ok(reg) => {
-            core.lock()
-                .eureka_register(&app, reg, Instant::now(), now_ms());
-            StatusCode::NO_CONTENT.into_response()
-        }
+    let mut reg = match registration(&app, &body, &headers) {
+        Ok(reg) => reg,
         Err(reason) => {
             tracing::debug!(%app, %reason, "eureka register refused");
-            (
+            return (
                 StatusCode::BAD_REQUEST,
                 [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
                 reason,
             )
-                .into_response()
+                .into_response();
+        }
+    };
+    let now = Instant::now();
+    let now_ms = now_ms();
+    let mut registry = core.lock();
+    let id = reg.instance_id.clone();
+    let existing = find_view(&registry, Some(&app), &id);
+    if let Some(old) = &existing {
+        if old.last_dirty_ms > reg.side.last_dirty_ms {
+            registry.eureka_renew(&app, &id, now, now_ms);
+            return StatusCode::NO_CONTENT.into_response();
         }
     }
+    let incoming = reg.side.overridden_status.clone();
+    if incoming != "UNKNOWN" && registry.eureka.override_of(&id, now).is_none() {
+        registry.eureka.set_override(&id, &incoming, now);
+    }
+    let override_status = registry.eureka.override_of(&id, now);
+    if let Some(o) = &override_status {
+        reg.side.overridden_status = o.clone();
+    }
+    let status = effective_status(
+        &reg.side.status,
+        override_status.as_deref(),
+        existing.as_ref().map(|v| v.status.as_str()),
+    );
+    reg.body.status = eureka_to_sc_status(&status).to_string();
+    reg.side.status = status;
+    registry
+        .eureka
+        .note_registered(&app, &id, existing.is_none());
+    registry.eureka_register(&app, reg, now, now_ms);
+    StatusCode::NO_CONTENT.into_response()
 }
 
-async fn renew(State(core): State<Core>, Path((app, id)): Path<(String, String)>) -> StatusCode {
-    if core
-        .lock()
-        .eureka_renew(&app.to_ascii_uppercase(), &id, Instant::now(), now_ms())
-    {
-        StatusCode::OK
-    } else {
-        StatusCode::NOT_FOUND
+/// `PUT /apps/{APP}/{id}[?status=&lastDirtyTimestamp=]`: 200, or 404 (unknown; evaluated
+/// status `UNKNOWN`; the client's `lastDirtyTimestamp` newer than ours) so the client
+/// re-registers. The `status` parameter is ignored, as Netflix does.
+async fn renew(
+    State(core): State<Core>,
+    Path((app, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> StatusCode {
+    let app = app.to_ascii_uppercase();
+    let now = Instant::now();
+    let now_ms = now_ms();
+    let mut reg = core.lock();
+    let Some(v) = find_view(&reg, Some(&app), &id) else {
+        return StatusCode::NOT_FOUND;
+    };
+    let override_status = reg.eureka.override_of(&id, now);
+    let status = effective_status(&v.status, override_status.as_deref(), Some(&v.status));
+    if status == "UNKNOWN" {
+        return StatusCode::NOT_FOUND;
     }
+    if status != v.status {
+        let overridden = override_status.unwrap_or_else(|| v.overridden_status.clone());
+        reg.eureka_set_status(&app, &id, &status, &overridden, None, now_ms);
+    }
+    if !reg.eureka_renew(&app, &id, now, now_ms) {
+        return StatusCode::NOT_FOUND;
+    }
+    reg.eureka.note_renewed(now);
+    let client_dirty = query
+        .get("lastDirtyTimestamp")
+        .and_then(|t| t.trim().parse::<i64>().ok());
+    if client_dirty.is_some_and(|t| t > v.last_dirty_ms) {
+        return StatusCode::NOT_FOUND;
+    }
+    StatusCode::OK
 }
 
 async fn cancel(State(core): State<Core>, Path((app, id)): Path<(String, String)>) -> StatusCode {
-    if core.lock().eureka_cancel(&app.to_ascii_uppercase(), &id) {
+    let mut reg = core.lock();
+    if reg.eureka_cancel(&app.to_ascii_uppercase(), &id) {
+        reg.eureka.note_cancelled(&id);
         StatusCode::OK
     } else {
         StatusCode::NOT_FOUND
     }
+}
+
+const STATUSES: [&str; 5] = ["UP", "DOWN", "STARTING", "OUT_OF_SERVICE", "UNKNOWN"];
+
+/// `PUT /apps/{APP}/{id}/status?value=S[&lastDirtyTimestamp=T]`: an operator override. 200
+/// (a no-op when the instance already has that status); 404 unknown; 500 when `value` is
+/// missing or not an exact status name (Netflix `InstanceResource.statusUpdate`).
+async fn put_status(
+    State(core): State<Core>,
+    Path((app, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> StatusCode {
+    let app = app.to_ascii_uppercase();
+    let Some(value) = query
+        .get("value")
+        .filter(|v| STATUSES.contains(&v.as_str()))
+    else {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    let now = Instant::now();
+    let now_ms = now_ms();
+    let mut reg = core.lock();
+    let Some(v) = find_view(&reg, Some(&app), &id) else {
+        return StatusCode::NOT_FOUND;
+    };
+    if v.status != *value {
+        let dirty = query
+            .get("lastDirtyTimestamp")
+            .and_then(|t| t.trim().parse::<i64>().ok());
+        reg.eureka_renew(&app, &id, now, now_ms);
+        reg.eureka.set_override(&id, value, now);
+        reg.eureka_set_status(&app, &id, value, value, dirty, now_ms);
+    }
+    StatusCode::OK
+}
+
+/// `DELETE /apps/{APP}/{id}/status[?value=S]`: removes the override; the status becomes
+/// `value`, else `UNKNOWN` (the client's next heartbeat then answers 404 and it registers
+/// its own status again). 200 also when there was no override; 404 unknown; 500 bad value.
+async fn delete_status(
+    State(core): State<Core>,
+    Path((app, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> StatusCode {
+    let app = app.to_ascii_uppercase();
+    let value = match query.get("value") {
+        Some(v) if STATUSES.contains(&v.as_str()) => v.clone(),
+        Some(_) => return StatusCode::INTERNAL_SERVER_ERROR,
+        None => "UNKNOWN".to_owned(),
+    };
+    let mut reg = core.lock();
+    if find_view(&reg, Some(&app), &id).is_none() {
+        return StatusCode::NOT_FOUND;
+    }
+    if reg.eureka.remove_override(&id).is_some() {
+        let dirty = query
+            .get("lastDirtyTimestamp")
+            .and_then(|t| t.trim().parse::<i64>().ok());
+        reg.eureka_set_status(&app, &id, &value, "UNKNOWN", dirty, now_ms());
+    }
+    StatusCode::OK
+}
+
+/// `PUT /apps/{APP}/{id}/metadata?k=v...`: puts each parameter into the instance's metadata
+/// (other keys kept) and counts as a new registration (`ADDED` in the delta, lease renewed).
+async fn put_metadata(
+    State(core): State<Core>,
+    Path((app, id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> StatusCode {
+    let app = app.to_ascii_uppercase();
+    let now = Instant::now();
+    let now_ms = now_ms();
+    let mut reg = core.lock();
+    let Some((service_id, mut properties)) = reg
+        .eureka_instance(&app, &id)
+        .map(|(s, r)| (s.service_id.clone(), r.body.properties.clone()))
+    else {
+        return StatusCode::NOT_FOUND;
+    };
+    let mut given = HashSet::new();
+    for (k, v) in form_pairs(query.as_deref().unwrap_or("")) {
+        // First value wins per key, as Netflix reads the parameters.
+        if given.insert(k.clone()) {
+            properties.insert(k, v);
+        }
+    }
+    if reg
+        .set_instance_properties(
+            DEFAULT_TENANT,
+            DEFAULT_TENANT,
+            &service_id,
+            &id,
+            properties,
+            now_ms,
+        )
+        .is_err()
+    {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    reg.eureka_renew(&app, &id, now, now_ms);
+    reg.eureka.note_registered(&app, &id, false);
+    StatusCode::OK
+}
+
+/// `a=1&b=x%20y` → [("a", "1"), ("b", "x y")] (`+` is a space).
+fn form_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (form_decode(k), form_decode(v))
+        })
+        .collect()
+}
+
+fn form_decode(s: &str) -> String {
+    let s = s.replace('+', " ");
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -1027,6 +1310,313 @@ mod tests {
         let (s, text) = call(&core, "POST", "/eureka/apps/B", &[], JSON_REG).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert!(text.starts_with("Mismatched appName"));
+    }
+
+    async fn json_get(core: &Core, uri: &str) -> Value {
+        let (s, body) = call(core, "GET", uri, &[("accept", "application/json")], "").await;
+        assert_eq!(s, StatusCode::OK, "{uri}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn reg_body(id: &str, status: &str, vip: &str) -> String {
+        json!({"instance": {"instanceId": id, "hostName": "h", "app": "ACC", "ipAddr": "10.0.0.1",
+            "status": status, "port": {"$": 9090, "@enabled": "true"},
+            "dataCenterInfo": {"name": "MyOwn"}, "vipAddress": vip, "secureVipAddress": "acc-s",
+            "lastDirtyTimestamp": "1000"}})
+        .to_string()
+    }
+
+    async fn post(core: &Core, body: &str) {
+        let (s, text) = call(
+            core,
+            "POST",
+            "/eureka/apps/ACC",
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{text}");
+    }
+
+    fn status_of(doc: &Value) -> String {
+        doc["instance"]["status"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn the_delta_lists_added_modified_and_deleted_with_a_moving_version() {
+        let core = Core::new();
+        let empty = json_get(&core, "/eureka/apps/delta").await;
+        assert_eq!(empty["applications"]["application"], json!([]));
+        let v0 = empty["applications"]["versions__delta"].clone();
+        post(&core, &reg_body("i1", "UP", "acc")).await;
+        post(&core, &reg_body("i2", "UP", "acc")).await;
+        let d = json_get(&core, "/eureka/apps/delta").await;
+        assert_ne!(d["applications"]["versions__delta"], v0);
+        assert_eq!(d["applications"]["apps__hashcode"], "UP_2_");
+        let inst = d["applications"]["application"][0]["instance"]
+            .as_array()
+            .unwrap();
+        assert_eq!(inst.len(), 2);
+        assert!(inst.iter().all(|i| i["actionType"] == "ADDED"));
+        // Renewals add nothing: the version stays.
+        let v1 = d["applications"]["versions__delta"].clone();
+        let (s, _) = call(&core, "PUT", "/eureka/apps/ACC/i1", &[], "").await;
+        assert_eq!(s, StatusCode::OK);
+        let d = json_get(&core, "/eureka/apps/delta").await;
+        assert_eq!(d["applications"]["versions__delta"], v1);
+        // An override is MODIFIED, a cancel DELETED (with its last status).
+        let (s, _) = call(
+            &core,
+            "PUT",
+            "/eureka/apps/ACC/i1/status?value=OUT_OF_SERVICE",
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _) = call(&core, "DELETE", "/eureka/apps/ACC/i2", &[], "").await;
+        assert_eq!(s, StatusCode::OK);
+        let d = json_get(&core, "/eureka/apps/delta").await;
+        assert_ne!(d["applications"]["versions__delta"], v1);
+        assert_eq!(d["applications"]["apps__hashcode"], "OUT_OF_SERVICE_1_");
+        let inst = &d["applications"]["application"][0]["instance"];
+        assert_eq!(inst[0]["actionType"], "MODIFIED");
+        assert_eq!(inst[0]["status"], "OUT_OF_SERVICE");
+        assert_eq!(inst[0]["overriddenStatus"], "OUT_OF_SERVICE");
+        assert_eq!(inst[1]["actionType"], "DELETED");
+        // XML: the same, with the root py-eureka-client needs.
+        let (_, xml) = call(&core, "GET", "/eureka/apps/delta", &[], "").await;
+        assert!(xml.starts_with("<applications>"), "{xml}");
+        assert!(xml.contains("<actionType>DELETED</actionType>"), "{xml}");
+    }
+
+    #[tokio::test]
+    async fn an_override_sticks_until_removed_and_removal_makes_the_client_register_again() {
+        let core = Core::new();
+        post(&core, &reg_body("i1", "UP", "acc")).await;
+        let (s, _) = call(
+            &core,
+            "PUT",
+            "/eureka/apps/ACC/i1/status?value=bogus",
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+        let (s, _) = call(
+            &core,
+            "PUT",
+            "/eureka/apps/ACC/nope/status?value=UP",
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _) = call(
+            &core,
+            "PUT",
+            "/eureka/apps/ACC/i1/status?value=OUT_OF_SERVICE",
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        // Heartbeats and a re-registration with UP keep the override.
+        let (s, _) = call(&core, "PUT", "/eureka/apps/ACC/i1?status=UP", &[], "").await;
+        assert_eq!(s, StatusCode::OK);
+        post(&core, &reg_body("i1", "UP", "acc")).await;
+        let doc = json_get(&core, "/eureka/apps/ACC/i1").await;
+        assert_eq!(status_of(&doc), "OUT_OF_SERVICE");
+        assert_eq!(doc["instance"]["overriddenStatus"], "OUT_OF_SERVICE");
+        // A client reporting DOWN wins over the override.
+        post(&core, &reg_body("i1", "DOWN", "acc")).await;
+        assert_eq!(
+            status_of(&json_get(&core, "/eureka/apps/ACC/i1").await),
+            "DOWN"
+        );
+        post(&core, &reg_body("i1", "UP", "acc")).await;
+        assert_eq!(
+            status_of(&json_get(&core, "/eureka/apps/ACC/i1").await),
+            "OUT_OF_SERVICE"
+        );
+        // Removal without a value: UNKNOWN, the next heartbeat is 404, the client registers
+        // again and its own UP comes back.
+        let (s, _) = call(&core, "DELETE", "/eureka/apps/ACC/i1/status", &[], "").await;
+        assert_eq!(s, StatusCode::OK);
+        let doc = json_get(&core, "/eureka/apps/ACC/i1").await;
+        assert_eq!(status_of(&doc), "UNKNOWN");
+        assert_eq!(doc["instance"]["overriddenStatus"], "UNKNOWN");
+        let (s, _) = call(&core, "PUT", "/eureka/apps/ACC/i1", &[], "").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        post(&core, &reg_body("i1", "UP", "acc")).await;
+        assert_eq!(
+            status_of(&json_get(&core, "/eureka/apps/ACC/i1").await),
+            "UP"
+        );
+        let (s, _) = call(&core, "PUT", "/eureka/apps/ACC/i1", &[], "").await;
+        assert_eq!(s, StatusCode::OK);
+        // Removal with a value sets it at once; removal without an override is a 200 no-op.
+        let (s, _) = call(
+            &core,
+            "DELETE",
+            "/eureka/apps/ACC/i1/status?value=UP",
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(
+            status_of(&json_get(&core, "/eureka/apps/ACC/i1").await),
+            "UP"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_newer_client_dirty_timestamp_makes_the_renew_404() {
+        let core = Core::new();
+        post(&core, &reg_body("i1", "UP", "acc")).await;
+        let (s, _) = call(
+            &core,
+            "PUT",
+            "/eureka/apps/ACC/i1?lastDirtyTimestamp=1000",
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _) = call(
+            &core,
+            "PUT",
+            "/eureka/apps/ACC/i1?lastDirtyTimestamp=2000",
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn metadata_updates_vips_and_gzip() {
+        let core = Core::new();
+        post(&core, &reg_body("i1", "UP", "acc,acc-alias")).await;
+        post(&core, &reg_body("i2", "UP", "other")).await;
+        let (s, _) = call(
+            &core,
+            "PUT",
+            "/eureka/apps/ACC/i1/metadata?zone=z%201&zone=ignored&k2=v",
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let doc = json_get(&core, "/eureka/v2/apps/ACC/i1").await;
+        assert_eq!(
+            doc["instance"]["metadata"],
+            json!({"zone": "z 1", "k2": "v"})
+        );
+        let (s, _) = call(&core, "PUT", "/eureka/apps/ACC/nope/metadata?a=b", &[], "").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let vip = json_get(&core, "/eureka/vips/acc-alias").await;
+        assert_eq!(vip["applications"]["versions__delta"], "-1");
+        assert_eq!(vip["applications"]["apps__hashcode"], "UP_1_");
+        assert_eq!(
+            vip["applications"]["application"][0]["instance"][0]["instanceId"],
+            "i1"
+        );
+        let svip = json_get(&core, "/eureka/svips/acc-s").await;
+        assert_eq!(svip["applications"]["apps__hashcode"], "UP_2_");
+        let none = json_get(&core, "/eureka/vips/acc-").await;
+        assert_eq!(none["applications"]["application"], json!([]));
+        let (_, xml) = call(&core, "GET", "/eureka/vips/other", &[], "").await;
+        assert!(xml.contains("<instanceId>i2</instanceId>"), "{xml}");
+        // gzip on /apps when asked.
+        let req = Request::builder()
+            .uri("/eureka/apps/")
+            .header("accept-encoding", "gzip, deflate")
+            .body(Body::empty())
+            .unwrap();
+        let resp = super::super::router(core.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["content-encoding"], "gzip");
+    }
+
+    #[tokio::test]
+    async fn a_v4_instance_with_reserved_eureka_properties_shows_its_eureka_fields() {
+        let core = Core::new();
+        let (sid, _) = core
+            .lock()
+            .create_service(
+                "default",
+                "default",
+                MicroService {
+                    app_id: "eureka".into(),
+                    service_name: "svc".into(),
+                    version: "0.0.1".into(),
+                    ..MicroService::default()
+                },
+                now_ms(),
+            )
+            .unwrap();
+        let props: Props = [
+            (keys::VIP_ADDRESS, "svc-vip"),
+            (keys::STATUS_PAGE_URL, "http://10.0.0.9:80/info"),
+            (keys::HOST_NAME, "node9.example"),
+            (keys::DATA_CENTER_NAME, "Amazon"),
+            ("eureka.dataCenterInfo.metadata.instance-id", "i-9"),
+            (keys::OVERRIDDEN_STATUS, "OUT_OF_SERVICE"),
+            (keys::SECURE_PORT, "8443"),
+            ("zone", "z9"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        core.lock()
+            .register_instance(
+                "default",
+                "default",
+                &sid,
+                MicroServiceInstance {
+                    instance_id: "x9".into(),
+                    host_name: "node9".into(),
+                    endpoints: vec!["rest://10.0.0.9:80".into()],
+                    properties: props,
+                    ..MicroServiceInstance::default()
+                },
+                Instant::now(),
+                now_ms(),
+            )
+            .unwrap();
+        let doc = json_get(&core, "/eureka/apps/SVC/x9").await;
+        let i = &doc["instance"];
+        assert_eq!(i["vipAddress"], "svc-vip");
+        assert!(i.get("secureVipAddress").is_none());
+        assert_eq!(i["statusPageUrl"], "http://10.0.0.9:80/info");
+        assert_eq!(i["hostName"], "node9.example");
+        assert_eq!(i["dataCenterInfo"]["@class"], AMAZON_DC_CLASS);
+        assert_eq!(i["dataCenterInfo"]["metadata"]["instance-id"], "i-9");
+        assert_eq!(i["overriddenStatus"], "OUT_OF_SERVICE");
+        assert_eq!(i["securePort"], json!({"$": 8443, "@enabled": "false"}));
+        assert_eq!(i["metadata"], json!({"zone": "z9"}));
+    }
+
+    #[test]
+    fn override_rules_match_netflix() {
+        assert_eq!(
+            effective_status("DOWN", Some("OUT_OF_SERVICE"), Some("UP")),
+            "DOWN"
+        );
+        assert_eq!(
+            effective_status("UP", Some("OUT_OF_SERVICE"), None),
+            "OUT_OF_SERVICE"
+        );
+        assert_eq!(
+            effective_status("UP", None, Some("OUT_OF_SERVICE")),
+            "OUT_OF_SERVICE"
+        );
+        assert_eq!(effective_status("UP", None, Some("STARTING")), "UP");
+        assert_eq!(effective_status("UNKNOWN", None, Some("UP")), "UNKNOWN");
     }
 
     #[test]

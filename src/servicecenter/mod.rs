@@ -4,7 +4,8 @@
 //!
 //! Layers (DESIGN.md decision 7): HTTP API ([`v4`], [`eureka`]) → metadata
 //! service ([`registry`]: rules, validation, leases) → in-memory indexes (inside
-//! [`registry::Registry`]). Storage is memory only for now.
+//! [`registry::Registry`]) → storage adaptor ([`store`]: embedded redb file, or etcd;
+//! [`Core::new`] is memory only, [`Core::open`] loads from and writes to a store).
 //!
 //! One registry serves both APIs: an app registered through `/eureka` is the
 //! microservice (`default`/`default`, appId `eureka`, lower-case serviceName,
@@ -16,10 +17,20 @@
 //!
 //! Main types: [`Core`] (shared state), [`router`] (the HTTP API), [`serve`].
 
+pub mod dependencies;
+pub mod discovery;
 pub mod error;
 pub mod eureka;
+pub mod eureka_registry;
+pub mod govern;
+pub mod records;
 pub mod registry;
+pub mod rules;
+pub mod schemas;
+pub mod store;
+pub mod tags;
 pub mod v4;
+pub mod watch;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -38,12 +49,47 @@ const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Clone, Default)]
 pub struct Core {
     registry: Arc<Mutex<Registry>>,
+    /// The storage adaptor; `None` for a memory-only core. Its writer (and, for etcd, its
+    /// watch) runs inside [`serve`].
+    store: Option<Arc<store::Backend>>,
 }
 
 impl Core {
-    /// An empty registry.
+    /// An empty, memory-only registry.
     pub fn new() -> Core {
         Core::default()
+    }
+
+    /// A registry kept in the store of `config`, loaded from it first (memory only for
+    /// [`store::StoreConfig::Memory`]). Changes are written, and for etcd other cores'
+    /// changes followed, while [`serve`] runs.
+    ///
+    /// # Errors
+    /// [`store::StoreError`] when the store cannot be opened or read (data directory in
+    /// use by another process, etcd unreachable, ...).
+    pub async fn open(config: store::StoreConfig) -> Result<Core, store::StoreError> {
+        let Some(backend) = store::Backend::open(&config).await? else {
+            return Ok(Core::new());
+        };
+        let core = Core {
+            registry: Arc::default(),
+            store: Some(Arc::new(backend)),
+        };
+        if let Some(backend) = &core.store {
+            store::restore(&core, backend).await?;
+        }
+        Ok(core)
+    }
+
+    /// Writes every change noted so far to the store now (no-op without a store).
+    ///
+    /// # Errors
+    /// The store's error; the changes stay noted for the next attempt.
+    pub async fn flush(&self) -> Result<(), store::StoreError> {
+        match &self.store {
+            Some(backend) => store::flush(self, backend, true).await.map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     /// Locks the registry for one synchronous operation.
@@ -62,7 +108,21 @@ impl Core {
 
     /// Removes instances whose lease ended; returns how many.
     pub fn expire_leases(&self) -> usize {
-        self.lock().expire(Instant::now())
+        let mut reg = self.lock();
+        let now = Instant::now();
+        // Eureka self-preservation (off by default) may hold evictions back.
+        let n = if reg.eureka.evictions_allowed(now) {
+            reg.expire(now)
+        } else {
+            0
+        };
+        eureka::tick(&mut reg, now);
+        n
+    }
+
+    /// Turns Eureka self-preservation on or off (off by default; `eureka_registry.rs`).
+    pub fn set_eureka_self_preservation(&self, on: bool) {
+        self.lock().eureka.set_self_preservation(on);
     }
 }
 
@@ -85,6 +145,31 @@ pub async fn serve(
     tracing::info!(%addr, "service-center core listening");
     // A child token: stopping the expiry task must not cancel the caller's token.
     let stop = shutdown.child_token();
+    let mut watch = None;
+    let mut writer = None;
+    if let Some(backend) = core.store.clone() {
+        if let store::Backend::Etcd(etcd) = &*backend {
+            watch = Some(tokio::spawn(store::etcd::run_watch(
+                core.clone(),
+                (**etcd).clone(),
+                stop.clone(),
+            )));
+        }
+        // Its own token, cancelled after the HTTP server stopped: the last requests'
+        // changes are written too.
+        let writer_stop = CancellationToken::new();
+        let task = tokio::spawn(store::run_writer(
+            core.clone(),
+            backend,
+            writer_stop.clone(),
+        ));
+        writer = Some((writer_stop, task));
+    }
+    // With etcd, etcd expires leases (and every core sees it through the watch).
+    let local_expiry = core
+        .store
+        .as_ref()
+        .is_none_or(|b| b.expires_leases_locally());
     let expiry = {
         let core = core.clone();
         let shutdown = stop.clone();
@@ -94,7 +179,7 @@ pub async fn serve(
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => {
+                    _ = tick.tick(), if local_expiry => {
                         let n = core.expire_leases();
                         if n > 0 {
                             tracing::debug!(expired = n, "instance leases expired");
@@ -104,11 +189,24 @@ pub async fn serve(
             }
         })
     };
+    // Small request/response pairs: Nagle's algorithm would add delayed-ACK stalls (~40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let result = axum::serve(listener, router(core))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
     stop.cancel();
     let _ = expiry.await;
+    if let Some((writer_stop, task)) = writer {
+        writer_stop.cancel();
+        let _ = task.await;
+    }
+    if let Some(task) = watch {
+        let _ = task.await;
+    }
     tracing::info!(%addr, "service-center core stopped");
     result
 }

@@ -13,7 +13,8 @@
 //! - `by_key`: (domain, project, env, appId, serviceName, version) → serviceId;
 //! - `by_name`: the same key without version → the serviceIds of every version;
 //! - `by_app`: Eureka app name → serviceIds in default/default;
-//! - `leases`: (deadline, serviceId, instanceId), ordered, for expiry.
+//! - `leases`: (deadline, serviceId, instanceId), ordered, for expiry; lazily kept (an
+//!   entry may predate a renewal: `expire` requeues it at the record's deadline).
 //!
 //! Every function here is synchronous and takes `now` from the caller; the
 //! caller holds the lock only for the call (never across `.await`).
@@ -29,6 +30,7 @@ use super::error::{
     ScError, DEPLOYED_INSTANCE, INSTANCE_NOT_EXISTS, SERVICE_ALREADY_EXISTS, SERVICE_NOT_EXISTS,
     SERVICE_VERSION_NOT_EXISTS,
 };
+use super::store::{keys, Journal, Mark, Taken, Write};
 
 /// A string map (service/instance `properties`, Eureka `metadata`).
 pub type Props = BTreeMap<String, String>;
@@ -289,6 +291,20 @@ pub struct Registry {
     by_app: HashMap<String, BTreeSet<String>>,
     leases: BTreeSet<(Instant, String, String)>,
     revision: u64,
+    /// Changes not yet written to the store (see `store/mod.rs`); inert without a store.
+    pub(crate) journal: Journal,
+    /// Schemas and their summaries per service (`schemas.rs`).
+    pub(crate) schemas: super::schemas::Schemas,
+    /// Tags per service (`tags.rs`).
+    pub(crate) tags: super::tags::Tags,
+    /// Black and white list rules per service (`rules.rs`).
+    pub(crate) rules: super::rules::Rules,
+    /// Consumer → provider dependency rules (`dependencies.rs`).
+    pub(crate) dependencies: super::dependencies::Dependencies,
+    /// Wakes the watchers on every revision bump (`watch.rs`).
+    pub(crate) changes: super::watch::ChangeFeed,
+    /// Eureka-only state: delta queue, status overrides, self-preservation (`eureka_registry.rs`).
+    pub(crate) eureka: super::eureka_registry::EurekaState,
 }
 
 /// Wall-clock now in ms since the epoch.
@@ -584,8 +600,9 @@ impl Registry {
         self.revision
     }
 
-    fn bump(&mut self) {
+    pub(crate) fn bump(&mut self) {
         self.revision += 1;
+        self.changes.notify(self.revision);
     }
 
     /// Creates a microservice, or returns the id of the one with the same key.
@@ -665,6 +682,7 @@ impl Registry {
                 instances: BTreeMap::new(),
             },
         );
+        self.mark_service(&id);
         self.bump();
         Ok((id, true))
     }
@@ -678,6 +696,27 @@ impl Registry {
             .get(id)
             .filter(|e| e.domain == domain && e.project == project)
             .ok_or_else(|| ScError::new(SERVICE_NOT_EXISTS, format!("service {id} does not exist")))
+    }
+
+    /// Changes fields of a service that are not part of its key (properties, schemas, ...),
+    /// sets `modTimestamp`, notes it for the store and bumps the revision.
+    ///
+    /// # Errors
+    /// 400012 when it does not exist in this tenant.
+    pub(crate) fn update_service(
+        &mut self,
+        domain: &str,
+        project: &str,
+        id: &str,
+        now_ms: i64,
+        change: impl FnOnce(&mut MicroService),
+    ) -> Result<(), ScError> {
+        let entry = self.service_mut(domain, project, id)?;
+        change(&mut entry.service);
+        entry.service.mod_timestamp = secs(now_ms);
+        self.mark_service(id);
+        self.bump();
+        Ok(())
     }
 
     fn service_mut(
@@ -702,6 +741,11 @@ impl Registry {
             .collect();
         out.sort_by(|a, b| a.service_id.cmp(&b.service_id));
         out
+    }
+
+    /// The service `id`, whatever its tenant.
+    pub(crate) fn entry(&self, id: &str) -> Option<&ServiceEntry> {
+        self.services.get(id)
     }
 
     /// Every service in every tenant (for the admin dump).
@@ -730,6 +774,7 @@ impl Registry {
         let Some(entry) = self.services.remove(id) else {
             return Ok(());
         };
+        self.journal.mark(service_mark(&entry));
         for (iid, rec) in &entry.instances {
             self.leases
                 .remove(&(rec.deadline, id.to_string(), iid.clone()));
@@ -765,7 +810,7 @@ impl Registry {
     ///
     /// # Errors
     /// 400001 bad rule; 400012 when no service has this name, or no exact version.
-    fn resolve(&self, name_key: &NameKey, rule: &str) -> Result<Vec<String>, ScError> {
+    pub(crate) fn resolve(&self, name_key: &NameKey, rule: &str) -> Result<Vec<String>, ScError> {
         let rule = VersionRule::parse(rule)
             .ok_or_else(|| ScError::invalid(format!("Invalid version '{rule}'")))?;
         let not_found = || {
@@ -962,6 +1007,7 @@ impl Registry {
             self.leases
                 .remove(&(old.deadline, service_id.to_string(), iid.clone()));
         }
+        self.journal.instance(service_id, &iid);
         self.leases.insert((deadline, service_id.to_string(), iid));
         self.bump();
     }
@@ -975,14 +1021,11 @@ impl Registry {
         else {
             return false;
         };
-        let old = rec.deadline;
+        // Lazy: the `leases` entry keeps the old deadline and `expire` moves it when it
+        // comes due, so a heartbeat costs no allocation and no ordered-set update.
         rec.deadline = now + Duration::from_secs(rec.ttl_secs);
         rec.renewed_ms = now_ms;
-        let new = rec.deadline;
-        self.leases
-            .remove(&(old, service_id.to_string(), instance_id.to_string()));
-        self.leases
-            .insert((new, service_id.to_string(), instance_id.to_string()));
+        self.journal.renewed(service_id, instance_id);
         true
     }
 
@@ -1066,6 +1109,7 @@ impl Registry {
             service_id.to_string(),
             instance_id.to_string(),
         ));
+        self.journal.instance(service_id, instance_id);
         self.bump();
         Ok(())
     }
@@ -1102,6 +1146,7 @@ impl Registry {
         if let Some(side) = rec.eureka.as_mut() {
             side.status = sc_to_eureka_status(status).to_string();
         }
+        self.journal.instance(service_id, instance_id);
         self.bump();
         Ok(())
     }
@@ -1128,6 +1173,7 @@ impl Registry {
         rec.body.properties = properties;
         rec.body.mod_timestamp = secs(now_ms);
         rec.updated_ms = now_ms;
+        self.journal.instance(service_id, instance_id);
         self.bump();
         Ok(())
     }
@@ -1145,7 +1191,13 @@ impl Registry {
                 break;
             };
             if let Some(entry) = self.services.get_mut(&sid) {
+                // Renewed since this entry was made (see `renew`): requeue at the new deadline.
+                if let Some(rec) = entry.instances.get(&iid).filter(|r| r.deadline > now) {
+                    self.leases.insert((rec.deadline, sid, iid));
+                    continue;
+                }
                 if entry.instances.remove(&iid).is_some() {
+                    self.journal.instance(&sid, &iid);
                     tracing::debug!(service_id = %sid, instance_id = %iid, "instance lease expired");
                     n += 1;
                 }
@@ -1218,6 +1270,7 @@ impl Registry {
                         instances: BTreeMap::new(),
                     },
                 );
+                self.mark_service(&id);
                 id
             }
         };
@@ -1231,6 +1284,7 @@ impl Registry {
                 {
                     self.leases
                         .remove(&(rec.deadline, other.clone(), reg.instance_id.clone()));
+                    self.journal.instance(&other, &reg.instance_id);
                 }
             }
         }
@@ -1280,6 +1334,44 @@ impl Registry {
         }
     }
 
+    /// Sets the Eureka `status` (and, for instances registered through `/eureka`,
+    /// `overriddenStatus`, and `lastDirtyTimestamp` raised to `dirty_ms`) of an instance of
+    /// app `app`; the SC status follows (`UNKNOWN` → `DOWN`). False when unknown. Used by the
+    /// status override rules (`eureka.rs`).
+    pub fn eureka_set_status(
+        &mut self,
+        app: &str,
+        id: &str,
+        status: &str,
+        overridden: &str,
+        dirty_ms: Option<i64>,
+        now_ms: i64,
+    ) -> bool {
+        let Some(sid) = self.eureka_locate(app, id) else {
+            return false;
+        };
+        let Some(rec) = self
+            .services
+            .get_mut(&sid)
+            .and_then(|e| e.instances.get_mut(id))
+        else {
+            return false;
+        };
+        rec.body.status = eureka_to_sc_status(status).to_string();
+        rec.body.mod_timestamp = secs(now_ms);
+        rec.updated_ms = now_ms;
+        if let Some(side) = rec.eureka.as_mut() {
+            side.status = status.to_string();
+            side.overridden_status = overridden.to_string();
+            if let Some(d) = dirty_ms {
+                side.last_dirty_ms = side.last_dirty_ms.max(d);
+            }
+        }
+        self.journal.instance(&sid, id);
+        self.bump();
+        true
+    }
+
     /// Cancels a Eureka instance; false when unknown.
     pub fn eureka_cancel(&mut self, app: &str, id: &str) -> bool {
         let Some(sid) = self.eureka_locate(app, id) else {
@@ -1327,6 +1419,431 @@ impl Registry {
         names
             .into_iter()
             .find_map(|app| self.eureka_instance(app, id))
+    }
+}
+
+// ---- persistence: the registry's side of the store (see `store/mod.rs`) ----------------
+
+/// The journal mark of a service entry (with its index key, deleted with it).
+fn service_mark(e: &ServiceEntry) -> Mark {
+    let s = &e.service;
+    Mark::Service {
+        domain: e.domain.clone(),
+        project: e.project.clone(),
+        service_id: s.service_id.clone(),
+        index: keys::service_index(
+            &e.domain,
+            &e.project,
+            &s.environment,
+            &s.app_id,
+            &s.service_name,
+            &s.version,
+        ),
+    }
+}
+
+/// An instance body's lease length: `interval × (times + 1)` seconds, 120 without a health check.
+fn body_ttl_secs(b: &MicroServiceInstance) -> u64 {
+    b.health_check
+        .as_ref()
+        .and_then(|hc| u64::try_from(hc.interval.saturating_mul(hc.times.saturating_add(1))).ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(120)
+}
+
+/// Unix seconds as text (a stored timestamp) → ms; `default` when unreadable.
+fn stored_ms(secs_text: &str, default: i64) -> i64 {
+    secs_text
+        .parse::<i64>()
+        .map_or(default, |s| s.saturating_mul(1000))
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl Registry {
+    /// Notes a created or changed service for the store.
+    pub(crate) fn mark_service(&mut self, id: &str) {
+        if let Some(e) = self.services.get(id) {
+            let mark = service_mark(e);
+            self.journal.mark(mark);
+        }
+    }
+
+    /// Takes the journal's marks (renewals too when `leases`) and reads the marked records'
+    /// current values: one batch for the store, deletes first, then puts and renewals.
+    pub(crate) fn take_writes(&mut self, leases: bool) -> (Vec<Write>, Taken) {
+        let taken = self.journal.take(leases);
+        let now = Instant::now();
+        let wall = now_ms();
+        let deadline_ms = |d: Instant| -> i64 {
+            if d >= now {
+                wall.saturating_add(i64::try_from((d - now).as_millis()).unwrap_or(i64::MAX))
+            } else {
+                wall.saturating_sub(i64::try_from((now - d).as_millis()).unwrap_or(0))
+            }
+        };
+        let mut deletes = Vec::new();
+        let mut puts = Vec::with_capacity(taken.changed.len());
+        for mark in &taken.changed {
+            match mark {
+                Mark::Service {
+                    domain,
+                    project,
+                    service_id,
+                    index,
+                } => match self
+                    .services
+                    .get(service_id)
+                    .filter(|e| e.domain == *domain && e.project == *project)
+                {
+                    Some(e) => {
+                        puts.push(Write::Put {
+                            key: keys::service(domain, project, service_id),
+                            value: to_json(&e.service),
+                        });
+                        puts.push(Write::Put {
+                            key: index.clone(),
+                            value: service_id.as_bytes().to_vec(),
+                        });
+                    }
+                    None => {
+                        deletes.push(Write::Delete {
+                            key: keys::service(domain, project, service_id),
+                        });
+                        deletes.push(Write::Delete { key: index.clone() });
+                        deletes.push(Write::DeletePrefix {
+                            prefix: keys::instances_of(domain, project, service_id),
+                        });
+                        deletes.push(Write::DeletePrefix {
+                            prefix: keys::leases_of(domain, project, service_id),
+                        });
+                    }
+                },
+                Mark::Instance {
+                    service_id,
+                    instance_id,
+                } => {
+                    // A deleted service's instances go with it (its own mark).
+                    let Some(e) = self.services.get(service_id) else {
+                        continue;
+                    };
+                    let key = keys::instance(&e.domain, &e.project, service_id, instance_id);
+                    let lease_key = keys::lease(&e.domain, &e.project, service_id, instance_id);
+                    match e.instances.get(instance_id) {
+                        Some(r) => puts.push(Write::PutInstance {
+                            key,
+                            value: to_json(&r.body),
+                            lease_key,
+                            ttl_secs: r.ttl_secs,
+                            deadline_ms: deadline_ms(r.deadline),
+                        }),
+                        None => {
+                            deletes.push(Write::Delete { key });
+                            deletes.push(Write::Delete { key: lease_key });
+                        }
+                    }
+                }
+                Mark::Key(key) => match self.stored_value(key) {
+                    Some(value) => puts.push(Write::Put {
+                        key: key.clone(),
+                        value,
+                    }),
+                    None => deletes.push(Write::Delete { key: key.clone() }),
+                },
+            }
+        }
+        for (sid, ids) in &taken.renewed {
+            let Some(e) = self.services.get(sid) else {
+                continue;
+            };
+            for iid in ids {
+                if let Some(r) = e.instances.get(iid) {
+                    puts.push(Write::Renew {
+                        lease_key: keys::lease(&e.domain, &e.project, sid, iid),
+                        ttl_secs: r.ttl_secs,
+                        deadline_ms: deadline_ms(r.deadline),
+                    });
+                }
+            }
+        }
+        deletes.append(&mut puts);
+        (deletes, taken)
+    }
+
+    /// The stored value of a record marked with [`Mark::Key`] (`None`: it is gone). The
+    /// extension point for record kinds without their own mark (see `store/mod.rs`).
+    pub(crate) fn stored_value(&self, key: &str) -> Option<Vec<u8>> {
+        match keys::parse(key) {
+            keys::Parsed::Service { .. }
+            | keys::Parsed::Index
+            | keys::Parsed::Instance { .. }
+            | keys::Parsed::Lease { .. } => None,
+            // Schemas, tags, rules, dependency rules (`records.rs`).
+            keys::Parsed::Other => super::records::stored_value(self, key),
+        }
+    }
+
+    /// Applies a stored record to the cache (load, etcd watch events): `Some` creates or
+    /// replaces, `None` removes. The journal is not touched (the store already has it).
+    /// Returns whether anything changed; the revision is bumped if so.
+    pub(crate) fn apply_stored(
+        &mut self,
+        key: &str,
+        value: Option<&[u8]>,
+        now: Instant,
+        _now_ms: i64,
+    ) -> bool {
+        let changed = match keys::parse(key) {
+            keys::Parsed::Service {
+                domain,
+                project,
+                service_id,
+            } => match value {
+                Some(v) => match serde_json::from_slice::<MicroService>(v) {
+                    Ok(s) => self.restore_service(domain, project, service_id, s),
+                    Err(e) => {
+                        tracing::warn!(key, error = %e, "unreadable stored service skipped");
+                        false
+                    }
+                },
+                None => self.forget_service(service_id),
+            },
+            keys::Parsed::Instance {
+                domain,
+                project,
+                service_id,
+                instance_id,
+            } => match value {
+                Some(v) => {
+                    self.restore_instance(domain, project, service_id, instance_id, v, None, now)
+                }
+                None => self.forget_instance(service_id, instance_id),
+            },
+            keys::Parsed::Other => super::records::apply(self, key, value),
+            keys::Parsed::Index | keys::Parsed::Lease { .. } => false,
+        };
+        if changed {
+            self.bump();
+        }
+        changed
+    }
+
+    /// Makes the cache hold exactly `records` (an etcd reload): applies them all and
+    /// removes services and instances they do not contain.
+    pub(crate) fn retain_stored(
+        &mut self,
+        records: &[(String, Vec<u8>)],
+        now: Instant,
+        now_ms: i64,
+    ) {
+        let present: std::collections::HashSet<&str> =
+            records.iter().map(|(k, _)| k.as_str()).collect();
+        let gone: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(id, e)| !present.contains(keys::service(&e.domain, &e.project, id).as_str()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.forget_service(&id);
+        }
+        let gone: Vec<(String, String)> = self
+            .services
+            .iter()
+            .flat_map(|(sid, e)| {
+                e.instances.keys().filter_map(|iid| {
+                    let key = keys::instance(&e.domain, &e.project, sid, iid);
+                    (!present.contains(key.as_str())).then(|| (sid.clone(), iid.clone()))
+                })
+            })
+            .collect();
+        for (sid, iid) in gone {
+            self.forget_instance(&sid, &iid);
+        }
+        for (k, v) in records {
+            if let keys::Parsed::Service { .. } = keys::parse(k) {
+                self.apply_stored(k, Some(v), now, now_ms);
+            }
+        }
+        for (k, v) in records {
+            if !matches!(keys::parse(k), keys::Parsed::Service { .. }) {
+                self.apply_stored(k, Some(v), now, now_ms);
+            }
+        }
+        self.bump();
+    }
+
+    /// Inserts or replaces a stored service (indexes rebuilt, instances kept).
+    fn restore_service(
+        &mut self,
+        domain: &str,
+        project: &str,
+        service_id: &str,
+        mut s: MicroService,
+    ) -> bool {
+        s.service_id = service_id.to_string();
+        if let Some(e) = self.services.get(service_id) {
+            if e.service == s && e.domain == domain && e.project == project {
+                return false;
+            }
+        }
+        let instances = match self.services.remove(service_id) {
+            Some(old) => {
+                self.unindex(&old);
+                old.instances
+            }
+            None => BTreeMap::new(),
+        };
+        let name_key: NameKey = (
+            domain.to_string(),
+            project.to_string(),
+            s.environment.clone(),
+            s.app_id.clone(),
+            s.service_name.clone(),
+        );
+        if let Some(app) = mapped_eureka_app(domain, project, &s.service_name) {
+            self.by_app
+                .entry(app)
+                .or_default()
+                .insert(service_id.to_string());
+        }
+        self.by_name
+            .entry(name_key.clone())
+            .or_default()
+            .insert(service_id.to_string());
+        self.by_key
+            .insert((name_key, s.version.clone()), service_id.to_string());
+        self.services.insert(
+            service_id.to_string(),
+            ServiceEntry {
+                domain: domain.to_string(),
+                project: project.to_string(),
+                service: s,
+                instances,
+            },
+        );
+        true
+    }
+
+    /// Removes a service's index entries.
+    fn unindex(&mut self, entry: &ServiceEntry) {
+        let s = &entry.service;
+        let id = &s.service_id;
+        let name_key: NameKey = (
+            entry.domain.clone(),
+            entry.project.clone(),
+            s.environment.clone(),
+            s.app_id.clone(),
+            s.service_name.clone(),
+        );
+        if self.by_key.get(&(name_key.clone(), s.version.clone())) == Some(id) {
+            self.by_key.remove(&(name_key.clone(), s.version.clone()));
+        }
+        if let Some(set) = self.by_name.get_mut(&name_key) {
+            set.remove(id);
+            if set.is_empty() {
+                self.by_name.remove(&name_key);
+            }
+        }
+        if let Some(app) = mapped_eureka_app(&entry.domain, &entry.project, &s.service_name) {
+            if let Some(set) = self.by_app.get_mut(&app) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.by_app.remove(&app);
+                }
+            }
+        }
+    }
+
+    /// Removes a service and its instances from the cache only.
+    fn forget_service(&mut self, id: &str) -> bool {
+        let Some(entry) = self.services.remove(id) else {
+            return false;
+        };
+        for (iid, rec) in &entry.instances {
+            self.leases
+                .remove(&(rec.deadline, id.to_string(), iid.clone()));
+        }
+        self.unindex(&entry);
+        true
+    }
+
+    /// Inserts or replaces a stored instance of a known service. A new one gets the lease
+    /// time `remaining` (default: its whole TTL); a known one keeps its lease and Eureka
+    /// fields. False when the service is unknown, the body unreadable or unchanged.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn restore_instance(
+        &mut self,
+        domain: &str,
+        project: &str,
+        service_id: &str,
+        instance_id: &str,
+        value: &[u8],
+        remaining: Option<Duration>,
+        now: Instant,
+    ) -> bool {
+        let mut body: MicroServiceInstance = match serde_json::from_slice(value) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(service_id, instance_id, error = %e, "unreadable stored instance skipped");
+                return false;
+            }
+        };
+        body.instance_id = instance_id.to_string();
+        body.service_id = service_id.to_string();
+        let Some(entry) = self
+            .services
+            .get_mut(service_id)
+            .filter(|e| e.domain == domain && e.project == project)
+        else {
+            return false;
+        };
+        let ttl_secs = body_ttl_secs(&body);
+        let wall = now_ms();
+        if let Some(rec) = entry.instances.get_mut(instance_id) {
+            if rec.body == body {
+                return false;
+            }
+            rec.updated_ms = stored_ms(&body.mod_timestamp, wall);
+            rec.ttl_secs = ttl_secs;
+            rec.body = body;
+            return true;
+        }
+        let full = Duration::from_secs(ttl_secs);
+        let left = remaining.unwrap_or(full).min(full);
+        let deadline = now + left;
+        let rec = InstanceRecord {
+            registered_ms: stored_ms(&body.timestamp, wall),
+            updated_ms: stored_ms(&body.mod_timestamp, wall),
+            renewed_ms: wall,
+            body,
+            eureka: None,
+            ttl_secs,
+            deadline,
+        };
+        entry.instances.insert(instance_id.to_string(), rec);
+        self.leases
+            .insert((deadline, service_id.to_string(), instance_id.to_string()));
+        true
+    }
+
+    /// Removes an instance from the cache only.
+    fn forget_instance(&mut self, service_id: &str, instance_id: &str) -> bool {
+        let Some(rec) = self
+            .services
+            .get_mut(service_id)
+            .and_then(|e| e.instances.remove(instance_id))
+        else {
+            return false;
+        };
+        self.leases.remove(&(
+            rec.deadline,
+            service_id.to_string(),
+            instance_id.to_string(),
+        ));
+        true
     }
 }
 

@@ -5,6 +5,13 @@
 //! (default `default`), request JSON field names match case-insensitively and
 //! unknown fields are ignored, empty response fields are left out (an empty
 //! find answers `{}`), and errors are [`ScError`] bodies.
+//!
+//! Routes: microservices (create with tags/rules/instances, get, list, properties, delete
+//! one or many), existence (microservice, schema), schemas ([`super::schemas`]), tags
+//! ([`super::tags`]), rules ([`super::rules`]), dependencies ([`super::dependencies`]),
+//! instances (register, get, list, find and batch find ([`super::discovery`]), heartbeat and
+//! batch heartbeats, status, properties, unregister), watch ([`super::watch`]), governance
+//! ([`super::govern`]), version, health and the admin dump.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -13,14 +20,18 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{ScError, FORBIDDEN};
-use super::registry::{now_ms, MicroService, MicroServiceInstance, Props};
+use super::dependencies::{consumers_of, providers_of, DependencyItem};
+use super::discovery::{tag_keys, FindQuery};
+use super::error::{ScError, DEPENDED_ON_BY_CONSUMER, FORBIDDEN, INSTANCE_NOT_EXISTS};
+use super::registry::{now_ms, MicroService, MicroServiceInstance, Props, Registry};
+use super::rules::Rule;
+use super::schemas::SchemaItem;
 use super::Core;
 
 type Query_ = Query<HashMap<String, String>>;
@@ -28,45 +39,61 @@ type Query_ = Query<HashMap<String, String>>;
 /// The v4 routes.
 pub fn router(core: Core) -> Router {
     const P: &str = "/v4/{project}/registry";
+    const S: &str = "/v4/{project}/registry/microservices/{service_id}";
+    const I: &str = "/v4/{project}/registry/microservices/{service_id}/instances/{instance_id}";
     Router::new()
         .route(&format!("{P}/version"), get(version))
         .route(&format!("{P}/health"), get(health))
         .route(
             &format!("{P}/microservices"),
-            get(list_services).post(create_service),
+            get(list_services)
+                .post(create_service)
+                .delete(delete_services),
         )
-        .route(
-            &format!("{P}/microservices/{{service_id}}"),
-            get(get_service).delete(delete_service),
-        )
+        .route(S, get(get_service).delete(delete_service))
+        .route(&format!("{S}/properties"), put(set_service_properties))
         .route(&format!("{P}/existence"), get(existence))
+        .route(&format!("{S}/tags"), post(add_tags).get(get_tags))
         .route(
-            &format!("{P}/microservices/{{service_id}}/instances"),
+            &format!("{S}/tags/{{key}}"),
+            put(update_tag).delete(delete_tags),
+        )
+        .route(&format!("{S}/rules"), post(add_rules).get(get_rules))
+        .route(
+            &format!("{S}/rules/{{rule_id}}"),
+            put(update_rule).delete(delete_rules),
+        )
+        .route(&format!("{S}/schemas"), post(put_schemas).get(get_schemas))
+        .route(
+            &format!("{S}/schemas/{{schema_id}}"),
+            get(get_schema).put(put_schema).delete(delete_schema),
+        )
+        .route(
+            &format!("{P}/dependencies"),
+            post(add_dependencies).put(replace_dependencies),
+        )
+        .route(&format!("{S}/providers"), get(get_providers))
+        .route(&format!("{S}/consumers"), get(get_consumers))
+        .route(
+            &format!("{S}/instances"),
             get(list_instances).post(register_instance),
         )
-        .route(
-            &format!("{P}/microservices/{{service_id}}/instances/{{instance_id}}"),
-            get(get_instance).delete(unregister),
-        )
-        .route(
-            &format!("{P}/microservices/{{service_id}}/instances/{{instance_id}}/heartbeat"),
-            put(heartbeat),
-        )
-        .route(
-            &format!("{P}/microservices/{{service_id}}/instances/{{instance_id}}/status"),
-            put(set_status),
-        )
-        .route(
-            &format!("{P}/microservices/{{service_id}}/instances/{{instance_id}}/properties"),
-            put(set_properties),
-        )
+        .route(I, get(get_instance).delete(unregister))
+        .route(&format!("{I}/heartbeat"), put(heartbeat))
+        .route(&format!("{I}/status"), put(set_status))
+        .route(&format!("{I}/properties"), put(set_properties))
+        .route(&format!("{P}/heartbeats"), put(heartbeats))
         .route(&format!("{P}/instances"), get(find))
+        .route(&format!("{P}/instances/action"), post(batch_find))
+        .route(&format!("{S}/watcher"), get(super::watch::watcher))
+        .route(&format!("{S}/listwatcher"), get(super::watch::listwatcher))
         .route("/v4/{project}/admin/dump", get(dump))
+        .merge(super::govern::routes())
         .with_state(core)
 }
 
 /// The tenant: `X-Domain-Name` (default `default`) and the path's project.
-fn domain(headers: &HeaderMap) -> String {
+pub(crate) fn domain(headers: &HeaderMap) -> String {
     headers
         .get("x-domain-name")
         .and_then(|v| v.to_str().ok())
@@ -76,7 +103,7 @@ fn domain(headers: &HeaderMap) -> String {
 }
 
 /// A 200 JSON reply written like service-center (trailing newline).
-fn json<T: Serialize>(value: &T) -> Response {
+pub(crate) fn json<T: Serialize>(value: &T) -> Response {
     match serde_json::to_string(value) {
         Ok(mut text) => {
             text.push('\n');
@@ -94,7 +121,7 @@ fn json<T: Serialize>(value: &T) -> Response {
 }
 
 /// A 200 reply with an empty body.
-fn empty() -> Response {
+pub(crate) fn empty() -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -110,9 +137,15 @@ const FREE_MAPS: &[&str] = &["properties", "tags", "LBStrategy", "property"];
 /// Canonical field names of request bodies; other spellings are matched case-insensitively.
 const FIELDS: &[&str] = &[
     "service",
+    "services",
+    "serviceIds",
+    "force",
     "instance",
     "instances",
     "rules",
+    "ruleType",
+    "attribute",
+    "pattern",
     "tags",
     "serviceId",
     "appId",
@@ -121,6 +154,12 @@ const FIELDS: &[&str] = &[
     "description",
     "level",
     "schemas",
+    "schemaId",
+    "schema",
+    "summary",
+    "dependencies",
+    "consumer",
+    "providers",
     "paths",
     "path",
     "property",
@@ -146,6 +185,7 @@ const FIELDS: &[&str] = &[
     "url",
     "region",
     "availableZone",
+    "rev",
 ];
 
 /// Renames keys to their canonical spelling and drops `null`s (Go leaves the zero value).
@@ -184,6 +224,12 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ScError> {
 #[derive(Deserialize)]
 struct CreateServiceRequest {
     service: Option<MicroService>,
+    #[serde(default)]
+    rules: Vec<Rule>,
+    #[serde(default)]
+    tags: Props,
+    #[serde(default)]
+    instances: Vec<MicroServiceInstance>,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +243,79 @@ struct PropertiesRequest {
     properties: Props,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DeleteServicesRequest {
+    #[serde(rename = "serviceIds")]
+    service_ids: Vec<String>,
+    force: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TagsRequest {
+    tags: Props,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RulesRequest {
+    rules: Vec<Rule>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SchemaRequest {
+    schema: String,
+    summary: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SchemasRequest {
+    schemas: Vec<SchemaItem>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DependenciesRequest {
+    dependencies: Vec<DependencyItem>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(default, rename_all = "camelCase")]
+struct InstanceKey {
+    service_id: String,
+    instance_id: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct HeartbeatsRequest {
+    instances: Vec<InstanceKey>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FindServiceItem {
+    service: Option<super::dependencies::DependencyKey>,
+    rev: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct FindInstanceItem {
+    instance: Option<InstanceKey>,
+    rev: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct BatchFindRequest {
+    services: Vec<FindServiceItem>,
+    instances: Vec<FindInstanceItem>,
+}
+
 #[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct IdReply {
@@ -204,6 +323,8 @@ struct IdReply {
     service_id: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     instance_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    schema_id: String,
 }
 
 #[derive(Serialize)]
@@ -245,6 +366,16 @@ async fn health() -> Response {
     })
 }
 
+/// A bad path id: 1-64 chars without whitespace (400001).
+fn check_id(field: &str, id: &str) -> Result<(), ScError> {
+    if id.is_empty() || id.chars().count() > 64 || id.chars().any(char::is_whitespace) {
+        return Err(ScError::invalid(format!(
+            "Invalid {field} '{id}': 1-64 chars without whitespace"
+        )));
+    }
+    Ok(())
+}
+
 async fn create_service(
     State(core): State<Core>,
     Path(project): Path<String>,
@@ -255,9 +386,25 @@ async fn create_service(
     let service = req
         .service
         .ok_or_else(|| ScError::invalid("Invalid field 'service': missing"))?;
-    let (id, _) = core
-        .lock()
-        .create_service(&domain(&headers), &project, service, now_ms())?;
+    if !req.tags.is_empty() {
+        super::tags::validate_tags(&req.tags)?;
+    }
+    for r in &req.rules {
+        super::rules::validate_rule(r)?;
+    }
+    let dom = domain(&headers);
+    let mut reg = core.lock();
+    let (id, _) = reg.create_service(&dom, &project, service, now_ms())?;
+    if !req.tags.is_empty() {
+        super::tags::add(&mut reg, &dom, &project, &id, req.tags)?;
+    }
+    if !req.rules.is_empty() {
+        super::rules::add(&mut reg, &dom, &project, &id, req.rules, now_ms())?;
+    }
+    for inst in req.instances {
+        reg.register_instance(&dom, &project, &id, inst, Instant::now(), now_ms())?;
+    }
+    drop(reg);
     Ok(json(&IdReply {
         service_id: id,
         ..IdReply::default()
@@ -278,6 +425,7 @@ async fn get_service(
     Path((project, sid)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
     let service = core
         .lock()
         .service(&domain(&headers), &project, &sid)?
@@ -294,20 +442,128 @@ fn flag(q: &HashMap<String, String>, name: &str) -> Result<bool, ScError> {
     }
 }
 
+/// Deletes one service with its schemas, tags, rules and dependency rules.
+/// Without `force`: 400023 when another service depends on it, 400013 with instances.
+fn delete_one(
+    reg: &mut Registry,
+    domain: &str,
+    project: &str,
+    sid: &str,
+    force: bool,
+) -> Result<(), ScError> {
+    reg.service(domain, project, sid)?;
+    if !force {
+        let consumers: Vec<String> = consumers_of(reg, sid)
+            .into_iter()
+            .filter(|c| c != sid)
+            .collect();
+        if !consumers.is_empty() {
+            return Err(ScError::new(
+                DEPENDED_ON_BY_CONSUMER,
+                format!("service {sid} is depended on by {}", consumers.join(",")),
+            ));
+        }
+    }
+    // The 400013 check first (it changes nothing), so records are noted only for a
+    // delete that happens.
+    if !force && reg.entry(sid).is_some_and(|e| !e.instances.is_empty()) {
+        reg.delete_service(domain, project, sid, force)?;
+    }
+    super::records::mark_all(reg, sid);
+    reg.delete_service(domain, project, sid, force)?;
+    reg.schemas.remove_service(sid);
+    reg.tags.remove_service(sid);
+    reg.rules.remove_service(sid);
+    reg.dependencies.remove_service(sid);
+    Ok(())
+}
+
 async fn delete_service(
     State(core): State<Core>,
     Path((project, sid)): Path<(String, String)>,
     Query(q): Query_,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
     let force = flag(&q, "force")?;
+    delete_one(&mut core.lock(), &domain(&headers), &project, &sid, force)?;
+    Ok(empty())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteResult {
+    service_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    err_message: String,
+}
+
+/// `DELETE /registry/microservices` with `{"serviceIds":[…],"force":bool}`: every id is
+/// tried; all deleted → 200 `{"services":[{serviceId}]}`, any failure → 400001 naming them
+/// (service-center 1.3.0 answers the failure body only).
+async fn delete_services(
+    State(core): State<Core>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScError> {
+    let req: DeleteServicesRequest = decode(&body)?;
+    if req.service_ids.is_empty() || req.service_ids.len() > 100 {
+        return Err(ScError::invalid("Invalid serviceIds: 1-100 ids"));
+    }
+    for id in &req.service_ids {
+        check_id("serviceIds item", id)?;
+    }
+    let dom = domain(&headers);
+    let mut reg = core.lock();
+    let mut results = Vec::new();
+    let mut failed = Vec::new();
+    for id in req.service_ids {
+        match delete_one(&mut reg, &dom, &project, &id, req.force) {
+            Ok(()) => results.push(DeleteResult {
+                service_id: id,
+                err_message: String::new(),
+            }),
+            Err(e) => failed.push(format!("{id}: {}", e.detail)),
+        }
+    }
+    drop(reg);
+    if !failed.is_empty() {
+        return Err(ScError::invalid(format!(
+            "delete failed for {}",
+            failed.join("; ")
+        )));
+    }
+    Ok(json(&serde_json::json!({ "services": results })))
+}
+
+async fn set_service_properties(
+    State(core): State<Core>,
+    Path((project, sid)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    let req: PropertiesRequest = decode(&body)?;
     core.lock()
-        .delete_service(&domain(&headers), &project, &sid, force)?;
+        .update_service(&domain(&headers), &project, &sid, now_ms(), |s| {
+            s.properties = req.properties;
+        })?;
     Ok(empty())
 }
 
 fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> &'a str {
     q.get(name).map_or("", String::as_str)
+}
+
+/// Adds `X-Schema-Summary` when the summary is not empty.
+fn with_summary(mut r: Response, summary: &str) -> Response {
+    if !summary.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(summary) {
+            r.headers_mut().insert("x-schema-summary", v);
+        }
+    }
+    r
 }
 
 async fn existence(
@@ -316,25 +572,399 @@ async fn existence(
     Query(q): Query_,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    if param(&q, "type") != "microservice" {
-        return Err(ScError::invalid(format!(
-            "Invalid type '{}': only microservice is supported",
-            param(&q, "type")
-        )));
+    let dom = domain(&headers);
+    match param(&q, "type") {
+        "microservice" => {
+            let id = core.lock().existence(
+                &dom,
+                &project,
+                param(&q, "env"),
+                param(&q, "appId"),
+                param(&q, "serviceName"),
+                param(&q, "version"),
+            )?;
+            Ok(json(&IdReply {
+                service_id: id,
+                ..IdReply::default()
+            }))
+        }
+        "schema" => {
+            let sid = param(&q, "serviceId");
+            let schema_id = param(&q, "schemaId");
+            check_id("serviceId", sid)?;
+            super::schemas::validate_schema_id(schema_id)?;
+            let reg = core.lock();
+            reg.service(&dom, &project, sid)?;
+            let rec = reg
+                .schemas
+                .get(sid, schema_id)
+                .ok_or_else(|| super::schemas::missing(schema_id))?;
+            let summary = rec.summary.clone();
+            drop(reg);
+            Ok(with_summary(
+                json(&IdReply {
+                    schema_id: schema_id.to_string(),
+                    ..IdReply::default()
+                }),
+                &summary,
+            ))
+        }
+        other => Err(ScError::invalid(format!(
+            "Invalid type '{other}': microservice or schema"
+        ))),
     }
-    let id = core.lock().existence(
+}
+
+// ---- tags -----------------------------------------------------------------------
+
+async fn add_tags(
+    State(core): State<Core>,
+    Path((project, sid)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    let req: TagsRequest = decode(&body)?;
+    super::tags::add(
+        &mut core.lock(),
         &domain(&headers),
         &project,
-        param(&q, "env"),
-        param(&q, "appId"),
-        param(&q, "serviceName"),
-        param(&q, "version"),
+        &sid,
+        req.tags,
     )?;
-    Ok(json(&IdReply {
-        service_id: id,
-        ..IdReply::default()
-    }))
+    Ok(empty())
 }
+
+async fn get_tags(
+    State(core): State<Core>,
+    Path((project, sid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    let reg = core.lock();
+    reg.service(&domain(&headers), &project, &sid)?;
+    let tags = reg.tags.of(&sid);
+    drop(reg);
+    if tags.is_empty() {
+        return Ok(json(&serde_json::json!({})));
+    }
+    Ok(json(&serde_json::json!({ "tags": tags })))
+}
+
+async fn update_tag(
+    State(core): State<Core>,
+    Path((project, sid, key)): Path<(String, String, String)>,
+    Query(q): Query_,
+    headers: HeaderMap,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    super::tags::update(
+        &mut core.lock(),
+        &domain(&headers),
+        &project,
+        &sid,
+        &key,
+        param(&q, "value"),
+    )?;
+    Ok(empty())
+}
+
+async fn delete_tags(
+    State(core): State<Core>,
+    Path((project, sid, keys)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    let keys: Vec<&str> = keys.split(',').collect();
+    super::tags::delete(&mut core.lock(), &domain(&headers), &project, &sid, &keys)?;
+    Ok(empty())
+}
+
+// ---- rules ----------------------------------------------------------------------
+
+async fn add_rules(
+    State(core): State<Core>,
+    Path((project, sid)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    let req: RulesRequest = decode(&body)?;
+    let ids = super::rules::add(
+        &mut core.lock(),
+        &domain(&headers),
+        &project,
+        &sid,
+        req.rules,
+        now_ms(),
+    )?;
+    if ids.is_empty() {
+        return Ok(json(&serde_json::json!({})));
+    }
+    Ok(json(&serde_json::json!({ "RuleIds": ids })))
+}
+
+async fn get_rules(
+    State(core): State<Core>,
+    Path((project, sid)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    let reg = core.lock();
+    reg.service(&domain(&headers), &project, &sid)?;
+    let rules = reg.rules.of(&sid).to_vec();
+    drop(reg);
+    if rules.is_empty() {
+        return Ok(json(&serde_json::json!({})));
+    }
+    Ok(json(&serde_json::json!({ "rules": rules })))
+}
+
+async fn update_rule(
+    State(core): State<Core>,
+    Path((project, sid, rule_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    let rule: Rule = decode(&body)?;
+    super::rules::update(
+        &mut core.lock(),
+        &domain(&headers),
+        &project,
+        &sid,
+        &rule_id,
+        rule,
+        now_ms(),
+    )?;
+    Ok(empty())
+}
+
+async fn delete_rules(
+    State(core): State<Core>,
+    Path((project, sid, ids)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    let ids: Vec<&str> = ids.split(',').collect();
+    super::rules::delete(&mut core.lock(), &domain(&headers), &project, &sid, &ids)?;
+    Ok(empty())
+}
+
+// ---- schemas --------------------------------------------------------------------
+
+async fn get_schema(
+    State(core): State<Core>,
+    Path((project, sid, schema_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    super::schemas::validate_schema_id(&schema_id)?;
+    let reg = core.lock();
+    reg.service(&domain(&headers), &project, &sid)?;
+    let rec = reg
+        .schemas
+        .get(&sid, &schema_id)
+        .cloned()
+        .ok_or_else(|| super::schemas::missing(&schema_id))?;
+    drop(reg);
+    Ok(with_summary(
+        json(&serde_json::json!({ "schema": rec.schema })),
+        &rec.summary,
+    ))
+}
+
+async fn put_schema(
+    State(core): State<Core>,
+    Path((project, sid, schema_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    let req: SchemaRequest = decode(&body)?;
+    super::schemas::put(
+        &mut core.lock(),
+        &domain(&headers),
+        &project,
+        &sid,
+        &schema_id,
+        req.schema,
+        req.summary,
+        now_ms(),
+    )?;
+    Ok(empty())
+}
+
+async fn delete_schema(
+    State(core): State<Core>,
+    Path((project, sid, schema_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    super::schemas::validate_schema_id(&schema_id)?;
+    super::schemas::delete(
+        &mut core.lock(),
+        &domain(&headers),
+        &project,
+        &sid,
+        &schema_id,
+    )?;
+    Ok(empty())
+}
+
+async fn put_schemas(
+    State(core): State<Core>,
+    Path((project, sid)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    let req: SchemasRequest = decode(&body)?;
+    super::schemas::put_all(
+        &mut core.lock(),
+        &domain(&headers),
+        &project,
+        &sid,
+        req.schemas,
+        now_ms(),
+    )?;
+    Ok(empty())
+}
+
+/// The schemas of a service: its listed ids first, then stored ones not listed.
+pub(crate) fn schema_items(reg: &Registry, sid: &str, with_schema: bool) -> Vec<SchemaItem> {
+    let Some(e) = reg.entry(sid) else {
+        return Vec::new();
+    };
+    let stored = reg.schemas.of(sid);
+    let mut ids: Vec<&String> = e.service.schemas.iter().collect();
+    if let Some(st) = stored {
+        ids.extend(st.keys().filter(|k| !e.service.schemas.contains(k)));
+    }
+    ids.into_iter()
+        .map(|id| {
+            let rec = stored.and_then(|s| s.get(id));
+            SchemaItem {
+                schema_id: id.clone(),
+                summary: rec.map(|r| r.summary.clone()).unwrap_or_default(),
+                schema: rec
+                    .filter(|_| with_schema)
+                    .map(|r| r.schema.clone())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+async fn get_schemas(
+    State(core): State<Core>,
+    Path((project, sid)): Path<(String, String)>,
+    Query(q): Query_,
+    headers: HeaderMap,
+) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    let with_schema = match param(&q, "withSchema") {
+        "" | "0" => false,
+        "1" => true,
+        v => {
+            return Err(ScError::invalid(format!(
+                "Invalid withSchema '{v}': 0 or 1"
+            )))
+        }
+    };
+    let reg = core.lock();
+    reg.service(&domain(&headers), &project, &sid)?;
+    let items = schema_items(&reg, &sid, with_schema);
+    drop(reg);
+    if items.is_empty() {
+        return Ok(json(&serde_json::json!({})));
+    }
+    Ok(json(&serde_json::json!({ "schemas": items })))
+}
+
+// ---- dependencies ---------------------------------------------------------------
+
+async fn put_dependencies(
+    core: Core,
+    project: String,
+    headers: HeaderMap,
+    body: Bytes,
+    replace: bool,
+) -> Result<Response, ScError> {
+    let req: DependenciesRequest = decode(&body)?;
+    super::dependencies::put_rules(
+        &mut core.lock(),
+        &domain(&headers),
+        &project,
+        req.dependencies,
+        replace,
+    )?;
+    Ok(empty())
+}
+
+async fn add_dependencies(
+    State(core): State<Core>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScError> {
+    put_dependencies(core, project, headers, body, false).await
+}
+
+async fn replace_dependencies(
+    State(core): State<Core>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScError> {
+    put_dependencies(core, project, headers, body, true).await
+}
+
+async fn get_providers(
+    State(core): State<Core>,
+    Path((project, sid)): Path<(String, String)>,
+    Query(q): Query_,
+    headers: HeaderMap,
+) -> Result<Response, ScError> {
+    check_id("consumerId", &sid)?;
+    let no_self = flag(&q, "noSelf")?;
+    let reg = core.lock();
+    reg.service(&domain(&headers), &project, &sid)?;
+    let ids: Vec<String> = providers_of(&reg, &sid)
+        .into_iter()
+        .filter(|p| !no_self || *p != sid)
+        .collect();
+    let providers = super::dependencies::services(&reg, &ids);
+    drop(reg);
+    if providers.is_empty() {
+        return Ok(json(&serde_json::json!({})));
+    }
+    Ok(json(&serde_json::json!({ "providers": providers })))
+}
+
+async fn get_consumers(
+    State(core): State<Core>,
+    Path((project, sid)): Path<(String, String)>,
+    Query(q): Query_,
+    headers: HeaderMap,
+) -> Result<Response, ScError> {
+    check_id("providerId", &sid)?;
+    let no_self = flag(&q, "noSelf")?;
+    let reg = core.lock();
+    reg.service(&domain(&headers), &project, &sid)?;
+    let ids: Vec<String> = consumers_of(&reg, &sid)
+        .into_iter()
+        .filter(|c| !no_self || *c != sid)
+        .collect();
+    let consumers = super::dependencies::services(&reg, &ids);
+    drop(reg);
+    if consumers.is_empty() {
+        return Ok(json(&serde_json::json!({})));
+    }
+    Ok(json(&serde_json::json!({ "consumers": consumers })))
+}
+
+// ---- instances ------------------------------------------------------------------
 
 async fn register_instance(
     State(core): State<Core>,
@@ -342,6 +972,7 @@ async fn register_instance(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
     let req: RegisterInstanceRequest = decode(&body)?;
     let instance = req
         .instance
@@ -360,25 +991,44 @@ async fn register_instance(
     }))
 }
 
-/// Adds `X-Resource-Revision`; 304 when the client's `rev` is current.
+/// The `rev` a client sent (`?rev=`, else the `X-Resource-Revision` request header).
+fn client_rev<'a>(q: &'a HashMap<String, String>, headers: &'a HeaderMap) -> Option<&'a str> {
+    q.get("rev")
+        .map(String::as_str)
+        .or_else(|| {
+            headers
+                .get("x-resource-revision")
+                .and_then(|v| v.to_str().ok())
+        })
+        .filter(|r| !r.is_empty())
+}
+
+/// Adds `X-Resource-Revision` (the revision `rev`); 304 with an empty body when the
+/// client's rev is current (`noCache`/`cacheOnly` make the rev ignored, as in 1.3.0).
 fn with_revision(
-    core: &Core,
+    rev: u64,
     q: &HashMap<String, String>,
+    headers: &HeaderMap,
     reply: impl FnOnce() -> Response,
 ) -> Response {
-    let rev = core.revision().to_string();
-    if q.get("rev") == Some(&rev) {
-        let mut r = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(v) = HeaderValue::from_str(&rev) {
-            r.headers_mut().insert("x-resource-revision", v);
-        }
-        return r;
-    }
-    let mut r = reply();
+    let rev = rev.to_string();
+    let ignore = flag(q, "noCache").unwrap_or(false) || flag(q, "cacheOnly").unwrap_or(false);
+    let mut r = if !ignore && client_rev(q, headers) == Some(rev.as_str()) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        reply()
+    };
     if let Ok(v) = HeaderValue::from_str(&rev) {
         r.headers_mut().insert("x-resource-revision", v);
     }
     r
+}
+
+fn consumer_header(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-consumerid")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
 }
 
 async fn list_instances(
@@ -387,10 +1037,28 @@ async fn list_instances(
     Query(q): Query_,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    let instances = core
-        .lock()
-        .list_instances(&domain(&headers), &project, &sid)?;
-    Ok(with_revision(&core, &q, || {
+    check_id("serviceId", &sid)?;
+    let tags = tag_keys(param(&q, "tags"));
+    let reg = core.lock();
+    let provider = super::discovery::visible_provider(
+        &reg,
+        &domain(&headers),
+        &project,
+        &sid,
+        consumer_header(&headers),
+    )?;
+    let instances: Vec<MicroServiceInstance> = if reg.tags.has_all(&sid, &tags) {
+        provider
+            .instances
+            .values()
+            .map(|r| r.body.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let rev = reg.revision();
+    drop(reg);
+    Ok(with_revision(rev, &q, &headers, || {
         json(&InstancesReply { instances })
     }))
 }
@@ -398,14 +1066,36 @@ async fn list_instances(
 async fn get_instance(
     State(core): State<Core>,
     Path((project, sid, iid)): Path<(String, String, String)>,
+    Query(q): Query_,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    let instance = core
-        .lock()
-        .instance(&domain(&headers), &project, &sid, &iid)?
-        .body
-        .clone();
-    Ok(json(&InstanceReply { instance }))
+    check_id("serviceId", &sid)?;
+    check_id("instanceId", &iid)?;
+    let tags = tag_keys(param(&q, "tags"));
+    let reg = core.lock();
+    let provider = super::discovery::visible_provider(
+        &reg,
+        &domain(&headers),
+        &project,
+        &sid,
+        consumer_header(&headers),
+    )?;
+    let instance = provider
+        .instances
+        .get(&iid)
+        .filter(|_| reg.tags.has_all(&sid, &tags))
+        .map(|r| r.body.clone())
+        .ok_or_else(|| {
+            ScError::new(
+                INSTANCE_NOT_EXISTS,
+                format!("instance {iid} does not exist"),
+            )
+        })?;
+    let rev = reg.revision();
+    drop(reg);
+    Ok(with_revision(rev, &q, &headers, || {
+        json(&InstanceReply { instance })
+    }))
 }
 
 async fn unregister(
@@ -413,6 +1103,8 @@ async fn unregister(
     Path((project, sid, iid)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    check_id("instanceId", &iid)?;
     core.lock()
         .unregister(&domain(&headers), &project, &sid, &iid)?;
     Ok(empty())
@@ -423,6 +1115,8 @@ async fn heartbeat(
     Path((project, sid, iid)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    check_id("instanceId", &iid)?;
     core.lock().heartbeat(
         &domain(&headers),
         &project,
@@ -434,12 +1128,48 @@ async fn heartbeat(
     Ok(empty())
 }
 
+/// `PUT /registry/heartbeats`: all renewed → 200 empty; any failure → 400017 naming them
+/// (1.3.0; the others are renewed all the same).
+async fn heartbeats(
+    State(core): State<Core>,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScError> {
+    let req: HeartbeatsRequest = decode(&body)?;
+    if req.instances.is_empty() {
+        return Err(ScError::invalid("Invalid instances: at least one"));
+    }
+    let dom = domain(&headers);
+    let (now, wall) = (Instant::now(), now_ms());
+    let mut reg = core.lock();
+    let failed: Vec<String> = req
+        .instances
+        .iter()
+        .filter(|k| {
+            reg.heartbeat(&dom, &project, &k.service_id, &k.instance_id, now, wall)
+                .is_err()
+        })
+        .map(|k| format!("{}/{}", k.service_id, k.instance_id))
+        .collect();
+    drop(reg);
+    if !failed.is_empty() {
+        return Err(ScError::new(
+            INSTANCE_NOT_EXISTS,
+            format!("heartbeat failed for {}", failed.join(",")),
+        ));
+    }
+    Ok(empty())
+}
+
 async fn set_status(
     State(core): State<Core>,
     Path((project, sid, iid)): Path<(String, String, String)>,
     Query(q): Query_,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    check_id("instanceId", &iid)?;
     core.lock().set_instance_status(
         &domain(&headers),
         &project,
@@ -457,6 +1187,8 @@ async fn set_properties(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ScError> {
+    check_id("serviceId", &sid)?;
+    check_id("instanceId", &iid)?;
     let req: PropertiesRequest = decode(&body)?;
     core.lock().set_instance_properties(
         &domain(&headers),
@@ -475,19 +1207,187 @@ async fn find(
     Query(q): Query_,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    let consumer = headers.get("x-consumerid").and_then(|v| v.to_str().ok());
-    let instances = core.lock().find(
+    let query = FindQuery {
+        env: param(&q, "env").to_string(),
+        app_id: param(&q, "appId").to_string(),
+        service_name: param(&q, "serviceName").to_string(),
+        version: param(&q, "version").to_string(),
+        tags: tag_keys(param(&q, "tags")),
+    };
+    let mut reg = core.lock();
+    let instances = super::discovery::find(
+        &mut reg,
         &domain(&headers),
         &project,
-        param(&q, "env"),
-        param(&q, "appId"),
-        param(&q, "serviceName"),
-        param(&q, "version"),
-        consumer,
+        &query,
+        consumer_header(&headers),
     )?;
-    Ok(with_revision(&core, &q, || {
+    let rev = reg.revision();
+    drop(reg);
+    Ok(with_revision(rev, &q, &headers, || {
         json(&InstancesReply { instances })
     }))
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct FindResult {
+    index: usize,
+    rev: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    instances: Vec<MicroServiceInstance>,
+}
+
+#[derive(Serialize)]
+struct FailedError {
+    #[serde(rename = "errorCode")]
+    error_code: String,
+    #[serde(rename = "errorMessage")]
+    error_message: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct FindFailed {
+    indexes: Vec<usize>,
+    error: FailedError,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct BatchResult {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    updated: Vec<FindResult>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    not_modified: Vec<usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    failed: Vec<FindFailed>,
+}
+
+impl BatchResult {
+    fn is_empty(&self) -> bool {
+        self.updated.is_empty() && self.not_modified.is_empty() && self.failed.is_empty()
+    }
+
+    fn add(
+        &mut self,
+        index: usize,
+        rev: &str,
+        client_rev: &str,
+        r: Result<Vec<MicroServiceInstance>, ScError>,
+    ) {
+        match r {
+            Ok(_) if client_rev == rev => self.not_modified.push(index),
+            Ok(instances) => self.updated.push(FindResult {
+                index,
+                rev: rev.to_string(),
+                instances,
+            }),
+            Err(e) => {
+                // Failures with the same error share one entry (as service-center groups them).
+                match self.failed.iter_mut().find(|f| {
+                    f.error.error_code == e.code.to_string() && f.error.detail == e.detail
+                }) {
+                    Some(f) => f.indexes.push(index),
+                    None => self.failed.push(FindFailed {
+                        indexes: vec![index],
+                        error: FailedError {
+                            error_code: e.code.to_string(),
+                            error_message: ScError::message(e.code),
+                            detail: e.detail,
+                        },
+                    }),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Default)]
+struct BatchFindReply {
+    #[serde(skip_serializing_if = "BatchResult::is_empty")]
+    services: BatchResult,
+    #[serde(skip_serializing_if = "BatchResult::is_empty")]
+    instances: BatchResult,
+}
+
+/// `POST /registry/instances/action?type=query`: several finds (by service key) and
+/// instance reads (by id) at once; each index is `updated`, `notModified` (its `rev` is
+/// current) or `failed`.
+async fn batch_find(
+    State(core): State<Core>,
+    Path(project): Path<String>,
+    Query(q): Query_,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ScError> {
+    if param(&q, "type") != "query" {
+        return Err(ScError::invalid(format!(
+            "Invalid type '{}': query",
+            param(&q, "type")
+        )));
+    }
+    let req: BatchFindRequest = decode(&body)?;
+    if req.services.is_empty() && req.instances.is_empty() {
+        return Err(ScError::invalid(
+            "Invalid request: services and instances are both empty",
+        ));
+    }
+    let dom = domain(&headers);
+    let consumer = consumer_header(&headers);
+    let mut reg = core.lock();
+    let mut reply = BatchFindReply::default();
+    let mut outcomes = Vec::new();
+    for (i, item) in req.services.iter().enumerate() {
+        let r = match &item.service {
+            None => Err(ScError::invalid("Invalid service: missing")),
+            Some(k) => super::discovery::find(
+                &mut reg,
+                &dom,
+                &project,
+                &FindQuery {
+                    env: k.environment.clone(),
+                    app_id: k.app_id.clone(),
+                    service_name: k.service_name.clone(),
+                    version: if k.version.is_empty() {
+                        "0+".into()
+                    } else {
+                        k.version.clone()
+                    },
+                    tags: Vec::new(),
+                },
+                consumer,
+            ),
+        };
+        outcomes.push((i, r));
+    }
+    let rev = reg.revision().to_string();
+    for (i, r) in outcomes {
+        reply.services.add(i, &rev, &req.services[i].rev, r);
+    }
+    for (i, item) in req.instances.iter().enumerate() {
+        let r = match &item.instance {
+            None => Err(ScError::invalid("Invalid instance: missing")),
+            Some(k) => {
+                super::discovery::visible_provider(&reg, &dom, &project, &k.service_id, consumer)
+                    .and_then(|p| {
+                        p.instances
+                            .get(&k.instance_id)
+                            .map(|r| vec![r.body.clone()])
+                            .ok_or_else(|| {
+                                ScError::new(
+                                    INSTANCE_NOT_EXISTS,
+                                    format!("instance {} does not exist", k.instance_id),
+                                )
+                            })
+                    })
+            }
+        };
+        reply.instances.add(i, &rev, &item.rev, r);
+    }
+    drop(reg);
+    Ok(json(&reply))
 }
 
 #[derive(Serialize)]
@@ -515,6 +1415,11 @@ async fn dump(
     let mut services = Vec::new();
     let mut indexes = Vec::new();
     let mut instances = Vec::new();
+    let mut tags = Vec::new();
+    let mut rules = Vec::new();
+    let mut rule_indexes = Vec::new();
+    let mut dependency_rules = Vec::new();
+    let mut summaries = Vec::new();
     let mut entries: Vec<_> = reg.all_services().collect();
     entries.sort_by(|a, b| a.service.service_id.cmp(&b.service.service_id));
     for e in entries {
@@ -535,6 +1440,49 @@ async fn dump(
             rev,
             value: Value::String(s.service_id.clone()),
         });
+        let (d, p, sid) = (&e.domain, &e.project, &s.service_id);
+        let t = reg.tags.of(sid);
+        if !t.is_empty() {
+            tags.push(KeyValue {
+                key: format!("/cse-sr/ms/tags/{d}/{p}/{sid}"),
+                rev,
+                value: serde_json::to_value(&t).unwrap_or_default(),
+            });
+        }
+        for r in reg.rules.of(sid) {
+            rules.push(KeyValue {
+                key: format!("/cse-sr/ms/rules/{d}/{p}/{sid}/{}", r.rule_id),
+                rev,
+                value: serde_json::to_value(r).unwrap_or_default(),
+            });
+            rule_indexes.push(KeyValue {
+                key: format!(
+                    "/cse-sr/ms/rule-indexes/{d}/{p}/{sid}/{}/{}",
+                    r.attribute, r.pattern
+                ),
+                rev,
+                value: Value::String(r.rule_id.clone()),
+            });
+        }
+        if let Some(deps) = reg.dependencies.of(sid) {
+            dependency_rules.push(KeyValue {
+                key: format!(
+                    "/cse-sr/ms/dep-rules/{d}/{p}/c/{}/{}/{}/{}",
+                    s.environment, s.app_id, s.service_name, s.version
+                ),
+                rev,
+                value: serde_json::json!({ "Dependency": deps }),
+            });
+        }
+        if let Some(schemas) = reg.schemas.of(sid) {
+            for (schema_id, rec) in schemas.iter().filter(|(_, r)| !r.summary.is_empty()) {
+                summaries.push(KeyValue {
+                    key: format!("/cse-sr/ms/schema-sum/{d}/{p}/{sid}/{schema_id}"),
+                    rev,
+                    value: Value::String(rec.summary.clone()),
+                });
+            }
+        }
         for (iid, r) in &e.instances {
             instances.push(KeyValue {
                 key: format!(
@@ -551,6 +1499,11 @@ async fn dump(
         "cache": {
             "services": services,
             "serviceIndexes": indexes,
+            "serviceTags": tags,
+            "serviceRules": rules,
+            "serviceRuleIndexes": rule_indexes,
+            "dependencyRules": dependency_rules,
+            "summaries": summaries,
             "instances": instances,
         }
     })))

@@ -96,7 +96,16 @@ pub struct Syncer {
     /// The mapping as of the last full reconcile, updated by every change applied since;
     /// `None` until the first full reconcile of a leadership term.
     copies: Option<HashMap<OriginKey, LocalCopy>>,
+    /// The etcd election's view of the leader ([`crate::election`]); `None`: the first alive
+    /// member by node name leads.
+    election: Option<watch::Receiver<crate::election::Leader>>,
+    /// Cancelled once this member may leave: gossip leaves, the election resigns. Until then
+    /// a leaving leader keeps its copies' leases fresh (see [`Syncer::with_handover`]).
+    leave: CancellationToken,
 }
+
+/// How long a leaving leader waits for an etcd successor, heartbeating meanwhile.
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Syncer {
     /// Builds the loop. `members` lists alive members, this one included.
@@ -127,6 +136,85 @@ impl Syncer {
             reports_rx,
             next_generation: 0,
             copies: None,
+            election: None,
+            leave: CancellationToken::new(),
+        }
+    }
+
+    /// Leadership from an etcd election instead of the gossip member list, and the token to
+    /// cancel when this member may leave (gossip leave, election resignation). On shutdown a
+    /// leader first heartbeats every copy (a whole lease for the successor to take over in),
+    /// then cancels `leave`; with an election it keeps heartbeating each tick until another
+    /// member holds the leader key, or [`HANDOVER_TIMEOUT`].
+    pub fn with_handover(
+        mut self,
+        election: Option<watch::Receiver<crate::election::Leader>>,
+        leave: CancellationToken,
+    ) -> Syncer {
+        self.election = election;
+        self.leave = leave;
+        self
+    }
+
+    /// Who leads this cluster (node name, or `-` while an election has no leader), and
+    /// whether it is this member.
+    fn leadership(&self, members: &[Member]) -> (String, bool) {
+        match &self.election {
+            Some(election) => {
+                let leader = election.borrow().clone();
+                let is_leader = leader.as_deref() == Some(self.config.node.as_str());
+                (leader.unwrap_or_else(|| "-".to_owned()), is_leader)
+            }
+            None => {
+                let leader = leader_of(members, &self.config.cluster_name);
+                let name = leader.map_or(self.config.node.as_str(), |m| m.node.as_str());
+                (
+                    name.to_owned(),
+                    leader.is_none_or(|m| m.node == self.config.node),
+                )
+            }
+        }
+    }
+
+    /// Shutdown of a leader: renew every copy's lease, let go of the leadership, and with an
+    /// election keep heartbeating until a successor holds the key (or the timeout).
+    async fn hand_over(&mut self) {
+        let members = self.members.borrow().clone();
+        let deadline = tokio::time::Instant::now() + HANDOVER_TIMEOUT;
+        if tokio::time::timeout_at(deadline, self.reconcile(&members))
+            .await
+            .is_err()
+        {
+            warn!("final heartbeat before handover timed out");
+        }
+        self.leave.cancel();
+        let Some(mut election) = self.election.clone() else {
+            info!("left the cluster; a successor leads once gossip tells it");
+            return;
+        };
+        let mut ticker = tokio::time::interval(self.config.ticker_interval);
+        ticker.tick().await;
+        loop {
+            let leader = election.borrow_and_update().clone();
+            if leader.as_ref().is_some_and(|l| *l != self.config.node) {
+                info!(successor = ?leader, "handed the cluster leadership over");
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {
+                    info!("no successor seen before the handover timeout");
+                    return;
+                }
+                changed = election.changed() => if changed.is_err() {
+                    // The election ended; its last word stays readable.
+                    let last = election.borrow().clone();
+                    info!(successor = ?last, "election ended during the handover");
+                    return;
+                },
+                _ = ticker.tick() => {
+                    let _ = tokio::time::timeout_at(deadline, self.reconcile(&members)).await;
+                }
+            }
         }
     }
 
@@ -151,14 +239,16 @@ impl Syncer {
                 Some((cluster, generation, report)) = self.reports_rx.recv() => {
                     full = self.on_report(cluster, generation, report).await;
                 }
+                () = leader_changed(&mut self.election) => {
+                    debug!("election leader changed, reconciling early");
+                }
             }
             let members = self.members.borrow_and_update().clone();
-            let leader = leader_of(&members, &self.config.cluster_name);
-            let is_leader = leader.is_none_or(|m| m.node == self.config.node);
+            let (leader, is_leader) = self.leadership(&members);
             if was_leader != Some(is_leader) {
                 info!(
                     cluster = %self.config.cluster_name,
-                    leader = %leader.map(|m| m.node.as_str()).unwrap_or(&self.config.node),
+                    leader = %leader,
                     is_leader,
                     "cluster leadership"
                 );
@@ -173,6 +263,10 @@ impl Syncer {
                 self.stop_following();
             }
         }
+        if was_leader == Some(true) && shutdown.is_cancelled() {
+            self.hand_over().await;
+        }
+        self.leave.cancel();
         self.stop_following();
     }
 
@@ -458,6 +552,16 @@ async fn stream_once(
         {
             return Ok(());
         }
+    }
+}
+
+/// Resolves when the election's leader changes; never without an election, or once it ended.
+async fn leader_changed(election: &mut Option<watch::Receiver<crate::election::Leader>>) {
+    let Some(rx) = election else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -3,7 +3,12 @@
 SIGTERM/SIGINT (then exit at once, so its heartbeat thread cannot re-register).
 
 env: EUREKA_URL (default http://127.0.0.1:8761/eureka), APP_NAME (default
-     account-server), APP_PORT (default 9090), INTERVAL (heartbeat seconds, default 30)
+     account-server), APP_PORT (default 9090), INTERVAL (heartbeat seconds, default 30),
+     LOOKUP_APP (another app whose instances to print too, default none)
+
+Every INTERVAL it prints `seen ID IP:PORT STATUS` for each instance of APP_NAME and
+`found APP ID IP:PORT STATUS` for each instance of LOOKUP_APP in the client's own registry
+copy (fetched as XML, full and delta), so a test can see what the client discovered.
 """
 import os
 import signal
@@ -16,6 +21,7 @@ EUREKA_URL = os.environ.get("EUREKA_URL", "http://127.0.0.1:8761/eureka")
 APP_NAME = os.environ.get("APP_NAME", "account-server")
 APP_PORT = int(os.environ.get("APP_PORT", "9090"))
 INTERVAL = int(os.environ.get("INTERVAL", "30"))
+LOOKUP_APP = os.environ.get("LOOKUP_APP", "")
 
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -38,6 +44,9 @@ print("registered", flush=True)
 while not stop.wait(INTERVAL):
     for inst in client.applications.get_application(APP_NAME.upper()).instances:
         print(f"seen {inst.instanceId} {inst.ipAddr}:{inst.port.port} {inst.status}", flush=True)
+    if LOOKUP_APP:
+        for inst in client.applications.get_application(LOOKUP_APP.upper()).instances:
+            print(f"found {LOOKUP_APP.upper()} {inst.instanceId} {inst.ipAddr}:{inst.port.port} {inst.status}", flush=True)
 
 # stop() re-registers with status DOWN (POST) and then cancels (DELETE).
 eureka_client.stop()

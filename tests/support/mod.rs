@@ -62,7 +62,10 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
-            .env("SYNCER_LOG", "info,syncer=debug");
+            .env("SYNCER_LOG", "info,syncer=debug")
+            // A built-in core's embedded store of its own (a restart with the same name
+            // finds its data), never `./data` of the test's working directory.
+            .env("SYNCER_DATA_DIR", dir.join(format!("{name}.data")));
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -162,9 +165,186 @@ pub fn python_with_eureka_client() -> PathBuf {
     }
 }
 
+/// The `node_modules` directory holding eureka-js-client (`scripts/test.sh` installs it into
+/// target/test-node and sets `SYNCER_TEST_NODE_MODULES`).
+pub fn node_modules_with_eureka_client() -> PathBuf {
+    match std::env::var_os("SYNCER_TEST_NODE_MODULES") {
+        Some(p) => PathBuf::from(p),
+        None => panic!(
+            "SYNCER_TEST_NODE_MODULES is not set: run the suite with scripts/test.sh, which \
+             installs eureka-js-client into target/test-node and sets it"
+        ),
+    }
+}
+
 /// Path of a file under `tests/`.
 pub fn test_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(rel)
+}
+
+/// A real etcd server (`etcd` from Debian's etcd-server) on OS-chosen loopback ports, with
+/// its data and log under a directory; killed on drop. Shared by the storage tests and the
+/// leader-election tests.
+///
+/// ```ignore
+/// let etcd = Etcd::start(dir.path());
+/// // etcd.endpoint == "http://127.0.0.1:PORT"
+/// ```
+pub struct Etcd {
+    /// Client URL, `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The process (log in `dir/etcd-PORT.log`).
+    pub proc: Proc,
+    /// Its `--data-dir`.
+    pub data_dir: PathBuf,
+}
+
+impl Etcd {
+    /// Starts etcd with its data in `dir/etcd-PORT` and waits (up to 20 s) until it answers
+    /// `/health`; panics with its log tail if it never does.
+    pub fn start(dir: &Path) -> Etcd {
+        let mut last_log = String::new();
+        // A port picked here may be taken before etcd binds it: try again with others.
+        for _ in 0..3 {
+            let (client, peer) = (free_tcp_port(), free_tcp_port());
+            let endpoint = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let data_dir = dir.join(format!("etcd-{client}"));
+            let args: Vec<String> = [
+                "--name",
+                "default",
+                "--data-dir",
+                &data_dir.to_string_lossy(),
+                "--listen-client-urls",
+                &endpoint,
+                "--advertise-client-urls",
+                &endpoint,
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+                "--initial-cluster",
+                &format!("default={peer_url}"),
+                "--log-level",
+                "warn",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            let mut proc = Proc::spawn(
+                dir,
+                &format!("etcd-{client}"),
+                Path::new("etcd"),
+                &args,
+                &[],
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = proc.child.try_wait() {
+                    break;
+                }
+                if etcd_healthy(client) {
+                    return Etcd {
+                        endpoint,
+                        proc,
+                        data_dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            last_log = proc.tail(30);
+            proc.kill9();
+        }
+        panic!("etcd did not become healthy; last log:\n{last_log}");
+    }
+}
+
+/// `GET /health` answers `"health":"true"`.
+fn etcd_healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&local(port), Duration::from_secs(1))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.contains("\"health\":\"true\"")
+}
+
+/// The store a built-in core under test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// `Core::new()`: memory only.
+    Memory,
+    /// The embedded store in a temp dir.
+    Embedded,
+    /// A fresh etcd of its own.
+    Etcd,
+}
+
+tokio::task_local! {
+    /// The store [`open_core`] uses when a test runs inside `STORE.scope(..)` (default
+    /// memory): lets one test body run on every store.
+    pub static STORE: Store;
+}
+
+/// The store of the current test ([`STORE`], else memory).
+pub fn current_store() -> Store {
+    STORE.try_with(|s| *s).unwrap_or(Store::Memory)
+}
+
+/// A core on some store, with what keeps that store alive (temp dir, etcd).
+pub struct TestCore {
+    /// The core (serve it with `syncer::servicecenter::serve`).
+    pub core: syncer::servicecenter::Core,
+    /// Its store's config (to open a second core on the same store).
+    pub config: syncer::servicecenter::store::StoreConfig,
+    /// Temp dir holding the embedded store or etcd's data and log.
+    pub dir: tempfile::TempDir,
+    /// The etcd server, for [`Store::Etcd`].
+    pub etcd: Option<Etcd>,
+}
+
+/// Opens a core on `store`.
+pub async fn open_core(store: Store) -> TestCore {
+    use syncer::servicecenter::store::StoreConfig;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, etcd) = match store {
+        Store::Memory => (StoreConfig::Memory, None),
+        Store::Embedded => (
+            StoreConfig::Embedded {
+                data_dir: dir.path().join("data"),
+            },
+            None,
+        ),
+        Store::Etcd => {
+            let path = dir.path().to_owned();
+            let etcd = tokio::task::spawn_blocking(move || Etcd::start(&path))
+                .await
+                .expect("etcd start task");
+            (
+                StoreConfig::Etcd {
+                    endpoints: vec![etcd.endpoint.clone()],
+                },
+                Some(etcd),
+            )
+        }
+    };
+    let core = syncer::servicecenter::Core::open(config.clone())
+        .await
+        .expect("open core");
+    TestCore {
+        core,
+        config,
+        dir,
+        etcd,
+    }
 }

@@ -14,17 +14,90 @@
 //! the endpoint URL; metadata is the instance's properties (1.3.0 sent only its source id);
 //! the lease comes from the health check. See `wire` for the field-level mapping.
 //!
-//! Requests: `Accept: application/json` and `Content-Type: application/json`, gzip accepted.
-//! Endpoints are tried in order with failover to the next on transport errors and 5xx,
-//! remembering the last good one (eureka-notes §8). Errors map onto
-//! [`syncer_plugin_api::Error`]: transport/5xx → `Unavailable`, 404 → `NotFound`, other 4xx →
-//! `Rejected` with the server's text, an undecodable body → `Malformed`.
+//! Eureka-only fields (VIP addresses, home/status/health URLs, `overriddenStatus`, disabled
+//! ports, `countryId`, `dataCenterInfo` with its Amazon metadata) travel through the neutral
+//! model in reserved instance properties named `eureka.*` ([`keys`]), so they survive a trip
+//! to service-center and back.
+//!
+//! Reading: [`EurekaPlugin::list`] keeps a local copy of the registry and refreshes it the way
+//! Netflix's `DiscoveryClient` does (eureka-notes §5): a full `GET /apps/` first, then
+//! `GET /apps/delta` applied to the copy and checked against the delta's `apps__hashcode`, with
+//! a full fetch on a mismatch or a failed delta.
+//!
+//! Requests: `Accept: application/json` and `Content-Type: application/json`, gzip accepted;
+//! answers are read as JSON or XML (by `Content-Type`, else by the first byte), since servers
+//! and proxies differ. Endpoints are tried in order with failover to the next on transport
+//! errors and 5xx, remembering the last good one (eureka-notes §8); `user:pass@` in an endpoint
+//! URL is sent as basic auth. Errors map onto [`syncer_plugin_api::Error`]: transport/5xx →
+//! `Unavailable`, 404 → `NotFound`, other 4xx → `Rejected` with the server's text, an
+//! undecodable body → `Malformed`.
 
 mod wire;
+pub mod xml;
 
+pub use wire::hashcode;
+
+/// The reserved instance property keys that carry Eureka-only fields through the neutral model
+/// (and so through service-center, which keeps them as instance `properties`).
+///
+/// Reading an instance adds a key for each field that is present and not a default; writing a
+/// register body takes every `eureka.*` key out of the `metadata` and back into its field. A
+/// Eureka metadata key that itself starts with `eureka.` is therefore not sent as metadata.
+pub mod keys {
+    /// Prefix of every reserved key.
+    pub const PREFIX: &str = "eureka.";
+    /// `vipAddress`.
+    pub const VIP_ADDRESS: &str = "eureka.vipAddress";
+    /// `secureVipAddress`.
+    pub const SECURE_VIP_ADDRESS: &str = "eureka.secureVipAddress";
+    /// `homePageUrl`.
+    pub const HOME_PAGE_URL: &str = "eureka.homePageUrl";
+    /// `statusPageUrl`.
+    pub const STATUS_PAGE_URL: &str = "eureka.statusPageUrl";
+    /// `healthCheckUrl` (also the neutral health check's `url`).
+    pub const HEALTH_CHECK_URL: &str = "eureka.healthCheckUrl";
+    /// `secureHealthCheckUrl`.
+    pub const SECURE_HEALTH_CHECK_URL: &str = "eureka.secureHealthCheckUrl";
+    /// `appGroupName`.
+    pub const APP_GROUP_NAME: &str = "eureka.appGroupName";
+    /// `asgName` (AWS auto-scaling group).
+    pub const ASG_NAME: &str = "eureka.asgName";
+    /// `overriddenStatus` when not `UNKNOWN` (the Eureka spelling, e.g. `OUT_OF_SERVICE`).
+    pub const OVERRIDDEN_STATUS: &str = "eureka.overriddenStatus";
+    /// `port.$` when the port is disabled (an enabled port is an `http://` endpoint).
+    pub const PORT: &str = "eureka.port";
+    /// `securePort.$` when the secure port is disabled (enabled: an `https://` endpoint).
+    pub const SECURE_PORT: &str = "eureka.securePort";
+    /// `hostName` when it differs from `ipAddr` (without the key, a register uses the
+    /// endpoint's address as `hostName`: a service-center host name may not resolve elsewhere).
+    pub const HOST_NAME: &str = "eureka.hostName";
+    /// `countryId` when not 1.
+    pub const COUNTRY_ID: &str = "eureka.countryId";
+    /// `dataCenterInfo.name` (`MyOwn`, `Amazon`, `Netflix`), when not the default `MyOwn`.
+    pub const DATA_CENTER_NAME: &str = "eureka.dataCenterInfo.name";
+    /// `dataCenterInfo.@class`, with the name.
+    pub const DATA_CENTER_CLASS: &str = "eureka.dataCenterInfo.class";
+    /// Prefix of `dataCenterInfo.metadata` entries (Amazon: `instance-id`, `ami-id`, ...).
+    pub const DATA_CENTER_METADATA_PREFIX: &str = "eureka.dataCenterInfo.metadata.";
+    /// Instance document string fields and their keys.
+    pub const STRING_FIELDS: &[(&str, &str)] = &[
+        ("vipAddress", VIP_ADDRESS),
+        ("secureVipAddress", SECURE_VIP_ADDRESS),
+        ("homePageUrl", HOME_PAGE_URL),
+        ("statusPageUrl", STATUS_PAGE_URL),
+        ("healthCheckUrl", HEALTH_CHECK_URL),
+        ("secureHealthCheckUrl", SECURE_HEALTH_CHECK_URL),
+        ("appGroupName", APP_GROUP_NAME),
+        ("asgName", ASG_NAME),
+    ];
+}
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::{header, Method, StatusCode};
+use serde_json::Value;
 use syncer_plugin_api::{Error, Instance, Plugin, Result, Service, Snapshot};
 
 use syncer_plugin_http::client::{segment, Client, Reply};
@@ -52,6 +125,121 @@ impl Default for Config {
 #[derive(Debug)]
 pub struct EurekaPlugin {
     client: Client,
+    /// The local copy of the registry that [`Plugin::list`] keeps up to date with deltas. An
+    /// async mutex: held across the fetch so concurrent lists do not fetch twice.
+    local: tokio::sync::Mutex<LocalRegistry>,
+    /// Full fetches done so far (`GET /apps/`).
+    full_fetches: AtomicU64,
+    /// Deltas applied and confirmed by the hash so far.
+    deltas_applied: AtomicU64,
+}
+
+/// The plugin's copy of the registry: app (upper case) → instance id → (Eureka status, for
+/// the hash; the instance).
+#[derive(Debug, Default)]
+struct LocalRegistry {
+    /// Whether the copy holds a full fetch (false: the next list fetches in full).
+    valid: bool,
+    apps: BTreeMap<String, BTreeMap<String, (&'static str, Instance)>>,
+}
+
+impl LocalRegistry {
+    /// Replaces the copy with a full `applications` document.
+    fn replace(&mut self, doc: &Value) -> std::result::Result<(), String> {
+        let mut apps: BTreeMap<String, BTreeMap<String, (&'static str, Instance)>> =
+            BTreeMap::new();
+        for (name, instances) in wire::apps_of(doc)? {
+            let service_id = wire::service_name(&name);
+            let app = apps.entry(name).or_default();
+            for v in instances {
+                if let Some(i) = wire::to_instance(v, &service_id) {
+                    app.insert(i.instance_id.clone(), (wire::eureka_status(v), i));
+                }
+            }
+        }
+        apps.retain(|_, a| !a.is_empty());
+        self.apps = apps;
+        self.valid = true;
+        Ok(())
+    }
+
+    /// Applies a delta document (`ADDED`/`MODIFIED` put, `DELETED` remove) and says whether
+    /// the copy's hash then equals the delta's `apps__hashcode`.
+    fn apply_delta(&mut self, doc: &Value) -> std::result::Result<bool, String> {
+        for (name, instances) in wire::apps_of(doc)? {
+            let service_id = wire::service_name(&name);
+            for v in instances {
+                let Some(id) = wire::instance_key(v) else {
+                    continue;
+                };
+                match wire::action_type(v).as_str() {
+                    "DELETED" => {
+                        if let Some(app) = self.apps.get_mut(&name) {
+                            app.remove(&id);
+                            if app.is_empty() {
+                                self.apps.remove(&name);
+                            }
+                        }
+                    }
+                    _ => {
+                        if let Some(i) = wire::to_instance(v, &service_id) {
+                            self.apps
+                                .entry(name.clone())
+                                .or_default()
+                                .insert(id, (wire::eureka_status(v), i));
+                        }
+                    }
+                }
+            }
+        }
+        let expected = wire::apps_field(doc, "apps__hashcode").unwrap_or_default();
+        Ok(self.hashcode() == expected)
+    }
+
+    fn hashcode(&self) -> String {
+        wire::hashcode(
+            self.apps
+                .values()
+                .flat_map(|a| a.values().map(|(status, _)| *status)),
+        )
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for (name, app) in &self.apps {
+            snapshot.services.push(wire::app_to_service(name));
+            snapshot
+                .instances
+                .extend(app.values().map(|(_, i)| i.clone()));
+        }
+        snapshot
+    }
+}
+
+/// Decodes an answer as JSON or XML: by `Content-Type`, else by its first non-blank byte.
+fn decode(reply: &Reply, what: &str) -> Result<Value> {
+    let ctype = reply
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let first = reply
+        .body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .copied();
+    let result = if ctype.contains("xml") || (!ctype.contains("json") && first == Some(b'<')) {
+        xml::parse(&reply.body)
+    } else {
+        serde_json::from_slice(&reply.body).map_err(|e| e.to_string())
+    };
+    result.map_err(|e| {
+        Error::Malformed(format!(
+            "{what}: {e}: {}",
+            reply.text().chars().take(200).collect::<String>()
+        ))
+    })
 }
 
 /// Normalises one `--sc-addr` entry: trimmed, `http://` when the scheme is missing, no
@@ -101,7 +289,67 @@ impl EurekaPlugin {
             .collect();
         Ok(EurekaPlugin {
             client: Client::new(endpoints, config.request_timeout)?,
+            local: tokio::sync::Mutex::default(),
+            full_fetches: AtomicU64::new(0),
+            deltas_applied: AtomicU64::new(0),
         })
+    }
+
+    /// How many full fetches (`GET /apps/`) and confirmed deltas (`GET /apps/delta` whose
+    /// hash matched) [`Plugin::list`] has done so far: (full, delta). For tests and metrics.
+    pub fn fetch_counts(&self) -> (u64, u64) {
+        (
+            self.full_fetches.load(Ordering::Relaxed),
+            self.deltas_applied.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Replaces the local copy with `GET {base}/apps/`.
+    async fn fetch_full(&self, local: &mut LocalRegistry) -> Result<()> {
+        local.valid = false;
+        let reply = self.request(Method::GET, "/apps/", None).await?;
+        if !reply.status.is_success() {
+            return Err(to_error(&reply, "list apps"));
+        }
+        let doc = decode(&reply, "list apps")?;
+        local
+            .replace(&doc)
+            .map_err(|e| Error::Malformed(format!("list apps: {e}")))?;
+        self.full_fetches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Applies `GET {base}/apps/delta` to the local copy; false when the copy must be fetched
+    /// in full (the delta failed, or the hash does not match afterwards).
+    async fn fetch_delta(&self, local: &mut LocalRegistry) -> bool {
+        let reply = match self.request(Method::GET, "/apps/delta", None).await {
+            Ok(reply) if reply.status.is_success() => reply,
+            Ok(reply) => {
+                tracing::debug!(status = %reply.status, "delta refused, fetching in full");
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "delta failed, fetching in full");
+                return false;
+            }
+        };
+        let applied = decode(&reply, "delta")
+            .map_err(|e| e.to_string())
+            .and_then(|doc| local.apply_delta(&doc));
+        match applied {
+            Ok(true) => {
+                self.deltas_applied.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Ok(false) => {
+                tracing::debug!("delta hash mismatch, fetching in full");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "delta unreadable, fetching in full");
+                false
+            }
+        }
     }
 
     /// One request: `path` below the base URL.
@@ -136,19 +384,16 @@ impl Plugin for EurekaPlugin {
         "eureka"
     }
 
-    /// `GET {base}/apps/`: every app and instance, of every status.
+    /// Every app and instance, of every status, from the local copy of the registry: the
+    /// first call fetches it in full (`GET {base}/apps/`), later calls apply
+    /// `GET {base}/apps/delta` and compare the copy's `apps__hashcode` with the delta's,
+    /// fetching in full again on a mismatch or a failed delta (Netflix `DiscoveryClient`).
     async fn list(&self) -> Result<Snapshot> {
-        let reply = self.request(Method::GET, "/apps/", None).await?;
-        if !reply.status.is_success() {
-            return Err(to_error(&reply, "list apps"));
+        let mut local = self.local.lock().await;
+        if !(local.valid && self.fetch_delta(&mut local).await) {
+            self.fetch_full(&mut local).await?;
         }
-        let doc: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|e| {
-            Error::Malformed(format!(
-                "list apps: {e}: {}",
-                reply.text().chars().take(200).collect::<String>()
-            ))
-        })?;
-        wire::apps_to_snapshot(&doc).map_err(|e| Error::Malformed(format!("list apps: {e}")))
+        Ok(local.snapshot())
     }
 
     /// Eureka creates apps implicitly: no request, the lower-case service name.
@@ -199,6 +444,110 @@ impl Plugin for EurekaPlugin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json")
+    }
+
+    #[test]
+    fn a_delta_is_applied_to_the_local_copy_and_checked_against_the_hash() {
+        let mut local = LocalRegistry::default();
+        local
+            .replace(&fixture("apps-response-modern.json"))
+            .expect("full");
+        assert!(local.valid);
+        // A MODIFIED entry whose host name changed; the hash still says UP_1_.
+        assert!(local
+            .apply_delta(&fixture("delta-response.json"))
+            .expect("delta"));
+        let snapshot = local.snapshot();
+        assert_eq!(snapshot.instances.len(), 1);
+        assert_eq!(
+            snapshot.instances[0].properties[keys::HOST_NAME],
+            "modified-host"
+        );
+        // An ADDED instance of a new app, and a hash that says two: consistent.
+        let added: Value = serde_json::json!({"applications": {"versions__delta": "4",
+            "apps__hashcode": "DOWN_1_UP_1_", "application": {"name": "BAR", "instance": {
+                "instanceId": "b1", "hostName": "b", "app": "BAR", "ipAddr": "10.0.0.2",
+                "status": "DOWN", "actionType": "ADDED"}}}});
+        assert!(local.apply_delta(&added).expect("delta"));
+        assert_eq!(local.snapshot().services.len(), 2);
+        // Deleting it while the server's hash still counts it: a mismatch (fetch in full).
+        let mut deleted = added.clone();
+        deleted["applications"]["application"]["instance"]["actionType"] = "DELETED".into();
+        assert!(!local.apply_delta(&deleted).expect("delta"));
+        assert_eq!(local.snapshot().services.len(), 1);
+    }
+
+    /// A Eureka server that answers only with basic auth `u:p`: `GET /eureka/apps/` with the
+    /// XML fixture (gzip when asked), `GET /eureka/apps/delta` with an empty delta whose hash
+    /// does not match.
+    async fn xml_server() -> String {
+        use axum::http::{header as h, HeaderMap, StatusCode as S};
+        use axum::response::IntoResponse;
+        use std::io::Write;
+        async fn answer(headers: HeaderMap, body: &'static [u8]) -> axum::response::Response {
+            // "u:p" in base64.
+            if headers.get(h::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some("Basic dTpw") {
+                return S::UNAUTHORIZED.into_response();
+            }
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(body).expect("gzip");
+            (
+                [
+                    (h::CONTENT_TYPE, "application/xml"),
+                    (h::CONTENT_ENCODING, "gzip"),
+                ],
+                enc.finish().expect("gzip"),
+            )
+                .into_response()
+        }
+        let full: &'static [u8] = include_bytes!("../tests/fixtures/apps-response.xml");
+        let app = axum::Router::new()
+            .route(
+                "/eureka/apps/",
+                axum::routing::get(move |headers: HeaderMap| answer(headers, full)),
+            )
+            .route(
+                "/eureka/apps/delta",
+                axum::routing::get(|headers: HeaderMap| {
+                    answer(
+                        headers,
+                        b"<applications><versions__delta>2</versions__delta>\
+                          <apps__hashcode>UP_5_</apps__hashcode></applications>",
+                    )
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://u:p@{addr}/eureka")
+    }
+
+    #[tokio::test]
+    async fn xml_gzip_and_basic_auth_from_a_second_server_and_a_hash_mismatch_refetches() {
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let plugin = EurekaPlugin::new(Config {
+            endpoints: vec![format!("http://{dead}/eureka"), xml_server().await],
+            request_timeout: Duration::from_secs(5),
+        })
+        .expect("builds");
+        let snapshot = plugin.list().await.expect("list");
+        assert_eq!(snapshot.services.len(), 2);
+        assert_eq!(snapshot.instances.len(), 4);
+        assert_eq!(plugin.fetch_counts(), (1, 0));
+        // The delta leaves the copy at UP_4_, the server says UP_5_: fetch in full again.
+        assert_eq!(plugin.list().await.expect("list").instances.len(), 4);
+        assert_eq!(plugin.fetch_counts(), (2, 0));
+    }
 
     #[test]
     fn endpoints_are_normalised() {

@@ -1,19 +1,25 @@
-//! Eureka v2 JSON documents and their conversion to and from the neutral model.
+//! Eureka v2 documents (JSON, and XML through `xml`) and their conversion to and from the
+//! neutral model.
 //!
 //! Reading is deliberately lenient (eureka-notes §4, §8), because real servers differ:
 //! `application` and `instance` may be an array or a single object (XStream/Jettison era
 //! servers), `port.$` a number or a string, `@enabled` a string or a boolean, any field `null`,
 //! and `metadata` carries a `@class` marker that is not metadata. So documents are walked as
 //! [`serde_json::Value`] rather than decoded into strict structs.
+//!
+//! Eureka-only fields travel in reserved instance properties (see [`crate::keys`]): reading
+//! adds them, writing a register body takes them back out of the metadata into their fields.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use syncer_plugin_api::{
-    HealthCheck, Instance, InstanceStatus, Service, Snapshot, DEFAULT_DOMAIN_PROJECT,
-};
+#[cfg(test)]
+use syncer_plugin_api::Snapshot;
+use syncer_plugin_api::{HealthCheck, Instance, InstanceStatus, Service, DEFAULT_DOMAIN_PROJECT};
 
 use syncer_plugin_http::endpoint::{self, Endpoint};
+
+use crate::keys;
 
 /// appId of every service read from Eureka (the 1.3.0 mapping).
 pub(crate) const EUREKA_APP_ID: &str = "eureka";
@@ -23,6 +29,10 @@ pub(crate) const EUREKA_VERSION: &str = "0.0.1";
 pub(crate) const DEFAULT_RENEWAL_SECS: u32 = 30;
 /// Eureka's default lease duration, seconds (`LeaseInfo.DEFAULT_LEASE_DURATION`).
 pub(crate) const DEFAULT_DURATION_SECS: u32 = 90;
+/// `dataCenterInfo.@class` of `MyOwn` (and `Netflix`) data centers.
+pub(crate) const DEFAULT_DC_CLASS: &str = "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo";
+/// `dataCenterInfo.@class` of `Amazon` data centers.
+pub(crate) const AMAZON_DC_CLASS: &str = "com.netflix.appinfo.AmazonInfo";
 
 /// The elements of a field that is an array, or a single object standing for a one-element
 /// array; nothing for `null` or a missing field.
@@ -109,7 +119,7 @@ pub(crate) fn app_to_service(app: &str) -> Service {
 /// `durationInSecs` (30 s / 90 s → 30 × 2); `url` = `healthCheckUrl`. Without `leaseInfo` but
 /// with a `healthCheckUrl`, Eureka's defaults 30 s / 90 s; with neither, `None`.
 pub(crate) fn to_instance(v: &Value, service_id: &str) -> Option<Instance> {
-    let instance_id = text(v, "instanceId").or_else(|| text(v, "hostName"))?;
+    let instance_id = instance_key(v)?;
     let host_name = text(v, "hostName").unwrap_or_default();
     let ip = text(v, "ipAddr").unwrap_or_else(|| host_name.clone());
     let mut endpoints = Vec::new();
@@ -145,8 +155,62 @@ pub(crate) fn to_instance(v: &Value, service_id: &str) -> Option<Instance> {
         endpoints,
         status: InstanceStatus::parse(&text(v, "status").unwrap_or_default()),
         health_check,
-        properties: metadata(v.get("metadata")),
+        properties: with_eureka_fields(v, metadata(v.get("metadata"))),
     })
+}
+
+/// `properties` plus the Eureka-only fields of instance document `v` under their reserved
+/// keys ([`keys`]). Defaults (`overriddenStatus` `UNKNOWN`, `countryId` 1, data center `MyOwn`
+/// with the default class) and enabled ports (already endpoints) add nothing.
+fn with_eureka_fields(
+    v: &Value,
+    mut properties: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    for (field, key) in keys::STRING_FIELDS {
+        if let Some(s) = text(v, field) {
+            properties.insert((*key).to_owned(), s);
+        }
+    }
+    if let Some(s) = text(v, "overriddenStatus").or_else(|| text(v, "overriddenstatus")) {
+        let s = InstanceStatus::parse(&s).as_eureka();
+        if s != "UNKNOWN" {
+            properties.insert(keys::OVERRIDDEN_STATUS.to_owned(), s.to_owned());
+        }
+    }
+    // A disabled port's value, unless it is the one a register body writes anyway.
+    for (field, key, enabled_by_default, written) in [
+        ("port", keys::PORT, true, 80),
+        ("securePort", keys::SECURE_PORT, false, 443),
+    ] {
+        let value = v.get(field).and_then(|p| scalar(p.get("$")));
+        if port(v.get(field), enabled_by_default).is_none() {
+            if let Some(n) = value
+                .and_then(|s| s.trim().parse::<u16>().ok())
+                .filter(|n| *n != written)
+            {
+                properties.insert(key.to_owned(), n.to_string());
+            }
+        }
+    }
+    if let Some(h) = text(v, "hostName").filter(|h| text(v, "ipAddr").as_ref() != Some(h)) {
+        properties.insert(keys::HOST_NAME.to_owned(), h);
+    }
+    if let Some(c) = text(v, "countryId").filter(|c| c != "1") {
+        properties.insert(keys::COUNTRY_ID.to_owned(), c);
+    }
+    if let Some(dc) = v.get("dataCenterInfo").filter(|d| d.is_object()) {
+        let name = text(dc, "name").unwrap_or_else(|| "MyOwn".to_owned());
+        let class = text(dc, "@class").unwrap_or_else(|| DEFAULT_DC_CLASS.to_owned());
+        let dc_metadata = metadata(dc.get("metadata"));
+        if name != "MyOwn" || class != DEFAULT_DC_CLASS || !dc_metadata.is_empty() {
+            properties.insert(keys::DATA_CENTER_NAME.to_owned(), name);
+            properties.insert(keys::DATA_CENTER_CLASS.to_owned(), class);
+            for (k, v) in dc_metadata {
+                properties.insert(format!("{}{k}", keys::DATA_CENTER_METADATA_PREFIX), v);
+            }
+        }
+    }
+    properties
 }
 
 /// A `GET /apps` (or `/apps/delta`) document → snapshot. Every app becomes a service (see
@@ -154,6 +218,7 @@ pub(crate) fn to_instance(v: &Value, service_id: &str) -> Option<Instance> {
 ///
 /// # Errors
 /// A message when the document has no `applications` object.
+#[cfg(test)]
 pub(crate) fn apps_to_snapshot(doc: &Value) -> Result<Snapshot, String> {
     let apps = doc
         .get("applications")
@@ -179,10 +244,13 @@ pub(crate) fn apps_to_snapshot(doc: &Value) -> Result<Snapshot, String> {
 ///
 /// `ipAddr` and `hostName` are the host of the first http(s) endpoint (else
 /// `instance.host_name`); `port` is the first `http` endpoint's, `securePort` the first
-/// `https` endpoint's (else `443`, disabled); `leaseInfo` is the health check's interval and
-/// interval × (times + 1) (else Eureka's 30 s / 90 s); `metadata` is the properties unchanged.
-/// `lastDirtyTimestamp` is left out so the server stamps "now" and a re-registration replaces
-/// the stored copy (eureka-notes §3.1).
+/// `https` endpoint's (else the disabled value kept under [`keys::PORT`] /
+/// [`keys::SECURE_PORT`], else 80 / 443, disabled); `leaseInfo` is the health check's interval
+/// and interval × (times + 1) (else Eureka's 30 s / 90 s). The Eureka-only fields come back
+/// out of their reserved properties ([`keys`]): URLs, VIP addresses (default: the service
+/// name, for an instance that has neither), `overriddenStatus`, `countryId`, `dataCenterInfo` (with Amazon metadata); the
+/// remaining properties are the `metadata`. `lastDirtyTimestamp` is left out so the server
+/// stamps "now" and a re-registration replaces the stored copy (eureka-notes §3.1).
 pub(crate) fn register_body(name: &str, instance: &Instance) -> Value {
     let parsed: Vec<Endpoint<'_>> = instance
         .endpoints
@@ -196,17 +264,24 @@ pub(crate) fn register_body(name: &str, instance: &Instance) -> Value {
             .find(|e| e.scheme.eq_ignore_ascii_case(scheme))
             .and_then(|e| e.port_or_default())
     };
+    let props = &instance.properties;
+    let kept_port = |key: &str, default: u16| {
+        props
+            .get(key)
+            .and_then(|p| p.trim().parse::<u16>().ok())
+            .unwrap_or(default)
+    };
     let ip = parsed
         .first()
         .map(|e| e.host.to_owned())
         .unwrap_or_else(|| instance.host_name.clone());
     let port = match first_of("http") {
         Some(p) => json!({"$": p, "@enabled": "true"}),
-        None => json!({"$": 80, "@enabled": "false"}),
+        None => json!({"$": kept_port(keys::PORT, 80), "@enabled": "false"}),
     };
     let secure_port = match first_of("https") {
         Some(p) => json!({"$": p, "@enabled": "true"}),
-        None => json!({"$": 443, "@enabled": "false"}),
+        None => json!({"$": kept_port(keys::SECURE_PORT, 443), "@enabled": "false"}),
     };
     let (interval, duration) = match &instance.health_check {
         Some(h) => {
@@ -215,22 +290,57 @@ pub(crate) fn register_body(name: &str, instance: &Instance) -> Value {
         }
         None => (DEFAULT_RENEWAL_SECS, DEFAULT_DURATION_SECS),
     };
+    let dc_name = props
+        .get(keys::DATA_CENTER_NAME)
+        .cloned()
+        .unwrap_or_else(|| "MyOwn".to_owned());
+    let dc_class = props
+        .get(keys::DATA_CENTER_CLASS)
+        .cloned()
+        .unwrap_or_else(|| {
+            if dc_name == "Amazon" {
+                AMAZON_DC_CLASS.to_owned()
+            } else {
+                DEFAULT_DC_CLASS.to_owned()
+            }
+        });
+    let mut dc = json!({"@class": dc_class, "name": dc_name});
+    let dc_metadata: BTreeMap<&str, &String> = props
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(keys::DATA_CENTER_METADATA_PREFIX)
+                .map(|k| (k, v))
+        })
+        .collect();
+    if !dc_metadata.is_empty() {
+        dc["metadata"] = json!(dc_metadata);
+    }
+    let metadata: BTreeMap<&String, &String> = props
+        .iter()
+        .filter(|(k, _)| !k.starts_with(keys::PREFIX))
+        .collect();
+    let overridden = props
+        .get(keys::OVERRIDDEN_STATUS)
+        .map(|s| InstanceStatus::parse(s).as_eureka())
+        .unwrap_or("UNKNOWN");
+    let country: i64 = props
+        .get(keys::COUNTRY_ID)
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(1);
+    let host_name = props.get(keys::HOST_NAME).unwrap_or(&ip);
     let mut body = json!({
         "instanceId": instance.instance_id,
-        "hostName": ip,
+        "hostName": host_name,
         "app": name.to_uppercase(),
         "ipAddr": ip,
         "status": instance.status.as_eureka(),
-        "overriddenStatus": "UNKNOWN",
+        "overriddenStatus": overridden,
         "port": port,
         "securePort": secure_port,
-        "countryId": 1,
-        "dataCenterInfo": {
-            "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
-            "name": "MyOwn"
-        },
+        "countryId": country,
+        "dataCenterInfo": dc,
         "leaseInfo": {"renewalIntervalInSecs": interval, "durationInSecs": duration},
-        "metadata": instance.properties,
+        "metadata": metadata,
         "vipAddress": name,
         "secureVipAddress": name,
         "isCoordinatingDiscoveryServer": "false"
@@ -238,13 +348,86 @@ pub(crate) fn register_body(name: &str, instance: &Instance) -> Value {
     if let Some(h) = instance.health_check.as_ref().filter(|h| !h.url.is_empty()) {
         body["healthCheckUrl"] = Value::String(h.url.clone());
     }
+    // An instance read from Eureka carries its own VIP addresses (or deliberately none).
+    if props.contains_key(keys::VIP_ADDRESS) || props.contains_key(keys::SECURE_VIP_ADDRESS) {
+        if let Some(b) = body.as_object_mut() {
+            b.remove("vipAddress");
+            b.remove("secureVipAddress");
+        }
+    }
+    for (field, key) in keys::STRING_FIELDS {
+        if let Some(v) = props.get(*key) {
+            body[*field] = Value::String(v.clone());
+        }
+    }
     json!({ "instance": body })
+}
+
+/// `apps__hashcode` over `statuses` (eureka-notes §4.5): `STATUS_COUNT_` for each status with
+/// instances, statuses in name order (`DOWN_1_UP_3_`); empty for none.
+pub fn hashcode<'a>(statuses: impl IntoIterator<Item = &'a str>) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in statuses {
+        *counts.entry(s).or_default() += 1;
+    }
+    counts.iter().map(|(s, n)| format!("{s}_{n}_")).collect()
+}
+
+/// The Eureka status string of instance document `v` as the Java client computes it for the
+/// hash: the enum name, anything unrecognised `UNKNOWN`.
+pub(crate) fn eureka_status(v: &Value) -> &'static str {
+    InstanceStatus::parse(&text(v, "status").unwrap_or_default()).as_eureka()
+}
+
+/// The instances of an `applications` document by app name: (app, instance documents).
+pub(crate) fn apps_of(doc: &Value) -> Result<Vec<(String, Vec<&Value>)>, String> {
+    let apps = doc
+        .get("applications")
+        .filter(|a| a.is_object())
+        .ok_or_else(|| "no \"applications\" object".to_owned())?;
+    Ok(one_or_many(apps.get("application"))
+        .into_iter()
+        .filter_map(|app| {
+            let name = text(app, "name")?.to_uppercase();
+            Some((name, one_or_many(app.get("instance"))))
+        })
+        .collect())
+}
+
+/// A string field of the `applications` object (`apps__hashcode`, `versions__delta`).
+pub(crate) fn apps_field(doc: &Value, key: &str) -> Option<String> {
+    doc.get("applications").and_then(|a| scalar(a.get(key)))
+}
+
+/// The id Eureka gives instance document `v` (`InstanceInfo.getId`): `instanceId`, else the
+/// Amazon `instance-id`, else `hostName`.
+pub(crate) fn instance_key(v: &Value) -> Option<String> {
+    text(v, "instanceId")
+        .or_else(|| {
+            v.get("dataCenterInfo")
+                .and_then(|d| d.get("metadata"))
+                .and_then(|m| text(m, "instance-id"))
+        })
+        .or_else(|| text(v, "hostName"))
+}
+
+/// `actionType` of a delta entry, upper case (`ADDED`, `MODIFIED`, `DELETED`).
+pub(crate) fn action_type(v: &Value) -> String {
+    text(v, "actionType").unwrap_or_default().to_uppercase()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use syncer_plugin_api::{ORIGIN_CLUSTER, ORIGIN_INSTANCE_ID, ORIGIN_SERVICE_ID};
+
+    /// The properties that are metadata (no reserved `eureka.*` key).
+    fn user(p: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        p.iter()
+            .filter(|(k, _)| !k.starts_with(keys::PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
 
     fn fixture(name: &str) -> Value {
         let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -273,8 +456,18 @@ mod tests {
                     times: 2,
                     url: "http://localhost:8080/health".into()
                 }),
-                // Only the `@class` marker was there.
-                properties: BTreeMap::new(),
+                // Only the `@class` marker was in `metadata`; the Eureka-only fields that are
+                // not defaults are kept under their reserved keys.
+                properties: BTreeMap::from(
+                    [
+                        (keys::HEALTH_CHECK_URL, "http://localhost:8080/health"),
+                        (keys::HOME_PAGE_URL, "http://localhost:8080/"),
+                        (keys::HOST_NAME, "localhost"),
+                        (keys::STATUS_PAGE_URL, "http://localhost:8080/info"),
+                        (keys::VIP_ADDRESS, "foo"),
+                    ]
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                ),
             }]
         );
     }
@@ -299,7 +492,7 @@ mod tests {
             ["http://192.168.40.94:7101", "https://192.168.40.94:7101"]
         );
         assert_eq!(first.properties["base-uri"], "https://192.168.40.94:7101");
-        assert_eq!(first.properties.len(), 3);
+        assert_eq!(user(&first.properties).len(), 3);
         assert!(snapshot
             .instances
             .iter()
@@ -327,7 +520,7 @@ mod tests {
         // `@enabled` as booleans; the secure port is disabled.
         assert_eq!(i.endpoints, ["http://192.168.0.147:80"]);
         // `@class` marker and a null value are not metadata.
-        assert!(i.properties.is_empty());
+        assert!(user(&i.properties).is_empty());
 
         let js = fixture("register-request-eureka-js-client.json");
         let i = to_instance(&js["instance"], "account-server").expect("parses");
@@ -440,7 +633,8 @@ mod tests {
             ["http://10.0.0.1:8080", "https://10.0.0.1:443"]
         );
         assert_eq!(back.health_check, instance.health_check);
-        assert_eq!(back.properties, instance.properties);
+        assert_eq!(user(&back.properties), instance.properties);
+        assert_eq!(back.properties[keys::VIP_ADDRESS], "account-server");
         assert_eq!(back.status, InstanceStatus::Starting);
     }
 
@@ -471,5 +665,184 @@ mod tests {
             ..Instance::default()
         };
         assert_eq!(register_body("svc", &instance)["instance"]["ipAddr"], "h");
+    }
+
+    /// What a Eureka client reads from an instance document, normalised (defaults filled in,
+    /// both spellings and encodings of a value made one). Server-owned fields (lease
+    /// timestamps, `lastUpdatedTimestamp`, `lastDirtyTimestamp`, `actionType`) are not here:
+    /// a registering client does not own them.
+    fn client_fields(v: &Value) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let mut put = |k: &str, val: Option<String>| {
+            if let Some(val) = val.filter(|s| !s.is_empty()) {
+                out.insert(k.to_owned(), val);
+            }
+        };
+        put("id", instance_key(v));
+        put("app", text(v, "app").map(|a| a.to_uppercase()));
+        put("hostName", text(v, "hostName"));
+        put("ipAddr", text(v, "ipAddr"));
+        put("status", Some(eureka_status(v).to_owned()));
+        let overridden = text(v, "overriddenStatus")
+            .or_else(|| text(v, "overriddenstatus"))
+            .unwrap_or_default();
+        put(
+            "overriddenStatus",
+            Some(InstanceStatus::parse(&overridden).as_eureka().to_owned()),
+        );
+        for (field, on) in [("port", true), ("securePort", false)] {
+            let enabled = port(v.get(field), on).is_some();
+            put(&format!("{field}.enabled"), Some(enabled.to_string()));
+            let value = v
+                .get(field)
+                .and_then(|p| scalar(p.get("$")))
+                .and_then(|p| p.trim().parse::<u16>().ok());
+            put(&format!("{field}.$"), value.map(|p| p.to_string()));
+        }
+        put(
+            "countryId",
+            Some(text(v, "countryId").unwrap_or_else(|| "1".into())),
+        );
+        let dc = v.get("dataCenterInfo").cloned().unwrap_or(Value::Null);
+        put(
+            "dc.name",
+            Some(text(&dc, "name").unwrap_or_else(|| "MyOwn".into())),
+        );
+        put(
+            "dc.class",
+            Some(text(&dc, "@class").unwrap_or_else(|| DEFAULT_DC_CLASS.into())),
+        );
+        for (k, val) in metadata(dc.get("metadata")) {
+            put(&format!("dc.metadata.{k}"), Some(val));
+        }
+        let lease = v.get("leaseInfo").cloned().unwrap_or(Value::Null);
+        put(
+            "renewal",
+            Some(
+                positive(lease.get("renewalIntervalInSecs"))
+                    .unwrap_or(30)
+                    .to_string(),
+            ),
+        );
+        put(
+            "duration",
+            Some(
+                positive(lease.get("durationInSecs"))
+                    .unwrap_or(90)
+                    .to_string(),
+            ),
+        );
+        for (k, val) in metadata(v.get("metadata")) {
+            put(&format!("metadata.{k}"), Some(val));
+        }
+        for (field, _) in keys::STRING_FIELDS {
+            put(field, text(v, field));
+        }
+        out
+    }
+
+    /// Every instance document of a fixture (an `applications`, `instance` document).
+    fn instance_docs(doc: &Value) -> Vec<Value> {
+        if let Some(i) = doc.get("instance") {
+            return vec![i.clone()];
+        }
+        apps_of(doc)
+            .expect("applications document")
+            .into_iter()
+            .flat_map(|(_, list)| list.into_iter().cloned())
+            .collect()
+    }
+
+    fn any_fixture(name: &str) -> Value {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(&path).expect("fixture exists");
+        if name.ends_with(".xml") {
+            crate::xml::parse(&bytes).expect("fixture is xml")
+        } else {
+            serde_json::from_slice(&bytes).expect("fixture is json")
+        }
+    }
+
+    #[test]
+    fn real_payloads_survive_the_model_and_both_encodings_without_losing_a_client_field() {
+        let mut seen = 0;
+        for name in [
+            "apps-response.xml",
+            "apps-response-empty.xml",
+            "apps-response-modern.json",
+            "apps-response-legacy-eureka-1.1.json",
+            "apps-response-single-instance-object.json",
+            "delta-response.json",
+            "register-request.xml",
+            "register-request-steeltoe.json",
+            "register-request-py-eureka-client.json",
+            "register-request-eureka-js-client.json",
+        ] {
+            let doc = any_fixture(name);
+            for original in instance_docs(&doc) {
+                let app = text(&original, "app").expect("app");
+                let model = to_instance(&original, &service_name(&app)).expect("an instance");
+                // JSON out (what the plugin registers), then XML out and in again.
+                let json_body = register_body(&service_name(&app), &model);
+                let xml_text = crate::xml::write(&json_body);
+                let xml_body = crate::xml::parse(xml_text.as_bytes()).expect("our xml parses");
+                for (encoding, body) in [("json", &json_body), ("xml", &xml_body)] {
+                    let mut expected = client_fields(&original);
+                    let mut got = client_fields(&body["instance"]);
+                    // A port the client left out is disabled; its value is our default.
+                    for k in ["port.$", "securePort.$"] {
+                        if !expected.contains_key(k) {
+                            got.remove(k);
+                        }
+                    }
+                    // Old servers wrote no instanceId: the id is the hostName, and we write it.
+                    expected.insert("id".into(), model.instance_id.clone());
+                    assert_eq!(got, expected, "{name} ({encoding}):\n{xml_text}");
+                    let back = to_instance(&body["instance"], &model.service_id).expect("parses");
+                    assert_eq!(back, model, "{name} ({encoding}) back into the model");
+                }
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 4 + 1 + 3 + 1 + 1 + 4);
+    }
+
+    #[test]
+    fn amazon_data_center_info_and_overrides_cross_the_model() {
+        let v = serde_json::json!({
+            "hostName": "ec2-1.compute.amazonaws.com", "app": "SVC", "ipAddr": "10.1.2.3",
+            "status": "OUT_OF_SERVICE", "overriddenStatus": "OUT_OF_SERVICE",
+            "port": {"$": 8080, "@enabled": "true"}, "securePort": {"$": 8443, "@enabled": "true"},
+            "dataCenterInfo": {"@class": AMAZON_DC_CLASS, "name": "Amazon",
+                "metadata": {"instance-id": "i-0abc", "availability-zone": "us-east-1a"}},
+            "vipAddress": "svc,svc-alias", "secureVipAddress": "svc-secure",
+            "metadata": {"zone": "z1"}
+        });
+        let model = to_instance(&v, "svc").expect("parses");
+        // No instanceId: the Amazon instance id is the id.
+        assert_eq!(model.instance_id, "i-0abc");
+        assert_eq!(model.status, InstanceStatus::OutOfService);
+        assert_eq!(model.properties[keys::OVERRIDDEN_STATUS], "OUT_OF_SERVICE");
+        assert_eq!(
+            model.properties["eureka.dataCenterInfo.metadata.availability-zone"],
+            "us-east-1a"
+        );
+        let body = register_body("svc", &model);
+        let i = &body["instance"];
+        assert_eq!(i["dataCenterInfo"]["@class"], AMAZON_DC_CLASS);
+        assert_eq!(i["dataCenterInfo"]["metadata"]["instance-id"], "i-0abc");
+        assert_eq!(i["overriddenStatus"], "OUT_OF_SERVICE");
+        assert_eq!(i["vipAddress"], "svc,svc-alias");
+        assert_eq!(i["hostName"], "ec2-1.compute.amazonaws.com");
+        assert_eq!(i["metadata"], serde_json::json!({"zone": "z1"}));
+    }
+
+    #[test]
+    fn the_hashcode_counts_statuses_in_name_order() {
+        assert_eq!(
+            hashcode(["UP", "DOWN", "UP", "OUT_OF_SERVICE"]),
+            "DOWN_1_OUT_OF_SERVICE_1_UP_2_"
+        );
+        assert_eq!(hashcode([]), "");
     }
 }

@@ -4,6 +4,11 @@
 //! a 5xx moves it on to the next one, wrapping round, until every endpoint has been tried once.
 //! Any other answer (2xx, 4xx) is returned to the caller, and its endpoint becomes the
 //! preferred one. This fixes the 1.3.0 client, which went round-robin and had no "last good".
+//!
+//! Credentials in an endpoint URL (`http://user:pass@host:8761/eureka`, percent-encoded as in
+//! any URL) are taken out of it and sent as `Authorization: Basic` on every request to that
+//! endpoint, as the Eureka Java client does; the URL used in requests, logs and errors has no
+//! credentials. gzip answers are decoded transparently (`Accept-Encoding: gzip` is sent).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -33,19 +38,79 @@ impl Reply {
     }
 }
 
+/// One endpoint: its base URL without credentials, and the credentials.
+struct Target {
+    /// Base URL without a trailing `/` and without `user:pass@`.
+    base: String,
+    /// (user, password) from the URL, percent-decoded.
+    auth: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("Target")
+            .field("base", &self.base)
+            .field("user", &self.auth.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+/// Decodes `%XX` escapes (invalid ones are kept as written).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Splits `scheme://user:pass@host/...` into the URL without credentials and the credentials.
+fn split_credentials(url: &str) -> Target {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            let userinfo = &rest[..at];
+            let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            return Target {
+                base: format!("{scheme}://{}", &rest[at + 1..]),
+                auth: Some((percent_decode(user), percent_decode(pass))),
+            };
+        }
+    }
+    Target {
+        base: url.to_owned(),
+        auth: None,
+    }
+}
+
 /// Endpoints plus the HTTP client that talks to them.
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
-    /// Base URLs without a trailing `/`.
-    endpoints: Vec<String>,
+    /// The endpoints, in the configured order.
+    endpoints: Vec<Target>,
     /// Index of the endpoint that answered last; where the next request starts. Shared by
     /// concurrent calls, hence atomic; a race only costs one extra failover.
     preferred: AtomicUsize,
 }
 
 impl Client {
-    /// Builds the client. `endpoints` must be non-empty, already normalised base URLs.
+    /// Builds the client. `endpoints` must be non-empty, already normalised base URLs; they
+    /// may carry `user:pass@` (see the module docs).
     ///
     /// # Errors
     /// [`Error::Rejected`] when the list is empty or the HTTP client cannot be built.
@@ -60,7 +125,7 @@ impl Client {
             .map_err(|e| Error::Rejected(format!("cannot build http client: {e}")))?;
         Ok(Client {
             http,
-            endpoints,
+            endpoints: endpoints.iter().map(|e| split_credentials(e)).collect(),
             preferred: AtomicUsize::new(0),
         })
     }
@@ -79,8 +144,13 @@ impl Client {
         let mut last = None;
         for i in 0..n {
             let index = (start + i) % n;
-            let base = &self.endpoints[index];
-            match self.try_one(build(&self.http, base)).await {
+            let target = &self.endpoints[index];
+            let base = &target.base;
+            let mut request = build(&self.http, base);
+            if let Some((user, pass)) = &target.auth {
+                request = request.basic_auth(user, Some(pass));
+            }
+            match self.try_one(request).await {
                 Ok(reply) if !reply.status.is_server_error() => {
                     if index != start {
                         self.preferred.store(index, Ordering::Relaxed);
@@ -146,6 +216,67 @@ mod tests {
         assert_eq!(segment("a-b_c.d~e"), "a-b_c.d~e");
         assert_eq!(segment("10.0.0.1:app:80"), "10.0.0.1%3Aapp%3A80");
         assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn credentials_are_split_out_of_the_url() {
+        let t = split_credentials("http://us%40er:p%3Ass@h:8761/eureka");
+        assert_eq!(t.base, "http://h:8761/eureka");
+        assert_eq!(t.auth, Some(("us@er".into(), "p:ss".into())));
+        let t = split_credentials("http://h:8761/eureka?a=b@c");
+        assert_eq!(
+            (t.base.as_str(), t.auth),
+            ("http://h:8761/eureka?a=b@c", None)
+        );
+        assert!(!format!("{:?}", split_credentials("http://u:secret@h")).contains("secret"));
+        assert_eq!(percent_decode("a%2"), "a%2");
+    }
+
+    #[tokio::test]
+    async fn credentials_in_the_url_are_sent_as_basic_auth_and_gzip_is_decoded() {
+        use std::io::Write;
+        let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let gzip = headers
+                .get("accept-encoding")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("gzip"));
+            // "user:pa ss" in base64.
+            if auth != "Basic dXNlcjpwYSBzcw==" || !gzip {
+                return (axum::http::StatusCode::UNAUTHORIZED, Vec::new()).into_response();
+            }
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(b"zipped").expect("gzip");
+            (
+                [(axum::http::header::CONTENT_ENCODING, "gzip")],
+                enc.finish().expect("gzip"),
+            )
+                .into_response()
+        });
+        use axum::response::IntoResponse;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = Client::new(
+            vec![format!("http://user:pa%20ss@{addr}/eureka")],
+            Duration::from_secs(5),
+        )
+        .expect("client");
+        let reply = client
+            .send(|http, base| {
+                assert!(!base.contains("user"), "{base}");
+                http.get(format!("{base}/apps/"))
+            })
+            .await
+            .expect("answered");
+        assert_eq!(reply.status, reqwest::StatusCode::OK);
+        assert_eq!(reply.body, b"zipped");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Endpoint URLs (`scheme://[user@]host[:port][/path][?query]`) taken apart and put together
 //! again: the neutral `http(s)://host:port` form of the model, service-center's `rest://`, and
-//! Eureka's `ipAddr`/`port` pairs all go through [`Endpoint::parse`] and [`format`].
+//! Eureka's `ipAddr`/`port` pairs all go through [`Endpoint::parse`] and [`format()`].
 
 /// The parts of a `scheme://[user@]host[:port][/path][?query]` URL that registries use.
 #[derive(Debug, Clone, PartialEq, Eq)]

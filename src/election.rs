@@ -1,0 +1,293 @@
+//! Leadership of a cluster through etcd (DESIGN.md decision 5, with etcd configured).
+//!
+//! Every member of a cluster races for one key, `/syncer/leader/{cluster}`, holding a lease
+//! of [`EtcdConfig::lease_ttl`] (default 3 s): a transaction creates the key, bound to the
+//! member's lease, only when it does not exist. The member whose transaction created it
+//! leads while it keeps the lease alive (a keep-alive every third of the TTL); the others
+//! watch the key and race again the moment it is deleted (a resignation) or expires with its
+//! lease (a crashed leader: within one TTL). A leader that cannot renew its lease for a whole
+//! TTL steps down on its own, so two members believe they lead for at most the time etcd
+//! takes to notice; DESIGN.md decision 3 makes that brief overlap harmless.
+//!
+//! Without etcd, the leader is the alive gossip member of the cluster whose node name sorts
+//! first ([`crate::sync::leader_of`]); this module is not used then.
+//!
+//! Main types: [`EtcdConfig`], [`EtcdElection`] (built, then [`EtcdElection::run`]), whose
+//! published value is the node name of the cluster's current leader ([`Leader`]).
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
+};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Prefix of the leader keys; the cluster name follows.
+pub const LEADER_KEY_PREFIX: &str = "/syncer/leader/";
+
+/// Default TTL of a member's election lease: a crashed leader's key goes within this time.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// Timeout of one etcd request (and of connecting).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest wait between attempts while etcd is unreachable.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The node name of the cluster's leader as this member knows it; `None` while unknown
+/// (no leader yet, or etcd unreachable: then this member does not lead either).
+pub type Leader = Option<String>;
+
+/// The leader key of `cluster`.
+pub fn leader_key(cluster: &str) -> String {
+    format!("{LEADER_KEY_PREFIX}{cluster}")
+}
+
+/// How to take part in a cluster's etcd election.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// etcd client URLs (`http://host:2379`).
+    pub endpoints: Vec<String>,
+    /// This member's node name: the value written under the leader key.
+    pub node: String,
+    /// The cluster whose leader is elected.
+    pub cluster_name: String,
+    /// TTL of the election lease, whole seconds, at least 2 (default
+    /// [`DEFAULT_LEASE_TTL`]): a crashed leader is replaced within about this time.
+    pub lease_ttl: Duration,
+}
+
+/// Why one term of the election ended (the election then starts over, after a backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An etcd request failed (unreachable, timed out, refused).
+    #[error("etcd request failed: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// The lease expired, or could not be renewed for a whole TTL: this member no longer
+    /// leads.
+    #[error("the election lease was lost")]
+    LeaseLost,
+    /// etcd closed a stream (watch or keep-alive).
+    #[error("etcd closed the {0} stream")]
+    StreamClosed(&'static str),
+}
+
+/// A member's part in its cluster's etcd election.
+#[derive(Debug)]
+pub struct EtcdElection {
+    config: EtcdConfig,
+    /// Publishes the current leader after every change.
+    leader: watch::Sender<Leader>,
+}
+
+impl EtcdElection {
+    /// Prepares the election; nothing is contacted until [`run`](EtcdElection::run).
+    pub fn new(config: EtcdConfig) -> EtcdElection {
+        let (leader, _) = watch::channel(None);
+        EtcdElection { config, leader }
+    }
+
+    /// The leader of the cluster, updated on every change. Subscribe before `run`; the
+    /// channel closes when `run` returns.
+    pub fn leader(&self) -> watch::Receiver<Leader> {
+        self.leader.subscribe()
+    }
+
+    /// Campaigns, leads or follows until `resign` is cancelled, retrying with a backoff
+    /// while etcd is unreachable (then no leader is published). On `resign`, a leader
+    /// deletes its key and waits up to `handover` for another member to claim it (published
+    /// as the new leader, so the caller can stop heartbeating); its lease is then revoked.
+    pub async fn run(self, resign: CancellationToken, handover: Duration) {
+        let key = leader_key(&self.config.cluster_name);
+        info!(key = %key, endpoints = ?self.config.endpoints,
+            lease_ttl_secs = self.config.lease_ttl.as_secs(), "etcd election starting");
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.term(&key, &resign, handover).await {
+                Ok(()) => break,
+                Err(e) => {
+                    self.publish(None);
+                    warn!(key = %key, error = %e, "etcd election interrupted, retrying");
+                }
+            }
+            tokio::select! {
+                () = resign.cancelled() => break,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
+        }
+    }
+
+    fn publish(&self, leader: Leader) {
+        self.leader.send_if_modified(|current| {
+            if *current == leader {
+                return false;
+            }
+            info!(cluster = %self.config.cluster_name, leader = ?leader, "etcd leader changed");
+            *current = leader;
+            true
+        });
+    }
+
+    /// One lease's life: race for the key, then follow it, until resigning (Ok) or an etcd
+    /// failure (Err).
+    async fn term(
+        &self,
+        key: &str,
+        resign: &CancellationToken,
+        handover: Duration,
+    ) -> Result<(), Error> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        let mut client = Client::connect(&self.config.endpoints, Some(options)).await?;
+        let ttl_secs = i64::try_from(self.config.lease_ttl.as_secs().max(2)).unwrap_or(2);
+        let lease = client.lease_grant(ttl_secs, None).await?.id();
+        let (mut keeper, mut keep_alive) = client.lease_keep_alive(lease).await?;
+        let renew_every = Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(2)) / 3;
+        let mut renew = tokio::time::interval(renew_every);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let lease_ttl = Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(2));
+        let mut renewed = Instant::now();
+        debug!(lease, ttl_secs, "election lease granted");
+
+        let (holder, revision) = self.claim(&mut client, key, lease).await?;
+        self.publish(holder.clone());
+        let mut holder = holder;
+        let mut watch = client
+            .watch(
+                key,
+                Some(WatchOptions::new().with_start_revision(revision + 1)),
+            )
+            .await?;
+
+        let outcome = loop {
+            let leading = holder.as_deref() == Some(self.config.node.as_str());
+            tokio::select! {
+                () = resign.cancelled() => break Ok(()),
+                _ = renew.tick() => {
+                    if leading && renewed.elapsed() >= lease_ttl {
+                        break Err(Error::LeaseLost);
+                    }
+                    keeper.keep_alive().await?;
+                }
+                message = keep_alive.message() => match message? {
+                    Some(response) if response.ttl() > 0 => renewed = Instant::now(),
+                    Some(_) => break Err(Error::LeaseLost),
+                    None => break Err(Error::StreamClosed("keep-alive")),
+                },
+                message = watch.message() => {
+                    let Some(response) = message? else {
+                        break Err(Error::StreamClosed("watch"));
+                    };
+                    let mut vacant = false;
+                    for event in response.events() {
+                        match event.event_type() {
+                            EventType::Delete => vacant = true,
+                            EventType::Put => {
+                                vacant = false;
+                                holder = event
+                                    .kv()
+                                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+                            }
+                        }
+                    }
+                    if vacant {
+                        let (claimed, _) = self.claim(&mut client, key, lease).await?;
+                        holder = claimed;
+                    }
+                    self.publish(holder.clone());
+                }
+            }
+        };
+        outcome?;
+
+        // Resigning: free the key, then wait (still renewing) for a successor to claim it.
+        if holder.as_deref() == Some(self.config.node.as_str()) {
+            let free = Txn::new()
+                .when(vec![Compare::lease(key, CompareOp::Equal, lease)])
+                .and_then(vec![TxnOp::delete(key, None)]);
+            if let Err(e) = client.txn(free).await {
+                warn!(key = %key, error = %e, "cannot free the leader key; it expires with the lease");
+            }
+            info!(key = %key, "resigned the cluster leadership");
+            let deadline = Instant::now() + handover;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {
+                        info!(handover_ms = handover.as_millis() as u64, "no successor claimed the leadership in time");
+                        break;
+                    }
+                    message = watch.message() => {
+                        let Ok(Some(response)) = message else { break };
+                        let successor = response.events().iter().rev().find_map(|e| {
+                            (e.event_type() == EventType::Put).then(|| {
+                                e.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+                            }).flatten()
+                        });
+                        if let Some(successor) = successor {
+                            info!(successor = %successor, "a successor leads the cluster");
+                            holder = Some(successor);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        // The successor stays published (the caller stops heartbeating on it); without one,
+        // nobody is known to lead.
+        if holder.as_deref() == Some(self.config.node.as_str()) {
+            holder = None;
+        }
+        self.publish(holder);
+        if let Err(e) = client.lease_revoke(lease).await {
+            debug!(error = %e, "cannot revoke the election lease; it expires by itself");
+        }
+        Ok(())
+    }
+
+    /// Creates the key bound to `lease` if it does not exist; returns who holds it and the
+    /// revision the answer is valid at.
+    async fn claim(
+        &self,
+        client: &mut Client,
+        key: &str,
+        lease: i64,
+    ) -> Result<(Leader, i64), Error> {
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then(vec![TxnOp::put(
+                key,
+                self.config.node.as_bytes(),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else(vec![TxnOp::get(key, None)]);
+        let response = client.txn(txn).await?;
+        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
+        if response.succeeded() {
+            return Ok((Some(self.config.node.clone()), revision));
+        }
+        let holder = response.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(get) => get
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+            _ => None,
+        });
+        Ok((holder, revision))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leader_key_is_per_cluster() {
+        assert_eq!(leader_key("site-a"), "/syncer/leader/site-a");
+    }
+}

@@ -1,0 +1,166 @@
+//! Find: which provider instances a request (and its consumer) may see
+//! (`GET /registry/instances`, `POST /registry/instances/action`, and the consumer-aware
+//! reads of one service's instances).
+//!
+//! Service-center 1.3.0's order (`server/service/instance.go`, `cache/filter_*.go`,
+//! servicecomb-notes c.5): version rule → tags (the provider carries every listed key) →
+//! access check → the instances of what is left; status is not filtered. The access check,
+//! with a consumer: a provider of another app only when its property `allowCrossApp` is
+//! `true` (any case), the same environment, and the provider's black/white rules
+//! ([`super::rules::allows`]). Refused providers are left out silently. A find with a
+//! consumer that keeps at least one provider records the dependency consumer → (env,
+//! appId, serviceName, version rule).
+
+use super::dependencies::DependencyKey;
+use super::error::{ScError, SERVICE_NOT_EXISTS};
+use super::registry::{validate_find, MicroServiceInstance, Registry, ServiceEntry};
+
+/// What a find asks for.
+#[derive(Debug, Clone, Default)]
+pub struct FindQuery {
+    /// `env`; replaced by the consumer's environment when there is a consumer.
+    pub env: String,
+    /// `appId` (required).
+    pub app_id: String,
+    /// `serviceName` (required).
+    pub service_name: String,
+    /// `version`: `latest`, exact, `x+` or `a-b`.
+    pub version: String,
+    /// `tags`: keys the provider must all carry.
+    pub tags: Vec<String>,
+}
+
+/// Splits a `tags=a,b` query value into keys.
+pub fn tag_keys(q: &str) -> Vec<String> {
+    q.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Whether `consumer` may see `provider` (the access check above).
+pub fn accessible(reg: &Registry, consumer: &ServiceEntry, provider: &ServiceEntry) -> bool {
+    let (c, p) = (&consumer.service, &provider.service);
+    if c.service_id == p.service_id {
+        return true;
+    }
+    if c.app_id != p.app_id
+        && !p
+            .properties
+            .get("allowCrossApp")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return false;
+    }
+    if c.environment != p.environment {
+        return false;
+    }
+    let tags = reg.tags.of(&c.service_id);
+    super::rules::allows(reg.rules.of(&p.service_id), c, &tags)
+}
+
+/// The consumer of `X-ConsumerId`, when one is given.
+///
+/// # Errors
+/// 400012 when it is not a service of this tenant.
+pub fn consumer<'a>(
+    reg: &'a Registry,
+    domain: &str,
+    project: &str,
+    consumer_id: Option<&str>,
+) -> Result<Option<&'a ServiceEntry>, ScError> {
+    match consumer_id.filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(cid) => reg.service(domain, project, cid).map(Some).map_err(|_| {
+            ScError::new(SERVICE_NOT_EXISTS, format!("consumer {cid} does not exist"))
+        }),
+    }
+}
+
+/// Runs a find; records the dependency when a consumer is given and a provider is found.
+///
+/// # Errors
+/// 400001 bad fields; 400012 unknown consumer, no service by that name, or no exact version.
+pub fn find(
+    reg: &mut Registry,
+    domain: &str,
+    project: &str,
+    q: &FindQuery,
+    consumer_id: Option<&str>,
+) -> Result<Vec<MicroServiceInstance>, ScError> {
+    validate_find(&q.app_id, &q.service_name, &q.version)?;
+    let (ids, dependency) = {
+        let reg_ro: &Registry = reg;
+        let consumer = consumer(reg_ro, domain, project, consumer_id)?;
+        let env = consumer.map_or(q.env.clone(), |c| c.service.environment.clone());
+        let key = (
+            domain.to_string(),
+            project.to_string(),
+            env.clone(),
+            q.app_id.clone(),
+            q.service_name.clone(),
+        );
+        let ids: Vec<String> = reg_ro
+            .resolve(&key, &q.version)?
+            .into_iter()
+            .filter(|id| reg_ro.tags.has_all(id, &q.tags))
+            .filter(|id| match (consumer, reg_ro.entry(id)) {
+                (Some(c), Some(p)) => accessible(reg_ro, c, p),
+                (None, Some(_)) => true,
+                (_, None) => false,
+            })
+            .collect();
+        let dependency = consumer.filter(|_| !ids.is_empty()).map(|c| {
+            (
+                c.service.service_id.clone(),
+                DependencyKey {
+                    environment: env,
+                    app_id: q.app_id.clone(),
+                    service_name: q.service_name.clone(),
+                    version: q.version.clone(),
+                },
+            )
+        });
+        (ids, dependency)
+    };
+    if let Some((cid, key)) = dependency {
+        if reg.dependencies.add(&cid, key) {
+            super::dependencies::mark_consumer(reg, &cid);
+            reg.bump();
+        }
+    }
+    Ok(ids
+        .iter()
+        .filter_map(|id| reg.entry(id))
+        .flat_map(|e| e.instances.values().map(|r| r.body.clone()))
+        .collect())
+}
+
+/// The provider `service_id` as the consumer of `X-ConsumerId` sees it (reads of one
+/// service's instances).
+///
+/// # Errors
+/// 400012 unknown consumer or provider, or a provider the access check hides.
+pub fn visible_provider<'a>(
+    reg: &'a Registry,
+    domain: &str,
+    project: &str,
+    service_id: &str,
+    consumer_id: Option<&str>,
+) -> Result<&'a ServiceEntry, ScError> {
+    let consumer = consumer(reg, domain, project, consumer_id)?;
+    let provider = reg.service(domain, project, service_id)?;
+    if let Some(c) = consumer {
+        if !accessible(reg, c, provider) {
+            return Err(ScError::new(
+                SERVICE_NOT_EXISTS,
+                format!(
+                    "provider {service_id} is not accessible to consumer {}",
+                    c.service.service_id
+                ),
+            ));
+        }
+    }
+    Ok(provider)
+}

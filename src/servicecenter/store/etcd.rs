@@ -1,0 +1,340 @@
+//! The etcd store: service-center's key layout ([`super::keys`]) in an etcd cluster, so
+//! several built-in cores (and `etcdctl`) share one registry.
+//!
+//! - Instances are leased as service-center leases them: registering grants an etcd lease
+//!   of the instance's TTL (`interval × (times + 1)` seconds) and puts the instance key and
+//!   its lease key (the lease id as decimal text) with it; a heartbeat becomes one
+//!   keep-alive of that lease (renewals of one instance are merged per
+//!   [`super::LEASE_WRITE_INTERVAL`]); unregistering revokes it. etcd's expiry deletes both
+//!   keys, which every core sees through its watch.
+//! - `run_watch` follows `/cse-sr/` from the revision of the initial load and applies each
+//!   event to the core's cache (`Registry::apply_stored`), so a write at one core is
+//!   visible at the others within milliseconds. A broken or compacted watch reloads
+//!   everything and starts again.
+//! - The core does not expire leases itself on this store (etcd does).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, WatchOptions,
+};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::keys::{self, Parsed};
+use super::{Adaptor, Snapshot, StoreError, Write};
+use crate::servicecenter::Core;
+
+/// Requests in flight per batch.
+const CONCURRENCY: usize = 64;
+/// Pause before re-opening a broken watch.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
+
+/// A connected etcd store (cheap to clone).
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    /// Lease key → etcd lease id, for every instance known to this core (its own and,
+    /// through the watch, the others'), so any core can keep any instance alive.
+    leases: Arc<Mutex<HashMap<String, i64>>>,
+    /// The etcd revision of the last load; the watch starts after it.
+    loaded_revision: Arc<AtomicI64>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore").finish_non_exhaustive()
+    }
+}
+
+fn is_not_found(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::NotFound)
+}
+
+impl EtcdStore {
+    /// Connects to `endpoints` (URLs).
+    ///
+    /// # Errors
+    /// [`StoreError::NoEndpoints`]; [`StoreError::Etcd`] when no endpoint answers.
+    pub async fn connect(endpoints: &[String]) -> Result<EtcdStore, StoreError> {
+        if endpoints.is_empty() {
+            return Err(StoreError::NoEndpoints);
+        }
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let client = Client::connect(endpoints, Some(options)).await?;
+        // Fail now, not at the first write, when etcd is not there.
+        client
+            .kv_client()
+            .get(keys::ROOT, Some(GetOptions::new().with_count_only()))
+            .await?;
+        tracing::info!(endpoints = ?endpoints, "etcd store connected");
+        Ok(EtcdStore {
+            client,
+            leases: Arc::new(Mutex::new(HashMap::new())),
+            loaded_revision: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn note_lease(&self, key: &str, value: Option<&[u8]>) {
+        let id = value
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        match id {
+            Some(id) => self.leases().insert(key.to_owned(), id),
+            None => self.leases().remove(key),
+        };
+    }
+
+    async fn put_instance(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        lease_key: String,
+        ttl_secs: u64,
+    ) -> Result<(), StoreError> {
+        let mut kv = self.client.kv_client();
+        let known = self.leases().get(&lease_key).copied();
+        if let Some(id) = known {
+            match kv
+                .put(
+                    key.as_str(),
+                    value.as_slice(),
+                    Some(PutOptions::new().with_lease(id)),
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // The lease ran out meanwhile: grant a new one below.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
+        let id = self.client.lease_client().grant(ttl, None).await?.id();
+        let opts = PutOptions::new().with_lease(id);
+        kv.put(lease_key.as_str(), id.to_string(), Some(opts.clone()))
+            .await?;
+        kv.put(key, value, Some(opts)).await?;
+        self.leases().insert(lease_key, id);
+        Ok(())
+    }
+
+    async fn renew(&self, lease_key: &str) -> Result<(), StoreError> {
+        let Some(id) = self.leases().get(lease_key).copied() else {
+            tracing::debug!(
+                key = lease_key,
+                "no etcd lease known for a renewed instance"
+            );
+            return Ok(());
+        };
+        // `keep_alive` sends one keep-alive and reads its answer; the stream is then dropped.
+        match self.client.lease_client().keep_alive(id).await {
+            Ok(_) => tracing::trace!(lease = id, "lease kept alive"),
+            // The lease is gone (expired): etcd deletes the instance, every core follows.
+            Err(etcd_client::Error::LeaseKeepAliveError(e)) => {
+                tracing::debug!(lease = id, key = lease_key, error = %e, "lease not kept alive");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, key: String) -> Result<(), StoreError> {
+        let lease = self.leases().remove(&key);
+        if let Some(id) = lease {
+            match self.client.lease_client().revoke(id).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.client.kv_client().delete(key, None).await?;
+        Ok(())
+    }
+
+    async fn delete_prefix(&self, prefix: String) -> Result<(), StoreError> {
+        let ids: Vec<i64> = {
+            let mut leases = self.leases();
+            let doomed: Vec<String> = leases
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .cloned()
+                .collect();
+            doomed.iter().filter_map(|k| leases.remove(k)).collect()
+        };
+        for id in ids {
+            match self.client.lease_client().revoke(id).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.client
+            .kv_client()
+            .delete(prefix, Some(DeleteOptions::new().with_prefix()))
+            .await?;
+        Ok(())
+    }
+
+    async fn apply_one(&self, w: Write) -> Result<(), StoreError> {
+        match w {
+            Write::Put { key, value } => {
+                self.client.kv_client().put(key, value, None).await?;
+            }
+            Write::PutInstance {
+                key,
+                value,
+                lease_key,
+                ttl_secs,
+                ..
+            } => self.put_instance(key, value, lease_key, ttl_secs).await?,
+            Write::Renew { lease_key, .. } => self.renew(&lease_key).await?,
+            Write::Delete { key } => self.delete(key).await?,
+            Write::DeletePrefix { prefix } => self.delete_prefix(prefix).await?,
+        }
+        Ok(())
+    }
+}
+
+impl Adaptor for EtcdStore {
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(keys::ROOT, Some(GetOptions::new().with_prefix()))
+            .await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut records = Vec::with_capacity(resp.kvs().len());
+        let mut leases = HashMap::new();
+        for kv in resp.kvs() {
+            let Ok(key) = kv.key_str() else { continue };
+            if let Parsed::Lease { .. } = keys::parse(key) {
+                if let Some(id) = kv.value_str().ok().and_then(|v| v.trim().parse().ok()) {
+                    leases.insert(key.to_owned(), id);
+                }
+            }
+            records.push((key.to_owned(), kv.value().to_vec()));
+        }
+        *self.leases() = leases;
+        self.loaded_revision.store(revision, Ordering::SeqCst);
+        Ok(Snapshot { records })
+    }
+
+    /// Puts and deletes of one batch name distinct keys (the journal merged them), so they
+    /// run concurrently; deletes of whole services go last.
+    async fn write(&self, batch: Vec<Write>) -> Result<(), StoreError> {
+        let (prefixes, rest): (Vec<Write>, Vec<Write>) = batch
+            .into_iter()
+            .partition(|w| matches!(w, Write::DeletePrefix { .. }));
+        stream::iter(rest.into_iter().map(|w| self.apply_one(w)))
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        for w in prefixes {
+            self.apply_one(w).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Follows `/cse-sr/` and applies every event to `core`'s cache until `shutdown`.
+pub(crate) async fn run_watch(core: Core, store: EtcdStore, shutdown: CancellationToken) {
+    let mut next = store.loaded_revision.load(Ordering::SeqCst) + 1;
+    loop {
+        let opened = store
+            .client
+            .watch_client()
+            .watch(
+                keys::ROOT,
+                Some(WatchOptions::new().with_prefix().with_start_revision(next)),
+            )
+            .await;
+        let mut reload = false;
+        match opened {
+            Err(e) => tracing::warn!(error = %e, "etcd watch failed to open"),
+            Ok(mut watch) => loop {
+                let msg = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    m = watch.message() => m,
+                };
+                match msg {
+                    Ok(Some(resp)) => {
+                        if resp.canceled() {
+                            tracing::warn!(
+                                compact_revision = resp.compact_revision(),
+                                reason = resp.cancel_reason(),
+                                "etcd watch cancelled; reloading"
+                            );
+                            reload = resp.compact_revision() > 0;
+                            break;
+                        }
+                        next = next.max(apply_events(&core, &store, resp.events()) + 1);
+                    }
+                    Ok(None) => {
+                        tracing::warn!("etcd watch ended");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "etcd watch failed");
+                        break;
+                    }
+                }
+            },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_RETRY) => {}
+        }
+        if reload {
+            match resync(&core, &store).await {
+                Ok(rev) => next = rev + 1,
+                Err(e) => tracing::warn!(error = %e, "etcd reload failed"),
+            }
+        }
+    }
+}
+
+/// Applies watch events; returns the highest revision seen.
+fn apply_events(core: &Core, store: &EtcdStore, events: &[etcd_client::Event]) -> i64 {
+    let now = Instant::now();
+    let now_ms = crate::servicecenter::registry::now_ms();
+    let mut top = 0;
+    let mut reg = None;
+    for ev in events {
+        let Some(kv) = ev.kv() else { continue };
+        top = top.max(kv.mod_revision());
+        let Ok(key) = kv.key_str() else { continue };
+        let value = match ev.event_type() {
+            EventType::Put => Some(kv.value()),
+            EventType::Delete => None,
+        };
+        if let Parsed::Lease { .. } = keys::parse(key) {
+            store.note_lease(key, value);
+            continue;
+        }
+        reg.get_or_insert_with(|| core.lock())
+            .apply_stored(key, value, now, now_ms);
+    }
+    top
+}
+
+/// Reloads everything after a compacted watch: applies every record and removes what
+/// etcd no longer has. Returns the revision loaded.
+async fn resync(core: &Core, store: &EtcdStore) -> Result<i64, StoreError> {
+    let snapshot = store.load().await?;
+    let now = Instant::now();
+    let now_ms = crate::servicecenter::registry::now_ms();
+    let mut reg = core.lock();
+    reg.retain_stored(&snapshot.records, now, now_ms);
+    Ok(store.loaded_revision.load(Ordering::SeqCst))
+}

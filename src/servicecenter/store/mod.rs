@@ -1,0 +1,518 @@
+//! Storage adaptors of the built-in core: the bottom layer of DESIGN.md decision 7
+//! (HTTP API → metadata service → cache and indexes → **storage adaptor**).
+//!
+//! The registry ([`super::registry::Registry`]) stays the cache every request is served
+//! from; a store only makes it durable (embedded) or shared (etcd):
+//!
+//! - [`StoreConfig::Memory`]: nothing is stored ([`super::Core::new`], unit tests).
+//! - [`StoreConfig::Embedded`]: a [redb] file `registry.redb` under `--data-dir`. A restart
+//!   reloads services, instances, and each lease's remaining time (wall clock: time spent
+//!   down counts, an instance whose lease ran out while down is dropped at load).
+//! - [`StoreConfig::Etcd`]: service-center's key layout ([`keys`]) in etcd; instance leases
+//!   are etcd leases (heartbeats become keep-alives, etcd's expiry removes instances), and a
+//!   watch on `/cse-sr/` applies the other cores' writes to this core's cache.
+//!
+//! # The journal
+//!
+//! Mutating registry operations do no I/O. They note *what* changed in the registry's
+//! [`Journal`] (a set of [`Mark`]s, deduplicated); a writer task (`run_writer`) takes the
+//! marks every [`WRITE_INTERVAL`], reads the records' *current* values under the lock
+//! (`Registry::take_writes`) and hands one batch of [`Write`]s to the adaptor (one redb
+//! transaction, one fsync). Heartbeats only note a renewal; renewed deadlines are written
+//! every [`LEASE_WRITE_INTERVAL`], so a heartbeat-heavy load is never fsync-bound. A failed
+//! batch puts its marks back and is retried. Shutdown ([`super::serve`] returning) writes
+//! what is left. The price: an acknowledged change can be lost if the process dies within
+//! [`WRITE_INTERVAL`] (plus the write), and a renewal within [`LEASE_WRITE_INTERVAL`].
+//!
+//! # Adding a record kind
+//!
+//! A new kind of record (schemas, tags, rules, dependencies, ...) kept in the registry is
+//! persisted in three steps:
+//! 1. give it a key under `/cse-sr/` in [`keys`] (service-center's layout, c.9 of the notes);
+//! 2. on every change, call `self.journal.key(the_key)` in the registry method;
+//! 3. add an arm for the key to `Registry::stored_value` (key → its JSON bytes, `None` when
+//!    gone) and to `Registry::apply_stored` (bytes → the in-memory record, at load and for
+//!    etcd watch events).
+//!
+//! Main types: [`StoreConfig`], [`Adaptor`] (implemented by [`embedded::Embedded`] and
+//! [`etcd::EtcdStore`]), [`Journal`], [`Write`].
+
+pub mod embedded;
+pub mod etcd;
+pub mod keys;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::Core;
+
+/// How often changed records are written (the batching window).
+pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
+/// How often renewed lease deadlines are written.
+pub const LEASE_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+/// Pause after a failed write before the next attempt.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Where the built-in core keeps its registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// Memory only: lost on exit.
+    Memory,
+    /// The embedded store in this directory (created if missing).
+    Embedded {
+        /// `--data-dir`.
+        data_dir: PathBuf,
+    },
+    /// etcd at these client URLs.
+    Etcd {
+        /// `--etcd-endpoints`, e.g. `http://127.0.0.1:2379`.
+        endpoints: Vec<String>,
+    },
+}
+
+/// The default `--data-dir`.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+
+impl StoreConfig {
+    /// etcd when `etcd_endpoints` (a comma list) names any endpoint, else the embedded
+    /// store in `data_dir` (default [`DEFAULT_DATA_DIR`]).
+    pub fn from_flags(data_dir: Option<PathBuf>, etcd_endpoints: Option<&str>) -> StoreConfig {
+        let endpoints: Vec<String> = etcd_endpoints
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                if e.contains("://") {
+                    e.to_owned()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        if endpoints.is_empty() {
+            StoreConfig::Embedded {
+                data_dir: data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            }
+        } else {
+            StoreConfig::Etcd { endpoints }
+        }
+    }
+}
+
+/// Errors of the storage adaptors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}")]
+    DataDir {
+        /// `--data-dir`.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded store file could not be opened (e.g. another process has it open).
+    #[error("cannot open the embedded store {path}: {source}")]
+    Open {
+        /// The redb file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: redb::Error,
+    },
+    /// A read or write of the embedded store failed; nothing of the batch was written.
+    #[error("embedded store: {0}")]
+    Embedded(#[from] redb::Error),
+    /// An etcd call failed; part of the batch may have been written (it is retried whole,
+    /// and every write is idempotent).
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// `--etcd-endpoints` named no endpoint.
+    #[error("no etcd endpoint given")]
+    NoEndpoints,
+    /// The blocking task running an embedded-store transaction panicked or was cancelled.
+    #[error("embedded store task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// One write of a batch. Keys are [`keys`] paths; values are JSON as service-center writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Create or replace a plain record.
+    Put {
+        /// Key.
+        key: String,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Create or replace an instance, tied to its lease.
+    PutInstance {
+        /// Instance key.
+        key: String,
+        /// Instance JSON.
+        value: Vec<u8>,
+        /// The lease key of the instance.
+        lease_key: String,
+        /// Lease length, seconds.
+        ttl_secs: u64,
+        /// Current deadline, ms since the Unix epoch.
+        deadline_ms: i64,
+    },
+    /// An instance's lease was renewed (heartbeat).
+    Renew {
+        /// The lease key of the instance.
+        lease_key: String,
+        /// Lease length, seconds.
+        ttl_secs: u64,
+        /// New deadline, ms since the Unix epoch.
+        deadline_ms: i64,
+    },
+    /// Delete one key (absent keys are fine).
+    Delete {
+        /// Key.
+        key: String,
+    },
+    /// Delete every key starting with `prefix`.
+    DeletePrefix {
+        /// Prefix (ends with `/`).
+        prefix: String,
+    },
+}
+
+/// What changed, noted by the registry for the writer (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Mark {
+    /// A microservice was created, changed or deleted.
+    Service {
+        /// Domain.
+        domain: String,
+        /// Project.
+        project: String,
+        /// serviceId.
+        service_id: String,
+        /// Its index key ([`keys::service_index`]), deleted with it.
+        index: String,
+    },
+    /// An instance was registered, changed, unregistered or expired.
+    Instance {
+        /// serviceId.
+        service_id: String,
+        /// instanceId.
+        instance_id: String,
+    },
+    /// Any other record, by key (resolved by `Registry::stored_value`).
+    Key(String),
+}
+
+/// Changes noted since the last write (see the module docs). Disabled (notes nothing) in a
+/// memory-only core.
+#[derive(Debug, Default)]
+pub struct Journal {
+    enabled: bool,
+    changed: HashSet<Mark>,
+    /// serviceId → instanceIds whose lease was renewed.
+    renewed: HashMap<String, HashSet<String>>,
+}
+
+/// Marks taken from a [`Journal`] for one batch.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// Changed records.
+    pub changed: HashSet<Mark>,
+    /// Renewed leases (serviceId → instanceIds).
+    pub renewed: HashMap<String, HashSet<String>>,
+}
+
+impl Journal {
+    /// Starts noting changes (a core with a store).
+    pub(crate) fn enable(&mut self) {
+        self.enabled = true;
+    }
+
+    /// Notes a change.
+    pub fn mark(&mut self, mark: Mark) {
+        if self.enabled {
+            self.changed.insert(mark);
+        }
+    }
+
+    /// Notes a change of one instance.
+    pub fn instance(&mut self, service_id: &str, instance_id: &str) {
+        if self.enabled {
+            self.changed.insert(Mark::Instance {
+                service_id: service_id.to_owned(),
+                instance_id: instance_id.to_owned(),
+            });
+        }
+    }
+
+    /// Notes a change of any other record, by its key.
+    pub fn key(&mut self, key: String) {
+        if self.enabled {
+            self.changed.insert(Mark::Key(key));
+        }
+    }
+
+    /// Notes a lease renewal (cheap when already noted since the last write).
+    pub fn renewed(&mut self, service_id: &str, instance_id: &str) {
+        if !self.enabled {
+            return;
+        }
+        match self.renewed.get_mut(service_id) {
+            Some(set) => {
+                if !set.contains(instance_id) {
+                    set.insert(instance_id.to_owned());
+                }
+            }
+            None => {
+                self.renewed.insert(
+                    service_id.to_owned(),
+                    HashSet::from([instance_id.to_owned()]),
+                );
+            }
+        }
+    }
+
+    /// Whether there is anything to write (renewals only when `leases`).
+    pub fn is_empty(&self, leases: bool) -> bool {
+        self.changed.is_empty() && (!leases || self.renewed.is_empty())
+    }
+
+    /// Takes the changes (and the renewals when `leases`).
+    pub(crate) fn take(&mut self, leases: bool) -> Taken {
+        Taken {
+            changed: std::mem::take(&mut self.changed),
+            renewed: if leases {
+                std::mem::take(&mut self.renewed)
+            } else {
+                HashMap::new()
+            },
+        }
+    }
+
+    /// Puts back marks whose batch failed (newer marks are kept too).
+    pub(crate) fn restore(&mut self, taken: Taken) {
+        self.changed.extend(taken.changed);
+        for (sid, ids) in taken.renewed {
+            self.renewed.entry(sid).or_default().extend(ids);
+        }
+    }
+}
+
+/// Every record under [`keys::ROOT`] as the store holds it.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// (key, value) in key order.
+    pub records: Vec<(String, Vec<u8>)>,
+}
+
+/// A storage adaptor: loads everything once at start, then applies batches of writes.
+pub trait Adaptor: Send + Sync + 'static {
+    /// Every record under [`keys::ROOT`].
+    ///
+    /// # Errors
+    /// The store's error.
+    fn load(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
+
+    /// Applies one batch. Every write is idempotent, so a failed batch may be retried whole.
+    ///
+    /// # Errors
+    /// The store's error.
+    fn write(&self, batch: Vec<Write>) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The adaptor a core runs on.
+pub(crate) enum Backend {
+    /// redb under `--data-dir`.
+    Embedded(embedded::Embedded),
+    /// etcd (boxed: the client is large).
+    Etcd(Box<etcd::EtcdStore>),
+}
+
+impl Backend {
+    /// Opens the store of `config`; `None` for [`StoreConfig::Memory`].
+    pub(crate) async fn open(config: &StoreConfig) -> Result<Option<Backend>, StoreError> {
+        Ok(match config {
+            StoreConfig::Memory => None,
+            StoreConfig::Embedded { data_dir } => {
+                let dir = data_dir.clone();
+                let store =
+                    tokio::task::spawn_blocking(move || embedded::Embedded::open(&dir)).await??;
+                Some(Backend::Embedded(store))
+            }
+            StoreConfig::Etcd { endpoints } => Some(Backend::Etcd(Box::new(
+                etcd::EtcdStore::connect(endpoints).await?,
+            ))),
+        })
+    }
+
+    /// Whether the core itself expires leases (embedded) or etcd does (etcd).
+    pub(crate) fn expires_leases_locally(&self) -> bool {
+        matches!(self, Backend::Embedded(_))
+    }
+
+    pub(crate) async fn load(&self) -> Result<Snapshot, StoreError> {
+        match self {
+            Backend::Embedded(s) => s.load().await,
+            Backend::Etcd(s) => s.load().await,
+        }
+    }
+
+    pub(crate) async fn write(&self, batch: Vec<Write>) -> Result<(), StoreError> {
+        match self {
+            Backend::Embedded(s) => s.write(batch).await,
+            Backend::Etcd(s) => s.write(batch).await,
+        }
+    }
+}
+
+/// Loads a snapshot into `core`'s empty registry. Instances whose lease ended (embedded
+/// store: by the stored wall-clock deadline) are left out and their keys deleted.
+pub(crate) async fn restore(core: &Core, backend: &Backend) -> Result<(), StoreError> {
+    let snapshot = backend.load().await?;
+    let local_leases = backend.expires_leases_locally();
+    let now = Instant::now();
+    let now_ms = super::registry::now_ms();
+    let leases: HashMap<&str, &[u8]> = snapshot
+        .records
+        .iter()
+        .filter(|(k, _)| matches!(keys::parse(k), keys::Parsed::Lease { .. }))
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    let mut stale = Vec::new();
+    let (mut services, mut instances) = (0usize, 0usize);
+    {
+        let mut reg = core.lock();
+        // Services first: instance keys sort before service keys.
+        for (key, value) in &snapshot.records {
+            if let keys::Parsed::Service { .. } = keys::parse(key) {
+                if reg.apply_stored(key, Some(value), now, now_ms) {
+                    services += 1;
+                }
+            }
+        }
+        for (key, value) in &snapshot.records {
+            match keys::parse(key) {
+                keys::Parsed::Instance {
+                    domain,
+                    project,
+                    service_id,
+                    instance_id,
+                } => {
+                    let lease_key = keys::lease(domain, project, service_id, instance_id);
+                    // Embedded: the stored deadline; etcd: etcd expires it, a full lease here.
+                    let remaining = if local_leases {
+                        leases
+                            .get(lease_key.as_str())
+                            .and_then(|v| serde_json::from_slice::<keys::LeaseRecord>(v).ok())
+                            .and_then(|l| u64::try_from(l.deadline_ms - now_ms).ok())
+                            .filter(|ms| *ms > 0)
+                            .map(|ms| Some(Duration::from_millis(ms)))
+                    } else {
+                        Some(None)
+                    };
+                    let restored = match remaining {
+                        Some(left) => reg.restore_instance(
+                            domain,
+                            project,
+                            service_id,
+                            instance_id,
+                            value,
+                            left,
+                            now,
+                        ),
+                        None => false,
+                    };
+                    if restored {
+                        instances += 1;
+                    } else {
+                        stale.push(Write::Delete { key: key.clone() });
+                        stale.push(Write::Delete { key: lease_key });
+                    }
+                }
+                keys::Parsed::Service { .. } | keys::Parsed::Index | keys::Parsed::Lease { .. } => {
+                }
+                keys::Parsed::Other => {
+                    reg.apply_stored(key, Some(value), now, now_ms);
+                }
+            }
+        }
+        reg.journal.enable();
+    }
+    tracing::info!(
+        services,
+        instances,
+        dropped = stale.len() / 2,
+        "registry loaded from the store"
+    );
+    if !stale.is_empty() {
+        backend.write(stale).await?;
+    }
+    Ok(())
+}
+
+/// Writes the journal's changes (and renewals when `leases`) as one batch; on failure the
+/// marks go back into the journal. Returns the number of writes.
+pub(crate) async fn flush(
+    core: &Core,
+    backend: &Backend,
+    leases: bool,
+) -> Result<usize, StoreError> {
+    let (batch, taken) = {
+        let mut reg = core.lock();
+        if reg.journal.is_empty(leases) {
+            return Ok(0);
+        }
+        reg.take_writes(leases)
+    };
+    let n = batch.len();
+    if n == 0 {
+        return Ok(0);
+    }
+    tracing::trace!(writes = n, leases, "writing a batch to the store");
+    match backend.write(batch).await {
+        Ok(()) => Ok(n),
+        Err(e) => {
+            core.lock().journal.restore(taken);
+            Err(e)
+        }
+    }
+}
+
+/// The writer task: flushes every [`WRITE_INTERVAL`] (renewals every
+/// [`LEASE_WRITE_INTERVAL`]) until `shutdown`, then writes what is left.
+pub(crate) async fn run_writer(core: Core, backend: Arc<Backend>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(WRITE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_leases = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let leases = last_leases.elapsed() >= LEASE_WRITE_INTERVAL;
+        if leases {
+            last_leases = Instant::now();
+        }
+        if let Err(e) = flush(&core, &backend, leases).await {
+            tracing::warn!(error = %e, "store write failed; retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(RETRY_PAUSE) => {}
+            }
+        }
+    }
+    for _ in 0..3 {
+        match flush(&core, &backend, true).await {
+            Ok(_) => return,
+            Err(e) => tracing::warn!(error = %e, "final store write failed"),
+        }
+    }
+    tracing::error!("changes since the last store write are lost");
+}
