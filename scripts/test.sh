@@ -51,6 +51,10 @@ if [ ! -f "$NODE_DIR/node_modules/eureka-js-client/package.json" ]; then
 fi
 export SYNCER_TEST_NODE_MODULES="$NODE_DIR/node_modules"
 
+# The demo test runs the sample apps' binaries, which test builds of the root package do not
+# build.
+cargo build --workspace --bins
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
   # nextest does not run doctests.
