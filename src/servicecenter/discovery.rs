@@ -11,6 +11,11 @@
 //! consumer that keeps at least one provider records the dependency consumer → (env,
 //! appId, serviceName, version rule).
 
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde::{Serialize, Serializer};
+
 use super::dependencies::DependencyKey;
 use super::error::{ScError, SERVICE_NOT_EXISTS};
 use super::registry::{validate_find, MicroServiceInstance, Registry, ServiceEntry};
@@ -80,6 +85,9 @@ pub fn consumer<'a>(
 
 /// Runs a find; records the dependency when a consumer is given and a provider is found.
 ///
+/// Returns the serviceIds of the providers found (highest version first); their instances
+/// are read, without copying, through [`Found`] while the registry lock is still held.
+///
 /// # Errors
 /// 400001 bad fields; 400012 unknown consumer, no service by that name, or no exact version.
 pub fn find(
@@ -88,34 +96,33 @@ pub fn find(
     project: &str,
     q: &FindQuery,
     consumer_id: Option<&str>,
-) -> Result<Vec<MicroServiceInstance>, ScError> {
+) -> Result<Vec<String>, ScError> {
     validate_find(&q.app_id, &q.service_name, &q.version)?;
     let (ids, dependency) = {
         let reg_ro: &Registry = reg;
         let consumer = consumer(reg_ro, domain, project, consumer_id)?;
-        let env = consumer.map_or(q.env.clone(), |c| c.service.environment.clone());
+        let env = consumer.map_or(q.env.as_str(), |c| c.service.environment.as_str());
         let key = (
             domain.to_string(),
             project.to_string(),
-            env.clone(),
+            env.to_string(),
             q.app_id.clone(),
             q.service_name.clone(),
         );
-        let ids: Vec<String> = reg_ro
-            .resolve(&key, &q.version)?
-            .into_iter()
-            .filter(|id| reg_ro.tags.has_all(id, &q.tags))
-            .filter(|id| match (consumer, reg_ro.entry(id)) {
-                (Some(c), Some(p)) => accessible(reg_ro, c, p),
-                (None, Some(_)) => true,
-                (_, None) => false,
-            })
-            .collect();
+        let mut ids = reg_ro.resolve(&key, &q.version)?;
+        ids.retain(|id| {
+            reg_ro.tags.has_all(id, &q.tags)
+                && match (consumer, reg_ro.entry(id)) {
+                    (Some(c), Some(p)) => accessible(reg_ro, c, p),
+                    (None, Some(_)) => true,
+                    (_, None) => false,
+                }
+        });
         let dependency = consumer.filter(|_| !ids.is_empty()).map(|c| {
             (
                 c.service.service_id.clone(),
                 DependencyKey {
-                    environment: env,
+                    environment: key.2,
                     app_id: q.app_id.clone(),
                     service_name: q.service_name.clone(),
                     version: q.version.clone(),
@@ -130,11 +137,112 @@ pub fn find(
             reg.bump();
         }
     }
-    Ok(ids
-        .iter()
-        .filter_map(|id| reg.entry(id))
-        .flat_map(|e| e.instances.values().map(|r| r.body.clone()))
-        .collect())
+    Ok(ids)
+}
+
+/// The instances of some providers, borrowed from the registry: serializes as the JSON
+/// array of their bodies (provider by provider, instances by id) without cloning them.
+#[derive(Clone, Copy)]
+pub struct Found<'a> {
+    reg: &'a Registry,
+    ids: &'a [String],
+}
+
+impl<'a> Found<'a> {
+    /// The instances of the providers `ids` (as returned by [`find`]).
+    pub fn new(reg: &'a Registry, ids: &'a [String]) -> Found<'a> {
+        Found { reg, ids }
+    }
+
+    /// Every instance body, in reply order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a MicroServiceInstance> + 'a {
+        let reg = self.reg;
+        self.ids
+            .iter()
+            .filter_map(move |id| reg.entry(id))
+            .flat_map(|e| e.instances.values().map(|r| &r.body))
+    }
+}
+
+impl Serialize for Found<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+/// Each service's instance bodies as JSON text, kept for one registry revision: the items
+/// of the `instances` array (comma-separated, no brackets), by serviceId, made on first
+/// find. Every change of a service or instance bumps the revision (heartbeats change no
+/// body), so a part made at the current revision is exact; at the first use after a bump
+/// the whole cache is dropped (amortized over the finds that filled it). Its size is at
+/// most the JSON of every instance.
+#[derive(Debug, Default)]
+pub struct FoundCache {
+    rev: u64,
+    parts: HashMap<String, Bytes>,
+}
+
+/// The JSON parts ([`FoundCache`]) of the providers `ids` that have instances, in order;
+/// made (serialized from the stored bodies, nothing cloned) and kept when missing.
+///
+/// # Errors
+/// The JSON encoder's (not expected: the bodies are plain data).
+pub fn found_parts(reg: &mut Registry, ids: &[String]) -> Result<Vec<Bytes>, serde_json::Error> {
+    let mut cache = std::mem::take(&mut reg.found);
+    if cache.rev != reg.revision() {
+        cache.parts.clear();
+        cache.rev = reg.revision();
+    }
+    let out = fill_parts(reg, &mut cache, ids);
+    reg.found = cache;
+    out
+}
+
+fn fill_parts(
+    reg: &Registry,
+    cache: &mut FoundCache,
+    ids: &[String],
+) -> Result<Vec<Bytes>, serde_json::Error> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(entry) = reg.entry(id).filter(|e| !e.instances.is_empty()) else {
+            continue;
+        };
+        if let Some(part) = cache.parts.get(id) {
+            out.push(part.clone());
+            continue;
+        }
+        let mut buf = Vec::with_capacity(512 * entry.instances.len());
+        for (n, rec) in entry.instances.values().enumerate() {
+            if n > 0 {
+                buf.push(b',');
+            }
+            serde_json::to_writer(&mut buf, &rec.body)?;
+        }
+        let part = Bytes::from(buf);
+        cache.parts.insert(id.clone(), part.clone());
+        out.push(part);
+    }
+    Ok(out)
+}
+
+/// The find reply of `parts` ([`found_parts`]): `{"instances":[...]}` with service-center's
+/// trailing newline, `{}` when there is no instance.
+pub fn found_json(parts: &[Bytes]) -> Vec<u8> {
+    if parts.is_empty() {
+        return b"{}\n".to_vec();
+    }
+    let len: usize = parts.iter().map(|p| p.len() + 1).sum();
+    let mut out = Vec::with_capacity(len + 20);
+    out.extend_from_slice(b"{\"instances\":[");
+    for (n, part) in parts.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(b"]}\n");
+    out
 }
 
 /// The provider `service_id` as the consumer of `X-ConsumerId` sees it (reads of one

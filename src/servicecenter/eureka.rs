@@ -43,6 +43,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 use syncer_plugin_eureka::{keys, xml};
 
+use super::eureka_registry::{Action, Fingerprint, Removed};
 use super::registry::{
     eureka_to_sc_status, now_ms, sc_to_eureka_status, EurekaRegistration, EurekaSide, HealthCheck,
     InstanceRecord, MicroService, MicroServiceInstance, Props, Registry, DEFAULT_TENANT,
@@ -350,7 +351,15 @@ fn endpoint_addr(endpoints: &[String]) -> Option<(String, i64, bool)> {
     })
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Instance views built on this thread (tests count them).
+    static VIEWS_BUILT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn view(service: &MicroService, rec: &InstanceRecord) -> View {
+    #[cfg(test)]
+    VIEWS_BUILT.with(|n| n.set(n.get() + 1));
     let b = &rec.body;
     let sc_status = b.status.as_str();
     let renewal_secs = b
@@ -491,6 +500,38 @@ fn view(service: &MicroService, rec: &InstanceRecord) -> View {
     v
 }
 
+/// The fingerprint of the view of `rec` (`override_status`: the instance's status
+/// override, used when it has no Eureka side record, as in [`find_view`]), computed without
+/// building the view: the same fields [`view`] resolves.
+fn record_fingerprint(rec: &InstanceRecord, override_status: Option<&str>) -> Fingerprint {
+    let sc = rec.body.status.as_str();
+    let (status, overridden) = match &rec.eureka {
+        Some(side) => (
+            if eureka_to_sc_status(&side.status) == sc {
+                side.status.as_str()
+            } else {
+                sc_to_eureka_status(sc)
+            },
+            side.overridden_status.as_str(),
+        ),
+        None => (
+            sc_to_eureka_status(sc),
+            override_status.unwrap_or_else(|| {
+                rec.body
+                    .properties
+                    .get(keys::OVERRIDDEN_STATUS)
+                    .map_or("UNKNOWN", String::as_str)
+            }),
+        ),
+    };
+    (
+        rec.updated_ms,
+        rec.registered_ms,
+        status.to_owned(),
+        overridden.to_owned(),
+    )
+}
+
 /// Host, port and ssl of every `rest://` or `http(s)://` endpoint, in order.
 fn all_endpoint_addrs(endpoints: &[String]) -> Vec<(String, i64, bool)> {
     endpoints
@@ -524,22 +565,57 @@ fn current_views(reg: &Registry) -> Vec<(String, Vec<View>)> {
         .collect()
 }
 
-/// Brings the delta queue up to date with the registry (a no-op when nothing changed).
+/// Brings the delta queue up to date with the registry: O(instances touched since the last
+/// call), whichever API touched them (the registry notes every mutation in
+/// `EurekaState::touch`/`removed`); a no-op when nothing was.
 fn sync_delta(reg: &mut Registry, now: Instant) {
-    let revision = reg.revision();
-    if reg.eureka.is_tracked(revision) {
+    if !reg.eureka.has_pending() {
         return;
     }
-    let apps = current_views(reg);
-    reg.eureka.track(now, revision, &apps);
+    let mut pending = reg.eureka.take_pending();
+    let mut keys = std::mem::take(&mut pending.keys);
+    for id in &pending.forgotten {
+        if let Some((s, _)) = reg.eureka_instance_any(id) {
+            keys.push((s.service_name.to_ascii_uppercase(), id.clone()));
+        }
+    }
+    let observed = keys
+        .into_iter()
+        .map(|key| {
+            let current = reg
+                .eureka_instance(&key.0, &key.1)
+                .map(|(_, r)| record_fingerprint(r, reg.eureka.override_status(&key.1)));
+            let gone = match (&current, pending.removed.remove(&key)) {
+                (None, Some(r)) if reg.eureka.was_present(&key) => Some(removed_view(r)),
+                _ => None,
+            };
+            (key, current, gone)
+        })
+        .collect();
+    reg.eureka.track(now, observed);
+}
+
+/// The last view of a removed instance (for its `DELETED` entry).
+fn removed_view(r: Removed) -> View {
+    let service = MicroService {
+        service_name: r.service_name,
+        ..MicroService::default()
+    };
+    let mut v = view(&service, &r.record);
+    if r.record.eureka.is_none() {
+        if let Some(o) = r.override_status {
+            v.overridden_status = o;
+        }
+    }
+    v.action = Action::Deleted.as_str();
+    v
 }
 
 /// Periodic upkeep (the core's expiry task, every second): the delta queue follows the
 /// registry, old entries and stale overrides go.
 pub(crate) fn tick(reg: &mut Registry, now: Instant) {
     sync_delta(reg, now);
-    let size = reg.eureka_apps().iter().map(|(_, l)| l.len()).sum();
-    reg.eureka.sweep(now, size);
+    reg.eureka.sweep(now);
 }
 
 /// `apps__hashcode` (eureka-notes §4.5): `STATUS_COUNT_` per status, statuses by name.
@@ -613,12 +689,44 @@ fn app_json(name: &str, views: &[View]) -> Value {
     json!({"name": name, "instance": views.iter().map(instance_json).collect::<Vec<_>>()})
 }
 
+/// The `applications` document as a [`Value`] (the reference for [`apps_json_text`]).
+#[cfg(test)]
 fn apps_json(apps: &[(String, Vec<View>)], delta: &str, hash: &str) -> Value {
     json!({"applications": {
         "versions__delta": delta,
         "apps__hashcode": hash,
         "application": apps.iter().map(|(n, v)| app_json(n, v)).collect::<Vec<_>>(),
     }})
+}
+
+/// The `applications` document as compact JSON text, written one instance at a time so that
+/// a large registry never exists as one [`Value`] tree (which costs many times the text).
+/// Byte for byte what `apps_json(..).to_string()` gives (keys in sorted order, as
+/// `serde_json`'s map has them).
+fn apps_json_text(apps: &[(String, Vec<View>)], delta: &str, hash: &str) -> String {
+    let quoted = |s: &str| Value::String(s.to_owned()).to_string();
+    let mut out = String::from(r#"{"applications":{"application":["#);
+    for (i, (name, views)) in apps.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"instance":["#);
+        for (j, v) in views.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str(&instance_json(v).to_string());
+        }
+        out.push_str(r#"],"name":"#);
+        out.push_str(&quoted(name));
+        out.push('}');
+    }
+    out.push_str(r#"],"apps__hashcode":"#);
+    out.push_str(&quoted(hash));
+    out.push_str(r#","versions__delta":"#);
+    out.push_str(&quoted(delta));
+    out.push_str("}}");
+    out
 }
 
 // ---- XML rendering (XStream style, two-space indent, no declaration) -----
@@ -789,7 +897,7 @@ fn apps_document(headers: &HeaderMap, apps: &[(String, Vec<View>)], delta: &str)
     let hash = hashcode(apps.iter().flat_map(|(_, v)| v.iter()));
     let j = wants_json(headers);
     let body = if j {
-        apps_json(apps, delta, &hash).to_string()
+        apps_json_text(apps, delta, &hash)
     } else {
         apps_xml(apps, delta, &hash)
     };
@@ -805,32 +913,32 @@ async fn all_apps(State(core): State<Core>, headers: HeaderMap) -> Response {
 /// latest action, `versions__delta` from the queue, and `apps__hashcode` of the whole
 /// registry, both cut under the same lock as the queue.
 async fn delta(State(core): State<Core>, headers: HeaderMap) -> Response {
-    let (changes, version, hash) = {
+    let (apps, version, hash) = {
         let mut reg = core.lock();
         sync_delta(&mut reg, Instant::now());
-        let all = current_views(&reg);
-        let hash = hashcode(all.iter().flat_map(|(_, v)| v.iter()));
-        let (changes, version) = reg.eureka.delta();
-        (changes, version, hash)
+        // Views are built here for the queued instances only; removed ones keep theirs.
+        let mut apps: Vec<(String, Vec<View>)> = Vec::new();
+        for (app, id, action, kept) in reg.eureka.delta() {
+            let v = match kept {
+                Some(v) => Some(v.clone()),
+                None => find_view(&reg, Some(app), id),
+            };
+            let Some(mut v) = v else {
+                continue;
+            };
+            v.action = action.as_str();
+            match apps.last_mut() {
+                Some((name, list)) if name == app => list.push(v),
+                _ => apps.push((app.to_owned(), vec![v])),
+            }
+        }
+        (apps, reg.eureka.version(), reg.eureka.hashcode())
     };
-    tracing::debug!(version, apps = changes.len(), %hash, "eureka delta served");
-    let apps: Vec<(String, Vec<View>)> = changes
-        .into_iter()
-        .map(|(app, list)| {
-            let views = list
-                .into_iter()
-                .map(|(action, mut v)| {
-                    v.action = action.as_str();
-                    v
-                })
-                .collect();
-            (app, views)
-        })
-        .collect();
+    tracing::debug!(version, apps = apps.len(), %hash, "eureka delta served");
     let j = wants_json(&headers);
     let version = version.to_string();
     let body = if j {
-        apps_json(&apps, &version, &hash).to_string()
+        apps_json_text(&apps, &version, &hash)
     } else {
         apps_xml(&apps, &version, &hash)
     };
@@ -920,8 +1028,8 @@ fn find_view(reg: &Registry, app: Option<&str>, id: &str) -> Option<View> {
     let (s, r) = found?;
     let mut v = view(s, r);
     if r.eureka.is_none() {
-        if let Some(o) = reg.eureka.overrides().get(id) {
-            v.overridden_status = (*o).to_string();
+        if let Some(o) = reg.eureka.override_status(id) {
+            v.overridden_status = o.to_owned();
         }
     }
     v.action = reg.eureka.last_action(&v.app, id).as_str();
@@ -1599,6 +1707,255 @@ mod tests {
         assert_eq!(i["overriddenStatus"], "OUT_OF_SERVICE");
         assert_eq!(i["securePort"], json!({"$": 8443, "@enabled": "false"}));
         assert_eq!(i["metadata"], json!({"zone": "z9"}));
+    }
+
+    fn v4_service(core: &Core, project: &str, name: &str) -> String {
+        core.lock()
+            .create_service(
+                "default",
+                project,
+                MicroService {
+                    app_id: "a".into(),
+                    service_name: name.into(),
+                    version: "1.0.0".into(),
+                    ..MicroService::default()
+                },
+                now_ms(),
+            )
+            .unwrap()
+            .0
+    }
+
+    fn v4_instance(core: &Core, project: &str, sid: &str, id: &str) {
+        core.lock()
+            .register_instance(
+                "default",
+                project,
+                sid,
+                MicroServiceInstance {
+                    instance_id: id.into(),
+                    host_name: "h".into(),
+                    endpoints: vec!["rest://10.0.0.1:80".into()],
+                    ..MicroServiceInstance::default()
+                },
+                Instant::now(),
+                now_ms(),
+            )
+            .unwrap();
+    }
+
+    /// Regression: each change used to rebuild the Eureka view of every instance (and scan
+    /// the delta queue per instance), O(registry) under the lock per change.
+    #[test]
+    fn a_change_builds_the_views_of_the_changed_instances_only() {
+        let core = Core::new();
+        let sid = v4_service(&core, "default", "big");
+        for i in 0..2000 {
+            v4_instance(&core, "default", &sid, &format!("i{i}"));
+        }
+        tick(&mut core.lock(), Instant::now());
+        VIEWS_BUILT.with(|n| n.set(0));
+        v4_instance(&core, "default", &sid, "new");
+        core.lock()
+            .set_instance_status("default", "default", &sid, "i7", "DOWN", now_ms() + 5)
+            .unwrap();
+        core.lock()
+            .unregister("default", "default", &sid, "i8")
+            .unwrap();
+        tick(&mut core.lock(), Instant::now());
+        let built = VIEWS_BUILT.with(|n| n.get());
+        // The removed instance's last view (for its DELETED entry); no other.
+        assert!(built <= 1, "one sync of 3 changes built {built} views");
+        let reg = core.lock();
+        assert_eq!(reg.eureka.hashcode(), "DOWN_1_UP_1999_");
+        let actions: Vec<(&str, Action)> = reg
+            .eureka
+            .delta()
+            .filter(|(_, id, _, _)| ["new", "i7", "i8", "i9"].contains(id))
+            .map(|(_, id, a, _)| (id, a))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("i7", Action::Modified),
+                ("i8", Action::Deleted),
+                ("i9", Action::Added),
+                ("new", Action::Added)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn v4_changes_show_in_the_delta_and_other_projects_do_not() {
+        let core = Core::new();
+        let sid = v4_service(&core, "default", "svc");
+        let other = v4_service(&core, "p2", "svc");
+        v4_instance(&core, "default", &sid, "x1");
+        v4_instance(&core, "default", &sid, "x2");
+        v4_instance(&core, "p2", &other, "y1");
+        let d = json_get(&core, "/eureka/apps/delta").await;
+        let inst = &d["applications"]["application"][0]["instance"];
+        assert_eq!(inst.as_array().unwrap().len(), 2, "{d}");
+        assert_eq!(inst[0]["actionType"], "ADDED");
+        assert_eq!(d["applications"]["apps__hashcode"], "UP_2_");
+        let v1 = d["applications"]["versions__delta"].clone();
+        core.lock()
+            .set_instance_status(
+                "default",
+                "default",
+                &sid,
+                "x1",
+                "OUTOFSERVICE",
+                now_ms() + 5,
+            )
+            .unwrap();
+        core.lock()
+            .delete_service("default", "p2", &other, true)
+            .unwrap();
+        let d = json_get(&core, "/eureka/apps/delta").await;
+        assert_ne!(d["applications"]["versions__delta"], v1);
+        assert_eq!(
+            d["applications"]["apps__hashcode"],
+            "OUT_OF_SERVICE_1_UP_1_"
+        );
+        let inst = &d["applications"]["application"][0]["instance"];
+        assert_eq!(inst[0]["actionType"], "MODIFIED");
+        assert_eq!(inst[0]["status"], "OUT_OF_SERVICE");
+        // Deleting the service deletes its instances: the last view stays in the delta.
+        core.lock()
+            .delete_service("default", "default", &sid, true)
+            .unwrap();
+        let d = json_get(&core, "/eureka/apps/delta").await;
+        assert_eq!(d["applications"]["apps__hashcode"], "");
+        let inst = &d["applications"]["application"][0]["instance"];
+        assert_eq!(inst[0]["actionType"], "DELETED");
+        assert_eq!(inst[0]["status"], "OUT_OF_SERVICE");
+        assert_eq!(inst[1]["actionType"], "DELETED");
+        assert_eq!(inst[1]["hostName"], "h");
+        // A full fetch shows nothing left.
+        let all = json_get(&core, "/eureka/apps").await;
+        assert_eq!(all["applications"]["application"], json!([]));
+    }
+
+    fn fingerprint(v: &View) -> Fingerprint {
+        (
+            v.last_updated_ms,
+            v.registration_ms,
+            v.status.clone(),
+            v.overridden_status.clone(),
+        )
+    }
+
+    /// Records applied from the store (load, etcd watch) are tracked like API changes.
+    #[test]
+    fn stored_records_applied_to_the_cache_show_in_the_delta() {
+        use super::super::store::keys as store_keys;
+        let core = Core::new();
+        let now = Instant::now();
+        let mut reg = core.lock();
+        let service = br#"{"appId":"a","serviceName":"svc","version":"1.0.0"}"#;
+        let instance = br#"{"hostName":"h","status":"UP","endpoints":["rest://10.0.0.1:80"]}"#;
+        let ikey = store_keys::instance("default", "default", "s1", "i1");
+        assert!(reg.apply_stored(
+            &store_keys::service("default", "default", "s1"),
+            Some(service),
+            now,
+            0
+        ));
+        assert!(reg.apply_stored(&ikey, Some(instance), now, 0));
+        tick(&mut reg, now);
+        let actions = |reg: &Registry| -> Vec<(String, Action)> {
+            reg.eureka
+                .delta()
+                .map(|(app, id, a, _)| (format!("{app}/{id}"), a))
+                .collect()
+        };
+        assert_eq!(actions(&reg), [("SVC/i1".to_owned(), Action::Added)]);
+        assert_eq!(reg.eureka.hashcode(), "UP_1_");
+        assert!(reg.apply_stored(&ikey, None, now, 0));
+        tick(&mut reg, now);
+        assert_eq!(actions(&reg), [("SVC/i1".to_owned(), Action::Deleted)]);
+        assert_eq!(reg.eureka.hashcode(), "");
+    }
+
+    #[test]
+    fn the_streamed_json_document_is_the_value_document() {
+        let mut a = view(
+            &MicroService {
+                service_name: "a\"b".into(),
+                ..MicroService::default()
+            },
+            &InstanceRecord {
+                body: MicroServiceInstance {
+                    instance_id: "i1".into(),
+                    properties: [("k".to_owned(), "v\u{e9}".to_owned())].into(),
+                    ..MicroServiceInstance::default()
+                },
+                eureka: None,
+                ttl_secs: 1,
+                deadline: Instant::now(),
+                registered_ms: 1,
+                renewed_ms: 2,
+                updated_ms: 3,
+            },
+        );
+        let mut b = a.clone();
+        b.instance_id = "i2".into();
+        a.action = "DELETED";
+        let apps = [
+            ("A\"B".to_owned(), vec![a.clone(), b]),
+            ("C".to_owned(), vec![a]),
+        ];
+        for apps in [&apps[..], &apps[..1], &[]] {
+            assert_eq!(
+                apps_json_text(apps, "7", "UP_3_"),
+                apps_json(apps, "7", "UP_3_").to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn record_fingerprints_match_the_views() {
+        let rec = |status: &str, side: Option<EurekaSide>, props: &[(&str, &str)]| InstanceRecord {
+            body: MicroServiceInstance {
+                status: status.into(),
+                properties: props
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                ..MicroServiceInstance::default()
+            },
+            eureka: side,
+            ttl_secs: 1,
+            deadline: Instant::now(),
+            registered_ms: 1,
+            renewed_ms: 2,
+            updated_ms: 3,
+        };
+        let side = |status: &str, overridden: &str| EurekaSide {
+            status: status.into(),
+            overridden_status: overridden.into(),
+            ..EurekaSide::default()
+        };
+        let cases = [
+            rec("UP", None, &[]),
+            rec("OUTOFSERVICE", None, &[(keys::OVERRIDDEN_STATUS, "DOWN")]),
+            rec("TESTING", None, &[]),
+            rec("DOWN", Some(side("UNKNOWN", "UNKNOWN")), &[]),
+            rec("UP", Some(side("DOWN", "OUT_OF_SERVICE")), &[]),
+            rec(
+                "OUTOFSERVICE",
+                Some(side("OUT_OF_SERVICE", "OUT_OF_SERVICE")),
+                &[],
+            ),
+        ];
+        let service = MicroService::default();
+        for r in &cases {
+            assert_eq!(record_fingerprint(r, None), fingerprint(&view(&service, r)));
+        }
+        let mut v = view(&service, &cases[1]);
+        v.overridden_status = "UP".into();
+        assert_eq!(record_fingerprint(&cases[1], Some("UP")), fingerprint(&v));
     }
 
     #[test]

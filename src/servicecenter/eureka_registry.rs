@@ -3,11 +3,16 @@
 //! recently-changed queue behind `GET /apps/delta`, the status overrides of
 //! `PUT .../status`, and the self-preservation counters.
 //!
-//! Where it sits: `eureka.rs` (the HTTP surface) renders the registry's instances as Eureka
-//! views and feeds them here ([`EurekaState::track`]); every change of an instance's view since
-//! the last call, whichever API made it (Eureka, service-center v4, lease expiry), becomes a
-//! delta entry. This is level-triggered, like the rest of the daemon: nothing has to remember to
-//! call a hook on each mutation path.
+//! Where it sits: every instance mutation of the registry, whichever API made it (Eureka,
+//! service-center v4, lease expiry, the store), notes the instance here
+//! ([`EurekaState::touch`], or [`EurekaState::removed`] with its last record); the registry
+//! does so at its few mutation points (`registry.rs`, `eureka_touch`/`eureka_gone`). At the
+//! next delta sync (`eureka.rs`: every second, and before each Eureka read) only those
+//! instances are looked at: each whose fingerprint changed becomes a delta entry
+//! ([`EurekaState::track`]). So a change costs O(1) under the registry lock and a sync
+//! O(instances changed), whatever the registry size; `apps__hashcode` comes from per-status
+//! counters kept with the fingerprints, and the delta's views are built when it is read, for
+//! the queued instances only (a removed instance keeps the view it had when removed).
 //!
 //! Behaviour copied from Netflix Eureka (eureka-notes §5, §6; `AbstractInstanceRegistry`,
 //! `PeerAwareInstanceRegistryImpl`):
@@ -28,6 +33,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::eureka::View;
+use super::registry::InstanceRecord;
 
 /// How long a change stays in the delta (`retentionTimeInMSInDeltaQueue`, 180 s).
 pub const DELTA_RETENTION: Duration = Duration::from_secs(180);
@@ -64,28 +70,51 @@ impl Action {
     }
 }
 
-/// One app of the delta document: its name and (latest action, view) per instance.
-pub(crate) type DeltaApp = (String, Vec<(Action, View)>);
-
-/// One entry of the recently-changed queue: the instance's view right after the change.
-#[derive(Debug, Clone)]
-struct Change {
-    at: Instant,
-    action: Action,
-    view: View,
-}
+/// How the delta names an instance: (app name, instance id).
+pub(crate) type Key = (String, String);
 
 /// What changes of a view are noticed: the record's last update time (moved by every
-/// write, not by renewals) and the Eureka statuses.
-type Fingerprint = (i64, i64, String, String);
+/// write, not by renewals), its registration time and the Eureka statuses
+/// (`status`, `overriddenStatus`).
+pub(crate) type Fingerprint = (i64, i64, String, String);
 
-fn fingerprint(v: &View) -> Fingerprint {
-    (
-        v.last_updated_ms,
-        v.registration_ms,
-        v.status.clone(),
-        v.overridden_status.clone(),
-    )
+/// The last record of a removed instance, kept until the next delta sync so that its
+/// `DELETED` entry can show it.
+#[derive(Debug)]
+pub(crate) struct Removed {
+    /// The `serviceName` of its microservice.
+    pub(crate) service_name: String,
+    /// The record as it was removed.
+    pub(crate) record: InstanceRecord,
+    /// Its status override at removal, if any.
+    pub(crate) override_status: Option<String>,
+}
+
+/// The changes noted since the last delta sync ([`EurekaState::take_pending`]).
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    /// The instances touched, sorted.
+    pub(crate) keys: Vec<Key>,
+    /// Last records of the removed ones.
+    pub(crate) removed: HashMap<Key, Removed>,
+    /// Instance ids whose status override was forgotten (their `overriddenStatus` may
+    /// change), app unknown.
+    pub(crate) forgotten: Vec<String>,
+}
+
+/// One instance's change in a delta sync: its key, its fingerprint now (`None`: gone), and
+/// when gone, its last view.
+pub(crate) type Observed = (Key, Option<Fingerprint>, Option<View>);
+
+/// The latest queued change of one instance.
+#[derive(Debug)]
+struct Latest {
+    /// Sequence number of its queue entry.
+    seq: u64,
+    action: Action,
+    /// The view at removal (`DELETED` only; the others are rendered when read). Boxed: most
+    /// entries have none.
+    view: Option<Box<View>>,
 }
 
 /// The Eureka-only state. See the module docs.
@@ -93,15 +122,25 @@ fn fingerprint(v: &View) -> Fingerprint {
 pub struct EurekaState {
     /// Status overrides by instance id: (status, last use).
     overrides: HashMap<String, (String, Instant)>,
-    /// The recently-changed queue, oldest first.
-    recent: VecDeque<Change>,
-    /// The views seen at the last [`EurekaState::track`], by (app, instance id).
-    seen: HashMap<(String, String), (Fingerprint, View)>,
-    /// The registry revision of the last [`EurekaState::track`] (nothing to do if unchanged).
-    seen_revision: Option<u64>,
-    /// Instances (app, id) registered through `/eureka` since the last track: their change
+    /// The recently-changed queue, oldest first: (when, sequence number, instance).
+    recent: VecDeque<(Instant, u64, Key)>,
+    /// The latest queued change per app and instance id (what the delta shows).
+    latest: BTreeMap<String, BTreeMap<String, Latest>>,
+    /// Sequence number of the next queue entry.
+    next_seq: u64,
+    /// Fingerprints of the instances as of the last delta sync.
+    seen: HashMap<Key, Fingerprint>,
+    /// Number of instances per Eureka status as of the last delta sync (`apps__hashcode`).
+    status_counts: BTreeMap<String, usize>,
+    /// Instances touched since the last delta sync.
+    dirty: HashSet<Key>,
+    /// Instances removed since the last delta sync, with their last record.
+    removed: HashMap<Key, Removed>,
+    /// Instance ids whose override was forgotten since the last delta sync.
+    forgotten: Vec<String>,
+    /// Instances (app, id) registered through `/eureka` since the last sync: their change
     /// is `ADDED`, not `MODIFIED`.
-    registered: HashSet<(String, String)>,
+    registered: HashSet<Key>,
     /// `versions__delta` of the delta document.
     version: u64,
     /// Whether self-preservation is on.
@@ -123,8 +162,13 @@ impl Default for EurekaState {
         EurekaState {
             overrides: HashMap::new(),
             recent: VecDeque::new(),
+            latest: BTreeMap::new(),
+            next_seq: 0,
             seen: HashMap::new(),
-            seen_revision: None,
+            status_counts: BTreeMap::new(),
+            dirty: HashSet::new(),
+            removed: HashMap::new(),
+            forgotten: Vec::new(),
             registered: HashSet::new(),
             version: 1,
             self_preservation: false,
@@ -155,6 +199,11 @@ impl EurekaState {
     pub fn set_override(&mut self, id: &str, status: &str, now: Instant) {
         self.overrides
             .insert(id.to_owned(), (status.to_owned(), now));
+    }
+
+    /// The status override of instance `id`, if any (not marked used).
+    pub fn override_status(&self, id: &str) -> Option<&str> {
+        self.overrides.get(id).map(|(s, _)| s.as_str())
     }
 
     /// Forgets the status override of instance `id`; returns it.
@@ -232,25 +281,86 @@ impl EurekaState {
         allowed
     }
 
-    /// Periodic upkeep: forgets stale overrides and old delta entries, and resets the
-    /// self-preservation expectation to `registry_size` every 15 min.
-    pub fn sweep(&mut self, now: Instant, registry_size: usize) {
-        self.overrides
-            .retain(|_, (_, used)| now.saturating_duration_since(*used) < OVERRIDE_MEMORY);
-        let before = self.recent.len();
+    /// Notes that instance `id` of Eureka app `app` may have changed (called by the
+    /// registry at every mutation point; O(1)).
+    pub(crate) fn touch(&mut self, app: String, id: &str) {
+        self.dirty.insert((app, id.to_owned()));
+    }
+
+    /// Notes that instance `record` of Eureka app `app` (microservice `service_name`) was
+    /// removed; its record is kept until the next delta sync for its `DELETED` entry.
+    pub(crate) fn removed(&mut self, app: String, service_name: &str, record: InstanceRecord) {
+        let key = (app, record.body.instance_id.clone());
+        let override_status = self.overrides.get(&key.1).map(|(status, _)| status.clone());
+        self.dirty.insert(key.clone());
+        self.removed.insert(
+            key,
+            Removed {
+                service_name: service_name.to_owned(),
+                record,
+                override_status,
+            },
+        );
+    }
+
+    /// Whether anything was noted since the last delta sync.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.dirty.is_empty() || !self.forgotten.is_empty()
+    }
+
+    /// Takes what was noted since the last delta sync.
+    pub(crate) fn take_pending(&mut self) -> Pending {
+        let mut keys: Vec<Key> = self.dirty.drain().collect();
+        keys.sort();
+        Pending {
+            keys,
+            removed: std::mem::take(&mut self.removed),
+            forgotten: std::mem::take(&mut self.forgotten),
+        }
+    }
+
+    /// Whether instance `key` was present at the last delta sync.
+    pub(crate) fn was_present(&self, key: &Key) -> bool {
+        self.seen.contains_key(key)
+    }
+
+    /// Periodic upkeep: forgets stale overrides (their instances are re-checked at the next
+    /// delta sync) and old delta entries, and resets the self-preservation expectation to
+    /// the registry size every 15 min.
+    pub fn sweep(&mut self, now: Instant) {
+        let forgotten = &mut self.forgotten;
+        self.overrides.retain(|id, (_, used)| {
+            let keep = now.saturating_duration_since(*used) < OVERRIDE_MEMORY;
+            if !keep {
+                forgotten.push(id.clone());
+            }
+            keep
+        });
+        let mut popped = false;
         while self
             .recent
             .front()
-            .is_some_and(|c| now.saturating_duration_since(c.at) >= DELTA_RETENTION)
+            .is_some_and(|(at, _, _)| now.saturating_duration_since(*at) >= DELTA_RETENTION)
         {
-            self.recent.pop_front();
+            let Some((_, seq, (app, id))) = self.recent.pop_front() else {
+                break;
+            };
+            popped = true;
+            if let Some(ids) = self.latest.get_mut(&app) {
+                if ids.get(&id).is_some_and(|l| l.seq == seq) {
+                    ids.remove(&id);
+                    if ids.is_empty() {
+                        self.latest.remove(&app);
+                    }
+                }
+            }
         }
-        if self.recent.len() != before {
+        if popped {
             self.version += 1;
         }
         if now.saturating_duration_since(self.expectation_reset_at) >= EXPECTATION_RESET {
             self.expectation_reset_at = now;
-            let size = registry_size as u64;
+            let size = self.seen.len() as u64;
             if !self.self_preservation
                 || size as f64 > RENEWAL_PERCENT_THRESHOLD * self.expected_clients as f64
             {
@@ -259,87 +369,106 @@ impl EurekaState {
         }
     }
 
-    /// Whether [`EurekaState::track`] has already seen registry revision `revision`.
-    pub fn is_tracked(&self, revision: u64) -> bool {
-        self.seen_revision == Some(revision)
-    }
-
-    /// Compares the current views (`apps`: app name → views) with the ones seen last time
-    /// and queues a delta entry per difference; `revision` is the registry revision they were
-    /// taken at.
-    pub(crate) fn track(&mut self, now: Instant, revision: u64, apps: &[(String, Vec<View>)]) {
-        let mut current: HashMap<(String, String), (Fingerprint, View)> = HashMap::new();
+    /// Applies one delta sync: per touched instance, its fingerprint now (`None` when
+    /// gone) and, when gone, its last view. Queues `ADDED` for a new instance (or a changed
+    /// one registered through `/eureka` since), `MODIFIED` for another change, `DELETED` for
+    /// a removal; nothing when the fingerprint is unchanged. `versions__delta` moves once
+    /// if anything was queued. O(changes).
+    pub(crate) fn track(&mut self, now: Instant, observed: Vec<Observed>) {
         let mut changed = false;
-        for (app, views) in apps {
-            for v in views {
-                let key = (app.clone(), v.instance_id.clone());
-                let fp = fingerprint(v);
-                let action = match self.seen.get(&key) {
-                    None => Some(Action::Added),
-                    Some((old, _)) if *old != fp => Some(if self.registered.contains(&key) {
-                        Action::Added
-                    } else {
-                        Action::Modified
-                    }),
-                    Some(_) => None,
-                };
-                if let Some(action) = action {
-                    self.recent.push_back(Change {
-                        at: now,
-                        action,
-                        view: v.clone(),
-                    });
-                    changed = true;
+        for (key, current, gone) in observed {
+            let action = match (self.seen.get(&key), &current) {
+                (None, None) => None,
+                (None, Some(_)) => Some(Action::Added),
+                (Some(old), Some(new)) if old != new => Some(if self.registered.contains(&key) {
+                    Action::Added
+                } else {
+                    Action::Modified
+                }),
+                (Some(_), Some(_)) => None,
+                (Some(_), None) => Some(Action::Deleted),
+            };
+            let Some(action) = action else {
+                continue;
+            };
+            changed = true;
+            let old = match current {
+                Some(fp) => {
+                    count(&mut self.status_counts, &fp.2, true);
+                    self.seen.insert(key.clone(), fp)
                 }
-                current.insert(key, (fp, v.clone()));
+                None => self.seen.remove(&key),
+            };
+            if let Some(old) = old {
+                count(&mut self.status_counts, &old.2, false);
             }
-        }
-        for (key, (_, view)) in &self.seen {
-            if !current.contains_key(key) {
-                self.recent.push_back(Change {
-                    at: now,
-                    action: Action::Deleted,
-                    view: view.clone(),
-                });
-                changed = true;
-            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.recent.push_back((now, seq, key.clone()));
+            let view = if action == Action::Deleted {
+                gone.map(Box::new)
+            } else {
+                None
+            };
+            let (app, id) = key;
+            self.latest
+                .entry(app)
+                .or_default()
+                .insert(id, Latest { seq, action, view });
         }
         if changed {
             self.version += 1;
         }
-        self.seen = current;
         self.registered.clear();
-        self.seen_revision = Some(revision);
     }
 
-    /// The last action recorded for (app, id), `ADDED` when none is queued (what a full
-    /// fetch shows as `actionType`).
+    /// The last action queued for (app, id), `ADDED` when none is (what a full fetch shows
+    /// as `actionType`).
     pub fn last_action(&self, app: &str, id: &str) -> Action {
-        self.recent
-            .iter()
-            .rev()
-            .find(|c| c.view.app == app && c.view.instance_id == id)
-            .map_or(Action::Added, |c| c.action)
+        self.latest
+            .get(app)
+            .and_then(|ids| ids.get(id))
+            .map_or(Action::Added, |l| l.action)
     }
 
-    /// The delta: per app (by name), one view per instance id with its latest action, and
+    /// The delta, by app name then instance id: (app, id, latest action, the view at
+    /// removal for `DELETED`); the others are rendered by the caller from the registry.
+    pub(crate) fn delta(&self) -> impl Iterator<Item = (&str, &str, Action, Option<&View>)> {
+        self.latest.iter().flat_map(|(app, ids)| {
+            ids.iter()
+                .map(move |(id, l)| (app.as_str(), id.as_str(), l.action, l.view.as_deref()))
+        })
+    }
+
     /// `versions__delta`.
-    pub(crate) fn delta(&self) -> (Vec<DeltaApp>, u64) {
-        let mut latest: BTreeMap<(&str, &str), (Action, &View)> = BTreeMap::new();
-        for c in &self.recent {
-            latest.insert(
-                (c.view.app.as_str(), c.view.instance_id.as_str()),
-                (c.action, &c.view),
-            );
-        }
-        let mut apps: Vec<DeltaApp> = Vec::new();
-        for ((app, _), (action, view)) in latest {
-            match apps.last_mut() {
-                Some((name, list)) if name == app => list.push((action, view.clone())),
-                _ => apps.push((app.to_owned(), vec![(action, view.clone())])),
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// `apps__hashcode` of the registry as of the last delta sync (eureka-notes §4.5):
+    /// `STATUS_COUNT_` per status, statuses by name, from the maintained counters.
+    pub(crate) fn hashcode(&self) -> String {
+        self.status_counts
+            .iter()
+            .map(|(s, n)| format!("{s}_{n}_"))
+            .collect()
+    }
+}
+
+/// Adds (`up`) or removes one instance of `status` in `counts` (no zero entries kept).
+fn count(counts: &mut BTreeMap<String, usize>, status: &str, up: bool) {
+    if up {
+        match counts.get_mut(status) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(status.to_owned(), 1);
             }
         }
-        (apps, self.version)
+    } else if let Some(n) = counts.get_mut(status) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(status);
+        }
     }
 }
 
@@ -377,12 +506,12 @@ mod tests {
         let start = Instant::now();
         let mut state = EurekaState::default();
         state.set_override("i", "OUT_OF_SERVICE", start);
-        state.sweep(start + Duration::from_secs(10), 0);
+        state.sweep(start + Duration::from_secs(10));
         assert_eq!(
             state.override_of("i", start + Duration::from_secs(10)),
             Some("OUT_OF_SERVICE".into())
         );
-        state.sweep(start + OVERRIDE_MEMORY + Duration::from_secs(10), 0);
+        state.sweep(start + OVERRIDE_MEMORY + Duration::from_secs(10));
         assert_eq!(state.override_of("i", start), None);
     }
 }

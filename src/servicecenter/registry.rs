@@ -305,6 +305,8 @@ pub struct Registry {
     pub(crate) changes: super::watch::ChangeFeed,
     /// Eureka-only state: delta queue, status overrides, self-preservation (`eureka_registry.rs`).
     pub(crate) eureka: super::eureka_registry::EurekaState,
+    /// Finds' JSON of each service's instances at the current revision (`discovery.rs`).
+    pub(crate) found: super::discovery::FoundCache,
 }
 
 /// Wall-clock now in ms since the epoch.
@@ -605,6 +607,38 @@ impl Registry {
         self.changes.notify(self.revision);
     }
 
+    /// Notes for the Eureka delta (`eureka_registry.rs`) that instance `iid` of service
+    /// `sid` changed; nothing outside default/default. O(1). Every path that changes an
+    /// instance must call this (or [`Registry::eureka_gone`] when it removes one): the
+    /// delta sees nothing else.
+    fn eureka_touch(&mut self, sid: &str, iid: &str) {
+        if let Some(e) = self.services.get(sid) {
+            if let Some(app) = mapped_eureka_app(&e.domain, &e.project, &e.service.service_name) {
+                self.eureka.touch(app, iid);
+            }
+        }
+    }
+
+    /// Notes for the Eureka delta that instance `rec` of service `sid` (still known) was
+    /// removed; the record is kept until the next delta sync for its `DELETED` entry.
+    fn eureka_gone(&mut self, sid: &str, rec: InstanceRecord) {
+        if let Some(e) = self.services.get(sid) {
+            if let Some(app) = mapped_eureka_app(&e.domain, &e.project, &e.service.service_name) {
+                self.eureka.removed(app, &e.service.service_name, rec);
+            }
+        }
+    }
+
+    /// [`Registry::eureka_gone`] for every instance of a removed service.
+    fn eureka_gone_service(&mut self, entry: ServiceEntry) {
+        let name = &entry.service.service_name;
+        if let Some(app) = mapped_eureka_app(&entry.domain, &entry.project, name) {
+            for rec in entry.instances.into_values() {
+                self.eureka.removed(app.clone(), name, rec);
+            }
+        }
+    }
+
     /// Creates a microservice, or returns the id of the one with the same key.
     ///
     /// Fills the defaults (appId `default`, version `0.0.1`, level `BACK`,
@@ -802,6 +836,7 @@ impl Registry {
                 }
             }
         }
+        self.eureka_gone_service(entry);
         self.bump();
         Ok(())
     }
@@ -1008,6 +1043,7 @@ impl Registry {
                 .remove(&(old.deadline, service_id.to_string(), iid.clone()));
         }
         self.journal.instance(service_id, &iid);
+        self.eureka_touch(service_id, &iid);
         self.leases.insert((deadline, service_id.to_string(), iid));
         self.bump();
     }
@@ -1110,6 +1146,7 @@ impl Registry {
             instance_id.to_string(),
         ));
         self.journal.instance(service_id, instance_id);
+        self.eureka_gone(service_id, rec);
         self.bump();
         Ok(())
     }
@@ -1147,6 +1184,7 @@ impl Registry {
             side.status = sc_to_eureka_status(status).to_string();
         }
         self.journal.instance(service_id, instance_id);
+        self.eureka_touch(service_id, instance_id);
         self.bump();
         Ok(())
     }
@@ -1174,6 +1212,7 @@ impl Registry {
         rec.body.mod_timestamp = secs(now_ms);
         rec.updated_ms = now_ms;
         self.journal.instance(service_id, instance_id);
+        self.eureka_touch(service_id, instance_id);
         self.bump();
         Ok(())
     }
@@ -1196,8 +1235,9 @@ impl Registry {
                     self.leases.insert((rec.deadline, sid, iid));
                     continue;
                 }
-                if entry.instances.remove(&iid).is_some() {
+                if let Some(rec) = entry.instances.remove(&iid) {
                     self.journal.instance(&sid, &iid);
+                    self.eureka_gone(&sid, rec);
                     tracing::debug!(service_id = %sid, instance_id = %iid, "instance lease expired");
                     n += 1;
                 }
@@ -1285,6 +1325,7 @@ impl Registry {
                     self.leases
                         .remove(&(rec.deadline, other.clone(), reg.instance_id.clone()));
                     self.journal.instance(&other, &reg.instance_id);
+                    self.eureka_gone(&other, rec);
                 }
             }
         }
@@ -1368,6 +1409,7 @@ impl Registry {
             }
         }
         self.journal.instance(&sid, id);
+        self.eureka_touch(&sid, id);
         self.bump();
         true
     }
@@ -1689,13 +1731,27 @@ impl Registry {
                 return false;
             }
         }
-        let instances = match self.services.remove(service_id) {
+        let (instances, old_app) = match self.services.remove(service_id) {
             Some(old) => {
                 self.unindex(&old);
-                old.instances
+                let app = mapped_eureka_app(&old.domain, &old.project, &old.service.service_name)
+                    .map(|a| (a, old.service.service_name.clone()));
+                (old.instances, app)
             }
-            None => BTreeMap::new(),
+            None => (BTreeMap::new(), None),
         };
+        let new_app = mapped_eureka_app(domain, project, &s.service_name);
+        if old_app.as_ref().map(|(a, _)| a) != new_app.as_ref() {
+            // Its instances move between Eureka apps (or in or out of them).
+            for (iid, rec) in &instances {
+                if let Some((app, name)) = &old_app {
+                    self.eureka.removed(app.clone(), name, rec.clone());
+                }
+                if let Some(app) = &new_app {
+                    self.eureka.touch(app.clone(), iid);
+                }
+            }
+        }
         let name_key: NameKey = (
             domain.to_string(),
             project.to_string(),
@@ -1767,6 +1823,7 @@ impl Registry {
                 .remove(&(rec.deadline, id.to_string(), iid.clone()));
         }
         self.unindex(&entry);
+        self.eureka_gone_service(entry);
         true
     }
 
@@ -1809,6 +1866,7 @@ impl Registry {
             rec.updated_ms = stored_ms(&body.mod_timestamp, wall);
             rec.ttl_secs = ttl_secs;
             rec.body = body;
+            self.eureka_touch(service_id, instance_id);
             return true;
         }
         let full = Duration::from_secs(ttl_secs);
@@ -1826,6 +1884,7 @@ impl Registry {
         entry.instances.insert(instance_id.to_string(), rec);
         self.leases
             .insert((deadline, service_id.to_string(), instance_id.to_string()));
+        self.eureka_touch(service_id, instance_id);
         true
     }
 
@@ -1843,6 +1902,7 @@ impl Registry {
             service_id.to_string(),
             instance_id.to_string(),
         ));
+        self.eureka_gone(service_id, rec);
         true
     }
 }

@@ -14,6 +14,7 @@
 //! ([`super::govern`]), version, health and the admin dump.
 
 use std::collections::HashMap;
+use std::sync::MutexGuard;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::dependencies::{consumers_of, providers_of, DependencyItem};
-use super::discovery::{tag_keys, FindQuery};
+use super::discovery::{tag_keys, FindQuery, Found};
 use super::error::{ScError, DEPENDED_ON_BY_CONSUMER, FORBIDDEN, INSTANCE_NOT_EXISTS};
 use super::registry::{now_ms, MicroService, MicroServiceInstance, Props, Registry};
 use super::rules::Rule;
@@ -104,19 +105,31 @@ pub(crate) fn domain(headers: &HeaderMap) -> String {
 
 /// A 200 JSON reply written like service-center (trailing newline).
 pub(crate) fn json<T: Serialize>(value: &T) -> Response {
-    match serde_json::to_string(value) {
-        Ok(mut text) => {
-            text.push('\n');
-            (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json; charset=UTF-8"),
-                )],
-                text,
-            )
-                .into_response()
-        }
-        Err(e) => ScError::new(500003, format!("encoding the reply: {e}")).into_response(),
+    json_reply(to_json(value, 256))
+}
+
+/// `value` as JSON with service-center's trailing newline, written into one buffer of
+/// `capacity` bytes to start with.
+fn to_json<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>, ScError> {
+    let mut buf = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut buf, value)
+        .map_err(|e| ScError::new(500003, format!("encoding the reply: {e}")))?;
+    buf.push(b'\n');
+    Ok(buf)
+}
+
+/// A 200 reply of JSON text made by [`to_json`] (or its error).
+fn json_reply(body: Result<Vec<u8>, ScError>) -> Response {
+    match body {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=UTF-8"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -1003,25 +1016,44 @@ fn client_rev<'a>(q: &'a HashMap<String, String>, headers: &'a HeaderMap) -> Opt
         .filter(|r| !r.is_empty())
 }
 
+/// Whether the client's rev is the revision `rev` (the reply is then a 304 with an empty
+/// body; `noCache`/`cacheOnly` make the rev ignored, as in 1.3.0).
+fn is_current(rev: u64, q: &HashMap<String, String>, headers: &HeaderMap) -> bool {
+    let ignore = flag(q, "noCache").unwrap_or(false) || flag(q, "cacheOnly").unwrap_or(false);
+    !ignore && client_rev(q, headers).is_some_and(|c| c == rev.to_string())
+}
+
+/// `reply` (`None`: 304 with an empty body) with `X-Resource-Revision: rev`.
+fn revision_reply(rev: u64, reply: Option<Response>) -> Response {
+    let mut r = reply.unwrap_or_else(|| StatusCode::NOT_MODIFIED.into_response());
+    r.headers_mut()
+        .insert("x-resource-revision", HeaderValue::from(rev));
+    r
+}
+
 /// Adds `X-Resource-Revision` (the revision `rev`); 304 with an empty body when the
-/// client's rev is current (`noCache`/`cacheOnly` make the rev ignored, as in 1.3.0).
+/// client's rev is current ([`is_current`]).
 fn with_revision(
     rev: u64,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
     reply: impl FnOnce() -> Response,
 ) -> Response {
-    let rev = rev.to_string();
-    let ignore = flag(q, "noCache").unwrap_or(false) || flag(q, "cacheOnly").unwrap_or(false);
-    let mut r = if !ignore && client_rev(q, headers) == Some(rev.as_str()) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        reply()
-    };
-    if let Ok(v) = HeaderValue::from_str(&rev) {
-        r.headers_mut().insert("x-resource-revision", v);
-    }
-    r
+    let current = is_current(rev, q, headers);
+    revision_reply(rev, (!current).then(reply))
+}
+
+/// The reply of a find or instance list of the providers `ids`: the JSON parts are taken
+/// (or made) under the lock ([`super::discovery::found_parts`]), joined after it.
+fn found_reply(mut reg: MutexGuard<'_, Registry>, ids: &[String], current: bool) -> Response {
+    let rev = reg.revision();
+    let parts = (!current).then(|| super::discovery::found_parts(&mut reg, ids));
+    drop(reg);
+    let body = parts.map(|p| {
+        p.map(|p| super::discovery::found_json(&p))
+            .map_err(|e| ScError::new(500003, format!("encoding the reply: {e}")))
+    });
+    revision_reply(rev, body.map(json_reply))
 }
 
 fn consumer_header(headers: &HeaderMap) -> Option<&str> {
@@ -1047,20 +1079,13 @@ async fn list_instances(
         &sid,
         consumer_header(&headers),
     )?;
-    let instances: Vec<MicroServiceInstance> = if reg.tags.has_all(&sid, &tags) {
-        provider
-            .instances
-            .values()
-            .map(|r| r.body.clone())
-            .collect()
+    let ids = if reg.tags.has_all(&sid, &tags) {
+        vec![provider.service.service_id.clone()]
     } else {
         Vec::new()
     };
-    let rev = reg.revision();
-    drop(reg);
-    Ok(with_revision(rev, &q, &headers, || {
-        json(&InstancesReply { instances })
-    }))
+    let current = is_current(reg.revision(), &q, &headers);
+    Ok(found_reply(reg, &ids, current))
 }
 
 async fn get_instance(
@@ -1214,28 +1239,20 @@ async fn find(
         version: param(&q, "version").to_string(),
         tags: tag_keys(param(&q, "tags")),
     };
+    let dom = domain(&headers);
     let mut reg = core.lock();
-    let instances = super::discovery::find(
-        &mut reg,
-        &domain(&headers),
-        &project,
-        &query,
-        consumer_header(&headers),
-    )?;
-    let rev = reg.revision();
-    drop(reg);
-    Ok(with_revision(rev, &q, &headers, || {
-        json(&InstancesReply { instances })
-    }))
+    let ids = super::discovery::find(&mut reg, &dom, &project, &query, consumer_header(&headers))?;
+    let current = is_current(reg.revision(), &q, &headers);
+    Ok(found_reply(reg, &ids, current))
 }
 
-#[derive(Serialize, Default)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct FindResult {
+struct FindResult<'a> {
     index: usize,
     rev: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    instances: Vec<MicroServiceInstance>,
+    instances: Vec<&'a MicroServiceInstance>,
 }
 
 #[derive(Serialize)]
@@ -1256,16 +1273,16 @@ struct FindFailed {
 
 #[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct BatchResult {
+struct BatchResult<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    updated: Vec<FindResult>,
+    updated: Vec<FindResult<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     not_modified: Vec<usize>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     failed: Vec<FindFailed>,
 }
 
-impl BatchResult {
+impl<'a> BatchResult<'a> {
     fn is_empty(&self) -> bool {
         self.updated.is_empty() && self.not_modified.is_empty() && self.failed.is_empty()
     }
@@ -1275,7 +1292,7 @@ impl BatchResult {
         index: usize,
         rev: &str,
         client_rev: &str,
-        r: Result<Vec<MicroServiceInstance>, ScError>,
+        r: Result<Vec<&'a MicroServiceInstance>, ScError>,
     ) {
         match r {
             Ok(_) if client_rev == rev => self.not_modified.push(index),
@@ -1305,11 +1322,11 @@ impl BatchResult {
 }
 
 #[derive(Serialize, Default)]
-struct BatchFindReply {
+struct BatchFindReply<'a> {
     #[serde(skip_serializing_if = "BatchResult::is_empty")]
-    services: BatchResult,
+    services: BatchResult<'a>,
     #[serde(skip_serializing_if = "BatchResult::is_empty")]
-    instances: BatchResult,
+    instances: BatchResult<'a>,
 }
 
 /// `POST /registry/instances/action?type=query`: several finds (by service key) and
@@ -1336,14 +1353,14 @@ async fn batch_find(
     }
     let dom = domain(&headers);
     let consumer = consumer_header(&headers);
-    let mut reg = core.lock();
+    let mut guard = core.lock();
     let mut reply = BatchFindReply::default();
     let mut outcomes = Vec::new();
     for (i, item) in req.services.iter().enumerate() {
         let r = match &item.service {
             None => Err(ScError::invalid("Invalid service: missing")),
             Some(k) => super::discovery::find(
-                &mut reg,
+                &mut guard,
                 &dom,
                 &project,
                 &FindQuery {
@@ -1362,19 +1379,24 @@ async fn batch_find(
         };
         outcomes.push((i, r));
     }
+    let reg = &*guard;
     let rev = reg.revision().to_string();
-    for (i, r) in outcomes {
-        reply.services.add(i, &rev, &req.services[i].rev, r);
+    for (i, r) in &outcomes {
+        let r = r
+            .as_ref()
+            .map(|ids| Found::new(reg, ids).iter().collect())
+            .map_err(Clone::clone);
+        reply.services.add(*i, &rev, &req.services[*i].rev, r);
     }
     for (i, item) in req.instances.iter().enumerate() {
         let r = match &item.instance {
             None => Err(ScError::invalid("Invalid instance: missing")),
             Some(k) => {
-                super::discovery::visible_provider(&reg, &dom, &project, &k.service_id, consumer)
+                super::discovery::visible_provider(reg, &dom, &project, &k.service_id, consumer)
                     .and_then(|p| {
                         p.instances
                             .get(&k.instance_id)
-                            .map(|r| vec![r.body.clone()])
+                            .map(|r| vec![&r.body])
                             .ok_or_else(|| {
                                 ScError::new(
                                     INSTANCE_NOT_EXISTS,
@@ -1386,8 +1408,10 @@ async fn batch_find(
         };
         reply.instances.add(i, &rev, &item.rev, r);
     }
-    drop(reg);
-    Ok(json(&reply))
+    let body = to_json(&reply, 1024);
+    drop(reply);
+    drop(guard);
+    Ok(json_reply(body))
 }
 
 #[derive(Serialize)]
@@ -1614,6 +1638,52 @@ mod tests {
             (s, v["errorCode"].as_str()),
             (StatusCode::BAD_REQUEST, Some("400001"))
         );
+    }
+
+    #[tokio::test]
+    async fn find_replies_follow_every_instance_change() {
+        let core = Core::new();
+        let ms = "/v4/default/registry/microservices";
+        let (_, v) = call(&core, "POST", ms, r#"{"service":{"serviceName":"p"}}"#).await;
+        let sid = v["serviceId"].as_str().unwrap().to_string();
+        let reg = format!("{ms}/{sid}/instances");
+        let find = "/v4/default/registry/instances?appId=default&serviceName=p&version=latest";
+        let list = format!("{ms}/{sid}/instances");
+        for n in ["a", "b"] {
+            let body = format!(r#"{{"instance":{{"instanceId":"{n}","hostName":"h{n}"}}}}"#);
+            assert_eq!(call(&core, "POST", &reg, &body).await.0, StatusCode::OK);
+        }
+        let (_, v) = call(&core, "GET", find, "").await;
+        let ids: Vec<&str> = v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["instanceId"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(call(&core, "GET", &list, "").await.1, v);
+        // A heartbeat changes no body and keeps the revision; a status change shows at once.
+        let rev = core.revision();
+        let hb = format!("{ms}/{sid}/instances/a/heartbeat");
+        assert_eq!(call(&core, "PUT", &hb, "").await.0, StatusCode::OK);
+        assert_eq!(core.revision(), rev);
+        assert_eq!(call(&core, "GET", find, "").await.1, v);
+        let st = format!("{ms}/{sid}/instances/a/status?value=DOWN");
+        assert_eq!(call(&core, "PUT", &st, "").await.0, StatusCode::OK);
+        let (_, v) = call(&core, "GET", find, "").await;
+        assert_eq!(v["instances"][0]["status"], "DOWN");
+        assert_eq!(call(&core, "GET", &list, "").await.1, v);
+        let props = format!("{ms}/{sid}/instances/b/properties");
+        let body = r#"{"properties":{"k":"v"}}"#;
+        assert_eq!(call(&core, "PUT", &props, body).await.0, StatusCode::OK);
+        let (_, v) = call(&core, "GET", find, "").await;
+        assert_eq!(v["instances"][1]["properties"]["k"], "v");
+        for n in ["a", "b"] {
+            let un = format!("{ms}/{sid}/instances/{n}");
+            assert_eq!(call(&core, "DELETE", &un, "").await.0, StatusCode::OK);
+        }
+        let (s, v) = call(&core, "GET", find, "").await;
+        assert_eq!((s, v), (StatusCode::OK, serde_json::json!({})));
     }
 
     #[tokio::test]
