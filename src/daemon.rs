@@ -87,6 +87,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     // The built-in core's change counter, when the registry is in this process: the
     // exporter lists the registry when it moves instead of polling.
     let mut local_revision = None;
+    // Stops the built-in core once the reconcile loop has handed over (or at the end).
+    let core_stop = CancellationToken::new();
     let (kind, endpoints) = match &config.registry {
         RegistryConfig::External { plugin, endpoints } => (*plugin, endpoints.clone()),
         RegistryConfig::Builtin { listen } => {
@@ -105,7 +107,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                 core.clone(),
                 shutdown.clone(),
             ));
-            let token = shutdown.clone();
+            // The core stops last: a leaving leader still heartbeats its copies into it.
+            let token = core_stop.clone();
             tracker.spawn(
                 async move {
                     if let Err(e) = servicecenter::serve(listener, core, token).await {
@@ -146,6 +149,13 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     // Cancelled by the reconcile loop once this member may go: after a leader's handover
     // (see `Syncer::with_handover`), or at once for a follower.
     let leave = CancellationToken::new();
+    {
+        let (leave, core_stop) = (leave.clone(), core_stop.clone());
+        tracker.spawn(async move {
+            leave.cancelled().await;
+            core_stop.cancel();
+        });
+    }
 
     let exporter = Arc::new(Exporter::new(plugin.clone(), Duration::from_millis(500)));
     let poll_interval = if local_revision.is_some() {
