@@ -111,7 +111,12 @@ impl ExchangeServer {
         }
         sent = sent.max(revision);
         loop {
-            let event = match changes.recv().await {
+            // A peer that went away ends the task now, not at the next change.
+            let received = tokio::select! {
+                _ = tx.closed() => return,
+                received = changes.recv() => received,
+            };
+            let event = match received {
                 Ok(change) if change.revision <= sent => continue,
                 Ok(change) if change.revision == sent + 1 => {
                     sent = change.revision;
