@@ -168,17 +168,7 @@ struct Copy {
 /// The instances of `app` at the registry at `base` (None when the registry does not answer, `Some(empty)`
 /// when the app does not exist).
 async fn instances(http: &reqwest::Client, base: &str, app: &str) -> Option<Vec<Copy>> {
-    let resp = http
-        .get(format!("{base}/eureka/apps/{app}"))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .ok()?;
-    if resp.status() == reqwest::StatusCode::NOT_FOUND {
-        return Some(Vec::new());
-    }
-    let body: Value = resp.json().await.ok()?;
-    let list = body["application"]["instance"].as_array().cloned()?;
+    let list = support::eureka_app_instances(http, base, app).await?;
     Some(
         list.iter()
             .map(|i| Copy {

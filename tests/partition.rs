@@ -160,17 +160,7 @@ async fn add_instance(http: &reqwest::Client, base: &str, sid: &str, port: u16) 
 
 /// The instances of `app` at `base` as `host-{port}` (`Some(empty)` when none).
 async fn hosts(http: &reqwest::Client, base: &str, app: &str) -> Option<Vec<String>> {
-    let resp = http
-        .get(format!("{base}/eureka/apps/{app}"))
-        .header("Accept", "application/json")
-        .send()
-        .await
-        .ok()?;
-    if resp.status() == reqwest::StatusCode::NOT_FOUND {
-        return Some(Vec::new());
-    }
-    let body: Value = resp.json().await.ok()?;
-    let list = body["application"]["instance"].as_array().cloned()?;
+    let list = support::eureka_app_instances(http, base, app).await?;
     Some(
         list.iter()
             .map(|i| format!("host-{}", i["port"]["$"].as_u64().unwrap_or_default()))

@@ -40,6 +40,25 @@ fn start(dir: &std::path::Path, node: &str, gossip: u16, join: Option<u16>) -> S
     }
 }
 
+/// The instances of appId `eureka`, serviceName `orders` found at `registry` (None while it
+/// does not answer).
+async fn find_orders(http: &reqwest::Client, registry: &str) -> Option<Vec<Value>> {
+    let body: Value = http
+        .get(format!("{registry}/v4/default/registry/instances"))
+        .query(&[
+            ("appId", "eureka"),
+            ("serviceName", "orders"),
+            ("version", "latest"),
+        ])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(body["instances"].as_array().cloned().unwrap_or_default())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_standalone_daemons_sync_their_built_in_registries() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -76,20 +95,7 @@ async fn two_standalone_daemons_sync_their_built_in_registries() {
         "ORDERS imported by site-b",
         &[&a.proc, &b.proc],
         || async {
-            let body: Value = http
-                .get(format!("{}/v4/default/registry/instances", b.registry))
-                .query(&[
-                    ("appId", "eureka"),
-                    ("serviceName", "orders"),
-                    ("version", "latest"),
-                ])
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let list = body["instances"].as_array()?.clone();
+            let list = find_orders(&http, &b.registry).await?;
             (!list.is_empty()).then_some(list)
         },
     )
@@ -137,22 +143,9 @@ async fn two_standalone_daemons_sync_their_built_in_registries() {
         "ORDERS removed from site-b",
         &[&a.proc, &b.proc],
         || async {
-            let body: Value = http
-                .get(format!("{}/v4/default/registry/instances", b.registry))
-                .query(&[
-                    ("appId", "eureka"),
-                    ("serviceName", "orders"),
-                    ("version", "latest"),
-                ])
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            body["instances"]
-                .as_array()
-                .is_none_or(|l| l.is_empty())
+            find_orders(&http, &b.registry)
+                .await?
+                .is_empty()
                 .then_some(())
         },
     )

@@ -939,20 +939,7 @@ async fn get_providers(
     Query(q): Query_,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    check_id("consumerId", &sid)?;
-    let no_self = flag(&q, "noSelf")?;
-    let reg = core.lock();
-    reg.service(&domain(&headers), &project, &sid)?;
-    let ids: Vec<String> = providers_of(&reg, &sid)
-        .into_iter()
-        .filter(|p| !no_self || *p != sid)
-        .collect();
-    let providers = super::dependencies::services(&reg, &ids);
-    drop(reg);
-    if providers.is_empty() {
-        return Ok(json(&serde_json::json!({})));
-    }
-    Ok(json(&serde_json::json!({ "providers": providers })))
+    related(&core, &project, &sid, &q, &headers, Related::Providers)
 }
 
 async fn get_consumers(
@@ -961,20 +948,49 @@ async fn get_consumers(
     Query(q): Query_,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    check_id("providerId", &sid)?;
-    let no_self = flag(&q, "noSelf")?;
+    related(&core, &project, &sid, &q, &headers, Related::Consumers)
+}
+
+/// Which side of a service's dependencies to list.
+#[derive(Clone, Copy)]
+enum Related {
+    /// `GET .../microservices/{consumerId}/providers`.
+    Providers,
+    /// `GET .../microservices/{providerId}/consumers`.
+    Consumers,
+}
+
+/// `{"providers":[...]}` or `{"consumers":[...]}` of service `sid` (`{}` when none);
+/// `noSelf=1` leaves the service itself out, as service-center does.
+fn related(
+    core: &Core,
+    project: &str,
+    sid: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    which: Related,
+) -> Result<Response, ScError> {
+    let (id_name, key) = match which {
+        Related::Providers => ("consumerId", "providers"),
+        Related::Consumers => ("providerId", "consumers"),
+    };
+    check_id(id_name, sid)?;
+    let no_self = flag(q, "noSelf")?;
     let reg = core.lock();
-    reg.service(&domain(&headers), &project, &sid)?;
-    let ids: Vec<String> = consumers_of(&reg, &sid)
-        .into_iter()
-        .filter(|c| !no_self || *c != sid)
-        .collect();
-    let consumers = super::dependencies::services(&reg, &ids);
+    reg.service(&domain(headers), project, sid)?;
+    let ids: Vec<String> = match which {
+        Related::Providers => providers_of(&reg, sid),
+        Related::Consumers => consumers_of(&reg, sid),
+    }
+    .into_iter()
+    .filter(|id| !no_self || id != sid)
+    .collect();
+    let services = super::dependencies::services(&reg, &ids);
     drop(reg);
-    if consumers.is_empty() {
+    if services.is_empty() {
         return Ok(json(&serde_json::json!({})));
     }
-    Ok(json(&serde_json::json!({ "consumers": consumers })))
+    Ok(json(&serde_json::json!({ key: services })))
 }
 
 // ---- instances ------------------------------------------------------------------

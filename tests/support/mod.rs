@@ -348,3 +348,23 @@ pub async fn open_core(store: Store) -> TestCore {
         etcd,
     }
 }
+
+/// The instances of Eureka app `app` at the registry at `base`, as JSON (`None` when the
+/// registry does not answer, `Some(empty)` when the app does not exist).
+pub async fn eureka_app_instances(
+    http: &reqwest::Client,
+    base: &str,
+    app: &str,
+) -> Option<Vec<serde_json::Value>> {
+    let resp = http
+        .get(format!("{base}/eureka/apps/{app}"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .ok()?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Some(Vec::new());
+    }
+    let body: serde_json::Value = resp.json().await.ok()?;
+    body["application"]["instance"].as_array().cloned()
+}
