@@ -197,6 +197,50 @@ async fn two_cores_on_one_etcd_see_each_others_writes_within_a_second() {
     stop_b.cancel();
 }
 
+/// The watch brings back a core's own writes; an echo older than a local change must not
+/// undo it. Registering and unregistering within one write interval (10 ms) used to show
+/// the unregistered instance again for a moment when its registration's echo arrived.
+#[tokio::test]
+async fn an_etcd_core_never_steps_back_to_its_own_older_writes() {
+    let a = open_core(Store::Etcd).await;
+    let (sc, stop) = serve_core(a.core.clone()).await;
+    let sid = sc.create_service("echo").await;
+    let mut stepped_back = Vec::new();
+    for round in 0..40 {
+        let id = format!("i{round}");
+        sc.register(&sid, &id, 30, 3).await;
+        // Let some rounds' registration reach etcd first, others not.
+        tokio::time::sleep(Duration::from_millis(round % 4 * 4)).await;
+        let (s, _) = sc
+            .send(
+                "DELETE",
+                &format!("/v4/default/registry/microservices/{sid}/instances/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        // Watch for 60 ms whether the instance comes back.
+        let until = Instant::now() + Duration::from_millis(60);
+        while Instant::now() < until {
+            if !sc.found("echo").await.is_empty() {
+                stepped_back.push(round);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    assert!(
+        stepped_back.is_empty(),
+        "unregistered instances came back in rounds {stepped_back:?}"
+    );
+    // And the store agrees: a second core loading from etcd sees no instance.
+    let b = Core::open(a.config.clone()).await.unwrap();
+    let (sc_b, stop_b) = serve_core(b).await;
+    assert!(sc_b.found("echo").await.is_empty());
+    stop.cancel();
+    stop_b.cancel();
+}
+
 #[tokio::test]
 async fn etcd_lease_expiry_removes_the_instance_at_both_cores_and_any_core_keeps_it_alive() {
     let a = open_core(Store::Etcd).await;

@@ -12,6 +12,11 @@
 //!   visible at the others within milliseconds. A broken or compacted watch reloads
 //!   everything and starts again.
 //! - The core does not expire leases itself on this store (etcd does).
+//! - The watch also brings back this core's own writes. Those echoes are not applied when
+//!   they are stale ([`OwnWrites`]): a key with a local change not yet written, or being
+//!   written, or whose own last write is newer than the event. Without this, an instance
+//!   registered and unregistered within one write interval came back for a moment when the
+//!   echo of its registration arrived after the local unregister.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{
     Client, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, WatchOptions,
 };
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::keys::{self, Parsed};
@@ -42,6 +47,41 @@ pub struct EtcdStore {
     leases: Arc<Mutex<HashMap<String, i64>>>,
     /// The etcd revision of the last load; the watch starts after it.
     loaded_revision: Arc<AtomicI64>,
+    /// This core's writes in flight and their revisions, to drop stale echoes.
+    own: Arc<Mutex<OwnWrites>>,
+}
+
+/// This core's writes whose watch echo has not arrived yet, by key.
+#[derive(Debug, Default)]
+pub(crate) struct OwnWrites {
+    /// Key → number of writes of it in flight.
+    in_flight: HashMap<String, usize>,
+    /// Key → etcd revision of this core's last completed write of it.
+    written: HashMap<String, i64>,
+}
+
+impl OwnWrites {
+    /// Whether an event of `key` at `mod_revision` is older than this core's own write of
+    /// it (in flight, or done at a later revision), so applying it would step back.
+    fn superseded(&self, key: &str, mod_revision: i64) -> bool {
+        self.in_flight.contains_key(key) || self.written.get(key).is_some_and(|r| *r > mod_revision)
+    }
+
+    /// Forgets completed writes whose echo must have arrived (revision ≤ `seen`).
+    fn seen(&mut self, seen: i64) {
+        if !self.written.is_empty() {
+            self.written.retain(|_, r| *r > seen);
+        }
+    }
+}
+
+/// The keys a write changes (a prefix delete's echoes are deletes: nothing to guard).
+fn written_keys(w: &Write) -> Vec<&str> {
+    match w {
+        Write::Put { key, .. } | Write::Delete { key } => vec![key.as_str()],
+        Write::PutInstance { key, lease_key, .. } => vec![key.as_str(), lease_key.as_str()],
+        Write::Renew { .. } | Write::DeletePrefix { .. } => Vec::new(),
+    }
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -78,7 +118,38 @@ impl EtcdStore {
             client,
             leases: Arc::new(Mutex::new(HashMap::new())),
             loaded_revision: Arc::new(AtomicI64::new(0)),
+            own: Arc::new(Mutex::new(OwnWrites::default())),
         })
+    }
+
+    fn own(&self) -> std::sync::MutexGuard<'_, OwnWrites> {
+        self.own.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes `batch`'s keys as in flight. Called under the registry lock, right after the
+    /// journal was taken, so no echo slips in between.
+    pub(crate) fn begin(&self, batch: &[Write]) {
+        let mut own = self.own();
+        for key in batch.iter().flat_map(written_keys) {
+            *own.in_flight.entry(key.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Ends one write of `keys`: no longer in flight; done at `revision` when it succeeded.
+    fn finish(&self, keys: &[String], revision: Option<i64>) {
+        let mut own = self.own();
+        for key in keys {
+            if let Some(n) = own.in_flight.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    own.in_flight.remove(key);
+                }
+            }
+            if let Some(rev) = revision {
+                let at = own.written.entry(key.clone()).or_default();
+                *at = (*at).max(rev);
+            }
+        }
     }
 
     fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
@@ -95,13 +166,14 @@ impl EtcdStore {
         };
     }
 
+    /// Returns the etcd revision of the instance key's put.
     async fn put_instance(
         &self,
         key: String,
         value: Vec<u8>,
         lease_key: String,
         ttl_secs: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<i64, StoreError> {
         let mut kv = self.client.kv_client();
         let known = self.leases().get(&lease_key).copied();
         if let Some(id) = known {
@@ -113,7 +185,7 @@ impl EtcdStore {
                 )
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(r) => return Ok(revision_of(r.header())),
                 // The lease ran out meanwhile: grant a new one below.
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -124,9 +196,9 @@ impl EtcdStore {
         let opts = PutOptions::new().with_lease(id);
         kv.put(lease_key.as_str(), id.to_string(), Some(opts.clone()))
             .await?;
-        kv.put(key, value, Some(opts)).await?;
+        let put = kv.put(key, value, Some(opts)).await?;
         self.leases().insert(lease_key, id);
-        Ok(())
+        Ok(revision_of(put.header()))
     }
 
     async fn renew(&self, lease_key: &str) -> Result<(), StoreError> {
@@ -149,7 +221,8 @@ impl EtcdStore {
         Ok(())
     }
 
-    async fn delete(&self, key: String) -> Result<(), StoreError> {
+    /// Returns the etcd revision of the delete.
+    async fn delete(&self, key: String) -> Result<i64, StoreError> {
         let lease = self.leases().remove(&key);
         if let Some(id) = lease {
             match self.client.lease_client().revoke(id).await {
@@ -158,8 +231,8 @@ impl EtcdStore {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.client.kv_client().delete(key, None).await?;
-        Ok(())
+        let deleted = self.client.kv_client().delete(key, None).await?;
+        Ok(revision_of(deleted.header()))
     }
 
     async fn delete_prefix(&self, prefix: String) -> Result<(), StoreError> {
@@ -186,11 +259,16 @@ impl EtcdStore {
         Ok(())
     }
 
-    async fn apply_one(&self, w: Write) -> Result<(), StoreError> {
-        match w {
-            Write::Put { key, value } => {
-                self.client.kv_client().put(key, value, None).await?;
-            }
+    /// Runs one write; returns the etcd revision it was done at (0: not known).
+    async fn apply_one(&self, w: Write) -> Result<i64, StoreError> {
+        Ok(match w {
+            Write::Put { key, value } => revision_of(
+                self.client
+                    .kv_client()
+                    .put(key, value, None)
+                    .await?
+                    .header(),
+            ),
             Write::PutInstance {
                 key,
                 value,
@@ -198,12 +276,29 @@ impl EtcdStore {
                 ttl_secs,
                 ..
             } => self.put_instance(key, value, lease_key, ttl_secs).await?,
-            Write::Renew { lease_key, .. } => self.renew(&lease_key).await?,
+            Write::Renew { lease_key, .. } => {
+                self.renew(&lease_key).await?;
+                0
+            }
             Write::Delete { key } => self.delete(key).await?,
-            Write::DeletePrefix { prefix } => self.delete_prefix(prefix).await?,
-        }
-        Ok(())
+            Write::DeletePrefix { prefix } => {
+                self.delete_prefix(prefix).await?;
+                0
+            }
+        })
     }
+
+    /// [`Self::apply_one`], then the write's keys are no longer in flight ([`Self::begin`]).
+    async fn apply_tracked(&self, w: Write) -> Result<(), StoreError> {
+        let keys: Vec<String> = written_keys(&w).into_iter().map(str::to_owned).collect();
+        let done = self.apply_one(w).await;
+        self.finish(&keys, done.as_ref().ok().copied());
+        done.map(|_| ())
+    }
+}
+
+fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> i64 {
+    header.map_or(0, |h| h.revision())
 }
 
 impl Adaptor for EtcdStore {
@@ -236,12 +331,15 @@ impl Adaptor for EtcdStore {
         let (prefixes, rest): (Vec<Write>, Vec<Write>) = batch
             .into_iter()
             .partition(|w| matches!(w, Write::DeletePrefix { .. }));
-        stream::iter(rest.into_iter().map(|w| self.apply_one(w)))
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
+        // Every write runs (none is dropped half-way), so each key leaves "in flight".
+        let done: Vec<Result<(), StoreError>> =
+            stream::iter(rest.into_iter().map(|w| self.apply_tracked(w)))
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        done.into_iter().collect::<Result<Vec<()>, StoreError>>()?;
         for w in prefixes {
-            self.apply_one(w).await?;
+            self.apply_tracked(w).await?;
         }
         Ok(())
     }
@@ -318,13 +416,23 @@ fn apply_events(core: &Core, store: &EtcdStore, events: &[etcd_client::Event]) -
             EventType::Put => Some(kv.value()),
             EventType::Delete => None,
         };
+        if store.own().superseded(key, kv.mod_revision()) {
+            tracing::trace!(key, revision = kv.mod_revision(), "stale echo skipped");
+            continue;
+        }
         if let Parsed::Lease { .. } = keys::parse(key) {
             store.note_lease(key, value);
             continue;
         }
-        reg.get_or_insert_with(|| core.lock())
-            .apply_stored(key, value, now, now_ms);
+        let reg = reg.get_or_insert_with(|| core.lock());
+        // A local change not written yet is newer than anything the watch brings.
+        if reg.journal.pending(key) {
+            tracing::trace!(key, "event of a key with an unwritten change skipped");
+            continue;
+        }
+        reg.apply_stored(key, value, now, now_ms);
     }
+    store.own().seen(top);
     top
 }
 

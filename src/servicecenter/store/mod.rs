@@ -216,6 +216,8 @@ pub enum Mark {
 pub struct Journal {
     enabled: bool,
     changed: HashSet<Mark>,
+    /// The serviceIds of the `Mark::Service`s in `changed`, for [`Journal::pending`].
+    services: HashSet<String>,
     /// serviceId → instanceIds whose lease was renewed.
     renewed: HashMap<String, HashSet<String>>,
 }
@@ -238,6 +240,9 @@ impl Journal {
     /// Notes a change.
     pub fn mark(&mut self, mark: Mark) {
         if self.enabled {
+            if let Mark::Service { service_id, .. } = &mark {
+                self.services.insert(service_id.clone());
+            }
             self.changed.insert(mark);
         }
     }
@@ -279,6 +284,26 @@ impl Journal {
         }
     }
 
+    /// Whether the record of `key` has a change noted and not taken yet. O(1).
+    pub fn pending(&self, key: &str) -> bool {
+        if self.changed.is_empty() {
+            return false;
+        }
+        match keys::parse(key) {
+            keys::Parsed::Instance {
+                service_id,
+                instance_id,
+                ..
+            } => self.changed.contains(&Mark::Instance {
+                service_id: service_id.to_owned(),
+                instance_id: instance_id.to_owned(),
+            }),
+            keys::Parsed::Service { service_id, .. } => self.services.contains(service_id),
+            keys::Parsed::Other => self.changed.contains(&Mark::Key(key.to_owned())),
+            keys::Parsed::Index | keys::Parsed::Lease { .. } => false,
+        }
+    }
+
     /// Whether there is anything to write (renewals only when `leases`).
     pub fn is_empty(&self, leases: bool) -> bool {
         self.changed.is_empty() && (!leases || self.renewed.is_empty())
@@ -286,6 +311,7 @@ impl Journal {
 
     /// Takes the changes (and the renewals when `leases`).
     pub(crate) fn take(&mut self, leases: bool) -> Taken {
+        self.services.clear();
         Taken {
             changed: std::mem::take(&mut self.changed),
             renewed: if leases {
@@ -298,7 +324,9 @@ impl Journal {
 
     /// Puts back marks whose batch failed (newer marks are kept too).
     pub(crate) fn restore(&mut self, taken: Taken) {
-        self.changed.extend(taken.changed);
+        for mark in taken.changed {
+            self.mark(mark);
+        }
         for (sid, ids) in taken.renewed {
             self.renewed.entry(sid).or_default().extend(ids);
         }
@@ -469,7 +497,11 @@ pub(crate) async fn flush(
         if reg.journal.is_empty(leases) {
             return Ok(0);
         }
-        reg.take_writes(leases)
+        let (batch, taken) = reg.take_writes(leases);
+        if let Backend::Etcd(s) = backend {
+            s.begin(&batch);
+        }
+        (batch, taken)
     };
     let n = batch.len();
     if n == 0 {
