@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use syncer::servicecenter::{serve, Core};
 use syncer_plugin_api::{
-    Error, HealthCheck, Instance, InstanceStatus, Plugin, Service, ORIGIN_CLUSTER,
+    Changes, Error, HealthCheck, Instance, InstanceStatus, Plugin, Service, ORIGIN_CLUSTER,
     ORIGIN_INSTANCE_ID, ORIGIN_SERVICE_ID,
 };
 use syncer_plugin_eureka::EurekaPlugin;
@@ -235,6 +235,141 @@ async fn servicecenter_plugin_uses_the_chosen_service_id_and_reads_the_admin_dum
         .expect("instance in dump");
     assert_eq!(instance.service_id, service_id);
     assert_eq!(instance.properties[ORIGIN_CLUSTER], "dc-east");
+}
+
+fn dump_plugin(addr: SocketAddr) -> ServiceCenterPlugin {
+    ServiceCenterPlugin::new(syncer_plugin_servicecenter::Config {
+        endpoints: vec![format!("http://{addr}")],
+        request_timeout: TIMEOUT,
+        use_admin_dump: true,
+        ..Default::default()
+    })
+    .expect("plugin builds")
+}
+
+#[tokio::test]
+async fn servicecenter_plugin_follows_the_core_change_log_from_a_dump_revision() {
+    let core = start_core().await;
+    let plugin = std::sync::Arc::new(dump_plugin(core.addr));
+    let service = Service {
+        service_id: plugin
+            .ensure_service(&hello_service())
+            .await
+            .expect("ensure"),
+        ..hello_service()
+    };
+    plugin
+        .register(&service, &imported_instance("one"))
+        .await
+        .expect("register");
+    let (snapshot, revision) = plugin.list_with_revision().await.expect("dump");
+    assert_eq!(snapshot.instances.len(), 1);
+    let revision = revision.expect("the built-in core numbers its dump");
+
+    // Nothing changed: the read waits, then answers with nothing at the same revision.
+    let started = std::time::Instant::now();
+    let idle = plugin
+        .changes(revision, Duration::from_millis(300))
+        .await
+        .expect("read");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(
+        idle,
+        Some(Changes::Since(syncer_plugin_api::ChangeSet {
+            revision,
+            ..Default::default()
+        }))
+    );
+
+    // A waiting read is answered by the next change, long before its wait ends.
+    let waiting = {
+        let plugin = plugin.clone();
+        tokio::spawn(async move { plugin.changes(revision, Duration::from_secs(2)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    plugin
+        .register(&service, &imported_instance("two"))
+        .await
+        .expect("register");
+    plugin
+        .unregister(&service, "one")
+        .await
+        .expect("unregister");
+    let Some(Changes::Since(set)) = waiting.await.expect("joined").expect("read") else {
+        panic!("expected changes");
+    };
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(set.revision > revision);
+    // Everything since `revision`, read again: "two" registered (with its service), "one" gone.
+    let Some(Changes::Since(set)) = plugin
+        .changes(revision, Duration::ZERO)
+        .await
+        .expect("read")
+    else {
+        panic!("expected changes");
+    };
+    let ids: Vec<_> = set
+        .instances
+        .iter()
+        .map(|i| i.instance_id.as_str())
+        .collect();
+    assert_eq!(ids, vec!["two"]);
+    assert_eq!(set.instances[0].properties[ORIGIN_CLUSTER], "dc-east");
+    assert_eq!(set.services.len(), 1);
+    assert_eq!(set.services[0].service_name, "hello-server");
+    assert_eq!(set.removed.len(), 1);
+    assert_eq!(set.removed[0].1, "one");
+
+    // A revision the core never had (it restarted): list again.
+    assert_eq!(
+        plugin
+            .changes(set.revision + 100, Duration::ZERO)
+            .await
+            .expect("read"),
+        Some(Changes::Relist)
+    );
+    // Without the admin dump (a real service-center's per-tenant listing), no change log.
+    let plain = servicecenter(vec![format!("http://{}", core.addr)]);
+    assert_eq!(
+        plain.changes(revision, Duration::ZERO).await.expect("read"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn the_change_log_endpoint_refuses_bad_input_with_400() {
+    let core = start_core().await;
+    let http = reqwest::Client::new();
+    for (query, status) in [
+        ("", 400),
+        ("?since=abc", 400),
+        ("?since=0&wait=-1", 400),
+        ("?since=0&wait=10", 200),
+    ] {
+        let resp = http
+            .get(format!(
+                "http://{}/v4/default/admin/changes{query}",
+                core.addr
+            ))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(resp.status().as_u16(), status, "{query}");
+        let body: serde_json::Value = resp.json().await.expect("json body");
+        if status == 400 {
+            assert_eq!(body["errorCode"], "400001", "{query}: {body}");
+        }
+    }
+    let resp = http
+        .get(format!(
+            "http://{}/v4/other/admin/changes?since=0",
+            core.addr
+        ))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 403);
 }
 
 #[tokio::test]

@@ -92,6 +92,7 @@ impl ScError {
             400100 => "Not enough quota",
             401002 => "Request unauthorized",
             403001 => "Forbidden",
+            410001 => "Changes are no longer kept",
             500011 => "Registry service is unavailable",
             500101 => "Quota service is unavailable",
             _ => "Internal server error",

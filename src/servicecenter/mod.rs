@@ -17,6 +17,7 @@
 //!
 //! Main types: [`Core`] (shared state), [`router`] (the HTTP API), [`serve`].
 
+pub mod changelog;
 pub mod dependencies;
 pub mod discovery;
 pub mod error;

@@ -307,6 +307,8 @@ pub struct Registry {
     pub(crate) eureka: super::eureka_registry::EurekaState,
     /// Finds' JSON of each service's instances at the current revision (`discovery.rs`).
     pub(crate) found: super::discovery::FoundCache,
+    /// What changed at which revision, for readers of `admin/changes` (`changelog.rs`).
+    pub(crate) changelog: super::changelog::ChangeLog,
 }
 
 /// Wall-clock now in ms since the epoch.
@@ -607,11 +609,34 @@ impl Registry {
         self.changes.notify(self.revision);
     }
 
+    /// Notes in the change log that instance `iid` of service `sid` changes at the coming
+    /// revision bump (every instance change passes here through `eureka_touch`/`eureka_gone`).
+    fn log_instance(&mut self, sid: &str, iid: &str) {
+        self.changelog.note(
+            self.revision + 1,
+            super::changelog::Changed::Instance {
+                service_id: sid.to_owned(),
+                instance_id: iid.to_owned(),
+            },
+        );
+    }
+
+    /// Notes in the change log that service `sid` changes at the coming revision bump.
+    fn log_service(&mut self, sid: &str) {
+        self.changelog.note(
+            self.revision + 1,
+            super::changelog::Changed::Service {
+                service_id: sid.to_owned(),
+            },
+        );
+    }
+
     /// Notes for the Eureka delta (`eureka_registry.rs`) that instance `iid` of service
     /// `sid` changed; nothing outside default/default. O(1). Every path that changes an
     /// instance must call this (or [`Registry::eureka_gone`] when it removes one): the
     /// delta sees nothing else.
     fn eureka_touch(&mut self, sid: &str, iid: &str) {
+        self.log_instance(sid, iid);
         if let Some(e) = self.services.get(sid) {
             if let Some(app) = mapped_eureka_app(&e.domain, &e.project, &e.service.service_name) {
                 self.eureka.touch(app, iid);
@@ -622,6 +647,7 @@ impl Registry {
     /// Notes for the Eureka delta that instance `rec` of service `sid` (still known) was
     /// removed; the record is kept until the next delta sync for its `DELETED` entry.
     fn eureka_gone(&mut self, sid: &str, rec: InstanceRecord) {
+        self.log_instance(sid, &rec.body.instance_id);
         if let Some(e) = self.services.get(sid) {
             if let Some(app) = mapped_eureka_app(&e.domain, &e.project, &e.service.service_name) {
                 self.eureka.removed(app, &e.service.service_name, rec);
@@ -631,6 +657,10 @@ impl Registry {
 
     /// [`Registry::eureka_gone`] for every instance of a removed service.
     fn eureka_gone_service(&mut self, entry: ServiceEntry) {
+        self.log_service(&entry.service.service_id);
+        for iid in entry.instances.keys() {
+            self.log_instance(&entry.service.service_id, iid);
+        }
         let name = &entry.service.service_name;
         if let Some(app) = mapped_eureka_app(&entry.domain, &entry.project, name) {
             for rec in entry.instances.into_values() {
@@ -1507,6 +1537,7 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 impl Registry {
     /// Notes a created or changed service for the store.
     pub(crate) fn mark_service(&mut self, id: &str) {
+        self.log_service(id);
         if let Some(e) = self.services.get(id) {
             let mark = service_mark(e);
             self.journal.mark(mark);
@@ -1714,6 +1745,7 @@ impl Registry {
                 self.apply_stored(k, Some(v), now, now_ms);
             }
         }
+        self.changelog.reset(self.revision + 1);
         self.bump();
     }
 
@@ -1731,6 +1763,7 @@ impl Registry {
                 return false;
             }
         }
+        self.log_service(service_id);
         let (instances, old_app) = match self.services.remove(service_id) {
             Some(old) => {
                 self.unindex(&old);

@@ -89,6 +89,10 @@ pub fn router(core: Core) -> Router {
         .route(&format!("{S}/watcher"), get(super::watch::watcher))
         .route(&format!("{S}/listwatcher"), get(super::watch::listwatcher))
         .route("/v4/{project}/admin/dump", get(dump))
+        .route(
+            "/v4/{project}/admin/changes",
+            get(super::changelog::changes),
+        )
         .merge(super::govern::routes())
         .with_state(core)
 }
@@ -110,7 +114,7 @@ pub(crate) fn json<T: Serialize>(value: &T) -> Response {
 
 /// `value` as JSON with service-center's trailing newline, written into one buffer of
 /// `capacity` bytes to start with.
-fn to_json<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>, ScError> {
+pub(crate) fn to_json<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>, ScError> {
     let mut buf = Vec::with_capacity(capacity);
     serde_json::to_writer(&mut buf, value)
         .map_err(|e| ScError::new(500003, format!("encoding the reply: {e}")))?;
@@ -119,7 +123,7 @@ fn to_json<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>, ScError>
 }
 
 /// A 200 reply of JSON text made by [`to_json`] (or its error).
-fn json_reply(body: Result<Vec<u8>, ScError>) -> Response {
+pub(crate) fn json_reply(body: Result<Vec<u8>, ScError>) -> Response {
     match body {
         Ok(body) => (
             [(
@@ -1437,7 +1441,8 @@ struct KeyValue<T: Serialize> {
     value: T,
 }
 
-/// `GET /v4/{project}/admin/dump`: the cache of every tenant (only from default/default).
+/// `GET /v4/{project}/admin/dump`: the cache of every tenant (only from default/default),
+/// with the registry revision it was read at in `X-Resource-Revision`.
 async fn dump(
     State(core): State<Core>,
     Path(project): Path<String>,
@@ -1535,7 +1540,7 @@ async fn dump(
         }
     }
     drop(reg);
-    Ok(json(&serde_json::json!({
+    let mut resp = json(&serde_json::json!({
         "cache": {
             "services": services,
             "serviceIndexes": indexes,
@@ -1546,7 +1551,12 @@ async fn dump(
             "summaries": summaries,
             "instances": instances,
         }
-    })))
+    }));
+    // The revision of this dump, for `admin/changes?since=` (`changelog.rs`).
+    if let Ok(v) = HeaderValue::from_str(&rev.to_string()) {
+        resp.headers_mut().insert("x-resource-revision", v);
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]

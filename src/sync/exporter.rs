@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use syncer_plugin_api::{Instance, Plugin, Service, Snapshot};
+use syncer_plugin_api::{ChangeSet, Changes, Instance, Plugin, Service, Snapshot};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -77,10 +77,11 @@ impl Exporter {
     /// The plugin's listing error.
     pub async fn refresh(&self) -> syncer_plugin_api::Result<Arc<Snapshot>> {
         let mut cache = self.cache.lock().await;
-        let listing = Arc::new(self.plugin.list().await?);
+        let (listing, revision) = self.plugin.list_with_revision().await?;
+        let listing = Arc::new(listing);
         *cache = Some((Instant::now(), listing.clone()));
         drop(cache);
-        if let Some(change) = self.feed.update(&exported(&listing)) {
+        if let Some(change) = self.feed.update_at(&exported(&listing), revision) {
             debug!(
                 revision = change.revision,
                 changed = change.instances.len(),
@@ -107,7 +108,9 @@ impl Exporter {
         Ok(exported(&listing))
     }
 
-    /// Keeps the feed current until `shutdown`, listing the registry:
+    /// Keeps the feed current until `shutdown`. When the registry keeps a change log
+    /// ([`Plugin::changes`]: the built-in core) it lists once and then reads only the
+    /// changes, one waiting request per change; otherwise it lists the registry:
     /// * whenever `local_revision` moves (the built-in core's change counter, in process),
     ///   and every `list_interval` as a backstop;
     /// * otherwise (an external registry) whenever the plugin's revision token
@@ -119,6 +122,9 @@ impl Exporter {
         list_interval: Duration,
         shutdown: CancellationToken,
     ) {
+        if self.follow_changes(&shutdown).await {
+            return;
+        }
         let mut poll = tokio::time::interval(REVISION_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_token: Option<String> = None;
@@ -169,6 +175,78 @@ impl Exporter {
     }
 }
 
+impl Exporter {
+    /// Follows the registry's change log until `shutdown` (returns `true`), or returns
+    /// `false` at once when the registry has none. Lists again when told to (410) or when
+    /// a listing gives no revision; a failing read is retried every [`CHANGE_RETRY`].
+    async fn follow_changes(&self, shutdown: &CancellationToken) -> bool {
+        let mut failing = false;
+        loop {
+            let at = self.feed.source();
+            let read = async {
+                if at == 0 {
+                    // Not listed at a known revision yet.
+                    return self.refresh().await.map(|_| None);
+                }
+                self.plugin.changes(at, CHANGE_WAIT).await.map(Some)
+            };
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return true,
+                outcome = read => outcome,
+            };
+            let pause = match outcome {
+                Ok(None) => {
+                    // Listed: go on with changes, if the listing told its revision.
+                    if self.feed.source() == 0 {
+                        return false;
+                    }
+                    failing = false;
+                    continue;
+                }
+                Ok(Some(None)) => return false,
+                Ok(Some(Some(Changes::Since(set)))) => {
+                    failing = false;
+                    if let Some(change) = self.feed.apply(&set) {
+                        debug!(
+                            revision = change.revision,
+                            registry_revision = set.revision,
+                            changed = change.instances.len(),
+                            removed = change.removed.len(),
+                            "export changed"
+                        );
+                    }
+                    continue;
+                }
+                Ok(Some(Some(Changes::Relist))) => {
+                    debug!(
+                        since = at,
+                        "registry change log passed us by; listing again"
+                    );
+                    self.feed.forget_source();
+                    continue;
+                }
+                Err(e) => {
+                    if !failing {
+                        warn!(error = %e, "following the local registry's changes failed; retrying");
+                    }
+                    failing = true;
+                    CHANGE_RETRY
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return true,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+/// How long one change read waits for a change (the plugin may wait less).
+pub const CHANGE_WAIT: Duration = Duration::from_secs(5);
+
+/// Pause after a failed change read.
+pub const CHANGE_RETRY: Duration = Duration::from_secs(1);
+
 /// How often an external registry's revision token is read.
 pub const REVISION_POLL: Duration = Duration::from_millis(20);
 
@@ -211,8 +289,69 @@ pub struct ExportFeed {
 #[derive(Debug, Default)]
 struct FeedState {
     revision: u64,
+    /// The registry revision the export reflects (0: not known).
+    source: u64,
     services: HashMap<String, Service>,
     instances: HashMap<(String, String), Instance>,
+    /// Exported instances per serviceId (a service is exported while it has one).
+    counts: HashMap<String, usize>,
+}
+
+impl FeedState {
+    /// Records `i` as exported; whether it differs from what was there.
+    fn put(&mut self, i: &Instance) -> bool {
+        let key = (i.service_id.clone(), i.instance_id.clone());
+        match self.instances.get_mut(&key) {
+            Some(old) if old == i => false,
+            Some(old) => {
+                *old = i.clone();
+                true
+            }
+            None => {
+                *self.counts.entry(i.service_id.clone()).or_default() += 1;
+                self.instances.insert(key, i.clone());
+                true
+            }
+        }
+    }
+
+    /// Removes an exported instance; whether it was there.
+    fn remove(&mut self, key: &(String, String)) -> bool {
+        if self.instances.remove(key).is_none() {
+            return false;
+        }
+        if let Some(n) = self.counts.get_mut(&key.0) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&key.0);
+                self.services.remove(&key.0);
+            }
+        }
+        true
+    }
+
+    /// Bumps the revision and publishes `change` unless it is empty (and not the first).
+    fn publish(
+        &mut self,
+        feed: &ExportFeed,
+        mut change: ExportChange,
+    ) -> Option<Arc<ExportChange>> {
+        let first = self.revision == 0;
+        if !first
+            && change.services.is_empty()
+            && change.instances.is_empty()
+            && change.removed.is_empty()
+        {
+            return None;
+        }
+        self.revision += 1;
+        change.revision = self.revision;
+        let change = Arc::new(change);
+        // Nobody watching is fine.
+        let _ = feed.changes.send(change.clone());
+        feed.revision.send_replace(self.revision);
+        Some(change)
+    }
 }
 
 impl ExportFeed {
@@ -257,11 +396,71 @@ impl ExportFeed {
         (state.revision, snapshot)
     }
 
-    /// Replaces the export with `exported`; when anything differs (and always on the first
-    /// call), bumps the revision and publishes the change.
+    /// The registry revision the export reflects; 0 when not known (never listed, or
+    /// listed from a registry without revisions).
+    pub fn source(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).source
+    }
+
+    /// Forgets the registry revision (its change log passed us by): the next
+    /// [`ExportFeed::update_at`] is taken whatever its revision.
+    pub fn forget_source(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).source = 0;
+    }
+
+    /// [`ExportFeed::update_at`] without a registry revision.
     pub fn update(&self, exported: &Snapshot) -> Option<Arc<ExportChange>> {
+        self.update_at(exported, None)
+    }
+
+    /// Applies changes read from the registry's change log ([`Plugin::changes`]): imported
+    /// instances are left out (and dropped if they were exported), a service is exported
+    /// while it has an exported instance. Changes at or below the revision the export
+    /// already reflects are ignored. O(changes).
+    pub fn apply(&self, set: &ChangeSet) -> Option<Arc<ExportChange>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let first = state.revision == 0;
+        if state.source == 0 || set.revision < state.source {
+            return None;
+        }
+        state.source = set.revision;
+        let mut change = ExportChange::default();
+        for i in &set.instances {
+            if OriginKey::of_imported(i).is_some() {
+                let key = (i.service_id.clone(), i.instance_id.clone());
+                if state.remove(&key) {
+                    change.removed.push(key);
+                }
+            } else if state.put(i) {
+                change.instances.push(i.clone());
+            }
+        }
+        for key in &set.removed {
+            if state.remove(key) {
+                change.removed.push(key.clone());
+            }
+        }
+        for s in &set.services {
+            if state.counts.contains_key(&s.service_id)
+                && state.services.get(&s.service_id) != Some(s)
+            {
+                state.services.insert(s.service_id.clone(), s.clone());
+                change.services.push(s.clone());
+            }
+        }
+        state.publish(self, change)
+    }
+
+    /// Replaces the export with `exported`, listed at registry revision `source` when
+    /// known (a listing older than the export's is ignored); when anything differs (and
+    /// always on the first call), bumps the revision and publishes the change.
+    pub fn update_at(&self, exported: &Snapshot, source: Option<u64>) -> Option<Arc<ExportChange>> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(source) = source {
+            if source < state.source {
+                return None;
+            }
+            state.source = source;
+        }
         let mut change = ExportChange::default();
         let mut services = HashMap::with_capacity(exported.services.len());
         for s in &exported.services {
@@ -283,22 +482,14 @@ impl ExportFeed {
                 change.removed.push(key.clone());
             }
         }
-        if !first
-            && change.services.is_empty()
-            && change.instances.is_empty()
-            && change.removed.is_empty()
-        {
-            return None;
+        let mut counts: HashMap<String, usize> = HashMap::with_capacity(services.len());
+        for (sid, _) in instances.keys() {
+            *counts.entry(sid.clone()).or_default() += 1;
         }
-        state.revision += 1;
         state.services = services;
         state.instances = instances;
-        change.revision = state.revision;
-        let change = Arc::new(change);
-        // Nobody watching is fine.
-        let _ = self.changes.send(change.clone());
-        self.revision.send_replace(state.revision);
-        Some(change)
+        state.counts = counts;
+        state.publish(self, change)
     }
 }
 
@@ -352,6 +543,91 @@ mod tests {
         let (revision, current) = feed.current();
         assert_eq!(revision, 2);
         assert_eq!(current.instances.len(), 2);
+    }
+
+    #[test]
+    fn changes_from_the_registry_log_update_the_export_in_place() {
+        let feed = ExportFeed::new(8);
+        let service = Service {
+            service_id: "s1".into(),
+            ..Default::default()
+        };
+        let snap = Snapshot {
+            services: vec![service.clone()],
+            instances: vec![instance("a", 1)],
+        };
+        let set = ChangeSet {
+            revision: 5,
+            services: vec![service.clone()],
+            instances: vec![instance("b", 2)],
+            ..Default::default()
+        };
+        assert!(
+            feed.apply(&set).is_none(),
+            "no listing at a known revision yet"
+        );
+        feed.update_at(&snap, Some(4)).expect("first listing");
+        assert_eq!(feed.source(), 4);
+
+        let change = feed.apply(&set).expect("b is new");
+        assert_eq!(change.revision, 2);
+        assert_eq!(change.instances, vec![instance("b", 2)]);
+        assert!(change.services.is_empty(), "s1 was exported already");
+        assert_eq!(feed.source(), 5);
+        assert!(
+            feed.apply(&set).is_none(),
+            "the same change again is no change"
+        );
+
+        // A copy imported under s2 is not exported, nor is s2; removals cross.
+        let mut copy = Instance {
+            instance_id: "copy".into(),
+            service_id: "s2".into(),
+            ..Default::default()
+        };
+        OriginKey {
+            cluster: "c".into(),
+            service_id: "o".into(),
+            instance_id: "i".into(),
+        }
+        .mark(&mut copy);
+        let s2 = Service {
+            service_id: "s2".into(),
+            ..Default::default()
+        };
+        let set = ChangeSet {
+            revision: 7,
+            services: vec![s2, service],
+            instances: vec![copy],
+            removed: vec![("s1".into(), "a".into())],
+            ..Default::default()
+        };
+        let change = feed.apply(&set).expect("a removed");
+        assert_eq!(change.removed, vec![("s1".to_string(), "a".to_string())]);
+        assert!(change.instances.is_empty() && change.services.is_empty());
+        let (_, current) = feed.current();
+        assert_eq!(current.instances, vec![instance("b", 2)]);
+        assert_eq!(current.services.len(), 1);
+
+        // Older than the export: ignored; a listing at an older revision too.
+        let stale = ChangeSet {
+            revision: 6,
+            removed: vec![("s1".into(), "b".into())],
+            ..Default::default()
+        };
+        assert!(feed.apply(&stale).is_none());
+        assert!(feed.update_at(&Snapshot::default(), Some(6)).is_none());
+        assert_eq!(feed.current().1.instances.len(), 1);
+
+        // The last instance of a service going takes the service out of the export.
+        let gone = ChangeSet {
+            revision: 8,
+            removed: vec![("s1".into(), "b".into())],
+            ..Default::default()
+        };
+        feed.apply(&gone).expect("b removed");
+        let (_, current) = feed.current();
+        assert!(current.instances.is_empty() && current.services.is_empty());
     }
 
     #[test]

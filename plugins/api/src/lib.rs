@@ -156,6 +156,32 @@ pub struct Snapshot {
     pub instances: Vec<Instance>,
 }
 
+/// What changed in a registry after a revision ([`Plugin::changes`]): the current bodies of
+/// what changed, not the steps.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChangeSet {
+    /// The registry revision these changes bring the reader to; the `since` of the next read.
+    pub revision: u64,
+    /// Services created or changed, and the services of the instances below.
+    pub services: Vec<Service>,
+    /// Instances registered or changed.
+    pub instances: Vec<Instance>,
+    /// Instances removed, as (serviceId, instanceId).
+    pub removed: Vec<(String, String)>,
+    /// Services removed (their instances with them), by serviceId.
+    pub removed_services: Vec<String>,
+}
+
+/// The answer of [`Plugin::changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// What changed since the revision asked about (possibly nothing).
+    Since(ChangeSet),
+    /// The registry no longer knows what changed since then (too far behind, or the registry
+    /// restarted): list everything again ([`Plugin::list_with_revision`]).
+    Relist,
+}
+
 /// Errors of a plugin call. Each variant says whether retrying can help.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -208,6 +234,28 @@ pub trait Plugin: Send + Sync + fmt::Debug {
     /// # Errors
     /// As [`Plugin::list`].
     async fn revision(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// [`Plugin::list`], and the registry revision the listing was read at when the
+    /// registry numbers its changes (then [`Plugin::changes`] can follow from it).
+    ///
+    /// # Errors
+    /// As [`Plugin::list`].
+    async fn list_with_revision(&self) -> Result<(Snapshot, Option<u64>)> {
+        Ok((self.list().await?, None))
+    }
+
+    /// What changed after registry revision `since` (from [`Plugin::list_with_revision`] or
+    /// an earlier [`ChangeSet::revision`]), waiting up to about `wait` for a change when
+    /// there is none yet, so a caller follows the registry in O(change) per change.
+    /// `Ok(None)` when the registry cannot tell (the default; a real service-center): the
+    /// caller lists instead.
+    ///
+    /// # Errors
+    /// As [`Plugin::list`].
+    async fn changes(&self, since: u64, wait: std::time::Duration) -> Result<Option<Changes>> {
+        let _ = (since, wait);
         Ok(None)
     }
 

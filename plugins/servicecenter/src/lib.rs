@@ -21,7 +21,11 @@
 //! - resolved service ids are cached, so a steady-state tick costs one heartbeat per instance,
 //!   not an existence check per instance (1.3.0 weakness, servicecomb-notes a.12);
 //! - endpoints are tried in order with failover to the next, remembering the last good one
-//!   (see `client`).
+//!   (see `client`);
+//! - [`Plugin::changes`] reads `GET /v4/default/admin/changes?since=R&wait=MS`, the built-in
+//!   core's change log (a syncer extension), so a change costs O(change) instead of a whole
+//!   dump; a registry without it (404: a real service-center) is asked once, then the caller
+//!   lists as before.
 //!
 //! Errors map onto [`syncer_plugin_api::Error`]: transport errors and 5xx →
 //! `Unavailable`; `404`, `400017` (instance does not exist) and `400012` (micro-service does not
@@ -32,11 +36,12 @@ mod endpoint;
 mod wire;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::{header, Method};
-use syncer_plugin_api::{Error, Instance, Plugin, Result, Service, Snapshot};
+use syncer_plugin_api::{Changes, Error, Instance, Plugin, Result, Service, Snapshot};
 
 use syncer_plugin_http::client::{segment, Client, Reply};
 use wire::{
@@ -109,6 +114,10 @@ pub struct ServiceCenterPlugin {
     /// taken from the last listing, and the last token seen. A std mutex, never held across
     /// an await.
     revision_probe: Mutex<(Option<Service>, Option<String>)>,
+    /// Timeout of one request; a change read waits at most half of it.
+    request_timeout: Duration,
+    /// Set once the registry answered a change read with 404 (no change log).
+    no_change_log: AtomicBool,
 }
 
 /// Normalises one `--sc-addr` entry: trimmed, `http://` when the scheme is missing, no
@@ -186,6 +195,8 @@ impl ServiceCenterPlugin {
             use_admin_dump: config.use_admin_dump,
             service_ids: Mutex::new(HashMap::new()),
             revision_probe: Mutex::new((None, None)),
+            request_timeout: config.request_timeout,
+            no_change_log: AtomicBool::new(false),
         })
     }
 
@@ -364,16 +375,22 @@ impl ServiceCenterPlugin {
         Ok(())
     }
 
-    /// The all-tenant `admin/dump` read.
-    async fn list_dump(&self) -> Result<Snapshot> {
+    /// The all-tenant `admin/dump` read, and its `X-Resource-Revision` (the built-in core
+    /// sends one).
+    async fn list_dump(&self) -> Result<(Snapshot, Option<u64>)> {
         let reply = self
             .request(Method::GET, "default", "/v4/default/admin/dump", &[], None)
             .await?;
         if !reply.status.is_success() {
             return Err(to_error(&reply, "admin dump"));
         }
+        let revision = reply
+            .headers
+            .get("X-Resource-Revision")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let dump: wire::DumpReply = decode(&reply, "admin dump")?;
-        Ok(dump.into_snapshot())
+        Ok((dump.into_snapshot(), revision))
     }
 }
 
@@ -384,14 +401,19 @@ impl Plugin for ServiceCenterPlugin {
     }
 
     async fn list(&self) -> Result<Snapshot> {
-        let snapshot = if self.use_admin_dump {
+        Ok(self.list_with_revision().await?.0)
+    }
+
+    /// The revision is known with the admin dump of the built-in core only.
+    async fn list_with_revision(&self) -> Result<(Snapshot, Option<u64>)> {
+        let (snapshot, revision) = if self.use_admin_dump {
             self.list_dump().await?
         } else {
             let mut snapshot = Snapshot::default();
             for tenant in &self.tenants {
                 self.list_tenant(tenant, &mut snapshot).await?;
             }
-            snapshot
+            (snapshot, None)
         };
         let mut probe = self
             .revision_probe
@@ -406,7 +428,40 @@ impl Plugin for ServiceCenterPlugin {
         if !still_there {
             *probe = (snapshot.services.first().cloned(), None);
         }
-        Ok(snapshot)
+        drop(probe);
+        Ok((snapshot, revision))
+    }
+
+    /// `GET /v4/default/admin/changes?since=R&wait=MS` (wait capped at half the request
+    /// timeout): 200 → the changes, 410 → relist, 404 → `None` from then on.
+    async fn changes(&self, since: u64, wait: Duration) -> Result<Option<Changes>> {
+        if !self.use_admin_dump || self.no_change_log.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let wait = wait.min(self.request_timeout / 2);
+        let (since_text, wait_text) = (since.to_string(), wait.as_millis().to_string());
+        let reply = self
+            .request(
+                Method::GET,
+                "default",
+                "/v4/default/admin/changes",
+                &[("since", &since_text), ("wait", &wait_text)],
+                None,
+            )
+            .await?;
+        match reply.status {
+            s if s.is_success() => {
+                let changes: wire::ChangesReply = decode(&reply, "change read")?;
+                Ok(Some(Changes::Since(changes.into_change_set())))
+            }
+            reqwest::StatusCode::GONE => Ok(Some(Changes::Relist)),
+            reqwest::StatusCode::NOT_FOUND => {
+                self.no_change_log.store(true, Ordering::Relaxed);
+                tracing::info!("the registry has no change log; following it by listing");
+                Ok(None)
+            }
+            _ => Err(to_error(&reply, "change read")),
+        }
     }
 
     /// The `X-Resource-Revision` of a find for one known service (with `rev`, so an

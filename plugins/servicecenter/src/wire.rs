@@ -190,6 +190,54 @@ impl DumpReply {
     }
 }
 
+/// One instance removed, in a change read.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RemovedInstance {
+    pub service_id: String,
+    pub instance_id: String,
+}
+
+/// `GET /v4/default/admin/changes` (the built-in core's change log).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ChangesReply {
+    pub revision: u64,
+    #[serde(default)]
+    pub services: Vec<DumpEntry<MicroService>>,
+    #[serde(default)]
+    pub instances: Vec<DumpEntry<MicroServiceInstance>>,
+    #[serde(default)]
+    pub removed: Vec<RemovedInstance>,
+    #[serde(default)]
+    pub removed_services: Vec<String>,
+}
+
+impl ChangesReply {
+    /// To a change set, with the dump's rules (tenant from the key, service-center's own
+    /// service and its instances left out).
+    pub(crate) fn into_change_set(self) -> syncer_plugin_api::ChangeSet {
+        let snapshot = DumpReply {
+            cache: DumpCache {
+                services: self.services,
+                instances: self.instances,
+            },
+        }
+        .into_snapshot();
+        syncer_plugin_api::ChangeSet {
+            revision: self.revision,
+            services: snapshot.services,
+            instances: snapshot.instances,
+            removed: self
+                .removed
+                .into_iter()
+                .map(|r| (r.service_id, r.instance_id))
+                .collect(),
+            removed_services: self.removed_services,
+        }
+    }
+}
+
 /// Splits `domain/project`; a missing part is `default`.
 pub(crate) fn split_domain_project(domain_project: &str) -> (&str, &str) {
     let (domain, project) = domain_project
