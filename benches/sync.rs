@@ -15,11 +15,14 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use support::{free_tcp_port, free_udp_port, Proc};
+use syncer_plugin_api::{Changes, Instance, Plugin};
+use syncer_plugin_servicecenter::ServiceCenterPlugin;
 
 const CONCURRENCY: usize = 64;
 
@@ -114,7 +117,10 @@ fn start_syncer(
         name,
         std::path::Path::new(env!("CARGO_BIN_EXE_syncer")),
         &args,
-        &[("SYNCER_LOG", "warn".into())],
+        &[(
+            "SYNCER_LOG",
+            std::env::var("BENCH_SYNCER_LOG").unwrap_or_else(|_| "warn".into()),
+        )],
     )
 }
 
@@ -185,26 +191,58 @@ async fn load(http: &reqwest::Client, url: &str, total: usize, per_service: usiz
     started.elapsed()
 }
 
-/// How many imported copies the core holds (instances with an origin marker).
-async fn copies(http: &reqwest::Client, url: &str) -> usize {
-    let Ok(resp) = http
-        .get(format!("{url}/v4/default/admin/dump"))
-        .send()
-        .await
-    else {
-        return 0;
-    };
-    let Ok(body) = resp.json::<Value>().await else {
-        return 0;
-    };
-    body["cache"]["instances"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .filter(|i| !i["value"]["properties"]["syncerOriginCluster"].is_null())
-                .count()
-        })
-        .unwrap_or(0)
+/// Waits until the core at `url` holds `total` imported copies (instances with an origin
+/// marker), following its change log (`admin/changes`) after one dump, so watching costs
+/// the core O(change), not a dump per poll. Panics after `limit`.
+async fn wait_for_copies(
+    url: &str,
+    total: usize,
+    limit: Duration,
+    on_timeout: impl Fn() -> String,
+) {
+    let plugin = ServiceCenterPlugin::new(syncer_plugin_servicecenter::Config {
+        endpoints: vec![url.to_owned()],
+        request_timeout: Duration::from_secs(60),
+        use_admin_dump: true,
+        ..Default::default()
+    })
+    .expect("plugin");
+    let started = Instant::now();
+    let is_copy = |i: &Instance| i.origin_cluster().is_some();
+    let mut have: HashSet<(String, String)> = HashSet::new();
+    let mut at = None;
+    while have.len() < total {
+        assert!(
+            started.elapsed() < limit,
+            "initial sync did not finish: {}",
+            on_timeout()
+        );
+        let Some(since) = at else {
+            let (snapshot, revision) = plugin.list_with_revision().await.expect("dump");
+            have = snapshot
+                .instances
+                .iter()
+                .filter(|i| is_copy(i))
+                .map(|i| (i.service_id.clone(), i.instance_id.clone()))
+                .collect();
+            at = Some(revision.expect("the built-in core numbers its dump"));
+            continue;
+        };
+        match plugin.changes(since, Duration::from_secs(1)).await {
+            Ok(Some(Changes::Since(set))) => {
+                for i in set.instances.iter().filter(|i| is_copy(i)) {
+                    have.insert((i.service_id.clone(), i.instance_id.clone()));
+                }
+                for key in &set.removed {
+                    have.remove(key);
+                }
+                at = Some(set.revision);
+            }
+            Ok(Some(Changes::Relist)) => at = None,
+            Ok(None) => panic!("the core has no change log"),
+            Err(e) => panic!("reading the core's changes: {e}"),
+        }
+    }
 }
 
 async fn find_count(http: &reqwest::Client, url: &str, name: &str) -> usize {
@@ -281,7 +319,15 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() ->
 
 async fn run_size(opts: &Options, total: usize, per_service: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let dir = dir.path();
+    // BENCH_KEEP_LOGS=1 keeps the processes' logs (with BENCH_SYNCER_LOG=info, say).
+    let dir = if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
+        let kept = dir.keep();
+        println!("logs in {}", kept.display());
+        kept
+    } else {
+        dir.path().to_path_buf()
+    };
+    let dir = dir.as_path();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY)
         .timeout(Duration::from_secs(60))
@@ -304,20 +350,10 @@ async fn run_size(opts: &Options, total: usize, per_service: usize) {
     let started = Instant::now();
     let syncer_a = start_syncer(dir, "site-a", &a, gossip_a, None);
     let syncer_b = start_syncer(dir, "site-b", &b, free_udp_port(), Some(gossip_a));
-    let poll = if total >= 50_000 { 500 } else { 50 };
-    loop {
-        if copies(&http, &b.url).await >= total {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(900) {
-            panic!(
-                "initial sync did not finish: {}\n{}",
-                syncer_a.tail(20),
-                syncer_b.tail(20)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(poll)).await;
-    }
+    wait_for_copies(&b.url, total, Duration::from_secs(900), || {
+        format!("{}\n{}", syncer_a.tail(20), syncer_b.tail(20))
+    })
+    .await;
     let initial = started.elapsed();
     println!(
         "initial sync  n={total:>6} per_service={per_service:>2}  sync {:>8} ms  baseline (direct registration) {:>8} ms  ratio {:.2}  (loading site A took {} ms)",

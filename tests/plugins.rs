@@ -338,6 +338,89 @@ async fn servicecenter_plugin_follows_the_core_change_log_from_a_dump_revision()
 }
 
 #[tokio::test]
+async fn servicecenter_plugin_registers_in_batches_and_reports_each_item() {
+    let core = start_core().await;
+    let plugin = dump_plugin(core.addr);
+    let service = Service {
+        service_id: plugin
+            .ensure_service(&hello_service())
+            .await
+            .expect("ensure"),
+        ..hello_service()
+    };
+    let gone = Service {
+        service_id: "no-such-service".into(),
+        ..hello_service()
+    };
+    let instances: Vec<Instance> = (0..1500)
+        .map(|n| imported_instance(&format!("batch-{n:04}")))
+        .collect();
+    let mut items: Vec<(&Service, &Instance)> = instances.iter().map(|i| (&service, i)).collect();
+    let orphan = imported_instance("orphan");
+    items.push((&gone, &orphan));
+    let results = plugin
+        .register_batch(&items)
+        .await
+        .expect("batch call")
+        .expect("the built-in core registers in batches");
+    assert_eq!(results.len(), 1501);
+    for (n, r) in results[..1500].iter().enumerate() {
+        assert_eq!(r.as_deref().ok(), Some(format!("batch-{n:04}").as_str()));
+    }
+    assert!(
+        matches!(results[1500], Err(Error::NotFound(_))),
+        "{:?}",
+        results[1500]
+    );
+    let listed = plugin.list().await.expect("dump");
+    assert_eq!(listed.instances.len(), 1500);
+    let one = listed
+        .instances
+        .iter()
+        .find(|i| i.instance_id == "batch-0007")
+        .expect("listed");
+    assert_eq!(one.properties[ORIGIN_CLUSTER], "dc-east");
+    assert_eq!(one.endpoints, imported_instance("x").endpoints);
+    // Registering again renews, no duplicates.
+    plugin
+        .register_batch(&items[..10])
+        .await
+        .expect("again")
+        .expect("batched");
+    assert_eq!(plugin.list().await.expect("dump").instances.len(), 1500);
+}
+
+#[tokio::test]
+async fn batch_registration_refuses_malformed_batches_with_400() {
+    let core = start_core().await;
+    let http = reqwest::Client::new();
+    let url = format!(
+        "http://{}/v4/default/registry/instances/action?type=register",
+        core.addr
+    );
+    let too_many: Vec<serde_json::Value> = (0..1001)
+        .map(|n| serde_json::json!({"serviceId": "s", "instanceId": format!("i{n}")}))
+        .collect();
+    for body in [
+        "not json".to_owned(),
+        r#"{"instances":[]}"#.to_owned(),
+        serde_json::json!({ "instances": too_many }).to_string(),
+    ] {
+        let resp = http.post(&url).body(body).send().await.expect("answered");
+        assert_eq!(resp.status().as_u16(), 400);
+        let v: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(v["errorCode"], "400001");
+    }
+    let resp = http
+        .post(url.replace("register", "bogus"))
+        .body("{}")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 400);
+}
+
+#[tokio::test]
 async fn the_change_log_endpoint_refuses_bad_input_with_400() {
     let core = start_core().await;
     let http = reqwest::Client::new();

@@ -255,6 +255,29 @@ struct RegisterInstanceRequest {
 }
 
 #[derive(Deserialize)]
+struct BatchRegisterRequest {
+    #[serde(default)]
+    instances: Vec<MicroServiceInstance>,
+}
+
+/// The outcome of one registration of a batch: its id, or service-center's error.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct BatchRegisterItem {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    instance_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    error_code: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    error_message: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    detail: String,
+}
+
+/// The most registrations one batch may carry.
+pub const MAX_BATCH_REGISTER: usize = 1000;
+
+#[derive(Deserialize)]
 struct PropertiesRequest {
     #[serde(default)]
     properties: Props,
@@ -1024,6 +1047,56 @@ async fn register_instance(
     }))
 }
 
+/// `POST /registry/instances/action?type=register` (syncer extension): registers up to
+/// [`MAX_BATCH_REGISTER`] instances, each naming its service in `serviceId`, as one
+/// `POST .../instances` each would, under one lock: `{"instances":[...]}` in,
+/// `{"instances":[{"instanceId"} or {"errorCode","errorMessage","detail"}]}` out, in order.
+/// A failing item fails alone. A real service-center answers 400 (unknown type), which
+/// tells a client to register one by one.
+///
+/// # Errors
+/// 400001 on a malformed body, an empty or too long list.
+fn batch_register(
+    core: &Core,
+    project: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ScError> {
+    let req: BatchRegisterRequest = decode(body)?;
+    if req.instances.is_empty() || req.instances.len() > MAX_BATCH_REGISTER {
+        return Err(ScError::invalid(format!(
+            "Invalid field 'instances': 1 to {MAX_BATCH_REGISTER} instances, got {}",
+            req.instances.len()
+        )));
+    }
+    let dom = domain(headers);
+    let (now, wall) = (Instant::now(), now_ms());
+    let mut reg = core.lock();
+    let items: Vec<BatchRegisterItem> = req
+        .instances
+        .into_iter()
+        .map(|instance| {
+            let sid = instance.service_id.clone();
+            let done = check_id("serviceId", &sid)
+                .and_then(|()| reg.register_instance(&dom, project, &sid, instance, now, wall));
+            match done {
+                Ok(instance_id) => BatchRegisterItem {
+                    instance_id,
+                    ..BatchRegisterItem::default()
+                },
+                Err(e) => BatchRegisterItem {
+                    error_code: e.code.to_string(),
+                    error_message: ScError::message(e.code),
+                    detail: e.detail,
+                    ..BatchRegisterItem::default()
+                },
+            }
+        })
+        .collect();
+    drop(reg);
+    Ok(json(&serde_json::json!({ "instances": items })))
+}
+
 /// The `rev` a client sent (`?rev=`, else the `X-Resource-Revision` request header).
 fn client_rev<'a>(q: &'a HashMap<String, String>, headers: &'a HeaderMap) -> Option<&'a str> {
     q.get("rev")
@@ -1359,11 +1432,14 @@ async fn batch_find(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ScError> {
-    if param(&q, "type") != "query" {
-        return Err(ScError::invalid(format!(
-            "Invalid type '{}': query",
-            param(&q, "type")
-        )));
+    match param(&q, "type") {
+        "query" => {}
+        "register" => return batch_register(&core, &project, &headers, &body),
+        other => {
+            return Err(ScError::invalid(format!(
+                "Invalid type '{other}': query or register"
+            )))
+        }
     }
     let req: BatchFindRequest = decode(&body)?;
     if req.services.is_empty() && req.instances.is_empty() {

@@ -366,13 +366,87 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
         .await;
     let service_ids: HashMap<String, String> = resolved.into_iter().flatten().collect();
     let service_ids = &service_ids;
-    let registers = stream::iter(registrations)
+    // In batches where the registry takes them; what a batch leaves over goes one by one.
+    let mut one_by_one = Vec::new();
+    let mut batches = Vec::new();
+    for mut r in registrations {
+        match service_ids.get(&r.service.service_id) {
+            Some(id) => {
+                r.service.service_id = id.clone();
+                r.instance.service_id = id.clone();
+                batches.push(r);
+            }
+            _ => one_by_one.push(r),
+        }
+    }
+    let mut chunks = Vec::new();
+    while !batches.is_empty() {
+        let rest = batches.split_off(batches.len().min(REGISTER_BATCH));
+        chunks.push(std::mem::replace(&mut batches, rest));
+    }
+    let batched = stream::iter(chunks)
+        .map(|chunk| async move { register_batch(plugin, chunk).await })
+        .buffer_unordered(BATCHES_IN_FLIGHT);
+    for (outcomes, left) in batched.collect::<Vec<_>>().await {
+        for outcome in outcomes {
+            applied.count(outcome);
+        }
+        one_by_one.extend(left);
+    }
+    let registers = stream::iter(one_by_one)
         .map(|r| async move { register(plugin, r, service_ids).await })
         .buffer_unordered(concurrency);
     for outcome in registers.collect::<Vec<_>>().await {
         applied.count(outcome);
     }
     applied
+}
+
+/// Registrations per [`Plugin::register_batch`] call.
+pub const REGISTER_BATCH: usize = 500;
+
+/// Batch registrations in flight at once.
+pub const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Registers `chunk` (service ids resolved) with one [`Plugin::register_batch`]; returns
+/// the outcomes and what is left to register one by one (all of it when the registry has
+/// no batch registration or the call failed; the items it refused).
+async fn register_batch(
+    plugin: &dyn Plugin,
+    chunk: Vec<Registration>,
+) -> (Vec<Outcome>, Vec<Registration>) {
+    let items: Vec<(&Service, &Instance)> =
+        chunk.iter().map(|r| (&r.service, &r.instance)).collect();
+    let results = match plugin.register_batch(&items).await {
+        Ok(Some(results)) if results.len() == chunk.len() => results,
+        Ok(_) => return (Vec::new(), chunk),
+        Err(e) => {
+            debug!(error = %e, registrations = chunk.len(), "batch registration failed; registering one by one");
+            return (Vec::new(), chunk);
+        }
+    };
+    drop(items);
+    let mut outcomes = Vec::with_capacity(chunk.len());
+    let mut left = Vec::new();
+    for (mut r, result) in chunk.into_iter().zip(results) {
+        match result {
+            Ok(id) => {
+                r.instance.instance_id = id;
+                outcomes.push(Outcome::Registered(
+                    r.origin,
+                    LocalCopy {
+                        service: r.service,
+                        instance: r.instance,
+                    },
+                ));
+            }
+            Err(e) => {
+                debug!(instance = %r.instance.instance_id, error = %e, "batch item refused; registering it alone");
+                left.push(r);
+            }
+        }
+    }
+    (outcomes, left)
 }
 
 /// Registers one copy. `service_ids` maps proposed service ids to ids already resolved this

@@ -270,6 +270,21 @@ pub trait Plugin: Send + Sync + fmt::Debug {
     /// the id to use; registering an id that already exists renews it instead of duplicating.
     async fn register(&self, service: &Service, instance: &Instance) -> Result<String>;
 
+    /// Registers several instances in one call where the registry can, as
+    /// [`Plugin::register`] would each: `items` are (local service as returned by
+    /// [`Plugin::ensure_service`], instance). One result per item, in order; `Ok(None)` when
+    /// the registry has no batch registration (the default): register one by one.
+    ///
+    /// # Errors
+    /// As [`Plugin::list`] for the call as a whole; an item's own refusal is its result.
+    async fn register_batch(
+        &self,
+        items: &[(&Service, &Instance)],
+    ) -> Result<Option<Vec<Result<String>>>> {
+        let _ = items;
+        Ok(None)
+    }
+
     /// Renews the lease of a registered instance.
     ///
     /// # Errors

@@ -25,7 +25,11 @@
 //! - [`Plugin::changes`] reads `GET /v4/default/admin/changes?since=R&wait=MS`, the built-in
 //!   core's change log (a syncer extension), so a change costs O(change) instead of a whole
 //!   dump; a registry without it (404: a real service-center) is asked once, then the caller
-//!   lists as before.
+//!   lists as before;
+//! - [`Plugin::register_batch`] sends up to 1000 registrations of one tenant in one
+//!   `POST /v4/{project}/registry/instances/action?type=register` (a syncer extension of the
+//!   built-in core); a registry that refuses it (a real service-center: unknown type) is
+//!   asked once, then registrations go one by one.
 //!
 //! Errors map onto [`syncer_plugin_api::Error`]: transport errors and 5xx →
 //! `Unavailable`; `404`, `400017` (instance does not exist) and `400012` (micro-service does not
@@ -118,7 +122,12 @@ pub struct ServiceCenterPlugin {
     request_timeout: Duration,
     /// Set once the registry answered a change read with 404 (no change log).
     no_change_log: AtomicBool,
+    /// Set once the registry refused a batch registration (no batch registration).
+    no_batch_register: AtomicBool,
 }
+
+/// Registrations per batch request (the built-in core takes up to 1000).
+const BATCH_REGISTER: usize = 1000;
 
 /// Normalises one `--sc-addr` entry: trimmed, `http://` when the scheme is missing, no
 /// trailing `/`.
@@ -197,6 +206,7 @@ impl ServiceCenterPlugin {
             revision_probe: Mutex::new((None, None)),
             request_timeout: config.request_timeout,
             no_change_log: AtomicBool::new(false),
+            no_batch_register: AtomicBool::new(false),
         })
     }
 
@@ -517,25 +527,24 @@ impl Plugin for ServiceCenterPlugin {
         }
     }
 
-    /// Existence check, then create (with `service.service_id` as the chosen id when set);
-    /// cached per (tenant, appId, serviceName, version, environment).
+    /// Create (with `service.service_id` as the chosen id when set), existence check when
+    /// the create conflicts; cached per (tenant, appId, serviceName, version, environment).
     async fn ensure_service(&self, service: &Service) -> Result<String> {
         let key = service_key(service);
         if let Some(id) = self.cached_service_id(&key) {
             return Ok(id);
         }
-        let id = match self.existence(service).await? {
+        // Create first: service-center answers a create of an existing key with its id
+        // (200), or 400010 when the chosen id conflicts; only then ask for the existing id.
+        // One request per new service instead of two.
+        let id = match self.create_service(service).await? {
             Some(id) => id,
-            None => match self.create_service(service).await? {
-                Some(id) => id,
-                // The chosen id or the index was taken in between: whoever won, it exists now.
-                None => self.existence(service).await?.ok_or_else(|| {
-                    Error::Rejected(format!(
-                        "service id {} is taken by another service",
-                        service.service_id
-                    ))
-                })?,
-            },
+            None => self.existence(service).await?.ok_or_else(|| {
+                Error::Rejected(format!(
+                    "service id {} is taken by another service",
+                    service.service_id
+                ))
+            })?,
         };
         self.cache_service_id(key, &id);
         Ok(id)
@@ -559,6 +568,89 @@ impl Plugin for ServiceCenterPlugin {
             }
             other => other,
         }
+    }
+
+    /// Up to [`BATCH_REGISTER`] items of one tenant per request, tenants in turn. An item
+    /// whose service is gone (400012) is `NotFound`: register it alone, which recreates it.
+    async fn register_batch(
+        &self,
+        items: &[(&Service, &Instance)],
+    ) -> Result<Option<Vec<Result<String>>>> {
+        if self.no_batch_register.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut results: Vec<Option<Result<String>>> = items.iter().map(|_| None).collect();
+        let mut by_tenant: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (n, (service, _)) in items.iter().enumerate() {
+            by_tenant
+                .entry(service.domain_project.as_str())
+                .or_default()
+                .push(n);
+        }
+        for (tenant, positions) in by_tenant {
+            let (domain, project) = wire::split_domain_project(tenant);
+            let path = format!("/v4/{}/registry/instances/action", segment(project));
+            for chunk in positions.chunks(BATCH_REGISTER) {
+                let instances = chunk
+                    .iter()
+                    .map(|&n| {
+                        let (service, instance) = items[n];
+                        let mut body = MicroServiceInstance::from_instance(instance);
+                        body.service_id = service.service_id.clone();
+                        body
+                    })
+                    .collect();
+                let body = serde_json::to_vec(&wire::BatchRegisterRequest { instances })
+                    .map_err(|e| Error::Rejected(format!("cannot encode instances: {e}")))?;
+                let reply = self
+                    .request(
+                        Method::POST,
+                        domain,
+                        &path,
+                        &[("type", "register")],
+                        Some(body),
+                    )
+                    .await?;
+                if reply.status.is_client_error() {
+                    self.no_batch_register.store(true, Ordering::Relaxed);
+                    let (_, message) = failure(&reply);
+                    tracing::info!(reason = %message, "the registry has no batch registration; registering one by one");
+                    return Ok(None);
+                }
+                if !reply.status.is_success() {
+                    return Err(to_error(&reply, "batch registration"));
+                }
+                let answer: wire::BatchRegisterReply = decode(&reply, "batch registration")?;
+                if answer.instances.len() != chunk.len() {
+                    return Err(Error::Malformed(format!(
+                        "batch registration: {} answers for {} instances",
+                        answer.instances.len(),
+                        chunk.len()
+                    )));
+                }
+                for (&n, item) in chunk.iter().zip(answer.instances) {
+                    let code: Option<u32> = item.error_code.trim().parse().ok();
+                    results[n] = Some(match code {
+                        None if !item.instance_id.is_empty() => Ok(item.instance_id),
+                        None => Ok(items[n].1.instance_id.clone()),
+                        Some(SERVICE_NOT_EXIST) => {
+                            self.forget_service_id(items[n].0);
+                            Err(Error::NotFound(item.detail))
+                        }
+                        Some(code) => Err(Error::Rejected(format!(
+                            "register instance: {code} {} ({})",
+                            item.error_message, item.detail
+                        ))),
+                    });
+                }
+            }
+        }
+        Ok(Some(
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(Error::Malformed("no answer".into()))))
+                .collect(),
+        ))
     }
 
     async fn heartbeat(&self, service: &Service, instance_id: &str) -> Result<()> {

@@ -190,6 +190,33 @@ impl DumpReply {
     }
 }
 
+/// `POST .../instances/action?type=register` body (the built-in core's batch registration).
+#[derive(Debug, Serialize)]
+pub(crate) struct BatchRegisterRequest {
+    pub instances: Vec<MicroServiceInstance>,
+}
+
+/// One item of the batch registration's reply: the instance id, or an error.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BatchRegisterItem {
+    #[serde(default)]
+    pub instance_id: String,
+    #[serde(default)]
+    pub error_code: String,
+    #[serde(default)]
+    pub error_message: String,
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// The batch registration's reply.
+#[derive(Debug, Deserialize)]
+pub(crate) struct BatchRegisterReply {
+    #[serde(default)]
+    pub instances: Vec<BatchRegisterItem>,
+}
+
 /// One instance removed, in a change read.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
