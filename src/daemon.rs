@@ -157,7 +157,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         });
     }
 
-    let exporter = Arc::new(Exporter::new(plugin.clone(), Duration::from_millis(500)));
+    let exporter = Arc::new(Exporter::new(plugin.clone()));
     let poll_interval = if local_revision.is_some() {
         // Only a backstop: the core's revision says when to list.
         config.ticker_interval

@@ -38,11 +38,26 @@ pub enum InvalidData {
 
 /// The wire form of an export of cluster `cluster`.
 pub fn snapshot_to_wire(cluster: &str, plugin_name: &str, snapshot: &Snapshot) -> proto::SyncData {
+    to_wire(
+        cluster,
+        plugin_name,
+        &snapshot.services,
+        &snapshot.instances,
+    )
+}
+
+/// [`snapshot_to_wire`] of services and instances however they are held (the export feed
+/// lends references, so a whole export is not copied before it is converted).
+pub fn to_wire<'s, 'i>(
+    cluster: &str,
+    plugin_name: &str,
+    services: impl IntoIterator<Item = &'s Service>,
+    instances: impl IntoIterator<Item = &'i Instance>,
+) -> proto::SyncData {
     proto::SyncData {
         cluster: cluster.to_owned(),
-        services: snapshot
-            .services
-            .iter()
+        services: services
+            .into_iter()
             .map(|s| proto::SyncService {
                 service_id: s.service_id.clone(),
                 app: s.app_id.clone(),
@@ -56,9 +71,8 @@ pub fn snapshot_to_wire(cluster: &str, plugin_name: &str, snapshot: &Snapshot) -
                 properties: s.properties.clone().into_iter().collect(),
             })
             .collect(),
-        instances: snapshot
-            .instances
-            .iter()
+        instances: instances
+            .into_iter()
             .map(|i| proto::SyncInstance {
                 instance_id: i.instance_id.clone(),
                 service_id: i.service_id.clone(),
@@ -142,17 +156,16 @@ pub fn snapshot_from_wire(data: proto::SyncData) -> Result<Snapshot, InvalidData
 /// The wire form of the whole export at `revision`.
 pub fn full_event(
     cluster: &str,
-    plugin_name: &str,
     epoch: u64,
     revision: u64,
-    snapshot: &Snapshot,
+    data: proto::SyncData,
 ) -> proto::ExportEvent {
     proto::ExportEvent {
         cluster: cluster.to_owned(),
         epoch,
         revision,
         full: true,
-        data: Some(snapshot_to_wire(cluster, plugin_name, snapshot)),
+        data: Some(data),
         removed: Vec::new(),
     }
 }
@@ -164,16 +177,17 @@ pub fn change_event(
     epoch: u64,
     change: &ExportChange,
 ) -> proto::ExportEvent {
-    let upserted = Snapshot {
-        services: change.services.clone(),
-        instances: change.instances.clone(),
-    };
     proto::ExportEvent {
         cluster: cluster.to_owned(),
         epoch,
         revision: change.revision,
         full: false,
-        data: Some(snapshot_to_wire(cluster, plugin_name, &upserted)),
+        data: Some(to_wire(
+            cluster,
+            plugin_name,
+            &change.services,
+            &change.instances,
+        )),
         removed: change
             .removed
             .iter()

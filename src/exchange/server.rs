@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
-use super::convert::{change_event, full_event, snapshot_to_wire};
+use super::convert::{change_event, full_event, to_wire};
 use super::proto::{self, sync_server::SyncServer};
 use crate::sync::exporter::Exporter;
 
@@ -35,6 +35,23 @@ pub struct ExchangeServer {
 }
 
 impl ExchangeServer {
+    /// The current revision, and the whole export as an event unless `request` already
+    /// holds it (same epoch and revision); converted straight from the feed.
+    fn whole(&self, request: &proto::WatchRequest) -> (u64, Option<proto::ExportEvent>) {
+        let feed = self.exporter.feed();
+        let epoch = feed.epoch();
+        feed.with_current(|revision, services, instances| {
+            if request.epoch == epoch && request.revision == revision {
+                return (revision, None);
+            }
+            let data = to_wire(&self.cluster, self.plugin_name, services, instances);
+            (
+                revision,
+                Some(full_event(&self.cluster, epoch, revision, data)),
+            )
+        })
+    }
+
     /// A server exporting `cluster`'s data through `exporter`, labelled with the plugin's name.
     pub fn new(cluster: String, plugin_name: &'static str, exporter: Arc<Exporter>) -> Self {
         ExchangeServer {
@@ -102,9 +119,8 @@ impl ExchangeServer {
             return;
         }
         let mut sent = 0;
-        let (revision, snapshot) = feed.current();
-        if request.epoch != epoch || request.revision != revision {
-            let event = full_event(&self.cluster, self.plugin_name, epoch, revision, &snapshot);
+        let (revision, whole) = self.whole(&request);
+        if let Some(event) = whole {
             if tx.send(Ok(event)).await.is_err() {
                 return;
             }
@@ -123,10 +139,13 @@ impl ExchangeServer {
                     change_event(&self.cluster, self.plugin_name, epoch, &change)
                 }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let (revision, snapshot) = feed.current();
+                    let (revision, event) = self.whole(&proto::WatchRequest::default());
                     debug!(peer = %request.cluster, revision, "watcher behind, sending the whole export");
                     sent = revision;
-                    full_event(&self.cluster, self.plugin_name, epoch, revision, &snapshot)
+                    match event {
+                        Some(event) => event,
+                        None => continue,
+                    }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
@@ -159,14 +178,13 @@ impl proto::sync_server::Sync for ExchangeServer {
         request: Request<proto::PullRequest>,
     ) -> Result<Response<proto::SyncData>, Status> {
         let peer = request.get_ref().cluster.clone();
-        match self.exporter.export().await {
-            Ok(snapshot) => {
-                debug!(peer = %peer, instances = snapshot.instances.len(), "served pull");
-                Ok(Response::new(snapshot_to_wire(
-                    &self.cluster,
-                    self.plugin_name,
-                    &snapshot,
-                )))
+        match self.exporter.listed().await {
+            Ok(()) => {
+                let data = self.exporter.feed().with_current(|_, services, instances| {
+                    to_wire(&self.cluster, self.plugin_name, services, instances)
+                });
+                debug!(peer = %peer, instances = data.instances.len(), "served pull");
+                Ok(Response::new(data))
             }
             Err(e) => {
                 warn!(peer = %peer, error = %e, "pull: listing the local registry failed");

@@ -2,10 +2,10 @@
 //!
 //! A cluster exports its own (origin) instances and the services they belong to, never an
 //! instance it imported (one carrying an origin marker): that is the loop guard of DESIGN.md
-//! decision 2. [`exported`] is the pure filter; [`Exporter`] adds a short-lived cache so that
-//! several peers pulling at once cost one registry listing, and an [`ExportFeed`]: the export
-//! numbered by revision, with the change between consecutive revisions, which the exchange
-//! streams to peers (DESIGN.md decision 4).
+//! decision 2. [`exported`] is the pure filter; [`Exporter`] keeps an [`ExportFeed`]: the
+//! export numbered by revision, with the change between consecutive revisions, which the
+//! exchange streams to peers and serves pulls from (DESIGN.md decision 4). No listing is
+//! kept beyond the call that made it: at 100,000 instances a listing is tens of MB.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -41,27 +41,24 @@ pub fn exported(local: &Snapshot) -> Snapshot {
     }
 }
 
-/// Lists the local registry on behalf of the importer and of peers' `Pull` calls.
+/// Lists the local registry on behalf of the importer, and keeps the export current for
+/// peers' watch streams and pulls.
 #[derive(Debug)]
 pub struct Exporter {
     plugin: Arc<dyn Plugin>,
-    /// How long a listing may be served again; bounds the staleness a peer can see.
-    max_age: Duration,
-    /// The last listing and when it was taken. A tokio mutex, held across the listing on
-    /// purpose: concurrent pulls wait for the one listing in flight instead of each starting
-    /// their own.
-    cache: tokio::sync::Mutex<Option<(Instant, Arc<Snapshot>)>>,
-    /// The export by revision; every listing updates it.
+    /// Held across a listing, so concurrent callers wait for the one listing in flight
+    /// instead of each starting their own.
+    listing: tokio::sync::Mutex<()>,
+    /// The export by revision; every listing and change read updates it.
     feed: ExportFeed,
 }
 
 impl Exporter {
-    /// An exporter over `plugin`, re-listing when the cached listing is older than `max_age`.
-    pub fn new(plugin: Arc<dyn Plugin>, max_age: Duration) -> Exporter {
+    /// An exporter over `plugin`.
+    pub fn new(plugin: Arc<dyn Plugin>) -> Exporter {
         Exporter {
             plugin,
-            max_age,
-            cache: tokio::sync::Mutex::new(None),
+            listing: tokio::sync::Mutex::new(()),
             feed: ExportFeed::new(FEED_CAPACITY),
         }
     }
@@ -76,12 +73,10 @@ impl Exporter {
     /// # Errors
     /// The plugin's listing error.
     pub async fn refresh(&self) -> syncer_plugin_api::Result<Arc<Snapshot>> {
-        let mut cache = self.cache.lock().await;
+        let one = self.listing.lock().await;
         let (listing, revision) = self.plugin.list_with_revision().await?;
         let listing = Arc::new(listing);
-        *cache = Some((Instant::now(), listing.clone()));
-        drop(cache);
-        if let Some(change) = self.feed.update_at(&exported(&listing), revision) {
+        if let Some(change) = self.feed.update_at(&listing, revision) {
             debug!(
                 revision = change.revision,
                 changed = change.instances.len(),
@@ -89,23 +84,38 @@ impl Exporter {
                 "export changed"
             );
         }
+        // Released once the feed holds the listing (see `export`).
+        drop(one);
         Ok(listing)
     }
 
-    /// The exported part of the local registry, from a listing at most `max_age` old.
+    /// The exported part of the local registry: the feed's, once it has been listed (it is
+    /// kept current by [`Exporter::follow`]), else from a listing made now.
     ///
     /// # Errors
     /// The plugin's listing error.
     pub async fn export(&self) -> syncer_plugin_api::Result<Snapshot> {
-        let cached = match self.cache.lock().await.as_ref() {
-            Some((at, listing)) if at.elapsed() <= self.max_age => Some(listing.clone()),
-            _ => None,
-        };
-        let listing = match cached {
-            Some(listing) => listing,
-            None => self.refresh().await?,
-        };
-        Ok(exported(&listing))
+        self.listed().await?;
+        Ok(self.feed.current().1)
+    }
+
+    /// Returns once the feed holds a listing: at once when it does, after the listing in
+    /// flight (the follower's first) when there is one, else after a listing made now.
+    ///
+    /// # Errors
+    /// The plugin's listing error.
+    pub async fn listed(&self) -> syncer_plugin_api::Result<()> {
+        let mut revisions = self.feed.revisions();
+        if *revisions.borrow_and_update() == 0 {
+            let listed = tokio::select! {
+                listed = revisions.wait_for(|r| *r > 0) => listed.is_ok(),
+                _ = self.listing.lock() => false,
+            };
+            if !listed && *self.feed.revisions().borrow() == 0 {
+                self.refresh().await?;
+            }
+        }
+        Ok(())
     }
 
     /// Keeps the feed current until `shutdown`. When the registry keeps a change log
@@ -386,6 +396,24 @@ impl ExportFeed {
         self.revision.subscribe()
     }
 
+    /// `f` of the current revision and the whole export at it, lent (no copy is made);
+    /// the feed waits for `f`.
+    pub fn with_current<R>(
+        &self,
+        f: impl FnOnce(
+            u64,
+            &mut dyn Iterator<Item = &Service>,
+            &mut dyn Iterator<Item = &Instance>,
+        ) -> R,
+    ) -> R {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(
+            state.revision,
+            &mut state.services.values(),
+            &mut state.instances.values(),
+        )
+    }
+
     /// The current revision and the whole export at it.
     pub fn current(&self) -> (u64, Snapshot) {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -409,8 +437,8 @@ impl ExportFeed {
     }
 
     /// [`ExportFeed::update_at`] without a registry revision.
-    pub fn update(&self, exported: &Snapshot) -> Option<Arc<ExportChange>> {
-        self.update_at(exported, None)
+    pub fn update(&self, listing: &Snapshot) -> Option<Arc<ExportChange>> {
+        self.update_at(listing, None)
     }
 
     /// Applies changes read from the registry's change log ([`Plugin::changes`]): imported
@@ -450,10 +478,12 @@ impl ExportFeed {
         state.publish(self, change)
     }
 
-    /// Replaces the export with `exported`, listed at registry revision `source` when
-    /// known (a listing older than the export's is ignored); when anything differs (and
-    /// always on the first call), bumps the revision and publishes the change.
-    pub fn update_at(&self, exported: &Snapshot, source: Option<u64>) -> Option<Arc<ExportChange>> {
+    /// Makes the export what `listing` exports (imported instances left out, a service
+    /// while it has an exported instance), listed at registry revision `source` when known
+    /// (a listing older than the export's is ignored); when anything differs (and always on
+    /// the first call), bumps the revision and publishes the change. Updates in place: no
+    /// second copy of the export is built.
+    pub fn update_at(&self, listing: &Snapshot, source: Option<u64>) -> Option<Arc<ExportChange>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(source) = source {
             if source < state.source {
@@ -462,33 +492,34 @@ impl ExportFeed {
             state.source = source;
         }
         let mut change = ExportChange::default();
-        let mut services = HashMap::with_capacity(exported.services.len());
-        for s in &exported.services {
-            if state.services.get(&s.service_id) != Some(s) {
-                change.services.push(s.clone());
+        let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(listing.instances.len());
+        for i in &listing.instances {
+            if OriginKey::of_imported(i).is_some() {
+                continue;
             }
-            services.insert(s.service_id.clone(), s.clone());
-        }
-        let mut instances = HashMap::with_capacity(exported.instances.len());
-        for i in &exported.instances {
-            let key = (i.service_id.clone(), i.instance_id.clone());
-            if state.instances.get(&key) != Some(i) {
+            seen.insert((i.service_id.as_str(), i.instance_id.as_str()));
+            if state.put(i) {
                 change.instances.push(i.clone());
             }
-            instances.insert(key, i.clone());
         }
-        for key in state.instances.keys() {
-            if !instances.contains_key(key) {
-                change.removed.push(key.clone());
+        let gone: Vec<(String, String)> = state
+            .instances
+            .keys()
+            .filter(|(sid, iid)| !seen.contains(&(sid.as_str(), iid.as_str())))
+            .cloned()
+            .collect();
+        for key in gone {
+            state.remove(&key);
+            change.removed.push(key);
+        }
+        for s in &listing.services {
+            if state.counts.contains_key(&s.service_id)
+                && state.services.get(&s.service_id) != Some(s)
+            {
+                state.services.insert(s.service_id.clone(), s.clone());
+                change.services.push(s.clone());
             }
         }
-        let mut counts: HashMap<String, usize> = HashMap::with_capacity(services.len());
-        for (sid, _) in instances.keys() {
-            *counts.entry(sid.clone()).or_default() += 1;
-        }
-        state.services = services;
-        state.instances = instances;
-        state.counts = counts;
         state.publish(self, change)
     }
 }

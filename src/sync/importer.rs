@@ -24,6 +24,44 @@ pub struct PeerExport {
     pub snapshot: Snapshot,
 }
 
+impl PeerExport {
+    /// The planner's view of this export.
+    pub fn view(&self) -> PeerView<'_> {
+        PeerView::new(
+            &self.cluster,
+            self.snapshot.services.iter(),
+            self.snapshot.instances.iter(),
+        )
+    }
+}
+
+/// A peer's export as [`plan`] reads it, borrowed (from a pulled [`PeerExport`] or a
+/// followed stream's state), so a reconcile copies no export.
+#[derive(Debug)]
+pub struct PeerView<'a> {
+    /// The peer's cluster name.
+    pub cluster: &'a str,
+    /// Its exported services by serviceId.
+    pub services: HashMap<&'a str, &'a Service>,
+    /// Its exported instances.
+    pub instances: Vec<&'a Instance>,
+}
+
+impl<'a> PeerView<'a> {
+    /// A view of `cluster`'s `services` and `instances`.
+    pub fn new(
+        cluster: &'a str,
+        services: impl Iterator<Item = &'a Service>,
+        instances: impl Iterator<Item = &'a Instance>,
+    ) -> PeerView<'a> {
+        PeerView {
+            cluster,
+            services: services.map(|s| (s.service_id.as_str(), s)).collect(),
+            instances: instances.collect(),
+        }
+    }
+}
+
 /// One local registration to make: the local service and the marked local instance.
 #[derive(Debug, Clone)]
 pub struct Registration {
@@ -38,10 +76,11 @@ pub struct Registration {
 /// A copy to keep alive, and how to register it again if the registry lost it.
 #[derive(Debug, Clone)]
 pub struct Keep {
-    /// The copy as the registry holds it.
+    /// The origin the copy stands for.
+    pub origin: OriginKey,
+    /// The copy as the registry holds it; registered again as it is if the heartbeat says
+    /// the registry lost it (it matches its origin, or it would be replaced, not kept).
     pub copy: LocalCopy,
-    /// What to register if the heartbeat says the copy is gone.
-    pub registration: Registration,
 }
 
 /// The difference between desired and actual, as operations.
@@ -80,7 +119,7 @@ pub struct PlanConfig {
 ///   while rebuilding it (always unregistered).
 pub fn plan(
     config: &PlanConfig,
-    peers: &[PeerExport],
+    peers: &[PeerView<'_>],
     retained: &HashSet<String>,
     actual: (Mapping, Vec<LocalCopy>),
 ) -> Plan {
@@ -94,14 +133,9 @@ pub fn plan(
         if peer.cluster == config.local_cluster {
             continue;
         }
-        pulled.insert(peer.cluster.as_str());
-        let services: HashMap<&str, &Service> = peer
-            .snapshot
-            .services
-            .iter()
-            .map(|s| (s.service_id.as_str(), s))
-            .collect();
-        for instance in &peer.snapshot.instances {
+        pulled.insert(peer.cluster);
+        let services = &peer.services;
+        for &instance in &peer.instances {
             // The peer's exporter already skips copies; checking again keeps a misbehaving
             // peer from making us import our own copies back.
             if OriginKey::of_imported(instance).is_some() {
@@ -112,7 +146,7 @@ pub fn plan(
                 continue;
             };
             let origin = OriginKey {
-                cluster: peer.cluster.clone(),
+                cluster: peer.cluster.to_owned(),
                 service_id: instance.service_id.clone(),
                 instance_id: instance.instance_id.clone(),
             };
@@ -122,7 +156,10 @@ pub fn plan(
                 Some(copy) if differs(&copy.instance, &registration.instance) => {
                     out.replace.push((copy, registration))
                 }
-                Some(copy) => out.heartbeat.push(Keep { copy, registration }),
+                Some(copy) => out.heartbeat.push(Keep {
+                    origin: registration.origin,
+                    copy,
+                }),
             }
         }
     }
@@ -132,12 +169,7 @@ pub fn plan(
             continue;
         }
         if !pulled.contains(origin.cluster.as_str()) && retained.contains(&origin.cluster) {
-            let registration = Registration {
-                origin,
-                service: copy.service.clone(),
-                instance: copy.instance.clone(),
-            };
-            out.heartbeat.push(Keep { copy, registration });
+            out.heartbeat.push(Keep { origin, copy });
         } else {
             out.unregister.push(copy);
         }
@@ -313,14 +345,19 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
                 .heartbeat(&local.service, &local.instance.instance_id)
                 .await
             {
-                Ok(()) => Outcome::Heartbeated(keep.registration.origin, keep.copy),
+                Ok(()) => Outcome::Heartbeated(keep.origin, keep.copy),
                 Err(PluginError::NotFound(_)) => {
                     debug!(instance = %local.instance.instance_id, "copy lost at the registry, registering again");
-                    register(plugin, keep.registration, &Default::default()).await
+                    let again = Registration {
+                        origin: keep.origin,
+                        service: keep.copy.service,
+                        instance: keep.copy.instance,
+                    };
+                    register(plugin, again, &Default::default()).await
                 }
                 Err(e) => {
                     warn!(instance = %local.instance.instance_id, error = %e, "heartbeat failed");
-                    Outcome::Failed(Some((keep.registration.origin, keep.copy)))
+                    Outcome::Failed(Some((keep.origin, keep.copy)))
                 }
             }
         })
@@ -365,24 +402,29 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
         .collect::<Vec<_>>()
         .await;
     let service_ids: HashMap<String, String> = resolved.into_iter().flatten().collect();
+    if !service_ids.is_empty() {
+        debug!(services = service_ids.len(), "services resolved");
+    }
     let service_ids = &service_ids;
     // In batches where the registry takes them; what a batch leaves over goes one by one.
     let mut one_by_one = Vec::new();
-    let mut batches = Vec::new();
+    let mut chunks: Vec<Vec<Registration>> = Vec::new();
     for mut r in registrations {
         match service_ids.get(&r.service.service_id) {
             Some(id) => {
                 r.service.service_id = id.clone();
                 r.instance.service_id = id.clone();
-                batches.push(r);
+                match chunks.last_mut() {
+                    Some(chunk) if chunk.len() < REGISTER_BATCH => chunk.push(r),
+                    _ => {
+                        let mut chunk = Vec::with_capacity(REGISTER_BATCH);
+                        chunk.push(r);
+                        chunks.push(chunk);
+                    }
+                }
             }
             _ => one_by_one.push(r),
         }
-    }
-    let mut chunks = Vec::new();
-    while !batches.is_empty() {
-        let rest = batches.split_off(batches.len().min(REGISTER_BATCH));
-        chunks.push(std::mem::replace(&mut batches, rest));
     }
     let batched = stream::iter(chunks)
         .map(|chunk| async move { register_batch(plugin, chunk).await })
@@ -518,6 +560,10 @@ mod tests {
         }
     }
 
+    fn views(peers: &[PeerExport]) -> Vec<PeerView<'_>> {
+        peers.iter().map(PeerExport::view).collect()
+    }
+
     fn peer(cluster: &str, instances: &[(&str, &str)]) -> PeerExport {
         PeerExport {
             cluster: cluster.into(),
@@ -565,7 +611,7 @@ mod tests {
         let peers = [peer("eureka-site", &[("a:1", "http://127.0.0.1:1")])];
         let p = plan(
             &config(),
-            &peers,
+            &views(&peers),
             &HashSet::new(),
             Mapping::from_snapshot(&Snapshot::default()),
         );
@@ -591,7 +637,7 @@ mod tests {
         )];
         let first = plan(
             &config(),
-            &peers,
+            &views(&peers),
             &HashSet::new(),
             Mapping::from_snapshot(&Snapshot::default()),
         );
@@ -599,7 +645,7 @@ mod tests {
 
         let second = plan(
             &config(),
-            &peers,
+            &views(&peers),
             &HashSet::new(),
             Mapping::from_snapshot(&local),
         );
@@ -609,7 +655,7 @@ mod tests {
         let shrunk = [peer("eureka-site", &[("a:1", "http://127.0.0.1:1")])];
         let third = plan(
             &config(),
-            &shrunk,
+            &views(&shrunk),
             &HashSet::new(),
             Mapping::from_snapshot(&local),
         );
@@ -626,7 +672,7 @@ mod tests {
         let peers = [peer("eureka-site", &[("a:1", "http://127.0.0.1:1")])];
         let first = plan(
             &config(),
-            &peers,
+            &views(&peers),
             &HashSet::new(),
             Mapping::from_snapshot(&Snapshot::default()),
         );
@@ -635,7 +681,7 @@ mod tests {
         moved.snapshot.instances[0].status = InstanceStatus::Down;
         let p = plan(
             &config(),
-            &[moved],
+            &views(&[moved]),
             &HashSet::new(),
             Mapping::from_snapshot(&local),
         );
@@ -648,7 +694,7 @@ mod tests {
         let peers = [peer("eureka-site", &[("a:1", "http://127.0.0.1:1")])];
         let first = plan(
             &config(),
-            &peers,
+            &views(&peers),
             &HashSet::new(),
             Mapping::from_snapshot(&Snapshot::default()),
         );
@@ -679,7 +725,7 @@ mod tests {
         .mark(&mut relayed.snapshot.instances[0]);
         let p = plan(
             &config(),
-            &[own, relayed],
+            &views(&[own, relayed]),
             &HashSet::new(),
             Mapping::from_snapshot(&Snapshot::default()),
         );

@@ -103,6 +103,12 @@ impl Mapping {
     /// chosen id), the one whose id is the deterministic one wins; the other is returned in
     /// `duplicates` for the importer to remove.
     pub fn from_snapshot(local: &Snapshot) -> (Mapping, Vec<LocalCopy>) {
+        Mapping::from_listing(local.clone())
+    }
+
+    /// [`Mapping::from_snapshot`], taking the listing: its instances move into the mapping
+    /// (no copy of a 100,000-instance listing).
+    pub fn from_listing(local: Snapshot) -> (Mapping, Vec<LocalCopy>) {
         let services: HashMap<&str, &Service> = local
             .services
             .iter()
@@ -110,22 +116,23 @@ impl Mapping {
             .collect();
         let mut copies: HashMap<OriginKey, LocalCopy> = HashMap::new();
         let mut duplicates = Vec::new();
-        for instance in &local.instances {
-            let Some(origin) = OriginKey::of_imported(instance) else {
+        for instance in local.instances {
+            let Some(origin) = OriginKey::of_imported(&instance) else {
                 continue;
             };
             let Some(service) = services.get(instance.service_id.as_str()) else {
                 continue;
             };
+            let deterministic = instance.instance_id == local_instance_id(&origin);
             let copy = LocalCopy {
                 service: (*service).clone(),
-                instance: instance.clone(),
+                instance,
             };
             match copies.get(&origin) {
                 None => {
                     copies.insert(origin, copy);
                 }
-                Some(_) if instance.instance_id == local_instance_id(&origin) => {
+                Some(_) if deterministic => {
                     if let Some(old) = copies.insert(origin, copy) {
                         duplicates.push(old);
                     }

@@ -71,7 +71,16 @@ struct Watching {
     generation: u64,
     /// Stops the task.
     stop: CancellationToken,
+    /// When the task started.
+    since: Instant,
+    /// Whether the stream has gone down since (then the peer is pulled until it is back).
+    failed: bool,
 }
+
+/// How long a new watch stream has to deliver the whole export before the reconcile pulls
+/// the peer instead; until then the reconcile leaves that peer's copies as they are
+/// rather than transferring its export twice.
+pub const FIRST_EVENT_WAIT: Duration = Duration::from_secs(30);
 
 /// The reconcile loop of one member.
 #[derive(Debug)]
@@ -280,6 +289,9 @@ impl Syncer {
             StreamReport::Event(event) => event,
             StreamReport::Down(reason) => {
                 debug!(cluster = %cluster, reason = %reason, "export stream down");
+                if let Some(w) = self.watching.get_mut(&cluster) {
+                    w.failed = true;
+                }
                 return false;
             }
         };
@@ -368,6 +380,8 @@ impl Syncer {
                 addr: target.rpc_addr,
                 generation: self.next_generation,
                 stop: CancellationToken::new(),
+                since: Instant::now(),
+                failed: false,
             };
             // A new stream starts from the whole export.
             self.exports.remove(cluster);
@@ -397,14 +411,18 @@ impl Syncer {
         let started = Instant::now();
         let peers = peer_clusters(members, &self.config.cluster_name);
         // Peers followed by a stream need no pull.
-        let mut exports: Vec<PeerExport> = Vec::new();
+        let mut streamed: Vec<&str> = Vec::new();
         let mut to_pull = Vec::new();
         for (cluster, candidates) in peers {
             match self.exports.get(cluster) {
-                Some(state) if state.is_known() => exports.push(PeerExport {
-                    cluster: cluster.to_owned(),
-                    snapshot: state.snapshot(),
-                }),
+                Some(state) if state.is_known() => streamed.push(cluster),
+                _ if self
+                    .watching
+                    .get(cluster)
+                    .is_some_and(|w| !w.failed && w.since.elapsed() < FIRST_EVENT_WAIT) =>
+                {
+                    debug!(cluster = %cluster, "waiting for the stream's whole export instead of pulling");
+                }
                 _ => to_pull.push((cluster, candidates)),
             }
         }
@@ -425,14 +443,21 @@ impl Syncer {
         }))
         .await;
         let now = Instant::now();
-        for export in pulls.into_iter().flatten() {
-            self.last_heard.insert(export.cluster.clone(), now);
-            exports.push(export);
+        let pulled: Vec<PeerExport> = pulls.into_iter().flatten().collect();
+        for cluster in pulled
+            .iter()
+            .map(|e| e.cluster.as_str())
+            .chain(streamed.iter().copied())
+        {
+            self.last_heard.insert(cluster.to_owned(), now);
         }
-        for export in &exports {
-            self.last_heard.insert(export.cluster.clone(), now);
-        }
+        let exports: Vec<importer::PeerView<'_>> = streamed
+            .iter()
+            .filter_map(|cluster| self.exports.get(*cluster).map(|state| state.view(cluster)))
+            .chain(pulled.iter().map(PeerExport::view))
+            .collect();
 
+        let pulled_ms = started.elapsed().as_millis() as u64;
         let local = match self.exporter.refresh().await {
             Ok(local) => local,
             Err(e) => {
@@ -440,9 +465,10 @@ impl Syncer {
                 return;
             }
         };
-        let actual = Mapping::from_snapshot(&local);
+        let local = Arc::try_unwrap(local).unwrap_or_else(|shared| (*shared).clone());
+        let actual = Mapping::from_listing(local);
         // Copies of clusters not heard from this round are kept within the grace period.
-        let heard: HashSet<&str> = exports.iter().map(|e| e.cluster.as_str()).collect();
+        let heard: HashSet<&str> = exports.iter().map(|e| e.cluster).collect();
         let mut retained = HashSet::new();
         for origin in actual.0.copies.keys() {
             if heard.contains(origin.cluster.as_str()) || retained.contains(&origin.cluster) {
@@ -459,9 +485,12 @@ impl Syncer {
             }
         }
         let plan = importer::plan(&plan_config(&self.config), &exports, &retained, actual);
+        let planned_ms = started.elapsed().as_millis() as u64;
         let applied = importer::apply(self.plugin.as_ref(), plan, self.config.concurrency).await;
         if applied.registered + applied.unregistered + applied.failed > 0 {
             info!(
+                pulled_ms,
+                planned_ms,
                 peers = exports.len(),
                 registered = applied.registered,
                 unregistered = applied.unregistered,

@@ -58,6 +58,11 @@ impl PeerExportState {
         self.instances.values()
     }
 
+    /// The planner's view of the export, borrowed.
+    pub fn view<'a>(&'a self, cluster: &'a str) -> super::importer::PeerView<'a> {
+        super::importer::PeerView::new(cluster, self.services.values(), self.instances.values())
+    }
+
     /// The whole export.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
