@@ -391,6 +391,39 @@ async fn servicecenter_plugin_registers_in_batches_and_reports_each_item() {
 }
 
 #[tokio::test]
+async fn servicecenter_plugin_heartbeats_in_batches_and_names_the_lost() {
+    let core = start_core().await;
+    let plugin = dump_plugin(core.addr);
+    let service = Service {
+        service_id: plugin
+            .ensure_service(&hello_service())
+            .await
+            .expect("ensure"),
+        ..hello_service()
+    };
+    for id in ["hb-1", "hb-2"] {
+        plugin
+            .register(&service, &imported_instance(id))
+            .await
+            .expect("register");
+    }
+    let items = [(&service, "hb-1"), (&service, "lost"), (&service, "hb-2")];
+    let results = plugin
+        .heartbeat_batch(&items)
+        .await
+        .expect("batch call")
+        .expect("service-center heartbeats in batches");
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(matches!(results[1], Err(Error::NotFound(_))), "{results:?}");
+    let all_known = plugin
+        .heartbeat_batch(&[(&service, "hb-2")])
+        .await
+        .expect("batch call")
+        .expect("batched");
+    assert!(all_known[0].is_ok());
+}
+
+#[tokio::test]
 async fn batch_registration_refuses_malformed_batches_with_400() {
     let core = start_core().await;
     let http = reqwest::Client::new();

@@ -128,6 +128,42 @@ async fn two_standalone_daemons_sync_their_built_in_registries() {
         .unwrap_or_default();
     assert_eq!(instances.len(), 1, "{body}");
 
+    // A copy removed behind the syncer's back at B is registered again within a tick or
+    // two (the reconcile sees it missing, or its batch heartbeat is told it is lost).
+    let copy_sid = found[0]["serviceId"]
+        .as_str()
+        .expect("serviceId")
+        .to_owned();
+    let copy_iid = found[0]["instanceId"]
+        .as_str()
+        .expect("instanceId")
+        .to_owned();
+    let resp = http
+        .delete(format!(
+            "{}/v4/default/registry/microservices/{copy_sid}/instances/{copy_iid}",
+            b.registry
+        ))
+        .send()
+        .await
+        .expect("delete the copy");
+    assert_eq!(resp.status().as_u16(), 200);
+    let back: Vec<Value> = eventually(
+        Duration::from_secs(15),
+        "the removed copy registered again at site-b",
+        &[&a.proc, &b.proc],
+        || async {
+            let list = find_orders(&http, &b.registry).await?;
+            (!list.is_empty()).then_some(list)
+        },
+    )
+    .await;
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        back[0]["instanceId"],
+        copy_iid.as_str(),
+        "same deterministic id"
+    );
+
     // Cancel at A: the copy leaves B.
     let resp = http
         .delete(format!(

@@ -338,23 +338,46 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
         applied.count(outcome);
     }
 
-    let heartbeats = stream::iter(plan.heartbeat)
-        .map(|keep| async move {
+    // In batches where the registry takes them; a refused batch goes one by one.
+    let mut chunks: Vec<Vec<Keep>> = Vec::new();
+    for keep in plan.heartbeat {
+        match chunks.last_mut() {
+            Some(chunk) if chunk.len() < HEARTBEAT_BATCH => chunk.push(keep),
+            _ => {
+                let mut chunk = Vec::with_capacity(HEARTBEAT_BATCH);
+                chunk.push(keep);
+                chunks.push(chunk);
+            }
+        }
+    }
+    let batched = stream::iter(chunks)
+        .map(|chunk| async move { heartbeat_batch(plugin, chunk).await })
+        .buffer_unordered(BATCHES_IN_FLIGHT);
+    let mut one_by_one = Vec::new();
+    let mut lost = Vec::new();
+    for (outcomes, gone, left) in batched.collect::<Vec<_>>().await {
+        for outcome in outcomes {
+            applied.count(outcome);
+        }
+        lost.extend(gone);
+        one_by_one.extend(left);
+    }
+    let singles = one_by_one
+        .into_iter()
+        .map(|keep| (keep, false))
+        .chain(lost.into_iter().map(|keep| (keep, true)));
+    let heartbeats = stream::iter(singles)
+        .map(|(keep, lost)| async move {
+            if lost {
+                return register_lost(plugin, keep).await;
+            }
             let local = &keep.copy;
             match plugin
                 .heartbeat(&local.service, &local.instance.instance_id)
                 .await
             {
                 Ok(()) => Outcome::Heartbeated(keep.origin, keep.copy),
-                Err(PluginError::NotFound(_)) => {
-                    debug!(instance = %local.instance.instance_id, "copy lost at the registry, registering again");
-                    let again = Registration {
-                        origin: keep.origin,
-                        service: keep.copy.service,
-                        instance: keep.copy.instance,
-                    };
-                    register(plugin, again, &Default::default()).await
-                }
+                Err(PluginError::NotFound(_)) => register_lost(plugin, keep).await,
                 Err(e) => {
                     warn!(instance = %local.instance.instance_id, error = %e, "heartbeat failed");
                     Outcome::Failed(Some((keep.origin, keep.copy)))
@@ -442,6 +465,52 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
         applied.count(outcome);
     }
     applied
+}
+
+/// Heartbeats per [`Plugin::heartbeat_batch`] call.
+pub const HEARTBEAT_BATCH: usize = 1000;
+
+/// Registers again a kept copy the registry lost (its heartbeat said not found).
+async fn register_lost(plugin: &dyn Plugin, keep: Keep) -> Outcome {
+    debug!(instance = %keep.copy.instance.instance_id, "copy lost at the registry, registering again");
+    let again = Registration {
+        origin: keep.origin,
+        service: keep.copy.service,
+        instance: keep.copy.instance,
+    };
+    register(plugin, again, &Default::default()).await
+}
+
+/// Heartbeats `chunk` with one [`Plugin::heartbeat_batch`]; returns the outcomes, the
+/// copies the registry lost (register them again) and those left to heartbeat one by one
+/// (all of them when the registry has no batch heartbeat or the call failed).
+async fn heartbeat_batch(
+    plugin: &dyn Plugin,
+    chunk: Vec<Keep>,
+) -> (Vec<Outcome>, Vec<Keep>, Vec<Keep>) {
+    let items: Vec<(&Service, &str)> = chunk
+        .iter()
+        .map(|k| (&k.copy.service, k.copy.instance.instance_id.as_str()))
+        .collect();
+    let results = match plugin.heartbeat_batch(&items).await {
+        Ok(Some(results)) if results.len() == chunk.len() => results,
+        Ok(_) => return (Vec::new(), Vec::new(), chunk),
+        Err(e) => {
+            debug!(error = %e, heartbeats = chunk.len(), "batch heartbeat failed; heartbeating one by one");
+            return (Vec::new(), Vec::new(), chunk);
+        }
+    };
+    drop(items);
+    let (mut outcomes, mut lost, mut left) =
+        (Vec::with_capacity(chunk.len()), Vec::new(), Vec::new());
+    for (keep, result) in chunk.into_iter().zip(results) {
+        match result {
+            Ok(()) => outcomes.push(Outcome::Heartbeated(keep.origin, keep.copy)),
+            Err(PluginError::NotFound(_)) => lost.push(keep),
+            Err(_) => left.push(keep),
+        }
+    }
+    (outcomes, lost, left)
 }
 
 /// Registrations per [`Plugin::register_batch`] call.

@@ -292,6 +292,18 @@ pub trait Plugin: Send + Sync + fmt::Debug {
     /// register it again.
     async fn heartbeat(&self, service: &Service, instance_id: &str) -> Result<()>;
 
+    /// Renews several leases in one call where the registry can, as [`Plugin::heartbeat`]
+    /// would each: `items` are (local service, instanceId). One result per item, in order
+    /// ([`Error::NotFound`]: register it again); `Ok(None)` when the registry has no batch
+    /// heartbeat (the default): heartbeat one by one.
+    ///
+    /// # Errors
+    /// As [`Plugin::list`] for the call as a whole.
+    async fn heartbeat_batch(&self, items: &[(&Service, &str)]) -> Result<Option<Vec<Result<()>>>> {
+        let _ = items;
+        Ok(None)
+    }
+
     /// Removes a registered instance. Removing an unknown instance is not an error.
     async fn unregister(&self, service: &Service, instance_id: &str) -> Result<()>;
 }

@@ -653,6 +653,77 @@ impl Plugin for ServiceCenterPlugin {
         ))
     }
 
+    /// `PUT /v4/{project}/registry/heartbeats` (service-center's batch heartbeat), up to
+    /// [`BATCH_REGISTER`] items of one tenant per request. 200: all renewed; 400017 names
+    /// the unknown ones in its detail (`heartbeat failed for sid/iid,...`, the built-in
+    /// core's wording): those are `NotFound`, the rest renewed. Another answer fails the
+    /// request's items (`Rejected`): the caller heartbeats them one by one.
+    async fn heartbeat_batch(&self, items: &[(&Service, &str)]) -> Result<Option<Vec<Result<()>>>> {
+        let mut results: Vec<Option<Result<()>>> = items.iter().map(|_| None).collect();
+        let mut by_tenant: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (n, (service, _)) in items.iter().enumerate() {
+            by_tenant
+                .entry(service.domain_project.as_str())
+                .or_default()
+                .push(n);
+        }
+        for (tenant, positions) in by_tenant {
+            let (domain, project) = wire::split_domain_project(tenant);
+            let path = format!("/v4/{}/registry/heartbeats", segment(project));
+            for chunk in positions.chunks(BATCH_REGISTER) {
+                let instances: Vec<serde_json::Value> = chunk
+                    .iter()
+                    .map(|&n| {
+                        serde_json::json!({
+                            "serviceId": items[n].0.service_id,
+                            "instanceId": items[n].1,
+                        })
+                    })
+                    .collect();
+                let body = serde_json::to_vec(&serde_json::json!({ "instances": instances }))
+                    .map_err(|e| Error::Rejected(format!("cannot encode heartbeats: {e}")))?;
+                let reply = self
+                    .request(Method::PUT, domain, &path, &[], Some(body))
+                    .await?;
+                let unknown: Option<std::collections::HashSet<String>> =
+                    if reply.status.is_success() {
+                        Some(std::collections::HashSet::new())
+                    } else {
+                        match failure(&reply) {
+                            (Some(INSTANCE_NOT_EXIST), _) => {
+                                let body: Option<ErrorBody> =
+                                    serde_json::from_slice(&reply.body).ok();
+                                body.and_then(|b| {
+                                    b.detail
+                                        .strip_prefix("heartbeat failed for ")
+                                        .map(|list| list.split(',').map(str::to_owned).collect())
+                                })
+                            }
+                            _ => None,
+                        }
+                    };
+                for &n in chunk {
+                    let (service, instance_id) = items[n];
+                    results[n] = Some(match &unknown {
+                        Some(set)
+                            if set.contains(&format!("{}/{instance_id}", service.service_id)) =>
+                        {
+                            Err(Error::NotFound(format!("instance {instance_id}")))
+                        }
+                        Some(_) => Ok(()),
+                        None => Err(Error::Rejected("batch heartbeat refused".into())),
+                    });
+                }
+            }
+        }
+        Ok(Some(
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(Error::Malformed("no answer".into()))))
+                .collect(),
+        ))
+    }
+
     async fn heartbeat(&self, service: &Service, instance_id: &str) -> Result<()> {
         let (domain, project) = wire::split_domain_project(&service.domain_project);
         let path = format!(
