@@ -228,7 +228,7 @@ async fn wait_for_copies(
             at = Some(revision.expect("the built-in core numbers its dump"));
             continue;
         };
-        match plugin.changes(since, Duration::from_secs(1)).await {
+        match plugin.changes(since, Duration::from_secs(1), true).await {
             Ok(Some(Changes::Since(set))) => {
                 for i in set.instances.iter().filter(|i| is_copy(i)) {
                     have.insert((i.service_id.clone(), i.instance_id.clone()));

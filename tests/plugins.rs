@@ -269,7 +269,7 @@ async fn servicecenter_plugin_follows_the_core_change_log_from_a_dump_revision()
     // Nothing changed: the read waits, then answers with nothing at the same revision.
     let started = std::time::Instant::now();
     let idle = plugin
-        .changes(revision, Duration::from_millis(300))
+        .changes(revision, Duration::from_millis(300), true)
         .await
         .expect("read");
     assert!(started.elapsed() >= Duration::from_millis(250));
@@ -284,7 +284,7 @@ async fn servicecenter_plugin_follows_the_core_change_log_from_a_dump_revision()
     // A waiting read is answered by the next change, long before its wait ends.
     let waiting = {
         let plugin = plugin.clone();
-        tokio::spawn(async move { plugin.changes(revision, Duration::from_secs(2)).await })
+        tokio::spawn(async move { plugin.changes(revision, Duration::from_secs(2), true).await })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = std::time::Instant::now();
@@ -303,7 +303,7 @@ async fn servicecenter_plugin_follows_the_core_change_log_from_a_dump_revision()
     assert!(set.revision > revision);
     // Everything since `revision`, read again: "two" registered (with its service), "one" gone.
     let Some(Changes::Since(set)) = plugin
-        .changes(revision, Duration::ZERO)
+        .changes(revision, Duration::ZERO, true)
         .await
         .expect("read")
     else {
@@ -321,10 +321,23 @@ async fn servicecenter_plugin_follows_the_core_change_log_from_a_dump_revision()
     assert_eq!(set.removed.len(), 1);
     assert_eq!(set.removed[0].1, "one");
 
+    // Without the imported copies' bodies (what an exporter reads): "two" is a copy (it
+    // carries an origin marker), so only the removal is left.
+    let Some(Changes::Since(local)) = plugin
+        .changes(revision, Duration::ZERO, false)
+        .await
+        .expect("read")
+    else {
+        panic!("expected changes");
+    };
+    assert!(local.instances.is_empty(), "{:?}", local.instances);
+    assert_eq!(local.removed, set.removed);
+    assert_eq!(local.revision, set.revision);
+
     // A revision the core never had (it restarted): list again.
     assert_eq!(
         plugin
-            .changes(set.revision + 100, Duration::ZERO)
+            .changes(set.revision + 100, Duration::ZERO, true)
             .await
             .expect("read"),
         Some(Changes::Relist)
@@ -332,7 +345,10 @@ async fn servicecenter_plugin_follows_the_core_change_log_from_a_dump_revision()
     // Without the admin dump (a real service-center's per-tenant listing), no change log.
     let plain = servicecenter(vec![format!("http://{}", core.addr)]);
     assert_eq!(
-        plain.changes(revision, Duration::ZERO).await.expect("read"),
+        plain
+            .changes(revision, Duration::ZERO, true)
+            .await
+            .expect("read"),
         None
     );
 }

@@ -143,6 +143,8 @@ struct ChangesReply<'a> {
 /// `{"revision": N, "services": [{"key","value"}], "instances": [{"key","value"}],
 ///   "removed": [{"serviceId","instanceId"}], "removedServices": [serviceId]}`
 ///
+/// With `exceptProperty=K`, instances whose properties have key `K` are left out of
+/// `instances` (a syncer leaves out the copies it imported); removals are all listed.
 /// With `wait` (ms, at most [`MAX_WAIT_MS`]) and nothing changed yet, answers when
 /// something changes or the wait ends (then with empty lists), so a reader follows the
 /// registry with one request per change instead of polling.
@@ -195,8 +197,9 @@ pub async fn changes(
             let _ = tokio::time::timeout(wait, rx.wait_for(|r| *r != since)).await;
         }
     }
+    let except = q.get("exceptProperty").map(String::as_str);
     let reg = core.lock();
-    let body = reply(&reg, since)?;
+    let body = reply(&reg, since, except)?;
     let revision = reg.revision();
     drop(reg);
     let mut resp = super::v4::json_reply(body);
@@ -207,7 +210,11 @@ pub async fn changes(
 }
 
 /// The reply's JSON text for a reader at `since`.
-fn reply(reg: &Registry, since: u64) -> Result<Result<Vec<u8>, ScError>, ScError> {
+fn reply(
+    reg: &Registry,
+    since: u64,
+    except: Option<&str>,
+) -> Result<Result<Vec<u8>, ScError>, ScError> {
     let gone = || {
         ScError::new(
             CHANGES_GONE,
@@ -249,6 +256,8 @@ fn reply(reg: &Registry, since: u64) -> Result<Result<Vec<u8>, ScError>, ScError
             } => {
                 let entry = reg.entry(service_id);
                 match entry.and_then(|e| e.instances.get(instance_id).map(|r| (e, r))) {
+                    Some((_, rec))
+                        if except.is_some_and(|k| rec.body.properties.contains_key(k)) => {}
                     Some((e, rec)) => {
                         if services_sent.insert(service_id.as_str()) {
                             out.services.push(Record {

@@ -198,7 +198,7 @@ impl Exporter {
                     // Not listed at a known revision yet.
                     return self.refresh().await.map(|_| None);
                 }
-                self.plugin.changes(at, CHANGE_WAIT).await.map(Some)
+                self.plugin.changes(at, CHANGE_WAIT, false).await.map(Some)
             };
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return true,

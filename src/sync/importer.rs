@@ -338,30 +338,26 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
         applied.count(outcome);
     }
 
-    // In batches where the registry takes them; a refused batch goes one by one.
-    let mut chunks: Vec<Vec<Keep>> = Vec::new();
-    for keep in plan.heartbeat {
-        match chunks.last_mut() {
-            Some(chunk) if chunk.len() < HEARTBEAT_BATCH => chunk.push(keep),
-            _ => {
-                let mut chunk = Vec::with_capacity(HEARTBEAT_BATCH);
-                chunk.push(keep);
-                chunks.push(chunk);
-            }
-        }
-    }
-    let batched = stream::iter(chunks)
+    // In batches where the registry takes them, cut as they are sent; a refused batch goes
+    // one by one.
+    let mut keeps = plan.heartbeat.into_iter();
+    let chunks = std::iter::from_fn(|| {
+        let chunk: Vec<Keep> = keeps.by_ref().take(HEARTBEAT_BATCH).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    });
+    let mut batched = stream::iter(chunks)
         .map(|chunk| async move { heartbeat_batch(plugin, chunk).await })
         .buffer_unordered(BATCHES_IN_FLIGHT);
     let mut one_by_one = Vec::new();
     let mut lost = Vec::new();
-    for (outcomes, gone, left) in batched.collect::<Vec<_>>().await {
+    while let Some((outcomes, gone, left)) = batched.next().await {
         for outcome in outcomes {
             applied.count(outcome);
         }
         lost.extend(gone);
         one_by_one.extend(left);
     }
+    drop(batched);
     let singles = one_by_one
         .into_iter()
         .map(|keep| (keep, false))
@@ -430,34 +426,36 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
     }
     let service_ids = &service_ids;
     // In batches where the registry takes them; what a batch leaves over goes one by one.
-    let mut one_by_one = Vec::new();
-    let mut chunks: Vec<Vec<Registration>> = Vec::new();
-    for mut r in registrations {
-        match service_ids.get(&r.service.service_id) {
-            Some(id) => {
-                r.service.service_id = id.clone();
-                r.instance.service_id = id.clone();
-                match chunks.last_mut() {
-                    Some(chunk) if chunk.len() < REGISTER_BATCH => chunk.push(r),
-                    _ => {
-                        let mut chunk = Vec::with_capacity(REGISTER_BATCH);
-                        chunk.push(r);
-                        chunks.push(chunk);
-                    }
+    // Batches are cut as they are sent (a few in flight), not all at once: at 100,000
+    // registrations a second copy of the list would be tens of MB.
+    let mut one_by_one: Vec<Registration> = registrations
+        .extract_if(.., |r| !service_ids.contains_key(&r.service.service_id))
+        .collect();
+    let mut pending = registrations.into_iter();
+    let chunks = std::iter::from_fn(|| {
+        let chunk: Vec<Registration> = pending
+            .by_ref()
+            .take(REGISTER_BATCH)
+            .map(|mut r| {
+                if let Some(id) = service_ids.get(&r.service.service_id) {
+                    r.service.service_id = id.clone();
+                    r.instance.service_id = id.clone();
                 }
-            }
-            _ => one_by_one.push(r),
-        }
-    }
-    let batched = stream::iter(chunks)
+                r
+            })
+            .collect();
+        (!chunk.is_empty()).then_some(chunk)
+    });
+    let mut batched = stream::iter(chunks)
         .map(|chunk| async move { register_batch(plugin, chunk).await })
         .buffer_unordered(BATCHES_IN_FLIGHT);
-    for (outcomes, left) in batched.collect::<Vec<_>>().await {
+    while let Some((outcomes, left)) = batched.next().await {
         for outcome in outcomes {
             applied.count(outcome);
         }
         one_by_one.extend(left);
     }
+    drop(batched);
     let registers = stream::iter(one_by_one)
         .map(|r| async move { register(plugin, r, service_ids).await })
         .buffer_unordered(concurrency);

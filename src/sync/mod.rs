@@ -458,13 +458,18 @@ impl Syncer {
             .collect();
 
         let pulled_ms = started.elapsed().as_millis() as u64;
+        // The cached mapping is rebuilt below from the listing: let it go first (at 100,000
+        // copies it is the largest thing held).
+        let cached = self.copies.take();
         let local = match self.exporter.refresh().await {
             Ok(local) => local,
             Err(e) => {
                 warn!(error = %e, "listing the local registry failed; reconcile skipped");
+                self.copies = cached;
                 return;
             }
         };
+        drop(cached);
         let local = Arc::try_unwrap(local).unwrap_or_else(|shared| (*shared).clone());
         let actual = Mapping::from_listing(local);
         // Copies of clusters not heard from this round are kept within the grace period.

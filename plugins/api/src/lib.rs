@@ -248,14 +248,23 @@ pub trait Plugin: Send + Sync + fmt::Debug {
 
     /// What changed after registry revision `since` (from [`Plugin::list_with_revision`] or
     /// an earlier [`ChangeSet::revision`]), waiting up to about `wait` for a change when
-    /// there is none yet, so a caller follows the registry in O(change) per change.
+    /// there is none yet, so a caller follows the registry in O(change) per change. With
+    /// `imported` false, instances carrying [`ORIGIN_CLUSTER`] are left out of
+    /// [`ChangeSet::instances`] (their removals are still listed): an exporter has no use
+    /// for the copies it imported, and at 100,000 of them their bodies are most of the
+    /// traffic.
     /// `Ok(None)` when the registry cannot tell (the default; a real service-center): the
     /// caller lists instead.
     ///
     /// # Errors
     /// As [`Plugin::list`].
-    async fn changes(&self, since: u64, wait: std::time::Duration) -> Result<Option<Changes>> {
-        let _ = (since, wait);
+    async fn changes(
+        &self,
+        since: u64,
+        wait: std::time::Duration,
+        imported: bool,
+    ) -> Result<Option<Changes>> {
+        let _ = (since, wait, imported);
         Ok(None)
     }
 

@@ -444,18 +444,22 @@ impl Plugin for ServiceCenterPlugin {
 
     /// `GET /v4/default/admin/changes?since=R&wait=MS` (wait capped at half the request
     /// timeout): 200 → the changes, 410 → relist, 404 → `None` from then on.
-    async fn changes(&self, since: u64, wait: Duration) -> Result<Option<Changes>> {
+    async fn changes(&self, since: u64, wait: Duration, imported: bool) -> Result<Option<Changes>> {
         if !self.use_admin_dump || self.no_change_log.load(Ordering::Relaxed) {
             return Ok(None);
         }
         let wait = wait.min(self.request_timeout / 2);
         let (since_text, wait_text) = (since.to_string(), wait.as_millis().to_string());
+        let mut query = vec![("since", since_text.as_str()), ("wait", wait_text.as_str())];
+        if !imported {
+            query.push(("exceptProperty", syncer_plugin_api::ORIGIN_CLUSTER));
+        }
         let reply = self
             .request(
                 Method::GET,
                 "default",
                 "/v4/default/admin/changes",
-                &[("since", &since_text), ("wait", &wait_text)],
+                &query,
                 None,
             )
             .await?;
