@@ -451,25 +451,39 @@ impl Syncer {
         {
             self.last_heard.insert(cluster.to_owned(), now);
         }
+
+        let pulled_ms = started.elapsed().as_millis() as u64;
+        // Listing takes seconds at 100,000 instances: the streams' changes are applied
+        // meanwhile, not after the reconcile. That is safe because the plan is made after
+        // the listing, from the streams' states as they are then, and every operation is
+        // idempotent (a copy registered meanwhile is registered again under the same id, one
+        // removed meanwhile is removed again).
+        let exporter = self.exporter.clone();
+        let listing = exporter.refresh();
+        tokio::pin!(listing);
+        let listed = loop {
+            tokio::select! {
+                listed = &mut listing => break listed,
+                Some((cluster, generation, report)) = self.reports_rx.recv() => {
+                    self.on_report(cluster, generation, report).await;
+                }
+            }
+        };
+        let local = match listed {
+            Ok(local) => local,
+            Err(e) => {
+                warn!(error = %e, "listing the local registry failed; reconcile skipped");
+                return;
+            }
+        };
+        // The cached mapping is rebuilt below from the listing: let the old one go first (at
+        // 100,000 copies it is the largest thing held).
+        self.copies = None;
         let exports: Vec<importer::PeerView<'_>> = streamed
             .iter()
             .filter_map(|cluster| self.exports.get(*cluster).map(|state| state.view(cluster)))
             .chain(pulled.iter().map(PeerExport::view))
             .collect();
-
-        let pulled_ms = started.elapsed().as_millis() as u64;
-        // The cached mapping is rebuilt below from the listing: let it go first (at 100,000
-        // copies it is the largest thing held).
-        let cached = self.copies.take();
-        let local = match self.exporter.refresh().await {
-            Ok(local) => local,
-            Err(e) => {
-                warn!(error = %e, "listing the local registry failed; reconcile skipped");
-                self.copies = cached;
-                return;
-            }
-        };
-        drop(cached);
         let local = Arc::try_unwrap(local).unwrap_or_else(|shared| (*shared).clone());
         let actual = Mapping::from_listing(local);
         // Copies of clusters not heard from this round are kept within the grace period.
