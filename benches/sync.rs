@@ -11,6 +11,8 @@
 //!
 //! Run: `cargo bench --bench sync` (all sizes) or
 //! `cargo bench --bench sync -- --sizes 1000,10000 --per-service 10 --samples 200`.
+//! `BENCH_KEEP_LOGS=1` keeps the processes' logs (the directory is printed) and
+//! `BENCH_SYNCER_LOG=info,syncer=debug` sets the syncers' log filter (default `warn`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
