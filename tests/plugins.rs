@@ -440,6 +440,53 @@ async fn servicecenter_plugin_heartbeats_in_batches_and_names_the_lost() {
 }
 
 #[tokio::test]
+async fn servicecenter_plugin_creates_services_in_batches() {
+    let core = start_core().await;
+    let plugin = dump_plugin(core.addr);
+    // One exists already under a server-made id; a chosen id that another key holds fails.
+    let existing = plugin
+        .ensure_service(&Service {
+            service_name: "svc-0".into(),
+            ..hello_service()
+        })
+        .await
+        .expect("ensure");
+    let services: Vec<Service> = (0..1200)
+        .map(|n| Service {
+            service_id: format!("chosen-{n:04}"),
+            service_name: format!("svc-{n}"),
+            ..hello_service()
+        })
+        .collect();
+    let taken = Service {
+        service_id: "chosen-0001".into(),
+        service_name: "another-name".into(),
+        ..hello_service()
+    };
+    let mut refs: Vec<&Service> = services.iter().collect();
+    refs.push(&taken);
+    let results = plugin
+        .ensure_services(&refs)
+        .await
+        .expect("batch call")
+        .expect("the built-in core creates in batches");
+    assert_eq!(results.len(), 1201);
+    assert_eq!(
+        results[0].as_deref().ok(),
+        Some(existing.as_str()),
+        "an existing key answers its own id"
+    );
+    assert_eq!(results[7].as_deref().ok(), Some("chosen-0007"));
+    assert!(results[1200].is_err(), "{:?}", results[1200]);
+    let listed = plugin.list().await.expect("dump");
+    // Services without instances are listed too (the dump lists every service).
+    assert!(listed
+        .services
+        .iter()
+        .any(|s| s.service_id == "chosen-1199"));
+}
+
+#[tokio::test]
 async fn batch_registration_refuses_malformed_batches_with_400() {
     let core = start_core().await;
     let http = reqwest::Client::new();
@@ -453,6 +500,7 @@ async fn batch_registration_refuses_malformed_batches_with_400() {
     for body in [
         "not json".to_owned(),
         r#"{"instances":[]}"#.to_owned(),
+        r#"{"services":[],"instances":[]}"#.to_owned(),
         serde_json::json!({ "instances": too_many }).to_string(),
     ] {
         let resp = http.post(&url).body(body).send().await.expect("answered");

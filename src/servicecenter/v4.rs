@@ -257,13 +257,17 @@ struct RegisterInstanceRequest {
 #[derive(Deserialize)]
 struct BatchRegisterRequest {
     #[serde(default)]
+    services: Vec<MicroService>,
+    #[serde(default)]
     instances: Vec<MicroServiceInstance>,
 }
 
-/// The outcome of one registration of a batch: its id, or service-center's error.
+/// The outcome of one item of a batch: its id, or service-center's error.
 #[derive(Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct BatchRegisterItem {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    service_id: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     instance_id: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -1047,15 +1051,18 @@ async fn register_instance(
     }))
 }
 
-/// `POST /registry/instances/action?type=register` (syncer extension): registers up to
-/// [`MAX_BATCH_REGISTER`] instances, each naming its service in `serviceId`, as one
-/// `POST .../instances` each would, under one lock: `{"instances":[...]}` in,
-/// `{"instances":[{"instanceId"} or {"errorCode","errorMessage","detail"}]}` out, in order.
-/// A failing item fails alone. A real service-center answers 400 (unknown type), which
-/// tells a client to register one by one.
+/// `POST /registry/instances/action?type=register` (syncer extension): creates up to
+/// [`MAX_BATCH_REGISTER`] microservices as one `POST .../microservices` each would (an
+/// existing key answers its id), then registers up to [`MAX_BATCH_REGISTER`] instances,
+/// each naming its service in `serviceId`, as one `POST .../instances` each would, under
+/// one lock: `{"services":[...], "instances":[...]}` in (either may be left out),
+/// `{"services":[{"serviceId"} or {error}], "instances":[{"instanceId"} or {error}]}` out,
+/// in order, an error being `{"errorCode","errorMessage","detail"}`. A failing item fails
+/// alone. A real service-center answers 400 (unknown type), which tells a client to create
+/// and register one by one.
 ///
 /// # Errors
-/// 400001 on a malformed body, an empty or too long list.
+/// 400001 on a malformed body, nothing to do, or a list longer than the limit.
 fn batch_register(
     core: &Core,
     project: &str,
@@ -1063,15 +1070,39 @@ fn batch_register(
     body: &[u8],
 ) -> Result<Response, ScError> {
     let req: BatchRegisterRequest = decode(body)?;
-    if req.instances.is_empty() || req.instances.len() > MAX_BATCH_REGISTER {
+    if (req.instances.is_empty() && req.services.is_empty())
+        || req.instances.len() > MAX_BATCH_REGISTER
+        || req.services.len() > MAX_BATCH_REGISTER
+    {
         return Err(ScError::invalid(format!(
-            "Invalid field 'instances': 1 to {MAX_BATCH_REGISTER} instances, got {}",
+            "Invalid fields 'services', 'instances': 1 to {MAX_BATCH_REGISTER} items in all, \
+             at most {MAX_BATCH_REGISTER} of each, got {} and {}",
+            req.services.len(),
             req.instances.len()
         )));
     }
     let dom = domain(headers);
     let (now, wall) = (Instant::now(), now_ms());
+    let failed = |e: ScError| BatchRegisterItem {
+        error_code: e.code.to_string(),
+        error_message: ScError::message(e.code),
+        detail: e.detail,
+        ..BatchRegisterItem::default()
+    };
     let mut reg = core.lock();
+    let services: Vec<BatchRegisterItem> = req
+        .services
+        .into_iter()
+        .map(
+            |service| match reg.create_service(&dom, project, service, wall) {
+                Ok((service_id, _)) => BatchRegisterItem {
+                    service_id,
+                    ..BatchRegisterItem::default()
+                },
+                Err(e) => failed(e),
+            },
+        )
+        .collect();
     let items: Vec<BatchRegisterItem> = req
         .instances
         .into_iter()
@@ -1084,17 +1115,14 @@ fn batch_register(
                     instance_id,
                     ..BatchRegisterItem::default()
                 },
-                Err(e) => BatchRegisterItem {
-                    error_code: e.code.to_string(),
-                    error_message: ScError::message(e.code),
-                    detail: e.detail,
-                    ..BatchRegisterItem::default()
-                },
+                Err(e) => failed(e),
             }
         })
         .collect();
     drop(reg);
-    Ok(json(&serde_json::json!({ "instances": items })))
+    Ok(json(
+        &serde_json::json!({ "services": services, "instances": items }),
+    ))
 }
 
 /// The `rev` a client sent (`?rev=`, else the `X-Resource-Revision` request header).

@@ -407,7 +407,31 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
         .filter(|r| seen.insert(r.service.service_id.clone()))
         .map(|r| r.service.clone())
         .collect();
-    let resolved = stream::iter(distinct)
+    // In batches where the registry takes them; what a batch leaves over goes one by one.
+    let mut batched_ids: Vec<(String, String)> = Vec::new();
+    let mut left: Vec<Service> = Vec::new();
+    for chunk in distinct.chunks(REGISTER_BATCH) {
+        let refs: Vec<&Service> = chunk.iter().collect();
+        match plugin.ensure_services(&refs).await {
+            Ok(Some(results)) if results.len() == chunk.len() => {
+                for (service, result) in chunk.iter().zip(results) {
+                    match result {
+                        Ok(id) => batched_ids.push((service.service_id.clone(), id)),
+                        Err(e) => {
+                            debug!(service = %service.service_name, error = %e, "batch item refused; ensuring it alone");
+                            left.push(service.clone());
+                        }
+                    }
+                }
+            }
+            Ok(_) => left.extend(chunk.iter().cloned()),
+            Err(e) => {
+                debug!(error = %e, services = chunk.len(), "batch service creation failed; one by one");
+                left.extend(chunk.iter().cloned());
+            }
+        }
+    }
+    let resolved = stream::iter(left)
         .map(|service| async move {
             match plugin.ensure_service(&service).await {
                 Ok(id) => Some((service.service_id, id)),
@@ -420,7 +444,8 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
         .buffer_unordered(concurrency)
         .collect::<Vec<_>>()
         .await;
-    let service_ids: HashMap<String, String> = resolved.into_iter().flatten().collect();
+    let service_ids: HashMap<String, String> =
+        resolved.into_iter().flatten().chain(batched_ids).collect();
     if !service_ids.is_empty() {
         debug!(services = service_ids.len(), "services resolved");
     }

@@ -279,6 +279,18 @@ pub trait Plugin: Send + Sync + fmt::Debug {
     /// the id to use; registering an id that already exists renews it instead of duplicating.
     async fn register(&self, service: &Service, instance: &Instance) -> Result<String>;
 
+    /// Makes sure several services exist in one call where the registry can, as
+    /// [`Plugin::ensure_service`] would each; one result per service, in order (an error:
+    /// ensure that one alone). `Ok(None)` when the registry has no batch creation (the
+    /// default): ensure one by one.
+    ///
+    /// # Errors
+    /// As [`Plugin::list`] for the call as a whole.
+    async fn ensure_services(&self, services: &[&Service]) -> Result<Option<Vec<Result<String>>>> {
+        let _ = services;
+        Ok(None)
+    }
+
     /// Registers several instances in one call where the registry can, as
     /// [`Plugin::register`] would each: `items` are (local service as returned by
     /// [`Plugin::ensure_service`], instance). One result per item, in order; `Ok(None)` when

@@ -574,6 +574,85 @@ impl Plugin for ServiceCenterPlugin {
         }
     }
 
+    /// Up to [`BATCH_REGISTER`] services of one tenant per request (the built-in core's
+    /// batch, `services` part), cached like [`Plugin::ensure_service`]'s; a refused item
+    /// (e.g. 400010, its chosen id taken) is an error: ensure it alone.
+    async fn ensure_services(&self, services: &[&Service]) -> Result<Option<Vec<Result<String>>>> {
+        if self.no_batch_register.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut results: Vec<Option<Result<String>>> = services
+            .iter()
+            .map(|s| self.cached_service_id(&service_key(s)).map(Ok))
+            .collect();
+        let mut by_tenant: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (n, service) in services.iter().enumerate() {
+            if results[n].is_none() {
+                by_tenant
+                    .entry(service.domain_project.as_str())
+                    .or_default()
+                    .push(n);
+            }
+        }
+        for (tenant, positions) in by_tenant {
+            let (domain, project) = wire::split_domain_project(tenant);
+            let path = format!("/v4/{}/registry/instances/action", segment(project));
+            for chunk in positions.chunks(BATCH_REGISTER) {
+                let body = serde_json::to_vec(&wire::BatchRegisterRequest {
+                    services: chunk
+                        .iter()
+                        .map(|&n| MicroService::from_service(services[n]))
+                        .collect(),
+                    instances: Vec::new(),
+                })
+                .map_err(|e| Error::Rejected(format!("cannot encode services: {e}")))?;
+                let reply = self
+                    .request(
+                        Method::POST,
+                        domain,
+                        &path,
+                        &[("type", "register")],
+                        Some(body),
+                    )
+                    .await?;
+                if reply.status.is_client_error() {
+                    self.no_batch_register.store(true, Ordering::Relaxed);
+                    let (_, message) = failure(&reply);
+                    tracing::info!(reason = %message, "the registry has no batch creation; creating one by one");
+                    return Ok(None);
+                }
+                if !reply.status.is_success() {
+                    return Err(to_error(&reply, "batch service creation"));
+                }
+                let answer: wire::BatchRegisterReply = decode(&reply, "batch service creation")?;
+                if answer.services.len() != chunk.len() {
+                    return Err(Error::Malformed(format!(
+                        "batch service creation: {} answers for {} services",
+                        answer.services.len(),
+                        chunk.len()
+                    )));
+                }
+                for (&n, item) in chunk.iter().zip(answer.services) {
+                    results[n] = Some(if item.service_id.is_empty() {
+                        Err(Error::Rejected(format!(
+                            "create service: {} {} ({})",
+                            item.error_code, item.error_message, item.detail
+                        )))
+                    } else {
+                        self.cache_service_id(service_key(services[n]), &item.service_id);
+                        Ok(item.service_id)
+                    });
+                }
+            }
+        }
+        Ok(Some(
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(Error::Malformed("no answer".into()))))
+                .collect(),
+        ))
+    }
+
     /// Up to [`BATCH_REGISTER`] items of one tenant per request, tenants in turn. An item
     /// whose service is gone (400012) is `NotFound`: register it alone, which recreates it.
     async fn register_batch(
@@ -604,8 +683,11 @@ impl Plugin for ServiceCenterPlugin {
                         body
                     })
                     .collect();
-                let body = serde_json::to_vec(&wire::BatchRegisterRequest { instances })
-                    .map_err(|e| Error::Rejected(format!("cannot encode instances: {e}")))?;
+                let body = serde_json::to_vec(&wire::BatchRegisterRequest {
+                    services: Vec::new(),
+                    instances,
+                })
+                .map_err(|e| Error::Rejected(format!("cannot encode instances: {e}")))?;
                 let reply = self
                     .request(
                         Method::POST,

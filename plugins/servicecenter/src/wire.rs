@@ -190,16 +190,22 @@ impl DumpReply {
     }
 }
 
-/// `POST .../instances/action?type=register` body (the built-in core's batch registration).
+/// `POST .../instances/action?type=register` body (the built-in core's batch creation and
+/// registration).
 #[derive(Debug, Serialize)]
 pub(crate) struct BatchRegisterRequest {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<MicroService>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<MicroServiceInstance>,
 }
 
-/// One item of the batch registration's reply: the instance id, or an error.
+/// One item of the batch reply: the service or instance id, or an error.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct BatchRegisterItem {
+    #[serde(default)]
+    pub service_id: String,
     #[serde(default)]
     pub instance_id: String,
     #[serde(default)]
@@ -210,9 +216,11 @@ pub(crate) struct BatchRegisterItem {
     pub detail: String,
 }
 
-/// The batch registration's reply.
+/// The batch reply.
 #[derive(Debug, Deserialize)]
 pub(crate) struct BatchRegisterReply {
+    #[serde(default)]
+    pub services: Vec<BatchRegisterItem>,
     #[serde(default)]
     pub instances: Vec<BatchRegisterItem>,
 }
