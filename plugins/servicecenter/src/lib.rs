@@ -39,7 +39,7 @@
 mod endpoint;
 mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -183,7 +183,81 @@ fn to_error(reply: &Reply, what: &str) -> Error {
     }
 }
 
+/// Item positions grouped by tenant and cut into requests of at most [`BATCH_REGISTER`].
+fn tenant_chunks<'a>(items: impl Iterator<Item = (usize, &'a str)>) -> Vec<(&'a str, Vec<usize>)> {
+    let mut by_tenant: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (n, tenant) in items {
+        by_tenant.entry(tenant).or_default().push(n);
+    }
+    by_tenant
+        .into_iter()
+        .flat_map(|(tenant, positions)| {
+            positions
+                .chunks(BATCH_REGISTER)
+                .map(|chunk| (tenant, chunk.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `answers` when there is one per item sent, else [`Error::Malformed`].
+fn same_length<T>(answers: Vec<T>, sent: usize, what: &str) -> Result<Vec<T>> {
+    if answers.len() == sent {
+        Ok(answers)
+    } else {
+        Err(Error::Malformed(format!(
+            "{what}: {} answers for {sent} items",
+            answers.len()
+        )))
+    }
+}
+
+/// Every item's result; an item no request answered is [`Error::Malformed`] (not expected).
+fn answered<T>(results: Vec<Option<Result<T>>>) -> Vec<Result<T>> {
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Malformed("no answer".into()))))
+        .collect()
+}
+
 impl ServiceCenterPlugin {
+    /// One request of the built-in core's batch (`POST P/instances/action?type=register`)
+    /// for `tenant`. `Ok(None)` when the registry refuses it (4xx: a real service-center
+    /// has no such batch), remembered so that later batches are not tried.
+    async fn batch(
+        &self,
+        tenant: &str,
+        request: &wire::BatchRegisterRequest,
+        what: &str,
+    ) -> Result<Option<wire::BatchRegisterReply>> {
+        if self.no_batch_register.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let (domain, project) = wire::split_domain_project(tenant);
+        let path = format!("/v4/{}/registry/instances/action", segment(project));
+        let body = serde_json::to_vec(request)
+            .map_err(|e| Error::Rejected(format!("{what}: cannot encode: {e}")))?;
+        let reply = self
+            .request(
+                Method::POST,
+                domain,
+                &path,
+                &[("type", "register")],
+                Some(body),
+            )
+            .await?;
+        if reply.status.is_client_error() {
+            self.no_batch_register.store(true, Ordering::Relaxed);
+            let (_, message) = failure(&reply);
+            tracing::info!(reason = %message, "the registry has no batch creation and registration; writing one by one");
+            return Ok(None);
+        }
+        if !reply.status.is_success() {
+            return Err(to_error(&reply, what));
+        }
+        Ok(Some(decode(&reply, what)?))
+    }
+
     /// Builds the plugin; no request is sent yet.
     ///
     /// # Errors
@@ -578,79 +652,43 @@ impl Plugin for ServiceCenterPlugin {
     /// batch, `services` part), cached like [`Plugin::ensure_service`]'s; a refused item
     /// (e.g. 400010, its chosen id taken) is an error: ensure it alone.
     async fn ensure_services(&self, services: &[&Service]) -> Result<Option<Vec<Result<String>>>> {
-        if self.no_batch_register.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
         let mut results: Vec<Option<Result<String>>> = services
             .iter()
             .map(|s| self.cached_service_id(&service_key(s)).map(Ok))
             .collect();
-        let mut by_tenant: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (n, service) in services.iter().enumerate() {
-            if results[n].is_none() {
-                by_tenant
-                    .entry(service.domain_project.as_str())
-                    .or_default()
-                    .push(n);
+        let missing = services
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| results[*n].is_none())
+            .map(|(n, s)| (n, s.domain_project.as_str()));
+        for (tenant, chunk) in tenant_chunks(missing) {
+            let request = wire::BatchRegisterRequest {
+                services: chunk
+                    .iter()
+                    .map(|&n| MicroService::from_service(services[n]))
+                    .collect(),
+                instances: Vec::new(),
+            };
+            let Some(answer) = self
+                .batch(tenant, &request, "batch service creation")
+                .await?
+            else {
+                return Ok(None);
+            };
+            let answers = same_length(answer.services, chunk.len(), "batch service creation")?;
+            for (&n, item) in chunk.iter().zip(answers) {
+                results[n] = Some(if item.service_id.is_empty() {
+                    Err(Error::Rejected(format!(
+                        "create service: {} {} ({})",
+                        item.error_code, item.error_message, item.detail
+                    )))
+                } else {
+                    self.cache_service_id(service_key(services[n]), &item.service_id);
+                    Ok(item.service_id)
+                });
             }
         }
-        for (tenant, positions) in by_tenant {
-            let (domain, project) = wire::split_domain_project(tenant);
-            let path = format!("/v4/{}/registry/instances/action", segment(project));
-            for chunk in positions.chunks(BATCH_REGISTER) {
-                let body = serde_json::to_vec(&wire::BatchRegisterRequest {
-                    services: chunk
-                        .iter()
-                        .map(|&n| MicroService::from_service(services[n]))
-                        .collect(),
-                    instances: Vec::new(),
-                })
-                .map_err(|e| Error::Rejected(format!("cannot encode services: {e}")))?;
-                let reply = self
-                    .request(
-                        Method::POST,
-                        domain,
-                        &path,
-                        &[("type", "register")],
-                        Some(body),
-                    )
-                    .await?;
-                if reply.status.is_client_error() {
-                    self.no_batch_register.store(true, Ordering::Relaxed);
-                    let (_, message) = failure(&reply);
-                    tracing::info!(reason = %message, "the registry has no batch creation; creating one by one");
-                    return Ok(None);
-                }
-                if !reply.status.is_success() {
-                    return Err(to_error(&reply, "batch service creation"));
-                }
-                let answer: wire::BatchRegisterReply = decode(&reply, "batch service creation")?;
-                if answer.services.len() != chunk.len() {
-                    return Err(Error::Malformed(format!(
-                        "batch service creation: {} answers for {} services",
-                        answer.services.len(),
-                        chunk.len()
-                    )));
-                }
-                for (&n, item) in chunk.iter().zip(answer.services) {
-                    results[n] = Some(if item.service_id.is_empty() {
-                        Err(Error::Rejected(format!(
-                            "create service: {} {} ({})",
-                            item.error_code, item.error_message, item.detail
-                        )))
-                    } else {
-                        self.cache_service_id(service_key(services[n]), &item.service_id);
-                        Ok(item.service_id)
-                    });
-                }
-            }
-        }
-        Ok(Some(
-            results
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(Error::Malformed("no answer".into()))))
-                .collect(),
-        ))
+        Ok(Some(answered(results)))
     }
 
     /// Up to [`BATCH_REGISTER`] items of one tenant per request, tenants in turn. An item
@@ -659,22 +697,15 @@ impl Plugin for ServiceCenterPlugin {
         &self,
         items: &[(&Service, &Instance)],
     ) -> Result<Option<Vec<Result<String>>>> {
-        if self.no_batch_register.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
         let mut results: Vec<Option<Result<String>>> = items.iter().map(|_| None).collect();
-        let mut by_tenant: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (n, (service, _)) in items.iter().enumerate() {
-            by_tenant
-                .entry(service.domain_project.as_str())
-                .or_default()
-                .push(n);
-        }
-        for (tenant, positions) in by_tenant {
-            let (domain, project) = wire::split_domain_project(tenant);
-            let path = format!("/v4/{}/registry/instances/action", segment(project));
-            for chunk in positions.chunks(BATCH_REGISTER) {
-                let instances = chunk
+        let all = items
+            .iter()
+            .enumerate()
+            .map(|(n, (service, _))| (n, service.domain_project.as_str()));
+        for (tenant, chunk) in tenant_chunks(all) {
+            let request = wire::BatchRegisterRequest {
+                services: Vec::new(),
+                instances: chunk
                     .iter()
                     .map(|&n| {
                         let (service, instance) = items[n];
@@ -682,61 +713,29 @@ impl Plugin for ServiceCenterPlugin {
                         body.service_id = service.service_id.clone();
                         body
                     })
-                    .collect();
-                let body = serde_json::to_vec(&wire::BatchRegisterRequest {
-                    services: Vec::new(),
-                    instances,
-                })
-                .map_err(|e| Error::Rejected(format!("cannot encode instances: {e}")))?;
-                let reply = self
-                    .request(
-                        Method::POST,
-                        domain,
-                        &path,
-                        &[("type", "register")],
-                        Some(body),
-                    )
-                    .await?;
-                if reply.status.is_client_error() {
-                    self.no_batch_register.store(true, Ordering::Relaxed);
-                    let (_, message) = failure(&reply);
-                    tracing::info!(reason = %message, "the registry has no batch registration; registering one by one");
-                    return Ok(None);
-                }
-                if !reply.status.is_success() {
-                    return Err(to_error(&reply, "batch registration"));
-                }
-                let answer: wire::BatchRegisterReply = decode(&reply, "batch registration")?;
-                if answer.instances.len() != chunk.len() {
-                    return Err(Error::Malformed(format!(
-                        "batch registration: {} answers for {} instances",
-                        answer.instances.len(),
-                        chunk.len()
-                    )));
-                }
-                for (&n, item) in chunk.iter().zip(answer.instances) {
-                    let code: Option<u32> = item.error_code.trim().parse().ok();
-                    results[n] = Some(match code {
-                        None if !item.instance_id.is_empty() => Ok(item.instance_id),
-                        None => Ok(items[n].1.instance_id.clone()),
-                        Some(SERVICE_NOT_EXIST) => {
-                            self.forget_service_id(items[n].0);
-                            Err(Error::NotFound(item.detail))
-                        }
-                        Some(code) => Err(Error::Rejected(format!(
-                            "register instance: {code} {} ({})",
-                            item.error_message, item.detail
-                        ))),
-                    });
-                }
+                    .collect(),
+            };
+            let Some(answer) = self.batch(tenant, &request, "batch registration").await? else {
+                return Ok(None);
+            };
+            let answers = same_length(answer.instances, chunk.len(), "batch registration")?;
+            for (&n, item) in chunk.iter().zip(answers) {
+                let code: Option<u32> = item.error_code.trim().parse().ok();
+                results[n] = Some(match code {
+                    None if !item.instance_id.is_empty() => Ok(item.instance_id),
+                    None => Ok(items[n].1.instance_id.clone()),
+                    Some(SERVICE_NOT_EXIST) => {
+                        self.forget_service_id(items[n].0);
+                        Err(Error::NotFound(item.detail))
+                    }
+                    Some(code) => Err(Error::Rejected(format!(
+                        "register instance: {code} {} ({})",
+                        item.error_message, item.detail
+                    ))),
+                });
             }
         }
-        Ok(Some(
-            results
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(Error::Malformed("no answer".into()))))
-                .collect(),
-        ))
+        Ok(Some(answered(results)))
     }
 
     /// `PUT /v4/{project}/registry/heartbeats` (service-center's batch heartbeat), up to
@@ -746,68 +745,54 @@ impl Plugin for ServiceCenterPlugin {
     /// request's items (`Rejected`): the caller heartbeats them one by one.
     async fn heartbeat_batch(&self, items: &[(&Service, &str)]) -> Result<Option<Vec<Result<()>>>> {
         let mut results: Vec<Option<Result<()>>> = items.iter().map(|_| None).collect();
-        let mut by_tenant: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (n, (service, _)) in items.iter().enumerate() {
-            by_tenant
-                .entry(service.domain_project.as_str())
-                .or_default()
-                .push(n);
-        }
-        for (tenant, positions) in by_tenant {
+        let all = items
+            .iter()
+            .enumerate()
+            .map(|(n, (service, _))| (n, service.domain_project.as_str()));
+        for (tenant, chunk) in tenant_chunks(all) {
             let (domain, project) = wire::split_domain_project(tenant);
             let path = format!("/v4/{}/registry/heartbeats", segment(project));
-            for chunk in positions.chunks(BATCH_REGISTER) {
-                let instances: Vec<serde_json::Value> = chunk
+            let request = wire::HeartbeatsRequest {
+                instances: chunk
                     .iter()
-                    .map(|&n| {
-                        serde_json::json!({
-                            "serviceId": items[n].0.service_id,
-                            "instanceId": items[n].1,
-                        })
+                    .map(|&n| wire::InstanceKey {
+                        service_id: items[n].0.service_id.as_str(),
+                        instance_id: items[n].1,
                     })
-                    .collect();
-                let body = serde_json::to_vec(&serde_json::json!({ "instances": instances }))
-                    .map_err(|e| Error::Rejected(format!("cannot encode heartbeats: {e}")))?;
-                let reply = self
-                    .request(Method::PUT, domain, &path, &[], Some(body))
-                    .await?;
-                let unknown: Option<std::collections::HashSet<String>> =
-                    if reply.status.is_success() {
-                        Some(std::collections::HashSet::new())
-                    } else {
-                        match failure(&reply) {
-                            (Some(INSTANCE_NOT_EXIST), _) => {
-                                let body: Option<ErrorBody> =
-                                    serde_json::from_slice(&reply.body).ok();
-                                body.and_then(|b| {
-                                    b.detail
-                                        .strip_prefix("heartbeat failed for ")
-                                        .map(|list| list.split(',').map(str::to_owned).collect())
-                                })
-                            }
-                            _ => None,
-                        }
-                    };
-                for &n in chunk {
-                    let (service, instance_id) = items[n];
-                    results[n] = Some(match &unknown {
-                        Some(set)
-                            if set.contains(&format!("{}/{instance_id}", service.service_id)) =>
-                        {
-                            Err(Error::NotFound(format!("instance {instance_id}")))
-                        }
-                        Some(_) => Ok(()),
-                        None => Err(Error::Rejected("batch heartbeat refused".into())),
-                    });
+                    .collect(),
+            };
+            let body = serde_json::to_vec(&request)
+                .map_err(|e| Error::Rejected(format!("cannot encode heartbeats: {e}")))?;
+            let reply = self
+                .request(Method::PUT, domain, &path, &[], Some(body))
+                .await?;
+            let unknown: Option<HashSet<String>> = if reply.status.is_success() {
+                Some(HashSet::new())
+            } else {
+                match failure(&reply) {
+                    (Some(INSTANCE_NOT_EXIST), _) => {
+                        let body: Option<ErrorBody> = serde_json::from_slice(&reply.body).ok();
+                        body.and_then(|b| {
+                            b.detail
+                                .strip_prefix("heartbeat failed for ")
+                                .map(|list| list.split(',').map(str::to_owned).collect())
+                        })
+                    }
+                    _ => None,
                 }
+            };
+            for &n in &chunk {
+                let (service, instance_id) = items[n];
+                results[n] = Some(match &unknown {
+                    Some(set) if set.contains(&format!("{}/{instance_id}", service.service_id)) => {
+                        Err(Error::NotFound(format!("instance {instance_id}")))
+                    }
+                    Some(_) => Ok(()),
+                    None => Err(Error::Rejected("batch heartbeat refused".into())),
+                });
             }
         }
-        Ok(Some(
-            results
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(Error::Malformed("no answer".into()))))
-                .collect(),
-        ))
+        Ok(Some(answered(results)))
     }
 
     async fn heartbeat(&self, service: &Service, instance_id: &str) -> Result<()> {

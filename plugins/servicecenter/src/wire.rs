@@ -200,6 +200,20 @@ pub(crate) struct BatchRegisterRequest {
     pub instances: Vec<MicroServiceInstance>,
 }
 
+/// One instance of a batch heartbeat.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InstanceKey<'a> {
+    pub service_id: &'a str,
+    pub instance_id: &'a str,
+}
+
+/// `PUT .../heartbeats` body (service-center's batch heartbeat).
+#[derive(Debug, Serialize)]
+pub(crate) struct HeartbeatsRequest<'a> {
+    pub instances: Vec<InstanceKey<'a>>,
+}
+
 /// One item of the batch reply: the service or instance id, or an error.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
