@@ -17,7 +17,8 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::error::{ScError, FORBIDDEN, INVALID_PARAMS};
-use super::registry::{MicroService, MicroServiceInstance, Registry};
+use super::registry::{MicroService, MicroServiceInstance, Registry, ServiceEntry};
+use super::store::keys;
 use super::Core;
 
 /// Entries kept (about 150 bytes each).
@@ -210,8 +211,8 @@ pub async fn changes(
 }
 
 /// The reply's JSON text for a reader at `since`.
-fn reply(
-    reg: &Registry,
+fn reply<'a>(
+    reg: &'a Registry,
     since: u64,
     except: Option<&str>,
 ) -> Result<Result<Vec<u8>, ScError>, ScError> {
@@ -234,20 +235,19 @@ fn reply(
         ..ChangesReply::default()
     };
     let mut services_sent = HashSet::new();
+    // The service once, before the first of its instances.
+    let mut send_service = |out: &mut ChangesReply<'a>, e: &'a ServiceEntry| {
+        if services_sent.insert(e.service.service_id.as_str()) {
+            out.services.push(Record {
+                key: keys::service(&e.domain, &e.project, &e.service.service_id),
+                value: &e.service,
+            });
+        }
+    };
     for what in changed {
         match what {
             Changed::Service { service_id } => match reg.entry(service_id) {
-                Some(e) => {
-                    if services_sent.insert(service_id.as_str()) {
-                        out.services.push(Record {
-                            key: format!(
-                                "/cse-sr/ms/files/{}/{}/{service_id}",
-                                e.domain, e.project
-                            ),
-                            value: &e.service,
-                        });
-                    }
-                }
+                Some(e) => send_service(&mut out, e),
                 None => out.removed_services.push(service_id),
             },
             Changed::Instance {
@@ -259,20 +259,9 @@ fn reply(
                     Some((_, rec))
                         if except.is_some_and(|k| rec.body.properties.contains_key(k)) => {}
                     Some((e, rec)) => {
-                        if services_sent.insert(service_id.as_str()) {
-                            out.services.push(Record {
-                                key: format!(
-                                    "/cse-sr/ms/files/{}/{}/{service_id}",
-                                    e.domain, e.project
-                                ),
-                                value: &e.service,
-                            });
-                        }
+                        send_service(&mut out, e);
                         out.instances.push(Record {
-                            key: format!(
-                                "/cse-sr/inst/files/{}/{}/{service_id}/{instance_id}",
-                                e.domain, e.project
-                            ),
+                            key: keys::instance(&e.domain, &e.project, service_id, instance_id),
                             value: &rec.body,
                         });
                     }

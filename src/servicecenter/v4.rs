@@ -1592,10 +1592,7 @@ async fn dump(
     for e in entries {
         let s = &e.service;
         services.push(KeyValue {
-            key: format!(
-                "/cse-sr/ms/files/{}/{}/{}",
-                e.domain, e.project, s.service_id
-            ),
+            key: super::store::keys::service(&e.domain, &e.project, &s.service_id),
             rev,
             value: s,
         });
@@ -1652,10 +1649,7 @@ async fn dump(
         }
         for (iid, r) in &e.instances {
             instances.push(KeyValue {
-                key: format!(
-                    "/cse-sr/inst/files/{}/{}/{}/{}",
-                    e.domain, e.project, s.service_id, iid
-                ),
+                key: super::store::keys::instance(&e.domain, &e.project, &s.service_id, iid),
                 rev,
                 value: &r.body,
             });
