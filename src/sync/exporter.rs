@@ -2,7 +2,9 @@
 //!
 //! A cluster exports its own (origin) instances and the services they belong to, never an
 //! instance it imported (one carrying an origin marker): that is the loop guard of DESIGN.md
-//! decision 2. [`exported`] is the pure filter; [`Exporter`] keeps an [`ExportFeed`]: the
+//! decision 2 ([`ExportFeed::update_at`] and [`ExportFeed::apply`] apply it, and export a
+//! service while it has an exported instance: an empty one would only create empty services
+//! at a peer). [`Exporter`] keeps an [`ExportFeed`]: the
 //! export numbered by revision, with the change between consecutive revisions, which the
 //! exchange streams to peers and serves pulls from (DESIGN.md decision 4). No listing is
 //! kept beyond the call that made it: at 100,000 instances a listing is tens of MB.
@@ -17,29 +19,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::mapping::OriginKey;
-
-/// The part of a local listing that is exported: instances without an origin marker, and the
-/// services that have at least one of them (a service with no instance is of no use to a
-/// peer, and would only create empty services there).
-pub fn exported(local: &Snapshot) -> Snapshot {
-    let instances: Vec<_> = local
-        .instances
-        .iter()
-        .filter(|i| OriginKey::of_imported(i).is_none())
-        .cloned()
-        .collect();
-    let used: HashSet<&str> = instances.iter().map(|i| i.service_id.as_str()).collect();
-    let services = local
-        .services
-        .iter()
-        .filter(|s| used.contains(s.service_id.as_str()))
-        .cloned()
-        .collect();
-    Snapshot {
-        services,
-        instances,
-    }
-}
 
 /// Lists the local registry on behalf of the importer, and keeps the export current for
 /// peers' watch streams and pulls.
@@ -72,10 +51,9 @@ impl Exporter {
     ///
     /// # Errors
     /// The plugin's listing error.
-    pub async fn refresh(&self) -> syncer_plugin_api::Result<Arc<Snapshot>> {
+    pub async fn refresh(&self) -> syncer_plugin_api::Result<Snapshot> {
         let one = self.listing.lock().await;
         let (listing, revision) = self.plugin.list_with_revision().await?;
-        let listing = Arc::new(listing);
         if let Some(change) = self.feed.update_at(&listing, revision) {
             debug!(
                 revision = change.revision,
@@ -84,7 +62,7 @@ impl Exporter {
                 "export changed"
             );
         }
-        // Released once the feed holds the listing (see `export`).
+        // Released once the feed holds the listing (see `listed`).
         drop(one);
         Ok(listing)
     }
@@ -537,6 +515,22 @@ mod tests {
         }
     }
 
+    /// An instance carrying an origin marker (a copy this cluster imported).
+    fn imported(id: &str, service_id: &str) -> Instance {
+        let mut copy = Instance {
+            instance_id: id.into(),
+            service_id: service_id.into(),
+            ..Default::default()
+        };
+        OriginKey {
+            cluster: "c".into(),
+            service_id: "o".into(),
+            instance_id: "i".into(),
+        }
+        .mark(&mut copy);
+        copy
+    }
+
     #[test]
     fn the_feed_numbers_changes_and_publishes_only_differences() {
         let feed = ExportFeed::new(8);
@@ -611,17 +605,7 @@ mod tests {
         );
 
         // A copy imported under s2 is not exported, nor is s2; removals cross.
-        let mut copy = Instance {
-            instance_id: "copy".into(),
-            service_id: "s2".into(),
-            ..Default::default()
-        };
-        OriginKey {
-            cluster: "c".into(),
-            service_id: "o".into(),
-            instance_id: "i".into(),
-        }
-        .mark(&mut copy);
+        let copy = imported("copy", "s2");
         let s2 = Service {
             service_id: "s2".into(),
             ..Default::default()
@@ -671,17 +655,7 @@ mod tests {
 
     #[test]
     fn imported_instances_and_their_empty_services_are_not_exported() {
-        let mut imported = Instance {
-            instance_id: "copy".into(),
-            service_id: "s2".into(),
-            ..Default::default()
-        };
-        OriginKey {
-            cluster: "c".into(),
-            service_id: "o".into(),
-            instance_id: "i".into(),
-        }
-        .mark(&mut imported);
+        let imported = imported("copy", "s2");
         let local = Snapshot {
             services: vec![
                 Service {
@@ -706,7 +680,9 @@ mod tests {
                 imported,
             ],
         };
-        let out = exported(&local);
+        let feed = ExportFeed::new(8);
+        feed.update(&local);
+        let (_, out) = feed.current();
         assert_eq!(out.instances.len(), 1);
         assert_eq!(out.instances[0].instance_id, "own");
         let ids: Vec<_> = out.services.iter().map(|s| s.service_id.as_str()).collect();

@@ -484,7 +484,6 @@ impl Syncer {
             .filter_map(|cluster| self.exports.get(*cluster).map(|state| state.view(cluster)))
             .chain(pulled.iter().map(PeerExport::view))
             .collect();
-        let local = Arc::try_unwrap(local).unwrap_or_else(|shared| (*shared).clone());
         let actual = Mapping::from_listing(local);
         // Copies of clusters not heard from this round are kept within the grace period.
         let heard: HashSet<&str> = exports.iter().map(|e| e.cluster).collect();
