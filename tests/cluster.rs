@@ -17,8 +17,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
-use support::{eventually, free_tcp_port, free_udp_port, Etcd, Proc};
+use support::{
+    eventually, free_tcp_port, free_udp_port, sc_add_instance, sc_create_service, Etcd, Proc,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Seconds between reconciles in these tests: copies' lease is 4 ticks (12 s), longer than
@@ -124,38 +125,11 @@ async fn register(http: &reqwest::Client, site: &Site, service: &str, count: usi
         || async { instances(http, &site.url(""), "NONE").await.map(|_| ()) },
     )
     .await;
-    let created: Value = http
-        .post(site.url("/v4/default/registry/microservices"))
-        .header("X-Domain-Name", "default")
-        .json(&json!({"service": {"appId": "cluster-test", "serviceName": service, "version": "1.0.0"}}))
-        .send()
-        .await
-        .expect("create service")
-        .json()
-        .await
-        .expect("create service body");
-    let sid = created["serviceId"].as_str().expect("serviceId").to_owned();
+    let sid = sc_create_service(http, &site.url(""), "cluster-test", service).await;
     for i in 0..count {
-        add_instance(http, site, &sid, 9000 + i as u16).await;
+        sc_add_instance(http, &site.url(""), &sid, 9000 + i as u16).await;
     }
     sid
-}
-
-async fn add_instance(http: &reqwest::Client, site: &Site, sid: &str, port: u16) {
-    let resp = http
-        .post(site.url(&format!(
-            "/v4/default/registry/microservices/{sid}/instances"
-        )))
-        .header("X-Domain-Name", "default")
-        .json(&json!({"instance": {
-            "hostName": format!("host-{port}"),
-            "endpoints": [format!("rest://127.0.0.1:{port}")],
-            "healthCheck": {"mode": "push", "interval": 300, "times": 1}
-        }}))
-        .send()
-        .await
-        .expect("register instance");
-    assert!(resp.status().is_success(), "register: {}", resp.status());
 }
 
 /// A copy as the registry's Eureka API shows it.
@@ -364,7 +338,7 @@ async fn failover_and_handover(use_etcd: bool) {
     assert!(alive.contains(&second.as_str()));
 
     // The successor imports: a new instance at B crosses.
-    add_instance(&http, &b, &sid, 9100).await;
+    sc_add_instance(&http, &b.url(""), &sid, 9100).await;
     let mut expected_after = eventually(
         Duration::from_secs(15),
         "the 4th copy imported by the successor",

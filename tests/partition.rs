@@ -18,8 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use netns::{run_tag, veth, Netns, RootLink};
-use serde_json::{json, Value};
-use support::{eventually, Proc};
+use support::{eventually, sc_add_instance, sc_create_service, Proc};
 
 /// Both ends of the inter-site link and the namespaces, torn down on drop.
 struct Sites {
@@ -124,38 +123,11 @@ fn daemon_in(dir: &Path, ns: &Netns, cluster: &str, node: &str, ip: &str) -> Pro
 
 /// Creates `service` with `count` instances at the registry at `base`.
 async fn register(http: &reqwest::Client, base: &str, service: &str, ports: &[u16]) -> String {
-    let created: Value = http
-        .post(format!("{base}/v4/default/registry/microservices"))
-        .header("X-Domain-Name", "default")
-        .json(&json!({"service": {"appId": "partition-test", "serviceName": service, "version": "1.0.0"}}))
-        .send()
-        .await
-        .expect("create service")
-        .json()
-        .await
-        .expect("create service body");
-    let sid = created["serviceId"].as_str().expect("serviceId").to_owned();
+    let sid = sc_create_service(http, base, "partition-test", service).await;
     for port in ports {
-        add_instance(http, base, &sid, *port).await;
+        sc_add_instance(http, base, &sid, *port).await;
     }
     sid
-}
-
-async fn add_instance(http: &reqwest::Client, base: &str, sid: &str, port: u16) {
-    let resp = http
-        .post(format!(
-            "{base}/v4/default/registry/microservices/{sid}/instances"
-        ))
-        .header("X-Domain-Name", "default")
-        .json(&json!({"instance": {
-            "hostName": format!("host-{port}"),
-            "endpoints": [format!("rest://127.0.0.1:{port}")],
-            "healthCheck": {"mode": "push", "interval": 300, "times": 1}
-        }}))
-        .send()
-        .await
-        .expect("register instance");
-    assert!(resp.status().is_success(), "register: {}", resp.status());
 }
 
 /// The instances of `app` at `base` as `host-{port}` (`Some(empty)` when none).
@@ -280,8 +252,8 @@ async fn sites_split_by_a_partition_keep_their_membership_and_converge_after_the
     )
     .await;
     // Changes on both sides while split; and membership inside each site goes on.
-    add_instance(&http, reg_a, &sid_a, 9003).await;
-    add_instance(&http, reg_b, &sid_b, 9013).await;
+    sc_add_instance(&http, reg_a, &sid_a, 9003).await;
+    sc_add_instance(&http, reg_b, &sid_b, 9013).await;
     let split_for = Duration::from_secs(8);
     tokio::time::sleep(split_for.saturating_sub(cut_at.elapsed())).await;
     for (i, p, own) in [

@@ -368,3 +368,43 @@ pub async fn eureka_app_instances(
     let body: serde_json::Value = resp.json().await.ok()?;
     body["application"]["instance"].as_array().cloned()
 }
+
+/// Creates microservice `name` (appId `app`, version 1.0.0) at the service-center API at
+/// `base` and returns its serviceId.
+pub async fn sc_create_service(
+    http: &reqwest::Client,
+    base: &str,
+    app: &str,
+    name: &str,
+) -> String {
+    let created: serde_json::Value = http
+        .post(format!("{base}/v4/default/registry/microservices"))
+        .header("X-Domain-Name", "default")
+        .json(&serde_json::json!({"service": {"appId": app, "serviceName": name, "version": "1.0.0"}}))
+        .send()
+        .await
+        .expect("create service")
+        .json()
+        .await
+        .expect("create service body");
+    created["serviceId"].as_str().expect("serviceId").to_owned()
+}
+
+/// Registers an instance of `sid` at `base` on `rest://127.0.0.1:{port}` (host
+/// `host-{port}`) with a 10-minute lease (interval 300 s, times 1).
+pub async fn sc_add_instance(http: &reqwest::Client, base: &str, sid: &str, port: u16) {
+    let resp = http
+        .post(format!(
+            "{base}/v4/default/registry/microservices/{sid}/instances"
+        ))
+        .header("X-Domain-Name", "default")
+        .json(&serde_json::json!({"instance": {
+            "hostName": format!("host-{port}"),
+            "endpoints": [format!("rest://127.0.0.1:{port}")],
+            "healthCheck": {"mode": "push", "interval": 300, "times": 1}
+        }}))
+        .send()
+        .await
+        .expect("register instance");
+    assert!(resp.status().is_success(), "register: {}", resp.status());
+}
