@@ -247,17 +247,22 @@ fn dump_plugin(addr: SocketAddr) -> ServiceCenterPlugin {
     .expect("plugin builds")
 }
 
-#[tokio::test]
-async fn servicecenter_plugin_follows_the_core_change_log_from_a_dump_revision() {
-    let core = start_core().await;
-    let plugin = std::sync::Arc::new(dump_plugin(core.addr));
-    let service = Service {
+/// [`hello_service`] as ensured at `plugin`'s registry (with its local serviceId).
+async fn ensured_hello(plugin: &ServiceCenterPlugin) -> Service {
+    Service {
         service_id: plugin
             .ensure_service(&hello_service())
             .await
             .expect("ensure"),
         ..hello_service()
-    };
+    }
+}
+
+#[tokio::test]
+async fn servicecenter_plugin_follows_the_core_change_log_from_a_dump_revision() {
+    let core = start_core().await;
+    let plugin = std::sync::Arc::new(dump_plugin(core.addr));
+    let service = ensured_hello(&plugin).await;
     plugin
         .register(&service, &imported_instance("one"))
         .await
@@ -357,13 +362,7 @@ async fn servicecenter_plugin_follows_the_core_change_log_from_a_dump_revision()
 async fn servicecenter_plugin_registers_in_batches_and_reports_each_item() {
     let core = start_core().await;
     let plugin = dump_plugin(core.addr);
-    let service = Service {
-        service_id: plugin
-            .ensure_service(&hello_service())
-            .await
-            .expect("ensure"),
-        ..hello_service()
-    };
+    let service = ensured_hello(&plugin).await;
     let gone = Service {
         service_id: "no-such-service".into(),
         ..hello_service()
@@ -410,13 +409,7 @@ async fn servicecenter_plugin_registers_in_batches_and_reports_each_item() {
 async fn servicecenter_plugin_heartbeats_in_batches_and_names_the_lost() {
     let core = start_core().await;
     let plugin = dump_plugin(core.addr);
-    let service = Service {
-        service_id: plugin
-            .ensure_service(&hello_service())
-            .await
-            .expect("ensure"),
-        ..hello_service()
-    };
+    let service = ensured_hello(&plugin).await;
     for id in ["hb-1", "hb-2"] {
         plugin
             .register(&service, &imported_instance(id))
