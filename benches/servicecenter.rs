@@ -17,6 +17,9 @@
 //! requests per second, p50/p99 latency, and the server's peak RSS (`VmHWM`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -373,51 +376,6 @@ async fn measure(server: &Server, s: &Settings, ceiling: bool) -> Row {
     }
 }
 
-fn start_etcd(dir: &Path) -> (Child, String) {
-    let (client, peer) = (free_port(), free_port());
-    let endpoint = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let args: Vec<String> = [
-        "--data-dir",
-        &dir.join("etcd").to_string_lossy(),
-        "--listen-client-urls",
-        &endpoint,
-        "--advertise-client-urls",
-        &endpoint,
-        "--listen-peer-urls",
-        &peer_url,
-        "--initial-advertise-peer-urls",
-        &peer_url,
-        "--initial-cluster",
-        &format!("default={peer_url}"),
-        "--log-level",
-        "warn",
-        "--quota-backend-bytes",
-        "8589934592",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let mut child = spawn("etcd", Path::new("etcd"), &args, &dir.join("etcd.log"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let ok = Command::new("etcdctl")
-            .args(["--endpoints", &endpoint, "endpoint", "health"])
-            .env("ETCDCTL_API", "3")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return (child, endpoint);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("etcd did not start");
-}
-
 fn syncer_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_syncer"))
 }
@@ -495,10 +453,13 @@ fn main() {
                 args.push(tmp.path().join("data").to_string_lossy().into_owned());
             }
             "etcd" => {
-                let (child, endpoint) = start_etcd(tmp.path());
-                etcd = Some(child);
+                let e = support::Etcd::start_with(
+                    tmp.path(),
+                    &["--quota-backend-bytes", "8589934592"],
+                );
                 args.push("--etcd-endpoints".into());
-                args.push(endpoint);
+                args.push(e.endpoint.clone());
+                etcd = Some(e);
             }
             other => panic!("unknown store {other}"),
         }
@@ -519,10 +480,8 @@ fn main() {
         ));
         rows.push(rt.block_on(measure(&server, &s, false)));
         drop(server);
-        if let Some(mut e) = etcd.take() {
-            let _ = e.kill();
-            let _ = e.wait();
-        }
+        // Stopped (and its process reaped) when dropped.
+        drop(etcd.take());
     }
 
     println!();

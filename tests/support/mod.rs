@@ -205,6 +205,11 @@ impl Etcd {
     /// Starts etcd with its data in `dir/etcd-PORT` and waits (up to 20 s) until it answers
     /// `/health`; panics with its log tail if it never does.
     pub fn start(dir: &Path) -> Etcd {
+        Etcd::start_with(dir, &[])
+    }
+
+    /// [`Etcd::start`] with `extra` flags (e.g. `--quota-backend-bytes` for a benchmark).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Etcd {
         let mut last_log = String::new();
         // A port picked here may be taken before etcd binds it: try again with others.
         for _ in 0..3 {
@@ -231,6 +236,7 @@ impl Etcd {
                 "warn",
             ]
             .iter()
+            .chain(extra)
             .map(|s| (*s).to_owned())
             .collect();
             let mut proc = Proc::spawn(
