@@ -453,10 +453,8 @@ fn main() {
                 args.push(tmp.path().join("data").to_string_lossy().into_owned());
             }
             "etcd" => {
-                let e = support::Etcd::start_with(
-                    tmp.path(),
-                    &["--quota-backend-bytes", "8589934592"],
-                );
+                let e =
+                    support::Etcd::start_with(tmp.path(), &["--quota-backend-bytes", "8589934592"]);
                 args.push("--etcd-endpoints".into());
                 args.push(e.endpoint.clone());
                 etcd = Some(e);
