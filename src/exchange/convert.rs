@@ -10,6 +10,7 @@ use syncer_plugin_api::{HealthCheck, Instance, InstanceStatus, Service, Snapshot
 
 use super::proto::{self, sync_instance, sync_service};
 use crate::sync::exporter::ExportChange;
+use crate::sync::packed::{PackedInstance, PackedService};
 
 /// Why a peer's data was refused.
 #[derive(Debug, thiserror::Error)]
@@ -153,12 +154,13 @@ pub fn snapshot_from_wire(data: proto::SyncData) -> Result<Snapshot, InvalidData
     })
 }
 
-/// The wire form of the whole export at `revision`.
+/// The wire form of (a part of) the whole export at `revision`; `more`: other parts follow.
 pub fn full_event(
     cluster: &str,
     epoch: u64,
     revision: u64,
     data: proto::SyncData,
+    more: bool,
 ) -> proto::ExportEvent {
     proto::ExportEvent {
         cluster: cluster.to_owned(),
@@ -167,7 +169,38 @@ pub fn full_event(
         full: true,
         data: Some(data),
         removed: Vec::new(),
+        more,
     }
+}
+
+/// Records per part of a whole export sent on a watch stream: a part is a few MB on the wire
+/// whatever the export's size.
+pub const FULL_PART: usize = 5_000;
+
+/// The whole export at `revision` as watch events of at most [`FULL_PART`] records each
+/// (services first), converted one part at a time as the returned iterator is read.
+pub fn full_events<'a>(
+    cluster: &'a str,
+    plugin_name: &'a str,
+    epoch: u64,
+    revision: u64,
+    services: Vec<PackedService>,
+    instances: Vec<PackedInstance>,
+) -> impl Iterator<Item = proto::ExportEvent> + Send + 'a {
+    let parts = services.len().div_ceil(FULL_PART) + instances.len().div_ceil(FULL_PART);
+    let parts = parts.max(1);
+    let mut services = services.into_iter();
+    let mut instances = instances.into_iter();
+    (0..parts).map(move |n| {
+        let part_services: Vec<Service> = services.by_ref().take(FULL_PART).map(|s| s.unpack()).collect();
+        let part_instances: Vec<Instance> = if part_services.is_empty() {
+            instances.by_ref().take(FULL_PART).map(|i| i.unpack()).collect()
+        } else {
+            Vec::new()
+        };
+        let data = to_wire(cluster, plugin_name, &part_services, &part_instances);
+        full_event(cluster, epoch, revision, data, n + 1 < parts)
+    })
 }
 
 /// The wire form of one change of the export.
@@ -185,8 +218,8 @@ pub fn change_event(
         data: Some(to_wire(
             cluster,
             plugin_name,
-            &change.services,
-            &change.instances,
+            &change.services.iter().map(PackedService::unpack).collect::<Vec<_>>(),
+            &change.instances.iter().map(PackedInstance::unpack).collect::<Vec<_>>(),
         )),
         removed: change
             .removed
@@ -196,20 +229,23 @@ pub fn change_event(
                 instance_id: instance_id.clone(),
             })
             .collect(),
+        more: false,
     }
 }
 
 /// A validated event of a peer's export stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PeerEvent {
-    /// The whole export, replacing what was known.
+    /// The whole export (or a part of it), replacing what was known.
     Full {
         /// The exporter's run.
         epoch: u64,
         /// The revision of this export.
         revision: u64,
-        /// The export.
+        /// The export, or this part of it.
         snapshot: Snapshot,
+        /// Other parts follow.
+        more: bool,
     },
     /// A change on top of revision - 1.
     Change {
@@ -230,37 +266,32 @@ pub enum PeerEvent {
 /// # Errors
 /// [`InvalidData`] naming the first offending record.
 pub fn event_from_wire(event: proto::ExportEvent) -> Result<PeerEvent, InvalidData> {
-    let data = event.data.unwrap_or_default();
+    let mut data = event.data.unwrap_or_default();
+    // A change, or a part of a whole export, may carry instances of services sent in
+    // earlier events: validate ids only (a whole export's instances without a service are
+    // dropped when its last part arrives).
+    let sent: HashSet<String> = data.services.iter().map(|s| s.service_id.clone()).collect();
+    let missing: HashSet<String> = data
+        .instances
+        .iter()
+        .filter(|i| !sent.contains(&i.service_id))
+        .map(|i| i.service_id.clone())
+        .collect();
+    data.services
+        .extend(missing.into_iter().map(|service_id| proto::SyncService {
+            service_id,
+            ..Default::default()
+        }));
+    let mut upserted = snapshot_from_wire(data)?;
+    upserted.services.retain(|s| sent.contains(&s.service_id));
     if event.full {
         return Ok(PeerEvent::Full {
             epoch: event.epoch,
             revision: event.revision,
-            snapshot: snapshot_from_wire(data)?,
+            snapshot: upserted,
+            more: event.more,
         });
     }
-    // A change may carry instances of services sent in earlier events: validate ids only.
-    let mut with_services = data.clone();
-    for i in &data.instances {
-        if !with_services
-            .services
-            .iter()
-            .any(|s| s.service_id == i.service_id)
-        {
-            with_services.services.push(proto::SyncService {
-                service_id: i.service_id.clone(),
-                ..Default::default()
-            });
-        }
-    }
-    let mut upserted = snapshot_from_wire(with_services)?;
-    let sent: HashSet<&str> = data
-        .services
-        .iter()
-        .map(|s| s.service_id.as_str())
-        .collect();
-    upserted
-        .services
-        .retain(|s| sent.contains(s.service_id.as_str()));
     Ok(PeerEvent::Change {
         epoch: event.epoch,
         revision: event.revision,

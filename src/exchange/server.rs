@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
-use super::convert::{change_event, full_event, to_wire};
+use super::convert::{change_event, full_events, to_wire};
 use super::proto::{self, sync_server::SyncServer};
 use crate::sync::exporter::Exporter;
 
@@ -35,21 +35,28 @@ pub struct ExchangeServer {
 }
 
 impl ExchangeServer {
-    /// The current revision, and the whole export as an event unless `request` already
-    /// holds it (same epoch and revision); converted straight from the feed.
-    fn whole(&self, request: &proto::WatchRequest) -> (u64, Option<proto::ExportEvent>) {
+    /// The current revision, and the whole export as events (parts of at most
+    /// [`super::convert::FULL_PART`] records, converted as they are sent) unless `request`
+    /// already holds it (same epoch and revision).
+    fn whole(
+        &self,
+        request: &proto::WatchRequest,
+    ) -> (u64, Option<impl Iterator<Item = proto::ExportEvent> + Send + '_>) {
         let feed = self.exporter.feed();
         let epoch = feed.epoch();
-        feed.with_current(|revision, services, instances| {
-            if request.epoch == epoch && request.revision == revision {
-                return (revision, None);
-            }
-            let data = to_wire(&self.cluster, self.plugin_name, services, instances);
-            (
-                revision,
-                Some(full_event(&self.cluster, epoch, revision, data)),
-            )
-        })
+        let (revision, services, instances) = feed.current_packed();
+        if request.epoch == epoch && request.revision == revision {
+            return (revision, None);
+        }
+        let events = full_events(
+            &self.cluster,
+            self.plugin_name,
+            epoch,
+            revision,
+            services,
+            instances,
+        );
+        (revision, Some(events))
     }
 
     /// A server exporting `cluster`'s data through `exporter`, labelled with the plugin's name.
@@ -120,7 +127,7 @@ impl ExchangeServer {
         }
         let mut sent = 0;
         let (revision, whole) = self.whole(&request);
-        if let Some(event) = whole {
+        for event in whole.into_iter().flatten() {
             if tx.send(Ok(event)).await.is_err() {
                 return;
             }
@@ -139,13 +146,15 @@ impl ExchangeServer {
                     change_event(&self.cluster, self.plugin_name, epoch, &change)
                 }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let (revision, event) = self.whole(&proto::WatchRequest::default());
+                    let (revision, events) = self.whole(&proto::WatchRequest::default());
                     debug!(peer = %request.cluster, revision, "watcher behind, sending the whole export");
                     sent = revision;
-                    match event {
-                        Some(event) => event,
-                        None => continue,
+                    for event in events.into_iter().flatten() {
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
                     }
+                    continue;
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
@@ -180,9 +189,13 @@ impl proto::sync_server::Sync for ExchangeServer {
         let peer = request.get_ref().cluster.clone();
         match self.exporter.listed().await {
             Ok(()) => {
-                let data = self.exporter.feed().with_current(|_, services, instances| {
-                    to_wire(&self.cluster, self.plugin_name, services, instances)
-                });
+                let (_, export) = self.exporter.feed().current();
+                let data = to_wire(
+                    &self.cluster,
+                    self.plugin_name,
+                    &export.services,
+                    &export.instances,
+                );
                 debug!(peer = %peer, instances = data.instances.len(), "served pull");
                 Ok(Response::new(data))
             }

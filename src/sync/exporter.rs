@@ -9,16 +9,17 @@
 //! exchange streams to peers and serves pulls from (DESIGN.md decision 4). No listing is
 //! kept beyond the call that made it: at 100,000 instances a listing is tens of MB.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use syncer_plugin_api::{ChangeSet, Changes, Instance, Plugin, Service, Snapshot};
+use syncer_plugin_api::{ChangeSet, Changes, Instance, Listed, Plugin, Snapshot};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::mapping::OriginKey;
+use super::mapping::{LocalCopy, Mapping, MappingBuilder, OriginKey};
+use super::packed::{instance_key, service_key, InstanceKey, PackedInstance, PackedService, ServiceKey};
 
 /// Lists the local registry on behalf of the importer, and keeps the export current for
 /// peers' watch streams and pulls.
@@ -47,14 +48,34 @@ impl Exporter {
         &self.feed
     }
 
-    /// The whole local registry, freshly listed (the importer's view of "actual").
+    /// Lists the local registry, record by record: its exported part updates the feed, and
+    /// its copies (instances carrying an origin) come back as the importer's view of
+    /// "actual", with the duplicates found ([`MappingBuilder::finish`]). No whole listing is
+    /// held at any time.
     ///
     /// # Errors
-    /// The plugin's listing error.
-    pub async fn refresh(&self) -> syncer_plugin_api::Result<Snapshot> {
+    /// The plugin's listing error (nothing is updated then).
+    pub async fn refresh(&self) -> syncer_plugin_api::Result<(Mapping, Vec<(OriginKey, LocalCopy)>)> {
         let one = self.listing.lock().await;
-        let (listing, revision) = self.plugin.list_with_revision().await?;
-        if let Some(change) = self.feed.update_at(&listing, revision) {
+        let mut mapping = MappingBuilder::default();
+        let mut export = ExportListing::default();
+        let revision = self
+            .plugin
+            .list_each(&mut |record| match record {
+                Listed::Service(s) => {
+                    let packed = mapping.service(&s);
+                    export.service(&s.service_id, packed);
+                }
+                Listed::Instance(i) => {
+                    if i.origin_cluster().is_some() {
+                        mapping.instance(&i);
+                    } else {
+                        export.instance(&i);
+                    }
+                }
+            })
+            .await?;
+        if let Some(change) = self.feed.update_at(export, revision) {
             debug!(
                 revision = change.revision,
                 changed = change.instances.len(),
@@ -64,7 +85,7 @@ impl Exporter {
         }
         // Released once the feed holds the listing (see `listed`).
         drop(one);
-        Ok(listing)
+        Ok(mapping.finish())
     }
 
     /// The exported part of the local registry: the feed's, once it has been listed (it is
@@ -245,17 +266,59 @@ pub const TOKEN_BACKSTOP: Duration = Duration::from_secs(5);
 /// Changes kept for slow watchers before they are sent the whole export again.
 pub const FEED_CAPACITY: usize = 1024;
 
-/// The change from one revision of the export to the next.
+/// The change from one revision of the export to the next (records shared with the
+/// feed, not copied).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExportChange {
     /// The revision this change brings the export to.
     pub revision: u64,
     /// Services added or changed.
-    pub services: Vec<Service>,
+    pub services: Vec<PackedService>,
     /// Instances added or changed.
-    pub instances: Vec<Instance>,
+    pub instances: Vec<PackedInstance>,
     /// Instances removed, as (serviceId, instanceId).
     pub removed: Vec<(String, String)>,
+}
+
+/// The exported part of one listing of the local registry, packed as it is read (imported
+/// instances left out), for [`ExportFeed::update_at`].
+#[derive(Debug, Default)]
+pub struct ExportListing {
+    services: HashMap<ServiceKey, PackedService>,
+    instances: HashMap<InstanceKey, (PackedInstance, ServiceKey)>,
+}
+
+impl ExportListing {
+    /// Notes a listed service (exported if it has an exported instance).
+    pub fn service(&mut self, service_id: &str, packed: PackedService) {
+        self.services.insert(service_key(service_id), packed);
+    }
+
+    /// Notes a listed instance; an imported one (carrying an origin) is left out.
+    pub fn instance(&mut self, instance: &Instance) {
+        if instance.origin_cluster().is_some() {
+            return;
+        }
+        self.instances.insert(
+            instance_key(&instance.service_id, &instance.instance_id),
+            (
+                PackedInstance::new(instance),
+                service_key(&instance.service_id),
+            ),
+        );
+    }
+
+    /// The exported part of `listing`.
+    pub fn of(listing: &Snapshot) -> ExportListing {
+        let mut out = ExportListing::default();
+        for s in &listing.services {
+            out.service(&s.service_id, PackedService::new(s));
+        }
+        for i in &listing.instances {
+            out.instance(i);
+        }
+        out
+    }
 }
 
 /// The export, numbered by revision, and the changes between revisions.
@@ -279,46 +342,54 @@ struct FeedState {
     revision: u64,
     /// The registry revision the export reflects (0: not known).
     source: u64,
-    services: HashMap<String, Service>,
-    instances: HashMap<(String, String), Instance>,
-    /// Exported instances per serviceId (a service is exported while it has one).
-    counts: HashMap<String, usize>,
+    services: HashMap<ServiceKey, PackedService>,
+    instances: HashMap<InstanceKey, (PackedInstance, ServiceKey)>,
+    /// Exported instances per service (a service is exported while it has one).
+    counts: HashMap<ServiceKey, u32>,
 }
 
 impl FeedState {
-    /// Records `i` as exported; whether it differs from what was there.
-    fn put(&mut self, i: &Instance) -> bool {
-        let key = (i.service_id.clone(), i.instance_id.clone());
+    /// Records an instance as exported; whether it differs from what was there.
+    fn put(&mut self, key: InstanceKey, packed: &PackedInstance, service: ServiceKey) -> bool {
         match self.instances.get_mut(&key) {
-            Some(old) if old == i => false,
+            Some((old, _)) if old == packed => false,
             Some(old) => {
-                *old = i.clone();
+                *old = (packed.clone(), service);
                 true
             }
             None => {
-                *self.counts.entry(i.service_id.clone()).or_default() += 1;
-                self.instances.insert(key, i.clone());
+                *self.counts.entry(service).or_default() += 1;
+                self.instances.insert(key, (packed.clone(), service));
                 true
             }
         }
     }
 
-    /// Removes an exported instance; whether it was there.
-    fn remove(&mut self, key: &(String, String)) -> bool {
-        if self.instances.remove(key).is_none() {
-            return false;
-        }
-        if let Some(n) = self.counts.get_mut(&key.0) {
+    /// Removes an exported instance; its ids if it was there.
+    fn remove(&mut self, key: &InstanceKey) -> Option<(String, String)> {
+        let (packed, service) = self.instances.remove(key)?;
+        if let Some(n) = self.counts.get_mut(&service) {
             *n -= 1;
             if *n == 0 {
-                self.counts.remove(&key.0);
-                self.services.remove(&key.0);
+                self.counts.remove(&service);
+                self.services.remove(&service);
             }
         }
-        true
+        let i = packed.unpack();
+        Some((i.service_id, i.instance_id))
+    }
+
+    /// Exports `packed` as service `key` if it has exported instances and differs.
+    fn put_service(&mut self, key: ServiceKey, packed: &PackedService, change: &mut ExportChange) {
+        if self.counts.contains_key(&key) && self.services.get(&key) != Some(packed) {
+            self.services.insert(key, packed.clone());
+            change.services.push(packed.clone());
+        }
     }
 
     /// Bumps the revision and publishes `change` unless it is empty (and not the first).
+    /// The first revision's change is published without records: a watcher starts from the
+    /// whole export, and the channel would keep them alive for [`FEED_CAPACITY`] changes.
     fn publish(
         &mut self,
         feed: &ExportFeed,
@@ -334,6 +405,12 @@ impl FeedState {
         }
         self.revision += 1;
         change.revision = self.revision;
+        if first {
+            change = ExportChange {
+                revision: self.revision,
+                ..ExportChange::default()
+            };
+        }
         let change = Arc::new(change);
         // Nobody watching is fine.
         let _ = feed.changes.send(change.clone());
@@ -374,32 +451,25 @@ impl ExportFeed {
         self.revision.subscribe()
     }
 
-    /// `f` of the current revision and the whole export at it, lent (no copy is made);
-    /// the feed waits for `f`.
-    pub fn with_current<R>(
-        &self,
-        f: impl FnOnce(
-            u64,
-            &mut dyn Iterator<Item = &Service>,
-            &mut dyn Iterator<Item = &Instance>,
-        ) -> R,
-    ) -> R {
+    /// The current revision and the whole export at it, as shared packed records (taking
+    /// them costs a reference count each; unpack them outside).
+    pub fn current_packed(&self) -> (u64, Vec<PackedService>, Vec<PackedInstance>) {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        f(
+        (
             state.revision,
-            &mut state.services.values(),
-            &mut state.instances.values(),
+            state.services.values().cloned().collect(),
+            state.instances.values().map(|(i, _)| i.clone()).collect(),
         )
     }
 
     /// The current revision and the whole export at it.
     pub fn current(&self) -> (u64, Snapshot) {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (revision, services, instances) = self.current_packed();
         let snapshot = Snapshot {
-            services: state.services.values().cloned().collect(),
-            instances: state.instances.values().cloned().collect(),
+            services: services.iter().map(PackedService::unpack).collect(),
+            instances: instances.iter().map(PackedInstance::unpack).collect(),
         };
-        (state.revision, snapshot)
+        (revision, snapshot)
     }
 
     /// The registry revision the export reflects; 0 when not known (never listed, or
@@ -414,9 +484,9 @@ impl ExportFeed {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).source = 0;
     }
 
-    /// [`ExportFeed::update_at`] without a registry revision.
+    /// [`ExportFeed::update_at`] of a whole listing without a registry revision.
     pub fn update(&self, listing: &Snapshot) -> Option<Arc<ExportChange>> {
-        self.update_at(listing, None)
+        self.update_at(ExportListing::of(listing), None)
     }
 
     /// Applies changes read from the registry's change log ([`Plugin::changes`]): imported
@@ -431,37 +501,35 @@ impl ExportFeed {
         state.source = set.revision;
         let mut change = ExportChange::default();
         for i in &set.instances {
-            if OriginKey::of_imported(i).is_some() {
-                let key = (i.service_id.clone(), i.instance_id.clone());
-                if state.remove(&key) {
-                    change.removed.push(key);
+            let key = instance_key(&i.service_id, &i.instance_id);
+            if i.origin_cluster().is_some() {
+                if let Some(ids) = state.remove(&key) {
+                    change.removed.push(ids);
                 }
-            } else if state.put(i) {
-                change.instances.push(i.clone());
+                continue;
+            }
+            let packed = PackedInstance::new(i);
+            if state.put(key, &packed, service_key(&i.service_id)) {
+                change.instances.push(packed);
             }
         }
-        for key in &set.removed {
-            if state.remove(key) {
-                change.removed.push(key.clone());
+        for (service_id, instance_id) in &set.removed {
+            if let Some(ids) = state.remove(&instance_key(service_id, instance_id)) {
+                change.removed.push(ids);
             }
         }
         for s in &set.services {
-            if state.counts.contains_key(&s.service_id)
-                && state.services.get(&s.service_id) != Some(s)
-            {
-                state.services.insert(s.service_id.clone(), s.clone());
-                change.services.push(s.clone());
-            }
+            state.put_service(service_key(&s.service_id), &PackedService::new(s), &mut change);
         }
         state.publish(self, change)
     }
 
-    /// Makes the export what `listing` exports (imported instances left out, a service
-    /// while it has an exported instance), listed at registry revision `source` when known
-    /// (a listing older than the export's is ignored); when anything differs (and always on
-    /// the first call), bumps the revision and publishes the change. Updates in place: no
-    /// second copy of the export is built.
-    pub fn update_at(&self, listing: &Snapshot, source: Option<u64>) -> Option<Arc<ExportChange>> {
+    /// Makes the export what `listing` exports (a service while it has an exported
+    /// instance), listed at registry revision `source` when known (a listing older than
+    /// the export's is ignored); when anything differs (and always on the first call),
+    /// bumps the revision and publishes the change. Records that did not change are kept as
+    /// they are (compared packed).
+    pub fn update_at(&self, listing: ExportListing, source: Option<u64>) -> Option<Arc<ExportChange>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(source) = source {
             if source < state.source {
@@ -470,33 +538,24 @@ impl ExportFeed {
             state.source = source;
         }
         let mut change = ExportChange::default();
-        let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(listing.instances.len());
-        for i in &listing.instances {
-            if OriginKey::of_imported(i).is_some() {
-                continue;
-            }
-            seen.insert((i.service_id.as_str(), i.instance_id.as_str()));
-            if state.put(i) {
-                change.instances.push(i.clone());
+        for (key, (packed, service)) in &listing.instances {
+            if state.put(*key, packed, *service) {
+                change.instances.push(packed.clone());
             }
         }
-        let gone: Vec<(String, String)> = state
+        let gone: Vec<InstanceKey> = state
             .instances
             .keys()
-            .filter(|(sid, iid)| !seen.contains(&(sid.as_str(), iid.as_str())))
-            .cloned()
+            .filter(|key| !listing.instances.contains_key(key))
+            .copied()
             .collect();
         for key in gone {
-            state.remove(&key);
-            change.removed.push(key);
-        }
-        for s in &listing.services {
-            if state.counts.contains_key(&s.service_id)
-                && state.services.get(&s.service_id) != Some(s)
-            {
-                state.services.insert(s.service_id.clone(), s.clone());
-                change.services.push(s.clone());
+            if let Some(ids) = state.remove(&key) {
+                change.removed.push(ids);
             }
+        }
+        for (key, packed) in &listing.services {
+            state.put_service(*key, packed, &mut change);
         }
         state.publish(self, change)
     }
@@ -505,6 +564,8 @@ impl ExportFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::mapping::Origin;
+    use syncer_plugin_api::Service;
 
     fn instance(id: &str, port: u16) -> Instance {
         Instance {
@@ -522,7 +583,7 @@ mod tests {
             service_id: service_id.into(),
             ..Default::default()
         };
-        OriginKey {
+        Origin {
             cluster: "c".into(),
             service_id: "o".into(),
             instance_id: "i".into(),
@@ -545,7 +606,8 @@ mod tests {
         };
         let first = feed.update(&snap).expect("first listing is revision 1");
         assert_eq!(first.revision, 1);
-        assert_eq!(first.instances.len(), 2);
+        assert!(first.instances.is_empty(), "watchers start from the whole export");
+        assert_eq!(feed.current().1.instances.len(), 2);
         assert!(feed.update(&snap).is_none(), "no change, no revision");
 
         snap.instances[0].endpoints = vec!["http://127.0.0.1:9".into()];
@@ -556,7 +618,7 @@ mod tests {
         let mut ids: Vec<_> = change
             .instances
             .iter()
-            .map(|i| i.instance_id.as_str())
+            .map(|i| i.unpack().instance_id)
             .collect();
         ids.sort();
         assert_eq!(ids, vec!["a", "c"]);
@@ -591,12 +653,13 @@ mod tests {
             feed.apply(&set).is_none(),
             "no listing at a known revision yet"
         );
-        feed.update_at(&snap, Some(4)).expect("first listing");
+        feed.update_at(ExportListing::of(&snap), Some(4))
+            .expect("first listing");
         assert_eq!(feed.source(), 4);
 
         let change = feed.apply(&set).expect("b is new");
         assert_eq!(change.revision, 2);
-        assert_eq!(change.instances, vec![instance("b", 2)]);
+        assert_eq!(change.instances, vec![PackedInstance::new(&instance("b", 2))]);
         assert!(change.services.is_empty(), "s1 was exported already");
         assert_eq!(feed.source(), 5);
         assert!(
@@ -631,7 +694,9 @@ mod tests {
             ..Default::default()
         };
         assert!(feed.apply(&stale).is_none());
-        assert!(feed.update_at(&Snapshot::default(), Some(6)).is_none());
+        assert!(feed
+            .update_at(ExportListing::of(&Snapshot::default()), Some(6))
+            .is_none());
         assert_eq!(feed.current().1.instances.len(), 1);
 
         // The last instance of a service going takes the service out of the export.

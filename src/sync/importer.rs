@@ -4,16 +4,20 @@
 //! Level-triggered: [`plan`] is a pure function of what the peers export (desired) and what
 //! the local registry holds (actual, as a [`Mapping`] rebuilt from the registry's own
 //! metadata); [`apply`] carries the plan out through the plugin with bounded concurrency.
-//! Everything is indexed by origin id; nothing loops over peers x locals.
+//! Everything is indexed by origin id; nothing loops over peers x locals. A plan borrows the
+//! peers' exports ([`Source`]) and registrations are made from them a batch at a time, so
+//! planning 100,000 registrations copies no record.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, FuturesUnordered, StreamExt};
 use syncer_plugin_api::{Error as PluginError, HealthCheck, Instance, Plugin, Service, Snapshot};
 use tracing::{debug, warn};
 
-use super::mapping::{local_instance_id, local_service_id, LocalCopy, Mapping, OriginKey};
-use super::peer::PeerDelta;
+use super::mapping::{local_instance_id, local_service_id, LocalCopy, Mapping, Origin, OriginKey};
+use super::packed::{service_key, PackedInstance, PackedService, ServiceKey};
+use super::peer::{PeerDelta, PeerExportState};
 
 /// What one peer cluster exported, as pulled from its leader.
 #[derive(Debug, Clone)]
@@ -24,42 +28,27 @@ pub struct PeerExport {
     pub snapshot: Snapshot,
 }
 
-impl PeerExport {
-    /// The planner's view of this export.
-    pub fn view(&self) -> PeerView<'_> {
-        PeerView::new(
-            &self.cluster,
-            self.snapshot.services.iter(),
-            self.snapshot.instances.iter(),
-        )
-    }
-}
-
-/// A peer's export as [`plan`] reads it, borrowed (from a pulled [`PeerExport`] or a
-/// followed stream's state), so a reconcile copies no export.
-#[derive(Debug)]
+/// A peer's export as [`plan`] reads it: the cluster and its export's state (from a followed
+/// stream, or a pull).
+#[derive(Debug, Clone)]
 pub struct PeerView<'a> {
     /// The peer's cluster name.
-    pub cluster: &'a str,
-    /// Its exported services by serviceId.
-    pub services: HashMap<&'a str, &'a Service>,
-    /// Its exported instances.
-    pub instances: Vec<&'a Instance>,
+    pub cluster: Arc<str>,
+    /// Its export.
+    pub state: &'a PeerExportState,
 }
 
-impl<'a> PeerView<'a> {
-    /// A view of `cluster`'s `services` and `instances`.
-    pub fn new(
-        cluster: &'a str,
-        services: impl Iterator<Item = &'a Service>,
-        instances: impl Iterator<Item = &'a Instance>,
-    ) -> PeerView<'a> {
-        PeerView {
-            cluster,
-            services: services.map(|s| (s.service_id.as_str(), s)).collect(),
-            instances: instances.collect(),
-        }
-    }
+/// An origin instance to copy, borrowed from its peer's export.
+#[derive(Debug, Clone)]
+pub struct Source<'a> {
+    /// Where it comes from.
+    pub origin: OriginKey,
+    /// Its service at the origin.
+    pub service: &'a PackedService,
+    /// The key of that service.
+    pub service_key: ServiceKey,
+    /// The instance at the origin.
+    pub instance: &'a PackedInstance,
 }
 
 /// One local registration to make: the local service and the marked local instance.
@@ -75,26 +64,36 @@ pub struct Registration {
 
 /// A copy to keep alive, and how to register it again if the registry lost it.
 #[derive(Debug, Clone)]
-pub struct Keep {
+pub struct Keep<'a> {
     /// The origin the copy stands for.
     pub origin: OriginKey,
-    /// The copy as the registry holds it; registered again as it is if the heartbeat says
-    /// the registry lost it (it matches its origin, or it would be replaced, not kept).
+    /// The copy as the registry holds it.
     pub copy: LocalCopy,
+    /// Its origin, to register it again if the heartbeat says the registry lost it; `None`
+    /// for copies of a cluster kept through its grace period, which are then forgotten until
+    /// their cluster is heard from again.
+    pub source: Option<Source<'a>>,
 }
 
 /// The difference between desired and actual, as operations.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub struct Plan<'a> {
     /// Copies that are missing.
-    pub register: Vec<Registration>,
+    pub register: Vec<Source<'a>>,
     /// Copies whose origin changed (endpoints or status): removed, then registered again,
     /// since re-registering an existing id at service-center only renews its lease.
-    pub replace: Vec<(LocalCopy, Registration)>,
+    pub replace: Vec<(LocalCopy, Source<'a>)>,
     /// Copies that are current: heartbeat them.
-    pub heartbeat: Vec<Keep>,
+    pub heartbeat: Vec<Keep<'a>>,
     /// Copies whose origin is gone: remove them.
-    pub unregister: Vec<LocalCopy>,
+    pub unregister: Vec<(OriginKey, LocalCopy)>,
+}
+
+impl Plan<'_> {
+    /// Whether the plan changes nothing (heartbeats aside).
+    pub fn changes_nothing(&self) -> bool {
+        self.register.is_empty() && self.replace.is_empty() && self.unregister.is_empty()
+    }
 }
 
 /// Settings [`plan`] needs about the local side.
@@ -110,19 +109,19 @@ pub struct PlanConfig {
 
 /// Computes the plan.
 ///
-/// * `peers`: the exports pulled successfully this round. A copy whose origin cluster is
-///   among them but whose origin instance is not is unregistered at once.
-/// * `retained`: clusters not pulled this round whose copies are kept (heartbeated) anyway:
+/// * `peers`: the exports known this round. A copy whose origin cluster is among them but
+///   whose origin instance is not is unregistered at once.
+/// * `retained`: clusters not known this round whose copies are kept (heartbeated) anyway:
 ///   their pull failed, or they vanished less than the grace period ago (decision 6).
 ///   Copies of any other cluster are unregistered.
 /// * `actual`: the mapping rebuilt from the local registry, and the duplicate copies found
 ///   while rebuilding it (always unregistered).
-pub fn plan(
+pub fn plan<'a>(
     config: &PlanConfig,
-    peers: &[PeerView<'_>],
+    peers: &[PeerView<'a>],
     retained: &HashSet<String>,
-    actual: (Mapping, Vec<LocalCopy>),
-) -> Plan {
+    actual: (Mapping, Vec<(OriginKey, LocalCopy)>),
+) -> Plan<'a> {
     let (mut mapping, duplicates) = actual;
     let mut out = Plan {
         unregister: duplicates,
@@ -130,48 +129,50 @@ pub fn plan(
     };
     let mut pulled: HashSet<&str> = HashSet::new();
     for peer in peers {
-        if peer.cluster == config.local_cluster {
+        if *peer.cluster == *config.local_cluster {
             continue;
         }
-        pulled.insert(peer.cluster);
-        let services = &peer.services;
-        for &instance in &peer.instances {
-            // The peer's exporter already skips copies; checking again keeps a misbehaving
-            // peer from making us import our own copies back.
-            if OriginKey::of_imported(instance).is_some() {
-                continue;
-            }
-            let Some(origin_service) = services.get(instance.service_id.as_str()) else {
-                debug!(cluster = %peer.cluster, instance = %instance.instance_id, "exported instance without its service, skipped");
+        pulled.insert(&peer.cluster);
+        for (key, instance) in peer.state.instances() {
+            let Some(service) = peer.state.service(&instance.service) else {
                 continue;
             };
             let origin = OriginKey {
-                cluster: peer.cluster.to_owned(),
-                service_id: instance.service_id.clone(),
-                instance_id: instance.instance_id.clone(),
+                cluster: peer.cluster.clone(),
+                instance: *key,
             };
-            let registration = registration(config, origin, origin_service, instance);
-            match mapping.copies.remove(&registration.origin) {
-                None => out.register.push(registration),
-                Some(copy) if differs(&copy.instance, &registration.instance) => {
-                    out.replace.push((copy, registration))
+            let source = Source {
+                origin: origin.clone(),
+                service,
+                service_key: instance.service,
+                instance: &instance.packed,
+            };
+            match mapping.copies.remove(&origin) {
+                None => out.register.push(source),
+                Some(copy) if copy.fingerprint != instance.fingerprint => {
+                    out.replace.push((copy, source))
                 }
                 Some(copy) => out.heartbeat.push(Keep {
-                    origin: registration.origin,
+                    origin,
                     copy,
+                    source: Some(source),
                 }),
             }
         }
     }
     for (origin, copy) in mapping.copies {
-        if origin.cluster == config.local_cluster {
+        if *origin.cluster == *config.local_cluster {
             // Marked with our own name: written by an earlier configuration; not ours to judge.
             continue;
         }
-        if !pulled.contains(origin.cluster.as_str()) && retained.contains(&origin.cluster) {
-            out.heartbeat.push(Keep { origin, copy });
+        if !pulled.contains(&*origin.cluster) && retained.contains(&*origin.cluster) {
+            out.heartbeat.push(Keep {
+                origin,
+                copy,
+                source: None,
+            });
         } else {
-            out.unregister.push(copy);
+            out.unregister.push((origin, copy));
         }
     }
     out
@@ -180,59 +181,56 @@ pub fn plan(
 /// Plans one change of one peer's export against the importer's cached mapping (`copies`):
 /// registers what is new, replaces what changed, unregisters what was removed. Copies that
 /// are current are left alone (the periodic reconcile heartbeats them).
-pub fn plan_changes(
+pub fn plan_changes<'a>(
     config: &PlanConfig,
-    cluster: &str,
-    services: &HashMap<String, Service>,
+    peer: PeerView<'a>,
     delta: &PeerDelta,
     copies: &HashMap<OriginKey, LocalCopy>,
-) -> Plan {
+) -> Plan<'a> {
     let mut out = Plan::default();
-    if cluster == config.local_cluster {
+    if *peer.cluster == *config.local_cluster {
         return out;
     }
-    for instance in &delta.upserted {
-        if OriginKey::of_imported(instance).is_some() {
+    for key in &delta.upserted {
+        let Some(instance) = peer.state.instance(key) else {
             continue;
-        }
-        let Some(origin_service) = services.get(&instance.service_id) else {
-            debug!(cluster = %cluster, instance = %instance.instance_id, "changed instance without its service, skipped");
+        };
+        let Some(service) = peer.state.service(&instance.service) else {
+            debug!(cluster = %peer.cluster, "changed instance without its service, skipped");
             continue;
         };
         let origin = OriginKey {
-            cluster: cluster.to_owned(),
-            service_id: instance.service_id.clone(),
-            instance_id: instance.instance_id.clone(),
+            cluster: peer.cluster.clone(),
+            instance: *key,
         };
-        let registration = registration(config, origin, origin_service, instance);
-        match copies.get(&registration.origin) {
-            None => out.register.push(registration),
-            Some(copy) if differs(&copy.instance, &registration.instance) => {
-                out.replace.push((copy.clone(), registration))
+        let source = Source {
+            origin,
+            service,
+            service_key: instance.service,
+            instance: &instance.packed,
+        };
+        match copies.get(&source.origin) {
+            None => out.register.push(source),
+            Some(copy) if copy.fingerprint != instance.fingerprint => {
+                out.replace.push((copy.clone(), source))
             }
             Some(_) => {}
         }
     }
-    for (service_id, instance_id) in &delta.removed {
+    for key in &delta.removed {
         let origin = OriginKey {
-            cluster: cluster.to_owned(),
-            service_id: service_id.clone(),
-            instance_id: instance_id.clone(),
+            cluster: peer.cluster.clone(),
+            instance: *key,
         };
         if let Some(copy) = copies.get(&origin) {
-            out.unregister.push(copy.clone());
+            out.unregister.push((origin, copy.clone()));
         }
     }
     out
 }
 
-/// The local registration standing for `instance` of `origin_service` at its origin.
-fn registration(
-    config: &PlanConfig,
-    origin: OriginKey,
-    origin_service: &Service,
-    instance: &Instance,
-) -> Registration {
+/// The local service standing for `origin_service` (its id the deterministic one to propose).
+fn local_service(origin_service: &Service) -> Service {
     let mut service = Service {
         domain_project: origin_service.domain_project.clone(),
         service_id: String::new(),
@@ -243,36 +241,36 @@ fn registration(
         properties: origin_service.properties.clone(),
     };
     service.service_id = local_service_id(&service);
+    service
+}
+
+/// The local registration standing for `source`, under the local service `service`.
+fn registration(config: &PlanConfig, source: &Source<'_>, service: Service) -> Registration {
+    let instance = source.instance.unpack();
+    let origin = Origin {
+        cluster: source.origin.cluster.to_string(),
+        service_id: instance.service_id.clone(),
+        instance_id: instance.instance_id.clone(),
+    };
     let mut local = Instance {
         instance_id: local_instance_id(&origin),
         service_id: service.service_id.clone(),
-        host_name: instance.host_name.clone(),
-        endpoints: instance.endpoints.clone(),
+        host_name: instance.host_name,
+        endpoints: instance.endpoints,
         status: instance.status,
         health_check: Some(HealthCheck {
             interval_secs: config.heartbeat_interval_secs,
             times: config.heartbeat_times,
-            url: instance
-                .health_check
-                .as_ref()
-                .map(|h| h.url.clone())
-                .unwrap_or_default(),
+            url: instance.health_check.map(|h| h.url).unwrap_or_default(),
         }),
-        properties: instance.properties.clone(),
+        properties: instance.properties,
     };
     origin.mark(&mut local);
     Registration {
-        origin,
+        origin: source.origin.clone(),
         service,
         instance: local,
     }
-}
-
-/// Whether a copy no longer matches its origin in what consumers use: endpoints and status.
-fn differs(copy: &Instance, desired: &Instance) -> bool {
-    copy.status != desired.status
-        || copy.endpoints.iter().collect::<BTreeSet<_>>()
-            != desired.endpoints.iter().collect::<BTreeSet<_>>()
 }
 
 /// What [`apply`] did.
@@ -290,16 +288,19 @@ pub struct Applied {
     /// place by a failed call), with the local ids the registry gave: the importer's cache
     /// of the mapping is updated from this, without listing the registry again.
     pub copies: Vec<(OriginKey, LocalCopy)>,
-    /// Origins whose copy was removed (before any re-registration listed in `copies`).
+    /// Origins whose copy was removed or lost (before any re-registration listed in
+    /// `copies`).
     pub removed: Vec<OriginKey>,
 }
 
 enum Outcome {
     Registered(OriginKey, LocalCopy),
     Heartbeated(OriginKey, LocalCopy),
-    Unregistered(Option<OriginKey>),
+    Unregistered(OriginKey),
     /// Failed; the copy, if one is known to remain.
     Failed(Option<(OriginKey, LocalCopy)>),
+    /// The registry lost the copy and its origin is not known to register it again.
+    Lost(OriginKey),
 }
 
 impl Applied {
@@ -315,108 +316,202 @@ impl Applied {
             }
             Outcome::Unregistered(origin) => {
                 self.unregistered += 1;
-                self.removed.extend(origin);
+                self.removed.push(origin);
             }
             Outcome::Failed(remaining) => {
                 self.failed += 1;
                 self.copies.extend(remaining);
             }
+            Outcome::Lost(origin) => {
+                self.failed += 1;
+                self.removed.push(origin);
+            }
         }
+    }
+}
+
+/// Proposed local service id → the id the registry gave, for the services resolved in one
+/// [`apply`]. Registries that take the proposed (deterministic) id are the rule, so those
+/// are kept as a 16-byte key only.
+#[derive(Debug, Default)]
+struct ServiceIds {
+    same: HashSet<ServiceKey>,
+    other: HashMap<String, String>,
+}
+
+impl ServiceIds {
+    fn insert(&mut self, proposed: &str, id: String) {
+        if proposed == id {
+            self.same.insert(service_key(proposed));
+        } else {
+            self.other.insert(proposed.to_owned(), id);
+        }
+    }
+
+    fn get(&self, proposed: &str) -> Option<String> {
+        if self.same.contains(&service_key(proposed)) {
+            return Some(proposed.to_owned());
+        }
+        self.other.get(proposed).cloned()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.same.is_empty() && self.other.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.same.len() + self.other.len()
     }
 }
 
 /// Carries out `plan` through `plugin`, at most `concurrency` calls at a time. Failures are
 /// logged and counted, never fatal: the next reconcile computes them again.
-pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Applied {
+pub async fn apply<'a>(
+    plugin: &dyn Plugin,
+    config: &PlanConfig,
+    plan: Plan<'a>,
+    concurrency: usize,
+) -> Applied {
     let concurrency = concurrency.max(1);
     let mut applied = Applied::default();
 
     let unregisters = stream::iter(plan.unregister)
-        .map(|copy| async move { unregister(plugin, copy).await })
+        .map(|(origin, copy)| async move { unregister(plugin, origin, copy).await })
         .buffer_unordered(concurrency);
     for outcome in unregisters.collect::<Vec<_>>().await {
         applied.count(outcome);
     }
 
     // In batches where the registry takes them, cut as they are sent; a refused batch goes
-    // one by one.
+    // one by one. (Explicit loops over `FuturesUnordered` rather than stream combinators:
+    // closures over the plan's borrows hide from the compiler that the future is Send,
+    // rust-lang/rust#102211.)
     let mut keeps = plan.heartbeat.into_iter();
-    let chunks = std::iter::from_fn(|| {
-        let chunk: Vec<Keep> = keeps.by_ref().take(HEARTBEAT_BATCH).collect();
-        (!chunk.is_empty()).then_some(chunk)
-    });
-    let mut batched = stream::iter(chunks)
-        .map(|chunk| async move { heartbeat_batch(plugin, chunk).await })
-        .buffer_unordered(BATCHES_IN_FLIGHT);
+    let mut batches = FuturesUnordered::new();
     let mut one_by_one = Vec::new();
     let mut lost = Vec::new();
-    while let Some((outcomes, gone, left)) = batched.next().await {
+    loop {
+        while batches.len() < BATCHES_IN_FLIGHT {
+            let chunk: Vec<Keep<'a>> = keeps.by_ref().take(HEARTBEAT_BATCH).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            batches.push(heartbeat_batch(plugin, chunk));
+        }
+        let Some((outcomes, gone, left)) = batches.next().await else {
+            break;
+        };
         for outcome in outcomes {
             applied.count(outcome);
         }
         lost.extend(gone);
         one_by_one.extend(left);
     }
-    drop(batched);
-    let singles = one_by_one
+    let mut singles = one_by_one
         .into_iter()
         .map(|keep| (keep, false))
-        .chain(lost.into_iter().map(|keep| (keep, true)));
-    let heartbeats = stream::iter(singles)
-        .map(|(keep, lost)| async move {
-            if lost {
-                return register_lost(plugin, keep).await;
-            }
-            let local = &keep.copy;
-            match plugin
-                .heartbeat(&local.service, &local.instance.instance_id)
-                .await
-            {
-                Ok(()) => Outcome::Heartbeated(keep.origin, keep.copy),
-                Err(PluginError::NotFound(_)) => register_lost(plugin, keep).await,
-                Err(e) => {
-                    warn!(instance = %local.instance.instance_id, error = %e, "heartbeat failed");
-                    Outcome::Failed(Some((keep.origin, keep.copy)))
-                }
-            }
-        })
-        .buffer_unordered(concurrency);
-    for outcome in heartbeats.collect::<Vec<_>>().await {
+        .chain(lost.into_iter().map(|keep| (keep, true)))
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut heartbeats = FuturesUnordered::new();
+    loop {
+        while heartbeats.len() < concurrency {
+            let Some((keep, lost)) = singles.next() else {
+                break;
+            };
+            heartbeats.push(heartbeat_one(plugin, config, keep, lost));
+        }
+        let Some(outcome) = heartbeats.next().await else {
+            break;
+        };
         applied.count(outcome);
     }
 
-    // Resolve each distinct service once, then register its instances.
-    let mut registrations = plan.register;
-    let replaced = stream::iter(plan.replace)
-        .map(|(copy, registration)| async move {
-            match unregister(plugin, copy).await {
-                Outcome::Unregistered(origin) => {
-                    (Outcome::Unregistered(origin), Some(registration))
-                }
-                failed => (failed, None),
-            }
-        })
-        .buffer_unordered(concurrency);
-    for (outcome, registration) in replaced.collect::<Vec<_>>().await {
+    let mut sources = plan.register;
+    let mut replace = plan.replace.into_iter();
+    let mut replaced = FuturesUnordered::new();
+    loop {
+        while replaced.len() < concurrency {
+            let Some((copy, source)) = replace.next() else {
+                break;
+            };
+            replaced.push(replace_one(plugin, copy, source));
+        }
+        let Some((outcome, source)) = replaced.next().await else {
+            break;
+        };
         applied.count(outcome);
-        registrations.extend(registration);
+        sources.extend(source);
+    }
+    register_all(plugin, config, sources, concurrency, &mut applied).await;
+    applied
+}
+
+/// Heartbeats one kept copy (`lost`: the registry already said it lost it), registering it
+/// again if the registry lost it.
+async fn heartbeat_one(
+    plugin: &dyn Plugin,
+    config: &PlanConfig,
+    keep: Keep<'_>,
+    lost: bool,
+) -> Outcome {
+    if lost {
+        return register_lost(plugin, config, keep).await;
+    }
+    let service = keep.copy.service.unpack();
+    match plugin.heartbeat(&service, &keep.copy.instance_id).await {
+        Ok(()) => Outcome::Heartbeated(keep.origin, keep.copy),
+        Err(PluginError::NotFound(_)) => register_lost(plugin, config, keep).await,
+        Err(e) => {
+            warn!(instance = %keep.copy.instance_id, error = %e, "heartbeat failed");
+            Outcome::Failed(Some((keep.origin, keep.copy)))
+        }
+    }
+}
+
+/// Removes a copy whose origin changed; its source comes back to be registered anew when
+/// the removal worked.
+async fn replace_one<'a>(
+    plugin: &dyn Plugin,
+    copy: LocalCopy,
+    source: Source<'a>,
+) -> (Outcome, Option<Source<'a>>) {
+    match unregister(plugin, source.origin.clone(), copy).await {
+        Outcome::Unregistered(origin) => (Outcome::Unregistered(origin), Some(source)),
+        failed => (failed, None),
+    }
+}
+
+/// Registers the copies of `sources`: each distinct service resolved once (in batches where
+/// the registry takes them), then the instances in batches, registrations made a batch at a
+/// time; what a batch leaves over goes one by one.
+async fn register_all<'a>(
+    plugin: &dyn Plugin,
+    config: &PlanConfig,
+    sources: Vec<Source<'a>>,
+    concurrency: usize,
+    applied: &mut Applied,
+) {
+    if sources.is_empty() {
+        return;
     }
     let mut seen = HashSet::new();
-    let distinct: Vec<Service> = registrations
+    let distinct: Vec<&PackedService> = sources
         .iter()
-        .filter(|r| seen.insert(r.service.service_id.clone()))
-        .map(|r| r.service.clone())
+        .filter(|s| seen.insert(s.service_key))
+        .map(|s| s.service)
         .collect();
-    // In batches where the registry takes them; what a batch leaves over goes one by one.
-    let mut batched_ids: Vec<(String, String)> = Vec::new();
+    drop(seen);
+    let mut service_ids = ServiceIds::default();
     let mut left: Vec<Service> = Vec::new();
     for chunk in distinct.chunks(REGISTER_BATCH) {
-        let refs: Vec<&Service> = chunk.iter().collect();
+        let services: Vec<Service> = chunk.iter().map(|s| local_service(&s.unpack())).collect();
+        let refs: Vec<&Service> = services.iter().collect();
         match plugin.ensure_services(&refs).await {
-            Ok(Some(results)) if results.len() == chunk.len() => {
-                for (service, result) in chunk.iter().zip(results) {
+            Ok(Some(results)) if results.len() == services.len() => {
+                for (service, result) in services.iter().zip(results) {
                     match result {
-                        Ok(id) => batched_ids.push((service.service_id.clone(), id)),
+                        Ok(id) => service_ids.insert(&service.service_id, id),
                         Err(e) => {
                             debug!(service = %service.service_name, error = %e, "batch item refused; ensuring it alone");
                             left.push(service.clone());
@@ -424,13 +519,14 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
                     }
                 }
             }
-            Ok(_) => left.extend(chunk.iter().cloned()),
+            Ok(_) => left.extend(services.iter().cloned()),
             Err(e) => {
-                debug!(error = %e, services = chunk.len(), "batch service creation failed; one by one");
-                left.extend(chunk.iter().cloned());
+                debug!(error = %e, services = services.len(), "batch service creation failed; one by one");
+                left.extend(services.iter().cloned());
             }
         }
     }
+    drop(distinct);
     let resolved = stream::iter(left)
         .map(|service| async move {
             match plugin.ensure_service(&service).await {
@@ -444,36 +540,37 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
         .buffer_unordered(concurrency)
         .collect::<Vec<_>>()
         .await;
-    let service_ids: HashMap<String, String> =
-        resolved.into_iter().flatten().chain(batched_ids).collect();
+    for (proposed, id) in resolved.into_iter().flatten() {
+        service_ids.insert(&proposed, id);
+    }
     if !service_ids.is_empty() {
         debug!(services = service_ids.len(), "services resolved");
     }
     let service_ids = &service_ids;
-    // In batches where the registry takes them; what a batch leaves over goes one by one.
-    // Batches are cut as they are sent (a few in flight), not all at once: at 100,000
-    // registrations a second copy of the list would be tens of MB.
-    let mut one_by_one: Vec<Registration> = registrations
-        .extract_if(.., |r| !service_ids.contains_key(&r.service.service_id))
-        .collect();
-    let mut pending = registrations.into_iter();
+    // Batches are made and cut as they are sent (a few in flight), not all at once: at
+    // 100,000 registrations a list of them would be a hundred MB.
+    let mut pending = sources.into_iter();
+    let mut unresolved = 0usize;
     let chunks = std::iter::from_fn(|| {
-        let chunk: Vec<Registration> = pending
-            .by_ref()
-            .take(REGISTER_BATCH)
-            .map(|mut r| {
-                if let Some(id) = service_ids.get(&r.service.service_id) {
-                    r.service.service_id = id.clone();
-                    r.instance.service_id = id.clone();
-                }
-                r
-            })
-            .collect();
+        let mut chunk = Vec::with_capacity(REGISTER_BATCH);
+        for source in pending.by_ref() {
+            let mut service = local_service(&source.service.unpack());
+            let Some(id) = service_ids.get(&service.service_id) else {
+                unresolved += 1;
+                continue;
+            };
+            service.service_id = id;
+            chunk.push(registration(config, &source, service));
+            if chunk.len() == REGISTER_BATCH {
+                break;
+            }
+        }
         (!chunk.is_empty()).then_some(chunk)
     });
     let mut batched = stream::iter(chunks)
         .map(|chunk| async move { register_batch(plugin, chunk).await })
         .buffer_unordered(BATCHES_IN_FLIGHT);
+    let mut one_by_one = Vec::new();
     while let Some((outcomes, left)) = batched.next().await {
         for outcome in outcomes {
             applied.count(outcome);
@@ -481,39 +578,45 @@ pub async fn apply(plugin: &dyn Plugin, plan: Plan, concurrency: usize) -> Appli
         one_by_one.extend(left);
     }
     drop(batched);
+    for _ in 0..unresolved {
+        applied.count(Outcome::Failed(None));
+    }
     let registers = stream::iter(one_by_one)
-        .map(|r| async move { register(plugin, r, service_ids).await })
+        .map(|r| async move { register(plugin, r).await })
         .buffer_unordered(concurrency);
     for outcome in registers.collect::<Vec<_>>().await {
         applied.count(outcome);
     }
-    applied
 }
 
 /// Heartbeats per [`Plugin::heartbeat_batch`] call.
 pub const HEARTBEAT_BATCH: usize = 1000;
 
-/// Registers again a kept copy the registry lost (its heartbeat said not found).
-async fn register_lost(plugin: &dyn Plugin, keep: Keep) -> Outcome {
-    debug!(instance = %keep.copy.instance.instance_id, "copy lost at the registry, registering again");
-    let again = Registration {
-        origin: keep.origin,
-        service: keep.copy.service,
-        instance: keep.copy.instance,
+/// Registers again a kept copy the registry lost (its heartbeat said not found), from its
+/// origin when that is known.
+async fn register_lost(plugin: &dyn Plugin, config: &PlanConfig, keep: Keep<'_>) -> Outcome {
+    let Some(source) = keep.source else {
+        warn!(instance = %keep.copy.instance_id, cluster = %keep.origin.cluster, "copy lost at the registry while its cluster is not heard from; it comes back with its cluster");
+        return Outcome::Lost(keep.origin);
     };
-    register(plugin, again, &Default::default()).await
+    debug!(instance = %keep.copy.instance_id, "copy lost at the registry, registering again");
+    // Under the service it was registered under (resolved when it was first registered).
+    let again = registration(config, &source, keep.copy.service.unpack());
+    register(plugin, again).await
 }
 
 /// Heartbeats `chunk` with one [`Plugin::heartbeat_batch`]; returns the outcomes, the
 /// copies the registry lost (register them again) and those left to heartbeat one by one
 /// (all of them when the registry has no batch heartbeat or the call failed).
-async fn heartbeat_batch(
+async fn heartbeat_batch<'a>(
     plugin: &dyn Plugin,
-    chunk: Vec<Keep>,
-) -> (Vec<Outcome>, Vec<Keep>, Vec<Keep>) {
+    chunk: Vec<Keep<'a>>,
+) -> (Vec<Outcome>, Vec<Keep<'a>>, Vec<Keep<'a>>) {
+    let services: Vec<Service> = chunk.iter().map(|k| k.copy.service.unpack()).collect();
     let items: Vec<(&Service, &str)> = chunk
         .iter()
-        .map(|k| (&k.copy.service, k.copy.instance.instance_id.as_str()))
+        .zip(&services)
+        .map(|(k, s)| (s, k.copy.instance_id.as_str()))
         .collect();
     let results = match plugin.heartbeat_batch(&items).await {
         Ok(Some(results)) if results.len() == chunk.len() => results,
@@ -524,6 +627,7 @@ async fn heartbeat_batch(
         }
     };
     drop(items);
+    drop(services);
     let (mut outcomes, mut lost, mut left) =
         (Vec::with_capacity(chunk.len()), Vec::new(), Vec::new());
     for (keep, result) in chunk.into_iter().zip(results) {
@@ -541,6 +645,13 @@ pub const REGISTER_BATCH: usize = 500;
 
 /// Batch registrations in flight at once.
 pub const BATCHES_IN_FLIGHT: usize = 4;
+
+/// The mapping's record of a registration the registry accepted as `instance_id`.
+fn registered(r: Registration, instance_id: String) -> Outcome {
+    let mut instance = r.instance;
+    instance.instance_id = instance_id;
+    Outcome::Registered(r.origin, LocalCopy::of(PackedService::new(&r.service), &instance))
+}
 
 /// Registers `chunk` (service ids resolved) with one [`Plugin::register_batch`]; returns
 /// the outcomes and what is left to register one by one (all of it when the registry has
@@ -562,18 +673,9 @@ async fn register_batch(
     drop(items);
     let mut outcomes = Vec::with_capacity(chunk.len());
     let mut left = Vec::new();
-    for (mut r, result) in chunk.into_iter().zip(results) {
+    for (r, result) in chunk.into_iter().zip(results) {
         match result {
-            Ok(id) => {
-                r.instance.instance_id = id;
-                outcomes.push(Outcome::Registered(
-                    r.origin,
-                    LocalCopy {
-                        service: r.service,
-                        instance: r.instance,
-                    },
-                ));
-            }
+            Ok(id) => outcomes.push(registered(r, id)),
             Err(e) => {
                 debug!(instance = %r.instance.instance_id, error = %e, "batch item refused; registering it alone");
                 left.push(r);
@@ -583,58 +685,46 @@ async fn register_batch(
     (outcomes, left)
 }
 
-/// Registers one copy. `service_ids` maps proposed service ids to ids already resolved this
-/// round; a service not in it is ensured first.
-async fn register(
-    plugin: &dyn Plugin,
-    mut r: Registration,
-    service_ids: &HashMap<String, String>,
-) -> Outcome {
-    let resolved = match service_ids.get(&r.service.service_id) {
-        Some(id) => Ok(id.clone()),
-        None => plugin.ensure_service(&r.service).await,
-    };
-    let service_id = match resolved {
-        Ok(id) => id,
-        Err(e) => {
-            warn!(service = %r.service.service_name, error = %e, "ensure service failed");
-            return Outcome::Failed(None);
+/// Registers one copy whose service id is resolved, ensuring its service first when the
+/// registry does not know it.
+async fn register(plugin: &dyn Plugin, mut r: Registration) -> Outcome {
+    let mut result = plugin.register(&r.service, &r.instance).await;
+    if matches!(result, Err(PluginError::NotFound(_))) {
+        // The service went (or was never created): make sure of it, then once more.
+        match plugin.ensure_service(&r.service).await {
+            Ok(id) => {
+                r.service.service_id = id.clone();
+                r.instance.service_id = id;
+                result = plugin.register(&r.service, &r.instance).await;
+            }
+            Err(e) => {
+                warn!(service = %r.service.service_name, error = %e, "ensure service failed");
+                return Outcome::Failed(None);
+            }
         }
-    };
-    r.service.service_id = service_id.clone();
-    r.instance.service_id = service_id;
-    match plugin.register(&r.service, &r.instance).await {
+    }
+    match result {
         Ok(id) => {
-            debug!(service = %r.service.service_name, instance = %id, origin_cluster = %r.origin.cluster, origin_instance = %r.origin.instance_id, "imported instance registered");
-            r.instance.instance_id = id;
-            Outcome::Registered(
-                r.origin,
-                LocalCopy {
-                    service: r.service,
-                    instance: r.instance,
-                },
-            )
+            debug!(service = %r.service.service_name, instance = %id, origin_cluster = %r.origin.cluster, "imported instance registered");
+            registered(r, id)
         }
         Err(e) => {
-            warn!(service = %r.service.service_name, origin_cluster = %r.origin.cluster, origin_instance = %r.origin.instance_id, error = %e, "register failed");
+            warn!(service = %r.service.service_name, origin_cluster = %r.origin.cluster, error = %e, "register failed");
             Outcome::Failed(None)
         }
     }
 }
 
-async fn unregister(plugin: &dyn Plugin, copy: LocalCopy) -> Outcome {
-    let origin = OriginKey::of_imported(&copy.instance);
-    match plugin
-        .unregister(&copy.service, &copy.instance.instance_id)
-        .await
-    {
+async fn unregister(plugin: &dyn Plugin, origin: OriginKey, copy: LocalCopy) -> Outcome {
+    let service = copy.service.unpack();
+    match plugin.unregister(&service, &copy.instance_id).await {
         Ok(()) => {
-            debug!(service = %copy.service.service_name, instance = %copy.instance.instance_id, "imported instance unregistered");
+            debug!(service = %service.service_name, instance = %copy.instance_id, "imported instance unregistered");
             Outcome::Unregistered(origin)
         }
         Err(e) => {
-            warn!(instance = %copy.instance.instance_id, error = %e, "unregister failed");
-            Outcome::Failed(origin.map(|o| (o, copy)))
+            warn!(instance = %copy.instance_id, error = %e, "unregister failed");
+            Outcome::Failed(Some((origin, copy)))
         }
     }
 }
@@ -652,34 +742,45 @@ mod tests {
         }
     }
 
-    fn views(peers: &[PeerExport]) -> Vec<PeerView<'_>> {
-        peers.iter().map(PeerExport::view).collect()
+    fn export(instances: &[(&str, &str)]) -> Snapshot {
+        Snapshot {
+            services: vec![Service {
+                domain_project: "default/default".into(),
+                service_id: "account-server".into(),
+                app_id: "eureka".into(),
+                service_name: "account-server".into(),
+                version: "0.0.1".into(),
+                ..Default::default()
+            }],
+            instances: instances
+                .iter()
+                .map(|(id, ep)| Instance {
+                    instance_id: (*id).into(),
+                    service_id: "account-server".into(),
+                    host_name: "h".into(),
+                    endpoints: vec![(*ep).into()],
+                    ..Default::default()
+                })
+                .collect(),
+        }
     }
 
-    fn peer(cluster: &str, instances: &[(&str, &str)]) -> PeerExport {
-        PeerExport {
-            cluster: cluster.into(),
-            snapshot: Snapshot {
-                services: vec![Service {
-                    domain_project: "default/default".into(),
-                    service_id: "account-server".into(),
-                    app_id: "eureka".into(),
-                    service_name: "account-server".into(),
-                    version: "0.0.1".into(),
-                    ..Default::default()
-                }],
-                instances: instances
-                    .iter()
-                    .map(|(id, ep)| Instance {
-                        instance_id: (*id).into(),
-                        service_id: "account-server".into(),
-                        host_name: "h".into(),
-                        endpoints: vec![(*ep).into()],
-                        ..Default::default()
-                    })
-                    .collect(),
-            },
+    fn peer(instances: &[(&str, &str)]) -> PeerExportState {
+        PeerExportState::pulled(&export(instances))
+    }
+
+    fn view<'a>(cluster: &Arc<str>, state: &'a PeerExportState) -> PeerView<'a> {
+        PeerView {
+            cluster: cluster.clone(),
+            state,
         }
+    }
+
+    fn registrations(plan: &Plan<'_>) -> Vec<Registration> {
+        plan.register
+            .iter()
+            .map(|s| registration(&config(), s, local_service(&s.service.unpack())))
+            .collect()
     }
 
     /// The local registry after applying `registrations` faithfully.
@@ -698,19 +799,22 @@ mod tests {
         snapshot
     }
 
+    fn empty() -> (Mapping, Vec<(OriginKey, LocalCopy)>) {
+        Mapping::from_snapshot(&Snapshot::default())
+    }
+
     #[test]
     fn new_instances_are_registered_with_marker_and_deterministic_ids() {
-        let peers = [peer("eureka-site", &[("a:1", "http://127.0.0.1:1")])];
-        let p = plan(
-            &config(),
-            &views(&peers),
-            &HashSet::new(),
-            Mapping::from_snapshot(&Snapshot::default()),
-        );
-        assert_eq!(p.register.len(), 1);
-        let r = &p.register[0];
+        let cluster: Arc<str> = Arc::from("eureka-site");
+        let state = peer(&[("a:1", "http://127.0.0.1:1")]);
+        let p = plan(&config(), &[view(&cluster, &state)], &HashSet::new(), empty());
+        let r = registrations(&p);
+        assert_eq!(r.len(), 1);
+        let r = &r[0];
         assert_eq!(r.instance.origin_cluster(), Some("eureka-site"));
-        assert_eq!(r.instance.instance_id, local_instance_id(&r.origin));
+        let origin = Origin::of_imported(&r.instance).expect("marked");
+        assert_eq!(origin.instance_id, "a:1");
+        assert_eq!(r.instance.instance_id, local_instance_id(&origin));
         assert_eq!(
             r.service.service_id,
             "80784229255ec96d90353e3c041bdf3586fdbbae"
@@ -723,77 +827,67 @@ mod tests {
 
     #[test]
     fn a_second_round_only_heartbeats_and_a_vanished_origin_is_unregistered() {
-        let peers = [peer(
-            "eureka-site",
-            &[("a:1", "http://127.0.0.1:1"), ("a:2", "http://127.0.0.1:2")],
-        )];
-        let first = plan(
-            &config(),
-            &views(&peers),
-            &HashSet::new(),
-            Mapping::from_snapshot(&Snapshot::default()),
-        );
-        let local = local_after(&first.register);
+        let cluster: Arc<str> = Arc::from("eureka-site");
+        let state = peer(&[("a:1", "http://127.0.0.1:1"), ("a:2", "http://127.0.0.1:2")]);
+        let first = plan(&config(), &[view(&cluster, &state)], &HashSet::new(), empty());
+        let local = local_after(&registrations(&first));
 
         let second = plan(
             &config(),
-            &views(&peers),
+            &[view(&cluster, &state)],
             &HashSet::new(),
             Mapping::from_snapshot(&local),
         );
         assert!(second.register.is_empty() && second.unregister.is_empty());
         assert_eq!(second.heartbeat.len(), 2);
+        assert!(second.heartbeat.iter().all(|k| k.source.is_some()));
 
-        let shrunk = [peer("eureka-site", &[("a:1", "http://127.0.0.1:1")])];
+        let shrunk = peer(&[("a:1", "http://127.0.0.1:1")]);
         let third = plan(
             &config(),
-            &views(&shrunk),
+            &[view(&cluster, &shrunk)],
             &HashSet::new(),
             Mapping::from_snapshot(&local),
         );
         assert_eq!(third.heartbeat.len(), 1);
         assert_eq!(third.unregister.len(), 1);
-        assert_eq!(
-            third.unregister[0].instance.properties[syncer_plugin_api::ORIGIN_INSTANCE_ID],
-            "a:2"
-        );
+        let gone = local
+            .instances
+            .iter()
+            .find(|i| i.instance_id == third.unregister[0].1.instance_id)
+            .expect("a local copy");
+        assert_eq!(gone.properties[syncer_plugin_api::ORIGIN_INSTANCE_ID], "a:2");
     }
 
     #[test]
     fn changed_endpoints_or_status_replace_the_copy() {
-        let peers = [peer("eureka-site", &[("a:1", "http://127.0.0.1:1")])];
-        let first = plan(
-            &config(),
-            &views(&peers),
-            &HashSet::new(),
-            Mapping::from_snapshot(&Snapshot::default()),
-        );
-        let local = local_after(&first.register);
-        let mut moved = peer("eureka-site", &[("a:1", "http://127.0.0.1:9")]);
-        moved.snapshot.instances[0].status = InstanceStatus::Down;
+        let cluster: Arc<str> = Arc::from("eureka-site");
+        let state = peer(&[("a:1", "http://127.0.0.1:1")]);
+        let first = plan(&config(), &[view(&cluster, &state)], &HashSet::new(), empty());
+        let local = local_after(&registrations(&first));
+        let mut moved = export(&[("a:1", "http://127.0.0.1:9")]);
+        moved.instances[0].status = InstanceStatus::Down;
+        let moved = PeerExportState::pulled(&moved);
         let p = plan(
             &config(),
-            &views(&[moved]),
+            &[view(&cluster, &moved)],
             &HashSet::new(),
             Mapping::from_snapshot(&local),
         );
         assert_eq!(p.replace.len(), 1);
-        assert_eq!(p.replace[0].1.instance.status, InstanceStatus::Down);
+        assert_eq!(p.replace[0].1.instance.unpack().status, InstanceStatus::Down);
     }
 
     #[test]
     fn copies_of_an_unpulled_cluster_are_kept_only_while_retained() {
-        let peers = [peer("eureka-site", &[("a:1", "http://127.0.0.1:1")])];
-        let first = plan(
-            &config(),
-            &views(&peers),
-            &HashSet::new(),
-            Mapping::from_snapshot(&Snapshot::default()),
-        );
-        let local = local_after(&first.register);
+        let cluster: Arc<str> = Arc::from("eureka-site");
+        let state = peer(&[("a:1", "http://127.0.0.1:1")]);
+        let first = plan(&config(), &[view(&cluster, &state)], &HashSet::new(), empty());
+        let local = local_after(&registrations(&first));
         let retained: HashSet<String> = ["eureka-site".to_string()].into();
         let kept = plan(&config(), &[], &retained, Mapping::from_snapshot(&local));
         assert_eq!(kept.heartbeat.len(), 1);
+        assert!(kept.heartbeat[0].source.is_none());
         assert!(kept.unregister.is_empty());
         let dropped = plan(
             &config(),
@@ -806,21 +900,47 @@ mod tests {
 
     #[test]
     fn own_cluster_and_already_imported_instances_are_never_imported() {
-        let mut own = peer("sc-site", &[("x", "http://127.0.0.1:1")]);
-        own.cluster = "sc-site".into();
-        let mut relayed = peer("eureka-site", &[("copy", "http://127.0.0.1:1")]);
-        OriginKey {
+        let own_cluster: Arc<str> = Arc::from("sc-site");
+        let own = peer(&[("x", "http://127.0.0.1:1")]);
+        let cluster: Arc<str> = Arc::from("eureka-site");
+        let mut relayed = export(&[("copy", "http://127.0.0.1:1")]);
+        Origin {
             cluster: "sc-site".into(),
             service_id: "s".into(),
             instance_id: "i".into(),
         }
-        .mark(&mut relayed.snapshot.instances[0]);
+        .mark(&mut relayed.instances[0]);
+        let relayed = PeerExportState::pulled(&relayed);
         let p = plan(
             &config(),
-            &views(&[own, relayed]),
+            &[view(&own_cluster, &own), view(&cluster, &relayed)],
             &HashSet::new(),
-            Mapping::from_snapshot(&Snapshot::default()),
+            empty(),
         );
         assert!(p.register.is_empty());
+    }
+
+    #[test]
+    fn a_change_plans_only_what_it_touched() {
+        let cluster: Arc<str> = Arc::from("eureka-site");
+        let mut state = peer(&[("a:1", "http://127.0.0.1:1")]);
+        let first = plan(&config(), &[view(&cluster, &state)], &HashSet::new(), empty());
+        let local = local_after(&registrations(&first));
+        let (mapping, _) = Mapping::from_snapshot(&local);
+        let copies = mapping.copies;
+        state.epoch = 1;
+        let delta = state
+            .apply(crate::exchange::convert::PeerEvent::Change {
+                epoch: 1,
+                revision: 1,
+                upserted: export(&[("a:2", "http://127.0.0.1:2")]),
+                removed: vec![("account-server".into(), "a:1".into())],
+            })
+            .expect("next revision");
+        let p = plan_changes(&config(), view(&cluster, &state), &delta, &copies);
+        assert_eq!(p.register.len(), 1);
+        assert_eq!(p.register[0].instance.unpack().instance_id, "a:2");
+        assert_eq!(p.unregister.len(), 1);
+        assert!(p.heartbeat.is_empty() && p.replace.is_empty());
     }
 }

@@ -8,15 +8,19 @@
 //! registration instead of a duplicate.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sha1::{Digest, Sha1};
 use syncer_plugin_api::{
     Instance, Service, Snapshot, ORIGIN_CLUSTER, ORIGIN_INSTANCE_ID, ORIGIN_SERVICE_ID,
 };
 
+use super::packed::{instance_key, InstanceKey, PackedService};
+use super::peer::fingerprint;
+
 /// Identifies an instance at its origin: (origin cluster, origin service id, origin instance id).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OriginKey {
+pub struct Origin {
     /// The cluster the instance was first registered in.
     pub cluster: String,
     /// Its service id in the origin registry.
@@ -25,12 +29,12 @@ pub struct OriginKey {
     pub instance_id: String,
 }
 
-impl OriginKey {
+impl Origin {
     /// The origin recorded in an imported instance's metadata; `None` for an instance that
     /// was not imported by a syncer (a local, origin instance).
-    pub fn of_imported(instance: &Instance) -> Option<OriginKey> {
+    pub fn of_imported(instance: &Instance) -> Option<Origin> {
         let p = &instance.properties;
-        Some(OriginKey {
+        Some(Origin {
             cluster: p.get(ORIGIN_CLUSTER)?.clone(),
             service_id: p.get(ORIGIN_SERVICE_ID)?.clone(),
             instance_id: p.get(ORIGIN_INSTANCE_ID)?.clone(),
@@ -51,7 +55,7 @@ impl OriginKey {
 /// SHA-1(`cluster/serviceId/instanceId`). 32 hex characters is the shape of service-center's
 /// own generated ids, and fits both registries' id rules (service-center: at most 64 of
 /// `[A-Za-z0-9_.-]`; Eureka: any string).
-pub fn local_instance_id(origin: &OriginKey) -> String {
+pub fn local_instance_id(origin: &Origin) -> String {
     let mut h = Sha1::new();
     h.update(origin.cluster.as_bytes());
     h.update(b"/");
@@ -79,13 +83,48 @@ pub fn local_service_id(service: &Service) -> String {
     hex::encode(Sha1::digest(key.as_bytes()))
 }
 
-/// A local copy of an origin instance, as found in the local registry.
-#[derive(Debug, Clone)]
+/// An origin instance as the mapping keys it: its cluster, and the [`InstanceKey`] of
+/// (serviceId, instanceId) there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OriginKey {
+    /// The origin cluster (shared by all its copies).
+    pub cluster: Arc<str>,
+    /// The instance at its origin.
+    pub instance: InstanceKey,
+}
+
+impl OriginKey {
+    /// The key of `origin`, with `cluster` its cluster name shared.
+    pub fn of(cluster: &Arc<str>, origin: &Origin) -> OriginKey {
+        OriginKey {
+            cluster: cluster.clone(),
+            instance: instance_key(&origin.service_id, &origin.instance_id),
+        }
+    }
+}
+
+/// A local copy of an origin instance, as much of it as the importer needs: where it is
+/// registered (to heartbeat and remove it) and a [`fingerprint`] of what consumers use (to
+/// see that its origin changed). About 100 bytes, where the copy itself is a kilobyte.
+#[derive(Debug, Clone, PartialEq)]
 pub struct LocalCopy {
     /// The local service the copy is registered under.
-    pub service: Service,
-    /// The copy as the local registry reports it.
-    pub instance: Instance,
+    pub service: PackedService,
+    /// The copy's local instance id.
+    pub instance_id: String,
+    /// [`fingerprint`] of the copy's status and endpoints.
+    pub fingerprint: u64,
+}
+
+impl LocalCopy {
+    /// The record of `instance`, registered under `service`.
+    pub fn of(service: PackedService, instance: &Instance) -> LocalCopy {
+        LocalCopy {
+            service,
+            instance_id: instance.instance_id.clone(),
+            fingerprint: fingerprint(instance.status, &instance.endpoints),
+        }
+    }
 }
 
 /// Origin → local copy, rebuilt from one listing of the local registry.
@@ -95,52 +134,105 @@ pub struct Mapping {
     pub copies: HashMap<OriginKey, LocalCopy>,
 }
 
-impl Mapping {
-    /// Rebuilds the mapping from a listing of the local registry: every instance carrying an
-    /// origin marker is a copy. Copies whose service is missing from the listing are ignored
-    /// (the registry lists them only transiently, while a service is being deleted).
-    /// If the registry holds two copies of one origin (left by a registry that ignored the
-    /// chosen id), the one whose id is the deterministic one wins; the other is returned in
-    /// `duplicates` for the importer to remove.
-    pub fn from_snapshot(local: &Snapshot) -> (Mapping, Vec<LocalCopy>) {
-        Mapping::from_listing(local.clone())
+/// Builds a [`Mapping`] from a listing read record by record (services and instances in any
+/// order): copies are kept compact as they come, so no whole listing is ever held.
+#[derive(Debug, Default)]
+pub struct MappingBuilder {
+    services: HashMap<String, PackedService>,
+    clusters: Vec<Arc<str>>,
+    copies: HashMap<OriginKey, (LocalCopy, bool)>,
+    /// Copies read before their service.
+    waiting: Vec<(OriginKey, Instance)>,
+    duplicates: Vec<(OriginKey, LocalCopy)>,
+}
+
+impl MappingBuilder {
+    /// Notes a local service (its copies may have come already, or come later).
+    pub fn service(&mut self, service: &Service) -> PackedService {
+        let packed = PackedService::new(service);
+        self.services
+            .insert(service.service_id.clone(), packed.clone());
+        packed
     }
 
-    /// [`Mapping::from_snapshot`], taking the listing: its instances move into the mapping
-    /// (no copy of a 100,000-instance listing).
-    pub fn from_listing(local: Snapshot) -> (Mapping, Vec<LocalCopy>) {
-        let services: HashMap<&str, &Service> = local
-            .services
-            .iter()
-            .map(|s| (s.service_id.as_str(), s))
-            .collect();
-        let mut copies: HashMap<OriginKey, LocalCopy> = HashMap::new();
-        let mut duplicates = Vec::new();
-        for instance in local.instances {
-            let Some(origin) = OriginKey::of_imported(&instance) else {
-                continue;
-            };
-            let Some(service) = services.get(instance.service_id.as_str()) else {
-                continue;
-            };
-            let deterministic = instance.instance_id == local_instance_id(&origin);
-            let copy = LocalCopy {
-                service: (*service).clone(),
-                instance,
-            };
-            match copies.get(&origin) {
-                None => {
-                    copies.insert(origin, copy);
-                }
-                Some(_) if deterministic => {
-                    if let Some(old) = copies.insert(origin, copy) {
-                        duplicates.push(old);
-                    }
-                }
-                Some(_) => duplicates.push(copy),
+    /// The packed service of `service_id`, if listed.
+    pub fn packed_service(&self, service_id: &str) -> Option<&PackedService> {
+        self.services.get(service_id)
+    }
+
+    /// Notes a local instance; only copies (instances carrying an origin) are kept.
+    pub fn instance(&mut self, instance: &Instance) {
+        let Some(origin) = Origin::of_imported(instance) else {
+            return;
+        };
+        let cluster = match self.clusters.iter().find(|c| ***c == *origin.cluster) {
+            Some(c) => c.clone(),
+            None => {
+                let c: Arc<str> = Arc::from(origin.cluster.as_str());
+                self.clusters.push(c.clone());
+                c
             }
+        };
+        let key = OriginKey::of(&cluster, &origin);
+        let deterministic = instance.instance_id == local_instance_id(&origin);
+        let Some(service) = self.services.get(&instance.service_id) else {
+            self.waiting.push((key, instance.clone()));
+            return;
+        };
+        let copy = LocalCopy::of(service.clone(), instance);
+        self.add(key, copy, deterministic);
+    }
+
+    fn add(&mut self, key: OriginKey, copy: LocalCopy, deterministic: bool) {
+        match self.copies.get(&key) {
+            None => {
+                self.copies.insert(key, (copy, deterministic));
+            }
+            Some((_, held_deterministic)) if deterministic && !*held_deterministic => {
+                if let Some((old, _)) = self.copies.insert(key.clone(), (copy, true)) {
+                    self.duplicates.push((key, old));
+                }
+            }
+            Some(_) => self.duplicates.push((key, copy)),
         }
-        (Mapping { copies }, duplicates)
+    }
+
+    /// The mapping, and the duplicate copies found (for the importer to remove). Copies
+    /// whose service is missing from the listing are ignored (the registry lists them only
+    /// transiently, while a service is being deleted). If the registry holds two copies of
+    /// one origin (left by a registry that ignored the chosen id), the one whose id is the
+    /// deterministic one wins.
+    pub fn finish(mut self) -> (Mapping, Vec<(OriginKey, LocalCopy)>) {
+        for (key, instance) in std::mem::take(&mut self.waiting) {
+            let Some(service) = self.services.get(&instance.service_id) else {
+                continue;
+            };
+            let copy = LocalCopy::of(service.clone(), &instance);
+            let deterministic = Origin::of_imported(&instance)
+                .is_some_and(|o| instance.instance_id == local_instance_id(&o));
+            self.add(key, copy, deterministic);
+        }
+        let copies = self
+            .copies
+            .into_iter()
+            .map(|(key, (copy, _))| (key, copy))
+            .collect();
+        (Mapping { copies }, self.duplicates)
+    }
+}
+
+impl Mapping {
+    /// Rebuilds the mapping from a listing of the local registry: every instance carrying an
+    /// origin marker is a copy (see [`MappingBuilder::finish`]).
+    pub fn from_snapshot(local: &Snapshot) -> (Mapping, Vec<(OriginKey, LocalCopy)>) {
+        let mut builder = MappingBuilder::default();
+        for s in &local.services {
+            builder.service(s);
+        }
+        for i in &local.instances {
+            builder.instance(i);
+        }
+        builder.finish()
     }
 }
 
@@ -148,8 +240,8 @@ impl Mapping {
 mod tests {
     use super::*;
 
-    fn origin() -> OriginKey {
-        OriginKey {
+    fn origin() -> Origin {
+        Origin {
             cluster: "eureka-site".into(),
             service_id: "account-server".into(),
             instance_id: "127.0.0.1:account-server:8090".into(),
@@ -209,11 +301,9 @@ mod tests {
         };
         let (mapping, dups) = Mapping::from_snapshot(&snapshot);
         assert_eq!(mapping.copies.len(), 1);
-        assert_eq!(
-            mapping.copies[&origin()].instance.instance_id,
-            copy.instance_id
-        );
+        let key = OriginKey::of(&Arc::from("eureka-site"), &origin());
+        assert_eq!(mapping.copies[&key].instance_id, copy.instance_id);
         assert_eq!(dups.len(), 1);
-        assert_eq!(dups[0].instance.instance_id, "stray");
+        assert_eq!(dups[0].1.instance_id, "stray");
     }
 }

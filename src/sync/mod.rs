@@ -12,6 +12,7 @@
 pub mod exporter;
 pub mod importer;
 pub mod mapping;
+pub mod packed;
 pub mod peer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
+use futures::future::{join_all, FutureExt};
 use syncer_plugin_api::Plugin;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -29,8 +30,8 @@ use crate::exchange::client::ExchangeClient;
 use crate::exchange::convert::{event_from_wire, PeerEvent};
 use crate::membership::Member;
 use exporter::Exporter;
-use importer::{PeerExport, PlanConfig};
-use mapping::{LocalCopy, Mapping, OriginKey};
+use importer::{PeerExport, PeerView, PlanConfig};
+use mapping::{LocalCopy, OriginKey};
 use peer::PeerExportState;
 
 /// Settings of the reconcile loop.
@@ -111,6 +112,8 @@ pub struct Syncer {
     /// Cancelled once this member may leave: gossip leaves, the election resigns. Until then
     /// a leaving leader keeps its copies' leases fresh (see [`Syncer::with_handover`]).
     leave: CancellationToken,
+    /// Peer cluster names, shared by every copy's key.
+    names: HashMap<String, Arc<str>>,
 }
 
 /// How long a leaving leader waits for an etcd successor, heartbeating meanwhile.
@@ -147,7 +150,18 @@ impl Syncer {
             copies: None,
             election: None,
             leave: CancellationToken::new(),
+            names: HashMap::new(),
         }
+    }
+
+    /// The shared name of `cluster`.
+    fn name(&mut self, cluster: &str) -> Arc<str> {
+        if let Some(name) = self.names.get(cluster) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(cluster);
+        self.names.insert(cluster.to_owned(), name.clone());
+        name
     }
 
     /// Leadership from an etcd election instead of the gossip member list, and the token to
@@ -296,7 +310,9 @@ impl Syncer {
             }
         };
         self.last_heard.insert(cluster.clone(), Instant::now());
-        let whole = matches!(event, PeerEvent::Full { .. });
+        let whole = matches!(event, PeerEvent::Full { more: false, .. });
+        let name = self.name(&cluster);
+        let config = plan_config(&self.config);
         let state = self.exports.entry(cluster.clone()).or_default();
         let mut delta = match state.apply(event) {
             Ok(delta) => delta,
@@ -314,32 +330,31 @@ impl Syncer {
         };
         if whole {
             // A whole export also tells what vanished while no stream was up.
-            let present: HashSet<(&str, &str)> = state
-                .instances()
-                .map(|i| (i.service_id.as_str(), i.instance_id.as_str()))
-                .collect();
+            let removed: HashSet<_> = delta.removed.iter().copied().collect();
             for origin in copies.keys() {
-                if origin.cluster == cluster
-                    && !present.contains(&(origin.service_id.as_str(), origin.instance_id.as_str()))
+                if *origin.cluster == *cluster
+                    && !state.contains(&origin.instance)
+                    && !removed.contains(&origin.instance)
                 {
-                    delta
-                        .removed
-                        .push((origin.service_id.clone(), origin.instance_id.clone()));
+                    delta.removed.push(origin.instance);
                 }
             }
         }
-        let plan = importer::plan_changes(
-            &plan_config(&self.config),
-            &cluster,
-            state.services(),
-            &delta,
-            copies,
-        );
-        if plan.register.is_empty() && plan.replace.is_empty() && plan.unregister.is_empty() {
+        let view = PeerView {
+            cluster: name,
+            state,
+        };
+        let plan = importer::plan_changes(&config, view, &delta, copies);
+        if plan.changes_nothing() {
             return false;
         }
         let started = Instant::now();
-        let applied = importer::apply(self.plugin.as_ref(), plan, self.config.concurrency).await;
+        // Boxed: the plan's borrows keep the compiler from seeing that this future is Send
+        // (rust-lang/rust#102211).
+        let applied =
+            importer::apply(self.plugin.as_ref(), &config, plan, self.config.concurrency)
+                .boxed()
+                .await;
         for origin in &applied.removed {
             copies.remove(origin);
         }
@@ -451,6 +466,15 @@ impl Syncer {
         {
             self.last_heard.insert(cluster.to_owned(), now);
         }
+        // Pulled exports are kept packed for the plan, like the streamed ones.
+        let pulled: Vec<(String, PeerExportState)> = pulled
+            .into_iter()
+            .map(|e| {
+                let state = PeerExportState::pulled(&e.snapshot);
+                (e.cluster, state)
+            })
+            .collect();
+        let streamed: Vec<String> = streamed.iter().map(|c| (*c).to_owned()).collect();
 
         let pulled_ms = started.elapsed().as_millis() as u64;
         // Listing takes seconds at 100,000 instances: the streams' changes are applied
@@ -459,8 +483,7 @@ impl Syncer {
         // idempotent (a copy registered meanwhile is registered again under the same id, one
         // removed meanwhile is removed again).
         let exporter = self.exporter.clone();
-        let listing = exporter.refresh();
-        tokio::pin!(listing);
+        let mut listing = exporter.refresh().boxed();
         let listed = loop {
             tokio::select! {
                 listed = &mut listing => break listed,
@@ -469,42 +492,55 @@ impl Syncer {
                 }
             }
         };
-        let local = match listed {
-            Ok(local) => local,
+        let actual = match listed {
+            Ok(actual) => actual,
             Err(e) => {
                 warn!(error = %e, "listing the local registry failed; reconcile skipped");
                 return;
             }
         };
-        // The cached mapping is rebuilt below from the listing: let the old one go first (at
-        // 100,000 copies it is the largest thing held).
+        // The cached mapping is rebuilt from the listing: let the old one go.
         self.copies = None;
-        let exports: Vec<importer::PeerView<'_>> = streamed
+        let names: Vec<Arc<str>> = streamed
             .iter()
-            .filter_map(|cluster| self.exports.get(*cluster).map(|state| state.view(cluster)))
-            .chain(pulled.iter().map(PeerExport::view))
+            .chain(pulled.iter().map(|(c, _)| c))
+            .map(|c| self.name(c))
             .collect();
-        let actual = Mapping::from_listing(local);
+        let states = streamed
+            .iter()
+            .filter_map(|cluster| self.exports.get(cluster))
+            .chain(pulled.iter().map(|(_, state)| state));
+        let exports: Vec<PeerView<'_>> = names
+            .into_iter()
+            .zip(states)
+            .map(|(cluster, state)| PeerView { cluster, state })
+            .collect();
         // Copies of clusters not heard from this round are kept within the grace period.
-        let heard: HashSet<&str> = exports.iter().map(|e| e.cluster).collect();
+        let heard: HashSet<&str> = exports.iter().map(|e| &*e.cluster).collect();
         let mut retained = HashSet::new();
         for origin in actual.0.copies.keys() {
-            if heard.contains(origin.cluster.as_str()) || retained.contains(&origin.cluster) {
+            if heard.contains(&*origin.cluster) || retained.contains(&*origin.cluster) {
                 continue;
             }
             let since = *self
                 .last_heard
-                .get(&origin.cluster)
+                .get(&*origin.cluster)
                 .unwrap_or(&self.started);
             if now.duration_since(since) < self.config.grace_period {
-                retained.insert(origin.cluster.clone());
+                retained.insert(origin.cluster.to_string());
             } else {
                 info!(cluster = %origin.cluster, grace_secs = self.config.grace_period.as_secs(), "peer cluster gone past its grace period, removing its instances");
             }
         }
-        let plan = importer::plan(&plan_config(&self.config), &exports, &retained, actual);
+        let config = plan_config(&self.config);
+        let plan = importer::plan(&config, &exports, &retained, actual);
         let planned_ms = started.elapsed().as_millis() as u64;
-        let applied = importer::apply(self.plugin.as_ref(), plan, self.config.concurrency).await;
+        // Boxed: the plan's borrows keep the compiler from seeing that this future is Send
+        // (rust-lang/rust#102211).
+        let applied =
+            importer::apply(self.plugin.as_ref(), &config, plan, self.config.concurrency)
+                .boxed()
+                .await;
         if applied.registered + applied.unregistered + applied.failed > 0 {
             info!(
                 pulled_ms,

@@ -156,6 +156,15 @@ pub struct Snapshot {
     pub instances: Vec<Instance>,
 }
 
+/// One record of a listing read record by record ([`Plugin::list_each`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// A service.
+    Service(Service),
+    /// An instance; its service may come before or after it.
+    Instance(Instance),
+}
+
 /// What changed in a registry after a revision ([`Plugin::changes`]): the current bodies of
 /// what changed, not the steps.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -244,6 +253,25 @@ pub trait Plugin: Send + Sync + fmt::Debug {
     /// As [`Plugin::list`].
     async fn list_with_revision(&self) -> Result<(Snapshot, Option<u64>)> {
         Ok((self.list().await?, None))
+    }
+
+    /// [`Plugin::list_with_revision`], handed to `visit` one record at a time as it is read,
+    /// so the caller keeps what it needs in its own form instead of a whole [`Snapshot`]
+    /// (at 100,000 instances a listing is a hundred MB as a body and again as a snapshot).
+    /// An instance may come before its service. Returns the registry revision the listing
+    /// was read at, when known. The default lists, then visits.
+    ///
+    /// # Errors
+    /// As [`Plugin::list`]; what was visited before an error is partial: discard it.
+    async fn list_each(&self, visit: &mut (dyn FnMut(Listed) + Send)) -> Result<Option<u64>> {
+        let (snapshot, revision) = self.list_with_revision().await?;
+        for s in snapshot.services {
+            visit(Listed::Service(s));
+        }
+        for i in snapshot.instances {
+            visit(Listed::Instance(i));
+        }
+        Ok(revision)
     }
 
     /// What changed after registry revision `since` (from [`Plugin::list_with_revision`] or
