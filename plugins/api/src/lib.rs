@@ -165,6 +165,17 @@ pub enum Listed {
     Instance(Instance),
 }
 
+/// Hands every record of `snapshot` to `visit`, services first (the default
+/// [`Plugin::list_each`]).
+pub fn visit_snapshot(snapshot: Snapshot, visit: &mut (dyn FnMut(Listed) + Send)) {
+    for s in snapshot.services {
+        visit(Listed::Service(s));
+    }
+    for i in snapshot.instances {
+        visit(Listed::Instance(i));
+    }
+}
+
 /// What changed in a registry after a revision ([`Plugin::changes`]): the current bodies of
 /// what changed, not the steps.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -265,12 +276,7 @@ pub trait Plugin: Send + Sync + fmt::Debug {
     /// As [`Plugin::list`]; what was visited before an error is partial: discard it.
     async fn list_each(&self, visit: &mut (dyn FnMut(Listed) + Send)) -> Result<Option<u64>> {
         let (snapshot, revision) = self.list_with_revision().await?;
-        for s in snapshot.services {
-            visit(Listed::Service(s));
-        }
-        for i in snapshot.instances {
-            visit(Listed::Instance(i));
-        }
+        visit_snapshot(snapshot, visit);
         Ok(revision)
     }
 

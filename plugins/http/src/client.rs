@@ -139,6 +139,30 @@ impl Client {
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
+        match self.send_streaming(build).await? {
+            Err(reply) => Ok(reply),
+            Ok(response) => {
+                let endpoint = response.url().origin().ascii_serialization();
+                Self::read(response)
+                    .await
+                    .map_err(|e| Error::Unavailable {
+                        endpoint,
+                        message: format!("reading the answer: {e}"),
+                    })
+            }
+        }
+    }
+
+    /// [`Client::send`], but a successful (2xx) answer comes back with its body unread, for
+    /// the caller to read a chunk at a time (`reqwest::Response::chunk`): a listing of a
+    /// large registry is never held whole. Any other answer is read whole, as `send` does.
+    ///
+    /// # Errors
+    /// As [`Client::send`].
+    pub async fn send_streaming<F>(&self, build: F) -> Result<Result<reqwest::Response, Reply>, Error>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
         let start = self.preferred.load(Ordering::Relaxed);
         let n = self.endpoints.len();
         let mut last = None;
@@ -150,21 +174,26 @@ impl Client {
             if let Some((user, pass)) = &target.auth {
                 request = request.basic_auth(user, Some(pass));
             }
-            match self.try_one(request).await {
-                Ok(reply) if !reply.status.is_server_error() => {
-                    if index != start {
-                        self.preferred.store(index, Ordering::Relaxed);
-                        tracing::debug!(endpoint = %base, "registry endpoint switched");
-                    }
-                    return Ok(reply);
-                }
-                Ok(reply) => {
+            let outcome = match request.send().await {
+                Ok(response) if response.status().is_success() => Ok(Ok(response)),
+                Ok(response) => Self::read(response).await.map(Err),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(Err(reply)) if reply.status.is_server_error() => {
                     let message = format!("{}: {}", reply.status, reply.text());
                     tracing::debug!(endpoint = %base, %message, "registry answered 5xx");
                     last = Some(Error::Unavailable {
                         endpoint: base.clone(),
                         message,
                     });
+                }
+                Ok(answer) => {
+                    if index != start {
+                        self.preferred.store(index, Ordering::Relaxed);
+                        tracing::debug!(endpoint = %base, "registry endpoint switched");
+                    }
+                    return Ok(answer);
                 }
                 Err(e) => {
                     tracing::debug!(endpoint = %base, error = %e, "registry unreachable");
@@ -181,8 +210,7 @@ impl Client {
         }))
     }
 
-    async fn try_one(&self, request: reqwest::RequestBuilder) -> Result<Reply, reqwest::Error> {
-        let response = request.send().await?;
+    async fn read(response: reqwest::Response) -> Result<Reply, reqwest::Error> {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await?.to_vec();

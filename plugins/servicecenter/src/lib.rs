@@ -45,7 +45,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::{header, Method};
-use syncer_plugin_api::{Changes, Error, Instance, Plugin, Result, Service, Snapshot};
+use syncer_plugin_api::{Changes, Error, Instance, Listed, Plugin, Result, Service, Snapshot};
 
 use syncer_plugin_http::client::{segment, Client, Reply};
 use wire::{
@@ -459,22 +459,124 @@ impl ServiceCenterPlugin {
         Ok(())
     }
 
-    /// The all-tenant `admin/dump` read, and its `X-Resource-Revision` (the built-in core
-    /// sends one).
-    async fn list_dump(&self) -> Result<(Snapshot, Option<u64>)> {
-        let reply = self
-            .request(Method::GET, "default", "/v4/default/admin/dump", &[], None)
+    /// The all-tenant `admin/dump` read, record by record as the body arrives (it is parsed
+    /// on a blocking thread, never held whole), and its `X-Resource-Revision` (the built-in
+    /// core sends one).
+    async fn dump_each(&self, visit: &mut (dyn FnMut(Listed) + Send)) -> Result<Option<u64>> {
+        let answer = self
+            .client
+            .send_streaming(|http, base| {
+                http.get(format!("{base}/v4/default/admin/dump"))
+                    .header("X-Domain-Name", "default")
+                    .header(header::ACCEPT, "application/json")
+            })
             .await?;
-        if !reply.status.is_success() {
-            return Err(to_error(&reply, "admin dump"));
-        }
-        let revision = reply
-            .headers
+        let mut response = match answer {
+            Ok(response) => response,
+            Err(reply) => return Err(to_error(&reply, "admin dump")),
+        };
+        let revision = response
+            .headers()
             .get("X-Resource-Revision")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
-        let dump: wire::DumpReply = decode(&reply, "admin dump")?;
-        Ok((dump.into_snapshot(), revision))
+        let endpoint = response.url().origin().ascii_serialization();
+        let (chunks_tx, chunks_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(DUMP_CHUNKS);
+        let (records_tx, mut records_rx) = tokio::sync::mpsc::channel::<Vec<Listed>>(DUMP_CHUNKS);
+        let parser = tokio::task::spawn_blocking(move || {
+            wire::parse_dump(ChunkReader::new(chunks_rx), &mut |batch| {
+                records_tx.blocking_send(batch).is_ok()
+            })
+        });
+        let feed = async move {
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if chunks_tx.send(chunk).await.is_err() {
+                            return Ok(()); // the parser stopped; it says why
+                        }
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let consume = async {
+            while let Some(batch) = records_rx.recv().await {
+                for record in batch {
+                    visit(record);
+                }
+            }
+        };
+        let (fed, ()) = tokio::join!(feed, consume);
+        let parsed = parser
+            .await
+            .map_err(|e| Error::Malformed(format!("admin dump: parser failed: {e}")))?;
+        if let Err(e) = fed {
+            return Err(Error::Unavailable {
+                endpoint,
+                message: format!("reading the admin dump: {e}"),
+            });
+        }
+        parsed.map_err(|e| Error::Malformed(format!("admin dump: {e}")))?;
+        Ok(revision)
+    }
+
+    /// The all-tenant `admin/dump` read as a snapshot, and its revision.
+    async fn list_dump(&self) -> Result<(Snapshot, Option<u64>)> {
+        let mut snapshot = Snapshot::default();
+        let revision = self
+            .dump_each(&mut |record| match record {
+                Listed::Service(s) => snapshot.services.push(s),
+                Listed::Instance(i) => snapshot.instances.push(i),
+            })
+            .await?;
+        let services: HashSet<&str> = snapshot
+            .services
+            .iter()
+            .map(|s| s.service_id.as_str())
+            .collect();
+        let instances = std::mem::take(&mut snapshot.instances)
+            .into_iter()
+            .filter(|i| services.contains(i.service_id.as_str()))
+            .collect();
+        drop(services);
+        snapshot.instances = instances;
+        Ok((snapshot, revision))
+    }
+}
+
+/// Body chunks of a dump in flight between the reading task and the parser.
+const DUMP_CHUNKS: usize = 8;
+
+/// A blocking [`std::io::Read`] over body chunks sent from an async task (for a parser on a
+/// blocking thread); the end of the channel is the end of the body.
+struct ChunkReader {
+    chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl ChunkReader {
+    fn new(chunks: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> ChunkReader {
+        ChunkReader {
+            chunks,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
     }
 }
 
@@ -486,6 +588,16 @@ impl Plugin for ServiceCenterPlugin {
 
     async fn list(&self) -> Result<Snapshot> {
         Ok(self.list_with_revision().await?.0)
+    }
+
+    /// With the admin dump, parsed as it arrives; otherwise the per-tenant listing.
+    async fn list_each(&self, visit: &mut (dyn FnMut(Listed) + Send)) -> Result<Option<u64>> {
+        if !self.use_admin_dump {
+            let (snapshot, revision) = self.list_with_revision().await?;
+            syncer_plugin_api::visit_snapshot(snapshot, visit);
+            return Ok(revision);
+        }
+        self.dump_each(visit).await
     }
 
     /// The revision is known with the admin dump of the built-in core only.

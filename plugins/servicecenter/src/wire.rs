@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use syncer_plugin_api::{HealthCheck, Instance, InstanceStatus, Service, Snapshot};
+use syncer_plugin_api::{HealthCheck, Instance, InstanceStatus, Listed, Service, Snapshot};
 
 use crate::endpoint;
 
@@ -139,55 +139,230 @@ pub(crate) struct DumpEntry<T> {
     pub value: Option<T>,
 }
 
-/// `cache` of `GET /v4/default/admin/dump` (no options: all tenants).
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct DumpCache {
-    #[serde(default)]
-    pub services: Vec<DumpEntry<MicroService>>,
-    #[serde(default)]
-    pub instances: Vec<DumpEntry<MicroServiceInstance>>,
-}
-
-/// `GET /v4/default/admin/dump` → `{"cache":{...}}`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct DumpReply {
-    #[serde(default)]
-    pub cache: DumpCache,
-}
-
-impl DumpReply {
-    /// To a snapshot: the tenant of a service is the `<domain>/<project>` of its key
-    /// `/cse-sr/ms/files/<domain>/<project>/<serviceId>`; instances are kept when their service
-    /// is (so service-center's own instances go with its service).
-    pub(crate) fn into_snapshot(self) -> Snapshot {
-        let mut snapshot = Snapshot::default();
-        let mut kept = std::collections::HashSet::new();
-        for entry in self.cache.services {
-            let Some(service) = entry.value else { continue };
-            if is_servicecenter_itself(&service) || service.service_id.is_empty() {
-                continue;
-            }
-            let parts: Vec<&str> = entry.key.split('/').collect();
-            let tenant = match (parts.get(4), parts.get(5)) {
-                (Some(d), Some(p)) if !d.is_empty() && !p.is_empty() => format!("{d}/{p}"),
-                _ => syncer_plugin_api::DEFAULT_DOMAIN_PROJECT.to_owned(),
-            };
-            kept.insert(service.service_id.clone());
-            snapshot.services.push(service.to_service(&tenant));
-        }
-        for entry in self.cache.instances {
-            let Some(instance) = entry.value else {
-                continue;
-            };
-            // /cse-sr/inst/files/<domain>/<project>/<serviceId>/<instanceId>
-            let from_key = entry.key.split('/').nth(6).unwrap_or_default();
-            let instance = instance.to_instance(from_key);
-            if kept.contains(&instance.service_id) {
-                snapshot.instances.push(instance);
+/// Services and instances of dump entries (of the admin dump or the change log) as the
+/// neutral model, by [`parse_dump`]'s rules: the tenant from the key, service-center's own
+/// service and its instances left out.
+pub(crate) fn from_entries(
+    services: Vec<DumpEntry<MicroService>>,
+    instances: Vec<DumpEntry<MicroServiceInstance>>,
+) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    let mut emit = |batch: Vec<Listed>| {
+        for record in batch {
+            match record {
+                Listed::Service(s) => snapshot.services.push(s),
+                Listed::Instance(i) => snapshot.instances.push(i),
             }
         }
-        snapshot
+        true
+    };
+    let mut sink = DumpSink {
+        batch: Vec::new(),
+        emit: &mut emit,
+        skipped: std::collections::HashSet::new(),
+    };
+    // Collecting never stops the sink, so these cannot fail.
+    let converted: Result<(), serde_json::Error> = services
+        .into_iter()
+        .try_for_each(|e| sink.service(e))
+        .and_then(|()| instances.into_iter().try_for_each(|e| sink.instance(e)))
+        .and_then(|()| sink.flush());
+    debug_assert!(converted.is_ok());
+    snapshot
+}
+
+/// Records a streamed dump parse hands over at a time.
+const DUMP_BATCH: usize = 512;
+
+/// Where [`parse_dump`] puts records: batches of [`DUMP_BATCH`], handed to `emit`, which
+/// answers false when nobody takes them any more (the parse then stops).
+struct DumpSink<'e> {
+    batch: Vec<Listed>,
+    emit: &'e mut dyn FnMut(Vec<Listed>) -> bool,
+    /// Ids of services left out (service-center's own), whose instances go with them.
+    skipped: std::collections::HashSet<String>,
+}
+
+impl DumpSink<'_> {
+    fn push<E: serde::de::Error>(&mut self, record: Listed) -> Result<(), E> {
+        self.batch.push(record);
+        if self.batch.len() >= DUMP_BATCH {
+            return self.flush();
+        }
+        Ok(())
     }
+
+    fn flush<E: serde::de::Error>(&mut self) -> Result<(), E> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(DUMP_BATCH));
+        if (self.emit)(batch) {
+            Ok(())
+        } else {
+            Err(E::custom("listing abandoned"))
+        }
+    }
+
+    fn service<E: serde::de::Error>(&mut self, entry: DumpEntry<MicroService>) -> Result<(), E> {
+        let Some(service) = entry.value else {
+            return Ok(());
+        };
+        if is_servicecenter_itself(&service) || service.service_id.is_empty() {
+            self.skipped.insert(service.service_id);
+            return Ok(());
+        }
+        self.push(Listed::Service(service.to_service(&dump_tenant(&entry.key))))
+    }
+
+    fn instance<E: serde::de::Error>(
+        &mut self,
+        entry: DumpEntry<MicroServiceInstance>,
+    ) -> Result<(), E> {
+        let Some(instance) = entry.value else {
+            return Ok(());
+        };
+        // /cse-sr/inst/files/<domain>/<project>/<serviceId>/<instanceId>
+        let from_key = entry.key.split('/').nth(6).unwrap_or_default();
+        let instance = instance.to_instance(from_key);
+        if self.skipped.contains(&instance.service_id) {
+            return Ok(());
+        }
+        self.push(Listed::Instance(instance))
+    }
+}
+
+/// The tenant of a dump entry's key `/cse-sr/ms/files/<domain>/<project>/<serviceId>`.
+fn dump_tenant(key: &str) -> String {
+    let parts: Vec<&str> = key.split('/').collect();
+    match (parts.get(4), parts.get(5)) {
+        (Some(d), Some(p)) if !d.is_empty() && !p.is_empty() => format!("{d}/{p}"),
+        _ => syncer_plugin_api::DEFAULT_DOMAIN_PROJECT.to_owned(),
+    }
+}
+
+/// Walks `{"cache": {"services": [...], "instances": [...]}}`, converting each entry as it is
+/// read; every other field is skipped unread.
+struct DumpSeed<'s, 'e>(&'s mut DumpSink<'e>);
+
+/// Which list of the cache a [`EntriesSeed`] walks.
+#[derive(Clone, Copy)]
+enum Entries {
+    Services,
+    Instances,
+}
+
+struct CacheSeed<'s, 'e>(&'s mut DumpSink<'e>);
+struct EntriesSeed<'s, 'e>(&'s mut DumpSink<'e>, Entries);
+
+impl<'de> serde::de::DeserializeSeed<'de> for DumpSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DumpSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an admin dump object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "cache" {
+                map.next_value_seed(CacheSeed(&mut *self.0))?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for CacheSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CacheSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the dump's cache object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "services" => map.next_value_seed(EntriesSeed(&mut *self.0, Entries::Services))?,
+                "instances" => {
+                    map.next_value_seed(EntriesSeed(&mut *self.0, Entries::Instances))?
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EntriesSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of dump entries")
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(()) // null: no entries
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        match self.1 {
+            Entries::Services => {
+                while let Some(entry) = seq.next_element::<DumpEntry<MicroService>>()? {
+                    self.0.service(entry)?;
+                }
+            }
+            Entries::Instances => {
+                while let Some(entry) = seq.next_element::<DumpEntry<MicroServiceInstance>>()? {
+                    self.0.instance(entry)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses an admin dump from `reader` without holding it: each service and instance is
+/// converted as it is read and handed to `emit` in
+/// batches; `emit` answering false stops the parse. Service-center's own service and its
+/// instances are left out; instances may come before their service.
+///
+/// # Errors
+/// The JSON error where the body is not an admin dump (or `emit` stopped it).
+pub(crate) fn parse_dump(
+    reader: impl std::io::Read,
+    emit: &mut dyn FnMut(Vec<Listed>) -> bool,
+) -> Result<(), serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut sink = DumpSink {
+        batch: Vec::with_capacity(DUMP_BATCH),
+        emit,
+        skipped: std::collections::HashSet::new(),
+    };
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
+        64 * 1024,
+        reader,
+    ));
+    DumpSeed(&mut sink).deserialize(&mut de)?;
+    de.end()?;
+    sink.flush()
 }
 
 /// `POST .../instances/action?type=register` body (the built-in core's batch creation and
@@ -266,13 +441,7 @@ impl ChangesReply {
     /// To a change set, with the dump's rules (tenant from the key, service-center's own
     /// service and its instances left out).
     pub(crate) fn into_change_set(self) -> syncer_plugin_api::ChangeSet {
-        let snapshot = DumpReply {
-            cache: DumpCache {
-                services: self.services,
-                instances: self.instances,
-            },
-        }
-        .into_snapshot();
+        let snapshot = from_entries(self.services, self.instances);
         syncer_plugin_api::ChangeSet {
             revision: self.revision,
             services: snapshot.services,
@@ -550,8 +719,7 @@ mod tests {
 
     #[test]
     fn an_admin_dump_becomes_a_snapshot_of_all_tenants() {
-        let dump: DumpReply = serde_json::from_str(
-            r#"{"cache":{"services":[
+        let body = r#"{"cache":{"services":[
                 {"key":"/cse-sr/ms/files/default/default/sc","rev":1,"value":
                     {"serviceId":"sc","appId":"default","serviceName":"SERVICECENTER","version":"1.3.0"}},
                 {"key":"/cse-sr/ms/files/acme/prod/s1","rev":2,"value":
@@ -560,14 +728,31 @@ mod tests {
                 {"key":"/cse-sr/inst/files/default/default/sc/i0","rev":3,"value":
                     {"instanceId":"i0","serviceId":"sc","endpoints":["rest://h:30100"],"status":"UP"}},
                 {"key":"/cse-sr/inst/files/acme/prod/s1/i1","rev":4,"value":
-                    {"instanceId":"i1","endpoints":["rest://h:1"],"status":"DOWN"}}]}}"#,
-        )
+                    {"instanceId":"i1","endpoints":["rest://h:1"],"status":"DOWN"}}]},
+              "other":{"ignored":[1,2]}}"#;
+        let mut snapshot = Snapshot::default();
+        parse_dump(body.as_bytes(), &mut |batch| {
+            for record in batch {
+                match record {
+                    Listed::Service(s) => snapshot.services.push(s),
+                    Listed::Instance(i) => snapshot.instances.push(i),
+                }
+            }
+            true
+        })
         .expect("decodes");
-        let snapshot = dump.into_snapshot();
         assert_eq!(snapshot.services.len(), 1);
         assert_eq!(snapshot.services[0].domain_project, "acme/prod");
         assert_eq!(snapshot.instances.len(), 1);
         assert_eq!(snapshot.instances[0].service_id, "s1");
         assert_eq!(snapshot.instances[0].status, InstanceStatus::Down);
+        assert!(
+            parse_dump(&b"{\"cache\":{\"services\":[{]}}"[..], &mut |_| true).is_err(),
+            "a broken body is an error"
+        );
+        assert!(
+            parse_dump(body.as_bytes(), &mut |_| false).is_err(),
+            "a consumer that stops the parse stops it"
+        );
     }
 }
