@@ -173,9 +173,9 @@ pub fn full_event(
     }
 }
 
-/// Records per part of a whole export sent on a watch stream: a part is a few MB on the wire
+/// Records per part of a whole export sent on a watch stream: a part is a few hundred KB on the wire
 /// whatever the export's size.
-pub const FULL_PART: usize = 5_000;
+pub const FULL_PART: usize = 1_000;
 
 /// The whole export at `revision` as watch events of at most [`FULL_PART`] records each
 /// (services first), converted one part at a time as the returned iterator is read.
@@ -192,9 +192,17 @@ pub fn full_events<'a>(
     let mut services = services.into_iter();
     let mut instances = instances.into_iter();
     (0..parts).map(move |n| {
-        let part_services: Vec<Service> = services.by_ref().take(FULL_PART).map(|s| s.unpack()).collect();
+        let part_services: Vec<Service> = services
+            .by_ref()
+            .take(FULL_PART)
+            .map(|s| s.unpack())
+            .collect();
         let part_instances: Vec<Instance> = if part_services.is_empty() {
-            instances.by_ref().take(FULL_PART).map(|i| i.unpack()).collect()
+            instances
+                .by_ref()
+                .take(FULL_PART)
+                .map(|i| i.unpack())
+                .collect()
         } else {
             Vec::new()
         };
@@ -218,8 +226,16 @@ pub fn change_event(
         data: Some(to_wire(
             cluster,
             plugin_name,
-            &change.services.iter().map(PackedService::unpack).collect::<Vec<_>>(),
-            &change.instances.iter().map(PackedInstance::unpack).collect::<Vec<_>>(),
+            &change
+                .services
+                .iter()
+                .map(PackedService::unpack)
+                .collect::<Vec<_>>(),
+            &change
+                .instances
+                .iter()
+                .map(PackedInstance::unpack)
+                .collect::<Vec<_>>(),
         )),
         removed: change
             .removed

@@ -41,7 +41,10 @@ impl ExchangeServer {
     fn whole(
         &self,
         request: &proto::WatchRequest,
-    ) -> (u64, Option<impl Iterator<Item = proto::ExportEvent> + Send + '_>) {
+    ) -> (
+        u64,
+        Option<impl Iterator<Item = proto::ExportEvent> + Send + '_>,
+    ) {
         let feed = self.exporter.feed();
         let epoch = feed.epoch();
         let (revision, services, instances) = feed.current_packed();
@@ -104,8 +107,9 @@ impl ExchangeServer {
     }
 }
 
-/// Messages buffered per watch stream before the stream waits for its peer.
-pub const WATCH_BUFFER: usize = 64;
+/// Messages buffered per watch stream before the stream waits for its peer (whole exports
+/// are converted a part at a time as the peer takes them, so this bounds what is held).
+pub const WATCH_BUFFER: usize = 16;
 
 impl ExchangeServer {
     /// Feeds one watch stream: the whole export first (unless the peer already holds the

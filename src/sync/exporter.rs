@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::mapping::{LocalCopy, Mapping, MappingBuilder, OriginKey};
-use super::packed::{instance_key, service_key, InstanceKey, PackedInstance, PackedService, ServiceKey};
+use super::packed::{
+    instance_key, service_key, InstanceKey, PackedInstance, PackedService, ServiceKey,
+};
 
 /// Lists the local registry on behalf of the importer, and keeps the export current for
 /// peers' watch streams and pulls.
@@ -55,7 +57,9 @@ impl Exporter {
     ///
     /// # Errors
     /// The plugin's listing error (nothing is updated then).
-    pub async fn refresh(&self) -> syncer_plugin_api::Result<(Mapping, Vec<(OriginKey, LocalCopy)>)> {
+    pub async fn refresh(
+        &self,
+    ) -> syncer_plugin_api::Result<(Mapping, Vec<(OriginKey, LocalCopy)>)> {
         let one = self.listing.lock().await;
         let mut mapping = MappingBuilder::default();
         let mut export = ExportListing::default();
@@ -519,7 +523,11 @@ impl ExportFeed {
             }
         }
         for s in &set.services {
-            state.put_service(service_key(&s.service_id), &PackedService::new(s), &mut change);
+            state.put_service(
+                service_key(&s.service_id),
+                &PackedService::new(s),
+                &mut change,
+            );
         }
         state.publish(self, change)
     }
@@ -529,7 +537,11 @@ impl ExportFeed {
     /// the export's is ignored); when anything differs (and always on the first call),
     /// bumps the revision and publishes the change. Records that did not change are kept as
     /// they are (compared packed).
-    pub fn update_at(&self, listing: ExportListing, source: Option<u64>) -> Option<Arc<ExportChange>> {
+    pub fn update_at(
+        &self,
+        listing: ExportListing,
+        source: Option<u64>,
+    ) -> Option<Arc<ExportChange>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(source) = source {
             if source < state.source {
@@ -606,7 +618,10 @@ mod tests {
         };
         let first = feed.update(&snap).expect("first listing is revision 1");
         assert_eq!(first.revision, 1);
-        assert!(first.instances.is_empty(), "watchers start from the whole export");
+        assert!(
+            first.instances.is_empty(),
+            "watchers start from the whole export"
+        );
         assert_eq!(feed.current().1.instances.len(), 2);
         assert!(feed.update(&snap).is_none(), "no change, no revision");
 
@@ -659,7 +674,10 @@ mod tests {
 
         let change = feed.apply(&set).expect("b is new");
         assert_eq!(change.revision, 2);
-        assert_eq!(change.instances, vec![PackedInstance::new(&instance("b", 2))]);
+        assert_eq!(
+            change.instances,
+            vec![PackedInstance::new(&instance("b", 2))]
+        );
         assert!(change.services.is_empty(), "s1 was exported already");
         assert_eq!(feed.source(), 5);
         assert!(

@@ -650,7 +650,10 @@ pub const BATCHES_IN_FLIGHT: usize = 4;
 fn registered(r: Registration, instance_id: String) -> Outcome {
     let mut instance = r.instance;
     instance.instance_id = instance_id;
-    Outcome::Registered(r.origin, LocalCopy::of(PackedService::new(&r.service), &instance))
+    Outcome::Registered(
+        r.origin,
+        LocalCopy::of(PackedService::new(&r.service), &instance),
+    )
 }
 
 /// Registers `chunk` (service ids resolved) with one [`Plugin::register_batch`]; returns
@@ -807,7 +810,12 @@ mod tests {
     fn new_instances_are_registered_with_marker_and_deterministic_ids() {
         let cluster: Arc<str> = Arc::from("eureka-site");
         let state = peer(&[("a:1", "http://127.0.0.1:1")]);
-        let p = plan(&config(), &[view(&cluster, &state)], &HashSet::new(), empty());
+        let p = plan(
+            &config(),
+            &[view(&cluster, &state)],
+            &HashSet::new(),
+            empty(),
+        );
         let r = registrations(&p);
         assert_eq!(r.len(), 1);
         let r = &r[0];
@@ -829,7 +837,12 @@ mod tests {
     fn a_second_round_only_heartbeats_and_a_vanished_origin_is_unregistered() {
         let cluster: Arc<str> = Arc::from("eureka-site");
         let state = peer(&[("a:1", "http://127.0.0.1:1"), ("a:2", "http://127.0.0.1:2")]);
-        let first = plan(&config(), &[view(&cluster, &state)], &HashSet::new(), empty());
+        let first = plan(
+            &config(),
+            &[view(&cluster, &state)],
+            &HashSet::new(),
+            empty(),
+        );
         let local = local_after(&registrations(&first));
 
         let second = plan(
@@ -856,14 +869,22 @@ mod tests {
             .iter()
             .find(|i| i.instance_id == third.unregister[0].1.instance_id)
             .expect("a local copy");
-        assert_eq!(gone.properties[syncer_plugin_api::ORIGIN_INSTANCE_ID], "a:2");
+        assert_eq!(
+            gone.properties[syncer_plugin_api::ORIGIN_INSTANCE_ID],
+            "a:2"
+        );
     }
 
     #[test]
     fn changed_endpoints_or_status_replace_the_copy() {
         let cluster: Arc<str> = Arc::from("eureka-site");
         let state = peer(&[("a:1", "http://127.0.0.1:1")]);
-        let first = plan(&config(), &[view(&cluster, &state)], &HashSet::new(), empty());
+        let first = plan(
+            &config(),
+            &[view(&cluster, &state)],
+            &HashSet::new(),
+            empty(),
+        );
         let local = local_after(&registrations(&first));
         let mut moved = export(&[("a:1", "http://127.0.0.1:9")]);
         moved.instances[0].status = InstanceStatus::Down;
@@ -875,14 +896,22 @@ mod tests {
             Mapping::from_snapshot(&local),
         );
         assert_eq!(p.replace.len(), 1);
-        assert_eq!(p.replace[0].1.instance.unpack().status, InstanceStatus::Down);
+        assert_eq!(
+            p.replace[0].1.instance.unpack().status,
+            InstanceStatus::Down
+        );
     }
 
     #[test]
     fn copies_of_an_unpulled_cluster_are_kept_only_while_retained() {
         let cluster: Arc<str> = Arc::from("eureka-site");
         let state = peer(&[("a:1", "http://127.0.0.1:1")]);
-        let first = plan(&config(), &[view(&cluster, &state)], &HashSet::new(), empty());
+        let first = plan(
+            &config(),
+            &[view(&cluster, &state)],
+            &HashSet::new(),
+            empty(),
+        );
         let local = local_after(&registrations(&first));
         let retained: HashSet<String> = ["eureka-site".to_string()].into();
         let kept = plan(&config(), &[], &retained, Mapping::from_snapshot(&local));
@@ -924,7 +953,12 @@ mod tests {
     fn a_change_plans_only_what_it_touched() {
         let cluster: Arc<str> = Arc::from("eureka-site");
         let mut state = peer(&[("a:1", "http://127.0.0.1:1")]);
-        let first = plan(&config(), &[view(&cluster, &state)], &HashSet::new(), empty());
+        let first = plan(
+            &config(),
+            &[view(&cluster, &state)],
+            &HashSet::new(),
+            empty(),
+        );
         let local = local_after(&registrations(&first));
         let (mapping, _) = Mapping::from_snapshot(&local);
         let copies = mapping.copies;

@@ -15,7 +15,7 @@ use syncer_plugin_api::{
     Instance, Service, Snapshot, ORIGIN_CLUSTER, ORIGIN_INSTANCE_ID, ORIGIN_SERVICE_ID,
 };
 
-use super::packed::{instance_key, InstanceKey, PackedService};
+use super::packed::{instance_key, service_key, InstanceKey, PackedService, ServiceKey};
 use super::peer::fingerprint;
 
 /// Identifies an instance at its origin: (origin cluster, origin service id, origin instance id).
@@ -138,7 +138,7 @@ pub struct Mapping {
 /// order): copies are kept compact as they come, so no whole listing is ever held.
 #[derive(Debug, Default)]
 pub struct MappingBuilder {
-    services: HashMap<String, PackedService>,
+    services: HashMap<ServiceKey, PackedService>,
     clusters: Vec<Arc<str>>,
     copies: HashMap<OriginKey, (LocalCopy, bool)>,
     /// Copies read before their service.
@@ -151,13 +151,8 @@ impl MappingBuilder {
     pub fn service(&mut self, service: &Service) -> PackedService {
         let packed = PackedService::new(service);
         self.services
-            .insert(service.service_id.clone(), packed.clone());
+            .insert(service_key(&service.service_id), packed.clone());
         packed
-    }
-
-    /// The packed service of `service_id`, if listed.
-    pub fn packed_service(&self, service_id: &str) -> Option<&PackedService> {
-        self.services.get(service_id)
     }
 
     /// Notes a local instance; only copies (instances carrying an origin) are kept.
@@ -175,7 +170,7 @@ impl MappingBuilder {
         };
         let key = OriginKey::of(&cluster, &origin);
         let deterministic = instance.instance_id == local_instance_id(&origin);
-        let Some(service) = self.services.get(&instance.service_id) else {
+        let Some(service) = self.services.get(&service_key(&instance.service_id)) else {
             self.waiting.push((key, instance.clone()));
             return;
         };
@@ -204,7 +199,7 @@ impl MappingBuilder {
     /// deterministic one wins.
     pub fn finish(mut self) -> (Mapping, Vec<(OriginKey, LocalCopy)>) {
         for (key, instance) in std::mem::take(&mut self.waiting) {
-            let Some(service) = self.services.get(&instance.service_id) else {
+            let Some(service) = self.services.get(&service_key(&instance.service_id)) else {
                 continue;
             };
             let copy = LocalCopy::of(service.clone(), &instance);

@@ -51,8 +51,10 @@ pub struct Config {
     pub concurrency: usize,
 }
 
-/// Events from the watch streams, buffered before the loop applies them.
-pub const EVENT_BUFFER: usize = 256;
+/// Events from the watch streams, buffered before the loop applies them; beyond this the
+/// streams wait (gRPC flow control slows the peer), so a busy loop holds at most this many
+/// parts of a whole export.
+pub const EVENT_BUFFER: usize = 32;
 
 /// What a watch stream task reports.
 #[derive(Debug)]
@@ -351,10 +353,9 @@ impl Syncer {
         let started = Instant::now();
         // Boxed: the plan's borrows keep the compiler from seeing that this future is Send
         // (rust-lang/rust#102211).
-        let applied =
-            importer::apply(self.plugin.as_ref(), &config, plan, self.config.concurrency)
-                .boxed()
-                .await;
+        let applied = importer::apply(self.plugin.as_ref(), &config, plan, self.config.concurrency)
+            .boxed()
+            .await;
         for origin in &applied.removed {
             copies.remove(origin);
         }
@@ -537,10 +538,9 @@ impl Syncer {
         let planned_ms = started.elapsed().as_millis() as u64;
         // Boxed: the plan's borrows keep the compiler from seeing that this future is Send
         // (rust-lang/rust#102211).
-        let applied =
-            importer::apply(self.plugin.as_ref(), &config, plan, self.config.concurrency)
-                .boxed()
-                .await;
+        let applied = importer::apply(self.plugin.as_ref(), &config, plan, self.config.concurrency)
+            .boxed()
+            .await;
         if applied.registered + applied.unregistered + applied.failed > 0 {
             info!(
                 pulled_ms,

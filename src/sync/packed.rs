@@ -89,7 +89,10 @@ pub type PackedService = Packed<Service>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IdHash(u64, u64);
 
-fn hashers() -> &'static (std::collections::hash_map::RandomState, std::collections::hash_map::RandomState) {
+fn hashers() -> &'static (
+    std::collections::hash_map::RandomState,
+    std::collections::hash_map::RandomState,
+) {
     static HASHERS: OnceLock<(
         std::collections::hash_map::RandomState,
         std::collections::hash_map::RandomState,

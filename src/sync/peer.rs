@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use syncer_plugin_api::{Instance, InstanceStatus, Snapshot};
 use tracing::debug;
 
-use super::packed::{instance_key, service_key, InstanceKey, PackedInstance, PackedService, ServiceKey};
+use super::packed::{
+    instance_key, service_key, InstanceKey, PackedInstance, PackedService, ServiceKey,
+};
 use crate::exchange::convert::PeerEvent;
 
 /// One exported instance as held: packed, with what planning compares without unpacking.
@@ -108,9 +110,10 @@ impl PeerExportState {
                 .insert(service_key(&s.service_id), PackedService::new(s));
         }
         for i in snapshot.instances.iter().filter(|i| exported(i)) {
-            state
-                .instances
-                .insert(instance_key(&i.service_id, &i.instance_id), PeerInstance::new(i));
+            state.instances.insert(
+                instance_key(&i.service_id, &i.instance_id),
+                PeerInstance::new(i),
+            );
         }
         state
     }
@@ -188,9 +191,10 @@ impl PeerExportState {
                         .insert(service_key(&s.service_id), PackedService::new(s));
                 }
                 for i in snapshot.instances.iter().filter(|i| exported(i)) {
-                    incoming
-                        .instances
-                        .insert(instance_key(&i.service_id, &i.instance_id), PeerInstance::new(i));
+                    incoming.instances.insert(
+                        instance_key(&i.service_id, &i.instance_id),
+                        PeerInstance::new(i),
+                    );
                 }
                 drop(snapshot);
                 if more {
@@ -319,7 +323,10 @@ mod tests {
         state.apply(full(1, 1, &["a"], false)).expect("full");
         let d = state.apply(full(2, 5, &["b"], true)).expect("part");
         assert!(d.is_empty());
-        assert!(state.contains(&instance_key("s", "a")), "held until the last part");
+        assert!(
+            state.contains(&instance_key("s", "a")),
+            "held until the last part"
+        );
         assert_eq!(state.epoch, 1);
         // A change in the middle of a whole export is a gap.
         let gap = state.apply(PeerEvent::Change {
@@ -369,8 +376,17 @@ mod tests {
     fn fingerprints_ignore_endpoint_order_but_not_status() {
         let a = vec!["http://a:1".to_string(), "http://b:2".to_string()];
         let b = vec!["http://b:2".to_string(), "http://a:1".to_string()];
-        assert_eq!(fingerprint(InstanceStatus::Up, &a), fingerprint(InstanceStatus::Up, &b));
-        assert_ne!(fingerprint(InstanceStatus::Up, &a), fingerprint(InstanceStatus::Down, &a));
-        assert_ne!(fingerprint(InstanceStatus::Up, &a), fingerprint(InstanceStatus::Up, &a[..1]));
+        assert_eq!(
+            fingerprint(InstanceStatus::Up, &a),
+            fingerprint(InstanceStatus::Up, &b)
+        );
+        assert_ne!(
+            fingerprint(InstanceStatus::Up, &a),
+            fingerprint(InstanceStatus::Down, &a)
+        );
+        assert_ne!(
+            fingerprint(InstanceStatus::Up, &a),
+            fingerprint(InstanceStatus::Up, &a[..1])
+        );
     }
 }

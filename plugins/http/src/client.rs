@@ -143,12 +143,10 @@ impl Client {
             Err(reply) => Ok(reply),
             Ok(response) => {
                 let endpoint = response.url().origin().ascii_serialization();
-                Self::read(response)
-                    .await
-                    .map_err(|e| Error::Unavailable {
-                        endpoint,
-                        message: format!("reading the answer: {e}"),
-                    })
+                Self::read(response).await.map_err(|e| Error::Unavailable {
+                    endpoint,
+                    message: format!("reading the answer: {e}"),
+                })
             }
         }
     }
@@ -159,7 +157,10 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::send`].
-    pub async fn send_streaming<F>(&self, build: F) -> Result<Result<reqwest::Response, Reply>, Error>
+    pub async fn send_streaming<F>(
+        &self,
+        build: F,
+    ) -> Result<Result<reqwest::Response, Reply>, Error>
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {

@@ -212,7 +212,9 @@ impl DumpSink<'_> {
             self.skipped.insert(service.service_id);
             return Ok(());
         }
-        self.push(Listed::Service(service.to_service(&dump_tenant(&entry.key))))
+        self.push(Listed::Service(
+            service.to_service(&dump_tenant(&entry.key)),
+        ))
     }
 
     fn instance<E: serde::de::Error>(
@@ -356,10 +358,8 @@ pub(crate) fn parse_dump(
         emit,
         skipped: std::collections::HashSet::new(),
     };
-    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
-        64 * 1024,
-        reader,
-    ));
+    let mut de =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(64 * 1024, reader));
     DumpSeed(&mut sink).deserialize(&mut de)?;
     de.end()?;
     sink.flush()
