@@ -145,7 +145,10 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         encrypt: config.encrypt.clone(),
     })
     .await?;
+    let exporter = Arc::new(Exporter::new(plugin.clone()));
+    let membership = membership.gossip_export(exporter.feed().export_revisions());
     let members = membership.members();
+    let heard = membership.heard();
     // Cancelled by the reconcile loop once this member may go: after a leader's handover
     // (see `Syncer::with_handover`), or at once for a follower.
     let leave = CancellationToken::new();
@@ -157,7 +160,6 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         });
     }
 
-    let exporter = Arc::new(Exporter::new(plugin.clone()));
     let poll_interval = if local_revision.is_some() {
         // Only a backstop: the core's revision says when to list.
         config.ticker_interval
@@ -220,7 +222,9 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         );
         Some(leader)
     };
-    let syncer = syncer.with_handover(election, leave.clone());
+    let syncer = syncer
+        .with_handover(election, leave.clone())
+        .with_notices(heard);
     let token = shutdown.clone();
     tracker.spawn(
         async move {

@@ -22,6 +22,7 @@
 
 pub mod cipher;
 mod identity;
+pub mod notice;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -29,7 +30,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
-use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec};
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::net::UdpSocket;
@@ -41,6 +42,7 @@ use tracing::{debug, info, warn};
 
 use self::cipher::{Cipher, GossipKey};
 use self::identity::NodeId;
+use self::notice::{ExportRevision, Heard, Notices, RevisionNotice};
 
 /// The gossip port of the service-center syncer (`--bind-addr` default).
 pub const DEFAULT_GOSSIP_PORT: u16 = 30190;
@@ -170,7 +172,7 @@ pub enum Error {
     Leave(#[source] foca::Error),
 }
 
-type Swim = Foca<NodeId, PostcardCodec, SmallRng, NoCustomBroadcast>;
+type Swim = Foca<NodeId, PostcardCodec, SmallRng, Notices>;
 
 /// A bound member of the gossip pool, ready to [`run`](Membership::run).
 pub struct Membership {
@@ -188,6 +190,10 @@ pub struct Membership {
     members: watch::Sender<Vec<Member>>,
     /// Seals and opens datagrams when `--encrypt` is set.
     cipher: Option<Cipher>,
+    /// The newest export revision heard per cluster (fed by foca's broadcast handler).
+    heard: watch::Sender<Heard>,
+    /// Our export's revisions, to gossip ([`Membership::gossip_export`]).
+    export: Option<watch::Receiver<ExportRevision>>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -246,11 +252,13 @@ impl Membership {
         // Entropy only decides whom to probe next; a clock-seeded fallback is good enough.
         let rng = SmallRng::try_from_rng(&mut rand::rngs::SysRng)
             .unwrap_or_else(|_| SmallRng::seed_from_u64(identity.generation));
-        let foca = Foca::new(
+        let (heard, _) = watch::channel(Heard::new());
+        let foca = Foca::with_custom_broadcast(
             identity.clone(),
             foca_config(config.probe_period),
             rng,
             PostcardCodec,
+            Notices::new(heard.clone()),
         );
 
         // Our own address is a join address when one list is handed to every member.
@@ -281,7 +289,23 @@ impl Membership {
             join_addrs,
             members,
             cipher: config.encrypt.as_ref().map(Cipher::new),
+            heard,
+            export: None,
         })
+    }
+
+    /// Gossips this cluster's export revision (a [`RevisionNotice`]) each time `revisions`
+    /// moves past revision 0; set it on the member that leads (every member may: the
+    /// newest notice wins).
+    pub fn gossip_export(mut self, revisions: watch::Receiver<ExportRevision>) -> Membership {
+        self.export = Some(revisions);
+        self
+    }
+
+    /// The newest export revision gossiped per member, by node name (ours included, once
+    /// gossiped).
+    pub fn heard(&self) -> watch::Receiver<Heard> {
+        self.heard.subscribe()
     }
 
     /// This member as the others see it (advertised addresses).
@@ -320,8 +344,11 @@ impl Membership {
             join_addrs,
             members,
             cipher,
+            identity,
+            export,
             ..
         } = self;
+        let mut export = export;
         let mut agent = Agent {
             socket,
             foca,
@@ -354,6 +381,10 @@ impl Membership {
                         agent.handle_timer(timer).await;
                     }
                 }
+                changed = export_changed(&mut export) => match changed {
+                    Some(at) => agent.notify(&identity, at).await,
+                    None => export = None,
+                },
                 () = &mut join_timer, if !join_addrs.is_empty() => {
                     let next = if agent.foca.num_members() == 0 {
                         agent.unanswered += 1;
@@ -378,6 +409,22 @@ impl Membership {
         }
 
         agent.leave().await
+    }
+}
+
+/// The next export revision past 0 from `export`; `None` once it closed; never without one.
+async fn export_changed(
+    export: &mut Option<watch::Receiver<ExportRevision>>,
+) -> Option<ExportRevision> {
+    let Some(rx) = export else {
+        return std::future::pending().await;
+    };
+    loop {
+        rx.changed().await.ok()?;
+        let at = *rx.borrow_and_update();
+        if at.revision > 0 {
+            return Some(at);
+        }
     }
 }
 
@@ -493,6 +540,25 @@ impl Agent {
             }
             Err(error) => Err(Error::Leave(error)),
         }
+    }
+
+    /// Gossips that `cluster`'s export is at `at`, at once to a few members (foca then keeps
+    /// passing it on with its gossip).
+    async fn notify(&mut self, us: &NodeId, at: ExportRevision) {
+        let notice = RevisionNotice {
+            node: us.node.clone(),
+            cluster: us.cluster_name.clone(),
+            at,
+        };
+        match self.foca.add_broadcast(&notice.encode()) {
+            Ok(_) => {
+                if let Err(error) = self.foca.broadcast(&mut self.runtime) {
+                    log_foca_error(&error, None, "revision notice not sent");
+                }
+            }
+            Err(error) => log_foca_error(&error, None, "revision notice not queued"),
+        }
+        self.drain().await;
     }
 
     /// Carries out everything foca asked for during the last call.

@@ -307,3 +307,64 @@ async fn garbage_datagrams_are_ignored() {
     a.leave().await;
     b.leave().await;
 }
+
+#[tokio::test]
+async fn export_revisions_are_gossiped_to_the_other_clusters() {
+    use syncer::membership::notice::ExportRevision;
+    let config = |node: &str, cluster: &str, join: Vec<SocketAddr>| Config {
+        node: node.to_owned(),
+        cluster_name: cluster.to_owned(),
+        bind_addr: "127.0.0.1:0".parse().expect("addr"),
+        advertise_addr: None,
+        rpc_addr: "127.0.0.1:30191".parse().expect("addr"),
+        join_addrs: join,
+        probe_period: PROBE_PERIOD,
+        encrypt: None,
+    };
+    let (revision_tx, revision_rx) = watch::channel(ExportRevision {
+        epoch: 7,
+        revision: 0,
+    });
+    let a = Membership::bind(config("a", "site-a", Vec::new()))
+        .await
+        .expect("binds")
+        .gossip_export(revision_rx);
+    let b = Membership::bind(config("b", "site-b", vec![a.local_addr()]))
+        .await
+        .expect("binds");
+    let mut heard = b.heard();
+    let mut b_members = b.members();
+    let shutdown = CancellationToken::new();
+    let tasks = [
+        tokio::spawn(a.run(shutdown.clone())),
+        tokio::spawn(b.run(shutdown.clone())),
+    ];
+    tokio::time::timeout(DEADLINE, b_members.wait_for(|m| m.len() == 2))
+        .await
+        .expect("b sees a")
+        .expect("membership runs");
+    for revision in [1, 2, 5] {
+        revision_tx.send_replace(ExportRevision { epoch: 7, revision });
+        let started = Instant::now();
+        tokio::time::timeout(
+            DEADLINE,
+            heard.wait_for(|h| h.get("a").is_some_and(|at| at.revision == revision)),
+        )
+        .await
+        .expect("b hears a's revision")
+        .expect("membership runs");
+        eprintln!("revision {revision} heard after {:?}", started.elapsed());
+    }
+    assert_eq!(
+        heard.borrow().get("a"),
+        Some(&ExportRevision {
+            epoch: 7,
+            revision: 5
+        })
+    );
+    assert!(!heard.borrow().contains_key("b"), "b exports nothing");
+    shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+}

@@ -374,6 +374,54 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_export_goes_in_parts_and_is_reassembled() {
+        use crate::sync::peer::PeerExportState;
+        let services: Vec<Service> = (0..3)
+            .map(|n| Service {
+                service_id: format!("s{n}"),
+                service_name: format!("svc{n}"),
+                ..Default::default()
+            })
+            .collect();
+        let instances: Vec<Instance> = (0..2500)
+            .map(|n| Instance {
+                instance_id: format!("i{n}"),
+                service_id: format!("s{}", n % 3),
+                endpoints: vec![format!("http://10.0.0.1:{n}")],
+                ..Default::default()
+            })
+            .collect();
+        let events: Vec<proto::ExportEvent> = full_events(
+            "east",
+            "servicecenter",
+            5,
+            9,
+            services.iter().map(PackedService::new).collect(),
+            instances.iter().map(PackedInstance::new).collect(),
+        )
+        .collect();
+        assert_eq!(events.len(), 1 + 2500usize.div_ceil(FULL_PART));
+        assert!(events
+            .iter()
+            .all(|e| e.full && e.epoch == 5 && e.revision == 9));
+        let more: Vec<bool> = events.iter().map(|e| e.more).collect();
+        assert_eq!(more, vec![true, true, true, false]);
+        let mut state = PeerExportState::default();
+        let mut upserted = 0;
+        for event in events {
+            let event = event_from_wire(event).expect("valid part");
+            upserted += state.apply(event).expect("in step").upserted.len();
+        }
+        assert_eq!(upserted, 2500);
+        assert_eq!((state.epoch, state.revision, state.len()), (5, 9, 2500));
+        let mut back = state.snapshot();
+        back.instances
+            .sort_by_key(|i| i.instance_id[1..].parse::<u32>().unwrap_or(0));
+        assert_eq!(back.instances, instances);
+        assert_eq!(back.services.len(), 3);
+    }
+
+    #[test]
     fn a_snapshot_survives_the_wire() {
         let wire = snapshot_to_wire("sc-site", "servicecenter", &sample());
         assert_eq!(wire.cluster, "sc-site");

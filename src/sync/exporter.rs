@@ -18,6 +18,8 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::membership::notice::ExportRevision;
+
 use super::mapping::{LocalCopy, Mapping, MappingBuilder, OriginKey};
 use super::packed::{
     instance_key, service_key, InstanceKey, PackedInstance, PackedService, ServiceKey,
@@ -339,6 +341,8 @@ pub struct ExportFeed {
     changes: broadcast::Sender<Arc<ExportChange>>,
     /// The current revision, for waiting until the first listing.
     revision: watch::Sender<u64>,
+    /// The epoch and current revision, for gossip ([`crate::membership::notice`]).
+    at: watch::Sender<ExportRevision>,
 }
 
 #[derive(Debug, Default)]
@@ -419,6 +423,10 @@ impl FeedState {
         // Nobody watching is fine.
         let _ = feed.changes.send(change.clone());
         feed.revision.send_replace(self.revision);
+        feed.at.send_replace(ExportRevision {
+            epoch: feed.epoch,
+            revision: self.revision,
+        });
         Some(change)
     }
 }
@@ -436,7 +444,13 @@ impl ExportFeed {
             state: Mutex::new(FeedState::default()),
             changes: broadcast::channel(capacity.max(1)).0,
             revision: watch::channel(0).0,
+            at: watch::channel(ExportRevision { epoch, revision: 0 }).0,
         }
+    }
+
+    /// The epoch and the current revision, as a watch (what gossip tells the peers).
+    pub fn export_revisions(&self) -> watch::Receiver<ExportRevision> {
+        self.at.subscribe()
     }
 
     /// This run's epoch.

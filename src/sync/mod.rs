@@ -68,7 +68,8 @@ enum StreamReport {
 /// A running watch stream of one peer cluster.
 #[derive(Debug)]
 struct Watching {
-    /// The member streamed from.
+    /// The member streamed from (its node name, and its exchange address).
+    node: String,
     addr: SocketAddr,
     /// Distinguishes reports of this task from those of a replaced one.
     generation: u64,
@@ -78,6 +79,54 @@ struct Watching {
     since: Instant,
     /// Whether the stream has gone down since (then the peer is pulled until it is back).
     failed: bool,
+    /// Since when the stream has been behind what its member gossiped
+    /// ([`crate::membership::notice`]).
+    behind_since: Option<Instant>,
+}
+
+/// How long a stream may stay behind the revision its member gossiped before it is
+/// restarted: a stalled connection delivers nothing and reports no error.
+pub const STREAM_LAG_LIMIT: Duration = Duration::from_secs(3);
+
+/// How often streams are compared with the gossiped revisions.
+const LAG_CHECK: Duration = Duration::from_secs(1);
+
+/// The clusters whose streams have been behind their member's gossiped revision for
+/// [`STREAM_LAG_LIMIT`] (or, before their first whole export, for [`FIRST_EVENT_WAIT`]),
+/// as of `now`; notes in each stream since when it is behind.
+fn lagging(
+    watching: &mut HashMap<String, Watching>,
+    exports: &HashMap<String, PeerExportState>,
+    heard: &crate::membership::notice::Heard,
+    now: Instant,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (cluster, w) in watching.iter_mut() {
+        let held = exports.get(cluster).filter(|s| s.is_known()).map(|s| {
+            crate::membership::notice::ExportRevision {
+                epoch: s.epoch,
+                revision: s.revision,
+            }
+        });
+        let behind = match heard.get(&w.node) {
+            Some(at) => held.is_none_or(|held| held < *at),
+            None => false,
+        };
+        if !behind {
+            w.behind_since = None;
+            continue;
+        }
+        let since = *w.behind_since.get_or_insert(now);
+        let limit = if held.is_some() {
+            STREAM_LAG_LIMIT
+        } else {
+            FIRST_EVENT_WAIT
+        };
+        if now.duration_since(since) >= limit && now.duration_since(w.since) >= limit {
+            out.push(cluster.clone());
+        }
+    }
+    out
 }
 
 /// How long a new watch stream has to deliver the whole export before the reconcile pulls
@@ -116,6 +165,8 @@ pub struct Syncer {
     leave: CancellationToken,
     /// Peer cluster names, shared by every copy's key.
     names: HashMap<String, Arc<str>>,
+    /// The export revisions gossiped per member ([`Syncer::with_notices`]).
+    heard: Option<watch::Receiver<crate::membership::notice::Heard>>,
 }
 
 /// How long a leaving leader waits for an etcd successor, heartbeating meanwhile.
@@ -153,6 +204,33 @@ impl Syncer {
             election: None,
             leave: CancellationToken::new(),
             names: HashMap::new(),
+            heard: None,
+        }
+    }
+
+    /// Compares each watch stream with the revision its member gossips (`heard`, from
+    /// [`crate::membership::Membership::heard`]) and restarts a stream that stays behind
+    /// for [`STREAM_LAG_LIMIT`].
+    pub fn with_notices(
+        mut self,
+        heard: watch::Receiver<crate::membership::notice::Heard>,
+    ) -> Syncer {
+        self.heard = Some(heard);
+        self
+    }
+
+    /// Restarts the streams that stay behind their member's gossiped revision.
+    fn restart_lagging(&mut self) {
+        let Some(heard) = &self.heard else {
+            return;
+        };
+        let heard = heard.borrow().clone();
+        for cluster in lagging(&mut self.watching, &self.exports, &heard, Instant::now()) {
+            warn!(cluster = %cluster, limit_secs = STREAM_LAG_LIMIT.as_secs(), "export stream behind the revision its member gossips; restarting it");
+            if let Some(w) = self.watching.remove(&cluster) {
+                w.stop.cancel();
+            }
+            self.exports.remove(&cluster);
         }
     }
 
@@ -249,11 +327,16 @@ impl Syncer {
         let mut ticker = tokio::time::interval(self.config.ticker_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_leader = None;
+        let mut lag_check = tokio::time::interval(LAG_CHECK);
+        lag_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut full = true;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
+                _ = lag_check.tick(), if self.heard.is_some() => {
+                    full = false;
+                }
                 changed = self.members.changed() => {
                     if changed.is_err() {
                         // Membership ended: the daemon is shutting down.
@@ -280,6 +363,7 @@ impl Syncer {
                 was_leader = Some(is_leader);
             }
             if is_leader {
+                self.restart_lagging();
                 self.follow_peers(&members);
                 if full {
                     self.reconcile(&members).await;
@@ -393,11 +477,13 @@ impl Syncer {
             }
             self.next_generation += 1;
             let w = Watching {
+                node: target.node.clone(),
                 addr: target.rpc_addr,
                 generation: self.next_generation,
                 stop: CancellationToken::new(),
                 since: Instant::now(),
                 failed: false,
+                behind_since: None,
             };
             // A new stream starts from the whole export.
             self.exports.remove(cluster);
@@ -680,6 +766,74 @@ mod tests {
             gossip_addr: ([127, 0, 0, 1], port).into(),
             rpc_addr: ([127, 0, 0, 1], port + 1).into(),
         }
+    }
+
+    #[test]
+    fn a_stream_behind_its_members_gossiped_revision_is_restarted_after_the_limit() {
+        use crate::membership::notice::{ExportRevision, Heard};
+        let t0 = Instant::now();
+        let mut watching = HashMap::from([(
+            "y".to_string(),
+            Watching {
+                node: "c".into(),
+                addr: ([127, 0, 0, 1], 1).into(),
+                generation: 1,
+                stop: CancellationToken::new(),
+                since: t0,
+                failed: false,
+                behind_since: None,
+            },
+        )]);
+        let mut state = PeerExportState::default();
+        state
+            .apply(PeerEvent::Full {
+                epoch: 9,
+                revision: 4,
+                snapshot: Default::default(),
+                more: false,
+            })
+            .expect("whole export");
+        let exports = HashMap::from([("y".to_string(), state)]);
+        let at = |revision| Heard::from([("c".to_string(), ExportRevision { epoch: 9, revision })]);
+        // Caught up, or nothing heard: never lagging.
+        assert!(lagging(&mut watching, &exports, &at(4), t0 + STREAM_LAG_LIMIT * 2).is_empty());
+        assert!(lagging(
+            &mut watching,
+            &exports,
+            &Heard::new(),
+            t0 + STREAM_LAG_LIMIT * 2
+        )
+        .is_empty());
+        // Behind: only once it has been behind for the limit.
+        let later = t0 + STREAM_LAG_LIMIT * 2;
+        assert!(lagging(&mut watching, &exports, &at(5), later).is_empty());
+        assert!(lagging(
+            &mut watching,
+            &exports,
+            &at(5),
+            later + STREAM_LAG_LIMIT / 2
+        )
+        .is_empty());
+        assert_eq!(
+            lagging(&mut watching, &exports, &at(5), later + STREAM_LAG_LIMIT),
+            vec!["y".to_string()]
+        );
+        // Catching up clears it.
+        assert!(lagging(&mut watching, &exports, &at(4), later + STREAM_LAG_LIMIT).is_empty());
+        assert!(watching["y"].behind_since.is_none());
+        // Before the first whole export, the stream gets FIRST_EVENT_WAIT.
+        let none = HashMap::new();
+        assert!(lagging(&mut watching, &none, &at(5), t0 + STREAM_LAG_LIMIT).is_empty());
+        assert!(lagging(&mut watching, &none, &at(5), t0 + STREAM_LAG_LIMIT * 2).is_empty());
+        assert_eq!(
+            lagging(
+                &mut watching,
+                &none,
+                &at(5),
+                t0 + STREAM_LAG_LIMIT + FIRST_EVENT_WAIT
+            ),
+            vec!["y".to_string()]
+        );
     }
 
     #[test]

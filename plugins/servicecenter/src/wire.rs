@@ -718,6 +718,34 @@ mod tests {
     }
 
     #[test]
+    fn a_large_dump_is_handed_over_in_batches() {
+        let instances: Vec<String> = (0..1100)
+            .map(|n| {
+                format!(
+                    r#"{{"key":"/cse-sr/inst/files/default/default/s1/i{n}","value":{{"instanceId":"i{n}","endpoints":["rest://h:{n}"],"status":"UP"}}}}"#
+                )
+            })
+            .collect();
+        let body = format!(
+            r#"{{"cache":{{"instances":[{}],"services":[{{"key":"/cse-sr/ms/files/default/default/s1","value":{{"serviceId":"s1","appId":"a","serviceName":"n","version":"1.0.0"}}}}]}}}}"#,
+            instances.join(",")
+        );
+        let mut batches = Vec::new();
+        parse_dump(body.as_bytes(), &mut |batch| {
+            batches.push(batch);
+            true
+        })
+        .expect("decodes");
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![DUMP_BATCH, DUMP_BATCH, 1101 - 2 * DUMP_BATCH]);
+        let last = batches.last().and_then(|b| b.last());
+        assert!(
+            matches!(last, Some(Listed::Service(s)) if s.service_id == "s1"),
+            "instances before their service are handed over as they come"
+        );
+    }
+
+    #[test]
     fn an_admin_dump_becomes_a_snapshot_of_all_tenants() {
         let body = r#"{"cache":{"services":[
                 {"key":"/cse-sr/ms/files/default/default/sc","rev":1,"value":
