@@ -84,8 +84,8 @@ struct Watching {
     behind_since: Option<Instant>,
 }
 
-/// How long a stream may stay behind the revision its member gossiped before it is
-/// restarted: a stalled connection delivers nothing and reports no error.
+/// How long a stream may stay behind the revision its member gossiped, delivering nothing,
+/// before it is restarted: a stalled connection delivers nothing and reports no error.
 pub const STREAM_LAG_LIMIT: Duration = Duration::from_secs(3);
 
 /// How often streams are compared with the gossiped revisions.
@@ -219,11 +219,15 @@ impl Syncer {
         self
     }
 
-    /// Restarts the streams that stay behind their member's gossiped revision.
+    /// Restarts the streams that stay behind their member's gossiped revision. Not while
+    /// reports wait to be applied: then the loop is behind, not the stream.
     fn restart_lagging(&mut self) {
         let Some(heard) = &self.heard else {
             return;
         };
+        if !self.reports_rx.is_empty() {
+            return;
+        }
         let heard = heard.borrow().clone();
         for cluster in lagging(&mut self.watching, &self.exports, &heard, Instant::now()) {
             warn!(cluster = %cluster, limit_secs = STREAM_LAG_LIMIT.as_secs(), "export stream behind the revision its member gossips; restarting it");
@@ -367,6 +371,11 @@ impl Syncer {
                 self.follow_peers(&members);
                 if full {
                     self.reconcile(&members).await;
+                    // Time spent reconciling is not time a stream was behind: the loop
+                    // did not read its reports meanwhile.
+                    for w in self.watching.values_mut() {
+                        w.behind_since = None;
+                    }
                 }
             } else {
                 self.stop_following();
@@ -396,6 +405,10 @@ impl Syncer {
             }
         };
         self.last_heard.insert(cluster.clone(), Instant::now());
+        if let Some(w) = self.watching.get_mut(&cluster) {
+            // The stream delivers: it is not stalled, whatever it is behind by.
+            w.behind_since = None;
+        }
         let whole = matches!(event, PeerEvent::Full { more: false, .. });
         let name = self.name(&cluster);
         let config = plan_config(&self.config);
