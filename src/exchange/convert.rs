@@ -178,7 +178,8 @@ pub fn full_event(
 pub const FULL_PART: usize = 1_000;
 
 /// The whole export at `revision` as watch events of at most [`FULL_PART`] records each
-/// (services first), converted one part at a time as the returned iterator is read.
+/// (services first, so every instance's service comes in its part or an earlier one),
+/// converted one part at a time as the returned iterator is read.
 pub fn full_events<'a>(
     cluster: &'a str,
     plugin_name: &'a str,
@@ -187,8 +188,9 @@ pub fn full_events<'a>(
     services: Vec<PackedService>,
     instances: Vec<PackedInstance>,
 ) -> impl Iterator<Item = proto::ExportEvent> + Send + 'a {
-    let parts = services.len().div_ceil(FULL_PART) + instances.len().div_ceil(FULL_PART);
-    let parts = parts.max(1);
+    let parts = (services.len() + instances.len())
+        .div_ceil(FULL_PART)
+        .max(1);
     let mut services = services.into_iter();
     let mut instances = instances.into_iter();
     (0..parts).map(move |n| {
@@ -197,15 +199,11 @@ pub fn full_events<'a>(
             .take(FULL_PART)
             .map(|s| s.unpack())
             .collect();
-        let part_instances: Vec<Instance> = if part_services.is_empty() {
-            instances
-                .by_ref()
-                .take(FULL_PART)
-                .map(|i| i.unpack())
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let part_instances: Vec<Instance> = instances
+            .by_ref()
+            .take(FULL_PART - part_services.len())
+            .map(|i| i.unpack())
+            .collect();
         let data = to_wire(cluster, plugin_name, &part_services, &part_instances);
         full_event(cluster, epoch, revision, data, n + 1 < parts)
     })
@@ -400,12 +398,12 @@ mod tests {
             instances.iter().map(PackedInstance::new).collect(),
         )
         .collect();
-        assert_eq!(events.len(), 1 + 2500usize.div_ceil(FULL_PART));
+        assert_eq!(events.len(), 2503usize.div_ceil(FULL_PART));
         assert!(events
             .iter()
             .all(|e| e.full && e.epoch == 5 && e.revision == 9));
         let more: Vec<bool> = events.iter().map(|e| e.more).collect();
-        assert_eq!(more, vec![true, true, true, false]);
+        assert_eq!(more, vec![true, true, false]);
         let mut state = PeerExportState::default();
         let mut upserted = 0;
         for event in events {

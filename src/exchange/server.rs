@@ -35,22 +35,28 @@ pub struct ExchangeServer {
 }
 
 impl ExchangeServer {
-    /// The current revision, and the whole export as events (parts of at most
-    /// [`super::convert::FULL_PART`] records, converted as they are sent) unless `request`
-    /// already holds it (same epoch and revision).
-    fn whole(
+    /// The current revision, and what brings `request`'s holder to it: nothing when it is
+    /// current; the changes since its revision when it resumes a run (same epoch) whose
+    /// changes the feed still holds; else the whole export, in parts of at most
+    /// [`super::convert::FULL_PART`] records converted as they are sent.
+    fn catch_up(
         &self,
         request: &proto::WatchRequest,
     ) -> (
         u64,
-        Option<impl Iterator<Item = proto::ExportEvent> + Send + '_>,
+        Box<dyn Iterator<Item = proto::ExportEvent> + Send + '_>,
     ) {
         let feed = self.exporter.feed();
         let epoch = feed.epoch();
-        let (revision, services, instances) = feed.current_packed();
-        if request.epoch == epoch && request.revision == revision {
-            return (revision, None);
+        if request.epoch == epoch {
+            if let Some((revision, changes)) = feed.changes_since(request.revision) {
+                let events = changes.into_iter().map(move |change| {
+                    change_event(&self.cluster, self.plugin_name, epoch, &change)
+                });
+                return (revision, Box::new(events));
+            }
         }
+        let (revision, services, instances) = feed.current_packed();
         let events = full_events(
             &self.cluster,
             self.plugin_name,
@@ -59,7 +65,7 @@ impl ExchangeServer {
             services,
             instances,
         );
-        (revision, Some(events))
+        (revision, Box::new(events))
     }
 
     /// A server exporting `cluster`'s data through `exporter`, labelled with the plugin's name.
@@ -112,8 +118,9 @@ impl ExchangeServer {
 pub const WATCH_BUFFER: usize = 16;
 
 impl ExchangeServer {
-    /// Feeds one watch stream: the whole export first (unless the peer already holds the
-    /// current epoch and revision), then every change; the whole export again whenever the
+    /// Feeds one watch stream: first what brings the peer to the current revision (see
+    /// [`ExchangeServer::catch_up`]: the changes since its revision when it resumes, else the
+    /// whole export), then every change; the whole export again whenever the
     /// peer falls more than [`crate::sync::exporter::FEED_CAPACITY`] changes behind. Ends
     /// when the peer goes away.
     async fn stream_export(
@@ -130,8 +137,8 @@ impl ExchangeServer {
             return;
         }
         let mut sent = 0;
-        let (revision, whole) = self.whole(&request);
-        for event in whole.into_iter().flatten() {
+        let (revision, events) = self.catch_up(&request);
+        for event in events {
             if tx.send(Ok(event)).await.is_err() {
                 return;
             }
@@ -150,10 +157,10 @@ impl ExchangeServer {
                     change_event(&self.cluster, self.plugin_name, epoch, &change)
                 }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let (revision, events) = self.whole(&proto::WatchRequest::default());
+                    let (revision, events) = self.catch_up(&proto::WatchRequest::default());
                     debug!(peer = %request.cluster, revision, "watcher behind, sending the whole export");
                     sent = revision;
-                    for event in events.into_iter().flatten() {
+                    for event in events {
                         if tx.send(Ok(event)).await.is_err() {
                             return;
                         }

@@ -343,6 +343,8 @@ pub struct ExportFeed {
     revision: watch::Sender<u64>,
     /// The epoch and current revision, for gossip ([`crate::membership::notice`]).
     at: watch::Sender<ExportRevision>,
+    /// Changes kept for watchers (broadcast, and for resuming).
+    capacity: usize,
 }
 
 #[derive(Debug, Default)]
@@ -354,6 +356,9 @@ struct FeedState {
     instances: HashMap<InstanceKey, (PackedInstance, ServiceKey)>,
     /// Exported instances per service (a service is exported while it has one).
     counts: HashMap<ServiceKey, u32>,
+    /// The last changes (as many as the feed's capacity), oldest first, for watchers that
+    /// resume.
+    recent: std::collections::VecDeque<Arc<ExportChange>>,
 }
 
 impl FeedState {
@@ -420,6 +425,10 @@ impl FeedState {
             };
         }
         let change = Arc::new(change);
+        if self.recent.len() >= feed.capacity {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(change.clone());
         // Nobody watching is fine.
         let _ = feed.changes.send(change.clone());
         feed.revision.send_replace(self.revision);
@@ -445,6 +454,7 @@ impl ExportFeed {
             changes: broadcast::channel(capacity.max(1)).0,
             revision: watch::channel(0).0,
             at: watch::channel(ExportRevision { epoch, revision: 0 }).0,
+            capacity: capacity.max(1),
         }
     }
 
@@ -478,6 +488,26 @@ impl ExportFeed {
             state.services.values().cloned().collect(),
             state.instances.values().map(|(i, _)| i.clone()).collect(),
         )
+    }
+
+    /// The current revision and the changes after `revision` that lead to it, when the
+    /// feed still holds all of them (as many as its capacity); `None` when it does not, or
+    /// `revision` is not one it reached. What a watcher that resumes from `revision` needs.
+    pub fn changes_since(&self, revision: u64) -> Option<(u64, Vec<Arc<ExportChange>>)> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if revision == 0 || revision > state.revision {
+            return None;
+        }
+        let changes: Vec<Arc<ExportChange>> = state
+            .recent
+            .iter()
+            .filter(|c| c.revision > revision)
+            .cloned()
+            .collect();
+        let contiguous = changes
+            .first()
+            .map_or(revision == state.revision, |c| c.revision == revision + 1);
+        contiguous.then_some((state.revision, changes))
     }
 
     /// The current revision and the whole export at it.
@@ -740,6 +770,42 @@ mod tests {
         feed.apply(&gone).expect("b removed");
         let (_, current) = feed.current();
         assert!(current.instances.is_empty() && current.services.is_empty());
+    }
+
+    #[test]
+    fn a_watcher_can_resume_from_any_revision_the_feed_still_holds() {
+        let feed = ExportFeed::new(8);
+        let mut snap = Snapshot {
+            services: vec![Service {
+                service_id: "s1".into(),
+                ..Default::default()
+            }],
+            instances: vec![instance("a", 1)],
+        };
+        feed.update(&snap).expect("revision 1");
+        for port in 2..5 {
+            snap.instances[0].endpoints = vec![format!("http://127.0.0.1:{port}")];
+            feed.update(&snap).expect("a change");
+        }
+        let (revision, changes) = feed.changes_since(2).expect("held");
+        assert_eq!(revision, 4);
+        let revisions: Vec<u64> = changes.iter().map(|c| c.revision).collect();
+        assert_eq!(revisions, vec![3, 4]);
+        assert_eq!(
+            feed.changes_since(4).map(|(r, c)| (r, c.len())),
+            Some((4, 0))
+        );
+        assert!(feed.changes_since(5).is_none(), "never reached");
+        assert!(
+            feed.changes_since(0).is_none(),
+            "nothing held: whole export"
+        );
+        for port in 5..13 {
+            snap.instances[0].endpoints = vec![format!("http://127.0.0.1:{port}")];
+            feed.update(&snap).expect("a change");
+        }
+        assert!(feed.changes_since(2).is_none(), "fell out of the feed");
+        assert!(feed.changes_since(10).is_some());
     }
 
     #[test]

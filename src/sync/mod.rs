@@ -82,6 +82,9 @@ struct Watching {
     /// Since when the stream has been behind what its member gossiped
     /// ([`crate::membership::notice`]).
     behind_since: Option<Instant>,
+    /// The (epoch, revision) of the export held from this stream, which a reconnecting
+    /// stream resumes from ((0, 0): nothing held, start from the whole export).
+    held: watch::Sender<(u64, u64)>,
 }
 
 /// How long a stream may stay behind the revision its member gossiped, delivering nothing,
@@ -401,6 +404,9 @@ impl Syncer {
                 if let Some(w) = self.watching.get_mut(&cluster) {
                     w.failed = true;
                 }
+                if let Some(state) = self.exports.get_mut(&cluster) {
+                    state.abandon_incoming();
+                }
                 return false;
             }
         };
@@ -424,6 +430,11 @@ impl Syncer {
                 return false;
             }
         };
+        if state.is_known() {
+            if let Some(w) = self.watching.get(&cluster) {
+                w.held.send_replace((state.epoch, state.revision));
+            }
+        }
         let Some(copies) = self.copies.as_mut() else {
             return true;
         };
@@ -497,8 +508,10 @@ impl Syncer {
                 since: Instant::now(),
                 failed: false,
                 behind_since: None,
+                held: watch::channel((0, 0)).0,
             };
-            // A new stream starts from the whole export.
+            // A new stream starts from the whole export; it resumes from what it delivered
+            // when it reconnects.
             self.exports.remove(cluster);
             tokio::spawn(follow_stream(
                 self.client.clone(),
@@ -507,6 +520,7 @@ impl Syncer {
                 w.generation,
                 self.reports_tx.clone(),
                 w.stop.clone(),
+                w.held.subscribe(),
             ));
             self.watching.insert(cluster.to_owned(), w);
         }
@@ -673,8 +687,9 @@ fn plan_config(config: &Config) -> PlanConfig {
     }
 }
 
-/// Follows one peer's export stream until `stop`, reconnecting (from the whole export) with
-/// a backoff of up to 5 s, and reports every event to the loop.
+/// Follows one peer's export stream until `stop`, reconnecting with a backoff of up to 5 s
+/// (resuming from `held`, the export the loop holds from it), and reports every event to the
+/// loop.
 async fn follow_stream(
     client: Arc<ExchangeClient>,
     cluster: String,
@@ -682,12 +697,13 @@ async fn follow_stream(
     generation: u64,
     reports: mpsc::Sender<(String, u64, StreamReport)>,
     stop: CancellationToken,
+    held: watch::Receiver<(u64, u64)>,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
-            outcome = stream_once(&client, &cluster, addr, generation, &reports) => outcome,
+            outcome = stream_once(&client, &cluster, addr, generation, &reports, *held.borrow()) => outcome,
         };
         let reason = match outcome {
             Ok(()) => "stream ended".to_owned(),
@@ -714,8 +730,12 @@ async fn stream_once(
     addr: SocketAddr,
     generation: u64,
     reports: &mpsc::Sender<(String, u64, StreamReport)>,
+    (epoch, revision): (u64, u64),
 ) -> Result<(), String> {
-    let mut stream = client.watch(addr, 0, 0).await.map_err(|e| e.to_string())?;
+    let mut stream = client
+        .watch(addr, epoch, revision)
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
         let Some(event) = stream.message().await.map_err(|e| e.to_string())? else {
             return Ok(());
@@ -795,6 +815,7 @@ mod tests {
                 since: t0,
                 failed: false,
                 behind_since: None,
+                held: watch::channel((0, 0)).0,
             },
         )]);
         let mut state = PeerExportState::default();

@@ -118,6 +118,12 @@ impl PeerExportState {
         state
     }
 
+    /// Drops a whole export whose parts stopped coming (its stream went down); what was held
+    /// before it stays.
+    pub fn abandon_incoming(&mut self) {
+        self.incoming = None;
+    }
+
     /// Whether a whole export has been received.
     pub fn is_known(&self) -> bool {
         self.epoch != 0
@@ -237,6 +243,11 @@ impl PeerExportState {
                 upserted,
                 removed,
             } => {
+                if self.incoming.is_none() && epoch == self.epoch && revision <= self.revision {
+                    // Already applied (a resumed stream repeating what the loop had
+                    // queued from the connection before).
+                    return Ok(PeerDelta::default());
+                }
                 if self.incoming.is_some() || epoch != self.epoch || revision != self.revision + 1 {
                     return Err(Gap {
                         held_epoch: self.epoch,
@@ -361,6 +372,15 @@ mod tests {
             .expect("next revision");
         assert_eq!(d.upserted.len(), 1);
         assert_eq!(d.removed.len(), 1);
+        let again = state
+            .apply(PeerEvent::Change {
+                epoch: 1,
+                revision: 2,
+                upserted: snapshot(&["x"]),
+                removed: Vec::new(),
+            })
+            .expect("a repeated revision is no gap");
+        assert!(again.is_empty() && !state.contains(&instance_key("s", "x")));
         let gap = state.apply(PeerEvent::Change {
             epoch: 1,
             revision: 4,
