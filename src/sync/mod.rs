@@ -234,10 +234,10 @@ impl Syncer {
         let heard = heard.borrow().clone();
         for cluster in lagging(&mut self.watching, &self.exports, &heard, Instant::now()) {
             warn!(cluster = %cluster, limit_secs = STREAM_LAG_LIMIT.as_secs(), "export stream behind the revision its member gossips; restarting it");
+            // Started again by `follow_peers`, resuming from the export held.
             if let Some(w) = self.watching.remove(&cluster) {
                 w.stop.cancel();
             }
-            self.exports.remove(&cluster);
         }
     }
 
@@ -508,11 +508,16 @@ impl Syncer {
                 since: Instant::now(),
                 failed: false,
                 behind_since: None,
-                held: watch::channel((0, 0)).0,
+                held: watch::channel(
+                    self.exports
+                        .get(cluster)
+                        .filter(|state| state.is_known())
+                        .map_or((0, 0), |state| (state.epoch, state.revision)),
+                )
+                .0,
             };
-            // A new stream starts from the whole export; it resumes from what it delivered
-            // when it reconnects.
-            self.exports.remove(cluster);
+            // A stream resumes from the export held, if any: the same member answers with
+            // the changes since, another one (its own run) with its whole export.
             tokio::spawn(follow_stream(
                 self.client.clone(),
                 cluster.to_owned(),
