@@ -130,21 +130,13 @@ impl PeerExportState {
     }
 
     /// A service by key.
-    /// A service by key: from the whole export arriving, if it has it, else from the one held.
     pub fn service(&self, key: &ServiceKey) -> Option<&PackedService> {
-        self.incoming
-            .as_ref()
-            .and_then(|i| i.services.get(key))
-            .or_else(|| self.services.get(key))
+        self.services.get(key)
     }
 
-    /// An instance by key: from the whole export arriving, if it has it, else from the one
-    /// held.
+    /// An instance by key.
     pub fn instance(&self, key: &InstanceKey) -> Option<&PeerInstance> {
-        self.incoming
-            .as_ref()
-            .and_then(|i| i.instances.get(key))
-            .or_else(|| self.instances.get(key))
+        self.instances.get(key)
     }
 
     /// Every instance, by key.
@@ -176,9 +168,7 @@ impl PeerExportState {
     }
 
     /// Applies one event and says what changed. A part of a whole export (`more`) is held
-    /// (and readable through [`PeerExportState::instance`]) until its last part, then the
-    /// whole export replaces the state at once; each part reports what it adds or changes
-    /// against the state held, the last part the whole difference, removals included.
+    /// until its last part, then the whole export replaces the state at once.
     ///
     /// # Errors
     /// [`Gap`] when a change does not continue the held revision of the held epoch (or
@@ -201,26 +191,21 @@ impl PeerExportState {
                     },
                 };
                 let mut incoming = incoming;
-                let mut part = PeerDelta::default();
                 for s in &snapshot.services {
                     incoming
                         .services
                         .insert(service_key(&s.service_id), PackedService::new(s));
                 }
                 for i in snapshot.instances.iter().filter(|i| exported(i)) {
-                    let key = instance_key(&i.service_id, &i.instance_id);
-                    let record = PeerInstance::new(i);
-                    if more && self.instances.get(&key) != Some(&record) {
-                        part.upserted.push(key);
-                    }
-                    incoming.instances.insert(key, record);
+                    incoming.instances.insert(
+                        instance_key(&i.service_id, &i.instance_id),
+                        PeerInstance::new(i),
+                    );
                 }
                 drop(snapshot);
                 if more {
-                    // What this part adds or changes can be copied now (the registry writes
-                    // overlap the rest of the transfer); removals wait for the last part.
                     self.incoming = Some(incoming);
-                    return Ok(part);
+                    return Ok(PeerDelta::default());
                 }
                 let Incoming {
                     services,
@@ -346,44 +331,31 @@ mod tests {
     #[test]
     fn a_whole_export_in_parts_applies_at_its_last_part() {
         let mut state = PeerExportState::default();
-        state.apply(full(1, 1, &["a", "z"], false)).expect("full");
-        let d = state.apply(full(2, 5, &["b", "a"], true)).expect("part");
-        assert_eq!(
-            d.upserted,
-            vec![instance_key("s", "b")],
-            "a part reports what it adds or changes"
-        );
-        assert!(d.removed.is_empty(), "removals wait for the last part");
+        state.apply(full(1, 1, &["a"], false)).expect("full");
+        let d = state.apply(full(2, 5, &["b"], true)).expect("part");
+        assert!(d.is_empty());
         assert!(
-            state.contains(&instance_key("s", "z")),
+            state.contains(&instance_key("s", "a")),
             "held until the last part"
         );
-        assert!(
-            state.instance(&instance_key("s", "b")).is_some(),
-            "readable meanwhile"
-        );
         assert_eq!(state.epoch, 1);
+        // A change in the middle of a whole export is a gap.
+        let gap = state.apply(PeerEvent::Change {
+            epoch: 1,
+            revision: 2,
+            upserted: Snapshot::default(),
+            removed: Vec::new(),
+        });
+        assert!(gap.is_err());
+        state.apply(full(2, 5, &["b"], true)).expect("restart");
         let d = state.apply(full(2, 5, &["c"], false)).expect("last part");
         let mut up = d.upserted.clone();
         up.sort();
         let mut want = vec![instance_key("s", "b"), instance_key("s", "c")];
         want.sort();
         assert_eq!(up, want);
-        assert_eq!(d.removed, vec![instance_key("s", "z")]);
-        assert_eq!((state.epoch, state.revision, state.len()), (2, 5, 3));
-
-        // A change in the middle of a whole export is a gap; a dropped one is forgotten.
-        state.apply(full(3, 1, &["d"], true)).expect("part");
-        let gap = state.apply(PeerEvent::Change {
-            epoch: 2,
-            revision: 6,
-            upserted: Snapshot::default(),
-            removed: Vec::new(),
-        });
-        assert!(gap.is_err());
-        state.abandon_incoming();
-        assert!(state.instance(&instance_key("s", "d")).is_none());
-        assert_eq!((state.epoch, state.revision, state.len()), (2, 5, 3));
+        assert_eq!(d.removed, vec![instance_key("s", "a")]);
+        assert_eq!((state.epoch, state.revision, state.len()), (2, 5, 2));
     }
 
     #[test]
