@@ -42,55 +42,56 @@ pub fn snapshot_to_wire(cluster: &str, plugin_name: &str, snapshot: &Snapshot) -
     to_wire(
         cluster,
         plugin_name,
-        &snapshot.services,
-        &snapshot.instances,
+        snapshot.services.iter().cloned(),
+        snapshot.instances.iter().cloned(),
     )
 }
 
-/// [`snapshot_to_wire`] of services and instances however they are held (the export feed
-/// lends references, so a whole export is not copied before it is converted).
-pub fn to_wire<'s, 'i>(
+/// [`snapshot_to_wire`] of services and instances taken one at a time (unpacked from the
+/// export feed as they are converted), their fields moved, not copied: a whole export is
+/// held once, on the wire side.
+pub fn to_wire(
     cluster: &str,
     plugin_name: &str,
-    services: impl IntoIterator<Item = &'s Service>,
-    instances: impl IntoIterator<Item = &'i Instance>,
+    services: impl IntoIterator<Item = Service>,
+    instances: impl IntoIterator<Item = Instance>,
 ) -> proto::SyncData {
     proto::SyncData {
         cluster: cluster.to_owned(),
         services: services
             .into_iter()
             .map(|s| proto::SyncService {
-                service_id: s.service_id.clone(),
-                app: s.app_id.clone(),
-                name: s.service_name.clone(),
-                version: s.version.clone(),
+                service_id: s.service_id,
+                app: s.app_id,
+                name: s.service_name,
+                version: s.version,
                 status: sync_service::Status::Up as i32,
-                domain_project: s.domain_project.clone(),
-                environment: s.environment.clone(),
+                domain_project: s.domain_project,
+                environment: s.environment,
                 plugin_name: plugin_name.to_owned(),
                 expansion: Vec::new(),
-                properties: s.properties.clone().into_iter().collect(),
+                properties: s.properties.into_iter().collect(),
             })
             .collect(),
         instances: instances
             .into_iter()
             .map(|i| proto::SyncInstance {
-                instance_id: i.instance_id.clone(),
-                service_id: i.service_id.clone(),
-                endpoints: i.endpoints.clone(),
-                host_name: i.host_name.clone(),
+                instance_id: i.instance_id,
+                service_id: i.service_id,
+                endpoints: i.endpoints,
+                host_name: i.host_name,
                 status: status_to_wire(i.status) as i32,
-                health_check: i.health_check.as_ref().map(|h| proto::HealthCheck {
+                health_check: i.health_check.map(|h| proto::HealthCheck {
                     mode: proto::health_check::Modes::Push as i32,
                     port: 0,
                     interval: i32::try_from(h.interval_secs).unwrap_or(i32::MAX),
                     times: i32::try_from(h.times).unwrap_or(i32::MAX),
-                    url: h.url.clone(),
+                    url: h.url,
                 }),
                 version: String::new(),
                 plugin_name: plugin_name.to_owned(),
                 expansion: Vec::new(),
-                properties: i.properties.clone().into_iter().collect(),
+                properties: i.properties.into_iter().collect(),
             })
             .collect(),
     }
@@ -199,12 +200,11 @@ pub fn full_events<'a>(
             .take(FULL_PART)
             .map(|s| s.unpack())
             .collect();
-        let part_instances: Vec<Instance> = instances
+        let part_instances = instances
             .by_ref()
             .take(FULL_PART - part_services.len())
-            .map(|i| i.unpack())
-            .collect();
-        let data = to_wire(cluster, plugin_name, &part_services, &part_instances);
+            .map(|i| i.unpack());
+        let data = to_wire(cluster, plugin_name, part_services, part_instances);
         full_event(cluster, epoch, revision, data, n + 1 < parts)
     })
 }
@@ -224,16 +224,8 @@ pub fn change_event(
         data: Some(to_wire(
             cluster,
             plugin_name,
-            &change
-                .services
-                .iter()
-                .map(PackedService::unpack)
-                .collect::<Vec<_>>(),
-            &change
-                .instances
-                .iter()
-                .map(PackedInstance::unpack)
-                .collect::<Vec<_>>(),
+            change.services.iter().map(PackedService::unpack),
+            change.instances.iter().map(PackedInstance::unpack),
         )),
         removed: change
             .removed

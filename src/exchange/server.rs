@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 use super::convert::{change_event, full_events, to_wire};
 use super::proto::{self, sync_server::SyncServer};
 use crate::sync::exporter::Exporter;
+use crate::sync::packed::{PackedInstance, PackedService};
 
 /// Errors of the exchange server.
 #[derive(Debug, thiserror::Error)]
@@ -200,12 +201,13 @@ impl proto::sync_server::Sync for ExchangeServer {
         let peer = request.get_ref().cluster.clone();
         match self.exporter.listed().await {
             Ok(()) => {
-                let (_, export) = self.exporter.feed().current();
+                // Unpacked one record at a time into the message: the export is held once.
+                let (_, services, instances) = self.exporter.feed().current_packed();
                 let data = to_wire(
                     &self.cluster,
                     self.plugin_name,
-                    &export.services,
-                    &export.instances,
+                    services.iter().map(PackedService::unpack),
+                    instances.iter().map(PackedInstance::unpack),
                 );
                 debug!(peer = %peer, instances = data.instances.len(), "served pull");
                 Ok(Response::new(data))

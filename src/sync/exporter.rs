@@ -94,16 +94,6 @@ impl Exporter {
         Ok(mapping.finish())
     }
 
-    /// The exported part of the local registry: the feed's, once it has been listed (it is
-    /// kept current by [`Exporter::follow`]), else from a listing made now.
-    ///
-    /// # Errors
-    /// The plugin's listing error.
-    pub async fn export(&self) -> syncer_plugin_api::Result<Snapshot> {
-        self.listed().await?;
-        Ok(self.feed.current().1)
-    }
-
     /// Returns once the feed holds a listing: at once when it does, after the listing in
     /// flight (the follower's first) when there is one, else after a listing made now.
     ///
