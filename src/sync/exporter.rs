@@ -6,8 +6,9 @@
 //! service while it has an exported instance: an empty one would only create empty services
 //! at a peer). [`Exporter`] keeps an [`ExportFeed`]: the
 //! export numbered by revision, with the change between consecutive revisions, which the
-//! exchange streams to peers and serves pulls from (DESIGN.md decision 4). No listing is
-//! kept beyond the call that made it: at 100,000 instances a listing is tens of MB.
+//! exchange streams to peers and serves pulls from (DESIGN.md decision 4). Records are kept
+//! packed ([`super::packed`]) and a listing is read record by record
+//! ([`Plugin::list_each`]), never held whole: at 100,000 instances one is a hundred MB.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
