@@ -286,8 +286,9 @@ pub struct Applied {
     pub failed: usize,
     /// Every copy the plan touched that exists after it (registered, heartbeated, or left in
     /// place by a failed call), with the local ids the registry gave: the importer's cache
-    /// of the mapping is updated from this, without listing the registry again.
-    pub copies: Vec<(OriginKey, LocalCopy)>,
+    /// of the mapping is updated from this, without listing the registry again (kept as a
+    /// map as it grows: after a reconcile it becomes the mapping as it is).
+    pub copies: HashMap<OriginKey, LocalCopy>,
     /// Origins whose copy was removed or lost (before any re-registration listed in
     /// `copies`).
     pub removed: Vec<OriginKey>,
@@ -308,11 +309,11 @@ impl Applied {
         match outcome {
             Outcome::Registered(origin, copy) => {
                 self.registered += 1;
-                self.copies.push((origin, copy));
+                self.copies.insert(origin, copy);
             }
             Outcome::Heartbeated(origin, copy) => {
                 self.heartbeated += 1;
-                self.copies.push((origin, copy));
+                self.copies.insert(origin, copy);
             }
             Outcome::Unregistered(origin) => {
                 self.unregistered += 1;
@@ -647,13 +648,11 @@ pub const REGISTER_BATCH: usize = 500;
 pub const BATCHES_IN_FLIGHT: usize = 4;
 
 /// The mapping's record of a registration the registry accepted as `instance_id`.
-fn registered(r: Registration, instance_id: String) -> Outcome {
+/// `service` is the registration's service packed (shared by the copies of one service).
+fn registered(r: Registration, instance_id: String, service: PackedService) -> Outcome {
     let mut instance = r.instance;
     instance.instance_id = instance_id;
-    Outcome::Registered(
-        r.origin,
-        LocalCopy::of(PackedService::new(&r.service), &instance),
-    )
+    Outcome::Registered(r.origin, LocalCopy::of(service, &instance))
 }
 
 /// Registers `chunk` (service ids resolved) with one [`Plugin::register_batch`]; returns
@@ -676,9 +675,21 @@ async fn register_batch(
     drop(items);
     let mut outcomes = Vec::with_capacity(chunk.len());
     let mut left = Vec::new();
+    let mut packed: HashMap<String, PackedService> = HashMap::new();
     for (r, result) in chunk.into_iter().zip(results) {
         match result {
-            Ok(id) => outcomes.push(registered(r, id)),
+            Ok(id) => {
+                // One packed service for the copies of a service in this batch.
+                let service = match packed.get(&r.service.service_id) {
+                    Some(service) => service.clone(),
+                    None => {
+                        let service = PackedService::new(&r.service);
+                        packed.insert(r.service.service_id.clone(), service.clone());
+                        service
+                    }
+                };
+                outcomes.push(registered(r, id, service));
+            }
             Err(e) => {
                 debug!(instance = %r.instance.instance_id, error = %e, "batch item refused; registering it alone");
                 left.push(r);
@@ -709,7 +720,8 @@ async fn register(plugin: &dyn Plugin, mut r: Registration) -> Outcome {
     match result {
         Ok(id) => {
             debug!(service = %r.service.service_name, instance = %id, origin_cluster = %r.origin.cluster, "imported instance registered");
-            registered(r, id)
+            let service = PackedService::new(&r.service);
+            registered(r, id, service)
         }
         Err(e) => {
             warn!(service = %r.service.service_name, origin_cluster = %r.origin.cluster, error = %e, "register failed");

@@ -679,7 +679,7 @@ impl Syncer {
                 "reconciled"
             );
         }
-        self.copies = Some(applied.copies.into_iter().collect());
+        self.copies = Some(applied.copies);
     }
 }
 
