@@ -192,8 +192,10 @@ impl Watcher {
 /// duplicated, no stranger), skipping failed reads.
 fn assert_steady(seen: &[Observation], expected: &BTreeSet<String>) {
     let answered: Vec<&Vec<Copy>> = seen.iter().filter_map(|(_, c)| c.as_ref()).collect();
+    // At 50 ms a read, a loaded machine still gets ten in; that the window of interest is
+    // covered is checked by the callers (observations before and after the event).
     assert!(
-        answered.len() > 20,
+        answered.len() >= 10,
         "too few observations: {}",
         answered.len()
     );
@@ -322,9 +324,11 @@ async fn failover_and_handover(use_etcd: bool) {
 
     // SIGKILL the leader: another member leads and heartbeats within 10 s.
     let killed_at = now_ms();
+    let killed = Instant::now();
     a.syncer_mut(&first).kill9();
     alive.retain(|n| *n != first);
     let failover = first_renewal_after(&http, &a, "SVC", killed_at, &a.procs()).await;
+    let failed_over = Instant::now();
     println!("failover (etcd: {use_etcd}): {} ms", failover.as_millis());
     assert!(
         failover < Duration::from_secs(10),
@@ -356,6 +360,15 @@ async fn failover_and_handover(use_etcd: bool) {
         .filter(|(_, c)| c.as_ref().is_some_and(|c| c.len() <= 3))
         .cloned()
         .collect();
+    // Watched while the leader was gone (until the successor's first renewal was seen).
+    let during = before_new
+        .iter()
+        .filter(|(at, _)| *at > killed && *at <= failed_over)
+        .count();
+    assert!(
+        during >= 5,
+        "the copies were watched {during} times during the failover"
+    );
     assert_steady(&before_new, &expected);
 
     // SIGTERM the new leader: it hands over, exits cleanly, and copies stay heartbeated.
