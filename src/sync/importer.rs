@@ -814,6 +814,12 @@ mod tests {
         snapshot
     }
 
+    /// The local registry after a first round imported `state` of `cluster` faithfully.
+    fn imported(cluster: &Arc<str>, state: &PeerExportState) -> Snapshot {
+        let first = plan(&config(), &[view(cluster, state)], &HashSet::new(), empty());
+        local_after(&registrations(&first))
+    }
+
     fn empty() -> (Mapping, Vec<(OriginKey, LocalCopy)>) {
         Mapping::from_snapshot(&Snapshot::default())
     }
@@ -849,13 +855,7 @@ mod tests {
     fn a_second_round_only_heartbeats_and_a_vanished_origin_is_unregistered() {
         let cluster: Arc<str> = Arc::from("eureka-site");
         let state = peer(&[("a:1", "http://127.0.0.1:1"), ("a:2", "http://127.0.0.1:2")]);
-        let first = plan(
-            &config(),
-            &[view(&cluster, &state)],
-            &HashSet::new(),
-            empty(),
-        );
-        let local = local_after(&registrations(&first));
+        let local = imported(&cluster, &state);
 
         let second = plan(
             &config(),
@@ -891,13 +891,7 @@ mod tests {
     fn changed_endpoints_or_status_replace_the_copy() {
         let cluster: Arc<str> = Arc::from("eureka-site");
         let state = peer(&[("a:1", "http://127.0.0.1:1")]);
-        let first = plan(
-            &config(),
-            &[view(&cluster, &state)],
-            &HashSet::new(),
-            empty(),
-        );
-        let local = local_after(&registrations(&first));
+        let local = imported(&cluster, &state);
         let mut moved = export(&[("a:1", "http://127.0.0.1:9")]);
         moved.instances[0].status = InstanceStatus::Down;
         let moved = PeerExportState::pulled(&moved);
@@ -918,13 +912,7 @@ mod tests {
     fn copies_of_an_unpulled_cluster_are_kept_only_while_retained() {
         let cluster: Arc<str> = Arc::from("eureka-site");
         let state = peer(&[("a:1", "http://127.0.0.1:1")]);
-        let first = plan(
-            &config(),
-            &[view(&cluster, &state)],
-            &HashSet::new(),
-            empty(),
-        );
-        let local = local_after(&registrations(&first));
+        let local = imported(&cluster, &state);
         let retained: HashSet<String> = ["eureka-site".to_string()].into();
         let kept = plan(&config(), &[], &retained, Mapping::from_snapshot(&local));
         assert_eq!(kept.heartbeat.len(), 1);
@@ -965,13 +953,7 @@ mod tests {
     fn a_change_plans_only_what_it_touched() {
         let cluster: Arc<str> = Arc::from("eureka-site");
         let mut state = peer(&[("a:1", "http://127.0.0.1:1")]);
-        let first = plan(
-            &config(),
-            &[view(&cluster, &state)],
-            &HashSet::new(),
-            empty(),
-        );
-        let local = local_after(&registrations(&first));
+        let local = imported(&cluster, &state);
         let (mapping, _) = Mapping::from_snapshot(&local);
         let copies = mapping.copies;
         state.epoch = 1;
