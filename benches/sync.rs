@@ -143,16 +143,7 @@ async fn wait_ready(http: &reqwest::Client, core: &Core) {
 }
 
 async fn create_service(http: &reqwest::Client, url: &str, name: &str) -> String {
-    let body: Value = http
-        .post(format!("{url}/v4/default/registry/microservices"))
-        .json(&json!({"service": {"appId": "bench", "serviceName": name, "version": "1.0.0"}}))
-        .send()
-        .await
-        .expect("create service")
-        .json()
-        .await
-        .expect("create service body");
-    body["serviceId"].as_str().expect("serviceId").to_owned()
+    support::sc_create_service(http, url, "bench", name).await
 }
 
 async fn register(http: &reqwest::Client, url: &str, sid: &str, n: usize) -> String {

@@ -222,17 +222,7 @@ async fn py_and_js_eureka_clients_register_discover_change_status_and_cancel_acr
     // 3. An instance registered on the service-center side after the clients started reaches
     //    them through the syncer and their registry fetches (js: deltas; py: the delta's hash
     //    mismatch and a full fetch).
-    let created: Value = http
-        .post(sc.url("/v4/default/registry/microservices"))
-        .header("X-Domain-Name", "default")
-        .json(&serde_json::json!({"service": {"appId": "hello", "serviceName": "hello-server", "version": "1.0.0"}}))
-        .send()
-        .await
-        .expect("create service")
-        .json()
-        .await
-        .expect("create service body");
-    let sid = created["serviceId"].as_str().expect("serviceId").to_owned();
+    let sid = support::sc_create_service(&http, &sc.url(""), "hello", "hello-server").await;
     let status = http
         .post(sc.url(&format!(
             "/v4/default/registry/microservices/{sid}/instances"

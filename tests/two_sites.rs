@@ -125,17 +125,9 @@ async fn eureka_instances(http: &reqwest::Client, site: &Site, app: &str) -> Opt
 
 /// Registers hello-server on the service-center side and returns (serviceId, instanceId).
 async fn register_hello(http: &reqwest::Client, site: &Site) -> (String, String) {
-    let created: Value = http
-        .post(site.url("/v4/default/registry/microservices"))
-        .header("X-Domain-Name", "default")
-        .json(&serde_json::json!({"service": {"appId": "eureka", "serviceName": "hello-server", "version": "0.0.1"}}))
-        .send()
-        .await
-        .expect("create service")
-        .json()
-        .await
-        .expect("create service body");
-    let sid = created["serviceId"].as_str().expect("serviceId").to_owned();
+    let sid =
+        support::sc_create_service_version(http, &site.url(""), "eureka", "hello-server", "0.0.1")
+            .await;
     let registered: Value = http
         .post(site.url(&format!("/v4/default/registry/microservices/{sid}/instances")))
         .header("X-Domain-Name", "default")

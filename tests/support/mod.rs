@@ -383,10 +383,21 @@ pub async fn sc_create_service(
     app: &str,
     name: &str,
 ) -> String {
+    sc_create_service_version(http, base, app, name, "1.0.0").await
+}
+
+/// [`sc_create_service`] with the given `version`.
+pub async fn sc_create_service_version(
+    http: &reqwest::Client,
+    base: &str,
+    app: &str,
+    name: &str,
+    version: &str,
+) -> String {
     let created: serde_json::Value = http
         .post(format!("{base}/v4/default/registry/microservices"))
         .header("X-Domain-Name", "default")
-        .json(&serde_json::json!({"service": {"appId": app, "serviceName": name, "version": "1.0.0"}}))
+        .json(&serde_json::json!({"service": {"appId": app, "serviceName": name, "version": version}}))
         .send()
         .await
         .expect("create service")
