@@ -104,17 +104,7 @@ impl PeerExportState {
     /// The state of a pulled export (epoch and revision unknown: 0).
     pub fn pulled(snapshot: &Snapshot) -> PeerExportState {
         let mut state = PeerExportState::default();
-        for s in &snapshot.services {
-            state
-                .services
-                .insert(service_key(&s.service_id), PackedService::new(s));
-        }
-        for i in snapshot.instances.iter().filter(|i| exported(i)) {
-            state.instances.insert(
-                instance_key(&i.service_id, &i.instance_id),
-                PeerInstance::new(i),
-            );
-        }
+        add(&mut state.services, &mut state.instances, snapshot);
         state
     }
 
@@ -191,17 +181,7 @@ impl PeerExportState {
                     },
                 };
                 let mut incoming = incoming;
-                for s in &snapshot.services {
-                    incoming
-                        .services
-                        .insert(service_key(&s.service_id), PackedService::new(s));
-                }
-                for i in snapshot.instances.iter().filter(|i| exported(i)) {
-                    incoming.instances.insert(
-                        instance_key(&i.service_id, &i.instance_id),
-                        PeerInstance::new(i),
-                    );
-                }
+                add(&mut incoming.services, &mut incoming.instances, &snapshot);
                 drop(snapshot);
                 if more {
                     self.incoming = Some(incoming);
@@ -276,6 +256,23 @@ impl PeerExportState {
                 Ok(delta)
             }
         }
+    }
+}
+
+/// Packs `snapshot`'s services and exported instances into the maps of an export.
+fn add(
+    services: &mut HashMap<ServiceKey, PackedService>,
+    instances: &mut HashMap<InstanceKey, PeerInstance>,
+    snapshot: &Snapshot,
+) {
+    for s in &snapshot.services {
+        services.insert(service_key(&s.service_id), PackedService::new(s));
+    }
+    for i in snapshot.instances.iter().filter(|i| exported(i)) {
+        instances.insert(
+            instance_key(&i.service_id, &i.instance_id),
+            PeerInstance::new(i),
+        );
     }
 }
 
