@@ -231,8 +231,13 @@ impl Syncer {
         if !self.reports_rx.is_empty() {
             return;
         }
-        let heard = heard.borrow().clone();
-        for cluster in lagging(&mut self.watching, &self.exports, &heard, Instant::now()) {
+        let lagging = lagging(
+            &mut self.watching,
+            &self.exports,
+            &heard.borrow(),
+            Instant::now(),
+        );
+        for cluster in lagging {
             warn!(cluster = %cluster, limit_secs = STREAM_LAG_LIMIT.as_secs(), "export stream behind the revision its member gossips; restarting it");
             // Started again by `follow_peers`, resuming from the export held.
             if let Some(w) = self.watching.remove(&cluster) {
