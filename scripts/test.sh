@@ -2,7 +2,7 @@
 # Runs the whole test suite. Installs what the tests need where it is missing:
 #   - a Python venv with the third-party Eureka client py-eureka-client (target/test-venv)
 #   - Node.js with the third-party Eureka client eureka-js-client (target/test-node)
-#   - etcd (Debian package etcd-server) and iproute2
+#   - etcd and etcdctl (Debian packages etcd-server, etcd-client), iproute2 (ip), openssl
 # and then runs every test of the workspace (cargo nextest when installed, else cargo test).
 # Usage: scripts/test.sh [extra args for the test runner]
 set -euo pipefail
@@ -23,10 +23,14 @@ apt_install() {
   fi
 }
 
-# Real etcd for the etcd storage adaptor and leader election; ip (iproute2) for the network
-# namespaces of the partition tests.
+# Real etcd for the etcd storage adaptor and leader election, and etcdctl (a separate Debian
+# package) to read what the core wrote; ip (iproute2) for the network namespaces of the
+# partition tests; openssl for the certificates of docs/security.md's procedure (tests).
 command -v etcd >/dev/null 2>&1 || apt_install etcd-server
+command -v etcdctl >/dev/null 2>&1 || apt_install etcd-client
 command -v ip >/dev/null 2>&1 || apt_install iproute2
+command -v openssl >/dev/null 2>&1 || apt_install openssl
+command -v curl >/dev/null 2>&1 || apt_install curl
 
 # Python 3 with venv, and py-eureka-client in a venv under target/.
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
@@ -42,7 +46,8 @@ fi
 export SYNCER_TEST_PYTHON="$VENV/bin/python"
 
 # Node.js and eureka-js-client under target/test-node (tests/eureka_clients.rs).
-command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+command -v node >/dev/null 2>&1 || apt_install nodejs
+command -v npm >/dev/null 2>&1 || apt_install npm
 NODE_DIR="$PWD/target/test-node"
 if [ ! -f "$NODE_DIR/node_modules/eureka-js-client/package.json" ]; then
   log "installing eureka-js-client into $NODE_DIR"
