@@ -69,6 +69,8 @@ pub enum Error {
 /// [`Error`] when a subsystem cannot start.
 pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<(), Error> {
     let tracker = TaskTracker::new();
+    // SIGHUP re-reads the keyring and the TLS files (each reloader also watches its files).
+    let hup = crate::reload::sighup(&tracker, shutdown.clone());
     info!(
         node = %config.node,
         cluster = %config.cluster_name,
@@ -234,6 +236,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         }
         .instrument(tracing::info_span!("sync", cluster = %config.cluster_name)),
     );
+    drop(hup);
     tracker.close();
 
     shutdown.cancelled().await;

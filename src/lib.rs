@@ -14,5 +14,6 @@ pub mod daemon;
 pub mod election;
 pub mod exchange;
 pub mod membership;
+pub mod reload;
 pub mod servicecenter;
 pub mod sync;
