@@ -17,3 +17,4 @@ pub mod membership;
 pub mod reload;
 pub mod servicecenter;
 pub mod sync;
+pub mod tls;

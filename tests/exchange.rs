@@ -66,7 +66,7 @@ async fn a_reconnecting_watcher_resumes_with_the_changes_it_missed() {
     let client = ExchangeClient::new("west".into(), Duration::from_secs(5));
 
     // From nothing: the whole export, then each change.
-    let mut stream = client.watch(addr, 0, 0).await.expect("watch");
+    let mut stream = client.watch(addr, "east", 0, 0).await.expect("watch");
     let whole = next(&mut stream).await;
     assert!(whole.full && !whole.more);
     assert_eq!((whole.epoch, whole.revision), (epoch, 1));
@@ -81,7 +81,7 @@ async fn a_reconnecting_watcher_resumes_with_the_changes_it_missed() {
     // Missed while away: revisions 3 and 4.
     feed.update(&export(&[1, 2, 4])).expect("revision 3");
     feed.update(&export(&[2, 4])).expect("revision 4");
-    let mut stream = client.watch(addr, epoch, 2).await.expect("watch again");
+    let mut stream = client.watch(addr, "east", epoch, 2).await.expect("watch again");
     let third = next(&mut stream).await;
     let fourth = next(&mut stream).await;
     assert!(
@@ -102,7 +102,7 @@ async fn a_reconnecting_watcher_resumes_with_the_changes_it_missed() {
     drop(stream);
 
     // Another run's epoch (the exporter restarted since): the whole export again.
-    let mut stream = client.watch(addr, epoch + 1, 2).await.expect("watch");
+    let mut stream = client.watch(addr, "east", epoch + 1, 2).await.expect("watch");
     let whole = next(&mut stream).await;
     assert!(whole.full);
     assert_eq!(whole.revision, 5);

@@ -1,4 +1,10 @@
-//! The `Pull` side of the exchange: serves this cluster's export to peers' leaders.
+//! The serving side of the exchange: this cluster's export to peers' leaders (`Watch`,
+//! `Pull`), and who this member is (`Identify`).
+//!
+//! With mutual TLS ([`ExchangeServer::with_tls`]), only callers whose certificate is signed by
+//! the CA complete the handshake ([`super::transport::incoming`]), and `Watch` and `Pull`
+//! answer only a caller whose certificate names the cluster its request claims; any other
+//! gets `PERMISSION_DENIED` and a rate-limited warning names both.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +16,8 @@ use tracing::{debug, info, warn};
 
 use super::convert::{change_event, full_events, to_wire};
 use super::proto::{self, sync_server::SyncServer};
+use super::transport::{incoming, LogLimit, PeerIdentity};
+use crate::tls::ExchangeTls;
 use crate::sync::exporter::Exporter;
 use crate::sync::packed::{PackedInstance, PackedService};
 
@@ -31,8 +39,14 @@ pub enum Error {
 #[derive(Debug, Clone)]
 pub struct ExchangeServer {
     cluster: String,
+    /// `--node`, answered to `Identify`.
+    node: String,
     plugin_name: &'static str,
     exporter: Arc<Exporter>,
+    /// Mutual TLS; `None`: plaintext (loopback or `--insecure` only).
+    tls: Option<Arc<ExchangeTls>>,
+    /// Rate limit of the "certificate does not name the claimed cluster" warning.
+    refused: Arc<LogLimit>,
 }
 
 impl ExchangeServer {
@@ -73,9 +87,45 @@ impl ExchangeServer {
     pub fn new(cluster: String, plugin_name: &'static str, exporter: Arc<Exporter>) -> Self {
         ExchangeServer {
             cluster,
+            node: String::new(),
             plugin_name,
             exporter,
+            tls: None,
+            refused: Arc::new(LogLimit::default()),
         }
+    }
+
+    /// Answers `Identify` with this member's `node` name.
+    pub fn with_node(mut self, node: String) -> Self {
+        self.node = node;
+        self
+    }
+
+    /// Serves over mutual TLS with `tls` (see the module doc).
+    pub fn with_tls(mut self, tls: Option<Arc<ExchangeTls>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Refuses a caller whose certificate does not name `claimed`.
+    fn check_claim<T>(&self, request: &Request<T>, claimed: &str) -> Result<(), Status> {
+        let Some(identity) = request.extensions().get::<PeerIdentity>() else {
+            // Not from `incoming` (an in-process server in tests): no TLS.
+            return if self.tls.is_some() {
+                Err(Status::unauthenticated("no verified client certificate"))
+            } else {
+                Ok(())
+            };
+        };
+        identity.may_speak_for(claimed).map_err(|names| {
+            if self.refused.ready(claimed) {
+                warn!(from = ?identity.remote, claimed_cluster = %claimed, certificate_names = ?names,
+                    "exchange: refused a peer whose certificate does not name the cluster it claims");
+            }
+            Status::permission_denied(format!(
+                "the client certificate names {names:?}, not the cluster {claimed:?} the request claims"
+            ))
+        })
     }
 
     /// Serves gRPC on `listener` until `shutdown` is cancelled.
@@ -90,18 +140,8 @@ impl ExchangeServer {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        info!(%addr, "exchange (grpc) listening");
-        // Export events are small writes on a long-lived stream: without TCP_NODELAY each
-        // could wait for the peer's delayed ACK (~40 ms).
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |conn| {
-                if let Ok(tcp) = &conn {
-                    let _ = tcp.set_nodelay(true);
-                }
-                conn
-            },
-        );
+        info!(%addr, tls = self.tls.is_some(), "exchange (grpc) listening");
+        let incoming = incoming(listener, self.tls.clone(), shutdown.clone());
         tonic::transport::Server::builder()
             .add_service(
                 SyncServer::new(self)
@@ -185,6 +225,7 @@ impl proto::sync_server::Sync for ExchangeServer {
         &self,
         request: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.check_claim(&request, &request.get_ref().cluster)?;
         let request = request.into_inner();
         debug!(peer = %request.cluster, epoch = request.epoch, revision = request.revision, "watch started");
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
@@ -194,11 +235,23 @@ impl proto::sync_server::Sync for ExchangeServer {
         )))
     }
 
+    async fn identify(
+        &self,
+        request: Request<proto::IdentifyRequest>,
+    ) -> Result<Response<proto::IdentifyReply>, Status> {
+        debug!(peer = %request.get_ref().node, cluster = %request.get_ref().cluster, "identify");
+        Ok(Response::new(proto::IdentifyReply {
+            cluster: self.cluster.clone(),
+            node: self.node.clone(),
+        }))
+    }
+
     async fn pull(
         &self,
         request: Request<proto::PullRequest>,
     ) -> Result<Response<proto::SyncData>, Status> {
         let peer = request.get_ref().cluster.clone();
+        self.check_claim(&request, &peer)?;
         match self.exporter.listed().await {
             Ok(()) => {
                 // Unpacked one record at a time into the message: the export is held once.

@@ -183,12 +183,10 @@ impl Syncer {
         exporter: Arc<Exporter>,
         members: watch::Receiver<Vec<Member>>,
     ) -> Syncer {
-        let client = Arc::new(ExchangeClient::new(
-            config.cluster_name.clone(),
-            config
-                .ticker_interval
-                .clamp(Duration::from_secs(2), Duration::from_secs(10)),
-        ));
+        let client = Arc::new(
+            ExchangeClient::new(config.cluster_name.clone(), exchange_timeout(&config))
+                .with_node(config.node.clone()),
+        );
         let (reports_tx, reports_rx) = mpsc::channel(EVENT_BUFFER);
         Syncer {
             config,
@@ -209,6 +207,16 @@ impl Syncer {
             names: HashMap::new(),
             heard: None,
         }
+    }
+
+    /// Connects to peers with mutual TLS (`Some`, see [`crate::tls`]) instead of plaintext.
+    pub fn with_tls(mut self, tls: Option<Arc<crate::tls::ExchangeTls>>) -> Syncer {
+        self.client = Arc::new(
+            ExchangeClient::new(self.config.cluster_name.clone(), exchange_timeout(&self.config))
+                .with_node(self.config.node.clone())
+                .with_tls(tls),
+        );
+        self
     }
 
     /// Compares each watch stream with the revision its member gossips (`heard`, from
@@ -568,7 +576,7 @@ impl Syncer {
         let client = &self.client;
         let pulls = join_all(to_pull.iter().map(|(cluster, candidates)| async move {
             for member in candidates {
-                match client.pull(member.rpc_addr).await {
+                match client.pull(member.rpc_addr, cluster).await {
                     Ok(export) if export.cluster == **cluster => return Some(export),
                     Ok(export) => {
                         warn!(peer = %member.node, advertised = %cluster, answered = %export.cluster, "peer answered for another cluster, ignored");
@@ -688,6 +696,13 @@ impl Syncer {
     }
 }
 
+/// Deadline of one exchange call (a pull, a connection): the tick, between 2 and 10 s.
+pub fn exchange_timeout(config: &Config) -> Duration {
+    config
+        .ticker_interval
+        .clamp(Duration::from_secs(2), Duration::from_secs(10))
+}
+
 fn plan_config(config: &Config) -> PlanConfig {
     PlanConfig {
         local_cluster: config.cluster_name.clone(),
@@ -743,7 +758,7 @@ async fn stream_once(
     (epoch, revision): (u64, u64),
 ) -> Result<(), String> {
     let mut stream = client
-        .watch(addr, epoch, revision)
+        .watch(addr, cluster, epoch, revision)
         .await
         .map_err(|e| e.to_string())?;
     loop {
