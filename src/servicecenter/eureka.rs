@@ -1420,6 +1420,24 @@ mod tests {
         assert!(text.starts_with("Mismatched appName"));
     }
 
+    #[tokio::test]
+    async fn issue_10_register_refuses_xml_nested_ten_thousand_deep_with_400() {
+        let core = Core::new();
+        let body = format!("{}{}", "<a>".repeat(10_000), "</a>".repeat(10_000));
+        for headers in [&[][..], &[("content-type", "application/xml")][..]] {
+            let (s, text) = call(&core, "POST", "/eureka/apps/X", headers, &body).await;
+            assert_eq!(
+                (s, text.as_str()),
+                (
+                    StatusCode::BAD_REQUEST,
+                    "Cannot parse XML body: XML nested deeper than 64 elements"
+                )
+            );
+        }
+        let (s, _) = call(&core, "GET", "/eureka/apps", &[], "").await;
+        assert_eq!(s, StatusCode::OK);
+    }
+
     async fn json_get(core: &Core, uri: &str) -> Value {
         let (s, body) = call(core, "GET", uri, &[("accept", "application/json")], "").await;
         assert_eq!(s, StatusCode::OK, "{uri}: {body}");

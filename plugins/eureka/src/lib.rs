@@ -230,7 +230,7 @@ fn decode(reply: &Reply, what: &str) -> Result<Value> {
         .find(|b| !b.is_ascii_whitespace())
         .copied();
     let result = if ctype.contains("xml") || (!ctype.contains("json") && first == Some(b'<')) {
-        xml::parse(&reply.body)
+        xml::parse(&reply.body).map_err(|e| e.to_string())
     } else {
         serde_json::from_slice(&reply.body).map_err(|e| e.to_string())
     };

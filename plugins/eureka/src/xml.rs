@@ -8,89 +8,126 @@
 //! taken literally (`versions__delta` is also the JSON key), except below `metadata`
 //! elements, where XStream's name escaping is undone (`zone__id` is the key `zone_id`, `_-`
 //! is `$`) on reading and applied on writing, as the Java client does.
+//!
+//! Both directions work without recursion, and reading refuses a document nested deeper than
+//! [`MAX_DEPTH`] elements: a 70 KB body nested 10,000 deep used to overflow the stack and abort
+//! the whole daemon (issue 10).
+
+use std::fmt;
 
 use quick_xml::events::{BytesStart, Event};
 use serde_json::{Map, Value};
 
-/// One parsed element.
-#[derive(Debug, Default)]
-struct Node {
-    name: String,
-    attrs: Vec<(String, String)>,
-    text: String,
-    children: Vec<Node>,
+/// How deep elements may nest in a document [`parse`] accepts; the root element is at depth 1.
+///
+/// Eureka's own documents nest six deep (`applications`, `application`, `instance`,
+/// `dataCenterInfo`, `metadata`, a key), so this is no format rule but the bound (DESIGN.md
+/// decision 11) that keeps a hostile document from costing more than a small, fixed amount of
+/// state: a document nested deeper is refused with [`ParseError::TooDeep`] as soon as the
+/// reader gets there. The [`Value`] of an accepted document is at most `2 * MAX_DEPTH`
+/// containers deep (an object per element, plus an array where a name repeats): about what
+/// serde_json lets a JSON body nest (127 levels), so serializing, comparing or dropping it
+/// (all recursive in serde_json) stays as shallow as for any JSON body.
+pub const MAX_DEPTH: usize = 64;
+
+/// Why [`parse`] refused a document. Retrying the same document cannot help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// An element is nested deeper than [`MAX_DEPTH`]; the rest of the document was not read.
+    TooDeep,
+    /// Not well-formed XML, or no root element: the reader's reason.
+    Malformed(String),
 }
 
-fn start(e: &BytesStart<'_>) -> Result<Node, String> {
-    let mut n = Node {
-        name: String::from_utf8_lossy(e.name().as_ref()).into_owned(),
-        ..Node::default()
-    };
-    for a in e.attributes() {
-        let a = a.map_err(|e| e.to_string())?;
-        let v = a.unescape_value().map_err(|e| e.to_string())?;
-        n.attrs.push((
-            String::from_utf8_lossy(a.key.as_ref()).into_owned(),
-            v.into_owned(),
-        ));
-    }
-    Ok(n)
-}
-
-fn parse_tree(body: &[u8]) -> Result<Node, String> {
-    let mut reader = quick_xml::Reader::from_reader(body);
-    let mut stack: Vec<Node> = Vec::new();
-    loop {
-        let finished = match reader.read_event().map_err(|e| e.to_string())? {
-            Event::Start(e) => {
-                stack.push(start(&e)?);
-                None
-            }
-            Event::Empty(e) => Some(start(&e)?),
-            Event::End(_) => Some(stack.pop().ok_or("unbalanced end tag")?),
-            Event::Text(t) => {
-                if let Some(n) = stack.last_mut() {
-                    n.text.push_str(&t.decode().map_err(|e| e.to_string())?);
-                }
-                None
-            }
-            Event::CData(t) => {
-                if let Some(n) = stack.last_mut() {
-                    n.text.push_str(&String::from_utf8_lossy(&t));
-                }
-                None
-            }
-            Event::GeneralRef(r) => {
-                if let Some(n) = stack.last_mut() {
-                    let c = match r.resolve_char_ref().map_err(|e| e.to_string())? {
-                        Some(c) => c,
-                        None => match r.as_ref() {
-                            b"amp" => '&',
-                            b"lt" => '<',
-                            b"gt" => '>',
-                            b"quot" => '"',
-                            b"apos" => '\'',
-                            other => {
-                                return Err(format!(
-                                    "unknown entity &{};",
-                                    String::from_utf8_lossy(other)
-                                ))
-                            }
-                        },
-                    };
-                    n.text.push(c);
-                }
-                None
-            }
-            Event::Eof => return Err("no root element".into()),
-            _ => None,
-        };
-        if let Some(n) = finished {
-            match stack.last_mut() {
-                Some(parent) => parent.children.push(n),
-                None => return Ok(n),
-            }
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::TooDeep => write!(f, "XML nested deeper than {MAX_DEPTH} elements"),
+            ParseError::Malformed(reason) => f.write_str(reason),
         }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn malformed(e: impl fmt::Display) -> ParseError {
+    ParseError::Malformed(e.to_string())
+}
+
+/// An element whose end tag has not been read yet.
+#[derive(Debug)]
+struct Open {
+    name: String,
+    /// Its attributes (`@name`) and its finished children, as they will be in its value.
+    fields: Map<String, Value>,
+    text: String,
+}
+
+fn open(e: &BytesStart<'_>) -> Result<Open, ParseError> {
+    let mut fields = Map::new();
+    for a in e.attributes() {
+        let a = a.map_err(malformed)?;
+        let v = a.unescape_value().map_err(malformed)?;
+        fields.insert(
+            format!("@{}", String::from_utf8_lossy(a.key.as_ref())),
+            Value::String(v.into_owned()),
+        );
+    }
+    Ok(Open {
+        name: String::from_utf8_lossy(e.name().as_ref()).into_owned(),
+        fields,
+        text: String::new(),
+    })
+}
+
+/// The name and value of a finished element: a string for a leaf without attributes, else
+/// an object of its attributes and children, with its text as `$`.
+fn close(element: Open) -> (String, Value) {
+    let text = element.text.trim();
+    if element.fields.is_empty() {
+        return (element.name, Value::String(text.to_owned()));
+    }
+    let mut fields = element.fields;
+    if !text.is_empty() {
+        fields.insert("$".into(), Value::String(text.to_owned()));
+    }
+    (element.name, Value::Object(fields))
+}
+
+/// Adds a finished child to its parent: a second child of the same name makes an array.
+fn adopt(parent: &mut Open, name: String, v: Value) {
+    let key = if parent.name == "metadata" {
+        unescape_name(&name)
+    } else {
+        name
+    };
+    match parent.fields.get_mut(&key) {
+        Some(Value::Array(items)) => items.push(v),
+        Some(existing) => {
+            let first = existing.take();
+            *existing = Value::Array(vec![first, v]);
+        }
+        None => {
+            parent.fields.insert(key, v);
+        }
+    }
+}
+
+/// The text of a general reference (`&amp;`, `&#38;`).
+fn reference(r: &quick_xml::events::BytesRef<'_>) -> Result<char, ParseError> {
+    if let Some(c) = r.resolve_char_ref().map_err(malformed)? {
+        return Ok(c);
+    }
+    match r.as_ref() {
+        b"amp" => Ok('&'),
+        b"lt" => Ok('<'),
+        b"gt" => Ok('>'),
+        b"quot" => Ok('"'),
+        b"apos" => Ok('\''),
+        other => Err(ParseError::Malformed(format!(
+            "unknown entity &{};",
+            String::from_utf8_lossy(other)
+        ))),
     }
 }
 
@@ -131,58 +168,106 @@ pub fn name_ok(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-fn to_value(n: &Node) -> Value {
-    if n.children.is_empty() && n.attrs.is_empty() {
-        return Value::String(n.text.trim().to_owned());
-    }
-    let mut m = Map::new();
-    for (k, v) in &n.attrs {
-        m.insert(format!("@{k}"), Value::String(v.clone()));
-    }
-    let children_are_metadata = n.name == "metadata";
-    for c in &n.children {
-        let key = if children_are_metadata {
-            unescape_name(&c.name)
-        } else {
-            c.name.clone()
-        };
-        let v = to_value(c);
-        match m.get_mut(&key) {
-            Some(Value::Array(items)) => items.push(v),
-            Some(existing) => {
-                let first = existing.take();
-                *existing = Value::Array(vec![first, v]);
+/// Parses an XML document into `{root name: value}`, the shape of the same document in JSON
+/// (`<applications>..</applications>` becomes `{"applications": {...}}`). Reading stops at
+/// the end of the root element.
+///
+/// Without recursion: open elements are an explicit stack, at most [`MAX_DEPTH`] long, and
+/// each element's value is built when its end tag is read.
+///
+/// # Errors
+/// [`ParseError::TooDeep`] when elements nest deeper than [`MAX_DEPTH`];
+/// [`ParseError::Malformed`] when the body is not well-formed XML or has no root element.
+pub fn parse(body: &[u8]) -> Result<Value, ParseError> {
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut stack: Vec<Open> = Vec::new();
+    loop {
+        let finished = match reader.read_event().map_err(malformed)? {
+            Event::Start(e) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(ParseError::TooDeep);
+                }
+                stack.push(open(&e)?);
+                None
             }
-            None => {
-                m.insert(key, v);
+            Event::Empty(e) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(ParseError::TooDeep);
+                }
+                Some(close(open(&e)?))
+            }
+            Event::End(_) => Some(close(
+                stack.pop().ok_or_else(|| malformed("unbalanced end tag"))?,
+            )),
+            Event::Text(t) => {
+                if let Some(n) = stack.last_mut() {
+                    n.text.push_str(&t.decode().map_err(malformed)?);
+                }
+                None
+            }
+            Event::CData(t) => {
+                if let Some(n) = stack.last_mut() {
+                    n.text.push_str(&String::from_utf8_lossy(&t));
+                }
+                None
+            }
+            Event::GeneralRef(r) => {
+                if let Some(n) = stack.last_mut() {
+                    n.text.push(reference(&r)?);
+                }
+                None
+            }
+            Event::Eof => return Err(malformed("no root element")),
+            _ => None,
+        };
+        if let Some((name, v)) = finished {
+            match stack.last_mut() {
+                Some(parent) => adopt(parent, name, v),
+                None => {
+                    let mut doc = Map::new();
+                    doc.insert(name, v);
+                    return Ok(Value::Object(doc));
+                }
             }
         }
     }
-    let text = n.text.trim();
-    if !text.is_empty() {
-        m.insert("$".into(), Value::String(text.to_owned()));
-    }
-    Value::Object(m)
-}
-
-/// Parses an XML document into `{root name: value}`, the shape of the same document in JSON
-/// (`<applications>..</applications>` becomes `{"applications": {...}}`).
-///
-/// # Errors
-/// A message when the body is not well-formed XML or has no root element.
-pub fn parse(body: &[u8]) -> Result<Value, String> {
-    let root = parse_tree(body)?;
-    let mut m = Map::new();
-    let v = to_value(&root);
-    m.insert(root.name, v);
-    Ok(Value::Object(m))
 }
 
 fn escape_text(s: &str) -> String {
     quick_xml::escape::escape(s).into_owned()
 }
 
-fn write_element(out: &mut String, indent: usize, name: &str, v: &Value, in_metadata: bool) {
+/// One step of [`write`]: an element to write, or the end tag of one whose children are
+/// being written.
+enum Step<'a> {
+    Element {
+        name: &'a str,
+        value: &'a Value,
+        depth: usize,
+        in_metadata: bool,
+    },
+    End {
+        tag: String,
+        depth: usize,
+    },
+}
+
+/// Two spaces per level, up to [`MAX_DEPTH`] levels: a deeper element (only a hand-built
+/// value has one) is written at that indentation, so the output stays linear in the input.
+fn indent(out: &mut String, depth: usize) {
+    out.extend(std::iter::repeat_n(' ', 2 * depth.min(MAX_DEPTH)));
+}
+
+/// Writes the start of one element (or all of it, when it has no children) and queues its
+/// children, first child last, and its end tag on `todo`.
+fn write_element<'a>(
+    out: &mut String,
+    todo: &mut Vec<Step<'a>>,
+    name: &'a str,
+    v: &'a Value,
+    depth: usize,
+    in_metadata: bool,
+) {
     let tag = if in_metadata {
         let escaped = escape_name(name);
         if !name_ok(&escaped) {
@@ -196,12 +281,17 @@ fn write_element(out: &mut String, indent: usize, name: &str, v: &Value, in_meta
     match v {
         Value::Null => {}
         Value::Array(items) => {
-            for item in items {
-                write_element(out, indent, name, item, in_metadata);
-            }
+            todo.extend(items.iter().rev().map(|item| Step::Element {
+                name,
+                value: item,
+                depth,
+                in_metadata,
+            }));
         }
         Value::Object(m) => {
-            out.push_str(&format!("{:indent$}<{tag}", ""));
+            indent(out, depth);
+            out.push('<');
+            out.push_str(&tag);
             for (k, a) in m {
                 if let Some(attr) = k.strip_prefix('@') {
                     let a = scalar_text(a);
@@ -219,39 +309,92 @@ fn write_element(out: &mut String, indent: usize, name: &str, v: &Value, in_meta
                 out.push_str(&format!(">{}</{tag}>\n", escape_text(&text)));
             } else {
                 out.push_str(">\n");
+                todo.push(Step::End { tag, depth });
                 let child_meta = name == "metadata";
-                for (k, c) in children {
-                    write_element(out, indent + 2, k, c, child_meta);
-                }
-                out.push_str(&format!("{:indent$}</{tag}>\n", ""));
+                todo.extend(children.into_iter().rev().map(|(k, c)| Step::Element {
+                    name: k,
+                    value: c,
+                    depth: depth + 1,
+                    in_metadata: child_meta,
+                }));
             }
         }
         other => {
+            indent(out, depth);
             out.push_str(&format!(
-                "{:indent$}<{tag}>{}</{tag}>\n",
-                "",
+                "<{tag}>{}</{tag}>\n",
                 escape_text(&scalar_text(other))
             ));
         }
     }
 }
 
+/// The text of a value in text or attribute position: a string as is, null as nothing, any
+/// other value as its JSON. An array or object nested deeper than `2 * MAX_DEPTH` (which no
+/// parsed document has) is left out rather than serialized, serde_json's writer being
+/// recursive.
 fn scalar_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
+        other if nested_deeper_than(other, 2 * MAX_DEPTH) => {
+            tracing::debug!("xml text is a value nested too deep, left out");
+            String::new()
+        }
         other => other.to_string(),
     }
+}
+
+/// Whether `v` has more than `limit` levels of arrays and objects, found without recursion.
+fn nested_deeper_than(v: &Value, limit: usize) -> bool {
+    let mut todo = vec![(v, 1)];
+    while let Some((v, depth)) = todo.pop() {
+        match v {
+            Value::Array(_) | Value::Object(_) if depth > limit => return true,
+            Value::Array(items) => todo.extend(items.iter().map(|c| (c, depth + 1))),
+            Value::Object(m) => todo.extend(m.values().map(|c| (c, depth + 1))),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Writes a `{root: value}` document as XStream-style XML (two-space indent, no declaration);
 /// the inverse of [`parse`]. Metadata keys that cannot be element names are left out (a
 /// Netflix server could not carry them in XML either).
+///
+/// Without recursion (an explicit stack of elements to write), so a value of any depth is
+/// written with a bounded stack, and in linear size: indentation stops growing at
+/// [`MAX_DEPTH`] levels. An array or object in text or attribute position (`$`, `@name`) is
+/// written as its JSON, or left out when nested deeper than `2 * MAX_DEPTH`, which no parsed
+/// document is.
 pub fn write(doc: &Value) -> String {
     let mut out = String::new();
-    if let Value::Object(m) = doc {
-        for (root, v) in m {
-            write_element(&mut out, 0, root, v, false);
+    let Value::Object(m) = doc else {
+        return out;
+    };
+    let mut todo: Vec<Step<'_>> = m
+        .iter()
+        .rev()
+        .map(|(root, v)| Step::Element {
+            name: root,
+            value: v,
+            depth: 0,
+            in_metadata: false,
+        })
+        .collect();
+    while let Some(step) = todo.pop() {
+        match step {
+            Step::Element {
+                name,
+                value,
+                depth,
+                in_metadata,
+            } => write_element(&mut out, &mut todo, name, value, depth, in_metadata),
+            Step::End { tag, depth } => {
+                indent(&mut out, depth);
+                out.push_str(&format!("</{tag}>\n"));
+            }
         }
     }
     out
@@ -310,5 +453,132 @@ mod tests {
     fn garbage_is_an_error() {
         assert!(parse(b"").is_err());
         assert!(parse(b"<a><b></a>").is_err());
+    }
+
+    /// `depth` nested `<a>` elements around `inner`.
+    fn nested(depth: usize, inner: &str) -> String {
+        format!("{}{inner}{}", "<a>".repeat(depth), "</a>".repeat(depth))
+    }
+
+    /// How many arrays and objects deep `v` is, counted without recursion.
+    fn depth_of(v: &Value) -> usize {
+        let mut deepest = 0;
+        let mut todo = vec![(v, 1)];
+        while let Some((v, depth)) = todo.pop() {
+            match v {
+                Value::Array(items) => todo.extend(items.iter().map(|c| (c, depth + 1))),
+                Value::Object(m) => todo.extend(m.values().map(|c| (c, depth + 1))),
+                _ => continue,
+            }
+            deepest = deepest.max(depth);
+        }
+        deepest
+    }
+
+    /// `{key: v}`, without serializing `v` as `json!` would.
+    fn object(key: &str, v: Value) -> Value {
+        let mut m = Map::new();
+        m.insert(key.into(), v);
+        Value::Object(m)
+    }
+
+    /// Drops `v` one container at a time: serde_json's own drop recurses.
+    fn drop_flat(v: Value) {
+        let mut todo = vec![v];
+        while let Some(v) = todo.pop() {
+            match v {
+                Value::Array(items) => todo.extend(items),
+                Value::Object(m) => todo.extend(m.into_iter().map(|(_, v)| v)),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn issue_10_a_document_nested_ten_thousand_deep_is_refused_without_overflowing() {
+        for depth in [10_000, 100_000] {
+            let body = nested(depth, "x");
+            let err = parse(body.as_bytes()).expect_err("too deep");
+            assert_eq!(err, ParseError::TooDeep, "{depth}");
+            assert_eq!(err.to_string(), "XML nested deeper than 64 elements");
+        }
+        // Unclosed, or closed by empty elements, it is refused all the same.
+        assert_eq!(
+            parse("<a>".repeat(100_000).as_bytes()),
+            Err(ParseError::TooDeep)
+        );
+        assert_eq!(
+            parse(nested(MAX_DEPTH, "<b/>").as_bytes()),
+            Err(ParseError::TooDeep)
+        );
+    }
+
+    #[test]
+    fn a_document_exactly_at_the_depth_limit_parses() {
+        let doc = parse(nested(MAX_DEPTH, "deepest").as_bytes()).expect("at the limit");
+        let mut v = &doc;
+        for _ in 0..MAX_DEPTH {
+            v = &v["a"];
+        }
+        assert_eq!(v, "deepest");
+        assert_eq!(
+            parse(nested(MAX_DEPTH + 1, "x").as_bytes()),
+            Err(ParseError::TooDeep)
+        );
+        let doc = parse(nested(MAX_DEPTH - 1, "<b/>").as_bytes()).expect("empty at the limit");
+        assert_eq!(depth_of(&doc), MAX_DEPTH);
+    }
+
+    #[test]
+    fn a_parsed_value_is_at_most_twice_the_depth_limit_deep() {
+        // The deepest value: every element has attributes and a namesake sibling, so each
+        // level is an array of objects.
+        let body = format!(
+            "{}<a x=\"1\"/>{}",
+            "<a x=\"1\">".repeat(MAX_DEPTH - 1),
+            "<a x=\"1\"/></a>".repeat(MAX_DEPTH - 1)
+        );
+        let doc = parse(body.as_bytes()).expect("at the limit");
+        assert_eq!(depth_of(&doc), 2 * MAX_DEPTH);
+        serde_json::to_string(&doc).expect("serializes");
+        assert_eq!(parse(write(&doc).as_bytes()).expect("written back"), doc);
+    }
+
+    #[test]
+    fn writing_a_value_nested_a_hundred_thousand_deep_does_not_overflow() {
+        let depth = 100_000;
+        // Built by hand: `json!` serializes an interpolated value, recursively.
+        let mut v = json!("deepest");
+        for _ in 0..depth {
+            let mut m = Map::new();
+            m.insert("a".into(), v);
+            m.insert("@n".into(), json!("1"));
+            v = Value::Object(m);
+        }
+        let doc = object("root", v);
+        let xml = write(&doc);
+        drop_flat(doc);
+        // `<root n="1">`, then an `<a n="1">` per level below it, then `<a>deepest</a>`.
+        assert!(xml.starts_with("<root n=\"1\">\n"));
+        assert_eq!(xml.matches("<a n=\"1\">").count(), depth - 1);
+        assert_eq!(xml.matches("</a>").count(), depth);
+        assert!(xml.contains("<a>deepest</a>"));
+        // Indentation stops growing at the limit, so the output stays linear.
+        assert!(
+            xml.len() < depth * (2 * (2 * MAX_DEPTH) + 30),
+            "{}",
+            xml.len()
+        );
+        assert_eq!(parse(xml.as_bytes()), Err(ParseError::TooDeep));
+        // A deep value in text or attribute position is left out, not serialized.
+        let mut deep = json!(1);
+        for _ in 0..depth {
+            deep = Value::Array(vec![deep]);
+        }
+        let mut r = object("$", deep);
+        r["@x"] = json!("y");
+        let doc = object("r", r);
+        assert_eq!(write(&doc), "<r x=\"y\"/>\n");
+        drop_flat(doc);
     }
 }
