@@ -1,4 +1,5 @@
-//! The command line: `syncer daemon`, `syncer servicecenter`, `syncer version`.
+//! The command line: `syncer daemon`, `syncer servicecenter`, `syncer keygen`,
+//! `syncer version`.
 //!
 //! Arguments are parsed raw here (every value optional, so that a flag or its `SYNCER_*`
 //! environment variable can be told apart from "not given") and turned into validated typed
@@ -41,6 +42,9 @@ pub enum Command {
     /// Run only the built-in service-center core (service-center v4 API under /v4, Eureka v2
     /// API under /eureka and /eureka/v2).
     Servicecenter(ServicecenterArgs),
+    /// Print a new random gossip key (32 bytes, base64) on one line, for --encrypt or a line
+    /// of --keyring-file: `syncer keygen >> keyring`.
+    Keygen,
     /// Print the version.
     Version,
 }
@@ -138,11 +142,19 @@ pub struct DaemonArgs {
     /// etcd: the leader is the alive member whose node name sorts first)
     #[arg(long, env = "SYNCER_ELECTION_ETCD_ENDPOINTS")]
     pub election_etcd_endpoints: Option<String>,
-    /// Shared gossip key: 32 bytes in base64 (`head -c 32 /dev/urandom | base64`). Every
-    /// gossip datagram is encrypted (XChaCha20-Poly1305); members without the same key cannot
-    /// join. (default: none; gossip in the clear)
+    /// Shared gossip key: 32 bytes in base64 (`syncer keygen`). Every gossip datagram is
+    /// encrypted (XChaCha20-Poly1305) and stamped against replays; members without the same
+    /// key cannot join. A keyring of one key: to rotate keys without a restart, use
+    /// --keyring-file instead (not both). (default: none; gossip in the clear)
     #[arg(long, env = "SYNCER_ENCRYPT", hide_env_values = true)]
     pub encrypt: Option<String>,
+    /// File of gossip keys, one base64 32-byte key per line (`#` comments and blank lines
+    /// skipped), or a JSON array of keys (serf's keyring file). The first key seals, any key
+    /// opens. Read again when the file changes and on SIGHUP; a bad new version is refused
+    /// and the keys in use stay. Rotate: add the new key second everywhere, move it first
+    /// everywhere, remove the old one everywhere. Not with --encrypt. (default: none)
+    #[arg(long, env = "SYNCER_KEYRING_FILE")]
+    pub keyring_file: Option<PathBuf>,
     /// Directory of the built-in core's embedded store (services, instances, leases survive
     /// a restart). Not used with --etcd-endpoints or --sc-addr. (default: ./data)
     #[arg(long, env = "SYNCER_DATA_DIR")]

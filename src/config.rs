@@ -11,7 +11,8 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 
 use crate::cli::{DaemonArgs, Mode, PluginKind};
-use crate::membership::cipher::GossipKey;
+use crate::membership::cipher::{GossipKey, Keyring};
+use crate::membership::keyring;
 use crate::servicecenter::store::StoreConfig;
 
 /// Default gossip port (the service-center syncer's).
@@ -54,6 +55,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The gossip keyring file (`--keyring-file`) cannot be used; the message never quotes a
+    /// key.
+    #[error("invalid --keyring-file {path}")]
+    Keyring {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: keyring::Error,
+    },
 }
 
 /// The `--config` YAML file: the flags' names with underscores. Also accepts the keys of the
@@ -92,6 +103,8 @@ pub struct FileConfig {
     pub election_etcd_endpoints: Option<String>,
     /// As `--encrypt` (base64).
     pub encrypt: Option<String>,
+    /// As `--keyring-file`.
+    pub keyring_file: Option<PathBuf>,
     /// As `--data-dir`.
     pub data_dir: Option<PathBuf>,
     /// As `--etcd-endpoints` (a comma list).
@@ -188,8 +201,11 @@ pub struct DaemonConfig {
     /// etcd endpoints of the leader election (`--election-etcd-endpoints`, else
     /// `--etcd-endpoints`); empty: the first alive member by node name leads.
     pub election_etcd_endpoints: Vec<String>,
-    /// The shared gossip key (`--encrypt`), redacted in `Debug`.
-    pub encrypt: Option<GossipKey>,
+    /// The gossip keyring: `--encrypt` (one key) or the keys of `--keyring-file` as read at
+    /// start; `None` gossips in the clear. Redacted in `Debug`.
+    pub keyring: Option<Keyring>,
+    /// `--keyring-file`, read again when it changes and on SIGHUP.
+    pub keyring_file: Option<PathBuf>,
     /// Where the built-in core keeps its registry (used only with
     /// [`RegistryConfig::Builtin`]): etcd if `--etcd-endpoints`, else `--data-dir`.
     pub store: StoreConfig,
@@ -216,11 +232,30 @@ impl DaemonConfig {
                 .or_else(|| file.etcd_endpoints.clone())
                 .as_deref(),
         );
-        let encrypt = match args.encrypt.clone().or_else(|| file.encrypt.clone()) {
-            Some(text) => Some(
+        let keyring_file = args
+            .keyring_file
+            .clone()
+            .or_else(|| file.keyring_file.clone());
+        let keyring = match (
+            args.encrypt.clone().or_else(|| file.encrypt.clone()),
+            &keyring_file,
+        ) {
+            (Some(_), Some(path)) => {
+                return Err(invalid(
+                    "--keyring-file",
+                    &path.display().to_string(),
+                    "cannot be combined with --encrypt (flag, SYNCER_ENCRYPT or `encrypt:`); \
+                     give one: a keyring file of one line is the --encrypt key",
+                ))
+            }
+            (Some(text), None) => Some(Keyring::single(
                 GossipKey::from_base64(&text).map_err(|e| invalid("--encrypt", "<redacted>", e))?,
-            ),
-            None => None,
+            )),
+            (None, Some(path)) => Some(keyring::load(path).map_err(|source| Error::Keyring {
+                path: path.clone(),
+                source,
+            })?),
+            (None, None) => None,
         };
         let sc_addr = args.sc_addr.or(file.sc_addr).or(legacy.addr);
         let plugin = args
@@ -335,7 +370,8 @@ impl DaemonConfig {
             grace_period: Duration::from_secs(grace_secs),
             mode: args.mode.or(file.mode).unwrap_or(Mode::Single),
             election_etcd_endpoints,
-            encrypt,
+            keyring,
+            keyring_file,
             store: StoreConfig::from_flags(
                 args.data_dir.or(file.data_dir),
                 args.etcd_endpoints.or(file.etcd_endpoints).as_deref(),
@@ -519,7 +555,7 @@ mod tests {
             c.election_etcd_endpoints,
             ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]
         );
-        assert!(c.encrypt.is_none());
+        assert!(c.keyring.is_none());
         let c = DaemonConfig::resolve(DaemonArgs {
             node: Some("n1".into()),
             etcd_endpoints: Some("http://127.0.0.1:2379".into()),
@@ -529,7 +565,7 @@ mod tests {
         })
         .expect("valid");
         assert_eq!(c.election_etcd_endpoints, ["http://10.0.0.9:2379"]);
-        assert!(c.encrypt.is_some());
+        assert_eq!(c.keyring.as_ref().map(Keyring::len), Some(1));
         assert!(!format!("{c:?}").contains("BwcH"), "the key is redacted");
         let err = DaemonConfig::resolve(DaemonArgs {
             node: Some("n1".into()),
@@ -539,6 +575,107 @@ mod tests {
         .expect_err("a short key");
         assert!(err.to_string().contains("--encrypt"), "{err}");
         assert!(!err.to_string().contains("c2hvcnQ"), "{err}");
+    }
+
+    #[test]
+    fn a_keyring_file_is_read_from_lines_comments_or_a_json_array() {
+        use base64::Engine;
+        let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keyring");
+        let resolve = |args: DaemonArgs| {
+            DaemonConfig::resolve(DaemonArgs {
+                node: Some("n1".into()),
+                ..args
+            })
+        };
+        let expected = Keyring::new(vec![
+            GossipKey::from_bytes([2; 32]),
+            GossipKey::from_bytes([1; 32]),
+        ]);
+        std::fs::write(
+            &path,
+            format!("# new first\n{}\n\n{} # old\n", b64(2), b64(1)),
+        )
+        .expect("write");
+        let c = resolve(DaemonArgs {
+            keyring_file: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(c.keyring, expected);
+        assert_eq!(c.keyring_file.as_deref(), Some(path.as_path()));
+        assert!(
+            !format!("{c:?}").contains(&b64(2)[..8]),
+            "keys are redacted"
+        );
+
+        // serf's format, from the config file.
+        std::fs::write(&path, format!("[\"{}\", \"{}\"]", b64(2), b64(1))).expect("write");
+        let yaml = dir.path().join("syncer.yaml");
+        std::fs::write(&yaml, format!("keyring_file: {}\n", path.display())).expect("write");
+        let c = resolve(DaemonArgs {
+            config: Some(yaml),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(c.keyring, expected);
+
+        // An empty file is refused.
+        std::fs::write(&path, "# no key yet\n").expect("write");
+        let err = resolve(DaemonArgs {
+            keyring_file: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect_err("no key");
+        assert!(matches!(err, Error::Keyring { .. }), "{err}");
+    }
+
+    #[test]
+    fn encrypt_and_a_keyring_file_together_are_an_error_naming_both() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keyring");
+        std::fs::write(&path, "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n").expect("write");
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            encrypt: Some("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into()),
+            keyring_file: Some(path),
+            ..Default::default()
+        })
+        .expect_err("both");
+        let message = err.to_string();
+        assert!(message.contains("--encrypt"), "{message}");
+        assert!(message.contains("--keyring-file"), "{message}");
+        assert!(!message.contains("BwcH"), "{message}");
+    }
+
+    #[test]
+    fn a_bad_key_in_the_keyring_file_names_its_line_but_not_its_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keyring");
+        // The second key lost a character.
+        std::fs::write(
+            &path,
+            "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\nCAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICA=\n",
+        )
+        .expect("write");
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            keyring_file: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect_err("a bad key");
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        assert!(message.contains("--keyring-file"), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(!message.contains("CAgI"), "{message}");
+        assert!(!message.contains("BwcH"), "{message}");
     }
 
     #[test]

@@ -82,7 +82,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         grace_period_secs = config.grace_period.as_secs(),
         mode = ?config.mode,
         election_etcd_endpoints = ?config.election_etcd_endpoints,
-        encrypt = config.encrypt.is_some(),
+        encrypt = config.keyring.is_some(),
+        keyring_file = ?config.keyring_file,
         "starting syncer daemon"
     );
 
@@ -144,9 +145,23 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         rpc_addr,
         join_addrs: config.join_addrs.clone(),
         probe_period: Duration::from_secs(1),
-        encrypt: config.encrypt.clone(),
+        keyring: config.keyring.clone(),
     })
     .await?;
+    // A keyring file is followed: each good new version reaches the gossip task at once.
+    let membership = match (&config.keyring_file, &config.keyring) {
+        (Some(path), Some(keyring)) => {
+            let (updates, reload) = membership::keyring::reload(
+                path.clone(),
+                keyring.clone(),
+                hup.clone(),
+                shutdown.clone(),
+            );
+            tracker.spawn(reload.instrument(tracing::info_span!("keyring")));
+            membership.follow_keyring(updates)
+        }
+        _ => membership,
+    };
     let exporter = Arc::new(Exporter::new(plugin.clone()));
     let membership = membership.gossip_export(exporter.feed().export_revisions());
     let members = membership.members();

@@ -32,6 +32,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("syncer {}", env!("CARGO_PKG_VERSION"));
                 Ok(())
             }
+            Command::Keygen => {
+                println!("{}", syncer::membership::cipher::generate_base64());
+                Ok(())
+            }
             Command::Servicecenter(args) => {
                 let store = syncer::servicecenter::store::StoreConfig::from_flags(
                     Some(args.data_dir),

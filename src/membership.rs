@@ -16,19 +16,24 @@
 //! datagrams and timer events, and carries out what it asks for (send datagrams, schedule
 //! timers, report membership changes).
 //!
-//! With a shared key ([`Config::encrypt`], `--encrypt`) every datagram is sealed with an AEAD
-//! cipher ([`cipher`]); datagrams that do not open are dropped before foca sees them, and a
-//! rate-limited warning says so, so members with a wrong or missing key cannot join.
+//! With a keyring ([`Config::keyring`]: `--encrypt`, or `--keyring-file`) every datagram is
+//! sealed with an AEAD cipher and stamped with the sender's clock ([`cipher`]); datagrams that
+//! do not open, were sent outside the replay window, or were received before are dropped
+//! before foca sees them, and a rate-limited warning says so, so members with a wrong or
+//! missing key cannot join and recorded datagrams cannot be played again. A new keyring
+//! ([`Membership::follow_keyring`], fed by [`keyring::reload`]) takes effect at once, without
+//! a restart.
 
 pub mod cipher;
 mod identity;
+pub mod keyring;
 pub mod notice;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec};
 use rand::rngs::SmallRng;
@@ -40,7 +45,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use self::cipher::{Cipher, GossipKey};
+use self::cipher::{Cipher, Keyring, Refused, REPLAY_WINDOW};
 use self::identity::NodeId;
 use self::notice::{ExportRevision, Heard, Notices, RevisionNotice};
 
@@ -66,8 +71,8 @@ const JOIN_RETRY_MIN: Duration = Duration::from_secs(1);
 /// it became isolated (then it announces to `--join-addr` again).
 const JOIN_RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Shortest time between two warnings about undecryptable datagrams, or about join addresses
-/// that never answer.
+/// Shortest time between two warnings about undecryptable, stale or replayed datagrams (each
+/// kind its own), or about join addresses that never answer.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Unanswered announces before warning that no member answers.
@@ -107,9 +112,10 @@ pub struct Config {
     /// declared down after about 2-3 periods of probing plus 3 periods of suspicion.
     /// At least [`MIN_PROBE_PERIOD`].
     pub probe_period: Duration,
-    /// `--encrypt`: the pool's shared key; `None` gossips in the clear. Members must all
-    /// use the same key (or all none) to see each other.
-    pub encrypt: Option<GossipKey>,
+    /// `--encrypt` (a keyring of one key) or `--keyring-file`: the pool's keys, the first
+    /// sealing, any opening; `None` gossips in the clear. Two members see each other when
+    /// each one's first key is in the other's keyring (or both have none).
+    pub keyring: Option<Keyring>,
 }
 
 impl Config {
@@ -124,7 +130,7 @@ impl Config {
             rpc_addr: SocketAddr::from(([0, 0, 0, 0], DEFAULT_GOSSIP_PORT + 1)),
             join_addrs: Vec::new(),
             probe_period: Duration::from_secs(1),
-            encrypt: None,
+            keyring: None,
         }
     }
 }
@@ -188,8 +194,10 @@ pub struct Membership {
     join_addrs: Vec<SocketAddr>,
     /// Publishes the alive members (self included) after every change.
     members: watch::Sender<Vec<Member>>,
-    /// Seals and opens datagrams when `--encrypt` is set.
+    /// Seals and opens datagrams when a keyring is set.
     cipher: Option<Cipher>,
+    /// New keyrings to use from now on ([`Membership::follow_keyring`]).
+    keyring_updates: Option<watch::Receiver<Keyring>>,
     /// The newest export revision heard per cluster (fed by foca's broadcast handler).
     heard: watch::Sender<Heard>,
     /// Our export's revisions, to gossip ([`Membership::gossip_export`]).
@@ -276,7 +284,8 @@ impl Membership {
             rpc_addr = %rpc_addr,
             join_addrs = ?join_addrs,
             probe_period_ms = config.probe_period.as_millis() as u64,
-            encrypted = config.encrypt.is_some(),
+            encrypted = config.keyring.is_some(),
+            keys = config.keyring.as_ref().map_or(0, Keyring::len),
             "gossip bound"
         );
 
@@ -288,10 +297,20 @@ impl Membership {
             foca,
             join_addrs,
             members,
-            cipher: config.encrypt.as_ref().map(Cipher::new),
+            cipher: config.keyring.as_ref().map(Cipher::new),
+            keyring_updates: None,
             heard,
             export: None,
         })
+    }
+
+    /// Seals and opens with each new keyring `updates` publishes, from the moment the run
+    /// task sees it (no restart; the replay cache is kept). Its current value is taken as
+    /// already in use: set [`Config::keyring`] to it.
+    pub fn follow_keyring(mut self, mut updates: watch::Receiver<Keyring>) -> Membership {
+        updates.mark_unchanged();
+        self.keyring_updates = Some(updates);
+        self
     }
 
     /// Gossips this cluster's export revision (a [`RevisionNotice`]) each time `revisions`
@@ -346,9 +365,11 @@ impl Membership {
             cipher,
             identity,
             export,
+            keyring_updates,
             ..
         } = self;
         let mut export = export;
+        let mut keyring_updates = keyring_updates;
         let mut agent = Agent {
             socket,
             foca,
@@ -357,6 +378,8 @@ impl Membership {
             members,
             cipher,
             undecryptable: Throttled::default(),
+            stale: Throttled::default(),
+            replayed: Throttled::default(),
             unanswered: 0,
             unanswered_warning: Throttled::default(),
         };
@@ -385,6 +408,10 @@ impl Membership {
                     Some(at) => agent.notify(&identity, at).await,
                     None => export = None,
                 },
+                changed = keyring_changed(&mut keyring_updates) => match changed {
+                    Some(keyring) => agent.rekey(&keyring),
+                    None => keyring_updates = None,
+                },
                 () = &mut join_timer, if !join_addrs.is_empty() => {
                     let next = if agent.foca.num_members() == 0 {
                         agent.unanswered += 1;
@@ -392,7 +419,7 @@ impl Membership {
                             && agent.unanswered_warning.ready()
                         {
                             warn!(join_addrs = ?join_addrs, announces = agent.unanswered,
-                                "no member answers: join addresses unreachable, or a wrong or missing --encrypt key?");
+                                "no member answers: join addresses unreachable, or a wrong or missing --encrypt key? (or --keyring-file: is its first key in the others' keyrings?)");
                         }
                         agent.announce(&join_addrs).await;
                         let next = join_backoff;
@@ -428,6 +455,26 @@ async fn export_changed(
     }
 }
 
+/// The next keyring from `updates`; `None` once it closed; never without one.
+async fn keyring_changed(updates: &mut Option<watch::Receiver<Keyring>>) -> Option<Keyring> {
+    let Some(rx) = updates else {
+        return std::future::pending().await;
+    };
+    rx.changed().await.ok()?;
+    let keyring = rx.borrow_and_update().clone();
+    Some(keyring)
+}
+
+/// The wall clock in milliseconds since the Unix epoch (0 before it), as sealed datagrams
+/// carry it.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
 /// The run task's state: foca plus what carries out its requests.
 struct Agent {
     socket: UdpSocket,
@@ -438,10 +485,14 @@ struct Agent {
     /// set (at shutdown) aborts them all.
     timers: JoinSet<foca::Timer<NodeId>>,
     members: watch::Sender<Vec<Member>>,
-    /// `--encrypt`: seals what is sent, opens what is received.
+    /// The keyring's cipher: seals what is sent, opens what is received, refuses replays.
     cipher: Option<Cipher>,
     /// Rate limit of the "failed to decrypt" warning.
     undecryptable: Throttled,
+    /// Rate limit of the "outside the replay window" warning.
+    stale: Throttled,
+    /// Rate limit of the "replayed" warning.
+    replayed: Throttled,
     /// Announces sent in a row while no other member is known.
     unanswered: u32,
     /// Rate limit of the "no member answers" warning.
@@ -475,19 +526,15 @@ impl Throttled {
 impl Agent {
     async fn handle_datagram(&mut self, data: &[u8], from: SocketAddr) {
         let opened;
-        let data = match &self.cipher {
+        let data = match &mut self.cipher {
             None => data,
-            Some(cipher) => match cipher.open(data) {
-                Some(plain) => {
+            Some(cipher) => match cipher.open(data, unix_ms()) {
+                Ok(plain) => {
                     opened = plain;
                     &opened[..]
                 }
-                None => {
-                    let skipped = self.undecryptable.skipped;
-                    if self.undecryptable.ready() {
-                        warn!(from = %from, similar_since_last = skipped,
-                            "gossip packet failed to decrypt: wrong or missing --encrypt key?");
-                    }
+                Err(refused) => {
+                    self.warn_refused(refused, from);
                     return;
                 }
             },
@@ -505,6 +552,53 @@ impl Agent {
             log_foca_error(&error, Some(from), "dropped gossip datagram");
         }
         self.drain().await;
+    }
+
+    /// The rate-limited warning about a datagram the cipher refused.
+    fn warn_refused(&mut self, refused: Refused, from: SocketAddr) {
+        match refused {
+            Refused::Undecryptable => {
+                let skipped = self.undecryptable.skipped;
+                if self.undecryptable.ready() {
+                    warn!(from = %from, similar_since_last = skipped,
+                        "gossip packet failed to decrypt: wrong or missing --encrypt key? (no key of the keyring opens it)");
+                }
+            }
+            Refused::OutsideWindow { skew_ms } => {
+                let skipped = self.stale.skipped;
+                if self.stale.ready() {
+                    warn!(from = %from, skew_ms, window_secs = REPLAY_WINDOW.as_secs(),
+                        similar_since_last = skipped,
+                        "gossip packet dropped: sent outside the replay window (a replay, or clocks too far apart?)");
+                }
+            }
+            Refused::Replayed | Refused::Forgotten => {
+                let skipped = self.replayed.skipped;
+                if self.replayed.ready() {
+                    let reason = match refused {
+                        Refused::Replayed => "received before",
+                        _ => "older than the replay cache remembers",
+                    };
+                    warn!(from = %from, reason, similar_since_last = skipped,
+                        "gossip packet dropped: a replay");
+                }
+            }
+        }
+    }
+
+    /// Seals with `keyring`'s first key and opens with any of its keys from now on.
+    fn rekey(&mut self, keyring: &Keyring) {
+        let primary_changed = match &mut self.cipher {
+            Some(cipher) => cipher.set_keyring(keyring),
+            None => {
+                self.cipher = Some(Cipher::new(keyring));
+                true
+            }
+        };
+        info!(
+            keys = keyring.len(),
+            primary_changed, "gossip keyring reloaded"
+        );
     }
 
     async fn handle_timer(&mut self, timer: foca::Timer<NodeId>) {
@@ -588,7 +682,7 @@ impl Agent {
         let sealed;
         let data = match &self.cipher {
             None => data,
-            Some(cipher) => match cipher.seal(data) {
+            Some(cipher) => match cipher.seal(data, unix_ms()) {
                 Some(out) => {
                     sealed = out;
                     &sealed[..]

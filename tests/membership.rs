@@ -42,7 +42,7 @@ impl Running {
             rpc_addr: "0.0.0.0:30191".parse().expect("addr"),
             join_addrs: join.to_vec(),
             probe_period: PROBE_PERIOD,
-            encrypt: None,
+            keyring: None,
         };
         let membership = Membership::bind(config).await.expect("binds");
         let shutdown = CancellationToken::new();
@@ -266,7 +266,7 @@ async fn a_member_keeps_retrying_its_join_address_until_someone_answers() {
         rpc_addr: "127.0.0.1:30191".parse().expect("addr"),
         join_addrs: Vec::new(),
         probe_period: PROBE_PERIOD,
-        encrypt: None,
+        keyring: None,
     };
     let seed = Membership::bind(config)
         .await
@@ -319,7 +319,7 @@ async fn export_revisions_are_gossiped_to_the_other_clusters() {
         rpc_addr: "127.0.0.1:30191".parse().expect("addr"),
         join_addrs: join,
         probe_period: PROBE_PERIOD,
-        encrypt: None,
+        keyring: None,
     };
     let (revision_tx, revision_rx) = watch::channel(ExportRevision {
         epoch: 7,
