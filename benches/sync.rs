@@ -7,7 +7,10 @@
 //!   instances directly into a fresh core with the same client, measured in the same run;
 //! * steady-state propagation of a single register and a single unregister from A to B
 //!   (p50, p99, max over `--samples` samples) with N instances resident;
-//! * each syncer's CPU seconds and peak RSS (VmHWM), the registries excluded.
+//! * each syncer's CPU seconds and peak RSS (VmHWM), the registries excluded;
+//! * with `--tls off,on` (the default), all of it once in plaintext and once with mutual TLS
+//!   on the exchange (certificates made by the bench), then what TLS costs: the ratio of
+//!   the initial syncs and the difference of the propagation percentiles.
 //!
 //! Run: `cargo bench --bench sync` (all sizes) or
 //! `cargo bench --bench sync -- --sizes 1000,10000 --per-service 10 --samples 200`.
@@ -33,6 +36,16 @@ struct Options {
     per_service: Vec<usize>,
     samples: usize,
     propagation_sizes: Vec<usize>,
+    /// Exchange modes to run, in order: false plaintext, true mutual TLS.
+    tls: Vec<bool>,
+}
+
+/// What one run measured, for the TLS comparison.
+#[derive(Debug, Default, Clone, Copy)]
+struct Figures {
+    initial: Duration,
+    register_p50: Duration,
+    register_p99: Duration,
 }
 
 fn options() -> Options {
@@ -41,6 +54,7 @@ fn options() -> Options {
         per_service: vec![1, 10],
         samples: 200,
         propagation_sizes: vec![10_000, 100_000],
+        tls: vec![false, true],
     };
     let args: Vec<String> = std::env::args().collect();
     let list =
@@ -53,6 +67,16 @@ fn options() -> Options {
             "--per-service" => o.per_service = list(&value),
             "--samples" => o.samples = value.parse().unwrap_or(o.samples),
             "--propagation-sizes" => o.propagation_sizes = list(&value),
+            "--tls" => {
+                o.tls = value
+                    .split(',')
+                    .filter_map(|m| match m.trim() {
+                        "on" => Some(true),
+                        "off" => Some(false),
+                        _ => None,
+                    })
+                    .collect()
+            }
             _ => {
                 i += 1;
                 continue;
@@ -94,6 +118,7 @@ fn start_syncer(
     core: &Core,
     gossip: u16,
     join: Option<u16>,
+    tls: Option<&support::certs::SiteFiles>,
 ) -> Proc {
     let mut args: Vec<String> = vec![
         "daemon".into(),
@@ -113,6 +138,9 @@ fn start_syncer(
     if let Some(j) = join {
         args.push("--join-addr".into());
         args.push(format!("127.0.0.1:{j}"));
+    }
+    if let Some(files) = tls {
+        args.extend(files.flags());
     }
     Proc::spawn(
         dir,
@@ -310,7 +338,9 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() ->
     }
 }
 
-async fn run_size(opts: &Options, total: usize, per_service: usize) {
+async fn run_size(opts: &Options, total: usize, per_service: usize, tls: bool) -> Figures {
+    let mut figures = Figures::default();
+    let mode = if tls { "tls=on " } else { "tls=off" };
     let dir = tempfile::tempdir().expect("tempdir");
     // BENCH_KEEP_LOGS=1 keeps the processes' logs (with BENCH_SYNCER_LOG=info, say).
     let dir = if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
@@ -339,17 +369,34 @@ async fn run_size(opts: &Options, total: usize, per_service: usize) {
     wait_ready(&http, &b).await;
     let loaded = load(&http, &a.url, total, per_service).await;
 
+    let ca = support::certs::Ca::new("bench CA");
+    let (files_a, files_b) = if tls {
+        (
+            Some(ca.site(&dir.join("certs-a"), &["site-a"])),
+            Some(ca.site(&dir.join("certs-b"), &["site-b"])),
+        )
+    } else {
+        (None, None)
+    };
     let gossip_a = free_udp_port();
     let started = Instant::now();
-    let syncer_a = start_syncer(dir, "site-a", &a, gossip_a, None);
-    let syncer_b = start_syncer(dir, "site-b", &b, free_udp_port(), Some(gossip_a));
+    let syncer_a = start_syncer(dir, "site-a", &a, gossip_a, None, files_a.as_ref());
+    let syncer_b = start_syncer(
+        dir,
+        "site-b",
+        &b,
+        free_udp_port(),
+        Some(gossip_a),
+        files_b.as_ref(),
+    );
     wait_for_copies(&b.url, total, Duration::from_secs(900), || {
         format!("{}\n{}", syncer_a.tail(20), syncer_b.tail(20))
     })
     .await;
     let initial = started.elapsed();
+    figures.initial = initial;
     println!(
-        "initial sync  n={total:>6} per_service={per_service:>2}  sync {:>8} ms  baseline (direct registration) {:>8} ms  ratio {:.2}  (loading site A took {} ms)",
+        "initial sync  {mode} n={total:>6} per_service={per_service:>2}  sync {:>8} ms  baseline (direct registration) {:>8} ms  ratio {:.2}  (loading site A took {} ms)",
         ms(initial),
         ms(baseline),
         initial.as_secs_f64() / baseline.as_secs_f64(),
@@ -386,9 +433,11 @@ async fn run_size(opts: &Options, total: usize, per_service: usize) {
         }
         up.sort();
         down.sort();
+        figures.register_p50 = percentile(&up, 0.5);
+        figures.register_p99 = percentile(&up, 0.99);
         for (what, list) in [("register", &up), ("unregister", &down)] {
             println!(
-                "propagation   n={total:>6} per_service={per_service:>2}  {what:<10} p50 {:>7} ms  p99 {:>7} ms  max {:>7} ms  ({} samples)",
+                "propagation   {mode} n={total:>6} per_service={per_service:>2}  {what:<10} p50 {:>7} ms  p99 {:>7} ms  max {:>7} ms  ({} samples)",
                 ms(percentile(list, 0.5)),
                 ms(percentile(list, 0.99)),
                 ms(list[list.len() - 1]),
@@ -399,11 +448,12 @@ async fn run_size(opts: &Options, total: usize, per_service: usize) {
     for (name, p) in [("site-a", &syncer_a), ("site-b", &syncer_b)] {
         let (cpu, rss) = usage(p.child.id());
         println!(
-            "syncer usage  n={total:>6} per_service={per_service:>2}  {name}  cpu {cpu:>7.2} s  peak rss {rss:>7.1} MiB"
+            "syncer usage  {mode} n={total:>6} per_service={per_service:>2}  {name}  cpu {cpu:>7.2} s  peak rss {rss:>7.1} MiB"
         );
     }
     let (_, core_rss) = usage(b.proc.child.id());
-    println!("registry      n={total:>6} per_service={per_service:>2}  core-b peak rss {core_rss:.1} MiB (for scale)");
+    println!("registry      {mode} n={total:>6} per_service={per_service:>2}  core-b peak rss {core_rss:.1} MiB (for scale)");
+    figures
 }
 
 #[tokio::main]
@@ -414,7 +464,22 @@ async fn main() {
     }
     for &total in &opts.sizes {
         for &per_service in &opts.per_service {
-            run_size(&opts, total, per_service).await;
+            let mut runs = Vec::new();
+            for &tls in &opts.tls {
+                runs.push((tls, run_size(&opts, total, per_service, tls).await));
+            }
+            let off = runs.iter().find(|(tls, _)| !tls).map(|(_, f)| *f);
+            let on = runs.iter().find(|(tls, _)| *tls).map(|(_, f)| *f);
+            if let (Some(off), Some(on)) = (off, on) {
+                let diff =
+                    |a: Duration, b: Duration| a.as_secs_f64() * 1000.0 - b.as_secs_f64() * 1000.0;
+                println!(
+                    "tls cost      n={total:>6} per_service={per_service:>2}  initial sync on/off {:.2}  propagation p50 {:+.1} ms  p99 {:+.1} ms",
+                    on.initial.as_secs_f64() / off.initial.as_secs_f64(),
+                    diff(on.register_p50, off.register_p50),
+                    diff(on.register_p99, off.register_p99),
+                );
+            }
         }
     }
 }

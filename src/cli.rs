@@ -94,7 +94,8 @@ pub struct DaemonArgs {
     /// Plugin for the registry: servicecenter or eureka. (default: servicecenter)
     #[arg(long, env = "SYNCER_SC_PLUGIN", value_enum)]
     pub sc_plugin: Option<PluginKind>,
-    /// Gossip address (UDP); a missing port means 30190. (default: 0.0.0.0:30190)
+    /// Gossip address (UDP); a missing port means 30190. (default: 0.0.0.0:30190 with gossip
+    /// encryption and TLS configured, or with --insecure; else 127.0.0.1:30190)
     #[arg(long, env = "SYNCER_BIND_ADDR")]
     pub bind_addr: Option<String>,
     /// Gossip address advertised to other members, when --bind-addr is not reachable as is
@@ -102,7 +103,8 @@ pub struct DaemonArgs {
     #[arg(long, env = "SYNCER_ADVERTISE_ADDR")]
     pub advertise_addr: Option<SocketAddr>,
     /// gRPC address of the exchange; a missing port means 30191. An unspecified IP is
-    /// advertised as the gossip IP. (default: 0.0.0.0:30191)
+    /// advertised as the gossip IP. (default: 0.0.0.0:30191 with gossip encryption and TLS
+    /// configured, or with --insecure; else 127.0.0.1:30191)
     #[arg(long, env = "SYNCER_RPC_ADDR")]
     pub rpc_addr: Option<String>,
     /// Gossip addresses of existing members to join, comma separated; a missing port means
@@ -169,6 +171,47 @@ pub struct DaemonArgs {
     /// behaviour). (default: off; expired leases always go)
     #[arg(long, env = "SYNCER_EUREKA_SELF_PRESERVATION")]
     pub eureka_self_preservation: bool,
+    /// Mutual TLS on the gRPC exchange: this site presents --tls-cert-file (which must name
+    /// --cluster-name as a DNS subject alternative name) and accepts only peers whose
+    /// certificate is signed by --tls-ca-file and names the cluster they claim. A TLS syncer
+    /// never falls back to plaintext. (default: false; YAML tls_config.enabled)
+    #[arg(long, env = "SYNCER_TLS_ENABLED", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_enabled: Option<bool>,
+    /// PEM file of the CA certificate(s) that sign every site's certificate.
+    /// (default: $SSL_ROOT/trust.cer, or ./certs/trust.cer without SSL_ROOT)
+    #[arg(long, env = "SYNCER_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM file of this site's certificate (chain); reloaded when it changes and on SIGHUP.
+    /// (default: $SSL_ROOT/server.cer, or ./certs/server.cer)
+    #[arg(long, env = "SYNCER_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the certificate's private key (PKCS#8, RSA or EC; encrypted PKCS#8 with
+    /// --tls-passphrase). (default: $SSL_ROOT/server_key.pem, or ./certs/server_key.pem)
+    #[arg(long, env = "SYNCER_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Passphrase of an encrypted key file; prefer the environment variable or the YAML file
+    /// to the flag (a flag shows in `ps`). (default: none)
+    #[arg(long, env = "SYNCER_TLS_PASSPHRASE", hide_env_values = true)]
+    pub tls_passphrase: Option<String>,
+    /// Verify the peer's certificate; must stay true (accepted for compatibility with the
+    /// service-center syncer's tls_config.verify_peer). (default: true)
+    #[arg(long, env = "SYNCER_TLS_VERIFY_PEER", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_verify_peer: Option<bool>,
+    /// Lowest TLS version: TLSv1.2 or TLSv1.3. (default: TLSv1.2)
+    #[arg(long, env = "SYNCER_TLS_MIN_VERSION")]
+    pub tls_min_version: Option<String>,
+    /// Cipher suites allowed, comma separated IANA names (e.g.
+    /// TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_AES_128_GCM_SHA256). (default: rustls'
+    /// safe defaults)
+    #[arg(long, env = "SYNCER_TLS_CIPHERS")]
+    pub tls_ciphers: Option<String>,
+    /// Allow gossip and the exchange to listen beyond loopback without gossip encryption and
+    /// exchange TLS (and the built-in core without authentication). Anyone who reaches those
+    /// ports can then join, lead and read the site. Logged at WARN. Without it, a daemon with
+    /// nothing secure configured listens on 127.0.0.1 by default and refuses a non-loopback
+    /// address. (default: false)
+    #[arg(long, env = "SYNCER_INSECURE")]
+    pub insecure: bool,
 }
 
 /// Flags of `syncer servicecenter`.

@@ -14,6 +14,7 @@ use crate::cli::{DaemonArgs, Mode, PluginKind};
 use crate::membership::cipher::{GossipKey, Keyring};
 use crate::membership::keyring;
 use crate::servicecenter::store::StoreConfig;
+use crate::tls::{Secret, TlsConfig, TlsVersion};
 
 /// Default gossip port (the service-center syncer's).
 pub const DEFAULT_GOSSIP_PORT: u16 = 30190;
@@ -69,7 +70,8 @@ pub enum Error {
 
 /// The `--config` YAML file: the flags' names with underscores. Also accepts the keys of the
 /// service-center syncer's config file (`servicecenter: {addr, plugin}`; `log_file`,
-/// `profile`, `enable_compression`, `auto_sync`, `tls_config` are accepted and ignored).
+/// `profile`, `enable_compression`, `auto_sync` are accepted and ignored; its `tls_config`
+/// block configures the exchange's mutual TLS).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -121,8 +123,32 @@ pub struct FileConfig {
     pub enable_compression: Option<serde_yaml::Value>,
     /// Ignored (service-center syncer compatibility).
     pub auto_sync: Option<serde_yaml::Value>,
-    /// Ignored (service-center syncer compatibility).
-    pub tls_config: Option<serde_yaml::Value>,
+    /// Mutual TLS of the exchange: the service-center syncer's block.
+    pub tls_config: Option<FileTls>,
+    /// As `--insecure`.
+    pub insecure: Option<bool>,
+}
+
+/// The service-center syncer's `tls_config:` block (1.3.0 `syncer/config/tlsconfig.go`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// As `--tls-enabled`.
+    pub enabled: Option<bool>,
+    /// As `--tls-verify-peer`.
+    pub verify_peer: Option<bool>,
+    /// As `--tls-min-version` (`TLSv1.2`, `TLSv1.3`).
+    pub min_version: Option<String>,
+    /// As `--tls-passphrase`.
+    pub passphrase: Option<String>,
+    /// As `--tls-ca-file`.
+    pub ca_file: Option<PathBuf>,
+    /// As `--tls-cert-file`.
+    pub cert_file: Option<PathBuf>,
+    /// As `--tls-key-file`.
+    pub key_file: Option<PathBuf>,
+    /// As `--tls-ciphers`, a list.
+    pub ciphers: Option<Vec<String>>,
 }
 
 /// The service-center syncer's `servicecenter:` block.
@@ -211,6 +237,11 @@ pub struct DaemonConfig {
     pub store: StoreConfig,
     /// Eureka self-preservation in the built-in core (`--eureka-self-preservation`).
     pub eureka_self_preservation: bool,
+    /// Mutual TLS of the exchange (`--tls-enabled`, `tls_config`); `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// `--insecure`: listeners beyond loopback without encryption, TLS or authentication
+    /// were allowed explicitly.
+    pub insecure: bool,
 }
 
 impl DaemonConfig {
@@ -219,11 +250,12 @@ impl DaemonConfig {
     /// # Errors
     /// [`Error`] naming the setting at fault.
     pub fn resolve(args: DaemonArgs) -> Result<DaemonConfig, Error> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
         let legacy = file.servicecenter.unwrap_or_default();
+        let tls = resolve_tls(&args, file.tls_config.take().unwrap_or_default())?;
         let election_etcd_endpoints = endpoint_list(
             args.election_etcd_endpoints
                 .clone()
@@ -320,18 +352,56 @@ impl DaemonConfig {
                 None => node.clone(),
             },
         };
+        let insecure = args.insecure || file.insecure.unwrap_or(false);
+        let gossip_sealed = keyring.is_some();
+        // Secure by default: with nothing secure configured, listen on loopback only.
+        let secure = gossip_sealed && tls.is_some();
+        let default_host = if secure || insecure {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        };
         let bind_addr = socket_addr(
             "--bind-addr",
             args.bind_addr.or(file.bind_addr).as_deref(),
-            "0.0.0.0",
+            default_host,
             DEFAULT_GOSSIP_PORT,
         )?;
         let rpc_addr = socket_addr(
             "--rpc-addr",
             args.rpc_addr.or(file.rpc_addr).as_deref(),
-            "0.0.0.0",
+            default_host,
             DEFAULT_RPC_PORT,
         )?;
+        if !insecure && !secure {
+            for (setting, addr) in [("--bind-addr", bind_addr), ("--rpc-addr", rpc_addr)] {
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(
+                        setting,
+                        &addr.to_string(),
+                        format!(
+                            "listening beyond loopback needs gossip encryption and exchange TLS ({}{}): \
+                             set --encrypt or --keyring-file, and --tls-enabled with --tls-ca-file, \
+                             --tls-cert-file, --tls-key-file (docs/security.md); or pass --insecure to \
+                             let anyone who reaches these ports join, lead and read this site",
+                            if gossip_sealed { "gossip is encrypted" } else { "gossip is not encrypted" },
+                            if tls.is_some() { ", TLS is on" } else { ", TLS is off" },
+                        ),
+                    ));
+                }
+            }
+        }
+        if let RegistryConfig::Builtin { listen } = &registry {
+            if !insecure && !listen.ip().is_loopback() {
+                return Err(invalid(
+                    "--builtin-addr",
+                    &listen.to_string(),
+                    "the built-in service-center has no authentication yet: keep it on \
+                     loopback, or pass --insecure to let anyone who reaches it read and write \
+                     the registry",
+                ));
+            }
+        }
         let mut join_addrs = Vec::new();
         if let Some(list) = args.join_addr.or(file.join_addr) {
             for a in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
@@ -378,8 +448,82 @@ impl DaemonConfig {
             ),
             eureka_self_preservation: args.eureka_self_preservation
                 || file.eureka_self_preservation.unwrap_or(false),
+            tls,
+            insecure,
         })
     }
+}
+
+/// The exchange's TLS settings: flag/env > `tls_config` > default (the service-center
+/// syncer's files under `$SSL_ROOT` or `./certs`). `None` when TLS is not enabled.
+fn resolve_tls(args: &DaemonArgs, file: FileTls) -> Result<Option<TlsConfig>, Error> {
+    let enabled = args.tls_enabled.or(file.enabled).unwrap_or(false);
+    if !enabled {
+        // A file path given on the command line without enabling TLS is a mistake to report,
+        // not to ignore: the user would believe the exchange is protected.
+        for (setting, given) in [
+            ("--tls-ca-file", args.tls_ca_file.is_some()),
+            ("--tls-cert-file", args.tls_cert_file.is_some()),
+            ("--tls-key-file", args.tls_key_file.is_some()),
+        ] {
+            if given {
+                return Err(invalid(
+                    setting,
+                    "",
+                    "TLS is not enabled: add --tls-enabled (or tls_config.enabled: true)",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    if !args.tls_verify_peer.or(file.verify_peer).unwrap_or(true) {
+        return Err(invalid(
+            "--tls-verify-peer",
+            "false",
+            "turning off peer verification would let any host read and feed this site; it is \
+             not supported (verify_peer must be true)",
+        ));
+    }
+    let defaults = TlsConfig::defaults();
+    let min_version = match args.tls_min_version.clone().or(file.min_version) {
+        Some(text) => {
+            TlsVersion::parse(&text).map_err(|e| invalid("--tls-min-version", &text, e))?
+        }
+        None => defaults.min_version,
+    };
+    let ciphers = match &args.tls_ciphers {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => file.ciphers.unwrap_or_default(),
+    };
+    Ok(Some(TlsConfig {
+        ca_file: args
+            .tls_ca_file
+            .clone()
+            .or(file.ca_file)
+            .unwrap_or(defaults.ca_file),
+        cert_file: args
+            .tls_cert_file
+            .clone()
+            .or(file.cert_file)
+            .unwrap_or(defaults.cert_file),
+        key_file: args
+            .tls_key_file
+            .clone()
+            .or(file.key_file)
+            .unwrap_or(defaults.key_file),
+        passphrase: args
+            .tls_passphrase
+            .clone()
+            .or(file.passphrase)
+            .map(Secret::new),
+        min_version,
+        ciphers,
+    }))
 }
 
 /// A comma list of etcd URLs; a bare `host:port` gets `http://`.
@@ -454,8 +598,10 @@ mod tests {
             ..Default::default()
         })
         .expect("valid");
-        assert_eq!(c.bind_addr, "0.0.0.0:30190".parse().expect("addr"));
-        assert_eq!(c.rpc_addr, "0.0.0.0:30191".parse().expect("addr"));
+        // Nothing secure configured: the service-center syncer's ports, on loopback only.
+        assert_eq!(c.bind_addr, "127.0.0.1:30190".parse().expect("addr"));
+        assert_eq!(c.rpc_addr, "127.0.0.1:30191".parse().expect("addr"));
+        assert!(c.tls.is_none() && !c.insecure);
         assert_eq!(
             c.registry,
             RegistryConfig::Builtin {
@@ -482,7 +628,7 @@ mod tests {
             hex::encode(Md5::digest(b"http://127.0.0.1:30100"))
         );
         assert_eq!(c.bind_addr, "127.0.0.2:30190".parse().expect("addr"));
-        assert_eq!(c.rpc_addr, "0.0.0.0:4000".parse().expect("addr"));
+        assert_eq!(c.rpc_addr, "127.0.0.1:4000".parse().expect("addr"));
         assert_eq!(
             c.join_addrs,
             vec![
@@ -490,6 +636,134 @@ mod tests {
                 "127.0.0.4:7000".parse().expect("addr")
             ]
         );
+    }
+
+    #[test]
+    fn beyond_loopback_needs_encryption_and_tls_or_an_explicit_insecure() {
+        let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls_args = |mut args: DaemonArgs| {
+            args.tls_enabled = Some(true);
+            args.tls_ca_file = Some(dir.path().join("ca.pem"));
+            args.tls_cert_file = Some(dir.path().join("cert.pem"));
+            args.tls_key_file = Some(dir.path().join("key.pem"));
+            args
+        };
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            bind_addr: Some("0.0.0.0".into()),
+            ..Default::default()
+        })
+        .expect_err("open gossip");
+        let text = err.to_string();
+        assert!(
+            text.contains("--bind-addr") && text.contains("--insecure"),
+            "{text}"
+        );
+        assert!(
+            text.contains("--tls-enabled") && text.contains("--keyring-file"),
+            "{text}"
+        );
+        // Encryption alone is not enough: the exchange would be open.
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            rpc_addr: Some("0.0.0.0:4000".into()),
+            encrypt: Some(key.into()),
+            ..Default::default()
+        })
+        .expect_err("open exchange");
+        assert!(err.to_string().contains("--rpc-addr"), "{err}");
+        // Both: the service-center syncer's defaults come back.
+        let c = DaemonConfig::resolve(tls_args(DaemonArgs {
+            node: Some("n1".into()),
+            encrypt: Some(key.into()),
+            ..Default::default()
+        }))
+        .expect("secure");
+        assert_eq!(c.bind_addr, "0.0.0.0:30190".parse().expect("addr"));
+        assert_eq!(c.rpc_addr, "0.0.0.0:30191".parse().expect("addr"));
+        let tls = c.tls.expect("tls");
+        assert_eq!(tls.cert_file, dir.path().join("cert.pem"));
+        assert_eq!(tls.min_version, TlsVersion::Tls12);
+        // --insecure: the same defaults, without protection.
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            insecure: true,
+            ..Default::default()
+        })
+        .expect("insecure");
+        assert_eq!(c.bind_addr, "0.0.0.0:30190".parse().expect("addr"));
+        assert!(c.insecure);
+        // The built-in core has no authentication: beyond loopback only with --insecure.
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            builtin_addr: Some("0.0.0.0:30100".parse().expect("addr")),
+            ..Default::default()
+        })
+        .expect_err("open core");
+        assert!(err.to_string().contains("--builtin-addr"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_come_from_flags_or_the_tls_config_block_and_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("syncer.yaml");
+        std::fs::write(
+            &path,
+            "tls_config:\n  enabled: true\n  verify_peer: true\n  min_version: TLSv1.3\n  passphrase: s3cret\n  ca_file: /x/ca.pem\n  cert_file: /x/cert.pem\n  key_file: /x/key.pem\n  ciphers: [TLS_AES_128_GCM_SHA256]\n",
+        )
+        .expect("write");
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            config: Some(path.clone()),
+            tls_cert_file: Some("/y/cert.pem".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        let tls = c.tls.expect("enabled by the file");
+        assert_eq!(tls.ca_file, PathBuf::from("/x/ca.pem"));
+        assert_eq!(tls.cert_file, PathBuf::from("/y/cert.pem"), "the flag wins");
+        assert_eq!(tls.min_version, TlsVersion::Tls13);
+        assert_eq!(tls.ciphers, ["TLS_AES_128_GCM_SHA256"]);
+        assert!(
+            !format!("{tls:?}").contains("s3cret"),
+            "the passphrase is redacted"
+        );
+        // Defaults: the service-center syncer's file names.
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            tls_enabled: Some(true),
+            ..Default::default()
+        })
+        .expect("valid");
+        let tls = c.tls.expect("enabled");
+        assert!(tls.ca_file.ends_with("trust.cer"), "{tls:?}");
+        assert!(tls.cert_file.ends_with("server.cer"), "{tls:?}");
+        assert!(tls.key_file.ends_with("server_key.pem"), "{tls:?}");
+        // Turning verification off is refused; so is a file flag without --tls-enabled.
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            tls_enabled: Some(true),
+            tls_verify_peer: Some(false),
+            ..Default::default()
+        })
+        .expect_err("no verification");
+        assert!(err.to_string().contains("--tls-verify-peer"), "{err}");
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            tls_cert_file: Some("/y/cert.pem".into()),
+            ..Default::default()
+        })
+        .expect_err("not enabled");
+        assert!(err.to_string().contains("--tls-enabled"), "{err}");
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            tls_enabled: Some(true),
+            tls_min_version: Some("TLSv1.0".into()),
+            ..Default::default()
+        })
+        .expect_err("old version");
+        assert!(err.to_string().contains("--tls-min-version"), "{err}");
     }
 
     #[test]

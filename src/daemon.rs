@@ -13,16 +13,20 @@ use syncer_plugin_api::Plugin;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 use crate::cli::PluginKind;
 use crate::config::{DaemonConfig, RegistryConfig};
 use crate::election::{self, EtcdElection};
+use crate::exchange::client::ExchangeClient;
 use crate::exchange::server::ExchangeServer;
+use crate::exchange::verify::verify_members;
 use crate::membership::{self, Membership};
+use crate::reload::FileWatch;
 use crate::servicecenter;
 use crate::sync::exporter::Exporter;
 use crate::sync::{self, Syncer};
+use crate::tls::ExchangeTls;
 
 /// How long in-flight work may take to finish after shutdown is requested.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -58,6 +62,9 @@ pub enum Error {
     /// Gossip membership could not start.
     #[error("cannot start gossip membership")]
     Membership(#[from] membership::Error),
+    /// The exchange's TLS files are unusable.
+    #[error("cannot set up the exchange's TLS")]
+    Tls(#[from] crate::tls::Error),
     /// The built-in core's store (--data-dir or --etcd-endpoints) could not be opened.
     #[error("cannot open the built-in service-center's store")]
     Store(#[from] servicecenter::store::StoreError),
@@ -84,8 +91,31 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         election_etcd_endpoints = ?config.election_etcd_endpoints,
         encrypt = config.keyring.is_some(),
         keyring_file = ?config.keyring_file,
+        tls = config.tls.is_some(),
+        insecure = config.insecure,
         "starting syncer daemon"
     );
+    if config.insecure {
+        warn!(
+            gossip_encrypted = config.keyring.is_some(),
+            exchange_tls = config.tls.is_some(),
+            "--insecure: listeners beyond loopback may run without gossip encryption, exchange TLS or registry authentication; anyone who reaches them can join, lead and read this site"
+        );
+    }
+    // The exchange's TLS material, checked before anything is bound: the certificate must
+    // name this cluster.
+    let tls = match &config.tls {
+        Some(settings) => {
+            let tls = ExchangeTls::load(settings.clone(), &config.cluster_name)?;
+            info!(names = ?tls.names(), cert_file = %settings.cert_file.display(), "exchange TLS certificate loaded");
+            tracker.spawn(
+                tls.clone()
+                    .follow(FileWatch::new(tls.files(), hup.clone()), shutdown.clone()),
+            );
+            Some(tls)
+        }
+        None => None,
+    };
 
     // The built-in core's change counter, when the registry is in this process: the
     // exporter lists the registry when it moves instead of polling.
@@ -165,6 +195,23 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let exporter = Arc::new(Exporter::new(plugin.clone()));
     let membership = membership.gossip_export(exporter.feed().export_revisions());
     let members = membership.members();
+    // With TLS, a member counts for the cluster it claims only once it has proved it.
+    let members = match &tls {
+        Some(tls) => verify_members(
+            members,
+            config.node.clone(),
+            Arc::new(
+                ExchangeClient::new(
+                    config.cluster_name.clone(),
+                    crate::exchange::verify::CHECK_TIMEOUT,
+                )
+                .with_node(config.node.clone())
+                .with_tls(Some(tls.clone())),
+            ),
+            shutdown.clone(),
+        ),
+        None => members,
+    };
     let heard = membership.heard();
     // Cancelled by the reconcile loop once this member may go: after a leader's handover
     // (see `Syncer::with_handover`), or at once for a follower.
@@ -189,7 +236,9 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             .follow(local_revision, poll_interval, shutdown.clone())
             .instrument(tracing::info_span!("exporter")),
     );
-    let server = ExchangeServer::new(config.cluster_name.clone(), plugin.name(), exporter.clone());
+    let server = ExchangeServer::new(config.cluster_name.clone(), plugin.name(), exporter.clone())
+        .with_node(config.node.clone())
+        .with_tls(tls.clone());
     let token = shutdown.clone();
     tracker.spawn(
         async move {
@@ -240,6 +289,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         Some(leader)
     };
     let syncer = syncer
+        .with_tls(tls)
         .with_handover(election, leave.clone())
         .with_notices(heard);
     let token = shutdown.clone();
