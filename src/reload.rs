@@ -38,7 +38,9 @@ pub fn sighup(tracker: &TaskTracker, shutdown: CancellationToken) -> watch::Rece
                     }
                 });
             }
-            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; files are still watched"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; files are still watched")
+            }
         }
     }
     #[cfg(not(unix))]

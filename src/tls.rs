@@ -265,8 +265,10 @@ impl ExchangeTls {
                 trigger = watch.changed() => trigger,
             };
             match self.reload() {
-                Ok(()) => info!(?trigger, names = ?self.names(), cert_file = %self.settings.cert_file.display(),
-                    "exchange TLS certificate reloaded"),
+                Ok(()) => {
+                    info!(?trigger, names = ?self.names(), cert_file = %self.settings.cert_file.display(),
+                    "exchange TLS certificate reloaded")
+                }
                 Err(e) => error!(?trigger, error = %e,
                     "exchange TLS files refused; keeping the certificate in use"),
             }
@@ -400,10 +402,7 @@ fn provider(ciphers: &[String]) -> Result<CryptoProvider, Error> {
 }
 
 /// The versions from `min` up that have at least one of `provider`'s suites.
-fn versions(
-    provider: &CryptoProvider,
-    min: TlsVersion,
-) -> Vec<&'static SupportedProtocolVersion> {
+fn versions(provider: &CryptoProvider, min: TlsVersion) -> Vec<&'static SupportedProtocolVersion> {
     let mut out = Vec::new();
     for (version, at) in [
         (&rustls::version::TLS12, TlsVersion::Tls12),
@@ -517,7 +516,10 @@ mod tests {
         let p = provider(&["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()]).expect("known");
         assert!(versions(&p, TlsVersion::Tls13).is_empty());
         let err = provider(&["TLS_RSA_WITH_RC4_128_MD5".into()]).expect_err("unknown");
-        assert!(err.to_string().contains("TLS13_AES_128_GCM_SHA256"), "{err}");
+        assert!(
+            err.to_string().contains("TLS13_AES_128_GCM_SHA256"),
+            "{err}"
+        );
     }
 
     #[test]

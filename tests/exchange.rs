@@ -81,7 +81,10 @@ async fn a_reconnecting_watcher_resumes_with_the_changes_it_missed() {
     // Missed while away: revisions 3 and 4.
     feed.update(&export(&[1, 2, 4])).expect("revision 3");
     feed.update(&export(&[2, 4])).expect("revision 4");
-    let mut stream = client.watch(addr, "east", epoch, 2).await.expect("watch again");
+    let mut stream = client
+        .watch(addr, "east", epoch, 2)
+        .await
+        .expect("watch again");
     let third = next(&mut stream).await;
     let fourth = next(&mut stream).await;
     assert!(
@@ -102,7 +105,10 @@ async fn a_reconnecting_watcher_resumes_with_the_changes_it_missed() {
     drop(stream);
 
     // Another run's epoch (the exporter restarted since): the whole export again.
-    let mut stream = client.watch(addr, "east", epoch + 1, 2).await.expect("watch");
+    let mut stream = client
+        .watch(addr, "east", epoch + 1, 2)
+        .await
+        .expect("watch");
     let whole = next(&mut stream).await;
     assert!(whole.full);
     assert_eq!(whole.revision, 5);

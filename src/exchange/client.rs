@@ -13,8 +13,7 @@ use tonic::transport::Channel;
 
 use super::convert::{snapshot_from_wire, InvalidData};
 use super::proto::{
-    sync_client::SyncClient, ExportEvent, IdentifyReply, IdentifyRequest, PullRequest,
-    WatchRequest,
+    sync_client::SyncClient, ExportEvent, IdentifyReply, IdentifyRequest, PullRequest, WatchRequest,
 };
 use super::transport;
 use crate::sync::importer::PeerExport;

@@ -17,9 +17,9 @@ use tracing::{debug, info, warn};
 use super::convert::{change_event, full_events, to_wire};
 use super::proto::{self, sync_server::SyncServer};
 use super::transport::{incoming, LogLimit, PeerIdentity};
-use crate::tls::ExchangeTls;
 use crate::sync::exporter::Exporter;
 use crate::sync::packed::{PackedInstance, PackedService};
+use crate::tls::ExchangeTls;
 
 /// Errors of the exchange server.
 #[derive(Debug, thiserror::Error)]

@@ -109,7 +109,10 @@ pub enum Conn {
     /// Plaintext (no TLS configured).
     Plain(TcpStream),
     /// After a completed mutual TLS handshake.
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, PeerIdentity),
+    Tls(
+        Box<tokio_rustls::server::TlsStream<TcpStream>>,
+        PeerIdentity,
+    ),
 }
 
 impl Connected for Conn {

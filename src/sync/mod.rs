@@ -212,9 +212,12 @@ impl Syncer {
     /// Connects to peers with mutual TLS (`Some`, see [`crate::tls`]) instead of plaintext.
     pub fn with_tls(mut self, tls: Option<Arc<crate::tls::ExchangeTls>>) -> Syncer {
         self.client = Arc::new(
-            ExchangeClient::new(self.config.cluster_name.clone(), exchange_timeout(&self.config))
-                .with_node(self.config.node.clone())
-                .with_tls(tls),
+            ExchangeClient::new(
+                self.config.cluster_name.clone(),
+                exchange_timeout(&self.config),
+            )
+            .with_node(self.config.node.clone())
+            .with_tls(tls),
         );
         self
     }
