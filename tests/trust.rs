@@ -154,20 +154,21 @@ async fn two_sites_sync_with_mutual_tls_configured_through_the_tls_config_block(
     }
 }
 
+/// TLS settings with `files`, TLS 1.2 and up, the default cipher suites.
+fn settings(files: &SiteFiles) -> TlsConfig {
+    TlsConfig {
+        ca_file: files.ca_file.clone(),
+        cert_file: files.cert_file.clone(),
+        key_file: files.key_file.clone(),
+        passphrase: None,
+        min_version: TlsVersion::Tls12,
+        ciphers: Vec::new(),
+    }
+}
+
 /// A client of the exchange at `addr` with `files` (its own certificate) and CA.
 fn client_with(files: &SiteFiles, cluster: &str) -> ExchangeClient {
-    let tls = ExchangeTls::load(
-        TlsConfig {
-            ca_file: files.ca_file.clone(),
-            cert_file: files.cert_file.clone(),
-            key_file: files.key_file.clone(),
-            passphrase: None,
-            min_version: TlsVersion::Tls12,
-            ciphers: Vec::new(),
-        },
-        cluster,
-    )
-    .expect("client tls");
+    let tls = ExchangeTls::load(settings(files), cluster).expect("client tls");
     ExchangeClient::new(cluster.into(), Duration::from_secs(5)).with_tls(Some(tls))
 }
 
@@ -406,18 +407,8 @@ async fn forged_member(
     let shutdown = tokio_util::sync::CancellationToken::new();
     let names =
         syncer::tls::dns_names(&syncer::tls::read_certs(&files.cert_file).expect("cert")[0]);
-    let tls = ExchangeTls::load(
-        TlsConfig {
-            ca_file: files.ca_file.clone(),
-            cert_file: files.cert_file.clone(),
-            key_file: files.key_file.clone(),
-            passphrase: None,
-            min_version: TlsVersion::Tls12,
-            ciphers: Vec::new(),
-        },
-        &names[0],
-    )
-    .expect("tls for the certificate's own name");
+    let tls =
+        ExchangeTls::load(settings(files), &names[0]).expect("tls for the certificate's own name");
     let plugin = syncer::daemon::build_plugin(
         syncer::cli::PluginKind::Servicecenter,
         vec![registry.to_owned()],
@@ -695,14 +686,14 @@ async fn the_openssl_procedure_of_the_security_guide_makes_working_certificates(
     .expect("mv");
 
     // SSL_ROOT and the default file names, as the service-center syncer looks them up.
-    let a = {
+    let start_with = |node: &str, cluster: &str, join: Option<u16>, envs: &[(&str, String)]| {
         let (core, gossip, rpc) = (free_tcp_port(), free_udp_port(), free_tcp_port());
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "daemon".into(),
             "--node".into(),
-            "a1".into(),
+            node.into(),
             "--cluster-name".into(),
-            "site-a".into(),
+            cluster.into(),
             "--builtin-addr".into(),
             format!("127.0.0.1:{core}"),
             "--bind-addr".into(),
@@ -713,55 +704,38 @@ async fn the_openssl_procedure_of_the_security_guide_makes_working_certificates(
             "1".into(),
             "--tls-enabled".into(),
         ];
+        if let Some(port) = join {
+            args.extend(["--join-addr".into(), format!("127.0.0.1:{port}")]);
+        }
+        let proc = Proc::spawn(
+            dir,
+            node,
+            Path::new(env!("CARGO_BIN_EXE_syncer")),
+            &args,
+            envs,
+        );
         Member {
-            proc: Proc::spawn(
-                dir,
-                "a1",
-                Path::new(env!("CARGO_BIN_EXE_syncer")),
-                &args,
-                &[("SSL_ROOT", sites[0].1.display().to_string())],
-            ),
+            proc,
             core_port: core,
             gossip_port: gossip,
             rpc_port: rpc,
         }
     };
-    let b = {
-        let (core, gossip, rpc) = (free_tcp_port(), free_udp_port(), free_tcp_port());
-        let args: Vec<String> = vec![
-            "daemon".into(),
-            "--node".into(),
-            "b1".into(),
-            "--cluster-name".into(),
-            "site-b".into(),
-            "--builtin-addr".into(),
-            format!("127.0.0.1:{core}"),
-            "--bind-addr".into(),
-            format!("127.0.0.1:{gossip}"),
-            "--rpc-addr".into(),
-            format!("127.0.0.1:{rpc}"),
-            "--join-addr".into(),
-            format!("127.0.0.1:{}", a.gossip_port),
-            "--ticker-interval".into(),
-            "1".into(),
-            "--tls-enabled".into(),
-        ];
-        Member {
-            proc: Proc::spawn(
-                dir,
-                "b1",
-                Path::new(env!("CARGO_BIN_EXE_syncer")),
-                &args,
-                &[
-                    ("SSL_ROOT", sites[1].1.display().to_string()),
-                    ("SYNCER_TLS_PASSPHRASE", "s3cret".into()),
-                ],
-            ),
-            core_port: core,
-            gossip_port: gossip,
-            rpc_port: rpc,
-        }
-    };
+    let a = start_with(
+        "a1",
+        "site-a",
+        None,
+        &[("SSL_ROOT", sites[0].1.display().to_string())],
+    );
+    let b = start_with(
+        "b1",
+        "site-b",
+        Some(a.gossip_port),
+        &[
+            ("SSL_ROOT", sites[1].1.display().to_string()),
+            ("SYNCER_TLS_PASSPHRASE", "s3cret".into()),
+        ],
+    );
     let http = http();
     register(&http, &a, "payments", 9101).await;
     copies(&http, &b, "PAYMENTS", 1, &[&a.proc, &b.proc]).await;
