@@ -94,34 +94,70 @@ fn syncer_in(dir: &Path, ns: &Netns, name: &str, args: &[&str]) -> Proc {
     Proc::spawn(dir, name, Path::new("ip"), &all, &[])
 }
 
-fn daemon_in(dir: &Path, ns: &Netns, cluster: &str, node: &str, ip: &str) -> Proc {
-    syncer_in(
-        dir,
-        ns,
+/// The gossip key and each site's certificate files (made by the test): the sites listen on
+/// addresses that are not loopback, which a syncer does only with gossip encryption and
+/// exchange TLS.
+struct Secrets {
+    key: String,
+    sites: std::collections::BTreeMap<String, support::certs::SiteFiles>,
+}
+
+impl Secrets {
+    fn new(dir: &Path, clusters: &[&str]) -> Secrets {
+        use base64::Engine;
+        let ca = support::certs::Ca::new("partition test CA");
+        Secrets {
+            key: base64::engine::general_purpose::STANDARD.encode([3u8; 32]),
+            sites: clusters
+                .iter()
+                .map(|c| {
+                    (
+                        (*c).to_owned(),
+                        ca.site(&dir.join(format!("certs-{c}")), &[c]),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn flags(&self, cluster: &str) -> Vec<String> {
+        let mut flags = self.sites[cluster].flags();
+        flags.extend(["--encrypt".to_owned(), self.key.clone()]);
+        flags
+    }
+}
+
+fn daemon_in(
+    dir: &Path,
+    ns: &Netns,
+    secrets: &Secrets,
+    cluster: &str,
+    node: &str,
+    ip: &str,
+) -> Proc {
+    let secure = secrets.flags(cluster);
+    let (bind, rpc) = (format!("{ip}:30190"), format!("{ip}:30191"));
+    let mut args: Vec<&str> = vec![
+        "daemon",
+        "--mode",
+        "cluster",
+        "--sc-addr",
+        "http://127.0.0.1:30100",
+        "--cluster-name",
+        cluster,
+        "--node",
         node,
-        &[
-            "daemon",
-            "--mode",
-            "cluster",
-            "--sc-addr",
-            "http://127.0.0.1:30100",
-            "--cluster-name",
-            cluster,
-            "--node",
-            node,
-            "--bind-addr",
-            &format!("{ip}:30190"),
-            "--rpc-addr",
-            &format!("{ip}:30191"),
-            "--join-addr",
-            "10.77.1.1:30190,10.77.2.1:30190",
-            "--ticker-interval",
-            "1",
-            // The namespaces' addresses are not loopback; this test is about partitions,
-            // tests/trust.rs about what protects the exchange.
-            "--insecure",
-        ],
-    )
+        "--bind-addr",
+        &bind,
+        "--rpc-addr",
+        &rpc,
+        "--join-addr",
+        "10.77.1.1:30190,10.77.2.1:30190",
+        "--ticker-interval",
+        "1",
+    ];
+    args.extend(secure.iter().map(String::as_str));
+    syncer_in(dir, ns, node, &args)
 }
 
 /// Creates `service` with `count` instances at the registry at `base`.
@@ -185,10 +221,11 @@ async fn sites_split_by_a_partition_keep_their_membership_and_converge_after_the
         "registry-b",
         &["servicecenter", "--listen", "0.0.0.0:30100"],
     );
-    let a1 = daemon_in(dir, &sites.a, "site-a", "a1", "10.77.1.1");
-    let a2 = daemon_in(dir, &sites.a, "site-a", "a2", "10.77.1.2");
-    let b1 = daemon_in(dir, &sites.b, "site-b", "b1", "10.77.2.1");
-    let b2 = daemon_in(dir, &sites.b, "site-b", "b2", "10.77.2.2");
+    let secrets = Secrets::new(dir, &["site-a", "site-b"]);
+    let a1 = daemon_in(dir, &sites.a, &secrets, "site-a", "a1", "10.77.1.1");
+    let a2 = daemon_in(dir, &sites.a, &secrets, "site-a", "a2", "10.77.1.2");
+    let b1 = daemon_in(dir, &sites.b, &secrets, "site-b", "b1", "10.77.2.1");
+    let b2 = daemon_in(dir, &sites.b, &secrets, "site-b", "b2", "10.77.2.2");
     let procs = [&_core_a, &_core_b, &a1, &a2, &b1, &b2];
 
     eventually(
