@@ -522,6 +522,70 @@ mod tests {
         );
     }
 
+    /// A CA and a certificate naming `names`, written as the default files into `dir`.
+    fn site(dir: &Path, names: &[&str]) -> TlsConfig {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .expect("params");
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &ca).expect("sign");
+        let settings = TlsConfig {
+            ca_file: dir.join(DEFAULT_CA_FILE),
+            cert_file: dir.join(DEFAULT_CERT_FILE),
+            key_file: dir.join(DEFAULT_KEY_FILE),
+            ..TlsConfig::defaults()
+        };
+        std::fs::write(&settings.ca_file, ca.pem()).expect("write");
+        std::fs::write(&settings.cert_file, cert.pem()).expect("write");
+        std::fs::write(&settings.key_file, key.serialize_pem()).expect("write");
+        settings
+    }
+
+    #[test]
+    fn a_certificate_must_name_the_cluster_it_serves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = site(dir.path(), &["site-a", "a1.site-a"]);
+        let tls = ExchangeTls::load(settings.clone(), "site-a").expect("names site-a");
+        assert_eq!(tls.names(), ["site-a", "a1.site-a"]);
+        let cert = &read_certs(&settings.cert_file).expect("cert")[0];
+        assert_eq!(check_names(cert, "site-a"), Ok(()));
+        assert_eq!(
+            check_names(cert, "site-b"),
+            Err(vec!["site-a".to_owned(), "a1.site-a".to_owned()])
+        );
+        match ExchangeTls::load(settings.clone(), "site-b") {
+            Err(Error::NotForCluster { cluster, names, .. }) => {
+                assert_eq!(cluster, "site-b");
+                assert_eq!(names, ["site-a", "a1.site-a"]);
+            }
+            other => panic!("expected NotForCluster, got {other:?}"),
+        }
+        assert!(matches!(
+            ExchangeTls::load(settings, "not a dns name!"),
+            Err(Error::ClusterName(_))
+        ));
+    }
+
+    #[test]
+    fn missing_or_junk_files_name_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = site(dir.path(), &["site-a"]);
+        std::fs::write(&settings.key_file, "junk").expect("write");
+        let err = ExchangeTls::load(settings.clone(), "site-a").expect_err("junk key");
+        assert!(err.to_string().contains("server_key.pem"), "{err}");
+        std::fs::remove_file(&settings.ca_file).expect("rm");
+        let err = ExchangeTls::load(settings, "site-a").expect_err("no ca");
+        assert!(err.to_string().contains("trust.cer"), "{err}");
+    }
+
     #[test]
     fn the_passphrase_never_shows() {
         let s = TlsConfig {
