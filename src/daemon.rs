@@ -357,6 +357,19 @@ fn follow_core_revision(
 /// # Errors
 /// [`Error::Plugin`] when the plugin refuses its settings.
 pub fn build_plugin(kind: PluginKind, endpoints: Vec<String>) -> Result<Arc<dyn Plugin>, Error> {
+    build_plugin_with_tls(kind, endpoints, None)
+}
+
+/// [`build_plugin`], with the TLS client configuration for `https://` endpoints.
+///
+/// # Errors
+/// [`Error::Plugin`] when the plugin refuses its settings (an `https://` endpoint without
+/// `tls` included).
+pub fn build_plugin_with_tls(
+    kind: PluginKind,
+    endpoints: Vec<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Arc<dyn Plugin>, Error> {
     let plugin: Arc<dyn Plugin> = match kind {
         PluginKind::Servicecenter => Arc::new(
             syncer_plugin_servicecenter::ServiceCenterPlugin::new(
@@ -366,6 +379,7 @@ pub fn build_plugin(kind: PluginKind, endpoints: Vec<String>) -> Result<Arc<dyn 
                     // One request for the whole registry, all tenants, as the
                     // service-center syncer 1.3.0 read it.
                     use_admin_dump: true,
+                    tls: tls.clone(),
                     ..Default::default()
                 },
             )
@@ -378,6 +392,7 @@ pub fn build_plugin(kind: PluginKind, endpoints: Vec<String>) -> Result<Arc<dyn 
             syncer_plugin_eureka::EurekaPlugin::new(syncer_plugin_eureka::Config {
                 endpoints,
                 request_timeout: REGISTRY_TIMEOUT,
+                tls,
             })
             .map_err(|source| Error::Plugin {
                 plugin: kind.name(),

@@ -62,6 +62,7 @@ fn eureka(endpoints: Vec<String>) -> EurekaPlugin {
     EurekaPlugin::new(syncer_plugin_eureka::Config {
         endpoints,
         request_timeout: TIMEOUT,
+        ..Default::default()
     })
     .expect("plugin builds")
 }

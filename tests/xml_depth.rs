@@ -128,6 +128,7 @@ async fn the_eureka_plugin_refuses_a_registry_answer_nested_ten_thousand_deep() 
     let plugin = EurekaPlugin::new(Config {
         endpoints: vec![format!("http://{addr}/eureka")],
         request_timeout: Duration::from_secs(5),
+        ..Default::default()
     })
     .expect("plugin builds");
     for _ in 0..2 {

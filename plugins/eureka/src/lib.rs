@@ -94,13 +94,14 @@ pub mod keys {
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{header, Method, StatusCode};
 use serde_json::Value;
 use syncer_plugin_api::{Error, Instance, Plugin, Result, Service, Snapshot};
 
-use syncer_plugin_http::client::{segment, Client, Reply};
+use syncer_plugin_http::client::{rustls, segment, Client, Reply};
 
 /// Configuration of the [`EurekaPlugin`].
 #[derive(Debug, Clone)]
@@ -110,6 +111,10 @@ pub struct Config {
     pub endpoints: Vec<String>,
     /// Timeout of one HTTP request to one endpoint (connect included).
     pub request_timeout: Duration,
+    /// TLS for `https://` endpoints: trusted CAs, client certificate, versions, cipher
+    /// suites. Required when an endpoint is `https://` (the plugin refuses to build without
+    /// it); unused for `http://`. Default: none.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for Config {
@@ -117,6 +122,7 @@ impl Default for Config {
         Config {
             endpoints: vec!["http://127.0.0.1:8761/eureka".to_owned()],
             request_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -288,7 +294,7 @@ impl EurekaPlugin {
             .filter_map(|e| normalise_endpoint(e))
             .collect();
         Ok(EurekaPlugin {
-            client: Client::new(endpoints, config.request_timeout)?,
+            client: Client::with_tls(endpoints, config.request_timeout, config.tls.clone())?,
             local: tokio::sync::Mutex::default(),
             full_fetches: AtomicU64::new(0),
             deltas_applied: AtomicU64::new(0),
@@ -538,6 +544,7 @@ mod tests {
         let plugin = EurekaPlugin::new(Config {
             endpoints: vec![format!("http://{dead}/eureka"), xml_server().await],
             request_timeout: Duration::from_secs(5),
+            ..Default::default()
         })
         .expect("builds");
         let snapshot = plugin.list().await.expect("list");
@@ -589,6 +596,7 @@ mod tests {
         let plugin = EurekaPlugin::new(Config {
             endpoints: vec!["http://127.0.0.1:1/eureka".into()],
             request_timeout: Duration::from_millis(100),
+            ..Default::default()
         })
         .expect("builds");
         let service = Service {

@@ -9,9 +9,19 @@
 //! any URL) are taken out of it and sent as `Authorization: Basic` on every request to that
 //! endpoint, as the Eureka Java client does; the URL used in requests, logs and errors has no
 //! credentials. gzip answers are decoded transparently (`Accept-Encoding: gzip` is sent).
+//!
+//! `https://` endpoints use rustls with the [`rustls::ClientConfig`] given to
+//! [`Client::with_tls`] (trusted CAs, client certificate, versions, cipher suites; the daemon
+//! builds it from `servicecenter.tls_config` / `--sc-tls-*`). Without one, an `https://`
+//! endpoint is refused at build time: no built-in root store is ever used silently. A
+//! failure is reported with its whole cause chain, so a certificate problem names itself
+//! (`invalid peer certificate: UnknownIssuer`), not just "error sending request".
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use rustls;
 
 use syncer_plugin_api::Error;
 
@@ -115,14 +125,40 @@ impl Client {
     /// # Errors
     /// [`Error::Rejected`] when the list is empty or the HTTP client cannot be built.
     pub fn new(endpoints: Vec<String>, request_timeout: Duration) -> Result<Self, Error> {
+        Client::with_tls(endpoints, request_timeout, None)
+    }
+
+    /// [`Client::new`], with `tls` for `https://` endpoints (trusted CAs, client
+    /// certificate, versions, cipher suites).
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] when the list is empty, when an endpoint is `https://` and `tls` is
+    /// `None`, or when the HTTP client cannot be built.
+    pub fn with_tls(
+        endpoints: Vec<String>,
+        request_timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, Error> {
         if endpoints.is_empty() {
             return Err(Error::Rejected("no registry endpoint configured".into()));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(request_timeout)
-            .connect_timeout(request_timeout)
+            .connect_timeout(request_timeout);
+        match tls {
+            Some(config) => builder = builder.use_preconfigured_tls((*config).clone()),
+            None => {
+                if let Some(https) = endpoints.iter().find(|e| is_https(e)) {
+                    return Err(Error::Rejected(format!(
+                        "{} is an https:// endpoint but no TLS client configuration was given",
+                        split_credentials(https).base
+                    )));
+                }
+            }
+        }
+        let http = builder
             .build()
-            .map_err(|e| Error::Rejected(format!("cannot build http client: {e}")))?;
+            .map_err(|e| Error::Rejected(format!("cannot build http client: {}", chain(&e))))?;
         Ok(Client {
             http,
             endpoints: endpoints.iter().map(|e| split_credentials(e)).collect(),
@@ -145,7 +181,7 @@ impl Client {
                 let endpoint = response.url().origin().ascii_serialization();
                 Self::read(response).await.map_err(|e| Error::Unavailable {
                     endpoint,
-                    message: format!("reading the answer: {e}"),
+                    message: format!("reading the answer: {}", chain(&e)),
                 })
             }
         }
@@ -197,10 +233,11 @@ impl Client {
                     return Ok(answer);
                 }
                 Err(e) => {
-                    tracing::debug!(endpoint = %base, error = %e, "registry unreachable");
+                    let message = chain(&e);
+                    tracing::debug!(endpoint = %base, error = %message, "registry unreachable");
                     last = Some(Error::Unavailable {
                         endpoint: base.clone(),
-                        message: e.to_string(),
+                        message,
                     });
                 }
             }
@@ -220,6 +257,70 @@ impl Client {
             body,
             headers,
         })
+    }
+}
+
+/// Whether `url` has the `https` scheme.
+pub fn is_https(url: &str) -> bool {
+    url.split_once("://")
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("https"))
+}
+
+/// Renders a transport error with its causes (`a: b: c`): reqwest's own text says only
+/// "error sending request for url (...)", the reason (refused, timed out, a TLS alert, a
+/// certificate the CA did not sign) is in the sources. A certificate problem gets a hint
+/// naming the settings to check.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut hint = None;
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        // An io::Error shows its inner error's text but does not return it as a source.
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            hint = tls_hint(tls);
+        }
+        source = e.source();
+    }
+    if let Some(hint) = hint {
+        out.push_str(" (");
+        out.push_str(hint);
+        out.push(')');
+    }
+    out
+}
+
+/// What to check for a TLS error a registry connection ended with.
+fn tls_hint(error: &rustls::Error) -> Option<&'static str> {
+    use rustls::CertificateError as C;
+    match error {
+        rustls::Error::InvalidCertificate(cert) => Some(match cert {
+            C::UnknownIssuer | C::BadSignature => {
+                "the registry's certificate is not signed by a trusted CA: check --sc-tls-ca-file / servicecenter.tls_config.ca_file"
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "the registry's certificate does not name the host of the address: use a name or IP the certificate carries"
+            }
+            C::Expired | C::ExpiredContext { .. } => "the registry's certificate has expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "the registry's certificate is not valid yet (clock skew?)"
+            }
+            C::Revoked => "the registry's certificate is revoked",
+            _ => "the registry's certificate was refused",
+        }),
+        rustls::Error::AlertReceived(_) => Some(
+            "the registry refused the handshake: does it require a client certificate (--sc-tls-cert-file, --sc-tls-key-file) or another TLS version or cipher?",
+        ),
+        _ => None,
     }
 }
 
@@ -306,6 +407,19 @@ mod tests {
             .expect("answered");
         assert_eq!(reply.status, reqwest::StatusCode::OK);
         assert_eq!(reply.body, b"zipped");
+    }
+
+    #[test]
+    fn an_https_endpoint_without_a_tls_configuration_is_rejected() {
+        let err = Client::new(
+            vec!["https://u:secret@registry:30100".into()],
+            Duration::from_secs(1),
+        )
+        .expect_err("no tls");
+        let text = err.to_string();
+        assert!(text.contains("https://registry:30100"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(is_https("HTTPS://h") && !is_https("http://h"));
     }
 
     #[test]

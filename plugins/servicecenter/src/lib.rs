@@ -41,13 +41,14 @@ mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::{header, Method};
 use syncer_plugin_api::{Changes, Error, Instance, Listed, Plugin, Result, Service, Snapshot};
 
-use syncer_plugin_http::client::{segment, Client, Reply};
+use syncer_plugin_http::client::{rustls, segment, Client, Reply};
 use wire::{
     CreateServiceRequest, ErrorBody, InstanceIdReply, InstancesReply, MicroService,
     MicroServiceInstance, RegisterInstanceRequest, ServiceIdReply, ServicesReply,
@@ -77,6 +78,10 @@ pub struct Config {
     /// 1.3.0 and later) instead of the per-tenant listing. Default `false`: the built-in core
     /// does not promise the dump.
     pub use_admin_dump: bool,
+    /// TLS for `https://` endpoints: trusted CAs, client certificate, versions, cipher
+    /// suites. Required when an endpoint is `https://` (the plugin refuses to build without
+    /// it); unused for `http://`. Default: none.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for Config {
@@ -86,6 +91,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             tenants: vec![syncer_plugin_api::DEFAULT_DOMAIN_PROJECT.to_owned()],
             use_admin_dump: false,
+            tls: None,
         }
     }
 }
@@ -286,7 +292,7 @@ impl ServiceCenterPlugin {
             tenants.push(syncer_plugin_api::DEFAULT_DOMAIN_PROJECT.to_owned());
         }
         Ok(ServiceCenterPlugin {
-            client: Client::new(endpoints, config.request_timeout)?,
+            client: Client::with_tls(endpoints, config.request_timeout, config.tls.clone())?,
             tenants,
             use_admin_dump: config.use_admin_dump,
             service_ids: Mutex::new(HashMap::new()),
