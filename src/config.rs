@@ -11,6 +11,7 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 
 use crate::cli::{DaemonArgs, Mode, PluginKind};
+use crate::credentials::{redact_list, without_userinfo, Redacted};
 use crate::membership::cipher::{GossipKey, Keyring};
 use crate::membership::keyring;
 use crate::servicecenter::store::StoreConfig;
@@ -183,8 +184,9 @@ impl FileConfig {
     }
 }
 
-/// Where the daemon's registry is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the daemon's registry is. `Debug` shows endpoint URLs redacted
+/// ([`crate::credentials`]).
+#[derive(Clone, PartialEq, Eq)]
 pub enum RegistryConfig {
     /// An external registry at these endpoints, reached through this plugin.
     External {
@@ -199,6 +201,39 @@ pub enum RegistryConfig {
         /// HTTP address.
         listen: SocketAddr,
     },
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryConfig::External {
+                plugin, endpoints, ..
+            } => f
+                .debug_struct("External")
+                .field("plugin", plugin)
+                .field("endpoints", &Redacted(endpoints))
+                .finish_non_exhaustive(),
+            RegistryConfig::Builtin { listen, .. } => f
+                .debug_struct("Builtin")
+                .field("listen", listen)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The default `--cluster-name` of a daemon syncing the registry at `sc_addr` (the text as
+/// given): the MD5 (hex) of that text with the user information (`user:pass@`) taken out of
+/// each comma-separated address. The service-center syncer 1.3.0 hashed the raw text; without
+/// credentials in the address the name is the same, with them it no longer carries a
+/// password that could be brute-forced from the hash (the name is gossiped, sent with every
+/// export and stored in `syncerOriginCluster` at every peer).
+pub fn default_cluster_name(sc_addr: &str) -> String {
+    let text = sc_addr
+        .split(',')
+        .map(without_userinfo)
+        .collect::<Vec<_>>()
+        .join(",");
+    hex::encode(Md5::digest(text.as_bytes()))
 }
 
 /// Validated settings of `syncer daemon`.
@@ -321,7 +356,11 @@ impl DaemonConfig {
                     })
                     .collect();
                 if endpoints.is_empty() {
-                    return Err(invalid("--sc-addr", addrs, "no address given"));
+                    return Err(invalid(
+                        "--sc-addr",
+                        &redact_list(addrs),
+                        "no address given",
+                    ));
                 }
                 RegistryConfig::External { plugin, endpoints }
             }
@@ -346,8 +385,8 @@ impl DaemonConfig {
             Some(name) if !name.trim().is_empty() => name,
             Some(name) => return Err(invalid("--cluster-name", &name, "must not be empty")),
             None => match &sc_addr {
-                // The service-center syncer's rule: the MD5 of the raw --sc-addr text.
-                Some(raw) => hex::encode(Md5::digest(raw.as_bytes())),
+                // The service-center syncer's rule, without the credentials.
+                Some(raw) => default_cluster_name(raw),
                 // A built-in core belongs to this process alone: the site is the node.
                 None => node.clone(),
             },
@@ -636,6 +675,45 @@ mod tests {
                 "127.0.0.4:7000".parse().expect("addr")
             ]
         );
+    }
+
+    #[test]
+    fn the_default_cluster_name_hashes_the_addresses_without_their_credentials() {
+        // Without credentials: the service-center syncer 1.3.0's name, the MD5 of the text.
+        for raw in [
+            "http://127.0.0.1:30100",
+            "10.0.0.1:30100, http://10.0.0.2:30100",
+        ] {
+            assert_eq!(
+                default_cluster_name(raw),
+                hex::encode(Md5::digest(raw.as_bytes()))
+            );
+        }
+        // With them: the MD5 of the text with each `user:pass@` taken out.
+        assert_eq!(
+            default_cluster_name(
+                "http://scUser:s3cretPW2@10.0.0.1:30100,http://u:p@10.0.0.2:30100"
+            ),
+            hex::encode(Md5::digest(b"http://10.0.0.1:30100,http://10.0.0.2:30100"))
+        );
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            sc_addr: Some("http://scUser:s3cretPW2@127.0.0.1:30100".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            c.cluster_name,
+            hex::encode(Md5::digest(b"http://127.0.0.1:30100"))
+        );
+        // The plugin still gets the credentials; nothing shown has them.
+        assert!(
+            matches!(&c.registry, RegistryConfig::External { endpoints, .. }
+            if endpoints == &["http://scUser:s3cretPW2@127.0.0.1:30100"])
+        );
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cretPW2"), "{shown}");
+        assert!(shown.contains("scUser:***@127.0.0.1:30100"), "{shown}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod election;
 pub mod exchange;
