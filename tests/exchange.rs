@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use syncer::exchange::client::ExchangeClient;
 use syncer::exchange::proto::ExportEvent;
-use syncer::exchange::server::ExchangeServer;
+use syncer::exchange::server::{ExchangeServer, Limits};
 use syncer::sync::exporter::Exporter;
 use syncer_plugin_api::{Instance, Service, Snapshot};
 use syncer_plugin_servicecenter::{Config, ServiceCenterPlugin};
@@ -116,5 +116,191 @@ async fn a_reconnecting_watcher_resumes_with_the_changes_it_missed() {
 
     shutdown.cancel();
     drop(stream);
+    let _ = serving.await;
+}
+
+/// A server for `exporter` on loopback within `limits`: its address, shutdown and task.
+async fn serve(
+    exporter: Arc<Exporter>,
+    limits: Limits,
+) -> (
+    std::net::SocketAddr,
+    CancellationToken,
+    impl Fn() -> usize,
+    tokio::task::JoinHandle<Result<(), syncer::exchange::server::Error>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let server = ExchangeServer::new("east".into(), "servicecenter", exporter).with_limits(limits);
+    let watching = server.watch_count();
+    let serving = tokio::spawn(server.run(listener, shutdown.clone()));
+    (addr, shutdown, watching, serving)
+}
+
+fn exporter_of(instances: usize) -> Arc<Exporter> {
+    let plugin = ServiceCenterPlugin::new(Config {
+        endpoints: vec!["http://127.0.0.1:9".into()],
+        ..Config::default()
+    })
+    .expect("plugin");
+    let exporter = Arc::new(Exporter::new(Arc::new(plugin)));
+    let ports: Vec<u16> = (0..instances).map(|i| 10_000 + i as u16).collect();
+    exporter.feed().update(&export(&ports)).expect("revision 1");
+    exporter
+}
+
+#[tokio::test]
+async fn a_request_larger_than_the_request_limit_is_refused() {
+    let (addr, shutdown, _, serving) = serve(exporter_of(3), Limits::default()).await;
+    // Issue 13 finding 1: a Pull whose cluster string is huge was decoded whole (512 MiB).
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut raw = syncer::exchange::proto::sync_client::SyncClient::new(channel);
+    let status = raw
+        .pull(syncer::exchange::proto::PullRequest {
+            cluster: "x".repeat(1024 * 1024),
+            ..Default::default()
+        })
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "{status:?}"
+    );
+    // An ordinary request on the same connection still works.
+    let reply = raw
+        .pull(syncer::exchange::proto::PullRequest {
+            cluster: "west".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("a small request");
+    assert_eq!(reply.get_ref().instances.len(), 3);
+    shutdown.cancel();
+    let _ = serving.await;
+}
+
+#[tokio::test]
+async fn watch_streams_per_peer_are_capped_and_a_closed_one_frees_its_place() {
+    let limits = Limits {
+        max_watches_per_peer: 2,
+        ..Limits::default()
+    };
+    let (addr, shutdown, watching, serving) = serve(exporter_of(3), limits).await;
+    let client = ExchangeClient::new("west".into(), Duration::from_secs(5));
+    let mut first = client.watch(addr, "east", 0, 0).await.expect("first");
+    let mut second = client.watch(addr, "east", 0, 0).await.expect("second");
+    next(&mut first).await;
+    next(&mut second).await;
+    let err = client
+        .watch(addr, "east", 0, 0)
+        .await
+        .expect_err("a third from the same peer");
+    assert!(err.to_string().contains("too many watch streams"), "{err}");
+    assert_eq!(watching(), 2);
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while watching() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place is given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut third = client.watch(addr, "east", 0, 0).await.expect("room again");
+    next(&mut third).await;
+    shutdown.cancel();
+    drop((second, third));
+    let _ = serving.await;
+}
+
+#[tokio::test]
+async fn a_watcher_that_reads_nothing_is_dropped_after_the_stall_timeout() {
+    // Issue 13 finding 2: streams that never read held megabytes each, for ever.
+    let limits = Limits {
+        stall_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let exporter = exporter_of(20_000);
+    let (addr, shutdown, watching, serving) = serve(exporter.clone(), limits).await;
+    let client = ExchangeClient::new("west".into(), Duration::from_secs(5));
+    // A peer that grants HTTP/2's initial 64 KiB window and never more (it never reads): the
+    // whole export (20 parts of 1,000 records) is far more than that and the stream's
+    // buffer, so the server's sends stop, then time out.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .expect("connect");
+    let stalled = syncer::exchange::proto::sync_client::SyncClient::new(channel)
+        .watch(syncer::exchange::proto::WatchRequest {
+            cluster: "west".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("watch");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while watching() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a stalled watch stream is still open after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A reader is served as before.
+    let mut reader = client.watch(addr, "east", 0, 0).await.expect("watch");
+    let mut records = 0;
+    loop {
+        let event = next(&mut reader).await;
+        records += event.data.as_ref().map_or(0, |d| d.instances.len());
+        if !event.more {
+            break;
+        }
+    }
+    assert_eq!(records, 20_000);
+    shutdown.cancel();
+    drop((stalled, reader));
+    let _ = serving.await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_until_one_closes() {
+    // Issue 13 finding 5: idle connections were never bounded.
+    let limits = Limits {
+        max_connections: 1,
+        ..Limits::default()
+    };
+    let (addr, shutdown, _, serving) = serve(exporter_of(3), limits).await;
+    let first = ExchangeClient::new("west".into(), Duration::from_secs(5));
+    let mut held = first
+        .watch(addr, "east", 0, 0)
+        .await
+        .expect("first connection");
+    next(&mut held).await;
+    let second = ExchangeClient::new("north".into(), Duration::from_millis(800));
+    assert!(
+        second.pull(addr, "east").await.is_err(),
+        "a second connection is served beyond the limit"
+    );
+    drop(held);
+    drop(first);
+    let second = ExchangeClient::new("north".into(), Duration::from_secs(5));
+    let pulled = second
+        .pull(addr, "east")
+        .await
+        .expect("served once the first closed");
+    assert_eq!(pulled.snapshot.instances.len(), 3);
+    shutdown.cancel();
     let _ = serving.await;
 }

@@ -6,8 +6,10 @@
 //! answer only a caller whose certificate names the cluster its request claims; any other
 //! gets `PERMISSION_DENIED` and a rate-limited warning names both.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +37,101 @@ pub enum Error {
     },
 }
 
+/// Limits of the exchange server against hostile or broken peers (DESIGN.md decision 11).
+/// Going over one is a gRPC status or a closed stream with a rate-limited warning, never
+/// growth.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request decoded, in bytes: requests carry a cluster name and two numbers.
+    /// Replies are as large as they need to be ([`super::client::MAX_MESSAGE_BYTES`]).
+    pub max_request_bytes: usize,
+    /// Largest HTTP/2 header list, in bytes.
+    pub max_header_list_bytes: u32,
+    /// Streams at once on one connection (HTTP/2 max concurrent streams).
+    pub max_streams_per_connection: u32,
+    /// Watch streams at once per peer: per name of its certificate with TLS, else per IP.
+    pub max_watches_per_peer: usize,
+    /// A watch stream whose peer takes nothing for this long is ended (what it would be sent
+    /// is not held meanwhile: [`WATCH_BUFFER`] events at most). A peer that wants it back
+    /// reconnects and resumes.
+    pub stall_timeout: Duration,
+    /// HTTP/2 pings on idle connections, every this long; a ping unanswered within
+    /// `keepalive_timeout` closes the connection.
+    pub keepalive_interval: Duration,
+    /// See `keepalive_interval`.
+    pub keepalive_timeout: Duration,
+    /// Connections open at once ([`super::transport::MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    /// 16 KiB requests, 16 KiB headers, 32 streams per connection, 8 watch streams per peer,
+    /// 60 s stall timeout, pings every 20 s answered within 10 s, 512 connections.
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 16 * 1024,
+            max_header_list_bytes: 16 * 1024,
+            max_streams_per_connection: 32,
+            max_watches_per_peer: 8,
+            stall_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connections: super::transport::MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Watch streams open per peer; a [`WatchPlace`] gives its place back when dropped.
+#[derive(Debug, Default)]
+struct Watchers {
+    by_peer: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+/// One open watch stream's place in [`Watchers`].
+#[derive(Debug)]
+struct WatchPlace {
+    watchers: Arc<Watchers>,
+    peer: String,
+}
+
+impl Watchers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.by_peer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A place for one more stream of `peer`, unless it has `max` already.
+    fn enter(self: &Arc<Self>, peer: String, max: usize) -> Option<WatchPlace> {
+        let mut by_peer = self.lock();
+        let open = by_peer.entry(peer.clone()).or_insert(0);
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(WatchPlace {
+            watchers: self.clone(),
+            peer,
+        })
+    }
+
+    fn total(&self) -> usize {
+        self.lock().values().sum()
+    }
+}
+
+impl Drop for WatchPlace {
+    fn drop(&mut self) {
+        let mut by_peer = self.watchers.lock();
+        if let Some(open) = by_peer.get_mut(&self.peer) {
+            *open -= 1;
+            if *open == 0 {
+                by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
 /// Serves `/proto.Sync/Pull` from an [`Exporter`].
 #[derive(Debug, Clone)]
 pub struct ExchangeServer {
@@ -47,6 +144,10 @@ pub struct ExchangeServer {
     tls: Option<Arc<ExchangeTls>>,
     /// Rate limit of the "certificate does not name the claimed cluster" warning.
     refused: Arc<LogLimit>,
+    /// What one peer may hold.
+    limits: Limits,
+    /// Watch streams open, per peer.
+    watchers: Arc<Watchers>,
 }
 
 impl ExchangeServer {
@@ -92,7 +193,21 @@ impl ExchangeServer {
             exporter,
             tls: None,
             refused: Arc::new(LogLimit::default()),
+            limits: Limits::default(),
+            watchers: Arc::new(Watchers::default()),
         }
+    }
+
+    /// Serves within `limits` instead of [`Limits::default`].
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// A handle that tells how many watch streams are open (for tests and status).
+    pub fn watch_count(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let watchers = self.watchers.clone();
+        move || watchers.total()
     }
 
     /// Answers `Identify` with this member's `node` name.
@@ -141,12 +256,22 @@ impl ExchangeServer {
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         info!(%addr, tls = self.tls.is_some(), "exchange (grpc) listening");
-        let incoming = incoming(listener, self.tls.clone(), shutdown.clone());
+        let limits = self.limits.clone();
+        let incoming = incoming(
+            listener,
+            self.tls.clone(),
+            limits.max_connections,
+            shutdown.clone(),
+        );
         tonic::transport::Server::builder()
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            .http2_max_header_list_size(limits.max_header_list_bytes)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .add_service(
                 SyncServer::new(self)
                     .max_encoding_message_size(super::client::MAX_MESSAGE_BYTES)
-                    .max_decoding_message_size(super::client::MAX_MESSAGE_BYTES),
+                    .max_decoding_message_size(limits.max_request_bytes),
             )
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await
@@ -168,7 +293,27 @@ impl ExchangeServer {
         self,
         request: proto::WatchRequest,
         tx: tokio::sync::mpsc::Sender<Result<proto::ExportEvent, Status>>,
+        place: WatchPlace,
     ) {
+        let stall = self.limits.stall_timeout;
+        // Sends one event; false when the peer went away or took nothing for `stall`.
+        let send = |event: proto::ExportEvent| {
+            let tx = &tx;
+            let refused = &self.refused;
+            let peer = &place.peer;
+            async move {
+                match tokio::time::timeout(stall, tx.send(Ok(event))).await {
+                    Ok(sent) => sent.is_ok(),
+                    Err(_) => {
+                        if refused.ready(&format!("stall {peer}")) {
+                            warn!(peer = %peer, stall_secs = stall.as_secs(),
+                                "exchange: watch stream ended, its peer took nothing");
+                        }
+                        false
+                    }
+                }
+            }
+        };
         let feed = self.exporter.feed();
         let epoch = feed.epoch();
         let mut changes = feed.subscribe();
@@ -180,7 +325,7 @@ impl ExchangeServer {
         let mut sent = 0;
         let (revision, events) = self.catch_up(&request);
         for event in events {
-            if tx.send(Ok(event)).await.is_err() {
+            if !send(event).await {
                 return;
             }
         }
@@ -202,7 +347,7 @@ impl ExchangeServer {
                     debug!(peer = %request.cluster, revision, "watcher behind, sending the whole export");
                     sent = revision;
                     for event in events {
-                        if tx.send(Ok(event)).await.is_err() {
+                        if !send(event).await {
                             return;
                         }
                     }
@@ -210,7 +355,7 @@ impl ExchangeServer {
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
-            if tx.send(Ok(event)).await.is_err() {
+            if !send(event).await {
                 return;
             }
         }
@@ -226,10 +371,34 @@ impl proto::sync_server::Sync for ExchangeServer {
         request: Request<proto::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.check_claim(&request, &request.get_ref().cluster)?;
+        let identity = request.extensions().get::<PeerIdentity>();
+        let peer = match identity {
+            Some(PeerIdentity {
+                names: Some(names), ..
+            }) => names.first().cloned().unwrap_or_default(),
+            Some(PeerIdentity {
+                remote: Some(remote),
+                ..
+            }) => remote.ip().to_string(),
+            _ => "local".to_owned(),
+        };
+        let Some(place) = self
+            .watchers
+            .enter(peer.clone(), self.limits.max_watches_per_peer)
+        else {
+            if self.refused.ready(&format!("watches {peer}")) {
+                warn!(peer = %peer, limit = self.limits.max_watches_per_peer,
+                    "exchange: too many watch streams from one peer; refused");
+            }
+            return Err(Status::resource_exhausted(format!(
+                "too many watch streams from {peer}: at most {}",
+                self.limits.max_watches_per_peer
+            )));
+        };
         let request = request.into_inner();
         debug!(peer = %request.cluster, epoch = request.epoch, revision = request.revision, "watch started");
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(self.clone().stream_export(request, tx));
+        tokio::spawn(self.clone().stream_export(request, tx, place));
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,
         )))

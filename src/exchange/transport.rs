@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -36,6 +36,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most TLS handshakes in progress at once; further connections wait to be accepted.
 pub const MAX_HANDSHAKES: usize = 128;
+
+/// Most exchange connections open at once, the default of [`incoming`]'s limit (a few per
+/// peer leader and verifying member are needed); further connections wait in the kernel's
+/// backlog until one closes, with a rate-limited warning.
+pub const MAX_CONNECTIONS: usize = 512;
 
 /// Accepted connections queued for the gRPC server.
 const ACCEPTED_QUEUE: usize = 64;
@@ -104,28 +109,27 @@ impl PeerIdentity {
     }
 }
 
-/// One accepted exchange connection.
-pub enum Conn {
+/// One accepted exchange connection; it holds one of the [`MAX_CONNECTIONS`] places until
+/// it is dropped.
+pub struct Conn {
+    io: Io,
+    identity: PeerIdentity,
+    _place: OwnedSemaphorePermit,
+}
+
+/// The byte stream of a [`Conn`].
+enum Io {
     /// Plaintext (no TLS configured).
     Plain(TcpStream),
     /// After a completed mutual TLS handshake.
-    Tls(
-        Box<tokio_rustls::server::TlsStream<TcpStream>>,
-        PeerIdentity,
-    ),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 impl Connected for Conn {
     type ConnectInfo = PeerIdentity;
 
     fn connect_info(&self) -> PeerIdentity {
-        match self {
-            Conn::Plain(tcp) => PeerIdentity {
-                remote: tcp.peer_addr().ok(),
-                names: None,
-            },
-            Conn::Tls(_, identity) => identity.clone(),
-        }
+        self.identity.clone()
     }
 }
 
@@ -135,9 +139,9 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -148,23 +152,23 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -173,16 +177,16 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s, _) => s.is_write_vectored(),
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
         }
     }
 }
@@ -190,17 +194,39 @@ impl AsyncWrite for Conn {
 /// Accepts connections on `listener` until `shutdown`, with mutual TLS when `tls` is set, and
 /// yields them for tonic's `serve_with_incoming`. Handshakes that fail (plaintext, no client
 /// certificate, another CA, a timeout) close the connection with a rate-limited warning.
+///
+/// At most `max_connections` connections are open at once (see [`MAX_CONNECTIONS`]).
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<ExchangeTls>>,
+    max_connections: usize,
     shutdown: CancellationToken,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE);
     tokio::spawn(async move {
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        let places = Arc::new(Semaphore::new(max_connections));
         let refused = Arc::new(LogLimit::default());
         let mut accept_backoff = Duration::from_millis(5);
         loop {
+            let place = match places.clone().try_acquire_owned() {
+                Ok(place) => place,
+                Err(_) => {
+                    if refused.ready("connections") {
+                        warn!(
+                            limit = max_connections,
+                            "exchange: connection limit reached; new connections wait"
+                        );
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        place = places.clone().acquire_owned() => match place {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                    }
+                }
+            };
             let permit = tokio::select! {
                 () = shutdown.cancelled() => return,
                 permit = handshakes.clone().acquire_owned() => match permit {
@@ -233,7 +259,15 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let Some(tls) = tls.clone() else {
                 drop(permit);
-                if tx.send(Ok(Conn::Plain(tcp))).await.is_err() {
+                let conn = Conn {
+                    io: Io::Plain(tcp),
+                    identity: PeerIdentity {
+                        remote: Some(remote),
+                        names: None,
+                    },
+                    _place: place,
+                };
+                if tx.send(Ok(conn)).await.is_err() {
                     return;
                 }
                 continue;
@@ -256,7 +290,12 @@ pub fn incoming(
                             remote: Some(remote),
                             names: Some(names.into()),
                         };
-                        let _ = tx.send(Ok(Conn::Tls(Box::new(stream), identity))).await;
+                        let conn = Conn {
+                            io: Io::Tls(Box::new(stream)),
+                            identity,
+                            _place: place,
+                        };
+                        let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => {
                         if refused.ready(&remote.ip().to_string()) {
