@@ -32,6 +32,8 @@
 //! `Unavailable`, 404 → `NotFound`, other 4xx → `Rejected` with the server's text, an
 //! undecodable body → `Malformed`.
 
+#[cfg(test)]
+mod fuzz;
 mod wire;
 pub mod xml;
 
