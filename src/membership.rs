@@ -25,6 +25,8 @@
 //! a restart.
 
 pub mod cipher;
+#[cfg(test)]
+mod fuzz;
 mod identity;
 pub mod keyring;
 pub mod notice;
