@@ -208,7 +208,6 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                 .with_node(config.node.clone())
                 .with_tls(Some(tls.clone())),
             ),
-            shutdown.clone(),
         ),
         None => members,
     };

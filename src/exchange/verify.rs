@@ -23,7 +23,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::client::ExchangeClient;
@@ -68,13 +67,12 @@ struct Refused {
 }
 
 /// Publishes, from the gossiped `members`, those that have proved their claim (and `local`,
-/// always) until `shutdown`; see the module doc. The returned list keeps the gossiped
-/// order.
+/// always), until `members` closes (gossip has left: then the returned channel closes too,
+/// as gossip's own would); see the module doc. The returned list keeps the gossiped order.
 pub fn verify_members(
     mut members: watch::Receiver<Vec<Member>>,
     local: String,
     client: Arc<ExchangeClient>,
-    shutdown: CancellationToken,
 ) -> watch::Receiver<Vec<Member>> {
     let initial: Vec<Member> = members
         .borrow()
@@ -130,7 +128,6 @@ pub fn verify_members(
                 .min()
                 .unwrap_or_else(|| Instant::now() + RETRY_MAX);
             tokio::select! {
-                () = shutdown.cancelled() => return,
                 changed = members.changed() => if changed.is_err() { return },
                 Some(done) = checks.join_next() => {
                     let Ok((claim, outcome)) = done else { continue };
