@@ -94,6 +94,39 @@ pub struct DaemonArgs {
     /// Plugin for the registry: servicecenter or eureka. (default: servicecenter)
     #[arg(long, env = "SYNCER_SC_PLUGIN", value_enum)]
     pub sc_plugin: Option<PluginKind>,
+    /// PEM file of the CA(s) the registry's certificate must chain to, for https:// in
+    /// --sc-addr (YAML servicecenter.tls_config.ca_file). (default:
+    /// $SSL_ROOT/servicecenter/trust.cer, or ./certs/servicecenter/trust.cer, when that file
+    /// exists; else the system's trust store)
+    #[arg(long, env = "SYNCER_SC_TLS_CA_FILE")]
+    pub sc_tls_ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate presented to an https:// registry that asks for
+    /// one; with --sc-tls-key-file. (default: $SSL_ROOT/servicecenter/server.cer, or
+    /// ./certs/servicecenter/server.cer, when it and the key file exist; else none)
+    #[arg(long, env = "SYNCER_SC_TLS_CERT_FILE")]
+    pub sc_tls_cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key (PKCS#8, RSA or EC; encrypted PKCS#8
+    /// with --sc-tls-passphrase). (default: $SSL_ROOT/servicecenter/server_key.pem, or
+    /// ./certs/servicecenter/server_key.pem, when it and the certificate exist)
+    #[arg(long, env = "SYNCER_SC_TLS_KEY_FILE")]
+    pub sc_tls_key_file: Option<PathBuf>,
+    /// Passphrase of an encrypted --sc-tls-key-file; prefer the environment variable or the
+    /// YAML file to the flag (a flag shows in `ps`). (default: none)
+    #[arg(long, env = "SYNCER_SC_TLS_PASSPHRASE", hide_env_values = true)]
+    pub sc_tls_passphrase: Option<String>,
+    /// Verify the https:// registry's certificate (chain and name). false accepts any
+    /// certificate, as service-center's verify_peer: false does, and is logged at WARN at
+    /// start: anyone between the syncer and the registry can then read and change what is
+    /// synced. (default: true)
+    #[arg(long, env = "SYNCER_SC_TLS_VERIFY_PEER", num_args = 0..=1, default_missing_value = "true")]
+    pub sc_tls_verify_peer: Option<bool>,
+    /// Lowest TLS version toward the registry: TLSv1.2 or TLSv1.3. (default: TLSv1.2)
+    #[arg(long, env = "SYNCER_SC_TLS_MIN_VERSION")]
+    pub sc_tls_min_version: Option<String>,
+    /// Cipher suites allowed toward the registry, comma separated IANA names. (default:
+    /// rustls' safe defaults)
+    #[arg(long, env = "SYNCER_SC_TLS_CIPHERS")]
+    pub sc_tls_ciphers: Option<String>,
     /// Gossip address (UDP); a missing port means 30190. (default: 0.0.0.0:30190 with gossip
     /// encryption and TLS configured, or with --insecure; else 127.0.0.1:30190)
     #[arg(long, env = "SYNCER_BIND_ADDR")]
@@ -131,6 +164,20 @@ pub struct DaemonArgs {
     /// (default: 127.0.0.1:30100)
     #[arg(long, env = "SYNCER_BUILTIN_ADDR")]
     pub builtin_addr: Option<SocketAddr>,
+    /// Serve the built-in core over HTTPS with this PEM certificate (chain); with
+    /// --builtin-tls-key-file. The daemon's own plugin then reaches it over https, trusting
+    /// exactly this certificate. (default: none; plain HTTP)
+    #[arg(long, env = "SYNCER_BUILTIN_TLS_CERT_FILE")]
+    pub builtin_tls_cert_file: Option<PathBuf>,
+    /// PEM file of the built-in core's private key (PKCS#8, RSA or EC; not encrypted).
+    /// (default: none)
+    #[arg(long, env = "SYNCER_BUILTIN_TLS_KEY_FILE")]
+    pub builtin_tls_key_file: Option<PathBuf>,
+    /// Require a client certificate signed by this PEM CA file from every client of the
+    /// built-in core (mutual TLS); needs --builtin-tls-cert-file. (default: none; no client
+    /// certificate asked for)
+    #[arg(long, env = "SYNCER_BUILTIN_TLS_CLIENT_CA_FILE")]
+    pub builtin_tls_client_ca_file: Option<PathBuf>,
     /// single or cluster; accepted for compatibility with the service-center syncer (any
     /// number of syncers may share a cluster name). (default: single)
     #[arg(long, env = "SYNCER_MODE", value_enum)]
@@ -220,6 +267,18 @@ pub struct ServicecenterArgs {
     /// HTTP address to serve on.
     #[arg(long, env = "SYNCER_LISTEN", default_value = "127.0.0.1:30100")]
     pub listen: SocketAddr,
+    /// Serve over HTTPS with this PEM certificate (chain); with --tls-key-file.
+    /// (default: none; plain HTTP)
+    #[arg(long, env = "SYNCER_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the certificate's private key (PKCS#8, RSA or EC; not encrypted).
+    /// (default: none)
+    #[arg(long, env = "SYNCER_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Require a client certificate signed by this PEM CA file from every client (mutual
+    /// TLS); needs --tls-cert-file. (default: none; no client certificate asked for)
+    #[arg(long, env = "SYNCER_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
     /// Directory of the embedded store (services, instances, leases survive a restart).
     /// Not used with --etcd-endpoints.
     #[arg(long, env = "SYNCER_DATA_DIR", default_value = "./data")]

@@ -14,7 +14,9 @@ use crate::cli::{DaemonArgs, Mode, PluginKind};
 use crate::credentials::{redact_list, without_userinfo, Redacted};
 use crate::membership::cipher::{GossipKey, Keyring};
 use crate::membership::keyring;
+use crate::registry_tls::RegistryTlsConfig;
 use crate::servicecenter::store::StoreConfig;
+use crate::servicecenter::tls::CoreTlsConfig;
 use crate::tls::{Secret, TlsConfig, TlsVersion};
 
 /// Default gossip port (the service-center syncer's).
@@ -98,6 +100,12 @@ pub struct FileConfig {
     pub grace_period: Option<u64>,
     /// As `--builtin-addr`.
     pub builtin_addr: Option<SocketAddr>,
+    /// As `--builtin-tls-cert-file`.
+    pub builtin_tls_cert_file: Option<PathBuf>,
+    /// As `--builtin-tls-key-file`.
+    pub builtin_tls_key_file: Option<PathBuf>,
+    /// As `--builtin-tls-client-ca-file`.
+    pub builtin_tls_client_ca_file: Option<PathBuf>,
     /// As `--mode`.
     pub mode: Option<Mode>,
     /// As `--cluster-port`.
@@ -160,8 +168,8 @@ pub struct LegacyRegistry {
     pub addr: Option<String>,
     /// Plugin name.
     pub plugin: Option<PluginKind>,
-    /// Ignored.
-    pub tls_config: Option<serde_yaml::Value>,
+    /// TLS of the registry client, for https:// addresses (as `--sc-tls-*`).
+    pub tls_config: Option<FileTls>,
 }
 
 impl FileConfig {
@@ -241,6 +249,11 @@ pub fn default_cluster_name(sc_addr: &str) -> String {
 pub struct DaemonConfig {
     /// The registry to sync.
     pub registry: RegistryConfig,
+    /// TLS toward an external registry with an `https://` address (`servicecenter.tls_config`,
+    /// `--sc-tls-*`); `None` when no address is `https://` (or with the built-in core).
+    pub registry_tls: Option<RegistryTlsConfig>,
+    /// The built-in core over HTTPS (`--builtin-tls-*`); `None`: plain HTTP.
+    pub builtin_tls: Option<CoreTlsConfig>,
     /// Gossip (UDP) bind address.
     pub bind_addr: SocketAddr,
     /// Gossip address advertised to others, if not the bind address.
@@ -290,6 +303,23 @@ impl DaemonConfig {
             None => FileConfig::default(),
         };
         let legacy = file.servicecenter.unwrap_or_default();
+        let sc_tls = resolve_registry_tls(&args, legacy.tls_config.unwrap_or_default())?;
+        let builtin_tls = core_tls(
+            [
+                "--builtin-tls-cert-file",
+                "--builtin-tls-key-file",
+                "--builtin-tls-client-ca-file",
+            ],
+            args.builtin_tls_cert_file
+                .clone()
+                .or(file.builtin_tls_cert_file.take()),
+            args.builtin_tls_key_file
+                .clone()
+                .or(file.builtin_tls_key_file.take()),
+            args.builtin_tls_client_ca_file
+                .clone()
+                .or(file.builtin_tls_client_ca_file.take()),
+        )?;
         let tls = resolve_tls(&args, file.tls_config.take().unwrap_or_default())?;
         let election_etcd_endpoints = endpoint_list(
             args.election_etcd_endpoints
@@ -381,6 +411,15 @@ impl DaemonConfig {
                 RegistryConfig::Builtin { listen }
             }
         };
+        let registry_tls = sc_tls.for_registry(&registry)?;
+        if let (Some(core_tls), RegistryConfig::External { .. }) = (&builtin_tls, &registry) {
+            return Err(invalid(
+                "--builtin-tls-cert-file",
+                &core_tls.cert_file.display().to_string(),
+                "the built-in core runs only without --sc-addr; for an https:// registry use \
+                 --sc-tls-ca-file (and --sc-tls-cert-file, --sc-tls-key-file)",
+            ));
+        }
         let cluster_name = match args.cluster_name.or(file.cluster_name) {
             Some(name) if !name.trim().is_empty() => name,
             Some(name) => return Err(invalid("--cluster-name", &name, "must not be empty")),
@@ -430,14 +469,19 @@ impl DaemonConfig {
                 }
             }
         }
+        // With client certificates required, the core authenticates its callers.
+        let core_authenticated = builtin_tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some());
         if let RegistryConfig::Builtin { listen } = &registry {
-            if !insecure && !listen.ip().is_loopback() {
+            if !insecure && !core_authenticated && !listen.ip().is_loopback() {
                 return Err(invalid(
                     "--builtin-addr",
                     &listen.to_string(),
-                    "the built-in service-center has no authentication yet: keep it on \
-                     loopback, or pass --insecure to let anyone who reaches it read and write \
-                     the registry",
+                    "the built-in service-center authenticates its callers only with client \
+                     certificates: keep it on loopback, set --builtin-tls-cert-file, \
+                     --builtin-tls-key-file and --builtin-tls-client-ca-file, or pass \
+                     --insecure to let anyone who reaches it read and write the registry",
                 ));
             }
         }
@@ -469,6 +513,8 @@ impl DaemonConfig {
             .unwrap_or((ticker_secs * 4).max(30));
         Ok(DaemonConfig {
             registry,
+            registry_tls,
+            builtin_tls,
             bind_addr,
             advertise_addr: args.advertise_addr.or(file.advertise_addr),
             rpc_addr,
@@ -579,6 +625,176 @@ fn endpoint_list(list: Option<&str>) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// The built-in core's TLS settings from the certificate, key and client CA flags named
+/// `flags` (in that order; `syncer servicecenter`'s `--tls-*` or the daemon's
+/// `--builtin-tls-*`): `None` when none is given.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the missing flag when a key comes without a certificate, a
+/// certificate without a key, or a client CA without both.
+pub fn core_tls(
+    flags: [&'static str; 3],
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
+) -> Result<Option<CoreTlsConfig>, Error> {
+    let missing = |given: &'static str, path: &PathBuf, needed: &str| {
+        invalid(
+            given,
+            &path.display().to_string(),
+            format!("needs {needed} too"),
+        )
+    };
+    match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(CoreTlsConfig {
+            cert_file,
+            key_file,
+            client_ca_file,
+        })),
+        (Some(cert), None) => Err(missing(flags[0], &cert, flags[1])),
+        (None, Some(key)) => Err(missing(flags[1], &key, flags[0])),
+        (None, None) => match client_ca_file {
+            Some(ca) => Err(missing(
+                flags[2],
+                &ca,
+                &format!("{} and {}", flags[0], flags[1]),
+            )),
+            None => Ok(None),
+        },
+    }
+}
+
+/// The registry client's TLS settings as given (flag/env > `servicecenter.tls_config` >
+/// service-center's default files where they exist > the system's trust store), checked
+/// against the registry's addresses by [`ScTls::for_registry`].
+#[derive(Debug)]
+struct ScTls {
+    settings: RegistryTlsConfig,
+    /// `servicecenter.tls_config.enabled`.
+    enabled: Option<bool>,
+    /// The first `--sc-tls-*` flag (or env var) given, if any.
+    flag_given: Option<&'static str>,
+}
+
+impl ScTls {
+    /// The settings for `registry`: `None` unless an external address is `https://`.
+    fn for_registry(self, registry: &RegistryConfig) -> Result<Option<RegistryTlsConfig>, Error> {
+        let https = match registry {
+            RegistryConfig::External { endpoints, .. } => endpoints
+                .iter()
+                .any(|e| syncer_plugin_http::client::is_https(e)),
+            RegistryConfig::Builtin { .. } => false,
+        };
+        if !https {
+            // A flag given for nothing is a mistake to report, not to ignore: the user would
+            // believe the registry link is protected. (The YAML block may stay, as in
+            // service-center's own files, where it is on by default.)
+            if let Some(flag) = self.flag_given {
+                return Err(invalid(
+                    flag,
+                    "",
+                    "applies to https:// registry addresses only: give --sc-addr https://...",
+                ));
+            }
+            return Ok(None);
+        }
+        if self.enabled == Some(false) {
+            return Err(invalid(
+                "--sc-addr",
+                "https://...",
+                "servicecenter.tls_config.enabled is false but the registry address is https://; \
+                 remove `enabled: false` or use http://",
+            ));
+        }
+        Ok(Some(self.settings))
+    }
+}
+
+/// Reads the registry client's TLS settings (see [`ScTls`]).
+fn resolve_registry_tls(args: &DaemonArgs, file: FileTls) -> Result<ScTls, Error> {
+    let flag_given = [
+        ("--sc-tls-ca-file", args.sc_tls_ca_file.is_some()),
+        ("--sc-tls-cert-file", args.sc_tls_cert_file.is_some()),
+        ("--sc-tls-key-file", args.sc_tls_key_file.is_some()),
+        ("--sc-tls-passphrase", args.sc_tls_passphrase.is_some()),
+        ("--sc-tls-verify-peer", args.sc_tls_verify_peer.is_some()),
+        ("--sc-tls-min-version", args.sc_tls_min_version.is_some()),
+        ("--sc-tls-ciphers", args.sc_tls_ciphers.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(flag, given)| given.then_some(flag));
+    let min_version = match args.sc_tls_min_version.clone().or(file.min_version) {
+        Some(text) => {
+            TlsVersion::parse(&text).map_err(|e| invalid("--sc-tls-min-version", &text, e))?
+        }
+        None => TlsVersion::Tls12,
+    };
+    let ciphers = match &args.sc_tls_ciphers {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => file.ciphers.unwrap_or_default(),
+    };
+    // Check the names now: a typo is an error at start, naming the flag.
+    crate::tls::provider(&ciphers)
+        .map_err(|e| invalid("--sc-tls-ciphers", &ciphers.join(","), e))?;
+    let dir = crate::registry_tls::default_dir();
+    let existing = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+    let ca_file = args
+        .sc_tls_ca_file
+        .clone()
+        .or(file.ca_file)
+        .or_else(|| existing(crate::tls::DEFAULT_CA_FILE));
+    let (cert_file, key_file) = match (
+        args.sc_tls_cert_file.clone().or(file.cert_file),
+        args.sc_tls_key_file.clone().or(file.key_file),
+    ) {
+        (Some(cert), Some(key)) => (Some(cert), Some(key)),
+        (Some(cert), None) => {
+            return Err(invalid(
+                "--sc-tls-cert-file",
+                &cert.display().to_string(),
+                "needs --sc-tls-key-file too (or servicecenter.tls_config.key_file)",
+            ))
+        }
+        (None, Some(key)) => {
+            return Err(invalid(
+                "--sc-tls-key-file",
+                &key.display().to_string(),
+                "needs --sc-tls-cert-file too (or servicecenter.tls_config.cert_file)",
+            ))
+        }
+        // service-center's default pair, when both files are there.
+        (None, None) => match (
+            existing(crate::tls::DEFAULT_CERT_FILE),
+            existing(crate::tls::DEFAULT_KEY_FILE),
+        ) {
+            (Some(cert), Some(key)) => (Some(cert), Some(key)),
+            _ => (None, None),
+        },
+    };
+    Ok(ScTls {
+        settings: RegistryTlsConfig {
+            ca_file,
+            cert_file,
+            key_file,
+            passphrase: args
+                .sc_tls_passphrase
+                .clone()
+                .or(file.passphrase)
+                .map(Secret::new),
+            verify_peer: args.sc_tls_verify_peer.or(file.verify_peer).unwrap_or(true),
+            min_version,
+            ciphers,
+        },
+        enabled: file.enabled,
+        flag_given,
+    })
 }
 
 fn invalid(setting: &'static str, value: &str, reason: impl ToString) -> Error {

@@ -68,6 +68,13 @@ pub enum Error {
     /// The built-in core's store (--data-dir or --etcd-endpoints) could not be opened.
     #[error("cannot open the built-in service-center's store")]
     Store(#[from] servicecenter::store::StoreError),
+    /// The TLS settings toward the registry (`servicecenter.tls_config`, `--sc-tls-*`) are
+    /// unusable.
+    #[error("cannot set up TLS toward the registry")]
+    RegistryTls(#[source] crate::tls::Error),
+    /// The built-in core's TLS files (`--builtin-tls-*`) are unusable.
+    #[error("cannot set up the built-in service-center's TLS")]
+    CoreTls(#[source] crate::tls::Error),
 }
 
 /// Runs the daemon until `shutdown` is cancelled, then drains within [`SHUTDOWN_GRACE`].
@@ -122,9 +129,30 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let mut local_revision = None;
     // Stops the built-in core once the reconcile loop has handed over (or at the end).
     let core_stop = CancellationToken::new();
-    let (kind, endpoints) = match &config.registry {
-        RegistryConfig::External { plugin, endpoints } => (*plugin, endpoints.clone()),
+    let (kind, endpoints, registry_tls) = match &config.registry {
+        RegistryConfig::External { plugin, endpoints } => {
+            let tls = match &config.registry_tls {
+                Some(settings) => Some(registry_client_tls(
+                    &tracker,
+                    settings,
+                    endpoints,
+                    shutdown.clone(),
+                )?),
+                None => None,
+            };
+            (*plugin, endpoints.clone(), tls)
+        }
         RegistryConfig::Builtin { listen } => {
+            // Read before anything is bound: a bad file stops the start.
+            let core_tls = match &config.builtin_tls {
+                Some(settings) => {
+                    let tls =
+                        servicecenter::tls::CoreTls::load(settings).map_err(Error::CoreTls)?;
+                    info!(cert_file = %settings.cert_file.display(), client_ca_file = ?settings.client_ca_file, "built-in service-center serves HTTPS");
+                    Some(tls)
+                }
+                None => None,
+            };
             let listener = TcpListener::bind(listen)
                 .await
                 .map_err(|source| Error::Bind {
@@ -142,21 +170,33 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             ));
             // The core stops last: a leaving leader still heartbeats its copies into it.
             let token = core_stop.clone();
+            let served_tls = core_tls.clone();
             tracker.spawn(
                 async move {
-                    if let Err(e) = servicecenter::serve(listener, core, token).await {
+                    if let Err(e) =
+                        servicecenter::serve_tls(listener, core, served_tls, token).await
+                    {
                         error!(error = %e, "built-in service-center stopped");
                     }
                 }
                 .instrument(tracing::info_span!("servicecenter", addr = %local)),
             );
+            // This process's plugin trusts exactly the certificate its core serves.
+            let (scheme, tls) = match &core_tls {
+                Some(core_tls) => (
+                    "https",
+                    Some(core_tls.loopback_client_config().map_err(Error::CoreTls)?),
+                ),
+                None => ("http", None),
+            };
             (
                 PluginKind::Servicecenter,
-                vec![format!("http://{}", reachable(local))],
+                vec![format!("{scheme}://{}", reachable(local))],
+                tls,
             )
         }
     };
-    let plugin = build_plugin(kind, endpoints)?;
+    let plugin = build_plugin_with_tls(kind, endpoints, registry_tls)?;
 
     let rpc_listener = TcpListener::bind(config.rpc_addr)
         .await
@@ -400,6 +440,75 @@ pub fn build_plugin_with_tls(
         ),
     };
     Ok(plugin)
+}
+
+/// The client configuration toward an `https://` registry, logged (where trust comes from,
+/// whether a client certificate is presented; a WARN for `verify_peer: false`), and a probe
+/// of each `https://` endpoint in the background: a certificate problem is logged at ERROR
+/// with the address and the reason at once, not only when the first request fails.
+fn registry_client_tls(
+    tracker: &TaskTracker,
+    settings: &crate::registry_tls::RegistryTlsConfig,
+    endpoints: &[String],
+    shutdown: CancellationToken,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let config =
+        Arc::new(crate::registry_tls::client_config(settings).map_err(Error::RegistryTls)?);
+    let trust = match &settings.ca_file {
+        Some(path) => path.display().to_string(),
+        None => "the system's trust store".to_owned(),
+    };
+    info!(
+        trust = %trust,
+        client_cert_file = ?settings.cert_file,
+        min_version = ?settings.min_version,
+        verify_peer = settings.verify_peer,
+        "registry TLS configured"
+    );
+    if !settings.verify_peer {
+        warn!("registry TLS: verify_peer is false; any certificate is accepted, so anyone between this syncer and the registry can read and change what is synced");
+    }
+    for endpoint in endpoints
+        .iter()
+        .filter(|e| syncer_plugin_http::client::is_https(e))
+    {
+        let (endpoint, config, shutdown) = (
+            crate::credentials::without_userinfo(endpoint).into_owned(),
+            config.clone(),
+            shutdown.clone(),
+        );
+        tracker.spawn(async move {
+            // Until the registry answers at all (it may start after the syncer): then once.
+            let mut backoff = Duration::from_secs(1);
+            let mut warned = false;
+            loop {
+                let outcome = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    outcome = crate::registry_tls::probe(&endpoint, config.clone()) => outcome,
+                };
+                match outcome {
+                    Ok(()) => info!(registry = %endpoint, "registry TLS handshake succeeded"),
+                    Err(e @ crate::registry_tls::ProbeError::Handshake(_)) => {
+                        error!(registry = %endpoint, error = %e, "registry TLS handshake failed: nothing can be read from or written to this registry until its certificate or the TLS settings are fixed")
+                    }
+                    Err(e) => {
+                        if !warned {
+                            warn!(registry = %endpoint, error = %e, "registry not reachable yet; its TLS handshake is checked once it is");
+                            warned = true;
+                        }
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                }
+                return;
+            }
+        });
+    }
+    Ok(config)
 }
 
 /// An address a client on this host can connect to: an unspecified IP becomes loopback.

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod election;
 pub mod exchange;
 pub mod membership;
+pub mod registry_tls;
 pub mod reload;
 pub mod servicecenter;
 pub mod sync;

@@ -50,8 +50,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| {
                         format!("cannot bind the service-center address {}", args.listen)
                     })?;
+                let tls = syncer::config::core_tls(
+                    ["--tls-cert-file", "--tls-key-file", "--tls-client-ca-file"],
+                    args.tls_cert_file,
+                    args.tls_key_file,
+                    args.tls_client_ca_file,
+                )
+                .context("invalid settings")?
+                .map(|settings| syncer::servicecenter::tls::CoreTls::load(&settings))
+                .transpose()
+                .context("cannot set up the service-center's TLS")?;
                 let shutdown = shutdown_on_signal();
-                syncer::servicecenter::serve(listener, core, shutdown)
+                syncer::servicecenter::serve_tls(listener, core, tls, shutdown)
                     .await
                     .context("built-in service-center failed")
             }

@@ -305,8 +305,26 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     Ok(certs)
 }
 
+/// The CA certificates of a PEM file as a root store.
+///
+/// # Errors
+/// [`Error::Read`], or [`Error::Pem`] when it holds no usable CA certificate.
+pub fn read_roots(path: &Path) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| pem_error(path, format!("not a usable CA certificate: {e}")))?;
+    }
+    Ok(roots)
+}
+
 /// The private key of a PEM file, decrypting an `ENCRYPTED PRIVATE KEY` with `passphrase`.
-fn read_key(path: &Path, passphrase: Option<&Secret>) -> Result<PrivateKeyDer<'static>, Error> {
+///
+/// # Errors
+/// [`Error::Read`], or [`Error::Pem`] naming the file and what is wrong (no key, an
+/// encrypted key without a passphrase or with a wrong one, the legacy OpenSSL format).
+pub fn read_key(path: &Path, passphrase: Option<&Secret>) -> Result<PrivateKeyDer<'static>, Error> {
     let bytes = read(path)?;
     let text = String::from_utf8_lossy(&bytes);
     if text.contains("Proc-Type: 4,ENCRYPTED") {
@@ -320,7 +338,9 @@ fn read_key(path: &Path, passphrase: Option<&Secret>) -> Result<PrivateKeyDer<'s
         let Some(passphrase) = passphrase else {
             return Err(pem_error(
                 path,
-                "the key is encrypted: set tls_config.passphrase (or SYNCER_TLS_PASSPHRASE)",
+                "the key is encrypted: set its passphrase (exchange: tls_config.passphrase or \
+                 SYNCER_TLS_PASSPHRASE; registry client: servicecenter.tls_config.passphrase or \
+                 SYNCER_SC_TLS_PASSPHRASE)",
             ));
         };
         let (label, doc) = pkcs8::SecretDocument::from_pem(&text)
@@ -372,7 +392,10 @@ pub fn check_names(cert: &CertificateDer<'_>, cluster: &str) -> Result<(), Vec<S
 }
 
 /// The crypto provider restricted to `ciphers` (none: all of ring's).
-fn provider(ciphers: &[String]) -> Result<CryptoProvider, Error> {
+///
+/// # Errors
+/// [`Error::Cipher`] for a name rustls does not know, with the supported ones.
+pub fn provider(ciphers: &[String]) -> Result<CryptoProvider, Error> {
     let mut provider = rustls::crypto::ring::default_provider();
     if ciphers.is_empty() {
         return Ok(provider);
@@ -402,7 +425,10 @@ fn provider(ciphers: &[String]) -> Result<CryptoProvider, Error> {
 }
 
 /// The versions from `min` up that have at least one of `provider`'s suites.
-fn versions(provider: &CryptoProvider, min: TlsVersion) -> Vec<&'static SupportedProtocolVersion> {
+pub fn versions(
+    provider: &CryptoProvider,
+    min: TlsVersion,
+) -> Vec<&'static SupportedProtocolVersion> {
     let mut out = Vec::new();
     for (version, at) in [
         (&rustls::version::TLS12, TlsVersion::Tls12),
@@ -421,17 +447,7 @@ fn versions(provider: &CryptoProvider, min: TlsVersion) -> Vec<&'static Supporte
 }
 
 fn build(settings: &TlsConfig, cluster: &str) -> Result<Current, Error> {
-    let roots_der = read_certs(&settings.ca_file)?;
-    let mut roots = RootCertStore::empty();
-    for cert in roots_der {
-        roots.add(cert).map_err(|e| {
-            pem_error(
-                &settings.ca_file,
-                format!("not a usable CA certificate: {e}"),
-            )
-        })?;
-    }
-    let roots = Arc::new(roots);
+    let roots = Arc::new(read_roots(&settings.ca_file)?);
     let chain = read_certs(&settings.cert_file)?;
     let key = read_key(&settings.key_file, settings.passphrase.as_ref())?;
     let names = match check_names(&chain[0], cluster) {

@@ -15,7 +15,8 @@
 //! private side record per instance ([`registry::EurekaSide`]); Eureka
 //! `metadata` and SC `properties` are the same map.
 //!
-//! Main types: [`Core`] (shared state), [`router`] (the HTTP API), [`serve`].
+//! Main types: [`Core`] (shared state), [`router`] (the HTTP API), [`serve`] (over HTTPS:
+//! [`serve_tls`] with [`tls::CoreTls`]).
 
 pub mod changelog;
 pub mod dependencies;
@@ -30,6 +31,7 @@ pub mod rules;
 pub mod schemas;
 pub mod store;
 pub mod tags;
+pub mod tls;
 pub mod v4;
 pub mod watch;
 
@@ -142,8 +144,22 @@ pub async fn serve(
     core: Core,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_tls(listener, core, None, shutdown).await
+}
+
+/// [`serve`], over HTTPS when `tls` is set ([`tls::TlsListener`]).
+///
+/// # Errors
+/// The listener's I/O error, if serving fails.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    core: Core,
+    tls: Option<Arc<tls::CoreTls>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "service-center core listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, client_certificates = tls.as_ref().is_some_and(|t| t.requires_client_certificates()), "service-center core listening");
     // A child token: stopping the expiry task must not cancel the caller's token.
     let stop = shutdown.child_token();
     let mut watch = None;
@@ -190,15 +206,26 @@ pub async fn serve(
             }
         })
     };
-    // Small request/response pairs: Nagle's algorithm would add delayed-ACK stalls (~40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    let result = match tls {
+        Some(tls) => {
+            let listener = tls::TlsListener::new(listener, tls, stop.clone())?;
+            axum::serve(listener, router(core))
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
         }
-    });
-    let result = axum::serve(listener, router(core))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+        None => {
+            // Small request/response pairs: Nagle's algorithm would add delayed-ACK stalls
+            // (~40 ms).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
+            axum::serve(listener, router(core))
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+        }
+    };
     stop.cancel();
     let _ = expiry.await;
     if let Some((writer_stop, task)) = writer {

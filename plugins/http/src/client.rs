@@ -272,7 +272,7 @@ pub fn is_https(url: &str) -> bool {
 /// naming the settings to check.
 pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut out = error.to_string();
-    let mut hint = None;
+    let mut hint = rustls_error(error).and_then(tls_hint);
     let mut source = error.source();
     while let Some(e) = source {
         let text = e.to_string();
@@ -280,13 +280,7 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
             out.push_str(": ");
             out.push_str(&text);
         }
-        // An io::Error shows its inner error's text but does not return it as a source.
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(std::io::Error::get_ref)
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(tls) = tls {
+        if let Some(tls) = rustls_error(e) {
             hint = tls_hint(tls);
         }
         source = e.source();
@@ -297,6 +291,20 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
         out.push(')');
     }
     out
+}
+
+/// The rustls error `e` is or wraps: an io::Error shows its inner error's text but does not
+/// return it as a source, and the connector nests one io::Error in another.
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = e;
+    for _ in 0..8 {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner = current.downcast_ref::<std::io::Error>()?.get_ref()?;
+        current = inner;
+    }
+    None
 }
 
 /// What to check for a TLS error a registry connection ended with.
