@@ -1247,6 +1247,185 @@ mod tests {
     }
 
     #[test]
+    fn registry_tls_comes_from_the_servicecenter_block_and_a_flag_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("syncer.yaml");
+        std::fs::write(
+            &path,
+            "servicecenter:\n  addr: https://127.0.0.1:30100\n  plugin: servicecenter\n  tls_config:\n    enabled: true\n    verify_peer: true\n    min_version: TLSv1.3\n    passphrase: s3cret\n    ca_file: /x/ca.pem\n    cert_file: /x/cert.pem\n    key_file: /x/key.pem\n    ciphers: [TLS_AES_128_GCM_SHA256]\n",
+        )
+        .expect("write");
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            config: Some(path),
+            sc_tls_ca_file: Some("/y/ca.pem".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        let tls = c.registry_tls.clone().expect("https registry");
+        assert_eq!(
+            tls.ca_file,
+            Some(PathBuf::from("/y/ca.pem")),
+            "the flag wins"
+        );
+        assert_eq!(tls.cert_file, Some(PathBuf::from("/x/cert.pem")));
+        assert_eq!(tls.key_file, Some(PathBuf::from("/x/key.pem")));
+        assert_eq!(tls.min_version, TlsVersion::Tls13);
+        assert_eq!(tls.ciphers, ["TLS_AES_128_GCM_SHA256"]);
+        assert!(tls.verify_peer);
+        assert!(c.tls.is_none(), "the exchange's TLS is another block");
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the passphrase is redacted"
+        );
+        // verify_peer: false is allowed toward the registry (logged at WARN at start).
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            sc_addr: Some("https://127.0.0.1:30100".into()),
+            sc_tls_verify_peer: Some(false),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert!(!c.registry_tls.expect("https").verify_peer);
+    }
+
+    #[test]
+    fn registry_tls_applies_to_https_addresses_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("syncer.yaml");
+        // service-center's files carry the block on by default: with http:// it is unused.
+        std::fs::write(
+            &path,
+            "servicecenter:\n  addr: http://127.0.0.1:30100\n  tls_config:\n    enabled: true\n    ca_file: /x/ca.pem\n",
+        )
+        .expect("write");
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            config: Some(path),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert!(c.registry_tls.is_none());
+        // A flag for an http:// registry or the built-in core is a mistake, named.
+        for sc_addr in [Some("http://127.0.0.1:30100".to_owned()), None] {
+            let err = DaemonConfig::resolve(DaemonArgs {
+                node: Some("n1".into()),
+                sc_addr,
+                sc_tls_ca_file: Some("/x/ca.pem".into()),
+                ..Default::default()
+            })
+            .expect_err("nothing to apply to");
+            assert!(err.to_string().contains("--sc-tls-ca-file"), "{err}");
+        }
+        // One https:// address among several is enough.
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            sc_addr: Some("http://10.0.0.1:30100,https://10.0.0.2:30100".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        let tls = c.registry_tls.expect("https");
+        assert_eq!(tls.min_version, TlsVersion::Tls12);
+        assert!(tls.verify_peer && tls.cert_file.is_none());
+    }
+
+    #[test]
+    fn registry_tls_errors_name_the_flag() {
+        let resolve = |args: DaemonArgs| {
+            DaemonConfig::resolve(DaemonArgs {
+                node: Some("n1".into()),
+                sc_addr: Some("https://127.0.0.1:30100".into()),
+                ..args
+            })
+        };
+        let err = resolve(DaemonArgs {
+            sc_tls_cert_file: Some("/x/cert.pem".into()),
+            ..Default::default()
+        })
+        .expect_err("no key");
+        assert!(err.to_string().contains("--sc-tls-cert-file"), "{err}");
+        assert!(err.to_string().contains("--sc-tls-key-file"), "{err}");
+        let err = resolve(DaemonArgs {
+            sc_tls_min_version: Some("TLSv1.1".into()),
+            ..Default::default()
+        })
+        .expect_err("old version");
+        assert!(err.to_string().contains("--sc-tls-min-version"), "{err}");
+        let err = resolve(DaemonArgs {
+            sc_tls_ciphers: Some("TLS_RSA_WITH_RC4_128_MD5".into()),
+            ..Default::default()
+        })
+        .expect_err("unknown cipher");
+        assert!(err.to_string().contains("--sc-tls-ciphers"), "{err}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("syncer.yaml");
+        std::fs::write(&path, "servicecenter:\n  tls_config:\n    enabled: false\n")
+            .expect("write");
+        let err = resolve(DaemonArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .expect_err("https with TLS disabled");
+        assert!(err.to_string().contains("enabled is false"), "{err}");
+        std::fs::write(&path, "servicecenter:\n  tls_config:\n    ca_fil: /x\n").expect("write");
+        let err = resolve(DaemonArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("ca_fil"), "{err}");
+    }
+
+    #[test]
+    fn the_builtin_core_over_https_needs_a_certificate_and_a_key_and_no_sc_addr() {
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            builtin_tls_cert_file: Some("/x/cert.pem".into()),
+            builtin_tls_key_file: Some("/x/key.pem".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        let tls = c.builtin_tls.expect("https core");
+        assert_eq!(tls.cert_file, PathBuf::from("/x/cert.pem"));
+        assert_eq!(tls.client_ca_file, None);
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            builtin_tls_client_ca_file: Some("/x/ca.pem".into()),
+            ..Default::default()
+        })
+        .expect_err("a client CA alone");
+        assert!(
+            err.to_string().contains("--builtin-tls-client-ca-file"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--builtin-tls-cert-file"), "{err}");
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            sc_addr: Some("http://127.0.0.1:30100".into()),
+            builtin_tls_cert_file: Some("/x/cert.pem".into()),
+            builtin_tls_key_file: Some("/x/key.pem".into()),
+            ..Default::default()
+        })
+        .expect_err("no built-in core");
+        assert!(err.to_string().contains("--builtin-tls-cert-file"), "{err}");
+        // With client certificates required, the core may listen beyond loopback; with
+        // server TLS alone it may not (nobody is authenticated).
+        let open = |client_ca: Option<PathBuf>| {
+            DaemonConfig::resolve(DaemonArgs {
+                node: Some("n1".into()),
+                builtin_addr: Some("0.0.0.0:30100".parse().expect("addr")),
+                builtin_tls_cert_file: Some("/x/cert.pem".into()),
+                builtin_tls_key_file: Some("/x/key.pem".into()),
+                builtin_tls_client_ca_file: client_ca,
+                ..Default::default()
+            })
+        };
+        assert!(open(Some("/x/ca.pem".into())).is_ok());
+        let err = open(None).expect_err("unauthenticated");
+        assert!(err.to_string().contains("--builtin-addr"), "{err}");
+    }
+
+    #[test]
     fn bad_values_name_the_flag() {
         let err = DaemonConfig::resolve(DaemonArgs {
             bind_addr: Some("not an addr:x".into()),
