@@ -213,6 +213,9 @@ pub struct DaemonArgs {
     /// cores share one registry. (default: none)
     #[arg(long, env = "SYNCER_ETCD_ENDPOINTS")]
     pub etcd_endpoints: Option<String>,
+    /// TLS and authentication toward etcd (the store and the election).
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// Eureka self-preservation in the built-in core: evict expired leases only while the
     /// renewals of the last minute exceed 85 % of those expected (Netflix's default
     /// behaviour). (default: off; expired leases always go)
@@ -288,8 +291,38 @@ pub struct ServicecenterArgs {
     /// --data-dir)
     #[arg(long, env = "SYNCER_ETCD_ENDPOINTS")]
     pub etcd_endpoints: Option<String>,
+    /// TLS and authentication toward etcd.
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// Eureka self-preservation: evict expired leases only while the renewals of the last
     /// minute exceed 85 % of those expected (Netflix's default behaviour). (default: off)
     #[arg(long, env = "SYNCER_EUREKA_SELF_PRESERVATION")]
     pub eureka_self_preservation: bool,
+}
+
+/// TLS and authentication toward etcd, for every etcd endpoint of the process (the built-in
+/// core's store and the leader election). The password is never a flag: it comes from
+/// --etcd-password-file or the environment variable SYNCER_ETCD_PASSWORD.
+#[derive(Debug, Default, Args)]
+pub struct EtcdArgs {
+    /// etcd user (etcd's `auth enable`); its password comes from --etcd-password-file, else
+    /// SYNCER_ETCD_PASSWORD. A wrong password stops the start. Credentials in an etcd URL are
+    /// refused. (default: none)
+    #[arg(long, env = "SYNCER_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd user's password (one line). Takes precedence over
+    /// SYNCER_ETCD_PASSWORD. (default: none)
+    #[arg(long, env = "SYNCER_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// PEM file of the CA that signs etcd's certificate: etcd is reached over TLS, its
+    /// endpoints are https:// (a bare host:port gets https://). (default: none; plaintext)
+    #[arg(long, env = "SYNCER_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// PEM file of this client's certificate, for etcd's --client-cert-auth; with
+    /// --etcd-key-file and --etcd-ca-file. (default: none)
+    #[arg(long, env = "SYNCER_ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key. (default: none)
+    #[arg(long, env = "SYNCER_ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<PathBuf>,
 }

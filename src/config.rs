@@ -12,6 +12,7 @@ use md5::{Digest, Md5};
 
 use crate::cli::{DaemonArgs, Mode, PluginKind};
 use crate::credentials::{redact_list, without_userinfo, Redacted};
+use crate::etcd::{self, ClientConfig as EtcdClientConfig};
 use crate::membership::cipher::{GossipKey, Keyring};
 use crate::membership::keyring;
 use crate::registry_tls::RegistryTlsConfig;
@@ -69,6 +70,10 @@ pub enum Error {
         #[source]
         source: keyring::Error,
     },
+    /// The etcd settings (endpoints, TLS, user, password) cannot be used; the message never
+    /// quotes a password.
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::Error),
 }
 
 /// The `--config` YAML file: the flags' names with underscores. Also accepts the keys of the
@@ -120,6 +125,16 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// As `--etcd-endpoints` (a comma list).
     pub etcd_endpoints: Option<String>,
+    /// As `--etcd-user`.
+    pub etcd_user: Option<String>,
+    /// As `--etcd-password-file` (below `SYNCER_ETCD_PASSWORD`).
+    pub etcd_password_file: Option<PathBuf>,
+    /// As `--etcd-ca-file`.
+    pub etcd_ca_file: Option<PathBuf>,
+    /// As `--etcd-cert-file`.
+    pub etcd_cert_file: Option<PathBuf>,
+    /// As `--etcd-key-file`.
+    pub etcd_key_file: Option<PathBuf>,
     /// As `--eureka-self-preservation`.
     pub eureka_self_preservation: Option<bool>,
     /// The service-center syncer's registry block.
@@ -272,9 +287,10 @@ pub struct DaemonConfig {
     pub grace_period: Duration,
     /// Cluster mode (compatibility only).
     pub mode: Mode,
-    /// etcd endpoints of the leader election (`--election-etcd-endpoints`, else
-    /// `--etcd-endpoints`); empty: the first alive member by node name leads.
-    pub election_etcd_endpoints: Vec<String>,
+    /// etcd of the leader election (`--election-etcd-endpoints`, else `--etcd-endpoints`,
+    /// with the `--etcd-*` TLS and user settings); `None`: the first alive member by node
+    /// name leads.
+    pub election_etcd: Option<EtcdClientConfig>,
     /// The gossip keyring: `--encrypt` (one key) or the keys of `--keyring-file` as read at
     /// start; `None` gossips in the clear. Redacted in `Debug`.
     pub keyring: Option<Keyring>,
@@ -321,14 +337,51 @@ impl DaemonConfig {
                 .or(file.builtin_tls_client_ca_file.take()),
         )?;
         let tls = resolve_tls(&args, file.tls_config.take().unwrap_or_default())?;
-        let election_etcd_endpoints = endpoint_list(
-            args.election_etcd_endpoints
+        let etcd_access = etcd::Access {
+            user: args.etcd.etcd_user.clone().or(file.etcd_user.take()),
+            password: etcd::Access::password_source(
+                args.etcd.etcd_password_file.clone(),
+                etcd::Access::password_from_env(),
+                file.etcd_password_file.take(),
+            ),
+            ca_file: args.etcd.etcd_ca_file.clone().or(file.etcd_ca_file.take()),
+            cert_file: args
+                .etcd
+                .etcd_cert_file
                 .clone()
-                .or_else(|| file.election_etcd_endpoints.clone())
-                .or_else(|| args.etcd_endpoints.clone())
+                .or(file.etcd_cert_file.take()),
+            key_file: args
+                .etcd
+                .etcd_key_file
+                .clone()
+                .or(file.etcd_key_file.take()),
+        };
+        let store_etcd = EtcdClientConfig::resolve(
+            "--etcd-endpoints",
+            args.etcd_endpoints
+                .clone()
                 .or_else(|| file.etcd_endpoints.clone())
                 .as_deref(),
-        );
+            &etcd_access,
+        )?;
+        let election_etcd = match args
+            .election_etcd_endpoints
+            .clone()
+            .or_else(|| file.election_etcd_endpoints.clone())
+        {
+            Some(list) => {
+                EtcdClientConfig::resolve("--election-etcd-endpoints", Some(&list), &etcd_access)?
+            }
+            None => store_etcd.clone(),
+        };
+        if !etcd_access.is_empty() && store_etcd.is_none() && election_etcd.is_none() {
+            return Err(invalid(
+                "--etcd-user/--etcd-*-file",
+                "",
+                "etcd TLS or authentication settings are given, but no etcd endpoint: add \
+                 --etcd-endpoints or --election-etcd-endpoints, or remove them",
+            ));
+        }
         let keyring_file = args
             .keyring_file
             .clone()
@@ -524,13 +577,10 @@ impl DaemonConfig {
             ticker_interval: Duration::from_secs(ticker_secs),
             grace_period: Duration::from_secs(grace_secs),
             mode: args.mode.or(file.mode).unwrap_or(Mode::Single),
-            election_etcd_endpoints,
+            election_etcd,
             keyring,
             keyring_file,
-            store: StoreConfig::from_flags(
-                args.data_dir.or(file.data_dir),
-                args.etcd_endpoints.or(file.etcd_endpoints).as_deref(),
-            ),
+            store: StoreConfig::from_flags(args.data_dir.or(file.data_dir), store_etcd),
             eureka_self_preservation: args.eureka_self_preservation
                 || file.eureka_self_preservation.unwrap_or(false),
             tls,
@@ -609,22 +659,6 @@ fn resolve_tls(args: &DaemonArgs, file: FileTls) -> Result<Option<TlsConfig>, Er
         min_version,
         ciphers,
     }))
-}
-
-/// A comma list of etcd URLs; a bare `host:port` gets `http://`.
-fn endpoint_list(list: Option<&str>) -> Vec<String> {
-    list.unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(|a| {
-            if a.contains("://") {
-                a.to_owned()
-            } else {
-                format!("http://{a}")
-            }
-        })
-        .collect()
 }
 
 /// The built-in core's TLS settings from the certificate, key and client CA flags named
@@ -1119,8 +1153,13 @@ mod tests {
             ..Default::default()
         })
         .expect("valid");
+        let endpoints = |etcd: &Option<EtcdClientConfig>| {
+            etcd.as_ref()
+                .map(|e| e.endpoints.clone())
+                .unwrap_or_default()
+        };
         assert_eq!(
-            c.election_etcd_endpoints,
+            endpoints(&c.election_etcd),
             ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]
         );
         assert!(c.keyring.is_none());
@@ -1132,7 +1171,7 @@ mod tests {
             ..Default::default()
         })
         .expect("valid");
-        assert_eq!(c.election_etcd_endpoints, ["http://10.0.0.9:2379"]);
+        assert_eq!(endpoints(&c.election_etcd), ["http://10.0.0.9:2379"]);
         assert_eq!(c.keyring.as_ref().map(Keyring::len), Some(1));
         assert!(!format!("{c:?}").contains("BwcH"), "the key is redacted");
         let err = DaemonConfig::resolve(DaemonArgs {
@@ -1143,6 +1182,65 @@ mod tests {
         .expect_err("a short key");
         assert!(err.to_string().contains("--encrypt"), "{err}");
         assert!(!err.to_string().contains("c2hvcnQ"), "{err}");
+    }
+
+    #[test]
+    fn etcd_tls_and_user_come_from_flags_or_the_file_and_serve_the_store_and_the_election() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let password = dir.path().join("etcd-password");
+        std::fs::write(&password, "etcdPW9\n").expect("write");
+        let yaml = dir.path().join("syncer.yaml");
+        std::fs::write(
+            &yaml,
+            format!(
+                "etcd_endpoints: 127.0.0.1:2379\netcd_user: root\netcd_password_file: {}\n\
+                 etcd_ca_file: /x/ca.pem\netcd_cert_file: /x/cert.pem\netcd_key_file: /x/key.pem\n",
+                password.display()
+            ),
+        )
+        .expect("write");
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            config: Some(yaml),
+            etcd: crate::cli::EtcdArgs {
+                etcd_ca_file: Some("/y/ca.pem".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .expect("valid");
+        let StoreConfig::Etcd(store) = &c.store else {
+            panic!("an etcd store: {:?}", c.store)
+        };
+        assert_eq!(store.endpoints, ["https://127.0.0.1:2379"]);
+        assert_eq!(store.user(), Some("root"));
+        let tls = store.tls.as_ref().expect("tls");
+        assert_eq!(tls.ca_file, PathBuf::from("/y/ca.pem"), "the flag wins");
+        assert_eq!(c.election_etcd.as_ref(), Some(store));
+        assert!(!format!("{c:?}").contains("etcdPW9"), "{c:?}");
+
+        // Credentials in the URL are refused, never ignored; the password is not quoted.
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            election_etcd_endpoints: Some("http://root:etcdPW9@127.0.0.1:2379".into()),
+            ..Default::default()
+        })
+        .expect_err("credentials in the URL");
+        let text = err.to_string();
+        assert!(text.contains("--election-etcd-endpoints"), "{text}");
+        assert!(!text.contains("etcdPW9"), "{text}");
+        // Settings without any etcd endpoint are a mistake to report.
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            etcd: crate::cli::EtcdArgs {
+                etcd_user: Some("root".into()),
+                etcd_password_file: Some(password),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .expect_err("no endpoint");
+        assert!(err.to_string().contains("--etcd-endpoints"), "{err}");
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub enum Error {
     /// The exchange's TLS files are unusable.
     #[error("cannot set up the exchange's TLS")]
     Tls(#[from] crate::tls::Error),
+    /// The leader election's etcd refused this member (user, password, certificate) or its
+    /// TLS files cannot be read.
+    #[error("cannot take part in the etcd leader election")]
+    Election(#[source] crate::etcd::Error),
     /// The built-in core's store (--data-dir or --etcd-endpoints) could not be opened.
     #[error("cannot open the built-in service-center's store")]
     Store(#[from] servicecenter::store::StoreError),
@@ -95,7 +99,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         ticker_interval_secs = config.ticker_interval.as_secs(),
         grace_period_secs = config.grace_period.as_secs(),
         mode = ?config.mode,
-        election_etcd_endpoints = ?config.election_etcd_endpoints,
+        election_etcd = ?config.election_etcd,
         encrypt = config.keyring.is_some(),
         keyring_file = ?config.keyring_file,
         tls = config.tls.is_some(),
@@ -120,6 +124,28 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                     .follow(FileWatch::new(tls.files(), hup.clone()), shutdown.clone()),
             );
             Some(tls)
+        }
+        None => None,
+    };
+
+    // The election's etcd, checked before anything is bound: a refused user, password or
+    // certificate stops the start; a down etcd is waited for.
+    let election = match &config.election_etcd {
+        Some(etcd) => {
+            let election = EtcdElection::new(election::EtcdConfig {
+                etcd: etcd.clone(),
+                node: config.node.clone(),
+                cluster_name: config.cluster_name.clone(),
+                lease_ttl: election::DEFAULT_LEASE_TTL,
+            });
+            match election.check().await {
+                Ok(()) => {}
+                Err(e) if e.is_unreachable() => {
+                    warn!(error = %e, "the election's etcd is not reachable yet; no leader until it is")
+                }
+                Err(e) => return Err(Error::Election(e)),
+            }
+            Some(election)
         }
         None => None,
     };
@@ -310,15 +336,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         exporter,
         members,
     );
-    let election = if config.election_etcd_endpoints.is_empty() {
-        None
-    } else {
-        let election = EtcdElection::new(election::EtcdConfig {
-            endpoints: config.election_etcd_endpoints.clone(),
-            node: config.node.clone(),
-            cluster_name: config.cluster_name.clone(),
-            lease_ttl: election::DEFAULT_LEASE_TTL,
-        });
+    let election = if let Some(election) = election {
         let leader = election.leader();
         tracker.spawn(
             election
@@ -326,6 +344,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                 .instrument(tracing::info_span!("election")),
         );
         Some(leader)
+    } else {
+        None
     };
     let syncer = syncer
         .with_tls(tls)

@@ -50,8 +50,8 @@ pub fn leader_key(cluster: &str) -> String {
 /// How to take part in a cluster's etcd election.
 #[derive(Debug, Clone)]
 pub struct EtcdConfig {
-    /// etcd client URLs (`http://host:2379`).
-    pub endpoints: Vec<String>,
+    /// etcd client URLs (`http://host:2379`), TLS and user.
+    pub etcd: crate::etcd::ClientConfig,
     /// This member's node name: the value written under the leader key.
     pub node: String,
     /// The cluster whose leader is elected.
@@ -67,6 +67,9 @@ pub enum Error {
     /// An etcd request failed (unreachable, timed out, refused).
     #[error("etcd request failed: {0}")]
     Etcd(#[from] etcd_client::Error),
+    /// Connecting failed (unreachable, refused, a PEM file unreadable).
+    #[error("cannot connect to etcd")]
+    Connect(#[from] crate::etcd::Error),
     /// The lease expired, or could not be renewed for a whole TTL: this member no longer
     /// leads.
     #[error("the election lease was lost")]
@@ -97,13 +100,30 @@ impl EtcdElection {
         self.leader.subscribe()
     }
 
+    /// Connects once and reads the leader key, so that a refused user, password or
+    /// certificate stops the start instead of being retried for ever by [`run`](Self::run).
+    ///
+    /// # Errors
+    /// [`crate::etcd::Error`]; [`crate::etcd::Error::is_unreachable`] tells a down etcd
+    /// (which `run` waits for) from a refusal.
+    pub async fn check(&self) -> Result<(), crate::etcd::Error> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        self.config
+            .etcd
+            .connect(options, &leader_key(&self.config.cluster_name))
+            .await
+            .map(drop)
+    }
+
     /// Campaigns, leads or follows until `resign` is cancelled, retrying with a backoff
     /// while etcd is unreachable (then no leader is published). On `resign`, a leader
     /// deletes its key and waits up to `handover` for another member to claim it (published
     /// as the new leader, so the caller can stop heartbeating); its lease is then revoked.
     pub async fn run(self, resign: CancellationToken, handover: Duration) {
         let key = leader_key(&self.config.cluster_name);
-        info!(key = %key, endpoints = ?self.config.endpoints,
+        info!(key = %key, etcd = ?self.config.etcd,
             lease_ttl_secs = self.config.lease_ttl.as_secs(), "etcd election starting");
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -144,7 +164,7 @@ impl EtcdElection {
         let options = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
-        let mut client = Client::connect(&self.config.endpoints, Some(options)).await?;
+        let mut client = self.config.etcd.client(options).await?;
         let ttl_secs = i64::try_from(self.config.lease_ttl.as_secs().max(2)).unwrap_or(2);
         let lease = client.lease_grant(ttl_secs, None).await?.id();
         let (mut keeper, mut keep_alive) = client.lease_keep_alive(lease).await?;

@@ -13,6 +13,7 @@ pub mod config;
 pub mod credentials;
 pub mod daemon;
 pub mod election;
+pub mod etcd;
 pub mod exchange;
 pub mod membership;
 pub mod registry_tls;

@@ -37,9 +37,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Servicecenter(args) => {
+                let access = syncer::etcd::Access::from_args(&args.etcd);
+                let etcd = syncer::etcd::ClientConfig::resolve(
+                    "--etcd-endpoints",
+                    args.etcd_endpoints.as_deref(),
+                    &access,
+                )
+                .context("invalid settings")?;
+                anyhow::ensure!(
+                    etcd.is_some() || access.is_empty(),
+                    "invalid settings: etcd TLS or authentication settings are given without \
+                     --etcd-endpoints"
+                );
                 let store = syncer::servicecenter::store::StoreConfig::from_flags(
                     Some(args.data_dir),
-                    args.etcd_endpoints.as_deref(),
+                    etcd,
                 );
                 let core = syncer::servicecenter::Core::open(store)
                     .await

@@ -339,9 +339,7 @@ pub async fn open_core(store: Store) -> TestCore {
                 .await
                 .expect("etcd start task");
             (
-                StoreConfig::Etcd {
-                    endpoints: vec![etcd.endpoint.clone()],
-                },
+                StoreConfig::Etcd(syncer::etcd::ClientConfig::new(vec![etcd.endpoint.clone()])),
                 Some(etcd),
             )
         }

@@ -95,25 +95,26 @@ fn is_not_found(e: &etcd_client::Error) -> bool {
 }
 
 impl EtcdStore {
-    /// Connects to `endpoints` (URLs).
+    /// Connects to the endpoints of `config`, with its TLS and user.
     ///
     /// # Errors
-    /// [`StoreError::NoEndpoints`]; [`StoreError::Etcd`] when no endpoint answers.
-    pub async fn connect(endpoints: &[String]) -> Result<EtcdStore, StoreError> {
-        if endpoints.is_empty() {
+    /// [`StoreError::NoEndpoints`]; [`StoreError::Connect`] when no endpoint answers, a PEM
+    /// file cannot be read, or etcd refuses the user, password or certificate.
+    pub async fn connect(config: &crate::etcd::ClientConfig) -> Result<EtcdStore, StoreError> {
+        if config.endpoints.is_empty() {
             return Err(StoreError::NoEndpoints);
         }
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let client = Client::connect(endpoints, Some(options)).await?;
-        // Fail now, not at the first write, when etcd is not there.
-        client
-            .kv_client()
-            .get(keys::ROOT, Some(GetOptions::new().with_count_only()))
-            .await?;
-        tracing::info!(endpoints = ?endpoints, "etcd store connected");
+        // Fail now, not at the first write, when etcd is not there or refuses this client.
+        let client: Client = config
+            .connect(options, keys::ROOT)
+            .await
+            .map_err(StoreError::Connect)?;
+        tracing::info!(endpoints = %crate::credentials::Redacted(&config.endpoints),
+            user = ?config.user(), tls = config.tls.is_some(), "etcd store connected");
         Ok(EtcdStore {
             client,
             leases: Arc::new(Mutex::new(HashMap::new())),

@@ -68,39 +68,27 @@ pub enum StoreConfig {
         /// `--data-dir`.
         data_dir: PathBuf,
     },
-    /// etcd at these client URLs.
-    Etcd {
-        /// `--etcd-endpoints`, e.g. `http://127.0.0.1:2379`.
-        endpoints: Vec<String>,
-    },
+    /// etcd at these client URLs (`--etcd-endpoints`, e.g. `http://127.0.0.1:2379`), with
+    /// TLS and a user when configured.
+    Etcd(crate::etcd::ClientConfig),
 }
 
 /// The default `--data-dir`.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
 impl StoreConfig {
-    /// etcd when `etcd_endpoints` (a comma list) names any endpoint, else the embedded
-    /// store in `data_dir` (default [`DEFAULT_DATA_DIR`]).
-    pub fn from_flags(data_dir: Option<PathBuf>, etcd_endpoints: Option<&str>) -> StoreConfig {
-        let endpoints: Vec<String> = etcd_endpoints
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(|e| {
-                if e.contains("://") {
-                    e.to_owned()
-                } else {
-                    format!("http://{e}")
-                }
-            })
-            .collect();
-        if endpoints.is_empty() {
-            StoreConfig::Embedded {
+    /// etcd when `etcd` is given (`--etcd-endpoints` named an endpoint, see
+    /// [`crate::etcd::ClientConfig::resolve`]), else the embedded store in `data_dir`
+    /// (default [`DEFAULT_DATA_DIR`]).
+    pub fn from_flags(
+        data_dir: Option<PathBuf>,
+        etcd: Option<crate::etcd::ClientConfig>,
+    ) -> StoreConfig {
+        match etcd {
+            Some(etcd) => StoreConfig::Etcd(etcd),
+            None => StoreConfig::Embedded {
                 data_dir: data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            }
-        } else {
-            StoreConfig::Etcd { endpoints }
+            },
         }
     }
 }
@@ -136,6 +124,9 @@ pub enum StoreError {
     /// `--etcd-endpoints` named no endpoint.
     #[error("no etcd endpoint given")]
     NoEndpoints,
+    /// etcd could not be reached, or refused this client (TLS, user, password), at start.
+    #[error("cannot connect to the etcd store")]
+    Connect(#[source] crate::etcd::Error),
     /// The blocking task running an embedded-store transaction panicked or was cancelled.
     #[error("embedded store task: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -374,8 +365,8 @@ impl Backend {
                     tokio::task::spawn_blocking(move || embedded::Embedded::open(&dir)).await??;
                 Some(Backend::Embedded(store))
             }
-            StoreConfig::Etcd { endpoints } => Some(Backend::Etcd(Box::new(
-                etcd::EtcdStore::connect(endpoints).await?,
+            StoreConfig::Etcd(etcd) => Some(Backend::Etcd(Box::new(
+                etcd::EtcdStore::connect(etcd).await?,
             ))),
         })
     }
