@@ -41,7 +41,7 @@ pub enum Command {
     Daemon(Box<DaemonArgs>),
     /// Run only the built-in service-center core (service-center v4 API under /v4, Eureka v2
     /// API under /eureka and /eureka/v2).
-    Servicecenter(ServicecenterArgs),
+    Servicecenter(Box<ServicecenterArgs>),
     /// Print a new random gossip key (32 bytes, base64) on one line, for --encrypt or a line
     /// of --keyring-file: `syncer keygen >> keyring`.
     Keygen,
