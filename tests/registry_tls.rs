@@ -425,3 +425,80 @@ async fn a_builtin_core_requiring_client_certificates_still_syncs_its_own_daemon
         .await
         .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_eureka_plugin_syncs_with_an_https_registry_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let ca = Ca::new("registry test CA");
+    let a_files = ca.site(&dir.join("certs-a"), LOOPBACK);
+    let (a_port, b_port) = (free_tcp_port(), free_tcp_port());
+    // Site A: Eureka (the core's /eureka API) over HTTPS, synced by the eureka plugin.
+    let core_a = https_core(dir, "core-a", a_port, &a_files, None);
+    let (a1, a_gossip) = daemon(
+        dir,
+        "a1",
+        "site-a",
+        None,
+        &[
+            "--sc-plugin".into(),
+            "eureka".into(),
+            "--sc-addr".into(),
+            format!("https://127.0.0.1:{a_port}/eureka"),
+            "--sc-tls-ca-file".into(),
+            a_files.ca_file.display().to_string(),
+        ],
+    );
+    let (b1, _) = daemon(
+        dir,
+        "b1",
+        "site-b",
+        Some(a_gossip),
+        &["--builtin-addr".into(), format!("127.0.0.1:{b_port}")],
+    );
+    let logs = [&core_a, &a1, &b1];
+    let http = https(&a_files.ca_file, None);
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let b_base = format!("http://127.0.0.1:{b_port}");
+    register(&plain, &b_base, "orders", 9201, &logs).await;
+    copies(
+        &http,
+        &format!("https://127.0.0.1:{a_port}"),
+        "ORDERS",
+        1,
+        &logs,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_certificate_for_another_name_is_refused_naming_the_mismatch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let ca = Ca::new("registry test CA");
+    let files = ca.site(&dir.join("certs-a"), &["registry.elsewhere.example"]);
+    let a_port = free_tcp_port();
+    let core_a = https_core(dir, "core-a", a_port, &files, None);
+    let (a1, _) = daemon(dir, "a1", "site-a", None, &external(a_port, &files.ca_file));
+    let address = format!("https://127.0.0.1:{a_port}");
+    eventually(
+        Duration::from_secs(20),
+        "the probe names the name mismatch",
+        &[&core_a, &a1],
+        || async {
+            log(&a1)
+                .lines()
+                .any(|l| {
+                    l.contains("registry TLS handshake failed")
+                        && l.contains(&address)
+                        && l.contains("not valid for name")
+                        && l.contains("does not name the host")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+}
