@@ -279,3 +279,61 @@ pub async fn probe(url: &str, config: Arc<ClientConfig>) -> Result<(), ProbeErro
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_ca_file_is_an_error_naming_it() {
+        let err = client_config(&RegistryTlsConfig {
+            ca_file: Some("/nonexistent/trust.cer".into()),
+            ..RegistryTlsConfig::default()
+        })
+        .expect_err("no such file");
+        assert!(
+            error_chain(&err).contains("/nonexistent/trust.cer"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn versions_and_ciphers_are_checked_and_verify_peer_false_builds() {
+        let err = client_config(&RegistryTlsConfig {
+            verify_peer: false,
+            min_version: TlsVersion::Tls13,
+            ciphers: vec!["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()],
+            ..RegistryTlsConfig::default()
+        })
+        .expect_err("no TLS 1.3 suite allowed");
+        assert!(err.to_string().contains("no cipher suite"), "{err}");
+        let config = client_config(&RegistryTlsConfig {
+            verify_peer: false,
+            ..RegistryTlsConfig::default()
+        })
+        .expect("any certificate");
+        assert!(!config.client_auth_cert_resolver.has_certs());
+    }
+
+    #[tokio::test]
+    async fn a_probe_of_a_closed_port_is_a_connect_error_not_a_tls_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let config = Arc::new(
+            client_config(&RegistryTlsConfig {
+                verify_peer: false,
+                ..RegistryTlsConfig::default()
+            })
+            .expect("config"),
+        );
+        let err = probe(&format!("https://{addr}"), config.clone())
+            .await
+            .expect_err("closed");
+        assert!(matches!(err, ProbeError::Connect { .. }), "{err}");
+        let err = probe("http://127.0.0.1:1", config)
+            .await
+            .expect_err("not https");
+        assert!(matches!(err, ProbeError::Address), "{err}");
+    }
+}
