@@ -191,7 +191,7 @@ async fn a_password_in_the_registry_address_reaches_no_log_cluster_name_or_peer(
     );
     for p in procs {
         let log = std::fs::read_to_string(&p.log).expect("log");
-        for line in log.lines().filter(|l| l.contains(PASSWORD)) {
+        if let Some(line) = log.lines().find(|l| l.contains(PASSWORD)) {
             panic!("{} logged the password: {line}", p.name);
         }
     }
@@ -236,7 +236,7 @@ fn an_unreachable_registry_with_credentials_is_named_without_its_password() {
         log.lines().filter(|l| l.contains(&unreachable)).count() >= 2,
         "no failed call logged:\n{log}"
     );
-    for line in log.lines().filter(|l| l.contains(PASSWORD)) {
+    if let Some(line) = log.lines().find(|l| l.contains(PASSWORD)) {
         panic!("the password was logged: {line}");
     }
 }
