@@ -73,10 +73,12 @@ pub enum Error {
         source: etcd_client::Error,
     },
     /// No endpoint answered (down, unreachable, or the TLS handshake failed); may be retried.
-    #[error("cannot reach etcd at {endpoints}")]
+    #[error("cannot reach etcd at {endpoints}{hint}")]
     Unreachable {
         /// The endpoints, redacted.
         endpoints: String,
+        /// With TLS, what to check (a refused handshake looks like a closed connection).
+        hint: &'static str,
         /// The cause.
         #[source]
         source: etcd_client::Error,
@@ -405,7 +407,17 @@ impl ClientConfig {
                 source,
             }
         } else {
-            Error::Unreachable { endpoints, source }
+            let hint = if self.tls.is_some() {
+                " (or the TLS handshake failed: check --etcd-ca-file, and --etcd-cert-file and \
+                 --etcd-key-file when etcd requires client certificates)"
+            } else {
+                ""
+            };
+            Error::Unreachable {
+                endpoints,
+                hint,
+                source,
+            }
         }
     }
 }

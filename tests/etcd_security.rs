@@ -318,6 +318,10 @@ async fn over_tls_with_a_client_certificate_the_store_and_the_election_work() {
         "a core without a client certificate should stop:\n{log}"
     );
     assert!(log.contains(&etcd.endpoint), "{log}");
+    assert!(
+        log.contains("--etcd-cert-file"),
+        "no hint at the TLS files:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
