@@ -165,8 +165,9 @@ pub struct DaemonArgs {
     #[arg(long, env = "SYNCER_BUILTIN_ADDR")]
     pub builtin_addr: Option<SocketAddr>,
     /// Serve the built-in core over HTTPS with this PEM certificate (chain); with
-    /// --builtin-tls-key-file. The daemon's own plugin then reaches it over https, trusting
-    /// exactly this certificate. (default: none; plain HTTP)
+    /// --builtin-tls-key-file. Re-read when it changes and on SIGHUP. The daemon's own plugin
+    /// reaches the core over https, trusting exactly the certificate it serves. (default:
+    /// none; plain HTTP)
     #[arg(long, env = "SYNCER_BUILTIN_TLS_CERT_FILE")]
     pub builtin_tls_cert_file: Option<PathBuf>,
     /// PEM file of the built-in core's private key (PKCS#8, RSA or EC; not encrypted).
@@ -270,8 +271,8 @@ pub struct ServicecenterArgs {
     /// HTTP address to serve on.
     #[arg(long, env = "SYNCER_LISTEN", default_value = "127.0.0.1:30100")]
     pub listen: SocketAddr,
-    /// Serve over HTTPS with this PEM certificate (chain); with --tls-key-file.
-    /// (default: none; plain HTTP)
+    /// Serve over HTTPS with this PEM certificate (chain); with --tls-key-file. Re-read (with
+    /// the key and the client CA) when it changes and on SIGHUP. (default: none; plain HTTP)
     #[arg(long, env = "SYNCER_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
     /// PEM file of the certificate's private key (PKCS#8, RSA or EC; not encrypted).

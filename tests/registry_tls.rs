@@ -183,11 +183,18 @@ async fn a_daemon_syncs_with_a_core_served_over_https_by_a_private_ca() {
     register(&http, &b_base, "orders", 9201, &logs).await;
     copies(&http, &b_base, "PAYMENTS", 1, &logs).await;
     copies(&http, &a_base, "ORDERS", 1, &logs).await;
-    let a_log = log(&a1);
-    assert!(
-        a_log.contains("registry TLS handshake succeeded"),
-        "{a_log}"
-    );
+    // The start-up probe retries until the core answers (with a backoff).
+    eventually(
+        Duration::from_secs(20),
+        "the probe's handshake succeeds",
+        &logs,
+        || async {
+            log(&a1)
+                .contains("registry TLS handshake succeeded")
+                .then_some(())
+        },
+    )
+    .await;
     let b_log = log(&b1);
     assert!(
         b_log.contains("built-in service-center serves HTTPS"),
@@ -501,4 +508,79 @@ async fn a_registry_certificate_for_another_name_is_refused_naming_the_mismatch(
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cores_certificate_is_reloaded_when_its_files_change_and_sync_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let ca = Ca::new("registry test CA");
+    let next_ca = Ca::new("the next CA");
+    let next_ca_file = dir.join("next-ca.pem");
+    std::fs::write(&next_ca_file, next_ca.pem()).expect("write ca");
+    // Site B's built-in core over HTTPS, requiring client certificates of `ca`.
+    let b_files = ca.site(&dir.join("certs-b"), LOOPBACK);
+    let client = ca.site(&dir.join("certs-client"), &["app"]);
+    let (a_port, b_port) = (free_tcp_port(), free_tcp_port());
+    let (a1, a_gossip) = daemon(
+        dir,
+        "a1",
+        "site-a",
+        None,
+        &["--builtin-addr".into(), format!("127.0.0.1:{a_port}")],
+    );
+    let mut args = builtin(b_port, &b_files);
+    args.extend([
+        "--builtin-tls-client-ca-file".into(),
+        b_files.ca_file.display().to_string(),
+    ]);
+    let (b1, _) = daemon(dir, "b1", "site-b", Some(a_gossip), &args);
+    let logs = [&a1, &b1];
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let (a_base, b_base) = (
+        format!("http://127.0.0.1:{a_port}"),
+        format!("https://127.0.0.1:{b_port}"),
+    );
+    register(&plain, &a_base, "payments", 9101, &logs).await;
+    copies(
+        &https(&b_files.ca_file, Some(&client)),
+        &b_base,
+        "PAYMENTS",
+        1,
+        &logs,
+    )
+    .await;
+
+    // A certificate of another CA replaces the core's: new connections get it, and the
+    // daemon's own plugin follows (it trusts whatever its core serves).
+    next_ca.rotate(&b_files, LOOPBACK);
+    let after = https(&next_ca_file, Some(&client));
+    eventually(
+        Duration::from_secs(20),
+        "the core serves the new certificate",
+        &logs,
+        || async {
+            support::eureka_app_instances(&after, &b_base, "NONE")
+                .await
+                .map(|_| ())
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "the reload is logged",
+        &logs,
+        || async {
+            log(&b1)
+                .contains("service-center core TLS certificate reloaded")
+                .then_some(())
+        },
+    )
+    .await;
+    register(&plain, &a_base, "orders", 9201, &logs).await;
+    copies(&after, &b_base, "ORDERS", 1, &logs).await;
+    copies(&after, &b_base, "PAYMENTS", 1, &logs).await;
 }

@@ -162,6 +162,16 @@ pub async fn serve_tls(
     tracing::info!(%addr, scheme, client_certificates = tls.as_ref().is_some_and(|t| t.requires_client_certificates()), "service-center core listening");
     // A child token: stopping the expiry task must not cancel the caller's token.
     let stop = shutdown.child_token();
+    // The certificate is read again when its files change and on SIGHUP.
+    let reload = tokio_util::task::TaskTracker::new();
+    if let Some(tls) = &tls {
+        let hup = crate::reload::sighup(&reload, stop.clone());
+        reload.spawn(tls.clone().follow(
+            crate::reload::FileWatch::new(tls.files(), hup),
+            stop.clone(),
+        ));
+    }
+    reload.close();
     let mut watch = None;
     let mut writer = None;
     if let Some(backend) = core.store.clone() {
@@ -227,6 +237,7 @@ pub async fn serve_tls(
         }
     };
     stop.cancel();
+    reload.wait().await;
     let _ = expiry.await;
     if let Some((writer_stop, task)) = writer {
         writer_stop.cancel();

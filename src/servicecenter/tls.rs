@@ -14,24 +14,27 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
 use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::exchange::transport::LogLimit;
+use crate::reload::FileWatch;
 use crate::tls::{error_chain, read_certs, read_key, read_roots, Error};
 
 /// Longest time a TLS handshake may take before the connection is dropped.
@@ -55,13 +58,22 @@ pub struct CoreTlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
-/// The core's TLS material, read once.
+/// One reading of the core's files.
+#[derive(Debug)]
+struct Material {
+    server: Arc<ServerConfig>,
+    /// The certificate (chain) and its signing key, as a client certificate for the
+    /// daemon's own plugin.
+    certified: Arc<CertifiedKey>,
+}
+
+/// The core's TLS material: read at start, read again when the files change and on SIGHUP
+/// ([`CoreTls::follow`]); new connections use the new certificate, a bad new file is refused
+/// and the certificate in use stays.
 #[derive(Debug)]
 pub struct CoreTls {
-    server: Arc<ServerConfig>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    client_auth: bool,
+    settings: CoreTlsConfig,
+    current: RwLock<Arc<Material>>,
 }
 
 impl CoreTls {
@@ -71,64 +83,141 @@ impl CoreTls {
     /// [`Error`] naming the file at fault, or rustls' refusal (a key that does not match the
     /// certificate).
     pub fn load(settings: &CoreTlsConfig) -> Result<Arc<CoreTls>, Error> {
-        let chain = read_certs(&settings.cert_file)?;
-        let key = read_key(&settings.key_file, None)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(rustls::DEFAULT_VERSIONS)?;
-        let builder = match &settings.client_ca_file {
-            Some(path) => {
-                let roots = Arc::new(read_roots(path)?);
-                let inner = WebPkiClientVerifier::builder_with_provider(roots, provider)
-                    .build()
-                    .map_err(|e| Error::Verifier(e.to_string()))?;
-                builder.with_client_cert_verifier(Arc::new(CaOrOwn {
-                    inner,
-                    own: chain[0].clone(),
-                }))
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let mut server = builder.with_single_cert(chain.clone(), key.clone_key())?;
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let material = read_material(settings)?;
         Ok(Arc::new(CoreTls {
-            server: Arc::new(server),
-            chain,
-            key,
-            client_auth: settings.client_ca_file.is_some(),
+            settings: settings.clone(),
+            current: RwLock::new(Arc::new(material)),
         }))
+    }
+
+    fn current(&self) -> Arc<Material> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Whether clients must present a certificate (a client CA is set).
     pub fn requires_client_certificates(&self) -> bool {
-        self.client_auth
+        self.settings.client_ca_file.is_some()
     }
 
-    /// The server configuration.
+    /// The server configuration for the next accepted connection.
     pub fn server_config(&self) -> Arc<ServerConfig> {
-        self.server.clone()
+        self.current().server.clone()
+    }
+
+    /// The files watched for a reload.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![
+            self.settings.cert_file.clone(),
+            self.settings.key_file.clone(),
+        ];
+        files.extend(self.settings.client_ca_file.clone());
+        files
+    }
+
+    /// Reads the files again; on success new connections use them.
+    ///
+    /// # Errors
+    /// [`Error`]; the material in use stays.
+    pub fn reload(&self) -> Result<(), Error> {
+        let next = read_material(&self.settings)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+
+    /// Reloads whenever `watch` fires, until `shutdown`; logs each outcome.
+    pub async fn follow(self: Arc<Self>, mut watch: FileWatch, shutdown: CancellationToken) {
+        loop {
+            let trigger = tokio::select! {
+                () = shutdown.cancelled() => return,
+                trigger = watch.changed() => trigger,
+            };
+            match self.reload() {
+                Ok(()) => info!(?trigger, cert_file = %self.settings.cert_file.display(),
+                    "service-center core TLS certificate reloaded"),
+                Err(e) => error!(?trigger, error = %error_chain(&e),
+                    "service-center core TLS files refused; keeping the certificate in use"),
+            }
+        }
     }
 
     /// A client configuration for this process's plugin to reach this core: it trusts
-    /// exactly this core's certificate, and presents it when client certificates are required.
+    /// exactly the certificate the core currently serves, and presents it when client
+    /// certificates are required (both follow a reload).
     ///
     /// # Errors
-    /// rustls' refusal of the certificate and key as a client certificate.
-    pub fn loopback_client_config(&self) -> Result<Arc<ClientConfig>, Error> {
+    /// rustls' refusal of the configuration.
+    pub fn loopback_client_config(self: &Arc<Self>) -> Result<Arc<ClientConfig>, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned {
-                own: self.chain[0].clone(),
+                core: self.clone(),
                 provider,
             }));
-        let config = if self.client_auth {
-            builder.with_client_auth_cert(self.chain.clone(), self.key.clone_key())?
+        let config = if self.requires_client_certificates() {
+            builder.with_client_cert_resolver(Arc::new(OwnCertificate(self.clone())))
         } else {
             builder.with_no_client_auth()
         };
         Ok(Arc::new(config))
+    }
+}
+
+/// Reads the files of `settings` into a server configuration and a client certified key.
+fn read_material(settings: &CoreTlsConfig) -> Result<Material, Error> {
+    let chain = read_certs(&settings.cert_file)?;
+    let key = read_key(&settings.key_file, None)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signing = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(Error::Rustls)?;
+    let certified = Arc::new(CertifiedKey::new(chain.clone(), signing));
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?;
+    let builder = match &settings.client_ca_file {
+        Some(path) => {
+            let roots = Arc::new(read_roots(path)?);
+            let inner = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| Error::Verifier(e.to_string()))?;
+            builder.with_client_cert_verifier(Arc::new(CaOrOwn {
+                inner,
+                own: chain[0].clone(),
+            }))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut server = builder.with_single_cert(chain, key)?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Material {
+        server: Arc::new(server),
+        certified,
+    })
+}
+
+/// The core's current certificate as the loopback client's certificate.
+#[derive(Debug)]
+struct OwnCertificate(Arc<CoreTls>);
+
+impl ResolvesClientCert for OwnCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current().certified.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -180,10 +269,10 @@ impl ClientCertVerifier for CaOrOwn {
     }
 }
 
-/// Trusts exactly one server certificate (the in-process core's), for any name.
+/// Trusts exactly the certificate the in-process core serves, for any name.
 #[derive(Debug)]
 struct Pinned {
-    own: CertificateDer<'static>,
+    core: Arc<CoreTls>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -196,7 +285,8 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.own.as_ref() {
+        let current = self.core.current();
+        if current.certified.cert.first().map(|c| c.as_ref()) == Some(end_entity.as_ref()) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
