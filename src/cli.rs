@@ -273,15 +273,15 @@ pub struct ServicecenterArgs {
     pub listen: SocketAddr,
     /// Serve over HTTPS with this PEM certificate (chain); with --tls-key-file. Re-read (with
     /// the key and the client CA) when it changes and on SIGHUP. (default: none; plain HTTP)
-    #[arg(long, env = "SYNCER_TLS_CERT_FILE", requires = "tls_key_file")]
+    #[arg(long, env = "SYNCER_BUILTIN_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
     /// PEM file of the certificate's private key (PKCS#8, RSA or EC; not encrypted).
     /// (default: none)
-    #[arg(long, env = "SYNCER_TLS_KEY_FILE", requires = "tls_cert_file")]
+    #[arg(long, env = "SYNCER_BUILTIN_TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
     /// Require a client certificate signed by this PEM CA file from every client (mutual
     /// TLS); needs --tls-cert-file. (default: none; no client certificate asked for)
-    #[arg(long, env = "SYNCER_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    #[arg(long, env = "SYNCER_BUILTIN_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
     pub tls_client_ca_file: Option<PathBuf>,
     /// Directory of the embedded store (services, instances, leases survive a restart).
     /// Not used with --etcd-endpoints.
