@@ -281,7 +281,11 @@ pub struct ServicecenterArgs {
     pub tls_key_file: Option<PathBuf>,
     /// Require a client certificate signed by this PEM CA file from every client (mutual
     /// TLS); needs --tls-cert-file. (default: none; no client certificate asked for)
-    #[arg(long, env = "SYNCER_BUILTIN_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    #[arg(
+        long,
+        env = "SYNCER_BUILTIN_TLS_CLIENT_CA_FILE",
+        requires = "tls_cert_file"
+    )]
     pub tls_client_ca_file: Option<PathBuf>,
     /// Directory of the embedded store (services, instances, leases survive a restart).
     /// Not used with --etcd-endpoints.
