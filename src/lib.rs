@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod election;
 pub mod etcd;
 pub mod exchange;
+pub mod listener;
 pub mod membership;
 pub mod registry_tls;
 pub mod reload;

@@ -8,14 +8,13 @@
 //! (whatever names it carries) and, when client certificates are required, presents that
 //! same certificate, which the core accepts as its own (only a holder of the core's key can).
 //!
-//! TLS handshakes run beside the accept loop, at most [`MAX_HANDSHAKES`] at once and each
-//! within [`HANDSHAKE_TIMEOUT`]; a refused handshake is logged at WARN, at most once per
-//! client address and [`crate::exchange::transport::WARN_EVERY`].
+//! TLS handshakes run beside the accept loop, at most [`crate::listener::MAX_HANDSHAKES`] at
+//! once and each within [`crate::listener::HANDSHAKE_TIMEOUT`]; a refused handshake is logged
+//! at WARN, at most once per client address and [`crate::listener::WARN_EVERY`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
@@ -27,24 +26,14 @@ use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info};
 
-use crate::exchange::transport::LogLimit;
+use crate::listener::{AcceptConfig, Accepted, Stream};
 use crate::reload::FileWatch;
 use crate::tls::{error_chain, read_certs, read_key, read_roots, Error};
-
-/// Longest time a TLS handshake may take before the connection is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Most TLS handshakes in progress at once; further connections wait to be accepted.
-pub const MAX_HANDSHAKES: usize = 128;
-
-/// Connections whose handshake completed, waiting for axum to take them.
-const ACCEPTED_QUEUE: usize = 64;
 
 /// The core's TLS settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,12 +319,13 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
-/// A listener yielding connections whose TLS handshake completed, for `axum::serve`.
+/// A listener yielding connections whose TLS handshake completed, for `axum::serve`
+/// ([`crate::listener::accept`]).
 ///
 /// The accept loop runs in its own task until `shutdown` (or until this listener is dropped).
 #[derive(Debug)]
 pub struct TlsListener {
-    accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    accepted: mpsc::Receiver<Accepted>,
     local: SocketAddr,
 }
 
@@ -350,85 +340,25 @@ impl TlsListener {
         shutdown: CancellationToken,
     ) -> std::io::Result<TlsListener> {
         let local = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE);
-        tokio::spawn(accept_loop(listener, tls, tx, shutdown));
+        let config = AcceptConfig {
+            what: "service-center core",
+            max_connections: None,
+            tls: Some(Arc::new(move || tls.server_config())),
+        };
         Ok(TlsListener {
-            accepted: rx,
+            accepted: crate::listener::accept(listener, config, shutdown),
             local,
         })
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Arc<CoreTls>,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-    shutdown: CancellationToken,
-) {
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    let refused = Arc::new(LogLimit::default());
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tx.closed() => return,
-            permit = handshakes.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tx.closed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, remote) = match accepted {
-            Ok(conn) => {
-                backoff = Duration::from_millis(5);
-                conn
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                if refused.ready("accept") {
-                    warn!(error = %e, "service-center core: accept failed");
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        // Small request/response pairs: Nagle's algorithm would add delayed-ACK stalls.
-        if let Err(e) = tcp.set_nodelay(true) {
-            debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        let (tx, refused, config) = (tx.clone(), refused.clone(), tls.server_config());
-        tokio::spawn(async move {
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-            drop(permit);
-            match outcome {
-                Ok(Ok(stream)) => {
-                    let _ = tx.send((stream, remote)).await;
-                }
-                Ok(Err(e)) => {
-                    if refused.ready(&remote.ip().to_string()) {
-                        warn!(from = %remote, error = %error_chain(&e),
-                            "service-center core: TLS handshake refused (plaintext, no client certificate, or one not signed by the client CA?)");
-                    }
-                }
-                Err(_) => debug!(from = %remote, "service-center core: TLS handshake timed out"),
-            }
-        });
-    }
-}
-
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = Stream;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.accepted.recv().await {
-            Some(conn) => conn,
+            Some(conn) => (conn.stream, conn.remote),
             // The accept loop ended (shutdown): axum's graceful shutdown stops asking.
             None => std::future::pending().await,
         }
