@@ -8,11 +8,13 @@
 //! when the new files are bad, and logs the outcome either way.
 
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::{error, info};
 
 /// How often watched files are checked for a change.
 pub const RELOAD_POLL: Duration = Duration::from_secs(1);
@@ -110,6 +112,60 @@ impl FileWatch {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Material read from files (TLS configurations), replaced as a whole by a successful
+/// reload; readers take the current one for each new connection.
+#[derive(Debug)]
+pub struct Reloaded<T> {
+    current: RwLock<Arc<T>>,
+}
+
+impl<T> Reloaded<T> {
+    /// Starts with `value`.
+    pub fn new(value: T) -> Reloaded<T> {
+        Reloaded {
+            current: RwLock::new(Arc::new(value)),
+        }
+    }
+
+    /// The current material.
+    pub fn get(&self) -> Arc<T> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the material (new readers get `value`; those holding the old keep it).
+    pub fn replace(&self, value: T) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(value);
+    }
+}
+
+/// Calls `reload` whenever `watch` fires, until `shutdown`, and logs each outcome: `{what}
+/// reloaded` at INFO with what `reload` returns, or `{what} files refused` at ERROR with its
+/// error (the material in use stays).
+pub async fn follow<E: std::error::Error + 'static>(
+    mut watch: FileWatch,
+    shutdown: CancellationToken,
+    what: &'static str,
+    mut reload: impl FnMut() -> Result<String, E>,
+) {
+    loop {
+        let trigger = tokio::select! {
+            () = shutdown.cancelled() => return,
+            trigger = watch.changed() => trigger,
+        };
+        match reload() {
+            Ok(detail) => info!(?trigger, "{what} reloaded: {detail}"),
+            Err(e) => error!(?trigger, error = %crate::tls::error_chain(&e),
+                "{what} files refused; keeping what is in use"),
         }
     }
 }

@@ -20,7 +20,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -29,9 +29,8 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
 
-use crate::reload::FileWatch;
+use crate::reload::{FileWatch, Reloaded};
 
 /// The default CA file name (the service-center syncer's).
 pub const DEFAULT_CA_FILE: &str = "trust.cer";
@@ -193,7 +192,7 @@ struct Current {
 pub struct ExchangeTls {
     settings: TlsConfig,
     cluster: String,
-    current: RwLock<Arc<Current>>,
+    current: Reloaded<Current>,
 }
 
 impl ExchangeTls {
@@ -209,15 +208,12 @@ impl ExchangeTls {
         Ok(Arc::new(ExchangeTls {
             settings,
             cluster: cluster.to_owned(),
-            current: RwLock::new(Arc::new(current)),
+            current: Reloaded::new(current),
         }))
     }
 
     fn current(&self) -> Arc<Current> {
-        self.current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.current.get()
     }
 
     /// The server configuration for the next accepted connection.
@@ -249,30 +245,24 @@ impl ExchangeTls {
     /// # Errors
     /// [`Error`]; the material in use stays.
     pub fn reload(&self) -> Result<(), Error> {
-        let next = build(&self.settings, &self.cluster)?;
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+        self.current.replace(build(&self.settings, &self.cluster)?);
         Ok(())
     }
 
-    /// Reloads whenever `watch` fires, until `shutdown`; logs each outcome.
-    pub async fn follow(self: Arc<Self>, mut watch: FileWatch, shutdown: CancellationToken) {
-        loop {
-            let trigger = tokio::select! {
-                () = shutdown.cancelled() => return,
-                trigger = watch.changed() => trigger,
-            };
-            match self.reload() {
-                Ok(()) => {
-                    info!(?trigger, names = ?self.names(), cert_file = %self.settings.cert_file.display(),
-                    "exchange TLS certificate reloaded")
-                }
-                Err(e) => error!(?trigger, error = %e,
-                    "exchange TLS files refused; keeping the certificate in use"),
-            }
-        }
+    /// Reloads whenever `watch` fires, until `shutdown`; logs each outcome
+    /// ([`crate::reload::follow`]).
+    pub async fn follow(self: Arc<Self>, watch: FileWatch, shutdown: CancellationToken) {
+        let tls = self.clone();
+        crate::reload::follow(watch, shutdown, "exchange TLS certificate", move || {
+            tls.reload().map(|()| {
+                format!(
+                    "names {:?} from {}",
+                    tls.names(),
+                    tls.settings.cert_file.display()
+                )
+            })
+        })
+        .await;
     }
 }
 

@@ -512,7 +512,7 @@ async fn a_rotated_certificate_is_used_by_the_next_connection_and_sync_goes_on()
     // A bad new file is refused and the certificate in use stays.
     std::fs::write(&b_files.cert_file, "not a certificate").expect("write junk");
     eventually(Duration::from_secs(15), "b refuses the junk", &logs, || {
-        let ok = b.log().contains("exchange TLS files refused");
+        let ok = b.log().contains("exchange TLS certificate files refused");
         async move { ok.then_some(()) }
     })
     .await;

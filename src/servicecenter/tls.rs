@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
@@ -29,11 +29,10 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
 
 use crate::listener::{AcceptConfig, Accepted, Stream};
-use crate::reload::FileWatch;
-use crate::tls::{error_chain, read_certs, read_key, read_roots, Error};
+use crate::reload::{FileWatch, Reloaded};
+use crate::tls::{read_certs, read_key, read_roots, Error};
 
 /// The core's TLS settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +61,7 @@ struct Material {
 #[derive(Debug)]
 pub struct CoreTls {
     settings: CoreTlsConfig,
-    current: RwLock<Arc<Material>>,
+    current: Reloaded<Material>,
 }
 
 impl CoreTls {
@@ -75,15 +74,12 @@ impl CoreTls {
         let material = read_material(settings)?;
         Ok(Arc::new(CoreTls {
             settings: settings.clone(),
-            current: RwLock::new(Arc::new(material)),
+            current: Reloaded::new(material),
         }))
     }
 
     fn current(&self) -> Arc<Material> {
-        self.current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.current.get()
     }
 
     /// Whether clients must present a certificate (a client CA is set).
@@ -111,28 +107,24 @@ impl CoreTls {
     /// # Errors
     /// [`Error`]; the material in use stays.
     pub fn reload(&self) -> Result<(), Error> {
-        let next = read_material(&self.settings)?;
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(next);
+        self.current.replace(read_material(&self.settings)?);
         Ok(())
     }
 
-    /// Reloads whenever `watch` fires, until `shutdown`; logs each outcome.
-    pub async fn follow(self: Arc<Self>, mut watch: FileWatch, shutdown: CancellationToken) {
-        loop {
-            let trigger = tokio::select! {
-                () = shutdown.cancelled() => return,
-                trigger = watch.changed() => trigger,
-            };
-            match self.reload() {
-                Ok(()) => info!(?trigger, cert_file = %self.settings.cert_file.display(),
-                    "service-center core TLS certificate reloaded"),
-                Err(e) => error!(?trigger, error = %error_chain(&e),
-                    "service-center core TLS files refused; keeping the certificate in use"),
-            }
-        }
+    /// Reloads whenever `watch` fires, until `shutdown`; logs each outcome
+    /// ([`crate::reload::follow`]).
+    pub async fn follow(self: Arc<Self>, watch: FileWatch, shutdown: CancellationToken) {
+        let tls = self.clone();
+        crate::reload::follow(
+            watch,
+            shutdown,
+            "service-center core TLS certificate",
+            move || {
+                tls.reload()
+                    .map(|()| tls.settings.cert_file.display().to_string())
+            },
+        )
+        .await;
     }
 
     /// A client configuration for this process's plugin to reach this core: it trusts
