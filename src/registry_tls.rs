@@ -16,16 +16,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::ServerName;
 use syncer_plugin_http::client::chain;
 use syncer_plugin_http::endpoint::Endpoint;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::tls::{error_chain, provider, read_certs, read_key, read_roots, versions, Error};
+use crate::tls::{
+    error_chain, provider, read_certs, read_key, read_roots, versions, EndEntityVerifier, Error,
+};
 use crate::tls::{Secret, TlsVersion};
 
 /// The directory of service-center 1.3.0's default registry-client files:
@@ -97,7 +97,9 @@ pub fn client_config(settings: &RegistryTlsConfig) -> Result<ClientConfig, Error
     } else {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            // `verify_peer: false`: any certificate, any name; the handshake signatures are still
+            // checked (the peer holds the key of the certificate it sent).
+            .with_custom_certificate_verifier(Arc::new(EndEntityVerifier::new(provider, |_| true)))
     };
     let config = match (&settings.cert_file, &settings.key_file) {
         (Some(cert), Some(key)) => {
@@ -128,56 +130,6 @@ fn system_roots() -> Result<RootCertStore, Error> {
         )));
     }
     Ok(roots)
-}
-
-/// `verify_peer: false`: any certificate, any name; the handshake signatures are still
-/// checked (the peer holds the key of the certificate it sent).
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// How long the start-up probe waits for one registry endpoint.

@@ -22,12 +22,16 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedProtocolVersion,
+};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use tokio_util::sync::CancellationToken;
 
 use crate::reload::{FileWatch, Reloaded};
@@ -481,6 +485,89 @@ fn build(settings: &TlsConfig, cluster: &str) -> Result<Current, Error> {
         client: Arc::new(client),
         names,
     })
+}
+
+/// A server-certificate verifier for the two places that do not verify against a CA: it
+/// accepts the end-entity certificate `accepts` says yes to (whatever its name and issuer),
+/// and still checks the handshake signatures with `provider`'s algorithms, so the peer holds
+/// the key of the certificate it sent. Used for the registry's `verify_peer: false`
+/// ([`crate::registry_tls`]) and for the daemon's pinned loopback to its own core
+/// ([`crate::servicecenter::tls`]).
+pub struct EndEntityVerifier {
+    provider: Arc<CryptoProvider>,
+    accepts: Box<dyn Fn(&CertificateDer<'_>) -> bool + Send + Sync>,
+}
+
+impl EndEntityVerifier {
+    /// A verifier accepting what `accepts` accepts.
+    pub fn new(
+        provider: Arc<CryptoProvider>,
+        accepts: impl Fn(&CertificateDer<'_>) -> bool + Send + Sync + 'static,
+    ) -> EndEntityVerifier {
+        EndEntityVerifier {
+            provider,
+            accepts: Box::new(accepts),
+        }
+    }
+}
+
+impl fmt::Debug for EndEntityVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EndEntityVerifier")
+    }
+}
+
+impl ServerCertVerifier for EndEntityVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if (self.accepts)(end_entity) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// Renders an error with its causes, `a: b: c` (transport errors hide the TLS reason in

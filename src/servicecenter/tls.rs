@@ -16,23 +16,22 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::client::ResolvesClientCert;
-use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::listener::{AcceptConfig, Accepted, Stream};
 use crate::reload::{FileWatch, Reloaded};
-use crate::tls::{read_certs, read_key, read_roots, Error};
+use crate::tls::{read_certs, read_key, read_roots, EndEntityVerifier, Error};
 
 /// The core's TLS settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,10 +137,14 @@ impl CoreTls {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                core: self.clone(),
-                provider,
-            }));
+            // Trusts exactly the certificate the core serves now, for any name.
+            .with_custom_certificate_verifier(Arc::new(EndEntityVerifier::new(provider, {
+                let core = self.clone();
+                move |end_entity| {
+                    core.current().certified.cert.first().map(|c| c.as_ref())
+                        == Some(end_entity.as_ref())
+                }
+            })));
         let config = if self.requires_client_certificates() {
             builder.with_client_cert_resolver(Arc::new(OwnCertificate(self.clone())))
         } else {
@@ -247,67 +250,6 @@ impl ClientCertVerifier for CaOrOwn {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
-    }
-}
-
-/// Trusts exactly the certificate the in-process core serves, for any name.
-#[derive(Debug)]
-struct Pinned {
-    core: Arc<CoreTls>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let current = self.core.current();
-        if current.certified.cert.first().map(|c| c.as_ref()) == Some(end_entity.as_ref()) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 
