@@ -620,21 +620,11 @@ fn resolve_tls(args: &DaemonArgs, file: FileTls) -> Result<Option<TlsConfig>, Er
         ));
     }
     let defaults = TlsConfig::defaults();
-    let min_version = match args.tls_min_version.clone().or(file.min_version) {
-        Some(text) => {
-            TlsVersion::parse(&text).map_err(|e| invalid("--tls-min-version", &text, e))?
-        }
-        None => defaults.min_version,
-    };
-    let ciphers = match &args.tls_ciphers {
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        None => file.ciphers.unwrap_or_default(),
-    };
+    let min_version = min_version(
+        "--tls-min-version",
+        args.tls_min_version.clone().or(file.min_version),
+    )?;
+    let ciphers = cipher_list(args.tls_ciphers.as_deref(), file.ciphers);
     Ok(Some(TlsConfig {
         ca_file: args
             .tls_ca_file
@@ -759,21 +749,11 @@ fn resolve_registry_tls(args: &DaemonArgs, file: FileTls) -> Result<ScTls, Error
     ]
     .into_iter()
     .find_map(|(flag, given)| given.then_some(flag));
-    let min_version = match args.sc_tls_min_version.clone().or(file.min_version) {
-        Some(text) => {
-            TlsVersion::parse(&text).map_err(|e| invalid("--sc-tls-min-version", &text, e))?
-        }
-        None => TlsVersion::Tls12,
-    };
-    let ciphers = match &args.sc_tls_ciphers {
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        None => file.ciphers.unwrap_or_default(),
-    };
+    let min_version = min_version(
+        "--sc-tls-min-version",
+        args.sc_tls_min_version.clone().or(file.min_version),
+    )?;
+    let ciphers = cipher_list(args.sc_tls_ciphers.as_deref(), file.ciphers);
     // Check the names now: a typo is an error at start, naming the flag.
     crate::tls::provider(&ciphers)
         .map_err(|e| invalid("--sc-tls-ciphers", &ciphers.join(","), e))?;
@@ -829,6 +809,27 @@ fn resolve_registry_tls(args: &DaemonArgs, file: FileTls) -> Result<ScTls, Error
         enabled: file.enabled,
         flag_given,
     })
+}
+
+/// `min_version` of a TLS block (flag or file text), TLS 1.2 when not given.
+fn min_version(setting: &'static str, text: Option<String>) -> Result<TlsVersion, Error> {
+    match text {
+        Some(text) => TlsVersion::parse(&text).map_err(|e| invalid(setting, &text, e)),
+        None => Ok(TlsVersion::Tls12),
+    }
+}
+
+/// `ciphers` of a TLS block: the flag's comma list, else the file's list, else none.
+fn cipher_list(flag: Option<&str>, file: Option<Vec<String>>) -> Vec<String> {
+    match flag {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => file.unwrap_or_default(),
+    }
 }
 
 fn invalid(setting: &'static str, value: &str, reason: impl ToString) -> Error {
