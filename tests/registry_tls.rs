@@ -67,22 +67,7 @@ fn daemon(
     extra: &[String],
 ) -> (Proc, u16) {
     let (gossip_port, rpc_port) = (free_udp_port(), free_tcp_port());
-    let mut args: Vec<String> = vec![
-        "daemon".into(),
-        "--node".into(),
-        node.into(),
-        "--cluster-name".into(),
-        cluster.into(),
-        "--bind-addr".into(),
-        format!("127.0.0.1:{gossip_port}"),
-        "--rpc-addr".into(),
-        format!("127.0.0.1:{rpc_port}"),
-        "--ticker-interval".into(),
-        "1".into(),
-    ];
-    if let Some(port) = join {
-        args.extend(["--join-addr".into(), format!("127.0.0.1:{port}")]);
-    }
+    let mut args = support::daemon_args(node, cluster, gossip_port, rpc_port, join);
     args.extend(extra.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     (Proc::syncer(dir, node, &args), gossip_port)

@@ -34,24 +34,8 @@ impl Member {
 /// Starts `node` of `cluster` with `extra` flags, joining `join`.
 fn start(dir: &Path, node: &str, cluster: &str, join: Option<u16>, extra: &[String]) -> Member {
     let (core_port, gossip_port, rpc_port) = (free_tcp_port(), free_udp_port(), free_tcp_port());
-    let mut args: Vec<String> = vec![
-        "daemon".into(),
-        "--node".into(),
-        node.into(),
-        "--cluster-name".into(),
-        cluster.into(),
-        "--builtin-addr".into(),
-        format!("127.0.0.1:{core_port}"),
-        "--bind-addr".into(),
-        format!("127.0.0.1:{gossip_port}"),
-        "--rpc-addr".into(),
-        format!("127.0.0.1:{rpc_port}"),
-        "--ticker-interval".into(),
-        "1".into(),
-    ];
-    if let Some(port) = join {
-        args.extend(["--join-addr".into(), format!("127.0.0.1:{port}")]);
-    }
+    let mut args = support::daemon_args(node, cluster, gossip_port, rpc_port, join);
+    args.extend(["--builtin-addr".into(), format!("127.0.0.1:{core_port}")]);
     args.extend(extra.iter().cloned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Member {
@@ -688,25 +672,12 @@ async fn the_openssl_procedure_of_the_security_guide_makes_working_certificates(
     // SSL_ROOT and the default file names, as the service-center syncer looks them up.
     let start_with = |node: &str, cluster: &str, join: Option<u16>, envs: &[(&str, String)]| {
         let (core, gossip, rpc) = (free_tcp_port(), free_udp_port(), free_tcp_port());
-        let mut args: Vec<String> = vec![
-            "daemon".into(),
-            "--node".into(),
-            node.into(),
-            "--cluster-name".into(),
-            cluster.into(),
+        let mut args = support::daemon_args(node, cluster, gossip, rpc, join);
+        args.extend([
             "--builtin-addr".into(),
             format!("127.0.0.1:{core}"),
-            "--bind-addr".into(),
-            format!("127.0.0.1:{gossip}"),
-            "--rpc-addr".into(),
-            format!("127.0.0.1:{rpc}"),
-            "--ticker-interval".into(),
-            "1".into(),
             "--tls-enabled".into(),
-        ];
-        if let Some(port) = join {
-            args.extend(["--join-addr".into(), format!("127.0.0.1:{port}")]);
-        }
+        ]);
         let proc = Proc::spawn(
             dir,
             node,

@@ -35,6 +35,34 @@ pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// The arguments of `syncer daemon` for `node` of `cluster` on loopback: gossip on
+/// `gossip_port`, the exchange on `rpc_port`, a 1 s tick, joining `join` when given.
+pub fn daemon_args(
+    node: &str,
+    cluster: &str,
+    gossip_port: u16,
+    rpc_port: u16,
+    join: Option<u16>,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "daemon".into(),
+        "--node".into(),
+        node.into(),
+        "--cluster-name".into(),
+        cluster.into(),
+        "--bind-addr".into(),
+        format!("127.0.0.1:{gossip_port}"),
+        "--rpc-addr".into(),
+        format!("127.0.0.1:{rpc_port}"),
+        "--ticker-interval".into(),
+        "1".into(),
+    ];
+    if let Some(port) = join {
+        args.extend(["--join-addr".into(), format!("127.0.0.1:{port}")]);
+    }
+    args
+}
+
 /// A child process whose output goes to a log file; killed when dropped.
 pub struct Proc {
     pub name: String,
