@@ -123,6 +123,20 @@ async fn create_service(http: &reqwest::Client, base: &str, core: &Proc, name: &
     support::sc_create_service(http, base, "app", name).await
 }
 
+/// etcdctl's flags for the TLS etcd at `endpoint` with a client certificate.
+fn ctl_flags(endpoint: &str, ca_file: &Path, cert_file: &Path, key_file: &Path) -> Vec<String> {
+    vec![
+        "--endpoints".into(),
+        endpoint.to_owned(),
+        "--cacert".into(),
+        ca_file.display().to_string(),
+        "--cert".into(),
+        cert_file.display().to_string(),
+        "--key".into(),
+        key_file.display().to_string(),
+    ]
+}
+
 /// An etcd that serves clients over TLS only and requires a client certificate signed by its
 /// CA, with the files a client needs.
 struct TlsEtcd {
@@ -152,82 +166,37 @@ impl TlsEtcd {
         let cert_file = write("client.pem", &client_cert);
         let key_file = write("client-key.pem", &client_key);
 
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            let (client, peer) = (free_tcp_port(), free_tcp_port());
-            let endpoint = format!("https://127.0.0.1:{client}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
-            let data_dir = dir.join(format!("etcd-tls-{client}"));
-            let args: Vec<String> = [
-                "--name",
-                "default",
-                "--data-dir",
-                &data_dir.to_string_lossy(),
-                "--listen-client-urls",
-                &endpoint,
-                "--advertise-client-urls",
-                &endpoint,
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-                "--initial-cluster",
-                &format!("default={peer_url}"),
-                "--cert-file",
-                &server_cert.to_string_lossy(),
-                "--key-file",
-                &server_key.to_string_lossy(),
-                "--trusted-ca-file",
-                &ca_file.to_string_lossy(),
-                "--client-cert-auth",
-                "--log-level",
-                "warn",
-            ]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-            let proc = Proc::spawn(
-                dir,
-                &format!("etcd-tls-{client}"),
-                Path::new("etcd"),
-                &args,
-                &[],
-            );
-            let mut etcd = TlsEtcd {
-                endpoint,
-                proc,
-                ca_file: ca_file.clone(),
-                cert_file: cert_file.clone(),
-                key_file: key_file.clone(),
-            };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = etcd.proc.child.try_wait() {
-                    break;
-                }
-                if etcdctl(&etcd.ctl(), &["endpoint", "health"]).is_some() {
-                    return etcd;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            last_log = etcd.proc.tail(30);
-            etcd.proc.kill9();
+        let tls_flags: Vec<String> = vec![
+            "--cert-file".into(),
+            server_cert.display().to_string(),
+            "--key-file".into(),
+            server_key.display().to_string(),
+            "--trusted-ca-file".into(),
+            ca_file.display().to_string(),
+            "--client-cert-auth".into(),
+        ];
+        let tls_flags: Vec<&str> = tls_flags.iter().map(String::as_str).collect();
+        let etcd = support::Etcd::launch(dir, "https", &tls_flags, |endpoint| {
+            let ctl = ctl_flags(endpoint, &ca_file, &cert_file, &key_file);
+            etcdctl(&ctl, &["endpoint", "health"]).is_some()
+        });
+        TlsEtcd {
+            endpoint: etcd.endpoint,
+            proc: etcd.proc,
+            ca_file,
+            cert_file,
+            key_file,
         }
-        panic!("etcd with TLS did not become healthy; last log:\n{last_log}");
     }
 
     /// etcdctl's flags for this etcd.
     fn ctl(&self) -> Vec<String> {
-        vec![
-            "--endpoints".into(),
-            self.endpoint.clone(),
-            "--cacert".into(),
-            self.ca_file.display().to_string(),
-            "--cert".into(),
-            self.cert_file.display().to_string(),
-            "--key".into(),
-            self.key_file.display().to_string(),
-        ]
+        ctl_flags(
+            &self.endpoint,
+            &self.ca_file,
+            &self.cert_file,
+            &self.key_file,
+        )
     }
 
     /// The syncer's flags for this etcd, `endpoints_flag` naming the endpoints.

@@ -240,11 +240,29 @@ impl Etcd {
 
     /// [`Etcd::start`] with `extra` flags (e.g. `--quota-backend-bytes` for a benchmark).
     pub fn start_with(dir: &Path, extra: &[&str]) -> Etcd {
+        Etcd::launch(dir, "http", extra, |endpoint| {
+            endpoint
+                .rsplit(':')
+                .next()
+                .and_then(|port| port.parse().ok())
+                .is_some_and(etcd_healthy)
+        })
+    }
+
+    /// Starts etcd serving clients on `scheme://127.0.0.1:PORT` with `extra` flags, and waits
+    /// (up to 20 s) until `healthy(endpoint)`; a port taken meanwhile is tried again with
+    /// others; panics with its log tail if it never becomes healthy.
+    pub fn launch(
+        dir: &Path,
+        scheme: &str,
+        extra: &[&str],
+        healthy: impl Fn(&str) -> bool,
+    ) -> Etcd {
         let mut last_log = String::new();
         // A port picked here may be taken before etcd binds it: try again with others.
         for _ in 0..3 {
             let (client, peer) = (free_tcp_port(), free_tcp_port());
-            let endpoint = format!("http://127.0.0.1:{client}");
+            let endpoint = format!("{scheme}://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");
             let data_dir = dir.join(format!("etcd-{client}"));
             let args: Vec<String> = [
@@ -281,7 +299,7 @@ impl Etcd {
                 if let Ok(Some(_)) = proc.child.try_wait() {
                     break;
                 }
-                if etcd_healthy(client) {
+                if healthy(&endpoint) {
                     return Etcd {
                         endpoint,
                         proc,
