@@ -303,6 +303,18 @@ pub struct ServicecenterArgs {
     /// minute exceed 85 % of those expected (Netflix's default behaviour). (default: off)
     #[arg(long, env = "SYNCER_EUREKA_SELF_PRESERVATION")]
     pub eureka_self_preservation: bool,
+    /// Turn on service-center's RBAC: every /v4 request needs a token from POST /v4/token
+    /// (accounts and roles under /v4/accounts and /v4/roles), /eureka needs HTTP basic auth
+    /// of an account. The first start creates the account `root` (role admin) with the
+    /// password of --rbac-root-password-file, else of SYNCER_RBAC_ROOT_PASSWORD (or
+    /// SC_INIT_ROOT_PASSWORD). See docs/security.md. (default: off)
+    #[arg(long, env = "SYNCER_RBAC")]
+    pub rbac: bool,
+    /// File whose first line is root's first password (8 to 32 characters with an upper-case
+    /// letter, a lower-case letter, a digit and a special character). Read only when the
+    /// store has no root account yet. (default: none; the environment variable)
+    #[arg(long, env = "SYNCER_RBAC_ROOT_PASSWORD_FILE", requires = "rbac")]
+    pub rbac_root_password_file: Option<PathBuf>,
 }
 
 /// TLS and authentication toward etcd, for every etcd endpoint of the process (the built-in

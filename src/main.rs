@@ -57,6 +57,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .context("cannot open the registry store")?;
                 core.set_eureka_self_preservation(args.eureka_self_preservation);
+                let core = if args.rbac {
+                    let settings = syncer::servicecenter::rbac::RbacSettings::resolve(
+                        args.rbac_root_password_file.as_deref(),
+                    )
+                    .map_err(anyhow::Error::msg)
+                    .context("invalid settings")?;
+                    core.enable_rbac(&settings)
+                        .await
+                        .map_err(anyhow::Error::msg)
+                        .context("cannot turn RBAC on")?
+                } else {
+                    core
+                };
                 let listener = tokio::net::TcpListener::bind(args.listen)
                     .await
                     .with_context(|| {

@@ -95,7 +95,8 @@ impl ScError {
             410001 => "Changes are no longer kept",
             500011 => "Registry service is unavailable",
             500101 => "Quota service is unavailable",
-            _ => "Internal server error",
+            503001 => "Service unavailable",
+            _ => super::rbac::message(code).unwrap_or("Internal server error"),
         }
     }
 

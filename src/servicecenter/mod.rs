@@ -25,6 +25,7 @@ pub mod error;
 pub mod eureka;
 pub mod eureka_registry;
 pub mod govern;
+pub mod rbac;
 pub mod records;
 pub mod registry;
 pub mod rules;
@@ -55,6 +56,8 @@ pub struct Core {
     /// The storage adaptor; `None` for a memory-only core. Its writer (and, for etcd, its
     /// watch) runs inside [`serve`].
     store: Option<Arc<store::Backend>>,
+    /// RBAC's runtime when it is on ([`Core::enable_rbac`]).
+    rbac: Option<Arc<rbac::Guard>>,
 }
 
 impl Core {
@@ -77,11 +80,30 @@ impl Core {
         let core = Core {
             registry: Arc::default(),
             store: Some(Arc::new(backend)),
+            rbac: None,
         };
         if let Some(backend) = &core.store {
             store::restore(&core, backend).await?;
         }
         Ok(core)
+    }
+
+    /// Turns service-center's RBAC on ([`rbac`]): creates the account `root` (role `admin`)
+    /// with `settings.root_password` when the store has none, and the token key. Call it
+    /// before [`router`]/[`serve`].
+    ///
+    /// # Errors
+    /// The root password breaks the password rules ([`rbac::password::check`]).
+    pub async fn enable_rbac(mut self, settings: &rbac::RbacSettings) -> Result<Core, String> {
+        self.rbac = Some(Arc::new(rbac::Guard::new()?));
+        rbac::init(&self, settings).await?;
+        tracing::info!("RBAC is on: every v4 request needs a token, /eureka basic auth");
+        Ok(self)
+    }
+
+    /// Whether RBAC is on.
+    pub fn rbac_enabled(&self) -> bool {
+        self.rbac.is_some()
     }
 
     /// Writes every change noted so far to the store now (no-op without a store).
@@ -130,8 +152,18 @@ impl Core {
 }
 
 /// The HTTP API: SC v4 under `/v4` and Eureka v2 under `/eureka` and `/eureka/v2`.
+///
+/// With RBAC on ([`Core::enable_rbac`]) the RBAC routes are added and every request passes
+/// [`rbac::api::guard`].
 pub fn router(core: Core) -> axum::Router {
-    v4::router(core.clone()).merge(eureka::router(core))
+    let routes = v4::router(core.clone()).merge(eureka::router(core.clone()));
+    if core.rbac_enabled() {
+        routes
+            .merge(rbac::api::routes(core.clone()))
+            .layer(axum::middleware::from_fn_with_state(core, rbac::api::guard))
+    } else {
+        routes
+    }
 }
 
 /// Serves `router(core)` on `listener` until `shutdown` is cancelled, and runs
@@ -219,21 +251,28 @@ pub async fn serve_tls(
     let result = match tls {
         Some(tls) => {
             let listener = tls::TlsListener::new(listener, tls, stop.clone())?;
-            axum::serve(listener, router(core))
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .await
+            axum::serve(
+                listener,
+                router(core).into_make_service_with_connect_info::<rbac::api::ClientAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
         }
         None => {
             // Small request/response pairs: Nagle's algorithm would add delayed-ACK stalls
             // (~40 ms).
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let nodelay: fn(&mut tokio::net::TcpStream) = |tcp| {
                 if let Err(e) = tcp.set_nodelay(true) {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
-            });
-            axum::serve(listener, router(core))
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .await
+            };
+            let listener = axum::serve::ListenerExt::tap_io(listener, nodelay);
+            axum::serve(
+                listener,
+                router(core).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
         }
     };
     stop.cancel();

@@ -9,6 +9,7 @@
 //! | `/cse-sr/ms/schemas/{domain}/{project}/{serviceId}/{schemaId}` | schema text |
 //! | `/cse-sr/ms/schema-sum/{domain}/{project}/{serviceId}/{schemaId}` | summary text |
 //! | `/cse-sr/ms/dep-rules/{domain}/{project}/c/{env}/{appId}/{serviceName}/{version}` | `{"Dependency":[key…]}` of the consumer |
+//! | `/cse-sr/accounts/{name}`, `/cse-sr/roles/{name}`, `/cse-sr/rbac/secret` | RBAC records (`rbac/`) |
 //!
 //! Registry methods note a changed key with `journal.key(..)`; the writer then asks
 //! `stored_value` for its current value, and a load or an etcd watch event goes through
@@ -119,6 +120,9 @@ fn dep_consumer(reg: &Registry, d: &str, p: &str, rest: &[&str]) -> Option<Strin
 
 /// The current value of one of this module's keys (`None`: gone, or not such a key).
 pub(crate) fn stored_value(reg: &Registry, key: &str) -> Option<Vec<u8>> {
+    if let Some(value) = super::rbac::stored_value(reg, key) {
+        return value;
+    }
     if let Some((_, _, rest)) = split(key, TAGS) {
         let t = reg.tags.of(rest.first()?);
         return (!t.is_empty()).then(|| serde_json::to_vec(&t).unwrap_or_default());
@@ -160,6 +164,9 @@ pub(crate) fn stored_value(reg: &Registry, key: &str) -> Option<Vec<u8>> {
 /// Applies a stored value of one of this module's keys to the registry (load, etcd watch):
 /// `Some` sets, `None` removes. Returns whether anything changed; false for other keys.
 pub(crate) fn apply(reg: &mut Registry, key: &str, value: Option<&[u8]>) -> bool {
+    if let Some(changed) = super::rbac::apply(reg, key, value) {
+        return changed;
+    }
     let service_known =
         |reg: &Registry, d: &str, p: &str, sid: &str| reg.service(d, p, sid).is_ok();
     if let Some((d, p, rest)) = split(key, TAGS) {

@@ -309,6 +309,8 @@ pub struct Registry {
     pub(crate) found: super::discovery::FoundCache,
     /// What changed at which revision, for readers of `admin/changes` (`changelog.rs`).
     pub(crate) changelog: super::changelog::ChangeLog,
+    /// Accounts, roles and the token key (`rbac/`; empty while RBAC is off).
+    pub(crate) rbac: super::rbac::RbacState,
 }
 
 /// Wall-clock now in ms since the epoch.

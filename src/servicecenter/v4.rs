@@ -230,7 +230,7 @@ fn canonicalize(v: &mut Value) {
 }
 
 /// Decodes a request body; any failure is 400001 naming the field.
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ScError> {
+pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ScError> {
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|e| ScError::invalid(format!("Invalid JSON body: {e}")))?;
     canonicalize(&mut value);
