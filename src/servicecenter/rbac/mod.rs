@@ -341,7 +341,8 @@ pub struct Account {
     pub tokens_after_ms: i64,
 }
 
-/// An account as answered to clients (no password).
+/// An account as answered to clients: `password` is always empty (the v4 description
+/// requires the field in `Account`; service-center leaves it out).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountView {
@@ -349,6 +350,8 @@ pub struct AccountView {
     pub id: String,
     /// Name.
     pub name: String,
+    /// Always `""`.
+    pub password: &'static str,
     /// Role names.
     pub roles: Vec<String>,
     /// `active` or `inactive`.
@@ -364,6 +367,7 @@ impl From<&Account> for AccountView {
         AccountView {
             id: a.id.clone(),
             name: a.name.clone(),
+            password: "",
             roles: a.roles.clone(),
             status: a.status.clone(),
             create_time: a.create_time.clone(),
