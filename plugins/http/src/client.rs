@@ -175,14 +175,31 @@ impl Client {
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
-        match self.send_streaming(build).await? {
-            Err(reply) => Ok(reply),
+        Ok(self.send_with_endpoint(build).await?.1)
+    }
+
+    /// [`Client::send`], and the endpoint that answered: its base URL as configured, without
+    /// credentials (safe to show in logs and errors).
+    ///
+    /// # Errors
+    /// As [`Client::send`].
+    pub async fn send_with_endpoint<F>(&self, build: F) -> Result<(String, Reply), Error>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        let (index, answer) = self.attempt(build).await?;
+        let base = self.endpoints[index].base.clone();
+        match answer {
+            Err(reply) => Ok((base, reply)),
             Ok(response) => {
                 let endpoint = response.url().origin().ascii_serialization();
-                Self::read(response).await.map_err(|e| Error::Unavailable {
-                    endpoint,
-                    message: format!("reading the answer: {}", chain(&e)),
-                })
+                match Self::read(response).await {
+                    Ok(reply) => Ok((base, reply)),
+                    Err(e) => Err(Error::Unavailable {
+                        endpoint,
+                        message: format!("reading the answer: {}", chain(&e)),
+                    }),
+                }
             }
         }
     }
@@ -197,6 +214,14 @@ impl Client {
         &self,
         build: F,
     ) -> Result<Result<reqwest::Response, Reply>, Error>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        Ok(self.attempt(build).await?.1)
+    }
+
+    /// [`Client::send_streaming`], and the index of the endpoint that answered.
+    async fn attempt<F>(&self, build: F) -> Result<(usize, Result<reqwest::Response, Reply>), Error>
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
@@ -230,7 +255,7 @@ impl Client {
                         self.preferred.store(index, Ordering::Relaxed);
                         tracing::debug!(endpoint = %base, "registry endpoint switched");
                     }
-                    return Ok(answer);
+                    return Ok((index, answer));
                 }
                 Err(e) => {
                     let message = chain(&e);
@@ -474,6 +499,21 @@ mod tests {
         }
         assert_eq!(bad_hits.load(Ordering::SeqCst), 1);
         assert_eq!(good_hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_that_answered_is_named_without_its_credentials() {
+        let (bad, _) = fixed(503).await;
+        let (good, _) = fixed(401).await;
+        let with_credentials = good.replace("http://", "http://user:pw@");
+        let client =
+            Client::new(vec![bad, with_credentials], Duration::from_secs(5)).expect("client");
+        let (endpoint, reply) = client
+            .send_with_endpoint(|http, base| http.get(format!("{base}/x")))
+            .await
+            .expect("answered");
+        assert_eq!(reply.status, reqwest::StatusCode::UNAUTHORIZED);
+        assert_eq!(endpoint, good);
     }
 
     #[tokio::test]
