@@ -29,7 +29,11 @@
 //! - [`Plugin::register_batch`] sends up to 1000 registrations of one tenant in one
 //!   `POST /v4/{project}/registry/instances/action?type=register` (a syncer extension of the
 //!   built-in core); a registry that refuses it (a real service-center: unknown type) is
-//!   asked once, then registrations go one by one.
+//!   asked once, then registrations go one by one;
+//! - with [`Config::auth`], it logs in to a service-center with RBAC on (`POST /v4/token`)
+//!   and sends `Authorization: Bearer` on every request; the token is renewed before it
+//!   expires and a 401 logs in again and retries the request once (see `login`). 1.3.0 had
+//!   no login.
 //!
 //! Errors map onto [`syncer_plugin_api::Error`]: transport errors and 5xx →
 //! `Unavailable`; `404`, `400017` (instance does not exist) and `400012` (micro-service does not
@@ -37,6 +41,7 @@
 //! `errorCode`/`errorMessage`/`detail`; an undecodable body → `Malformed`.
 
 mod endpoint;
+mod login;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -48,6 +53,7 @@ use std::time::Duration;
 use reqwest::{header, Method};
 use syncer_plugin_api::{Changes, Error, Instance, Listed, Plugin, Result, Service, Snapshot};
 
+pub use login::{Credentials, Password};
 use syncer_plugin_http::client::{rustls, segment, Client, Reply};
 use wire::{
     CreateServiceRequest, ErrorBody, InstanceIdReply, InstancesReply, MicroService,
@@ -82,6 +88,11 @@ pub struct Config {
     /// suites. Required when an endpoint is `https://` (the plugin refuses to build without
     /// it); unused for `http://`. Default: none.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The service-center account (RBAC) to log in as: the plugin gets a token with
+    /// `POST /v4/token` before its first request and sends it as `Authorization: Bearer` on
+    /// every request, renewing it before it expires. Do not combine with `user:pass@` in an
+    /// endpoint (that is sent as `Authorization: Basic`). Default: none (no login).
+    pub auth: Option<Credentials>,
 }
 
 impl Default for Config {
@@ -92,6 +103,7 @@ impl Default for Config {
             tenants: vec![syncer_plugin_api::DEFAULT_DOMAIN_PROJECT.to_owned()],
             use_admin_dump: false,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -143,6 +155,8 @@ pub struct ServiceCenterPlugin {
     no_change_log: AtomicBool,
     /// Set once the registry refused a batch registration (no batch registration).
     no_batch_register: AtomicBool,
+    /// The account's login and token, with [`Config::auth`].
+    session: Option<login::Session>,
 }
 
 /// Registrations per batch request (the built-in core takes up to 1000).
@@ -300,7 +314,65 @@ impl ServiceCenterPlugin {
             request_timeout: config.request_timeout,
             no_change_log: AtomicBool::new(false),
             no_batch_register: AtomicBool::new(false),
+            session: config.auth.map(login::Session::new),
         })
+    }
+
+    /// [`Client::send`], with the account's token when the plugin logs in: a 401 logs in
+    /// again and sends the request once more.
+    async fn send<F>(&self, build: F) -> Result<Reply>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        let Some(session) = &self.session else {
+            return self.client.send(build).await;
+        };
+        let token = session.token(&self.client).await?;
+        let reply = self
+            .client
+            .send(|http, base| token.authorize(build(http, base)))
+            .await?;
+        if reply.status != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(reply);
+        }
+        self.token_refused(session, &reply);
+        let token = session.refused(&self.client, &token).await?;
+        self.client
+            .send(|http, base| token.authorize(build(http, base)))
+            .await
+    }
+
+    /// [`Client::send_streaming`], with the account's token as [`ServiceCenterPlugin::send`].
+    async fn send_streaming<F>(
+        &self,
+        build: F,
+    ) -> Result<std::result::Result<reqwest::Response, Reply>>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        let Some(session) = &self.session else {
+            return self.client.send_streaming(build).await;
+        };
+        let token = session.token(&self.client).await?;
+        let answer = self
+            .client
+            .send_streaming(|http, base| token.authorize(build(http, base)))
+            .await?;
+        match answer {
+            Err(reply) if reply.status == reqwest::StatusCode::UNAUTHORIZED => {
+                self.token_refused(session, &reply);
+                let token = session.refused(&self.client, &token).await?;
+                self.client
+                    .send_streaming(|http, base| token.authorize(build(http, base)))
+                    .await
+            }
+            answer => Ok(answer),
+        }
+    }
+
+    fn token_refused(&self, session: &login::Session, reply: &Reply) {
+        let (_, reason) = failure(reply);
+        tracing::debug!(account = %session.account(), %reason, "the registry refused the token; logging in again");
     }
 
     /// One request: `path` below the base URL, the tenant's domain in `X-Domain-Name`.
@@ -312,23 +384,22 @@ impl ServiceCenterPlugin {
         query: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<Reply> {
-        self.client
-            .send(|http, base| {
-                let mut request = http
-                    .request(method.clone(), format!("{base}{path}"))
-                    .header("X-Domain-Name", domain)
-                    .header(header::ACCEPT, "application/json");
-                if !query.is_empty() {
-                    request = request.query(query);
-                }
-                if let Some(body) = &body {
-                    request = request
-                        .header(header::CONTENT_TYPE, "application/json")
-                        .body(body.clone());
-                }
-                request
-            })
-            .await
+        self.send(|http, base| {
+            let mut request = http
+                .request(method.clone(), format!("{base}{path}"))
+                .header("X-Domain-Name", domain)
+                .header(header::ACCEPT, "application/json");
+            if !query.is_empty() {
+                request = request.query(query);
+            }
+            if let Some(body) = &body {
+                request = request
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            request
+        })
+        .await
     }
 
     fn cached_service_id(&self, key: &ServiceKey) -> Option<String> {
@@ -483,7 +554,6 @@ impl ServiceCenterPlugin {
     /// core sends one).
     async fn dump_each(&self, visit: &mut (dyn FnMut(Listed) + Send)) -> Result<Option<u64>> {
         let answer = self
-            .client
             .send_streaming(|http, base| {
                 http.get(format!("{base}/v4/default/admin/dump"))
                     .header("X-Domain-Name", "default")
