@@ -127,6 +127,17 @@ pub struct DaemonArgs {
     /// rustls' safe defaults)
     #[arg(long, env = "SYNCER_SC_TLS_CIPHERS")]
     pub sc_tls_ciphers: Option<String>,
+    /// service-center account the servicecenter plugin logs in as, for a registry with RBAC
+    /// on (POST /v4/token; the token is renewed before it expires). Its password comes from
+    /// --sc-password-file, else SYNCER_SC_PASSWORD (the password itself), else YAML
+    /// servicecenter.auth.password_file; never from a flag. YAML servicecenter.auth.account.
+    /// (default: none; no login)
+    #[arg(long, env = "SYNCER_SC_ACCOUNT")]
+    pub sc_account: Option<String>,
+    /// File holding the --sc-account password (one line; a final line break is not part of
+    /// it), read at start. Takes precedence over SYNCER_SC_PASSWORD. (default: none)
+    #[arg(long, env = "SYNCER_SC_PASSWORD_FILE")]
+    pub sc_password_file: Option<PathBuf>,
     /// Gossip address (UDP); a missing port means 30190. (default: 0.0.0.0:30190 with gossip
     /// encryption and TLS configured, or with --insecure; else 127.0.0.1:30190)
     #[arg(long, env = "SYNCER_BIND_ADDR")]

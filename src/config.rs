@@ -74,6 +74,10 @@ pub enum Error {
     /// quotes a password.
     #[error(transparent)]
     Etcd(#[from] crate::etcd::Error),
+    /// The registry account settings (`--sc-account`, its password) cannot be used; the
+    /// message never quotes a password.
+    #[error(transparent)]
+    RegistryAuth(#[from] crate::registry_auth::Error),
 }
 
 /// The `--config` YAML file: the flags' names with underscores. Also accepts the keys of the
@@ -185,6 +189,9 @@ pub struct LegacyRegistry {
     pub plugin: Option<PluginKind>,
     /// TLS of the registry client, for https:// addresses (as `--sc-tls-*`).
     pub tls_config: Option<FileTls>,
+    /// The account to log in as, toward a service-center with RBAC (as `--sc-account`,
+    /// `--sc-password-file`).
+    pub auth: Option<crate::registry_auth::FileAuth>,
 }
 
 impl FileConfig {
@@ -267,6 +274,10 @@ pub struct DaemonConfig {
     /// TLS toward an external registry with an `https://` address (`servicecenter.tls_config`,
     /// `--sc-tls-*`); `None` when no address is `https://` (or with the built-in core).
     pub registry_tls: Option<RegistryTlsConfig>,
+    /// The account the servicecenter plugin logs in as, toward an external service-center
+    /// with RBAC (`--sc-account`, `--sc-password-file`, `SYNCER_SC_PASSWORD`,
+    /// `servicecenter.auth`); `None`: no login. `Debug` shows the password as `***`.
+    pub registry_auth: Option<syncer_plugin_servicecenter::Credentials>,
     /// The built-in core over HTTPS (`--builtin-tls-*`); `None`: plain HTTP.
     pub builtin_tls: Option<CoreTlsConfig>,
     /// Gossip (UDP) bind address.
@@ -320,6 +331,12 @@ impl DaemonConfig {
         };
         let legacy = file.servicecenter.unwrap_or_default();
         let sc_tls = resolve_registry_tls(&args, legacy.tls_config.unwrap_or_default())?;
+        let registry_auth = crate::registry_auth::resolve(
+            args.sc_account.clone(),
+            args.sc_password_file.clone(),
+            crate::registry_auth::password_from_env(),
+            legacy.auth.unwrap_or_default(),
+        )?;
         let builtin_tls = core_tls(
             [
                 "--builtin-tls-cert-file",
@@ -465,6 +482,26 @@ impl DaemonConfig {
             }
         };
         let registry_tls = sc_tls.for_registry(&registry)?;
+        if let Some(auth) = &registry_auth {
+            let refusal = match &registry {
+                RegistryConfig::External {
+                    plugin: PluginKind::Eureka,
+                    ..
+                } => Some("applies to the servicecenter plugin only (Eureka takes user:pass@ in --sc-addr)"),
+                RegistryConfig::External { endpoints, .. }
+                    if endpoints.iter().any(|e| crate::credentials::has_userinfo(e)) =>
+                {
+                    Some("cannot be combined with user:pass@ in --sc-addr: give one")
+                }
+                RegistryConfig::External { .. } => None,
+                RegistryConfig::Builtin { .. } => {
+                    Some("applies to a registry given with --sc-addr, not to the built-in core")
+                }
+            };
+            if let Some(reason) = refusal {
+                return Err(invalid("--sc-account", &auth.account, reason));
+            }
+        }
         if let (Some(core_tls), RegistryConfig::External { .. }) = (&builtin_tls, &registry) {
             return Err(invalid(
                 "--builtin-tls-cert-file",
@@ -567,6 +604,7 @@ impl DaemonConfig {
         Ok(DaemonConfig {
             registry,
             registry_tls,
+            registry_auth,
             builtin_tls,
             bind_addr,
             advertise_addr: args.advertise_addr.or(file.advertise_addr),

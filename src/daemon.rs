@@ -93,6 +93,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         node = %config.node,
         cluster = %config.cluster_name,
         registry = ?config.registry,
+        registry_account = ?config.registry_auth.as_ref().map(|a| &a.account),
         bind_addr = %config.bind_addr,
         rpc_addr = %config.rpc_addr,
         join_addrs = ?config.join_addrs,
@@ -222,7 +223,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             )
         }
     };
-    let plugin = build_plugin_with_tls(kind, endpoints, registry_tls)?;
+    let plugin =
+        build_plugin_with_tls(kind, endpoints, registry_tls, config.registry_auth.clone())?;
 
     let rpc_listener = TcpListener::bind(config.rpc_addr)
         .await
@@ -416,18 +418,20 @@ fn follow_core_revision(
 /// # Errors
 /// [`Error::Plugin`] when the plugin refuses its settings.
 pub fn build_plugin(kind: PluginKind, endpoints: Vec<String>) -> Result<Arc<dyn Plugin>, Error> {
-    build_plugin_with_tls(kind, endpoints, None)
+    build_plugin_with_tls(kind, endpoints, None, None)
 }
 
-/// [`build_plugin`], with the TLS client configuration for `https://` endpoints.
+/// [`build_plugin`], with the TLS client configuration for `https://` endpoints and the
+/// service-center account to log in as (`auth`, servicecenter plugin only).
 ///
 /// # Errors
 /// [`Error::Plugin`] when the plugin refuses its settings (an `https://` endpoint without
-/// `tls` included).
+/// `tls`, or an account for the eureka plugin, included).
 pub fn build_plugin_with_tls(
     kind: PluginKind,
     endpoints: Vec<String>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    auth: Option<syncer_plugin_servicecenter::Credentials>,
 ) -> Result<Arc<dyn Plugin>, Error> {
     let plugin: Arc<dyn Plugin> = match kind {
         PluginKind::Servicecenter => Arc::new(
@@ -439,6 +443,7 @@ pub fn build_plugin_with_tls(
                     // service-center syncer 1.3.0 read it.
                     use_admin_dump: true,
                     tls: tls.clone(),
+                    auth,
                     ..Default::default()
                 },
             )
@@ -447,6 +452,14 @@ pub fn build_plugin_with_tls(
                 source,
             })?,
         ),
+        PluginKind::Eureka if auth.is_some() => {
+            return Err(Error::Plugin {
+                plugin: kind.name(),
+                source: syncer_plugin_api::Error::Rejected(
+                    "the eureka plugin has no account login (use user:pass@ in the address)".into(),
+                ),
+            })
+        }
         PluginKind::Eureka => Arc::new(
             syncer_plugin_eureka::EurekaPlugin::new(syncer_plugin_eureka::Config {
                 endpoints,

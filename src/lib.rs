@@ -17,6 +17,7 @@ pub mod etcd;
 pub mod exchange;
 pub mod listener;
 pub mod membership;
+pub mod registry_auth;
 pub mod registry_tls;
 pub mod reload;
 pub mod servicecenter;
