@@ -326,6 +326,15 @@ pub struct ServicecenterArgs {
     /// store has no root account yet. (default: none; the environment variable)
     #[arg(long, env = "SYNCER_RBAC_ROOT_PASSWORD_FILE", requires = "rbac")]
     pub rbac_root_password_file: Option<PathBuf>,
+    /// Lifetime of a token whose request names no tokenExpirationTime: a number with s, m or
+    /// h, from 1s to 24h. (default: 30m, as service-center)
+    #[arg(
+        long,
+        env = "SYNCER_RBAC_TOKEN_TTL",
+        requires = "rbac",
+        default_value = "30m"
+    )]
+    pub rbac_token_ttl: String,
 }
 
 /// TLS and authentication toward etcd, for every etcd endpoint of the process (the built-in

@@ -330,6 +330,9 @@ async fn rbac_refuses_anonymous_wrong_and_unprivileged_callers_with_service_cent
     let (s, b) = login(&base, "bob", "Bob-pass-2", Some("1s")).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let short = b["token"].as_str().expect("token").to_string();
+    // Used once while valid (its signature check is then remembered), refused once expired.
+    let (s, _) = call(M::GET, &services, Some(&short), None).await;
+    assert_eq!(s, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (s, b) = call(M::GET, &services, Some(&short), None).await;
     assert_eq!((s, code(&b)), (StatusCode::UNAUTHORIZED, "401205"), "{b}");

@@ -95,7 +95,7 @@ impl Core {
     /// # Errors
     /// The root password breaks the password rules ([`rbac::password::check`]).
     pub async fn enable_rbac(mut self, settings: &rbac::RbacSettings) -> Result<Core, String> {
-        self.rbac = Some(Arc::new(rbac::Guard::new()?));
+        self.rbac = Some(Arc::new(rbac::Guard::new(settings)?));
         rbac::init(&self, settings).await?;
         tracing::info!("RBAC is on: every v4 request needs a token, /eureka basic auth");
         Ok(self)

@@ -18,7 +18,7 @@ use sha2::Digest;
 
 use super::password;
 use super::{
-    verb, verify_token, AccountView, Guard, Resource, Role, ACCOUNT_BLOCKED, ACCOUNT_CONFLICT,
+    verb, verify_signature, AccountView, Guard, Resource, Role, ACCOUNT_BLOCKED, ACCOUNT_CONFLICT,
     ACCOUNT_NOT_EXISTS, ADMIN, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, NO_AUTH_HEADER, ROLE_NOT_EXISTS,
     USER_OR_PASSWORD_WRONG,
 };
@@ -98,22 +98,24 @@ fn classify(method: &Method, path: &str, query: Option<&str>) -> Need {
     if path == "/v4/roles" || path.starts_with("/v4/roles/") {
         return Need::Allowed(Resource::Role, verb);
     }
-    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    // ["", "v4", project, area, ...]
-    if parts.len() >= 4 && parts[1] == "v4" {
-        match (parts[3], parts.get(4).copied()) {
-            ("registry", Some("version" | "health")) if parts.len() == 5 => return Need::Open,
-            ("registry", Some("instances")) if parts.get(5) == Some(&"action") => {
+    // "/v4/{project}/{area}/{p4}/{p5}/{p6}...", without allocating.
+    let mut parts = path.trim_end_matches('/').split('/').skip(1);
+    let (v4, area) = (parts.next(), parts.nth(1));
+    let (p4, p5, p6) = (parts.next(), parts.next(), parts.next());
+    if v4 == Some("v4") {
+        match (area, p4) {
+            (Some("registry"), Some("version" | "health")) if p5.is_none() => return Need::Open,
+            (Some("registry"), Some("instances")) if p5 == Some("action") => {
                 let register = query.is_some_and(|q| {
                     form_pairs(q).any(|(k, v)| k == "type" && v.eq_ignore_ascii_case("register"))
                 });
                 return Need::Allowed(Resource::Service, if register { "create" } else { "get" });
             }
-            ("registry", Some("microservices")) if parts.get(6) == Some(&"schemas") => {
+            (Some("registry"), Some("microservices")) if p6 == Some("schemas") => {
                 return Need::Allowed(Resource::Schema, verb)
             }
-            ("govern", _) => return Need::Allowed(Resource::Governance, verb),
-            ("admin", _) => return Need::Allowed(Resource::Ops, verb),
+            (Some("govern"), _) => return Need::Allowed(Resource::Governance, verb),
+            (Some("admin"), _) => return Need::Allowed(Resource::Ops, verb),
             _ => {}
         }
     }
@@ -140,36 +142,22 @@ pub async fn guard(State(core): State<Core>, mut req: Request, next: Next) -> Re
     let Some(rbac) = core.rbac.clone() else {
         return next.run(req).await;
     };
-    let path = req.uri().path().to_string();
+    let path = req.uri().path();
     let eureka = path == "/eureka" || path.starts_with("/eureka/");
-    let need = classify(req.method(), &path, req.uri().query());
+    let need = classify(req.method(), path, req.uri().query());
     if need == Need::Open {
         return next.run(req).await;
     }
     let ip = client_ip(req.extensions());
-    let caller = match authenticate(&core, &rbac, req.headers(), eureka, ip).await {
-        Ok(c) => c,
-        Err(e) => return refuse(e, eureka),
-    };
-    if let Need::Allowed(resource, verb) = need {
-        let allowed = core.lock().rbac.allowed(&caller.roles, resource, verb);
-        if !allowed {
-            return refuse(
-                ScError::new(
-                    FORBIDDEN,
-                    format!(
-                        "no permission: account {} (roles {}) may not {verb} {}",
-                        caller.name,
-                        caller.roles.join(","),
-                        resource.name()
-                    ),
-                ),
-                eureka,
-            );
+    match admit(&core, &rbac, req.headers(), eureka, ip, &need).await {
+        Ok(caller) => {
+            if let Some(caller) = caller {
+                req.extensions_mut().insert(caller);
+            }
+            next.run(req).await
         }
+        Err(e) => refuse(e, eureka),
     }
-    req.extensions_mut().insert(caller);
-    next.run(req).await
 }
 
 fn refuse(e: ScError, eureka: bool) -> Response {
@@ -184,13 +172,28 @@ fn refuse(e: ScError, eureka: bool) -> Response {
     resp
 }
 
-async fn authenticate(
+/// 403001 naming the account, its roles, the verb and the resource.
+fn no_permission(name: &str, roles: &[String], resource: Resource, verb: &str) -> ScError {
+    ScError::new(
+        FORBIDDEN,
+        format!(
+            "no permission: account {name} (roles {}) may not {verb} {}",
+            roles.join(","),
+            resource.name()
+        ),
+    )
+}
+
+/// Authenticates the request and checks `need`; returns the caller when the handler needs
+/// it ([`Need::Caller`]).
+async fn admit(
     core: &Core,
     rbac: &Arc<Guard>,
     headers: &HeaderMap,
     basic_allowed: bool,
     ip: Option<IpAddr>,
-) -> Result<Caller, ScError> {
+    need: &Need,
+) -> Result<Option<Caller>, ScError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -208,8 +211,28 @@ async fn authenticate(
         })?;
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if scheme.eq_ignore_ascii_case("bearer") {
-        let (name, roles) = verify_token(core, rest.trim())?;
-        return Ok(Caller { name, roles });
+        let verified = verify_signature(core, rbac, rest.trim())?;
+        // One lock: the account behind the token, and its permission.
+        let reg = core.lock();
+        let account = reg.rbac.account_of(&verified)?;
+        return match need {
+            Need::Allowed(resource, verb) => {
+                if reg.rbac.allowed(&account.roles, *resource, verb) {
+                    Ok(None)
+                } else {
+                    Err(no_permission(
+                        &account.name,
+                        &account.roles,
+                        *resource,
+                        verb,
+                    ))
+                }
+            }
+            Need::Caller | Need::Open => Ok(Some(Caller {
+                name: account.name.clone(),
+                roles: account.roles.clone(),
+            })),
+        };
     }
     if basic_allowed && scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD
@@ -221,10 +244,15 @@ async fn authenticate(
             .split_once(':')
             .ok_or_else(|| ScError::new(super::UNAUTHORIZED, "malformed basic auth"))?;
         let roles = check_password(core, rbac, name, pw, ip, true).await?;
-        return Ok(Caller {
+        if let Need::Allowed(resource, verb) = need {
+            if !core.lock().rbac.allowed(&roles, *resource, verb) {
+                return Err(no_permission(name, &roles, *resource, verb));
+            }
+        }
+        return Ok(Some(Caller {
             name: name.to_string(),
             roles,
-        });
+        }));
     }
     Err(ScError::new(
         super::UNAUTHORIZED,
@@ -331,7 +359,10 @@ struct TokenReply {
 }
 
 /// `"90s"`, `"15m"`, `"2h"` → a duration of 1 s to [`MAX_TOKEN_TTL`].
-fn parse_ttl(s: &str) -> Result<Duration, ScError> {
+///
+/// # Errors
+/// 400001 for anything else.
+pub fn parse_ttl(s: &str) -> Result<Duration, ScError> {
     if s.is_empty() {
         return Ok(DEFAULT_TOKEN_TTL);
     }
@@ -371,7 +402,11 @@ async fn token(
     if req.name.is_empty() || req.password.is_empty() {
         return Err(ScError::invalid("name and password are required"));
     }
-    let ttl = parse_ttl(&req.token_expiration_time)?;
+    let ttl = if req.token_expiration_time.is_empty() {
+        rbac.token_ttl
+    } else {
+        parse_ttl(&req.token_expiration_time)?
+    };
     let ip = client_ip(&ext);
     check_password(&core, &rbac, &req.name, &req.password, ip, false).await?;
     let token = core.lock().issue_token(&req.name, ttl)?;

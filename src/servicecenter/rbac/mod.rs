@@ -284,7 +284,12 @@ impl Role {
 
 /// The built-in roles (service-center's `AdminPerms` and `DevPerms`); they cannot be
 /// changed or deleted.
-pub fn builtin_roles() -> [Role; 2] {
+pub fn builtin_roles() -> &'static [Role; 2] {
+    static ROLES: std::sync::OnceLock<[Role; 2]> = std::sync::OnceLock::new();
+    ROLES.get_or_init(make_builtin_roles)
+}
+
+fn make_builtin_roles() -> [Role; 2] {
     let perm = |kinds: &[Resource]| Permission {
         resources: kinds
             .iter()
@@ -470,14 +475,15 @@ impl RbacState {
     /// The role named `name`: built-in or custom.
     pub fn role(&self, name: &str) -> Option<Role> {
         builtin_roles()
-            .into_iter()
+            .iter()
             .find(|r| r.name == name)
-            .or_else(|| self.roles.get(name).cloned())
+            .or_else(|| self.roles.get(name))
+            .cloned()
     }
 
     /// Every role, built-in first.
     pub fn roles(&self) -> Vec<Role> {
-        let mut v: Vec<Role> = builtin_roles().into();
+        let mut v: Vec<Role> = builtin_roles().to_vec();
         v.extend(self.roles.values().cloned());
         v
     }
@@ -719,43 +725,109 @@ impl Registry {
     }
 }
 
-/// Checks a token: signature, expiry, account still there and not changed since.
-/// Returns the account's name and current roles.
+/// What the guard keeps of a token whose signature it checked (cached per token text).
+#[derive(Clone)]
+pub(crate) struct Verified {
+    /// The account name.
+    pub(crate) sub: String,
+    /// Issued at, unix ms.
+    iat_ms: i64,
+    /// Expires at, unix seconds.
+    exp: i64,
+    /// The key that checked it: a token checked by a key since replaced is checked again.
+    key: Arc<Keys>,
+}
+
+/// The most checked tokens [`Guard`] remembers (then it forgets them all and starts over).
+pub const MAX_CACHED_TOKENS: usize = 10_000;
+
+/// Checks a token's signature and expiry; the signature check of a token text is done once
+/// and remembered in `guard` while its key stays the same.
 ///
 /// # Errors
-/// 401201, 401205, 401206 (see the module docs).
-pub fn verify_token(core: &super::Core, token: &str) -> Result<(String, Vec<String>), ScError> {
-    let keys = core
+/// 401201 (malformed, badly signed), 401205 (expired).
+pub(crate) fn verify_signature(
+    core: &super::Core,
+    guard: &Guard,
+    token: &str,
+) -> Result<Verified, ScError> {
+    let cached = guard
+        .tokens
         .lock()
-        .rbac
-        .keys()
-        .ok_or_else(|| ScError::new(UNAUTHORIZED, "no token was ever issued here"))?;
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    validation.leeway = 0;
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    let claims = jsonwebtoken::decode::<Claims>(token, &keys.decoding, &validation)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                ScError::new(TOKEN_EXPIRED, "the token is expired: get a new one")
+        .unwrap_or_else(|e| e.into_inner())
+        .get(token)
+        .cloned();
+    let verified = match cached {
+        Some(v) => v,
+        None => {
+            let key = core
+                .lock()
+                .rbac
+                .keys()
+                .ok_or_else(|| ScError::new(UNAUTHORIZED, "no token was ever issued here"))?;
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+            validation.leeway = 0;
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
+                .map_err(|e| match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                        ScError::new(TOKEN_EXPIRED, "the token is expired: get a new one")
+                    }
+                    _ => ScError::new(UNAUTHORIZED, format!("invalid token: {e}")),
+                })?
+                .claims;
+            let v = Verified {
+                sub: claims.sub,
+                iat_ms: claims.iat_ms,
+                exp: claims.exp,
+                key,
+            };
+            let mut tokens = guard.tokens.lock().unwrap_or_else(|e| e.into_inner());
+            if tokens.len() >= MAX_CACHED_TOKENS {
+                tokens.clear();
             }
-            _ => ScError::new(UNAUTHORIZED, format!("invalid token: {e}")),
-        })?
-        .claims;
-    let reg = core.lock();
-    let account = reg
-        .rbac
-        .account(&claims.sub)
-        .ok_or_else(|| ScError::new(TOKEN_ACCOUNT_DELETED, format!("account {}", claims.sub)))?;
-    if claims.iat_ms < account.tokens_after_ms {
+            tokens.insert(token.to_string(), v.clone());
+            v
+        }
+    };
+    if verified.exp <= now_ms() / 1000 {
         return Err(ScError::new(
-            UNAUTHORIZED,
-            "the token was issued before the account's password changed: get a new one",
+            TOKEN_EXPIRED,
+            "the token is expired: get a new one",
         ));
     }
-    if account.status == "inactive" {
-        return Err(ScError::new(ACCOUNT_BLOCKED, "the account is inactive"));
+    Ok(verified)
+}
+
+impl RbacState {
+    /// The account of a checked token, if the token still speaks for it: same key, account
+    /// there, not changed since, active.
+    ///
+    /// # Errors
+    /// 401201 (key replaced, or issued before a password change), 401206 (account
+    /// deleted), 403201 (inactive).
+    pub(crate) fn account_of(&self, v: &Verified) -> Result<&Account, ScError> {
+        if !self.secret.as_ref().is_some_and(|k| Arc::ptr_eq(k, &v.key)) {
+            return Err(ScError::new(
+                UNAUTHORIZED,
+                "the token was signed with a key this core no longer uses: get a new one",
+            ));
+        }
+        let account = self
+            .accounts
+            .get(&v.sub)
+            .ok_or_else(|| ScError::new(TOKEN_ACCOUNT_DELETED, format!("account {}", v.sub)))?;
+        if v.iat_ms < account.tokens_after_ms {
+            return Err(ScError::new(
+                UNAUTHORIZED,
+                "the token was issued before the account's password changed: get a new one",
+            ));
+        }
+        if account.status == "inactive" {
+            return Err(ScError::new(ACCOUNT_BLOCKED, "the account is inactive"));
+        }
+        Ok(account)
     }
-    Ok((account.name.clone(), account.roles.clone()))
 }
 
 /// The RBAC record keys and values, for `records.rs`'s dispatch.
@@ -835,6 +907,8 @@ pub struct RbacSettings {
     /// The password given to `root` when the store has no root account yet (`None`: not
     /// given; then the store must have one).
     pub root_password: Option<String>,
+    /// A token's lifetime when `POST /v4/token` names none (default [`DEFAULT_TOKEN_TTL`]).
+    pub token_ttl: Duration,
 }
 
 impl std::fmt::Debug for RbacSettings {
@@ -869,6 +943,7 @@ impl RbacSettings {
         }
         Ok(RbacSettings {
             root_password: (!password.is_empty()).then_some(password),
+            token_ttl: DEFAULT_TOKEN_TTL,
         })
     }
 }
@@ -876,6 +951,8 @@ impl RbacSettings {
 /// The RBAC runtime of a core: settings, the lockout table, the hashing limit, the basic
 /// auth cache. Shared by all requests.
 pub struct Guard {
+    pub(crate) token_ttl: Duration,
+    pub(crate) tokens: Mutex<HashMap<String, Verified>>,
     pub(crate) blocker: password::Blocker,
     pub(crate) hashing: tokio::sync::Semaphore,
     pub(crate) basic_cache: Mutex<HashMap<String, ([u8; 32], String)>>,
@@ -883,8 +960,10 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub(crate) fn new() -> Result<Guard, String> {
+    pub(crate) fn new(settings: &RbacSettings) -> Result<Guard, String> {
         Ok(Guard {
+            token_ttl: settings.token_ttl,
+            tokens: Mutex::new(HashMap::new()),
             blocker: password::Blocker::default(),
             hashing: tokio::sync::Semaphore::new(password::MAX_CONCURRENT_HASHES),
             basic_cache: Mutex::new(HashMap::new()),
