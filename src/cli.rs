@@ -190,6 +190,17 @@ pub struct DaemonArgs {
     /// certificate asked for)
     #[arg(long, env = "SYNCER_BUILTIN_TLS_CLIENT_CA_FILE")]
     pub builtin_tls_client_ca_file: Option<PathBuf>,
+    /// Turn on service-center's RBAC in the built-in core (as `syncer servicecenter --rbac`):
+    /// its clients need a token or, on /eureka, basic auth of an account. This daemon logs in
+    /// to it as root with the password of --builtin-rbac-root-password-file, else
+    /// SYNCER_RBAC_ROOT_PASSWORD (also root's first password). With
+    /// --builtin-tls-cert-file it lets --builtin-addr leave loopback. (default: off)
+    #[arg(long, env = "SYNCER_BUILTIN_RBAC")]
+    pub builtin_rbac: bool,
+    /// File whose first line is root's password for --builtin-rbac. (default: none; the
+    /// environment variable)
+    #[arg(long, env = "SYNCER_BUILTIN_RBAC_ROOT_PASSWORD_FILE")]
+    pub builtin_rbac_root_password_file: Option<PathBuf>,
     /// single or cluster; accepted for compatibility with the service-center syncer (any
     /// number of syncers may share a cluster name). (default: single)
     #[arg(long, env = "SYNCER_MODE", value_enum)]

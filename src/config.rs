@@ -115,6 +115,10 @@ pub struct FileConfig {
     pub builtin_tls_key_file: Option<PathBuf>,
     /// As `--builtin-tls-client-ca-file`.
     pub builtin_tls_client_ca_file: Option<PathBuf>,
+    /// As `--builtin-rbac`.
+    pub builtin_rbac: Option<bool>,
+    /// As `--builtin-rbac-root-password-file`.
+    pub builtin_rbac_root_password_file: Option<PathBuf>,
     /// As `--mode`.
     pub mode: Option<Mode>,
     /// As `--cluster-port`.
@@ -280,6 +284,9 @@ pub struct DaemonConfig {
     pub registry_auth: Option<syncer_plugin_servicecenter::Credentials>,
     /// The built-in core over HTTPS (`--builtin-tls-*`); `None`: plain HTTP.
     pub builtin_tls: Option<CoreTlsConfig>,
+    /// service-center's RBAC in the built-in core (`--builtin-rbac`); the daemon logs in to
+    /// its core as root with this password. `None`: off.
+    pub builtin_rbac: Option<crate::servicecenter::rbac::RbacSettings>,
     /// Gossip (UDP) bind address.
     pub bind_addr: SocketAddr,
     /// Gossip address advertised to others, if not the bind address.
@@ -502,6 +509,33 @@ impl DaemonConfig {
                 return Err(invalid("--sc-account", &auth.account, reason));
             }
         }
+        let builtin_rbac = if args.builtin_rbac || file.builtin_rbac.unwrap_or(false) {
+            let file_path = args
+                .builtin_rbac_root_password_file
+                .clone()
+                .or(file.builtin_rbac_root_password_file.take());
+            let settings = crate::servicecenter::rbac::RbacSettings::resolve(file_path.as_deref())
+                .map_err(|e| invalid("--builtin-rbac-root-password-file", "", &e))?;
+            if settings.root_password.is_none() {
+                return Err(invalid(
+                    "--builtin-rbac",
+                    "true",
+                    "the daemon logs in to its core as root: give root's password with \
+                     --builtin-rbac-root-password-file FILE or SYNCER_RBAC_ROOT_PASSWORD",
+                ));
+            }
+            if let RegistryConfig::External { .. } = &registry {
+                return Err(invalid(
+                    "--builtin-rbac",
+                    "true",
+                    "the built-in core runs only without --sc-addr; for a registry with RBAC \
+                     use --sc-account and --sc-password-file",
+                ));
+            }
+            Some(settings)
+        } else {
+            None
+        };
         if let (Some(core_tls), RegistryConfig::External { .. }) = (&builtin_tls, &registry) {
             return Err(invalid(
                 "--builtin-tls-cert-file",
@@ -559,19 +593,21 @@ impl DaemonConfig {
                 }
             }
         }
-        // With client certificates required, the core authenticates its callers.
+        // With client certificates required, or RBAC over HTTPS, the core authenticates its
+        // callers.
         let core_authenticated = builtin_tls
             .as_ref()
-            .is_some_and(|t| t.client_ca_file.is_some());
+            .is_some_and(|t| t.client_ca_file.is_some() || builtin_rbac.is_some());
         if let RegistryConfig::Builtin { listen } = &registry {
             if !insecure && !core_authenticated && !listen.ip().is_loopback() {
                 return Err(invalid(
                     "--builtin-addr",
                     &listen.to_string(),
                     "the built-in service-center authenticates its callers only with client \
-                     certificates: keep it on loopback, set --builtin-tls-cert-file, \
-                     --builtin-tls-key-file and --builtin-tls-client-ca-file, or pass \
-                     --insecure to let anyone who reaches it read and write the registry",
+                     certificates or RBAC over HTTPS: keep it on loopback, set \
+                     --builtin-tls-cert-file and --builtin-tls-key-file with \
+                     --builtin-tls-client-ca-file or --builtin-rbac, or pass --insecure to let \
+                     anyone who reaches it read and write the registry",
                 ));
             }
         }
@@ -606,6 +642,7 @@ impl DaemonConfig {
             registry_tls,
             registry_auth,
             builtin_tls,
+            builtin_rbac,
             bind_addr,
             advertise_addr: args.advertise_addr.or(file.advertise_addr),
             rpc_addr,

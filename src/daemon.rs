@@ -79,6 +79,10 @@ pub enum Error {
     /// The built-in core's TLS files (`--builtin-tls-*`) are unusable.
     #[error("cannot set up the built-in service-center's TLS")]
     CoreTls(#[source] crate::tls::Error),
+    /// The built-in core's RBAC could not be turned on (`--builtin-rbac`), e.g. the root
+    /// password breaks the password rules.
+    #[error("cannot turn the built-in service-center's RBAC on: {0}")]
+    CoreRbac(String),
 }
 
 /// Runs the daemon until `shutdown` is cancelled, then drains within [`SHUTDOWN_GRACE`].
@@ -188,8 +192,11 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                     source,
                 })?;
             let local = listener.local_addr().unwrap_or(*listen);
-            let core = servicecenter::Core::open(config.store.clone()).await?;
+            let mut core = servicecenter::Core::open(config.store.clone()).await?;
             core.set_eureka_self_preservation(config.eureka_self_preservation);
+            if let Some(rbac) = &config.builtin_rbac {
+                core = core.enable_rbac(rbac).await.map_err(Error::CoreRbac)?;
+            }
             local_revision = Some(follow_core_revision(
                 &tracker,
                 core.clone(),
@@ -223,8 +230,19 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             )
         }
     };
-    let plugin =
-        build_plugin_with_tls(kind, endpoints, registry_tls, config.registry_auth.clone())?;
+    // With RBAC in the built-in core, this process logs in to it as root.
+    let auth = match (&config.registry, &config.builtin_rbac) {
+        (RegistryConfig::Builtin { .. }, Some(rbac)) => {
+            rbac.root_password
+                .as_ref()
+                .map(|pw| syncer_plugin_servicecenter::Credentials {
+                    account: servicecenter::rbac::ROOT.to_string(),
+                    password: syncer_plugin_servicecenter::Password::new(pw.clone()),
+                })
+        }
+        _ => config.registry_auth.clone(),
+    };
+    let plugin = build_plugin_with_tls(kind, endpoints, registry_tls, auth)?;
 
     let rpc_listener = TcpListener::bind(config.rpc_addr)
         .await
