@@ -1551,6 +1551,50 @@ mod tests {
     }
 
     #[test]
+    fn builtin_rbac_needs_root_s_password_and_the_built_in_core_and_with_https_leaves_loopback() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "Root-pass-1\n").expect("write");
+        let rbac = |sc_addr: Option<&str>, file: Option<PathBuf>, addr: &str, tls: bool| {
+            DaemonConfig::resolve(DaemonArgs {
+                node: Some("n1".into()),
+                sc_addr: sc_addr.map(str::to_string),
+                builtin_addr: Some(addr.parse().expect("addr")),
+                builtin_rbac: true,
+                builtin_rbac_root_password_file: file,
+                builtin_tls_cert_file: tls.then(|| "/x/cert.pem".into()),
+                builtin_tls_key_file: tls.then(|| "/x/key.pem".into()),
+                ..Default::default()
+            })
+        };
+        let c = rbac(None, Some(pw.clone()), "127.0.0.1:30100", false).expect("valid");
+        let settings = c.builtin_rbac.expect("rbac on");
+        assert_eq!(settings.root_password.as_deref(), Some("Root-pass-1"));
+        assert!(
+            !format!("{settings:?}").contains("Root-pass-1"),
+            "Debug hides it"
+        );
+        let err = rbac(
+            Some("http://127.0.0.1:30100"),
+            Some(pw.clone()),
+            "127.0.0.1:1",
+            false,
+        )
+        .expect_err("no built-in core");
+        assert!(err.to_string().contains("--sc-account"), "{err}");
+        // RBAC over HTTPS authenticates callers: beyond loopback is allowed; over HTTP not.
+        assert!(rbac(None, Some(pw.clone()), "0.0.0.0:30100", true).is_ok());
+        let err = rbac(None, Some(pw), "0.0.0.0:30100", false).expect_err("plain HTTP");
+        assert!(err.to_string().contains("--builtin-addr"), "{err}");
+        if std::env::var_os("SYNCER_RBAC_ROOT_PASSWORD").is_none()
+            && std::env::var_os("SC_INIT_ROOT_PASSWORD").is_none()
+        {
+            let err = rbac(None, None, "127.0.0.1:30100", false).expect_err("no password");
+            assert!(err.to_string().contains("root's password"), "{err}");
+        }
+    }
+
+    #[test]
     fn the_builtin_core_over_https_needs_a_certificate_and_a_key_and_no_sc_addr() {
         let c = DaemonConfig::resolve(DaemonArgs {
             node: Some("n1".into()),
