@@ -3,7 +3,12 @@
 //! ```sh
 //! cargo bench --bench servicecenter                 # 10,000 services x 10 instances
 //! cargo bench --bench servicecenter -- --services 1000 --secs 5 --stores embedded
+//! cargo bench --bench servicecenter -- --stores embedded --rbac off,on
 //! ```
+//!
+//! `--rbac off,on` (the default) measures each store twice: without RBAC, and with
+//! `--rbac` where every request carries `Authorization: Bearer` of a root token (the
+//! guard verifies the token's signature and the account's roles on each request).
 //!
 //! For each target, in one run: a minimal hyper server that answers 200 with nothing (the
 //! ceiling), `syncer servicecenter` on the embedded store, and on etcd (a real `etcd`
@@ -43,6 +48,8 @@ struct Settings {
     stores: Vec<String>,
     /// The project in `/v4/{project}/...` (domain `default`).
     project: String,
+    /// RBAC settings to measure: `off`, `on`.
+    rbac: Vec<String>,
 }
 
 fn settings() -> Settings {
@@ -53,6 +60,7 @@ fn settings() -> Settings {
         secs: 10,
         stores: vec!["embedded".into(), "etcd".into()],
         project: "default".into(),
+        rbac: vec!["off".into(), "on".into()],
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -65,6 +73,7 @@ fn settings() -> Settings {
             "--secs" => s.secs = val().parse().expect("--secs N"),
             "--stores" => s.stores = val().split(',').map(str::to_owned).collect(),
             "--project" => s.project = val(),
+            "--rbac" => s.rbac = val().split(',').map(str::to_owned).collect(),
             _ => {} // cargo passes --bench
         }
     }
@@ -76,6 +85,8 @@ struct Server {
     name: String,
     child: Child,
     addr: SocketAddr,
+    /// `Authorization` header value sent with every request (RBAC on).
+    auth: Option<Arc<str>>,
 }
 
 impl Drop for Server {
@@ -140,10 +151,15 @@ async fn ceiling_server(addr: SocketAddr) {
 struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     host: String,
+    auth: Option<Arc<str>>,
 }
 
 impl Conn {
     async fn open(addr: SocketAddr) -> Conn {
+        Conn::open_as(addr, None).await
+    }
+
+    async fn open_as(addr: SocketAddr, auth: Option<Arc<str>>) -> Conn {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -153,6 +169,7 @@ impl Conn {
         Conn {
             sender,
             host: addr.to_string(),
+            auth,
         }
     }
 
@@ -168,6 +185,9 @@ impl Conn {
             .header("host", &self.host);
         if body.is_some() {
             req = req.header("content-type", "application/json");
+        }
+        if let Some(auth) = &self.auth {
+            req = req.header("authorization", &**auth);
         }
         let req = req
             .body(Full::new(body.map(Bytes::from).unwrap_or_default()))
@@ -190,7 +210,13 @@ struct Figures {
 }
 
 /// Runs `connections` workers for `secs`; `request(worker, n)` names each request.
-async fn load<F>(addr: SocketAddr, connections: usize, secs: u64, request: F) -> Figures
+async fn load<F>(
+    addr: SocketAddr,
+    auth: Option<Arc<str>>,
+    connections: usize,
+    secs: u64,
+    request: F,
+) -> Figures
 where
     F: Fn(usize, u64) -> (Method, String) + Send + Sync + 'static,
 {
@@ -200,8 +226,9 @@ where
     let mut workers = Vec::new();
     for w in 0..connections {
         let (request, stop, errors) = (request.clone(), stop.clone(), errors.clone());
+        let auth = auth.clone();
         workers.push(tokio::spawn(async move {
-            let mut conn = Conn::open(addr).await;
+            let mut conn = Conn::open_as(addr, auth).await;
             let mut lat = Vec::with_capacity(100_000);
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -267,7 +294,11 @@ async fn wait_ready(addr: SocketAddr, path: &str, what: &str) {
 
 /// Creates the services and registers the instances over `connections` connections.
 /// Returns the serviceIds (index = service number) and the setup time.
-async fn setup(addr: SocketAddr, s: &Settings) -> (Arc<Vec<String>>, Duration) {
+async fn setup(
+    addr: SocketAddr,
+    auth: Option<Arc<str>>,
+    s: &Settings,
+) -> (Arc<Vec<String>>, Duration) {
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let ids = Arc::new(std::sync::Mutex::new(vec![String::new(); s.services]));
@@ -275,8 +306,9 @@ async fn setup(addr: SocketAddr, s: &Settings) -> (Arc<Vec<String>>, Duration) {
     for _ in 0..s.connections {
         let (next, ids, services, instances) = (next.clone(), ids.clone(), s.services, s.instances);
         let project = s.project.clone();
+        let auth = auth.clone();
         workers.push(tokio::spawn(async move {
-            let mut conn = Conn::open(addr).await;
+            let mut conn = Conn::open_as(addr, auth).await;
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= services {
@@ -334,7 +366,7 @@ async fn measure(server: &Server, s: &Settings, ceiling: bool) -> Row {
     let (ids, setup_time) = if ceiling {
         (Arc::new(vec!["0".repeat(40); s.services]), None)
     } else {
-        let (ids, t) = setup(server.addr, s).await;
+        let (ids, t) = setup(server.addr, server.auth.clone(), s).await;
         eprintln!(
             "  {}: setup of {} services x {} instances took {:.1} s",
             server.name,
@@ -347,26 +379,39 @@ async fn measure(server: &Server, s: &Settings, ceiling: bool) -> Row {
     let (services, instances) = (s.services, s.instances);
     let hb_ids = ids.clone();
     let (p1, p2) = (s.project.clone(), s.project.clone());
-    let heartbeat = load(server.addr, s.connections, s.secs, move |w, n| {
-        let i = pick(w, n, services * instances);
-        let (svc, k) = (i / instances, i % instances);
-        (
-            Method::PUT,
-            format!(
-                "/v4/{p1}/registry/microservices/{}/instances/i{svc}-{k}/heartbeat",
-                hb_ids[svc]
-            ),
-        )
-    })
+    let heartbeat = load(
+        server.addr,
+        server.auth.clone(),
+        s.connections,
+        s.secs,
+        move |w, n| {
+            let i = pick(w, n, services * instances);
+            let (svc, k) = (i / instances, i % instances);
+            (
+                Method::PUT,
+                format!(
+                    "/v4/{p1}/registry/microservices/{}/instances/i{svc}-{k}/heartbeat",
+                    hb_ids[svc]
+                ),
+            )
+        },
+    )
     .await;
-    let find = load(server.addr, s.connections, s.secs, move |w, n| {
-        let svc = pick(w, n ^ 0x5555, services);
-        (
+    let find =
+        load(
+            server.addr,
+            server.auth.clone(),
+            s.connections,
+            s.secs,
+            move |w, n| {
+                let svc = pick(w, n ^ 0x5555, services);
+                (
             Method::GET,
             format!("/v4/{p2}/registry/instances?appId=bench&serviceName=svc-{svc}&version=latest"),
         )
-    })
-    .await;
+            },
+        )
+        .await;
     Row {
         target: server.name.clone(),
         setup: setup_time,
@@ -374,6 +419,24 @@ async fn measure(server: &Server, s: &Settings, ceiling: bool) -> Row {
         find,
         rss_mb: server.peak_rss_mb(),
     }
+}
+
+/// `Bearer <token>` of root (password `Bench-root-1`), valid for 24 h.
+async fn root_token(addr: SocketAddr) -> Arc<str> {
+    let mut c = Conn::open(addr).await;
+    let (st, body) = c
+        .call(
+            Method::POST,
+            "/v4/token",
+            Some(
+                r#"{"name":"root","password":"Bench-root-1","tokenExpirationTime":"24h"}"#
+                    .to_string(),
+            ),
+        )
+        .await;
+    assert!(st.is_success(), "login: {st} {body:?}");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    format!("Bearer {}", v["token"].as_str().unwrap()).into()
 }
 
 fn syncer_bin() -> PathBuf {
@@ -434,23 +497,41 @@ fn main() {
             &tmp.path().join("ceiling.log"),
         ),
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        auth: None,
     };
     rt.block_on(wait_ready(ceiling.addr, "/", "ceiling"));
     rows.push(rt.block_on(measure(&ceiling, &s, true)));
     drop(ceiling);
 
     let mut etcd = None;
-    for store in &s.stores {
+    let root_password = tmp.path().join("root-password");
+    std::fs::write(&root_password, "Bench-root-1\n").unwrap();
+    let runs: Vec<(&String, bool)> = s
+        .stores
+        .iter()
+        .flat_map(|store| s.rbac.iter().map(move |r| (store, r == "on")))
+        .collect();
+    for (run, (store, rbac)) in runs.into_iter().enumerate() {
         let port = free_port();
         let mut args = vec![
             "servicecenter".to_string(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
         ];
+        if rbac {
+            args.push("--rbac".into());
+            args.push("--rbac-root-password-file".into());
+            args.push(root_password.to_string_lossy().into_owned());
+        }
         match store.as_str() {
             "embedded" => {
                 args.push("--data-dir".into());
-                args.push(tmp.path().join("data").to_string_lossy().into_owned());
+                args.push(
+                    tmp.path()
+                        .join(format!("data-{run}"))
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
             "etcd" => {
                 let e =
@@ -461,21 +542,28 @@ fn main() {
             }
             other => panic!("unknown store {other}"),
         }
-        let server = Server {
-            name: format!("syncer servicecenter, {store}"),
+        let mut server = Server {
+            name: format!(
+                "syncer servicecenter, {store}, RBAC {}",
+                if rbac { "on" } else { "off" }
+            ),
             child: spawn(
                 store,
                 &syncer_bin(),
                 &args,
-                &tmp.path().join(format!("{store}.log")),
+                &tmp.path().join(format!("{store}-{run}.log")),
             ),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            auth: None,
         };
         rt.block_on(wait_ready(
             server.addr,
             "/v4/default/registry/version",
             store,
         ));
+        if rbac {
+            server.auth = Some(rt.block_on(root_token(server.addr)));
+        }
         rows.push(rt.block_on(measure(&server, &s, false)));
         drop(server);
         // Stopped (and its process reaped) when dropped.
