@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{eventually, free_tcp_port, Etcd, Proc};
+use support::{eventually, free_tcp_port, python_with_eureka_client, test_file, Etcd, Proc};
 
 const ROOT_PW: &str = "Root-pass-1";
 const ALICE_PW: &str = "Alice-pass-1";
@@ -453,4 +453,94 @@ async fn two_cores_on_one_etcd_share_accounts_and_accept_each_others_tokens() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "core B accepts core A's token");
+}
+
+/// py-eureka-client (unmodified, PyPI) with `user:password@` in its server URL, as Spring
+/// Cloud's Eureka security has it: it registers, heartbeats and fetches the registry through
+/// basic auth; with a wrong password its instance never appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn py_eureka_client_works_through_basic_auth_and_is_refused_with_a_wrong_password() {
+    let python = python_with_eureka_client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = password_file(dir.path(), ROOT_PW);
+    let data = dir.path().join("data");
+    let (core, base) = start_core(
+        dir.path(),
+        "core",
+        &pw,
+        &["--data-dir", data.to_str().expect("utf-8")],
+    )
+    .await;
+    let root = token(&base, "root", ROOT_PW).await;
+    let (s, b) = call(
+        reqwest::Method::POST,
+        &format!("{base}/v4/accounts"),
+        Some(&root),
+        Some(json!({"name": "app", "password": ALICE_PW, "roles": ["developer"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let host = base.trim_start_matches("http://");
+    // The wrong password is another account's: three failures block that account (from this
+    // address), not the good client's.
+    let client = |name: &str, app: &str, user: &str, pw: &str| {
+        Proc::spawn(
+            dir.path(),
+            name,
+            &python,
+            &[test_file("clients/py_account_server.py")
+                .to_string_lossy()
+                .into_owned()],
+            &[
+                ("EUREKA_URL", format!("http://{user}:{pw}@{host}/eureka")),
+                ("APP_NAME", app.to_string()),
+                ("APP_PORT", "9090".to_string()),
+                ("INTERVAL", "1".to_string()),
+            ],
+        )
+    };
+    let good = client("py-good", "good-app", "app", ALICE_PW);
+    let bad = client("py-bad", "bad-app", "intruder", "Wrong-pass-1");
+    let http = http();
+    eventually(
+        Duration::from_secs(30),
+        "py-eureka-client's instance is registered and seen by the client itself",
+        &[&core, &good],
+        || async {
+            let r = http
+                .get(format!("{base}/eureka/apps/GOOD-APP"))
+                .bearer_auth(&root)
+                .header("Accept", "application/json")
+                .send()
+                .await
+                .ok()?;
+            let v: Value = r.json().await.ok()?;
+            let registered = v["application"]["instance"]
+                .as_array()
+                .is_some_and(|i| !i.is_empty());
+            let log = std::fs::read_to_string(&good.log).unwrap_or_default();
+            (registered && log.contains("seen ")).then_some(())
+        },
+    )
+    .await;
+    let r = http
+        .get(format!("{base}/eureka/apps/BAD-APP"))
+        .bearer_auth(&root)
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .expect("bad app");
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "a client with a wrong password registers nothing"
+    );
+    drop(bad);
+    let log = std::fs::read_to_string(&core.log).expect("log");
+    assert!(!log.contains(ALICE_PW) && !log.contains("Wrong-pass-1"));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("wrong user name or password") && l.contains("intruder")),
+        "the refusal is logged with the account name"
+    );
 }
