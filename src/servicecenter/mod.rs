@@ -25,6 +25,7 @@ pub mod error;
 pub mod eureka;
 pub mod eureka_registry;
 pub mod govern;
+mod persist;
 pub mod rbac;
 pub mod records;
 pub mod registry;
@@ -83,7 +84,7 @@ impl Core {
             rbac: None,
         };
         if let Some(backend) = &core.store {
-            store::restore(&core, backend).await?;
+            persist::restore(&core, backend).await?;
         }
         Ok(core)
     }
@@ -112,7 +113,7 @@ impl Core {
     /// The store's error; the changes stay noted for the next attempt.
     pub async fn flush(&self) -> Result<(), store::StoreError> {
         match &self.store {
-            Some(backend) => store::flush(self, backend, true).await.map(|_| ()),
+            Some(backend) => persist::flush(self, backend, true).await.map(|_| ()),
             None => Ok(()),
         }
     }
@@ -148,6 +149,46 @@ impl Core {
     /// Turns Eureka self-preservation on or off (off by default; `eureka_registry.rs`).
     pub fn set_eureka_self_preservation(&self, on: bool) {
         self.lock().eureka.set_self_preservation(on);
+    }
+
+    /// Runs the core's background tasks until `shutdown`, through one tracker: the store
+    /// writer (which writes what is left when stopped), the etcd watch (with etcd), and
+    /// lease expiry every [`EXPIRY_CHECK_INTERVAL`] (without etcd: etcd expires leases
+    /// itself). Returns when all have stopped. [`serve`] runs it for as long as it serves.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tasks = tokio_util::task::TaskTracker::new();
+        if let Some(backend) = self.store.clone() {
+            if let store::Backend::Etcd(etcd) = &*backend {
+                tasks.spawn(persist::follow_etcd(
+                    self.clone(),
+                    (**etcd).clone(),
+                    shutdown.clone(),
+                ));
+            }
+            tasks.spawn(persist::run_writer(self.clone(), backend, shutdown.clone()));
+        }
+        let local_expiry = self
+            .store
+            .as_ref()
+            .is_none_or(|b| b.expires_leases_locally());
+        let core = self;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick(), if local_expiry => {
+                        let n = core.expire_leases();
+                        if n > 0 {
+                            tracing::debug!(expired = n, "instance leases expired");
+                        }
+                    }
+                }
+            }
+        });
+        tasks.close();
+        tasks.wait().await;
     }
 }
 
@@ -204,50 +245,10 @@ pub async fn serve_tls(
         ));
     }
     reload.close();
-    let mut watch = None;
-    let mut writer = None;
-    if let Some(backend) = core.store.clone() {
-        if let store::Backend::Etcd(etcd) = &*backend {
-            watch = Some(tokio::spawn(store::etcd::run_watch(
-                core.clone(),
-                (**etcd).clone(),
-                stop.clone(),
-            )));
-        }
-        // Its own token, cancelled after the HTTP server stopped: the last requests'
-        // changes are written too.
-        let writer_stop = CancellationToken::new();
-        let task = tokio::spawn(store::run_writer(
-            core.clone(),
-            backend,
-            writer_stop.clone(),
-        ));
-        writer = Some((writer_stop, task));
-    }
-    // With etcd, etcd expires leases (and every core sees it through the watch).
-    let local_expiry = core
-        .store
-        .as_ref()
-        .is_none_or(|b| b.expires_leases_locally());
-    let expiry = {
-        let core = core.clone();
-        let shutdown = stop.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tick.tick(), if local_expiry => {
-                        let n = core.expire_leases();
-                        if n > 0 {
-                            tracing::debug!(expired = n, "instance leases expired");
-                        }
-                    }
-                }
-            }
-        })
-    };
+    // The store writer, the etcd watch and lease expiry; stopped after the HTTP server, so
+    // the last requests' changes are written too.
+    let background_stop = CancellationToken::new();
+    let background = tokio::spawn(core.clone().run(background_stop.clone()));
     let result = match tls {
         Some(tls) => {
             let listener = tls::TlsListener::new(listener, tls, stop.clone())?;
@@ -277,14 +278,8 @@ pub async fn serve_tls(
     };
     stop.cancel();
     reload.wait().await;
-    let _ = expiry.await;
-    if let Some((writer_stop, task)) = writer {
-        writer_stop.cancel();
-        let _ = task.await;
-    }
-    if let Some(task) = watch {
-        let _ = task.await;
-    }
+    background_stop.cancel();
+    let _ = background.await;
     tracing::info!(%addr, "service-center core stopped");
     result
 }

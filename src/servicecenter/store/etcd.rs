@@ -7,13 +7,14 @@
 //!   keep-alive of that lease (renewals of one instance are merged per
 //!   [`super::LEASE_WRITE_INTERVAL`]); unregistering revokes it. etcd's expiry deletes both
 //!   keys, which every core sees through its watch.
-//! - `run_watch` follows `/cse-sr/` from the revision of the initial load and applies each
-//!   event to the core's cache (`Registry::apply_stored`), so a write at one core is
-//!   visible at the others within milliseconds. A broken or compacted watch reloads
+//! - [`EtcdStore::run_watch`] follows `/cse-sr/` from the revision of the initial load and
+//!   hands each batch of events to the core (`persist.rs` applies them with
+//!   `Registry::apply_stored`), so a write at one core is visible at the others within
+//!   milliseconds. A broken or compacted watch reloads
 //!   everything and starts again.
 //! - The core does not expire leases itself on this store (etcd does).
 //! - The watch also brings back this core's own writes. Those echoes are not applied when
-//!   they are stale ([`OwnWrites`]): a key with a local change not yet written, or being
+//!   they are stale (`OwnWrites`): a key with a local change not yet written, or being
 //!   written, or whose own last write is newer than the event. Without this, an instance
 //!   registered and unregistered within one write interval came back for a moment when the
 //!   echo of its registration arrived after the local unregister.
@@ -21,7 +22,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::{
     Client, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions, WatchOptions,
@@ -31,7 +32,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::keys::{self, Parsed};
 use super::{Adaptor, Snapshot, StoreError, Write};
-use crate::servicecenter::Core;
 
 /// Requests in flight per batch.
 const CONCURRENCY: usize = 64;
@@ -346,104 +346,109 @@ impl Adaptor for EtcdStore {
     }
 }
 
-/// Follows `/cse-sr/` and applies every event to `core`'s cache until `shutdown`.
-pub(crate) async fn run_watch(core: Core, store: EtcdStore, shutdown: CancellationToken) {
-    let mut next = store.loaded_revision.load(Ordering::SeqCst) + 1;
-    loop {
-        let opened = store
-            .client
-            .watch_client()
-            .watch(
-                keys::ROOT,
-                Some(WatchOptions::new().with_prefix().with_start_revision(next)),
-            )
-            .await;
-        let mut reload = false;
-        match opened {
-            Err(e) => tracing::warn!(error = %e, "etcd watch failed to open"),
-            Ok(mut watch) => loop {
-                let msg = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    m = watch.message() => m,
-                };
-                match msg {
-                    Ok(Some(resp)) => {
-                        if resp.canceled() {
-                            tracing::warn!(
-                                compact_revision = resp.compact_revision(),
-                                reason = resp.cancel_reason(),
-                                "etcd watch cancelled; reloading"
-                            );
-                            reload = resp.compact_revision() > 0;
+/// What the watch hands to the core ([`EtcdStore::run_watch`]).
+pub(crate) enum Followed<'a> {
+    /// Other cores' writes, in order: (key, value; `None` = deleted). This core's stale
+    /// echoes and lease keys are already handled here.
+    Events(&'a [(&'a str, Option<&'a [u8]>)]),
+    /// Everything, after a compacted watch: apply it and drop what is not in it.
+    Reload(&'a Snapshot),
+}
+
+impl EtcdStore {
+    /// Follows `/cse-sr/` from the revision of the initial load and hands every batch of
+    /// events to `apply` until `shutdown`. A broken watch is opened again after
+    /// [`WATCH_RETRY`]; a compacted one reloads everything first.
+    pub(crate) async fn run_watch(
+        &self,
+        shutdown: CancellationToken,
+        mut apply: impl FnMut(Followed<'_>) + Send,
+    ) {
+        let mut next = self.loaded_revision.load(Ordering::SeqCst) + 1;
+        loop {
+            let opened = self
+                .client
+                .watch_client()
+                .watch(
+                    keys::ROOT,
+                    Some(WatchOptions::new().with_prefix().with_start_revision(next)),
+                )
+                .await;
+            let mut reload = false;
+            match opened {
+                Err(e) => tracing::warn!(error = %e, "etcd watch failed to open"),
+                Ok(mut watch) => loop {
+                    let msg = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        m = watch.message() => m,
+                    };
+                    match msg {
+                        Ok(Some(resp)) => {
+                            if resp.canceled() {
+                                tracing::warn!(
+                                    compact_revision = resp.compact_revision(),
+                                    reason = resp.cancel_reason(),
+                                    "etcd watch cancelled; reloading"
+                                );
+                                reload = resp.compact_revision() > 0;
+                                break;
+                            }
+                            next = next.max(self.events(resp.events(), &mut apply) + 1);
+                        }
+                        Ok(None) => {
+                            tracing::warn!("etcd watch ended");
                             break;
                         }
-                        next = next.max(apply_events(&core, &store, resp.events()) + 1);
+                        Err(e) => {
+                            tracing::warn!(error = %e, "etcd watch failed");
+                            break;
+                        }
                     }
-                    Ok(None) => {
-                        tracing::warn!("etcd watch ended");
-                        break;
+                },
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(WATCH_RETRY) => {}
+            }
+            if reload {
+                match self.load().await {
+                    Ok(snapshot) => {
+                        apply(Followed::Reload(&snapshot));
+                        next = self.loaded_revision.load(Ordering::SeqCst) + 1;
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "etcd watch failed");
-                        break;
-                    }
+                    Err(e) => tracing::warn!(error = %e, "etcd reload failed"),
                 }
-            },
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(WATCH_RETRY) => {}
-        }
-        if reload {
-            match resync(&core, &store).await {
-                Ok(rev) => next = rev + 1,
-                Err(e) => tracing::warn!(error = %e, "etcd reload failed"),
             }
         }
     }
-}
 
-/// Applies watch events; returns the highest revision seen.
-fn apply_events(core: &Core, store: &EtcdStore, events: &[etcd_client::Event]) -> i64 {
-    let now = Instant::now();
-    let now_ms = crate::servicecenter::registry::now_ms();
-    let mut top = 0;
-    let mut reg = None;
-    for ev in events {
-        let Some(kv) = ev.kv() else { continue };
-        top = top.max(kv.mod_revision());
-        let Ok(key) = kv.key_str() else { continue };
-        let value = match ev.event_type() {
-            EventType::Put => Some(kv.value()),
-            EventType::Delete => None,
-        };
-        if store.own().superseded(key, kv.mod_revision()) {
-            tracing::trace!(key, revision = kv.mod_revision(), "stale echo skipped");
-            continue;
+    /// Hands one response's events to `apply` (without stale echoes; lease keys noted
+    /// here); returns the highest revision seen.
+    fn events(&self, events: &[etcd_client::Event], apply: &mut impl FnMut(Followed<'_>)) -> i64 {
+        let mut top = 0;
+        let mut batch: Vec<(&str, Option<&[u8]>)> = Vec::with_capacity(events.len());
+        for ev in events {
+            let Some(kv) = ev.kv() else { continue };
+            top = top.max(kv.mod_revision());
+            let Ok(key) = kv.key_str() else { continue };
+            let value = match ev.event_type() {
+                EventType::Put => Some(kv.value()),
+                EventType::Delete => None,
+            };
+            if self.own().superseded(key, kv.mod_revision()) {
+                tracing::trace!(key, revision = kv.mod_revision(), "stale echo skipped");
+                continue;
+            }
+            if let Parsed::Lease { .. } = keys::parse(key) {
+                self.note_lease(key, value);
+                continue;
+            }
+            batch.push((key, value));
         }
-        if let Parsed::Lease { .. } = keys::parse(key) {
-            store.note_lease(key, value);
-            continue;
+        if !batch.is_empty() {
+            apply(Followed::Events(&batch));
         }
-        let reg = reg.get_or_insert_with(|| core.lock());
-        // A local change not written yet is newer than anything the watch brings.
-        if reg.journal.pending(key) {
-            tracing::trace!(key, "event of a key with an unwritten change skipped");
-            continue;
-        }
-        reg.apply_stored(key, value, now, now_ms);
+        self.own().seen(top);
+        top
     }
-    store.own().seen(top);
-    top
-}
-
-/// Reloads everything after a compacted watch: applies every record and removes what
-/// etcd no longer has. Returns the revision loaded.
-async fn resync(core: &Core, store: &EtcdStore) -> Result<i64, StoreError> {
-    let snapshot = store.load().await?;
-    let now = Instant::now();
-    let now_ms = crate::servicecenter::registry::now_ms();
-    let mut reg = core.lock();
-    reg.retain_stored(&snapshot.records, now, now_ms);
-    Ok(store.loaded_revision.load(Ordering::SeqCst))
 }

@@ -15,12 +15,12 @@
 //! # The journal
 //!
 //! Mutating registry operations do no I/O. They note *what* changed in the registry's
-//! [`Journal`] (a set of [`Mark`]s, deduplicated); a writer task (`run_writer`) takes the
+//! [`Journal`] (a set of [`Mark`]s, deduplicated); a writer task (`persist.rs`, run by `Core::run`) takes the
 //! marks every [`WRITE_INTERVAL`], reads the records' *current* values under the lock
 //! (`Registry::take_writes`) and hands one batch of [`Write`]s to the adaptor (one redb
 //! transaction, one fsync). Heartbeats only note a renewal; renewed deadlines are written
 //! every [`LEASE_WRITE_INTERVAL`], so a heartbeat-heavy load is never fsync-bound. A failed
-//! batch puts its marks back and is retried. Shutdown ([`super::serve`] returning) writes
+//! batch puts its marks back and is retried. Shutdown (`Core::run` returning) writes
 //! what is left. The price: an acknowledged change can be lost if the process dies within
 //! [`WRITE_INTERVAL`] (plus the write), and a renewal within [`LEASE_WRITE_INTERVAL`].
 //!
@@ -34,6 +34,9 @@
 //!    gone) and to `Registry::apply_stored` (bytes → the in-memory record, at load and for
 //!    etcd watch events).
 //!
+//! A store only sees records (keys and bytes): loading, writing a batch, and (etcd) handing
+//! watched records over; applying them to the registry is `persist.rs`'s, one layer up.
+//!
 //! Main types: [`StoreConfig`], [`Adaptor`] (implemented by [`embedded::Embedded`] and
 //! [`etcd::EtcdStore`]), [`Journal`], [`Write`].
 
@@ -44,19 +47,14 @@ pub mod keys;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use tokio_util::sync::CancellationToken;
-
-use super::Core;
+use std::time::Duration;
 
 /// How often changed records are written (the batching window).
 pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
 /// How often renewed lease deadlines are written.
 pub const LEASE_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause after a failed write before the next attempt.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Where the built-in core keeps its registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -389,153 +387,4 @@ impl Backend {
             Backend::Etcd(s) => s.write(batch).await,
         }
     }
-}
-
-/// Loads a snapshot into `core`'s empty registry. Instances whose lease ended (embedded
-/// store: by the stored wall-clock deadline) are left out and their keys deleted.
-pub(crate) async fn restore(core: &Core, backend: &Backend) -> Result<(), StoreError> {
-    let snapshot = backend.load().await?;
-    let local_leases = backend.expires_leases_locally();
-    let now = Instant::now();
-    let now_ms = super::registry::now_ms();
-    let leases: HashMap<&str, &[u8]> = snapshot
-        .records
-        .iter()
-        .filter(|(k, _)| matches!(keys::parse(k), keys::Parsed::Lease { .. }))
-        .map(|(k, v)| (k.as_str(), v.as_slice()))
-        .collect();
-    let mut stale = Vec::new();
-    let (mut services, mut instances) = (0usize, 0usize);
-    {
-        let mut reg = core.lock();
-        // Services first: instance keys sort before service keys.
-        for (key, value) in &snapshot.records {
-            if let keys::Parsed::Service { .. } = keys::parse(key) {
-                if reg.apply_stored(key, Some(value), now, now_ms) {
-                    services += 1;
-                }
-            }
-        }
-        for (key, value) in &snapshot.records {
-            match keys::parse(key) {
-                keys::Parsed::Instance {
-                    domain,
-                    project,
-                    service_id,
-                    instance_id,
-                } => {
-                    let lease_key = keys::lease(domain, project, service_id, instance_id);
-                    // Embedded: the stored deadline; etcd: etcd expires it, a full lease here.
-                    let remaining = if local_leases {
-                        leases
-                            .get(lease_key.as_str())
-                            .and_then(|v| serde_json::from_slice::<keys::LeaseRecord>(v).ok())
-                            .and_then(|l| u64::try_from(l.deadline_ms - now_ms).ok())
-                            .filter(|ms| *ms > 0)
-                            .map(|ms| Some(Duration::from_millis(ms)))
-                    } else {
-                        Some(None)
-                    };
-                    let restored = match remaining {
-                        Some(left) => reg.restore_instance(
-                            domain,
-                            project,
-                            service_id,
-                            instance_id,
-                            value,
-                            left,
-                            now,
-                        ),
-                        None => false,
-                    };
-                    if restored {
-                        instances += 1;
-                    } else {
-                        stale.push(Write::Delete { key: key.clone() });
-                        stale.push(Write::Delete { key: lease_key });
-                    }
-                }
-                keys::Parsed::Service { .. } | keys::Parsed::Index | keys::Parsed::Lease { .. } => {
-                }
-                keys::Parsed::Other => {
-                    reg.apply_stored(key, Some(value), now, now_ms);
-                }
-            }
-        }
-        reg.journal.enable();
-    }
-    tracing::info!(
-        services,
-        instances,
-        dropped = stale.len() / 2,
-        "registry loaded from the store"
-    );
-    if !stale.is_empty() {
-        backend.write(stale).await?;
-    }
-    Ok(())
-}
-
-/// Writes the journal's changes (and renewals when `leases`) as one batch; on failure the
-/// marks go back into the journal. Returns the number of writes.
-pub(crate) async fn flush(
-    core: &Core,
-    backend: &Backend,
-    leases: bool,
-) -> Result<usize, StoreError> {
-    let (batch, taken) = {
-        let mut reg = core.lock();
-        if reg.journal.is_empty(leases) {
-            return Ok(0);
-        }
-        let (batch, taken) = reg.take_writes(leases);
-        if let Backend::Etcd(s) = backend {
-            s.begin(&batch);
-        }
-        (batch, taken)
-    };
-    let n = batch.len();
-    if n == 0 {
-        return Ok(0);
-    }
-    tracing::trace!(writes = n, leases, "writing a batch to the store");
-    match backend.write(batch).await {
-        Ok(()) => Ok(n),
-        Err(e) => {
-            core.lock().journal.restore(taken);
-            Err(e)
-        }
-    }
-}
-
-/// The writer task: flushes every [`WRITE_INTERVAL`] (renewals every
-/// [`LEASE_WRITE_INTERVAL`]) until `shutdown`, then writes what is left.
-pub(crate) async fn run_writer(core: Core, backend: Arc<Backend>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(WRITE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_leases = Instant::now();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let leases = last_leases.elapsed() >= LEASE_WRITE_INTERVAL;
-        if leases {
-            last_leases = Instant::now();
-        }
-        if let Err(e) = flush(&core, &backend, leases).await {
-            tracing::warn!(error = %e, "store write failed; retrying");
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(RETRY_PAUSE) => {}
-            }
-        }
-    }
-    for _ in 0..3 {
-        match flush(&core, &backend, true).await {
-            Ok(_) => return,
-            Err(e) => tracing::warn!(error = %e, "final store write failed"),
-        }
-    }
-    tracing::error!("changes since the last store write are lost");
 }
