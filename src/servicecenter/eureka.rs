@@ -25,7 +25,7 @@
 //! option) holds them back.
 //!
 //! Registry semantics (eureka-notes §5, §6): the status override rules
-//! ([`effective_status`]) on every register and renew; `versions__delta` and the 180 s
+//! (`effective_status`) on every register and renew; `versions__delta` and the 180 s
 //! recently-changed queue in `eureka_registry.rs`; `apps__hashcode` over the whole registry
 //! for `/apps` and `/apps/delta` (cut under the same lock as the delta), over the matches
 //! for VIP reads.

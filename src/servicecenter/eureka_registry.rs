@@ -5,11 +5,11 @@
 //!
 //! Where it sits: every instance mutation of the registry, whichever API made it (Eureka,
 //! service-center v4, lease expiry, the store), notes the instance here
-//! ([`EurekaState::touch`], or [`EurekaState::removed`] with its last record); the registry
+//! (`EurekaState::touch`, or `EurekaState::removed` with its last record); the registry
 //! does so at its few mutation points (`registry.rs`, `eureka_touch`/`eureka_gone`). At the
 //! next delta sync (`eureka.rs`: every second, and before each Eureka read) only those
 //! instances are looked at: each whose fingerprint changed becomes a delta entry
-//! ([`EurekaState::track`]). So a change costs O(1) under the registry lock and a sync
+//! (`EurekaState::track`). So a change costs O(1) under the registry lock and a sync
 //! O(instances changed), whatever the registry size; `apps__hashcode` comes from per-status
 //! counters kept with the fingerprints, and the delta's views are built when it is read, for
 //! the queued instances only (a removed instance keeps the view it had when removed).

@@ -153,7 +153,7 @@ impl Core {
 
     /// Runs the core's background tasks until `shutdown`, through one tracker: the store
     /// writer (which writes what is left when stopped), the etcd watch (with etcd), and
-    /// lease expiry every [`EXPIRY_CHECK_INTERVAL`] (without etcd: etcd expires leases
+    /// lease expiry every `EXPIRY_CHECK_INTERVAL` (without etcd: etcd expires leases
     /// itself). Returns when all have stopped. [`serve`] runs it for as long as it serves.
     pub async fn run(self, shutdown: CancellationToken) {
         let tasks = tokio_util::task::TaskTracker::new();

@@ -849,7 +849,7 @@ impl Plugin for ServiceCenterPlugin {
         }
     }
 
-    /// Up to [`BATCH_REGISTER`] services of one tenant per request (the built-in core's
+    /// Up to `BATCH_REGISTER` (1000) services of one tenant per request (the built-in core's
     /// batch, `services` part), cached like [`Plugin::ensure_service`]'s; a refused item
     /// (e.g. 400010, its chosen id taken) is an error: ensure it alone.
     async fn ensure_services(&self, services: &[&Service]) -> Result<Option<Vec<Result<String>>>> {
@@ -892,7 +892,7 @@ impl Plugin for ServiceCenterPlugin {
         Ok(Some(answered(results)))
     }
 
-    /// Up to [`BATCH_REGISTER`] items of one tenant per request, tenants in turn. An item
+    /// Up to `BATCH_REGISTER` (1000) items of one tenant per request, tenants in turn. An item
     /// whose service is gone (400012) is `NotFound`: register it alone, which recreates it.
     async fn register_batch(
         &self,
@@ -940,7 +940,7 @@ impl Plugin for ServiceCenterPlugin {
     }
 
     /// `PUT /v4/{project}/registry/heartbeats` (service-center's batch heartbeat), up to
-    /// [`BATCH_REGISTER`] items of one tenant per request. 200: all renewed; 400017 names
+    /// `BATCH_REGISTER` (1000) items of one tenant per request. 200: all renewed; 400017 names
     /// the unknown ones in its detail (`heartbeat failed for sid/iid,...`, the built-in
     /// core's wording): those are `NotFound`, the rest renewed. Another answer fails the
     /// request's items (`Rejected`): the caller heartbeats them one by one.

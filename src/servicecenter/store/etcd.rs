@@ -7,7 +7,7 @@
 //!   keep-alive of that lease (renewals of one instance are merged per
 //!   [`super::LEASE_WRITE_INTERVAL`]); unregistering revokes it. etcd's expiry deletes both
 //!   keys, which every core sees through its watch.
-//! - [`EtcdStore::run_watch`] follows `/cse-sr/` from the revision of the initial load and
+//! - `EtcdStore::run_watch` follows `/cse-sr/` from the revision of the initial load and
 //!   hands each batch of events to the core (`persist.rs` applies them with
 //!   `Registry::apply_stored`), so a write at one core is visible at the others within
 //!   milliseconds. A broken or compacted watch reloads
