@@ -3,7 +3,9 @@
 #   - a Python venv with the third-party Eureka client py-eureka-client (target/test-venv)
 #   - Node.js with the third-party Eureka client eureka-js-client (target/test-node)
 #   - etcd and etcdctl (Debian packages etcd-server, etcd-client), iproute2 (ip), openssl
-# and then runs every test of the workspace (cargo nextest when installed, else cargo test).
+# then checks the habits (cargo fmt, clippy and rustdoc with warnings denied, no new import
+# cycle: scripts/check-cycles.py) and runs every test of the workspace (cargo nextest when
+# installed, else cargo test).
 # Usage: scripts/test.sh [extra args for the test runner]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +57,30 @@ if [ ! -f "$NODE_DIR/node_modules/eureka-js-client/package.json" ]; then
   npm install --prefix "$NODE_DIR" --silent --no-audit --no-fund 'eureka-js-client@4.5.0'
 fi
 export SYNCER_TEST_NODE_MODULES="$NODE_DIR/node_modules"
+
+# The habits, checked before the tests (issue 11): formatting, clippy's lints and rustdoc's
+# warnings (e.g. a link to a private item) denied, no import cycle between modules beyond
+# scripts/known-cycles.txt. Clippy goes before cargo doc, which reuses its check build of
+# the dependencies; cargo doc --no-deps only documents the workspace's crates.
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+check() { # check NAME HINT COMMAND...
+  local name=$1 hint=$2
+  shift 2
+  log "check: $name"
+  if ! "$@"; then
+    log "FAILED check: $name: $hint"
+    exit 1
+  fi
+}
+check "cargo fmt" "run 'cargo fmt --all' and commit the result" \
+  cargo fmt --all --check
+check "import cycles" "break the cycle named above (scripts/check-cycles.py says how it reads the tree)" \
+  python3 scripts/check-cycles.py
+check "cargo clippy" "fix the lints above (every warning is an error)" \
+  cargo clippy --workspace --all-targets -- -D warnings
+check "cargo doc" "fix rustdoc's warnings above (a link to a private item: write it as plain \`code\`)" \
+  env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 
 # The demo test runs the sample apps' binaries, which test builds of the root package do not
 # build.
