@@ -4,7 +4,8 @@
 //! (first alive member by node name, or an etcd election: [`election`]),
 //! read their local registry through a plugin (`syncer-plugin-servicecenter`,
 //! `syncer-plugin-eureka`), exchange what they found over gRPC ([`exchange`]), and
-//! re-register the other sites' instances locally ([`sync`]). [`servicecenter`] is the
+//! re-register the other sites' instances locally ([`sync`]); what crosses the wire between
+//! them is in [`records`], which both use. [`servicecenter`] is the
 //! built-in service-center core, so a site can run with nothing else. [`daemon`] wires it all
 //! from the validated settings of [`config`], which [`cli`] parses.
 
@@ -17,6 +18,7 @@ pub mod etcd;
 pub mod exchange;
 pub mod listener;
 pub mod membership;
+pub mod records;
 pub mod registry_auth;
 pub mod registry_tls;
 pub mod reload;

@@ -16,7 +16,7 @@ use super::proto::{
     sync_client::SyncClient, ExportEvent, IdentifyReply, IdentifyRequest, PullRequest, WatchRequest,
 };
 use super::transport;
-use crate::sync::importer::PeerExport;
+use crate::records::PeerExport;
 use crate::tls::{error_chain, ExchangeTls};
 
 /// Errors of a pull. None of them changes local state.

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use syncer_plugin_api::{HealthCheck, Instance, InstanceStatus, Service, Snapshot};
 
 use super::proto::{self, sync_instance, sync_service};
-use crate::sync::exporter::ExportChange;
-use crate::sync::packed::{PackedInstance, PackedService};
+use crate::records::packed::{PackedInstance, PackedService};
+use crate::records::{ExportChange, PeerEvent};
 
 /// Why a peer's data was refused.
 #[derive(Debug, thiserror::Error)]
@@ -237,34 +237,6 @@ pub fn change_event(
             .collect(),
         more: false,
     }
-}
-
-/// A validated event of a peer's export stream.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PeerEvent {
-    /// The whole export (or a part of it), replacing what was known.
-    Full {
-        /// The exporter's run.
-        epoch: u64,
-        /// The revision of this export.
-        revision: u64,
-        /// The export, or this part of it.
-        snapshot: Snapshot,
-        /// Other parts follow.
-        more: bool,
-    },
-    /// A change on top of revision - 1.
-    Change {
-        /// The exporter's run.
-        epoch: u64,
-        /// The revision after the change.
-        revision: u64,
-        /// Services and instances added or changed. Instances may name services sent
-        /// earlier, so they are not checked against this message's services.
-        upserted: Snapshot,
-        /// Instances removed, as (serviceId, instanceId).
-        removed: Vec<(String, String)>,
-    },
 }
 
 /// Validates and converts one event of a peer's export stream.

@@ -19,8 +19,8 @@ use tracing::{debug, info, warn};
 use super::convert::{change_event, full_events, to_wire};
 use super::proto::{self, sync_server::SyncServer};
 use super::transport::{incoming, LogLimit, PeerIdentity};
+use crate::records::packed::{PackedInstance, PackedService};
 use crate::sync::exporter::Exporter;
-use crate::sync::packed::{PackedInstance, PackedService};
 use crate::tls::ExchangeTls;
 
 /// Errors of the exchange server.

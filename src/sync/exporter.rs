@@ -7,24 +7,39 @@
 //! at a peer). [`Exporter`] keeps an [`ExportFeed`]: the
 //! export numbered by revision, with the change between consecutive revisions, which the
 //! exchange streams to peers and serves pulls from (DESIGN.md decision 4). Records are kept
-//! packed ([`super::packed`]) and a listing is read record by record
+//! packed ([`crate::records::packed`]) and a listing is read record by record
 //! ([`Plugin::list_each`]), never held whole: at 100,000 instances one is a hundred MB.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use syncer_plugin_api::{ChangeSet, Changes, Instance, Listed, Plugin, Snapshot};
+use syncer_plugin_api::{ChangeSet, Changes, Instance, Listed, Plugin, Service, Snapshot};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::membership::notice::ExportRevision;
 
-use super::mapping::{LocalCopy, Mapping, MappingBuilder, OriginKey};
-use super::packed::{
+use crate::records::packed::{
     instance_key, service_key, InstanceKey, PackedInstance, PackedService, ServiceKey,
 };
+use crate::records::ExportChange;
+
+/// What a listing holds beyond the export, handed to the caller of [`Exporter::refresh`]:
+/// every service (exported or not) and every copy (never exported, DESIGN.md decision 2).
+pub trait Unexported: Send {
+    /// A listed service, with its packed form (shared with the export's).
+    fn service(&mut self, service: &Service, packed: &PackedService);
+    /// A listed copy: an instance carrying an origin marker.
+    fn copy(&mut self, instance: &Instance);
+}
+
+/// Nobody needs the rest of the listing.
+impl Unexported for () {
+    fn service(&mut self, _: &Service, _: &PackedService) {}
+    fn copy(&mut self, _: &Instance) {}
+}
 
 /// Lists the local registry on behalf of the importer, and keeps the export current for
 /// peers' watch streams and pulls.
@@ -54,28 +69,26 @@ impl Exporter {
     }
 
     /// Lists the local registry, record by record: its exported part updates the feed, and
-    /// its copies (instances carrying an origin) come back as the importer's view of
-    /// "actual", with the duplicates found ([`MappingBuilder::finish`]). No whole listing is
-    /// held at any time.
+    /// every service and every copy (an instance carrying an origin) is handed to `rest`
+    /// (the importer reads its view of "actual" from it: one listing serves both; `&mut ()`
+    /// when nobody needs it). No whole listing is held at any time.
     ///
     /// # Errors
     /// The plugin's listing error (nothing is updated then).
-    pub async fn refresh(
-        &self,
-    ) -> syncer_plugin_api::Result<(Mapping, Vec<(OriginKey, LocalCopy)>)> {
+    pub async fn refresh(&self, rest: &mut impl Unexported) -> syncer_plugin_api::Result<()> {
         let one = self.listing.lock().await;
-        let mut mapping = MappingBuilder::default();
         let mut export = ExportListing::default();
         let revision = self
             .plugin
             .list_each(&mut |record| match record {
                 Listed::Service(s) => {
-                    let packed = mapping.service(&s);
+                    let packed = PackedService::new(&s);
+                    rest.service(&s, &packed);
                     export.service(&s.service_id, packed);
                 }
                 Listed::Instance(i) => {
                     if i.origin_cluster().is_some() {
-                        mapping.instance(&i);
+                        rest.copy(&i);
                     } else {
                         export.instance(&i);
                     }
@@ -92,7 +105,7 @@ impl Exporter {
         }
         // Released once the feed holds the listing (see `listed`).
         drop(one);
-        Ok(mapping.finish())
+        Ok(())
     }
 
     /// Returns once the feed holds a listing: at once when it does, after the listing in
@@ -108,7 +121,7 @@ impl Exporter {
                 _ = self.listing.lock() => false,
             };
             if !listed && *self.feed.revisions().borrow() == 0 {
-                self.refresh().await?;
+                self.refresh(&mut ()).await?;
             }
         }
         Ok(())
@@ -174,7 +187,7 @@ impl Exporter {
                 continue;
             }
             last_listing = Some(Instant::now());
-            if let Err(e) = self.refresh().await {
+            if let Err(e) = self.refresh(&mut ()).await {
                 warn!(error = %e, "listing the local registry failed");
             }
         }
@@ -192,7 +205,7 @@ impl Exporter {
             let read = async {
                 if at == 0 {
                     // Not listed at a known revision yet.
-                    return self.refresh().await.map(|_| None);
+                    return self.refresh(&mut ()).await.map(|()| None);
                 }
                 self.plugin.changes(at, CHANGE_WAIT, false).await.map(Some)
             };
@@ -262,20 +275,6 @@ pub const TOKEN_BACKSTOP: Duration = Duration::from_secs(5);
 
 /// Changes kept for slow watchers before they are sent the whole export again.
 pub const FEED_CAPACITY: usize = 1024;
-
-/// The change from one revision of the export to the next (records shared with the
-/// feed, not copied).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ExportChange {
-    /// The revision this change brings the export to.
-    pub revision: u64,
-    /// Services added or changed.
-    pub services: Vec<PackedService>,
-    /// Instances added or changed.
-    pub instances: Vec<PackedInstance>,
-    /// Instances removed, as (serviceId, instanceId).
-    pub removed: Vec<(String, String)>,
-}
 
 /// The exported part of one listing of the local registry, packed as it is read (imported
 /// instances left out), for [`ExportFeed::update_at`].
@@ -611,8 +610,7 @@ impl ExportFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::mapping::Origin;
-    use syncer_plugin_api::Service;
+    use syncer_plugin_api::{ORIGIN_CLUSTER, ORIGIN_INSTANCE_ID, ORIGIN_SERVICE_ID};
 
     fn instance(id: &str, port: u16) -> Instance {
         Instance {
@@ -630,12 +628,13 @@ mod tests {
             service_id: service_id.into(),
             ..Default::default()
         };
-        Origin {
-            cluster: "c".into(),
-            service_id: "o".into(),
-            instance_id: "i".into(),
+        for (key, value) in [
+            (ORIGIN_CLUSTER, "c"),
+            (ORIGIN_SERVICE_ID, "o"),
+            (ORIGIN_INSTANCE_ID, "i"),
+        ] {
+            copy.properties.insert(key.to_owned(), value.to_owned());
         }
-        .mark(&mut copy);
         copy
     }
 

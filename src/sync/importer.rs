@@ -12,21 +12,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::stream::{self, FuturesUnordered, StreamExt};
-use syncer_plugin_api::{Error as PluginError, HealthCheck, Instance, Plugin, Service, Snapshot};
+use syncer_plugin_api::{Error as PluginError, HealthCheck, Instance, Plugin, Service};
 use tracing::{debug, warn};
 
 use super::mapping::{local_instance_id, local_service_id, LocalCopy, Mapping, Origin, OriginKey};
-use super::packed::{service_key, PackedInstance, PackedService, ServiceKey};
 use super::peer::{PeerDelta, PeerExportState};
-
-/// What one peer cluster exported, as pulled from its leader.
-#[derive(Debug, Clone)]
-pub struct PeerExport {
-    /// The peer's cluster name (the origin of everything in `snapshot`).
-    pub cluster: String,
-    /// Its exported services and instances.
-    pub snapshot: Snapshot,
-}
+use crate::records::packed::{service_key, PackedInstance, PackedService, ServiceKey};
 
 /// A peer's export as [`plan`] reads it: the cluster and its export's state (from a followed
 /// stream, or a pull).
@@ -747,7 +738,7 @@ async fn unregister(plugin: &dyn Plugin, origin: OriginKey, copy: LocalCopy) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syncer_plugin_api::InstanceStatus;
+    use syncer_plugin_api::{InstanceStatus, Snapshot};
 
     fn config() -> PlanConfig {
         PlanConfig {
@@ -958,7 +949,7 @@ mod tests {
         let copies = mapping.copies;
         state.epoch = 1;
         let delta = state
-            .apply(crate::exchange::convert::PeerEvent::Change {
+            .apply(crate::records::PeerEvent::Change {
                 epoch: 1,
                 revision: 1,
                 upserted: export(&[("a:2", "http://127.0.0.1:2")]),

@@ -15,8 +15,9 @@ use syncer_plugin_api::{
     Instance, Service, Snapshot, ORIGIN_CLUSTER, ORIGIN_INSTANCE_ID, ORIGIN_SERVICE_ID,
 };
 
-use super::packed::{instance_key, service_key, InstanceKey, PackedService, ServiceKey};
-use super::peer::fingerprint;
+use super::exporter::Unexported;
+use crate::records::fingerprint;
+use crate::records::packed::{instance_key, service_key, InstanceKey, PackedService, ServiceKey};
 
 /// Identifies an instance at its origin: (origin cluster, origin service id, origin instance id).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -144,6 +145,18 @@ pub struct MappingBuilder {
     /// Copies read before their service.
     waiting: Vec<(OriginKey, Instance)>,
     duplicates: Vec<(OriginKey, LocalCopy)>,
+}
+
+/// The importer's part of a listing made by the exporter.
+impl Unexported for MappingBuilder {
+    fn service(&mut self, service: &Service, packed: &PackedService) {
+        self.services
+            .insert(service_key(&service.service_id), packed.clone());
+    }
+
+    fn copy(&mut self, instance: &Instance) {
+        self.instance(instance);
+    }
 }
 
 impl MappingBuilder {

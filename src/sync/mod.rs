@@ -1,22 +1,22 @@
 //! Syncing: the leader's loop, and its parts.
 //!
 //! The leader of this cluster follows every other cluster's export through a watch stream
-//! ([`crate::exchange`]): each change is applied as it arrives, against a cached mapping, so a
-//! registration crosses in milliseconds ([`peer`], [`importer::plan_changes`]). Each tick it
-//! also runs a full, level-triggered reconcile: the peers' whole exports (from the streams, or
-//! pulled where no stream is up), its own registry listed ([`exporter`]), the mapping rebuilt
-//! from the registry's metadata ([`mapping`]), the difference applied and every copy
-//! heartbeated ([`importer`]). A missed event costs latency, never correctness (DESIGN.md
+//! ([`crate::exchange`], one task per peer: [`follow`]): each change is applied as it
+//! arrives, against a cached mapping, so a registration crosses in milliseconds ([`peer`],
+//! [`importer::plan_changes`]). Each tick it also runs a full, level-triggered reconcile: the
+//! peers' whole exports (from the streams, or pulled where no stream is up), its own registry
+//! listed ([`exporter`], which hands the listing's copies on), the mapping rebuilt from the
+//! registry's metadata ([`mapping`]), the difference applied and every copy heartbeated
+//! ([`importer`]). A missed event costs latency, never correctness (DESIGN.md
 //! decisions 1 and 4). Members that are not leaders only serve the exchange.
 
 pub mod exporter;
+pub mod follow;
 pub mod importer;
 pub mod mapping;
-pub mod packed;
 pub mod peer;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,10 +27,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::exchange::client::ExchangeClient;
-use crate::exchange::convert::{event_from_wire, PeerEvent};
 use crate::membership::Member;
+use crate::records::{PeerEvent, PeerExport};
 use exporter::Exporter;
-use importer::{PeerExport, PeerView, PlanConfig};
+use follow::{
+    follow_stream, lagging, StreamReport, Watching, FIRST_EVENT_WAIT, LAG_CHECK, STREAM_LAG_LIMIT,
+};
+use importer::{PeerView, PlanConfig};
 use mapping::{LocalCopy, OriginKey};
 use peer::PeerExportState;
 
@@ -55,87 +58,6 @@ pub struct Config {
 /// streams wait (gRPC flow control slows the peer), so a busy loop holds at most this many
 /// parts of a whole export.
 pub const EVENT_BUFFER: usize = 32;
-
-/// What a watch stream task reports.
-#[derive(Debug)]
-enum StreamReport {
-    /// An event of the peer's export.
-    Event(PeerEvent),
-    /// The stream ended or failed; the task reconnects by itself.
-    Down(String),
-}
-
-/// A running watch stream of one peer cluster.
-#[derive(Debug)]
-struct Watching {
-    /// The member streamed from (its node name, and its exchange address).
-    node: String,
-    addr: SocketAddr,
-    /// Distinguishes reports of this task from those of a replaced one.
-    generation: u64,
-    /// Stops the task.
-    stop: CancellationToken,
-    /// When the task started.
-    since: Instant,
-    /// Whether the stream has gone down since (then the peer is pulled until it is back).
-    failed: bool,
-    /// Since when the stream has been behind what its member gossiped
-    /// ([`crate::membership::notice`]).
-    behind_since: Option<Instant>,
-    /// The (epoch, revision) of the export held from this stream, which a reconnecting
-    /// stream resumes from ((0, 0): nothing held, start from the whole export).
-    held: watch::Sender<(u64, u64)>,
-}
-
-/// How long a stream may stay behind the revision its member gossiped, delivering nothing,
-/// before it is restarted: a stalled connection delivers nothing and reports no error.
-pub const STREAM_LAG_LIMIT: Duration = Duration::from_secs(3);
-
-/// How often streams are compared with the gossiped revisions.
-const LAG_CHECK: Duration = Duration::from_secs(1);
-
-/// The clusters whose streams have been behind their member's gossiped revision for
-/// [`STREAM_LAG_LIMIT`] (or, before their first whole export, for [`FIRST_EVENT_WAIT`]),
-/// as of `now`; notes in each stream since when it is behind.
-fn lagging(
-    watching: &mut HashMap<String, Watching>,
-    exports: &HashMap<String, PeerExportState>,
-    heard: &crate::membership::notice::Heard,
-    now: Instant,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for (cluster, w) in watching.iter_mut() {
-        let held = exports.get(cluster).filter(|s| s.is_known()).map(|s| {
-            crate::membership::notice::ExportRevision {
-                epoch: s.epoch,
-                revision: s.revision,
-            }
-        });
-        let behind = match heard.get(&w.node) {
-            Some(at) => held.is_none_or(|held| held < *at),
-            None => false,
-        };
-        if !behind {
-            w.behind_since = None;
-            continue;
-        }
-        let since = *w.behind_since.get_or_insert(now);
-        let limit = if held.is_some() {
-            STREAM_LAG_LIMIT
-        } else {
-            FIRST_EVENT_WAIT
-        };
-        if now.duration_since(since) >= limit && now.duration_since(w.since) >= limit {
-            out.push(cluster.clone());
-        }
-    }
-    out
-}
-
-/// How long a new watch stream has to deliver the whole export before the reconcile pulls
-/// the peer instead; until then the reconcile leaves that peer's copies as they are
-/// rather than transferring its export twice.
-pub const FIRST_EVENT_WAIT: Duration = Duration::from_secs(30);
 
 /// The reconcile loop of one member.
 #[derive(Debug)]
@@ -618,7 +540,8 @@ impl Syncer {
         // idempotent (a copy registered meanwhile is registered again under the same id, one
         // removed meanwhile is removed again).
         let exporter = self.exporter.clone();
-        let mut listing = exporter.refresh().boxed();
+        let mut builder = mapping::MappingBuilder::default();
+        let mut listing = exporter.refresh(&mut builder).boxed();
         let listed = loop {
             tokio::select! {
                 listed = &mut listing => break listed,
@@ -627,13 +550,13 @@ impl Syncer {
                 }
             }
         };
-        let actual = match listed {
-            Ok(actual) => actual,
-            Err(e) => {
-                warn!(error = %e, "listing the local registry failed; reconcile skipped");
-                return;
-            }
-        };
+        drop(listing);
+        if let Err(e) = listed {
+            warn!(error = %e, "listing the local registry failed; reconcile skipped");
+            return;
+        }
+        // The copies listed, and the duplicates among them.
+        let actual = builder.finish();
         // The cached mapping is rebuilt from the listing: let the old one go.
         self.copies = None;
         let names: Vec<Arc<str>> = streamed
@@ -715,76 +638,6 @@ fn plan_config(config: &Config) -> PlanConfig {
     }
 }
 
-/// Follows one peer's export stream until `stop`, reconnecting with a backoff of up to 5 s
-/// (resuming from `held`, the export the loop holds from it), and reports every event to the
-/// loop.
-async fn follow_stream(
-    client: Arc<ExchangeClient>,
-    cluster: String,
-    addr: SocketAddr,
-    generation: u64,
-    reports: mpsc::Sender<(String, u64, StreamReport)>,
-    stop: CancellationToken,
-    held: watch::Receiver<(u64, u64)>,
-) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let outcome = tokio::select! {
-            _ = stop.cancelled() => return,
-            outcome = stream_once(&client, &cluster, addr, generation, &reports, *held.borrow()) => outcome,
-        };
-        let reason = match outcome {
-            Ok(()) => "stream ended".to_owned(),
-            Err(reason) => reason,
-        };
-        if reports
-            .send((cluster.clone(), generation, StreamReport::Down(reason)))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-async fn stream_once(
-    client: &ExchangeClient,
-    cluster: &str,
-    addr: SocketAddr,
-    generation: u64,
-    reports: &mpsc::Sender<(String, u64, StreamReport)>,
-    (epoch, revision): (u64, u64),
-) -> Result<(), String> {
-    let mut stream = client
-        .watch(addr, cluster, epoch, revision)
-        .await
-        .map_err(|e| e.to_string())?;
-    loop {
-        let Some(event) = stream.message().await.map_err(|e| e.to_string())? else {
-            return Ok(());
-        };
-        if event.cluster != cluster {
-            return Err(format!(
-                "peer at {addr} streams cluster {}, expected {cluster}",
-                event.cluster
-            ));
-        }
-        let event = event_from_wire(event).map_err(|e| format!("invalid event: {e}"))?;
-        if reports
-            .send((cluster.to_owned(), generation, StreamReport::Event(event)))
-            .await
-            .is_err()
-        {
-            return Ok(());
-        }
-    }
-}
-
 /// Resolves when the election's leader changes; never without an election, or once it ended.
 async fn leader_changed(election: &mut Option<watch::Receiver<crate::election::Leader>>) {
     let Some(rx) = election else {
@@ -827,75 +680,6 @@ mod tests {
             gossip_addr: ([127, 0, 0, 1], port).into(),
             rpc_addr: ([127, 0, 0, 1], port + 1).into(),
         }
-    }
-
-    #[test]
-    fn a_stream_behind_its_members_gossiped_revision_is_restarted_after_the_limit() {
-        use crate::membership::notice::{ExportRevision, Heard};
-        let t0 = Instant::now();
-        let mut watching = HashMap::from([(
-            "y".to_string(),
-            Watching {
-                node: "c".into(),
-                addr: ([127, 0, 0, 1], 1).into(),
-                generation: 1,
-                stop: CancellationToken::new(),
-                since: t0,
-                failed: false,
-                behind_since: None,
-                held: watch::channel((0, 0)).0,
-            },
-        )]);
-        let mut state = PeerExportState::default();
-        state
-            .apply(PeerEvent::Full {
-                epoch: 9,
-                revision: 4,
-                snapshot: Default::default(),
-                more: false,
-            })
-            .expect("whole export");
-        let exports = HashMap::from([("y".to_string(), state)]);
-        let at = |revision| Heard::from([("c".to_string(), ExportRevision { epoch: 9, revision })]);
-        // Caught up, or nothing heard: never lagging.
-        assert!(lagging(&mut watching, &exports, &at(4), t0 + STREAM_LAG_LIMIT * 2).is_empty());
-        assert!(lagging(
-            &mut watching,
-            &exports,
-            &Heard::new(),
-            t0 + STREAM_LAG_LIMIT * 2
-        )
-        .is_empty());
-        // Behind: only once it has been behind for the limit.
-        let later = t0 + STREAM_LAG_LIMIT * 2;
-        assert!(lagging(&mut watching, &exports, &at(5), later).is_empty());
-        assert!(lagging(
-            &mut watching,
-            &exports,
-            &at(5),
-            later + STREAM_LAG_LIMIT / 2
-        )
-        .is_empty());
-        assert_eq!(
-            lagging(&mut watching, &exports, &at(5), later + STREAM_LAG_LIMIT),
-            vec!["y".to_string()]
-        );
-        // Catching up clears it.
-        assert!(lagging(&mut watching, &exports, &at(4), later + STREAM_LAG_LIMIT).is_empty());
-        assert!(watching["y"].behind_since.is_none());
-        // Before the first whole export, the stream gets FIRST_EVENT_WAIT.
-        let none = HashMap::new();
-        assert!(lagging(&mut watching, &none, &at(5), t0 + STREAM_LAG_LIMIT).is_empty());
-        assert!(lagging(&mut watching, &none, &at(5), t0 + STREAM_LAG_LIMIT * 2).is_empty());
-        assert_eq!(
-            lagging(
-                &mut watching,
-                &none,
-                &at(5),
-                t0 + STREAM_LAG_LIMIT + FIRST_EVENT_WAIT
-            ),
-            vec!["y".to_string()]
-        );
     }
 
     #[test]

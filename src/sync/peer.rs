@@ -1,17 +1,17 @@
 //! What one peer cluster exports, as followed through its watch stream (or pulled): the
 //! export at a revision, updated by each change, with gaps detected (a new epoch or a
 //! skipped revision means "start again from the whole export"). Records are kept packed
-//! ([`super::packed`]): at 100,000 instances this is the importer's largest structure.
+//! ([`crate::records::packed`]): at 100,000 instances this is the importer's largest structure.
 
 use std::collections::HashMap;
 
-use syncer_plugin_api::{Instance, InstanceStatus, Snapshot};
+use syncer_plugin_api::{Instance, Snapshot};
 use tracing::debug;
 
-use super::packed::{
+use crate::records::packed::{
     instance_key, service_key, InstanceKey, PackedInstance, PackedService, ServiceKey,
 };
-use crate::exchange::convert::PeerEvent;
+use crate::records::{fingerprint, PeerEvent};
 
 /// One exported instance as held: packed, with what planning compares without unpacking.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,21 +32,6 @@ impl PeerInstance {
             fingerprint: fingerprint(instance.status, &instance.endpoints),
         }
     }
-}
-
-/// What consumers of a copy use from an instance, hashed: its status and its set of
-/// endpoints (order and repeats ignored). A copy whose fingerprint differs from its origin's
-/// is registered again.
-pub fn fingerprint(status: InstanceStatus, endpoints: &[String]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut sorted: Vec<&str> = endpoints.iter().map(String::as_str).collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    // A fixed hasher: fingerprints of copies are compared with fingerprints of origins.
-    let mut h = std::hash::DefaultHasher::new();
-    (status as u8).hash(&mut h);
-    sorted.hash(&mut h);
-    h.finish()
 }
 
 /// A peer's export as known here.
@@ -387,23 +372,5 @@ mod tests {
         assert!(gap.is_err());
         assert_eq!(state.revision, 2, "state untouched by a gap");
         assert_eq!(state.snapshot().instances.len(), 1);
-    }
-
-    #[test]
-    fn fingerprints_ignore_endpoint_order_but_not_status() {
-        let a = vec!["http://a:1".to_string(), "http://b:2".to_string()];
-        let b = vec!["http://b:2".to_string(), "http://a:1".to_string()];
-        assert_eq!(
-            fingerprint(InstanceStatus::Up, &a),
-            fingerprint(InstanceStatus::Up, &b)
-        );
-        assert_ne!(
-            fingerprint(InstanceStatus::Up, &a),
-            fingerprint(InstanceStatus::Down, &a)
-        );
-        assert_ne!(
-            fingerprint(InstanceStatus::Up, &a),
-            fingerprint(InstanceStatus::Up, &a[..1])
-        );
     }
 }
