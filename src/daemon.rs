@@ -530,7 +530,8 @@ fn registry_client_tls(
         );
         tracker.spawn(async move {
             // Until the registry answers at all (it may start after the syncer): then once.
-            let mut backoff = Duration::from_secs(1);
+            let mut backoff =
+                crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
             let mut warned = false;
             loop {
                 let outcome = tokio::select! {
@@ -549,9 +550,8 @@ fn registry_client_tls(
                         }
                         tokio::select! {
                             () = shutdown.cancelled() => return,
-                            () = tokio::time::sleep(backoff) => {}
+                            () = tokio::time::sleep(backoff.next_wait()) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
                         continue;
                     }
                 }

@@ -35,6 +35,9 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
 /// Timeout of one etcd request (and of connecting).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// First wait before the election starts over while etcd is unreachable.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+
 /// Longest wait between attempts while etcd is unreachable.
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
@@ -125,7 +128,7 @@ impl EtcdElection {
         let key = leader_key(&self.config.cluster_name);
         info!(key = %key, etcd = ?self.config.etcd,
             lease_ttl_secs = self.config.lease_ttl.as_secs(), "etcd election starting");
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = crate::backoff::Backoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
             match self.term(&key, &resign, handover).await {
                 Ok(()) => break,
@@ -136,9 +139,8 @@ impl EtcdElection {
             }
             tokio::select! {
                 () = resign.cancelled() => break,
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(backoff.next_wait()) => {}
             }
-            backoff = (backoff * 2).min(RETRY_MAX);
         }
     }
 

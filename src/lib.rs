@@ -9,6 +9,7 @@
 //! built-in service-center core, so a site can run with nothing else. [`daemon`] wires it all
 //! from the validated settings of [`config`], which [`cli`] parses.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod credentials;

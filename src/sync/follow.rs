@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::peer::PeerExportState;
+use crate::backoff::Backoff;
 use crate::exchange::client::ExchangeClient;
 use crate::exchange::convert::event_from_wire;
 use crate::membership::notice::{ExportRevision, Heard};
@@ -101,9 +102,15 @@ pub fn lagging(
 /// rather than transferring its export twice.
 pub const FIRST_EVENT_WAIT: Duration = Duration::from_secs(30);
 
-/// Follows one peer's export stream until `stop`, reconnecting with a backoff of up to 5 s
-/// (resuming from `held`, the export the loop holds from it), and reports every event to the
-/// loop.
+/// First wait before a stream reconnects ([`Backoff`]).
+pub const STREAM_RETRY_FIRST: Duration = Duration::from_millis(200);
+
+/// Longest wait before a stream reconnects.
+pub const STREAM_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Follows one peer's export stream until `stop`, reconnecting with a [`Backoff`] of up to
+/// [`STREAM_RETRY_MAX`] (resuming from `held`, the export the loop holds from it), and
+/// reports every event to the loop.
 pub async fn follow_stream(
     client: Arc<ExchangeClient>,
     cluster: String,
@@ -113,7 +120,7 @@ pub async fn follow_stream(
     stop: CancellationToken,
     held: watch::Receiver<(u64, u64)>,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(STREAM_RETRY_FIRST, STREAM_RETRY_MAX);
     loop {
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
@@ -132,9 +139,8 @@ pub async fn follow_stream(
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
