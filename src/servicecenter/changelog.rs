@@ -11,12 +11,12 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Serialize;
 
 use super::error::{ScError, FORBIDDEN, INVALID_PARAMS};
+use super::extract::Tenant;
 use super::registry::{MicroService, MicroServiceInstance, Registry, ServiceEntry};
 use super::store::keys;
 use super::Core;
@@ -155,11 +155,10 @@ struct ChangesReply<'a> {
 /// 410001 ([`CHANGES_GONE`]) when `R` is older than the log or newer than the registry.
 pub async fn changes(
     State(core): State<Core>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
+    Tenant { domain, project }: Tenant,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ScError> {
-    if super::v4::domain(&headers) != "default" || project != "default" {
+    if domain != "default" || project != "default" {
         return Err(ScError::new(
             FORBIDDEN,
             "changes are only readable from default/default",

@@ -42,6 +42,59 @@ pub const NOT_ENOUGH_QUOTA: u32 = 400100;
 /// Forbidden: admin dump from a tenant other than default/default.
 pub const FORBIDDEN: u32 = 403001;
 
+// RBAC (service-center 2.x, go-chassis/cari `rbac/error.go`); see `rbac/`.
+
+/// Account not exists.
+pub const ACCOUNT_NOT_EXISTS: u32 = 400200;
+/// Role not exists.
+pub const ROLE_NOT_EXISTS: u32 = 400201;
+/// Account has invalid role(s).
+pub const ACCOUNT_HAS_INVALID_ROLE: u32 = 400202;
+/// No quota to create account (`rbac::MAX_ACCOUNTS`).
+pub const ACCOUNT_NO_QUOTA: u32 = 400203;
+/// No quota to create role (`rbac::MAX_ROLES`).
+pub const ROLE_NO_QUOTA: u32 = 400204;
+/// Role is bound to some user(s).
+pub const ROLE_IS_BOUND: u32 = 400205;
+/// Request unauthorized: a token that is malformed, badly signed, or older than its
+/// account's last password change.
+pub const UNAUTHORIZED: u32 = 401201;
+/// User name or password is wrong.
+pub const USER_OR_PASSWORD_WRONG: u32 = 401202;
+/// No authorization header.
+pub const NO_AUTH_HEADER: u32 = 401204;
+/// Token is expired.
+pub const TOKEN_EXPIRED: u32 = 401205;
+/// The account that owns the token is deleted.
+pub const TOKEN_ACCOUNT_DELETED: u32 = 401206;
+/// Account blocked (repeated failures, `rbac::password::Blocker`) or inactive.
+pub const ACCOUNT_BLOCKED: u32 = 403201;
+/// Account name is duplicated.
+pub const ACCOUNT_CONFLICT: u32 = 409200;
+/// Role name is duplicated.
+pub const ROLE_CONFLICT: u32 = 409201;
+
+/// The generic message of an RBAC error code (go-chassis/cari `rbac/error.go`).
+pub fn rbac_message(code: u32) -> Option<&'static str> {
+    Some(match code {
+        ACCOUNT_NOT_EXISTS => "Account not exists",
+        ROLE_NOT_EXISTS => "Role not exists",
+        ACCOUNT_HAS_INVALID_ROLE => "Account has invalid role(s)",
+        ACCOUNT_NO_QUOTA => "No quota to create account",
+        ROLE_NO_QUOTA => "No quota to create role",
+        ROLE_IS_BOUND => "Role is bound to some user(s)",
+        UNAUTHORIZED => "Request unauthorized",
+        USER_OR_PASSWORD_WRONG => "User name or password is wrong",
+        NO_AUTH_HEADER => "No authorization header",
+        TOKEN_EXPIRED => "Token is expired",
+        TOKEN_ACCOUNT_DELETED => "The account that owns the token is deleted",
+        ACCOUNT_BLOCKED => "Account blocked",
+        ACCOUNT_CONFLICT => "account name is duplicated",
+        ROLE_CONFLICT => "role name is duplicated",
+        _ => return None,
+    })
+}
+
 /// A service-center API error: a six-digit code and a specific detail.
 ///
 /// No registry state was changed when one of these is returned.
@@ -96,7 +149,7 @@ impl ScError {
             500011 => "Registry service is unavailable",
             500101 => "Quota service is unavailable",
             503001 => "Service unavailable",
-            _ => super::rbac::message(code).unwrap_or("Internal server error"),
+            _ => rbac_message(code).unwrap_or("Internal server error"),
         }
     }
 

@@ -15,8 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -24,10 +23,11 @@ use serde::Serialize;
 
 use super::dependencies::{consumers_of, providers_of, services};
 use super::error::ScError;
+use super::extract::{ServiceAt, Tenant};
 use super::registry::{MicroService, MicroServiceInstance, Props, Registry, ServiceEntry};
 use super::rules::Rule;
 use super::schemas::SchemaItem;
-use super::v4::{domain, json};
+use super::v4::json;
 use super::Core;
 
 /// The governance routes (state: [`Core`]).
@@ -162,11 +162,13 @@ type Q = Query<HashMap<String, String>>;
 
 async fn detail(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
 ) -> Result<Response, ScError> {
     let reg = core.lock();
-    let e = reg.service(&domain(&headers), &project, &sid)?;
+    let e = reg.service(&domain, &project, &sid)?;
     let d = detail_of(&reg, e, Options::all());
     drop(reg);
     Ok(json(&serde_json::json!({ "service": d })))
@@ -206,12 +208,11 @@ fn statistics_of(reg: &Registry, domain: &str, project: &str) -> Statistics {
 
 async fn all_details(
     State(core): State<Core>,
-    Path(project): Path<String>,
+    Tenant { domain, project }: Tenant,
     Query(q): Q,
-    headers: HeaderMap,
 ) -> Result<Response, ScError> {
     let o = Options::parse(q.get("options").map_or("", String::as_str))?;
-    let dom = domain(&headers);
+    let dom = domain.clone();
     let reg = core.lock();
     let mut entries: Vec<&ServiceEntry> = reg
         .all_services()
@@ -237,12 +238,8 @@ async fn all_details(
     Ok(json(&body))
 }
 
-async fn statistics(
-    State(core): State<Core>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let s = statistics_of(&core.lock(), &domain(&headers), &project);
+async fn statistics(State(core): State<Core>, Tenant { domain, project }: Tenant) -> Response {
+    let s = statistics_of(&core.lock(), &domain, &project);
     json(&s)
 }
 
@@ -264,12 +261,8 @@ fn node(s: &MicroService) -> Node {
     }
 }
 
-async fn relations(
-    State(core): State<Core>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let dom = domain(&headers);
+async fn relations(State(core): State<Core>, Tenant { domain, project }: Tenant) -> Response {
+    let dom = domain.clone();
     let reg = core.lock();
     let mut entries: Vec<&ServiceEntry> = reg
         .all_services()
@@ -303,11 +296,10 @@ async fn relations(
 
 async fn apps(
     State(core): State<Core>,
-    Path(project): Path<String>,
+    Tenant { domain, project }: Tenant,
     Query(q): Q,
-    headers: HeaderMap,
 ) -> Response {
-    let dom = domain(&headers);
+    let dom = domain.clone();
     let env = q.get("env").map_or("", String::as_str);
     let reg = core.lock();
     let ids: BTreeSet<String> = reg

@@ -30,6 +30,7 @@ use serde_json::Value;
 use super::dependencies::{consumers_of, providers_of, DependencyItem};
 use super::discovery::{tag_keys, FindQuery, Found};
 use super::error::{ScError, DEPENDED_ON_BY_CONSUMER, FORBIDDEN, INSTANCE_NOT_EXISTS};
+use super::extract::{check_id, InstanceAt, ServiceAt, Tenant};
 use super::registry::{now_ms, MicroService, MicroServiceInstance, Props, Registry};
 use super::rules::Rule;
 use super::schemas::SchemaItem;
@@ -95,16 +96,6 @@ pub fn router(core: Core) -> Router {
         )
         .merge(super::govern::routes())
         .with_state(core)
-}
-
-/// The tenant: `X-Domain-Name` (default `default`) and the path's project.
-pub(crate) fn domain(headers: &HeaderMap) -> String {
-    headers
-        .get("x-domain-name")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .unwrap_or("default")
-        .to_string()
 }
 
 /// A 200 JSON reply written like service-center (trailing newline).
@@ -410,20 +401,9 @@ async fn health() -> Response {
     })
 }
 
-/// A bad path id: 1-64 chars without whitespace (400001).
-fn check_id(field: &str, id: &str) -> Result<(), ScError> {
-    if id.is_empty() || id.chars().count() > 64 || id.chars().any(char::is_whitespace) {
-        return Err(ScError::invalid(format!(
-            "Invalid {field} '{id}': 1-64 chars without whitespace"
-        )));
-    }
-    Ok(())
-}
-
 async fn create_service(
     State(core): State<Core>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
+    Tenant { domain, project }: Tenant,
     body: Bytes,
 ) -> Result<Response, ScError> {
     let req: CreateServiceRequest = decode(&body)?;
@@ -436,7 +416,7 @@ async fn create_service(
     for r in &req.rules {
         super::rules::validate_rule(r)?;
     }
-    let dom = domain(&headers);
+    let dom = domain.clone();
     let mut reg = core.lock();
     let (id, _) = reg.create_service(&dom, &project, service, now_ms())?;
     if !req.tags.is_empty() {
@@ -455,24 +435,21 @@ async fn create_service(
     }))
 }
 
-async fn list_services(
-    State(core): State<Core>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let services = core.lock().list_services(&domain(&headers), &project);
+async fn list_services(State(core): State<Core>, Tenant { domain, project }: Tenant) -> Response {
+    let services = core.lock().list_services(&domain, &project);
     json(&ServicesReply { services })
 }
 
 async fn get_service(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let service = core
         .lock()
-        .service(&domain(&headers), &project, &sid)?
+        .service(&domain, &project, &sid)?
         .service
         .clone();
     Ok(json(&ServiceReply { service }))
@@ -524,13 +501,14 @@ fn delete_one(
 
 async fn delete_service(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
     Query(q): Query_,
-    headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let force = flag(&q, "force")?;
-    delete_one(&mut core.lock(), &domain(&headers), &project, &sid, force)?;
+    delete_one(&mut core.lock(), &domain, &project, &sid, force)?;
     Ok(empty())
 }
 
@@ -547,8 +525,7 @@ struct DeleteResult {
 /// (service-center 1.3.0 answers the failure body only).
 async fn delete_services(
     State(core): State<Core>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
+    Tenant { domain, project }: Tenant,
     body: Bytes,
 ) -> Result<Response, ScError> {
     let req: DeleteServicesRequest = decode(&body)?;
@@ -558,7 +535,7 @@ async fn delete_services(
     for id in &req.service_ids {
         check_id("serviceIds item", id)?;
     }
-    let dom = domain(&headers);
+    let dom = domain.clone();
     let mut reg = core.lock();
     let mut results = Vec::new();
     let mut failed = Vec::new();
@@ -583,14 +560,15 @@ async fn delete_services(
 
 async fn set_service_properties(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
     body: Bytes,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let req: PropertiesRequest = decode(&body)?;
     core.lock()
-        .update_service(&domain(&headers), &project, &sid, now_ms(), |s| {
+        .update_service(&domain, &project, &sid, now_ms(), |s| {
             s.properties = req.properties;
         })?;
     Ok(empty())
@@ -612,11 +590,10 @@ fn with_summary(mut r: Response, summary: &str) -> Response {
 
 async fn existence(
     State(core): State<Core>,
-    Path(project): Path<String>,
+    Tenant { domain, project }: Tenant,
     Query(q): Query_,
-    headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    let dom = domain(&headers);
+    let dom = domain.clone();
     match param(&q, "type") {
         "microservice" => {
             let id = core.lock().existence(
@@ -663,30 +640,26 @@ async fn existence(
 
 async fn add_tags(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
     body: Bytes,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let req: TagsRequest = decode(&body)?;
-    super::tags::add(
-        &mut core.lock(),
-        &domain(&headers),
-        &project,
-        &sid,
-        req.tags,
-    )?;
+    super::tags::add(&mut core.lock(), &domain, &project, &sid, req.tags)?;
     Ok(empty())
 }
 
 async fn get_tags(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let reg = core.lock();
-    reg.service(&domain(&headers), &project, &sid)?;
+    reg.service(&domain, &project, &sid)?;
     let tags = reg.tags.of(&sid);
     drop(reg);
     if tags.is_empty() {
@@ -697,14 +670,16 @@ async fn get_tags(
 
 async fn update_tag(
     State(core): State<Core>,
-    Path((project, sid, key)): Path<(String, String, String)>,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
+    Path((_, _, key)): Path<(String, String, String)>,
     Query(q): Query_,
-    headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     super::tags::update(
         &mut core.lock(),
-        &domain(&headers),
+        &domain,
         &project,
         &sid,
         &key,
@@ -715,12 +690,14 @@ async fn update_tag(
 
 async fn delete_tags(
     State(core): State<Core>,
-    Path((project, sid, keys)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
+    Path((_, _, keys)): Path<(String, String, String)>,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let keys: Vec<&str> = keys.split(',').collect();
-    super::tags::delete(&mut core.lock(), &domain(&headers), &project, &sid, &keys)?;
+    super::tags::delete(&mut core.lock(), &domain, &project, &sid, &keys)?;
     Ok(empty())
 }
 
@@ -728,15 +705,16 @@ async fn delete_tags(
 
 async fn add_rules(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
     body: Bytes,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let req: RulesRequest = decode(&body)?;
     let ids = super::rules::add(
         &mut core.lock(),
-        &domain(&headers),
+        &domain,
         &project,
         &sid,
         req.rules,
@@ -750,12 +728,13 @@ async fn add_rules(
 
 async fn get_rules(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let reg = core.lock();
-    reg.service(&domain(&headers), &project, &sid)?;
+    reg.service(&domain, &project, &sid)?;
     let rules = reg.rules.of(&sid).to_vec();
     drop(reg);
     if rules.is_empty() {
@@ -766,15 +745,17 @@ async fn get_rules(
 
 async fn update_rule(
     State(core): State<Core>,
-    Path((project, sid, rule_id)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
+    Path((_, _, rule_id)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let rule: Rule = decode(&body)?;
     super::rules::update(
         &mut core.lock(),
-        &domain(&headers),
+        &domain,
         &project,
         &sid,
         &rule_id,
@@ -786,12 +767,14 @@ async fn update_rule(
 
 async fn delete_rules(
     State(core): State<Core>,
-    Path((project, sid, ids)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
+    Path((_, _, ids)): Path<(String, String, String)>,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let ids: Vec<&str> = ids.split(',').collect();
-    super::rules::delete(&mut core.lock(), &domain(&headers), &project, &sid, &ids)?;
+    super::rules::delete(&mut core.lock(), &domain, &project, &sid, &ids)?;
     Ok(empty())
 }
 
@@ -799,13 +782,15 @@ async fn delete_rules(
 
 async fn get_schema(
     State(core): State<Core>,
-    Path((project, sid, schema_id)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
+    Path((_, _, schema_id)): Path<(String, String, String)>,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     super::schemas::validate_schema_id(&schema_id)?;
     let reg = core.lock();
-    reg.service(&domain(&headers), &project, &sid)?;
+    reg.service(&domain, &project, &sid)?;
     let rec = reg
         .schemas
         .get(&sid, &schema_id)
@@ -820,15 +805,17 @@ async fn get_schema(
 
 async fn put_schema(
     State(core): State<Core>,
-    Path((project, sid, schema_id)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
+    Path((_, _, schema_id)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let req: SchemaRequest = decode(&body)?;
     super::schemas::put(
         &mut core.lock(),
-        &domain(&headers),
+        &domain,
         &project,
         &sid,
         &schema_id,
@@ -841,32 +828,29 @@ async fn put_schema(
 
 async fn delete_schema(
     State(core): State<Core>,
-    Path((project, sid, schema_id)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
+    Path((_, _, schema_id)): Path<(String, String, String)>,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     super::schemas::validate_schema_id(&schema_id)?;
-    super::schemas::delete(
-        &mut core.lock(),
-        &domain(&headers),
-        &project,
-        &sid,
-        &schema_id,
-    )?;
+    super::schemas::delete(&mut core.lock(), &domain, &project, &sid, &schema_id)?;
     Ok(empty())
 }
 
 async fn put_schemas(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
     body: Bytes,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let req: SchemasRequest = decode(&body)?;
     super::schemas::put_all(
         &mut core.lock(),
-        &domain(&headers),
+        &domain,
         &project,
         &sid,
         req.schemas,
@@ -902,11 +886,12 @@ pub(crate) fn schema_items(reg: &Registry, sid: &str, with_schema: bool) -> Vec<
 
 async fn get_schemas(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
     Query(q): Query_,
-    headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let with_schema = match param(&q, "withSchema") {
         "" | "0" => false,
         "1" => true,
@@ -917,7 +902,7 @@ async fn get_schemas(
         }
     };
     let reg = core.lock();
-    reg.service(&domain(&headers), &project, &sid)?;
+    reg.service(&domain, &project, &sid)?;
     let items = schema_items(&reg, &sid, with_schema);
     drop(reg);
     if items.is_empty() {
@@ -930,16 +915,15 @@ async fn get_schemas(
 
 async fn put_dependencies(
     core: Core,
-    project: String,
-    headers: HeaderMap,
+    tenant: Tenant,
     body: Bytes,
     replace: bool,
 ) -> Result<Response, ScError> {
     let req: DependenciesRequest = decode(&body)?;
     super::dependencies::put_rules(
         &mut core.lock(),
-        &domain(&headers),
-        &project,
+        &tenant.domain,
+        &tenant.project,
         req.dependencies,
         replace,
     )?;
@@ -948,38 +932,40 @@ async fn put_dependencies(
 
 async fn add_dependencies(
     State(core): State<Core>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
+    tenant: Tenant,
     body: Bytes,
 ) -> Result<Response, ScError> {
-    put_dependencies(core, project, headers, body, false).await
+    put_dependencies(core, tenant, body, false).await
 }
 
 async fn replace_dependencies(
     State(core): State<Core>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
+    tenant: Tenant,
     body: Bytes,
 ) -> Result<Response, ScError> {
-    put_dependencies(core, project, headers, body, true).await
+    put_dependencies(core, tenant, body, true).await
 }
 
 async fn get_providers(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
     Query(q): Query_,
-    headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    related(&core, &project, &sid, &q, &headers, Related::Providers)
+    related(&core, &domain, &project, &sid, &q, Related::Providers)
 }
 
 async fn get_consumers(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
     Query(q): Query_,
-    headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    related(&core, &project, &sid, &q, &headers, Related::Consumers)
+    related(&core, &domain, &project, &sid, &q, Related::Consumers)
 }
 
 /// Which side of a service's dependencies to list.
@@ -995,10 +981,10 @@ enum Related {
 /// `noSelf=1` leaves the service itself out, as service-center does.
 fn related(
     core: &Core,
+    domain: &str,
     project: &str,
     sid: &str,
     q: &HashMap<String, String>,
-    headers: &HeaderMap,
     which: Related,
 ) -> Result<Response, ScError> {
     let (id_name, key) = match which {
@@ -1008,7 +994,7 @@ fn related(
     check_id(id_name, sid)?;
     let no_self = flag(q, "noSelf")?;
     let reg = core.lock();
-    reg.service(&domain(headers), project, sid)?;
+    reg.service(domain, project, sid)?;
     let ids: Vec<String> = match which {
         Related::Providers => providers_of(&reg, sid),
         Related::Consumers => consumers_of(&reg, sid),
@@ -1028,17 +1014,18 @@ fn related(
 
 async fn register_instance(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
     body: Bytes,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let req: RegisterInstanceRequest = decode(&body)?;
     let instance = req
         .instance
         .ok_or_else(|| ScError::invalid("Invalid field 'instance': missing"))?;
     let id = core.lock().register_instance(
-        &domain(&headers),
+        &domain,
         &project,
         &sid,
         instance,
@@ -1063,12 +1050,7 @@ async fn register_instance(
 ///
 /// # Errors
 /// 400001 on a malformed body, nothing to do, or a list longer than the limit.
-fn batch_register(
-    core: &Core,
-    project: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, ScError> {
+fn batch_register(core: &Core, tenant: &Tenant, body: &[u8]) -> Result<Response, ScError> {
     let req: BatchRegisterRequest = decode(body)?;
     if (req.instances.is_empty() && req.services.is_empty())
         || req.instances.len() > MAX_BATCH_REGISTER
@@ -1081,7 +1063,7 @@ fn batch_register(
             req.instances.len()
         )));
     }
-    let dom = domain(headers);
+    let (dom, project) = (&tenant.domain, &tenant.project);
     let (now, wall) = (Instant::now(), now_ms());
     let failed = |e: ScError| BatchRegisterItem {
         error_code: e.code.to_string(),
@@ -1186,16 +1168,18 @@ fn consumer_header(headers: &HeaderMap) -> Option<&str> {
 
 async fn list_instances(
     State(core): State<Core>,
-    Path((project, sid)): Path<(String, String)>,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id: sid,
+    }: ServiceAt,
     Query(q): Query_,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
     let tags = tag_keys(param(&q, "tags"));
     let reg = core.lock();
     let provider = super::discovery::visible_provider(
         &reg,
-        &domain(&headers),
+        &domain,
         &project,
         &sid,
         consumer_header(&headers),
@@ -1211,17 +1195,22 @@ async fn list_instances(
 
 async fn get_instance(
     State(core): State<Core>,
-    Path((project, sid, iid)): Path<(String, String, String)>,
+    InstanceAt {
+        service:
+            ServiceAt {
+                tenant: Tenant { domain, project },
+                service_id: sid,
+            },
+        instance_id: iid,
+    }: InstanceAt,
     Query(q): Query_,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
-    check_id("instanceId", &iid)?;
     let tags = tag_keys(param(&q, "tags"));
     let reg = core.lock();
     let provider = super::discovery::visible_provider(
         &reg,
-        &domain(&headers),
+        &domain,
         &project,
         &sid,
         consumer_header(&headers),
@@ -1246,31 +1235,32 @@ async fn get_instance(
 
 async fn unregister(
     State(core): State<Core>,
-    Path((project, sid, iid)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    InstanceAt {
+        service:
+            ServiceAt {
+                tenant: Tenant { domain, project },
+                service_id: sid,
+            },
+        instance_id: iid,
+    }: InstanceAt,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
-    check_id("instanceId", &iid)?;
-    core.lock()
-        .unregister(&domain(&headers), &project, &sid, &iid)?;
+    core.lock().unregister(&domain, &project, &sid, &iid)?;
     Ok(empty())
 }
 
 async fn heartbeat(
     State(core): State<Core>,
-    Path((project, sid, iid)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    InstanceAt {
+        service:
+            ServiceAt {
+                tenant: Tenant { domain, project },
+                service_id: sid,
+            },
+        instance_id: iid,
+    }: InstanceAt,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
-    check_id("instanceId", &iid)?;
-    core.lock().heartbeat(
-        &domain(&headers),
-        &project,
-        &sid,
-        &iid,
-        Instant::now(),
-        now_ms(),
-    )?;
+    core.lock()
+        .heartbeat(&domain, &project, &sid, &iid, Instant::now(), now_ms())?;
     Ok(empty())
 }
 
@@ -1278,15 +1268,14 @@ async fn heartbeat(
 /// (1.3.0; the others are renewed all the same).
 async fn heartbeats(
     State(core): State<Core>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
+    Tenant { domain, project }: Tenant,
     body: Bytes,
 ) -> Result<Response, ScError> {
     let req: HeartbeatsRequest = decode(&body)?;
     if req.instances.is_empty() {
         return Err(ScError::invalid("Invalid instances: at least one"));
     }
-    let dom = domain(&headers);
+    let dom = domain.clone();
     let (now, wall) = (Instant::now(), now_ms());
     let mut reg = core.lock();
     let failed: Vec<String> = req
@@ -1310,46 +1299,42 @@ async fn heartbeats(
 
 async fn set_status(
     State(core): State<Core>,
-    Path((project, sid, iid)): Path<(String, String, String)>,
+    InstanceAt {
+        service:
+            ServiceAt {
+                tenant: Tenant { domain, project },
+                service_id: sid,
+            },
+        instance_id: iid,
+    }: InstanceAt,
     Query(q): Query_,
-    headers: HeaderMap,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
-    check_id("instanceId", &iid)?;
-    core.lock().set_instance_status(
-        &domain(&headers),
-        &project,
-        &sid,
-        &iid,
-        param(&q, "value"),
-        now_ms(),
-    )?;
+    core.lock()
+        .set_instance_status(&domain, &project, &sid, &iid, param(&q, "value"), now_ms())?;
     Ok(empty())
 }
 
 async fn set_properties(
     State(core): State<Core>,
-    Path((project, sid, iid)): Path<(String, String, String)>,
-    headers: HeaderMap,
+    InstanceAt {
+        service:
+            ServiceAt {
+                tenant: Tenant { domain, project },
+                service_id: sid,
+            },
+        instance_id: iid,
+    }: InstanceAt,
     body: Bytes,
 ) -> Result<Response, ScError> {
-    check_id("serviceId", &sid)?;
-    check_id("instanceId", &iid)?;
     let req: PropertiesRequest = decode(&body)?;
-    core.lock().set_instance_properties(
-        &domain(&headers),
-        &project,
-        &sid,
-        &iid,
-        req.properties,
-        now_ms(),
-    )?;
+    core.lock()
+        .set_instance_properties(&domain, &project, &sid, &iid, req.properties, now_ms())?;
     Ok(empty())
 }
 
 async fn find(
     State(core): State<Core>,
-    Path(project): Path<String>,
+    Tenant { domain, project }: Tenant,
     Query(q): Query_,
     headers: HeaderMap,
 ) -> Result<Response, ScError> {
@@ -1360,7 +1345,7 @@ async fn find(
         version: param(&q, "version").to_string(),
         tags: tag_keys(param(&q, "tags")),
     };
-    let dom = domain(&headers);
+    let dom = domain.clone();
     let mut reg = core.lock();
     let ids = super::discovery::find(&mut reg, &dom, &project, &query, consumer_header(&headers))?;
     let current = is_current(reg.revision(), &q, &headers);
@@ -1455,14 +1440,14 @@ struct BatchFindReply<'a> {
 /// current) or `failed`.
 async fn batch_find(
     State(core): State<Core>,
-    Path(project): Path<String>,
+    tenant: Tenant,
     Query(q): Query_,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ScError> {
     match param(&q, "type") {
         "query" => {}
-        "register" => return batch_register(&core, &project, &headers, &body),
+        "register" => return batch_register(&core, &tenant, &body),
         other => {
             return Err(ScError::invalid(format!(
                 "Invalid type '{other}': query or register"
@@ -1475,7 +1460,10 @@ async fn batch_find(
             "Invalid request: services and instances are both empty",
         ));
     }
-    let dom = domain(&headers);
+    let Tenant {
+        domain: dom,
+        project,
+    } = tenant;
     let consumer = consumer_header(&headers);
     let mut guard = core.lock();
     let mut reply = BatchFindReply::default();
@@ -1567,10 +1555,9 @@ struct DumpCache<'a> {
 /// with the registry revision it was read at in `X-Resource-Revision`.
 async fn dump(
     State(core): State<Core>,
-    Path(project): Path<String>,
-    headers: HeaderMap,
+    Tenant { domain, project }: Tenant,
 ) -> Result<Response, ScError> {
-    let dom = domain(&headers);
+    let dom = domain.clone();
     if dom != "default" || project != "default" {
         return Err(ScError::new(
             FORBIDDEN,

@@ -17,13 +17,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::dependencies::providers_of;
 use super::error::ScError;
+use super::extract::{ServiceAt, Tenant};
 use super::registry::{MicroServiceInstance, Registry};
 use super::Core;
 
@@ -225,21 +225,23 @@ async fn run(
 /// Route handler of `GET .../watcher`.
 pub async fn watcher(
     State(core): State<Core>,
-    Path((project, service_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id,
+    }: ServiceAt,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let domain = super::v4::domain(&headers);
     handle(core, domain, project, service_id, ws, false).await
 }
 
 /// Route handler of `GET .../listwatcher`.
 pub async fn listwatcher(
     State(core): State<Core>,
-    Path((project, service_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    ServiceAt {
+        tenant: Tenant { domain, project },
+        service_id,
+    }: ServiceAt,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let domain = super::v4::domain(&headers);
     handle(core, domain, project, service_id, ws, true).await
 }
