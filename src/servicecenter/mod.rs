@@ -24,6 +24,7 @@ pub mod discovery;
 pub mod error;
 pub mod eureka;
 pub mod eureka_registry;
+pub mod extract;
 pub mod govern;
 mod persist;
 pub mod rbac;
