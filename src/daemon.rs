@@ -155,7 +155,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         None => None,
     };
 
-    // The built-in core's change counter, when the registry is in this process: the
+    // The built-in core's change feed, when the registry is in this process: the
     // exporter lists the registry when it moves instead of polling.
     let mut local_revision = None;
     // Stops the built-in core once the reconcile loop has handed over (or at the end).
@@ -197,11 +197,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             if let Some(rbac) = &config.builtin_rbac {
                 core = core.enable_rbac(rbac).await.map_err(Error::CoreRbac)?;
             }
-            local_revision = Some(follow_core_revision(
-                &tracker,
-                core.clone(),
-                shutdown.clone(),
-            ));
+            local_revision = Some(core.revisions());
             // The core stops last: a leaving leader still heartbeats its copies into it.
             let token = core_stop.clone();
             let served_tls = core_tls.clone();
@@ -400,36 +396,6 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
 /// How often an external registry without a revision token is listed to notice changes
 /// (see [`crate::sync::exporter::Exporter::follow`]).
 pub const EXTERNAL_POLL_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How often the in-process core's change counter is read.
-pub const CORE_REVISION_POLL: Duration = Duration::from_millis(5);
-
-/// Publishes the built-in core's revision as a watch channel: read every
-/// [`CORE_REVISION_POLL`] (one uncontended lock), sent only when it moves.
-fn follow_core_revision(
-    tracker: &TaskTracker,
-    core: servicecenter::Core,
-    shutdown: CancellationToken,
-) -> tokio::sync::watch::Receiver<u64> {
-    let (tx, rx) = tokio::sync::watch::channel(core.revision());
-    tracker.spawn(async move {
-        let mut ticker = tokio::time::interval(CORE_REVISION_POLL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            let revision = core.revision();
-            tx.send_if_modified(|current| {
-                let moved = *current != revision;
-                *current = revision;
-                moved
-            });
-        }
-    });
-    rx
-}
 
 /// Builds the plugin for `kind` over `endpoints`.
 ///

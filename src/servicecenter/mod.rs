@@ -133,6 +133,12 @@ impl Core {
         self.lock().revision()
     }
 
+    /// [`Core::revision`] as a watch, sent on every bump (the registry's change feed), for
+    /// a reader in this process that would otherwise poll. Only later changes are seen.
+    pub fn revisions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.lock().changes.subscribe()
+    }
+
     /// Removes instances whose lease ended; returns how many.
     pub fn expire_leases(&self) -> usize {
         let mut reg = self.lock();
