@@ -17,7 +17,7 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::cli::PluginKind;
 use crate::config::{DaemonConfig, RegistryConfig};
-use crate::election::{self, EtcdElection};
+use crate::leadership::{self, EtcdElection};
 use crate::exchange::client::ExchangeClient;
 use crate::exchange::server::ExchangeServer;
 use crate::exchange::verify::verify_members;
@@ -137,11 +137,11 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     // certificate stops the start; a down etcd is waited for.
     let election = match &config.election_etcd {
         Some(etcd) => {
-            let election = EtcdElection::new(election::EtcdConfig {
+            let election = EtcdElection::new(leadership::EtcdConfig {
                 etcd: etcd.clone(),
                 node: config.node.clone(),
                 cluster_name: config.cluster_name.clone(),
-                lease_ttl: election::DEFAULT_LEASE_TTL,
+                lease_ttl: leadership::DEFAULT_LEASE_TTL,
             });
             match election.check().await {
                 Ok(()) => {}

@@ -1,6 +1,6 @@
 //! How this process reaches etcd: endpoints, TLS (CA, client certificate and key) and etcd's
 //! own authentication (user and password), shared by the built-in core's etcd store
-//! ([`crate::servicecenter::store::etcd`]) and the leader election ([`crate::election`]).
+//! ([`crate::servicecenter::store::etcd`]) and the leader election ([`crate::leadership`]).
 //!
 //! Settings come from `--etcd-user`, `--etcd-password-file` (or the environment variable
 //! [`PASSWORD_ENV`]: a password is never a flag value, which `ps` would show),

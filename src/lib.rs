@@ -1,7 +1,7 @@
 //! syncer: a multi-registry syncer daemon.
 //!
 //! Per-site agents find each other by gossip ([`membership`]), elect a leader per site
-//! (first alive member by node name, or an etcd election: [`election`]),
+//! (first alive member by node name, or an etcd election: [`leadership`]),
 //! read their local registry through a plugin (`syncer-plugin-servicecenter`,
 //! `syncer-plugin-eureka`), exchange what they found over gRPC ([`exchange`]), and
 //! re-register the other sites' instances locally ([`sync`]); what crosses the wire between
@@ -14,9 +14,9 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
-pub mod election;
 pub mod etcd;
 pub mod exchange;
+pub mod leadership;
 pub mod listener;
 pub mod membership;
 pub mod records;

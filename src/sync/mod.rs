@@ -82,9 +82,9 @@ pub struct Syncer {
     /// The mapping as of the last full reconcile, updated by every change applied since;
     /// `None` until the first full reconcile of a leadership term.
     copies: Option<HashMap<OriginKey, LocalCopy>>,
-    /// The etcd election's view of the leader ([`crate::election`]); `None`: the first alive
+    /// The etcd election's view of the leader ([`crate::leadership`]); `None`: the first alive
     /// member by node name leads.
-    election: Option<watch::Receiver<crate::election::Leader>>,
+    election: Option<watch::Receiver<crate::leadership::Leader>>,
     /// Cancelled once this member may leave: gossip leaves, the election resigns. Until then
     /// a leaving leader keeps its copies' leases fresh (see [`Syncer::with_handover`]).
     leave: CancellationToken,
@@ -196,7 +196,7 @@ impl Syncer {
     /// member holds the leader key, or [`HANDOVER_TIMEOUT`].
     pub fn with_handover(
         mut self,
-        election: Option<watch::Receiver<crate::election::Leader>>,
+        election: Option<watch::Receiver<crate::leadership::Leader>>,
         leave: CancellationToken,
     ) -> Syncer {
         self.election = election;
@@ -214,7 +214,7 @@ impl Syncer {
                 (leader.unwrap_or_else(|| "-".to_owned()), is_leader)
             }
             None => {
-                let leader = leader_of(members, &self.config.cluster_name);
+                let leader = crate::leadership::leader_of(members, &self.config.cluster_name);
                 let name = leader.map_or(self.config.node.as_str(), |m| m.node.as_str());
                 (
                     name.to_owned(),
@@ -639,22 +639,13 @@ fn plan_config(config: &Config) -> PlanConfig {
 }
 
 /// Resolves when the election's leader changes; never without an election, or once it ended.
-async fn leader_changed(election: &mut Option<watch::Receiver<crate::election::Leader>>) {
+async fn leader_changed(election: &mut Option<watch::Receiver<crate::leadership::Leader>>) {
     let Some(rx) = election else {
         return std::future::pending().await;
     };
     if rx.changed().await.is_err() {
         std::future::pending::<()>().await;
     }
-}
-
-/// The leader of `cluster`: its alive member whose node name sorts first (DESIGN.md
-/// decision 5, without etcd).
-pub fn leader_of<'a>(members: &'a [Member], cluster: &str) -> Option<&'a Member> {
-    members
-        .iter()
-        .filter(|m| m.cluster_name == cluster)
-        .min_by(|a, b| a.node.cmp(&b.node))
 }
 
 /// Other clusters and their alive members, leader first: whom to pull, in order of preference.
@@ -680,18 +671,6 @@ mod tests {
             gossip_addr: ([127, 0, 0, 1], port).into(),
             rpc_addr: ([127, 0, 0, 1], port + 1).into(),
         }
-    }
-
-    #[test]
-    fn the_leader_is_the_first_node_of_its_cluster() {
-        let members = vec![
-            member("b", "x", 1),
-            member("a", "y", 3),
-            member("c", "x", 5),
-        ];
-        assert_eq!(leader_of(&members, "x").map(|m| m.node.as_str()), Some("b"));
-        assert_eq!(leader_of(&members, "y").map(|m| m.node.as_str()), Some("a"));
-        assert!(leader_of(&members, "z").is_none());
     }
 
     #[test]

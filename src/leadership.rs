@@ -1,4 +1,8 @@
-//! Leadership of a cluster through etcd (DESIGN.md decision 5, with etcd configured).
+//! Leadership of a cluster (DESIGN.md decision 5): who of a cluster's members reads and
+//! writes its registry.
+//!
+//! Without etcd, the leader is the alive gossip member of the cluster whose node name sorts
+//! first ([`leader_of`]). With etcd configured, it is an etcd election.
 //!
 //! Every member of a cluster races for one key, `/syncer/leader/{cluster}`, holding a lease
 //! of [`EtcdConfig::lease_ttl`] (default 3 s): a transaction creates the key, bound to the
@@ -8,9 +12,6 @@
 //! lease (a crashed leader: within one TTL). A leader that cannot renew its lease for a whole
 //! TTL steps down on its own, so two members believe they lead for at most the time etcd
 //! takes to notice; DESIGN.md decision 3 makes that brief overlap harmless.
-//!
-//! Without etcd, the leader is the alive gossip member of the cluster whose node name sorts
-//! first ([`crate::sync::leader_of`]); this module is not used then.
 //!
 //! Main types: [`EtcdConfig`], [`EtcdElection`] (built, then [`EtcdElection::run`]), whose
 //! published value is the node name of the cluster's current leader ([`Leader`]).
@@ -25,6 +26,17 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::membership::Member;
+
+/// The leader of `cluster`: its alive member whose node name sorts first (DESIGN.md
+/// decision 5, without etcd).
+pub fn leader_of<'a>(members: &'a [Member], cluster: &str) -> Option<&'a Member> {
+    members
+        .iter()
+        .filter(|m| m.cluster_name == cluster)
+        .min_by(|a, b| a.node.cmp(&b.node))
+}
 
 /// Prefix of the leader keys; the cluster name follows.
 pub const LEADER_KEY_PREFIX: &str = "/syncer/leader/";
@@ -311,5 +323,26 @@ mod tests {
     #[test]
     fn the_leader_key_is_per_cluster() {
         assert_eq!(leader_key("site-a"), "/syncer/leader/site-a");
+    }
+
+    fn member(node: &str, cluster: &str, port: u16) -> Member {
+        Member {
+            node: node.into(),
+            cluster_name: cluster.into(),
+            gossip_addr: ([127, 0, 0, 1], port).into(),
+            rpc_addr: ([127, 0, 0, 1], port + 1).into(),
+        }
+    }
+
+    #[test]
+    fn the_leader_is_the_first_node_of_its_cluster() {
+        let members = vec![
+            member("b", "x", 1),
+            member("a", "y", 3),
+            member("c", "x", 5),
+        ];
+        assert_eq!(leader_of(&members, "x").map(|m| m.node.as_str()), Some("b"));
+        assert_eq!(leader_of(&members, "y").map(|m| m.node.as_str()), Some("a"));
+        assert!(leader_of(&members, "z").is_none());
     }
 }
