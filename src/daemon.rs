@@ -17,10 +17,10 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::cli::PluginKind;
 use crate::config::{DaemonConfig, RegistryConfig};
-use crate::leadership::{self, EtcdElection};
 use crate::exchange::client::ExchangeClient;
 use crate::exchange::server::ExchangeServer;
 use crate::exchange::verify::verify_members;
+use crate::leadership::{self, EtcdElection};
 use crate::membership::{self, Membership};
 use crate::reload::FileWatch;
 use crate::servicecenter;

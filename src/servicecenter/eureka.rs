@@ -31,7 +31,6 @@
 //! for VIP reads.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -88,7 +87,9 @@ pub fn router(core: Core) -> Router {
         .route("/instances/{id}", get(instance_by_id))
         .route("/vips/{vip}", get(by_vip))
         .route("/svips/{svip}", get(by_svip))
-        .with_state(core);
+        .with_state(core)
+        // gzip for clients that accept it (Eureka clients ask for it on registry fetches).
+        .layer(tower_http::compression::CompressionLayer::new());
     Router::new()
         .nest("/eureka/v2", api.clone())
         .nest("/eureka", api)
@@ -850,40 +851,19 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .any(|v| v.to_str().is_ok_and(|s| s.contains("json")))
 }
 
-/// A 200 document in the negotiated format, gzip-compressed when `gzip` is set.
-fn document(json_body: bool, body: String, gzip: bool) -> Response {
+/// A 200 document in the negotiated format (gzip, when the client accepts it, is the
+/// router's `CompressionLayer`).
+fn document(json_body: bool, body: String) -> Response {
     let ctype = if json_body {
         "application/json"
     } else {
         "application/xml"
     };
-    if gzip {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        if enc.write_all(body.as_bytes()).is_ok() {
-            if let Ok(bytes) = enc.finish() {
-                return (
-                    [
-                        (header::CONTENT_TYPE, HeaderValue::from_static(ctype)),
-                        (header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
-                    ],
-                    bytes,
-                )
-                    .into_response();
-            }
-        }
-    }
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static(ctype))],
         body,
     )
         .into_response()
-}
-
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.contains("gzip")))
 }
 
 /// Every app's views, with the delta queue brought up to date first (under one lock).
@@ -901,7 +881,7 @@ fn apps_document(headers: &HeaderMap, apps: &[(String, Vec<View>)], delta: &str)
     } else {
         apps_xml(apps, delta, &hash)
     };
-    document(j, body, accepts_gzip(headers))
+    document(j, body)
 }
 
 async fn all_apps(State(core): State<Core>, headers: HeaderMap) -> Response {
@@ -942,7 +922,7 @@ async fn delta(State(core): State<Core>, headers: HeaderMap) -> Response {
     } else {
         apps_xml(&apps, &version, &hash)
     };
-    document(j, body, accepts_gzip(&headers))
+    document(j, body)
 }
 
 /// `GET /vips/{vip}` and `/svips/{svip}`: the instances whose (secure) VIP address, split on
@@ -1001,7 +981,7 @@ async fn one_app(
         app_xml(&mut out, 0, &app, &list);
         out
     };
-    document(j, body, false)
+    document(j, body)
 }
 
 fn instance_document(headers: &HeaderMap, v: Option<View>) -> Response {
@@ -1016,7 +996,7 @@ fn instance_document(headers: &HeaderMap, v: Option<View>) -> Response {
         instance_xml(&mut out, 0, &v);
         out
     };
-    document(j, body, false)
+    document(j, body)
 }
 
 /// The current view of instance `id` of `app` (any app when `None`), read live.
@@ -1279,38 +1259,12 @@ async fn put_metadata(
     StatusCode::OK
 }
 
-/// `a=1&b=x%20y` → [("a", "1"), ("b", "x y")] (`+` is a space).
+/// `a=1&b=x%20y` → [("a", "1"), ("b", "x y")] (`+` is a space; invalid escapes kept).
 fn form_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (form_decode(k), form_decode(v))
-        })
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, v)| !(k.is_empty() && v.is_empty()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
-}
-
-fn form_decode(s: &str) -> String {
-    let s = s.replace('+', " ");
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            if let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -1076,7 +1076,7 @@ fn batch_register(core: &Core, tenant: &Tenant, body: &[u8]) -> Result<Response,
         .services
         .into_iter()
         .map(
-            |service| match reg.create_service(&dom, project, service, wall) {
+            |service| match reg.create_service(dom, project, service, wall) {
                 Ok((service_id, _)) => BatchRegisterItem {
                     service_id,
                     ..BatchRegisterItem::default()
@@ -1091,7 +1091,7 @@ fn batch_register(core: &Core, tenant: &Tenant, body: &[u8]) -> Result<Response,
         .map(|instance| {
             let sid = instance.service_id.clone();
             let done = check_id("serviceId", &sid)
-                .and_then(|()| reg.register_instance(&dom, project, &sid, instance, now, wall));
+                .and_then(|()| reg.register_instance(dom, project, &sid, instance, now, wall));
             match done {
                 Ok(instance_id) => BatchRegisterItem {
                     instance_id,
