@@ -340,6 +340,14 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         .instrument(tracing::info_span!("membership")),
     );
 
+    let leader = match &election {
+        Some(election) => election.leader(),
+        None => leadership::gossip(
+            config.node.clone(),
+            config.cluster_name.clone(),
+            members.clone(),
+        ),
+    };
     let syncer = Syncer::new(
         sync::Config {
             node: config.node.clone(),
@@ -351,21 +359,18 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         plugin,
         exporter,
         members,
+        leader,
     );
-    let election = if let Some(election) = election {
-        let leader = election.leader();
+    if let Some(election) = election {
         tracker.spawn(
             election
                 .run(leave.clone(), sync::HANDOVER_TIMEOUT)
                 .instrument(tracing::info_span!("election")),
         );
-        Some(leader)
-    } else {
-        None
-    };
+    }
     let syncer = syncer
         .with_tls(tls)
-        .with_handover(election, leave.clone())
+        .with_handover(leave.clone())
         .with_notices(heard);
     let token = shutdown.clone();
     tracker.spawn(

@@ -13,8 +13,13 @@
 //! TTL steps down on its own, so two members believe they lead for at most the time etcd
 //! takes to notice; DESIGN.md decision 3 makes that brief overlap harmless.
 //!
-//! Main types: [`EtcdConfig`], [`EtcdElection`] (built, then [`EtcdElection::run`]), whose
-//! published value is the node name of the cluster's current leader ([`Leader`]).
+//! Either way the rest of the daemon sees one [`LeaderWatch`]: a watch of the node name of
+//! the cluster's current leader ([`Leader`]), fed by the gossip rule from the member list
+//! ([`gossip`]) or by the election ([`EtcdElection::leader`]). The reconcile loop, its
+//! handover and its logs read only that watch.
+//!
+//! Main types: [`LeaderWatch`], [`EtcdConfig`], [`EtcdElection`] (built, then
+//! [`EtcdElection::run`]).
 
 use std::time::Duration;
 
@@ -36,6 +41,78 @@ pub fn leader_of<'a>(members: &'a [Member], cluster: &str) -> Option<&'a Member>
         .iter()
         .filter(|m| m.cluster_name == cluster)
         .min_by(|a, b| a.node.cmp(&b.node))
+}
+
+/// One member's view of who leads its cluster: a watch of the leader's node name, from
+/// the gossip rule ([`gossip`]) or an etcd election ([`EtcdElection::leader`]).
+#[derive(Debug, Clone)]
+pub struct LeaderWatch {
+    /// This member's node name.
+    node: String,
+    leader: watch::Receiver<Leader>,
+    /// Whether the source publishes a successor after this member lets go (an etcd
+    /// election); a member that left the gossip pool hears nothing more.
+    shows_successor: bool,
+}
+
+impl LeaderWatch {
+    /// The leader now, and whether it is this member; marks the value seen.
+    pub fn current(&mut self) -> (Leader, bool) {
+        let leader = self.leader.borrow_and_update().clone();
+        let is_leader = leader.as_deref() == Some(self.node.as_str());
+        (leader, is_leader)
+    }
+
+    /// Whether a successor is published after this member resigns (see
+    /// [`LeaderWatch::changed`]); false with the gossip rule.
+    pub fn shows_successor(&self) -> bool {
+        self.shows_successor
+    }
+
+    /// Resolves when the leader changes; `false` once the source has ended (its last value
+    /// stays readable).
+    pub async fn changed(&mut self) -> bool {
+        self.leader.changed().await.is_ok()
+    }
+
+    /// The last value, without marking it seen.
+    pub fn last(&self) -> Leader {
+        self.leader.borrow().clone()
+    }
+}
+
+/// The leader by the gossip rule ([`leader_of`]), updated on every change of `members`
+/// (alive members, this one included) until the member list closes. While the list does
+/// not show this member's cluster yet, this member leads.
+pub fn gossip(
+    node: String,
+    cluster: String,
+    mut members: watch::Receiver<Vec<Member>>,
+) -> LeaderWatch {
+    let me = node.clone();
+    let rule = move |members: &[Member]| -> Leader {
+        Some(leader_of(members, &cluster).map_or_else(|| node.clone(), |m| m.node.clone()))
+    };
+    let (tx, rx) = watch::channel(rule(&members.borrow_and_update()));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = members.changed() => if changed.is_err() { break },
+                () = tx.closed() => break,
+            }
+            let leader = rule(&members.borrow_and_update());
+            tx.send_if_modified(|current| {
+                let modified = *current != leader;
+                *current = leader;
+                modified
+            });
+        }
+    });
+    LeaderWatch {
+        node: me,
+        leader: rx,
+        shows_successor: false,
+    }
 }
 
 /// Prefix of the leader keys; the cluster name follows.
@@ -110,9 +187,13 @@ impl EtcdElection {
     }
 
     /// The leader of the cluster, updated on every change. Subscribe before `run`; the
-    /// channel closes when `run` returns.
-    pub fn leader(&self) -> watch::Receiver<Leader> {
-        self.leader.subscribe()
+    /// watch ends when `run` returns.
+    pub fn leader(&self) -> LeaderWatch {
+        LeaderWatch {
+            node: self.config.node.clone(),
+            leader: self.leader.subscribe(),
+            shows_successor: true,
+        }
     }
 
     /// Connects once and reads the leader key, so that a refused user, password or

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::exchange::client::ExchangeClient;
+use crate::leadership::LeaderWatch;
 use crate::membership::Member;
 use crate::records::{PeerEvent, PeerExport};
 use exporter::Exporter;
@@ -82,9 +83,8 @@ pub struct Syncer {
     /// The mapping as of the last full reconcile, updated by every change applied since;
     /// `None` until the first full reconcile of a leadership term.
     copies: Option<HashMap<OriginKey, LocalCopy>>,
-    /// The etcd election's view of the leader ([`crate::leadership`]); `None`: the first alive
-    /// member by node name leads.
-    election: Option<watch::Receiver<crate::leadership::Leader>>,
+    /// Who leads this cluster ([`crate::leadership`]: the gossip rule or an etcd election).
+    leader: LeaderWatch,
     /// Cancelled once this member may leave: gossip leaves, the election resigns. Until then
     /// a leaving leader keeps its copies' leases fresh (see [`Syncer::with_handover`]).
     leave: CancellationToken,
@@ -98,12 +98,14 @@ pub struct Syncer {
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Syncer {
-    /// Builds the loop. `members` lists alive members, this one included.
+    /// Builds the loop. `members` lists alive members, this one included (whom to follow);
+    /// `leader` says whether this member leads its cluster.
     pub fn new(
         config: Config,
         plugin: Arc<dyn Plugin>,
         exporter: Arc<Exporter>,
         members: watch::Receiver<Vec<Member>>,
+        leader: LeaderWatch,
     ) -> Syncer {
         let client = Arc::new(
             ExchangeClient::new(config.cluster_name.clone(), exchange_timeout(&config))
@@ -124,7 +126,7 @@ impl Syncer {
             reports_rx,
             next_generation: 0,
             copies: None,
-            election: None,
+            leader,
             leave: CancellationToken::new(),
             names: HashMap::new(),
             heard: None,
@@ -189,39 +191,21 @@ impl Syncer {
         name
     }
 
-    /// Leadership from an etcd election instead of the gossip member list, and the token to
-    /// cancel when this member may leave (gossip leave, election resignation). On shutdown a
-    /// leader first heartbeats every copy (a whole lease for the successor to take over in),
-    /// then cancels `leave`; with an election it keeps heartbeating each tick until another
-    /// member holds the leader key, or [`HANDOVER_TIMEOUT`].
-    pub fn with_handover(
-        mut self,
-        election: Option<watch::Receiver<crate::leadership::Leader>>,
-        leave: CancellationToken,
-    ) -> Syncer {
-        self.election = election;
+    /// The token to cancel when this member may leave (gossip leave, election resignation).
+    /// On shutdown a leader first heartbeats every copy (a whole lease for the successor to
+    /// take over in), then cancels `leave`; when its leader watch shows a successor (an etcd
+    /// election) it keeps heartbeating each tick until another member leads, or
+    /// [`HANDOVER_TIMEOUT`].
+    pub fn with_handover(mut self, leave: CancellationToken) -> Syncer {
         self.leave = leave;
         self
     }
 
-    /// Who leads this cluster (node name, or `-` while an election has no leader), and
+    /// Who leads this cluster (node name, or `-` while nobody is known to lead), and
     /// whether it is this member.
-    fn leadership(&self, members: &[Member]) -> (String, bool) {
-        match &self.election {
-            Some(election) => {
-                let leader = election.borrow().clone();
-                let is_leader = leader.as_deref() == Some(self.config.node.as_str());
-                (leader.unwrap_or_else(|| "-".to_owned()), is_leader)
-            }
-            None => {
-                let leader = crate::leadership::leader_of(members, &self.config.cluster_name);
-                let name = leader.map_or(self.config.node.as_str(), |m| m.node.as_str());
-                (
-                    name.to_owned(),
-                    leader.is_none_or(|m| m.node == self.config.node),
-                )
-            }
-        }
+    fn leadership(&mut self) -> (String, bool) {
+        let (leader, is_leader) = self.leader.current();
+        (leader.unwrap_or_else(|| "-".to_owned()), is_leader)
     }
 
     /// Shutdown of a leader: renew every copy's lease, let go of the leadership, and with an
@@ -236,15 +220,16 @@ impl Syncer {
             warn!("final heartbeat before handover timed out");
         }
         self.leave.cancel();
-        let Some(mut election) = self.election.clone() else {
+        if !self.leader.shows_successor() {
             info!("left the cluster; a successor leads once gossip tells it");
             return;
-        };
+        }
+        let mut election = self.leader.clone();
         let mut ticker = tokio::time::interval(self.config.ticker_interval);
         ticker.tick().await;
         loop {
-            let leader = election.borrow_and_update().clone();
-            if leader.as_ref().is_some_and(|l| *l != self.config.node) {
+            let (leader, is_leader) = election.current();
+            if leader.is_some() && !is_leader {
                 info!(successor = ?leader, "handed the cluster leadership over");
                 return;
             }
@@ -253,9 +238,9 @@ impl Syncer {
                     info!("no successor seen before the handover timeout");
                     return;
                 }
-                changed = election.changed() => if changed.is_err() {
+                changed = election.changed() => if !changed {
                     // The election ended; its last word stays readable.
-                    let last = election.borrow().clone();
+                    let last = election.last();
                     info!(successor = ?last, "election ended during the handover");
                     return;
                 },
@@ -292,12 +277,12 @@ impl Syncer {
                 Some((cluster, generation, report)) = self.reports_rx.recv() => {
                     full = self.on_report(cluster, generation, report).await;
                 }
-                () = leader_changed(&mut self.election) => {
-                    debug!("election leader changed, reconciling early");
+                () = leader_changed(&mut self.leader) => {
+                    debug!("leader changed, reconciling early");
                 }
             }
             let members = self.members.borrow_and_update().clone();
-            let (leader, is_leader) = self.leadership(&members);
+            let (leader, is_leader) = self.leadership();
             if was_leader != Some(is_leader) {
                 info!(
                     cluster = %self.config.cluster_name,
@@ -638,12 +623,9 @@ fn plan_config(config: &Config) -> PlanConfig {
     }
 }
 
-/// Resolves when the election's leader changes; never without an election, or once it ended.
-async fn leader_changed(election: &mut Option<watch::Receiver<crate::leadership::Leader>>) {
-    let Some(rx) = election else {
-        return std::future::pending().await;
-    };
-    if rx.changed().await.is_err() {
+/// Resolves when the leader changes; never once its source has ended.
+async fn leader_changed(leader: &mut LeaderWatch) {
+    if !leader.changed().await {
         std::future::pending::<()>().await;
     }
 }
