@@ -32,8 +32,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::eureka::View;
-use super::registry::InstanceRecord;
+use syncer_plugin_eureka::keys;
+
+use super::registry::{
+    eureka_to_sc_status, sc_to_eureka_status, InstanceRecord, MicroService, Props, Registry,
+};
 
 /// How long a change stays in the delta (`retentionTimeInMSInDeltaQueue`, 180 s).
 pub const DELTA_RETENTION: Duration = Duration::from_secs(180);
@@ -470,6 +473,372 @@ fn count(counts: &mut BTreeMap<String, usize>, status: &str, up: bool) {
             counts.remove(status);
         }
     }
+}
+
+// ---- Eureka defaults (Netflix's) ---------------------------------------------
+
+/// Lease duration when the register body has none, seconds.
+pub(crate) const DEFAULT_LEASE_SECS: u64 = 90;
+/// Renewal interval when the register body has none, seconds.
+pub(crate) const DEFAULT_RENEWAL_SECS: i64 = 30;
+pub(crate) const DEFAULT_DC_CLASS: &str = "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo";
+pub(crate) const AMAZON_DC_CLASS: &str = "com.netflix.appinfo.AmazonInfo";
+pub(crate) const EMPTY_MAP_CLASS: &str = "java.util.Collections$EmptyMap";
+/// Optional string fields kept as given, in Netflix's output order.
+pub(crate) const STRING_FIELDS: &[&str] = &[
+    "appGroupName",
+    "homePageUrl",
+    "statusPageUrl",
+    "healthCheckUrl",
+    "secureHealthCheckUrl",
+    "vipAddress",
+    "secureVipAddress",
+    "asgName",
+];
+
+// ---- the Eureka view of a stored instance (moved from the HTTP layer) ---------
+
+/// Every field a Eureka instance document carries, resolved from the SC record.
+#[derive(Debug, Clone)]
+pub(crate) struct View {
+    pub(crate) instance_id: String,
+    pub(crate) host_name: String,
+    pub(crate) app: String,
+    pub(crate) ip_addr: String,
+    pub(crate) sid: Option<String>,
+    pub(crate) status: String,
+    pub(crate) overridden_status: String,
+    pub(crate) port: (i64, bool),
+    pub(crate) secure_port: (i64, bool),
+    pub(crate) country_id: i64,
+    pub(crate) dc_class: String,
+    pub(crate) dc_name: String,
+    pub(crate) dc_metadata: Props,
+    pub(crate) renewal_secs: i64,
+    pub(crate) duration_secs: u64,
+    pub(crate) registration_ms: i64,
+    pub(crate) last_renewal_ms: i64,
+    pub(crate) metadata: Props,
+    pub(crate) strings: BTreeMap<&'static str, String>,
+    pub(crate) last_updated_ms: i64,
+    pub(crate) last_dirty_ms: i64,
+    /// `actionType`.
+    pub(crate) action: &'static str,
+}
+
+/// Host and port of the first `rest://` or `http(s)://` endpoint; (host, port, ssl).
+pub(crate) fn endpoint_addr(endpoints: &[String]) -> Option<(String, i64, bool)> {
+    endpoints.iter().find_map(|e| {
+        let rest = e
+            .strip_prefix("rest://")
+            .or_else(|| e.strip_prefix("http://"))
+            .or_else(|| e.strip_prefix("https://"))?;
+        let ssl = e.starts_with("https://") || e.contains("sslEnabled=true");
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') => (h, p.parse().ok()?),
+            _ => (authority, if ssl { 443 } else { 80 }),
+        };
+        Some((
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+            ssl,
+        ))
+    })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Instance views built on this thread (tests count them).
+    pub(crate) static VIEWS_BUILT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+pub(crate) fn view(service: &MicroService, rec: &InstanceRecord) -> View {
+    #[cfg(test)]
+    VIEWS_BUILT.with(|n| n.set(n.get() + 1));
+    let b = &rec.body;
+    let sc_status = b.status.as_str();
+    let renewal_secs = b
+        .health_check
+        .as_ref()
+        .map(|h| h.interval)
+        .filter(|i| *i > 0)
+        .unwrap_or(DEFAULT_RENEWAL_SECS);
+    // Reserved `eureka.*` properties carry Eureka-only fields through service-center (the
+    // eureka plugin's `keys`); they are fields here, not metadata.
+    let (reserved, metadata): (Props, Props) = b
+        .properties
+        .clone()
+        .into_iter()
+        .partition(|(k, _)| k.starts_with(keys::PREFIX));
+    let mut v = View {
+        instance_id: b.instance_id.clone(),
+        host_name: b.host_name.clone(),
+        app: service.service_name.to_ascii_uppercase(),
+        ip_addr: String::new(),
+        sid: None,
+        status: sc_to_eureka_status(sc_status).to_string(),
+        overridden_status: "UNKNOWN".into(),
+        port: (80, true),
+        secure_port: (443, false),
+        country_id: 1,
+        dc_class: DEFAULT_DC_CLASS.into(),
+        dc_name: "MyOwn".into(),
+        dc_metadata: Props::new(),
+        renewal_secs,
+        duration_secs: rec.ttl_secs,
+        registration_ms: rec.registered_ms,
+        last_renewal_ms: rec.renewed_ms,
+        metadata,
+        strings: BTreeMap::new(),
+        last_updated_ms: rec.updated_ms,
+        last_dirty_ms: rec.updated_ms,
+        action: "ADDED",
+    };
+    match &rec.eureka {
+        Some(side) => {
+            v.ip_addr = side.ip_addr.clone();
+            v.sid = side.sid.clone();
+            if eureka_to_sc_status(&side.status) == sc_status {
+                v.status = side.status.clone();
+            }
+            v.overridden_status = side.overridden_status.clone();
+            v.port = side.port;
+            v.secure_port = side.secure_port;
+            v.country_id = side.country_id;
+            v.dc_class = side.dc_class.clone();
+            v.dc_name = side.dc_name.clone();
+            v.dc_metadata = side.dc_metadata.clone();
+            v.renewal_secs = side.renewal_interval_secs;
+            v.strings = side.strings.clone();
+            v.last_dirty_ms = side.last_dirty_ms;
+        }
+        None => {
+            let all: Vec<(String, i64, bool)> = all_endpoint_addrs(&b.endpoints);
+            let http = all.iter().find(|e| !e.2);
+            let https = all.iter().find(|e| e.2);
+            let kept = |key: &str, default: i64| {
+                reserved
+                    .get(key)
+                    .and_then(|p| p.trim().parse().ok())
+                    .unwrap_or(default)
+            };
+            v.port = match http {
+                Some(e) => (e.1, true),
+                None => (kept(keys::PORT, 80), false),
+            };
+            v.secure_port = match https {
+                Some(e) => (e.1, true),
+                None => (kept(keys::SECURE_PORT, 443), false),
+            };
+            let host = http
+                .or(https)
+                .map(|e| e.0.clone())
+                .unwrap_or_else(|| b.host_name.clone());
+            if let Some(e) = http.or(https) {
+                let scheme = if e.2 { "https" } else { "http" };
+                let h = if e.0.contains(':') {
+                    format!("[{}]", e.0)
+                } else {
+                    e.0.clone()
+                };
+                v.strings
+                    .insert("homePageUrl", format!("{scheme}://{h}:{}/", e.1));
+            }
+            if let Some(url) = b
+                .health_check
+                .as_ref()
+                .map(|h| h.url.clone())
+                .filter(|u| !u.is_empty())
+            {
+                v.strings.insert("healthCheckUrl", url);
+            }
+            let name = service.service_name.to_ascii_lowercase();
+            if !reserved.contains_key(keys::VIP_ADDRESS)
+                && !reserved.contains_key(keys::SECURE_VIP_ADDRESS)
+            {
+                v.strings.insert("vipAddress", name.clone());
+                v.strings.insert("secureVipAddress", name);
+            }
+            for (field, key) in keys::STRING_FIELDS {
+                if let (Some(val), Some(f)) = (
+                    reserved.get(*key),
+                    STRING_FIELDS.iter().find(|f| **f == *field),
+                ) {
+                    v.strings.insert(*f, val.clone());
+                }
+            }
+            if let Some(s) = reserved.get(keys::OVERRIDDEN_STATUS) {
+                v.overridden_status = s.clone();
+            }
+            if let Some(h) = reserved.get(keys::HOST_NAME) {
+                v.host_name = h.clone();
+            }
+            v.country_id = kept(keys::COUNTRY_ID, 1);
+            if let Some(n) = reserved.get(keys::DATA_CENTER_NAME) {
+                v.dc_name = n.clone();
+            }
+            if let Some(c) = reserved.get(keys::DATA_CENTER_CLASS) {
+                v.dc_class = c.clone();
+            } else if v.dc_name == "Amazon" {
+                v.dc_class = AMAZON_DC_CLASS.into();
+            }
+            v.dc_metadata = reserved
+                .iter()
+                .filter_map(|(k, val)| {
+                    k.strip_prefix(keys::DATA_CENTER_METADATA_PREFIX)
+                        .map(|k| (k.to_owned(), val.clone()))
+                })
+                .collect();
+            v.ip_addr = host;
+        }
+    }
+    v
+}
+
+/// The fingerprint of the view of `rec` (`override_status`: the instance's status
+/// override, used when it has no Eureka side record, as in [`find_view`]), computed without
+/// building the view: the same fields [`view`] resolves.
+pub(crate) fn record_fingerprint(
+    rec: &InstanceRecord,
+    override_status: Option<&str>,
+) -> Fingerprint {
+    let sc = rec.body.status.as_str();
+    let (status, overridden) = match &rec.eureka {
+        Some(side) => (
+            if eureka_to_sc_status(&side.status) == sc {
+                side.status.as_str()
+            } else {
+                sc_to_eureka_status(sc)
+            },
+            side.overridden_status.as_str(),
+        ),
+        None => (
+            sc_to_eureka_status(sc),
+            override_status.unwrap_or_else(|| {
+                rec.body
+                    .properties
+                    .get(keys::OVERRIDDEN_STATUS)
+                    .map_or("UNKNOWN", String::as_str)
+            }),
+        ),
+    };
+    (
+        rec.updated_ms,
+        rec.registered_ms,
+        status.to_owned(),
+        overridden.to_owned(),
+    )
+}
+
+/// Host, port and ssl of every `rest://` or `http(s)://` endpoint, in order.
+pub(crate) fn all_endpoint_addrs(endpoints: &[String]) -> Vec<(String, i64, bool)> {
+    endpoints
+        .iter()
+        .filter_map(|e| endpoint_addr(std::slice::from_ref(e)))
+        .collect()
+}
+
+/// The Eureka views of the registry's apps, by app name, with the status overrides of
+/// instances that have no Eureka side record and each instance's last delta action.
+pub(crate) fn current_views(reg: &Registry) -> Vec<(String, Vec<View>)> {
+    let overrides = reg.eureka.overrides();
+    reg.eureka_apps()
+        .into_iter()
+        .map(|(name, list)| {
+            let list = list
+                .into_iter()
+                .map(|(s, r)| {
+                    let mut v = view(s, r);
+                    if r.eureka.is_none() {
+                        if let Some(o) = overrides.get(v.instance_id.as_str()) {
+                            v.overridden_status = (*o).to_string();
+                        }
+                    }
+                    v.action = reg.eureka.last_action(&name, &v.instance_id).as_str();
+                    v
+                })
+                .collect();
+            (name, list)
+        })
+        .collect()
+}
+
+/// Brings the delta queue up to date with the registry: O(instances touched since the last
+/// call), whichever API touched them (the registry notes every mutation in
+/// `EurekaState::touch`/`removed`); a no-op when nothing was.
+pub(crate) fn sync_delta(reg: &mut Registry, now: Instant) {
+    if !reg.eureka.has_pending() {
+        return;
+    }
+    let mut pending = reg.eureka.take_pending();
+    let mut keys = std::mem::take(&mut pending.keys);
+    for id in &pending.forgotten {
+        if let Some((s, _)) = reg.eureka_instance_any(id) {
+            keys.push((s.service_name.to_ascii_uppercase(), id.clone()));
+        }
+    }
+    let observed = keys
+        .into_iter()
+        .map(|key| {
+            let current = reg
+                .eureka_instance(&key.0, &key.1)
+                .map(|(_, r)| record_fingerprint(r, reg.eureka.override_status(&key.1)));
+            let gone = match (&current, pending.removed.remove(&key)) {
+                (None, Some(r)) if reg.eureka.was_present(&key) => Some(removed_view(r)),
+                _ => None,
+            };
+            (key, current, gone)
+        })
+        .collect();
+    reg.eureka.track(now, observed);
+}
+
+/// The last view of a removed instance (for its `DELETED` entry).
+pub(crate) fn removed_view(r: Removed) -> View {
+    let service = MicroService {
+        service_name: r.service_name,
+        ..MicroService::default()
+    };
+    let mut v = view(&service, &r.record);
+    if r.record.eureka.is_none() {
+        if let Some(o) = r.override_status {
+            v.overridden_status = o;
+        }
+    }
+    v.action = Action::Deleted.as_str();
+    v
+}
+
+/// Periodic upkeep (the core's expiry task, every second): the delta queue follows the
+/// registry, old entries and stale overrides go.
+pub(crate) fn tick(reg: &mut Registry, now: Instant) {
+    sync_delta(reg, now);
+    reg.eureka.sweep(now);
+}
+
+/// `apps__hashcode` (eureka-notes §4.5): `STATUS_COUNT_` per status, statuses by name.
+pub(crate) fn hashcode<'a>(views: impl IntoIterator<Item = &'a View>) -> String {
+    syncer_plugin_eureka::hashcode(views.into_iter().map(|v| v.status.as_str()))
+}
+
+/// The current view of instance `id` of `app` (any app when `None`), read live.
+pub(crate) fn find_view(reg: &Registry, app: Option<&str>, id: &str) -> Option<View> {
+    let found = match app {
+        Some(app) => reg.eureka_instance(app, id),
+        None => reg.eureka_instance_any(id),
+    };
+    let (s, r) = found?;
+    let mut v = view(s, r);
+    if r.eureka.is_none() {
+        if let Some(o) = reg.eureka.override_status(id) {
+            v.overridden_status = o.to_owned();
+        }
+    }
+    v.action = reg.eureka.last_action(&v.app, id).as_str();
+    Some(v)
 }
 
 #[cfg(test)]

@@ -149,7 +149,7 @@ impl Core {
         } else {
             0
         };
-        eureka::tick(&mut reg, now);
+        eureka_registry::tick(&mut reg, now);
         n
     }
 
