@@ -209,9 +209,10 @@ pub struct DaemonArgs {
     /// (default: 30192)
     #[arg(long, env = "SYNCER_CLUSTER_PORT")]
     pub cluster_port: Option<u16>,
-    /// etcd client URLs, comma separated, for the cluster's leader election (a lease-based
-    /// key, /syncer/leader/{cluster-name}). (default: --etcd-endpoints when given, else no
-    /// etcd: the leader is the alive member whose node name sorts first)
+    /// etcd client URLs, comma separated, for the cluster's leader election (etcd's
+    /// election /syncer/leader/{cluster-name}: one lease-based key per member under it).
+    /// (default: --etcd-endpoints when given, else no etcd: the leader is the alive member
+    /// whose node name sorts first)
     #[arg(long, env = "SYNCER_ELECTION_ETCD_ENDPOINTS")]
     pub election_etcd_endpoints: Option<String>,
     /// Shared gossip key: 32 bytes in base64 (`syncer keygen`). Every gossip datagram is

@@ -4,14 +4,16 @@
 //! Without etcd, the leader is the alive gossip member of the cluster whose node name sorts
 //! first ([`leader_of`]). With etcd configured, it is an etcd election.
 //!
-//! Every member of a cluster races for one key, `/syncer/leader/{cluster}`, holding a lease
-//! of [`EtcdConfig::lease_ttl`] (default 3 s): a transaction creates the key, bound to the
-//! member's lease, only when it does not exist. The member whose transaction created it
-//! leads while it keeps the lease alive (a keep-alive every third of the TTL); the others
-//! watch the key and race again the moment it is deleted (a resignation) or expires with its
-//! lease (a crashed leader: within one TTL). A leader that cannot renew its lease for a whole
-//! TTL steps down on its own, so two members believe they lead for at most the time etcd
-//! takes to notice; DESIGN.md decision 3 makes that brief overlap harmless.
+//! The election is etcd's own (its v3election service, through etcd-client's
+//! [`ElectionClient`](etcd_client::ElectionClient)), named `/syncer/leader/{cluster}`: every
+//! member campaigns with a lease of [`EtcdConfig::lease_ttl`] (default 3 s, a keep-alive
+//! every third of it), which puts a key `/syncer/leader/{cluster}/{lease id in hex}` holding
+//! its node name. The member whose key was created first leads while it keeps its lease
+//! alive; the others wait in line and observe the leader. A resignation deletes the leader's
+//! key, a crashed leader's key expires with its lease (within one TTL), and the next in line
+//! is elected. A leader that cannot renew its lease for a whole TTL steps down on its own, so
+//! two members believe they lead for at most the time etcd takes to notice; DESIGN.md
+//! decision 3 makes that brief overlap harmless.
 //!
 //! Either way the rest of the daemon sees one [`LeaderWatch`]: a watch of the node name of
 //! the cluster's current leader ([`Leader`]), fed by the gossip rule from the member list
@@ -23,10 +25,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, PutOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
-};
+use etcd_client::{ConnectOptions, LeaderKey, LeaderResponse, ObserveStream, ResignOptions};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -115,7 +114,7 @@ pub fn gossip(
     }
 }
 
-/// Prefix of the leader keys; the cluster name follows.
+/// Prefix of the election names; the cluster name follows (then each candidate's lease).
 pub const LEADER_KEY_PREFIX: &str = "/syncer/leader/";
 
 /// Default TTL of a member's election lease: a crashed leader's key goes within this time.
@@ -134,7 +133,7 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// (no leader yet, or etcd unreachable: then this member does not lead either).
 pub type Leader = Option<String>;
 
-/// The leader key of `cluster`.
+/// The election name of `cluster`: its candidates' keys are `{name}/{lease id in hex}`.
 pub fn leader_key(cluster: &str) -> String {
     format!("{LEADER_KEY_PREFIX}{cluster}")
 }
@@ -144,7 +143,7 @@ pub fn leader_key(cluster: &str) -> String {
 pub struct EtcdConfig {
     /// etcd client URLs (`http://host:2379`), TLS and user.
     pub etcd: crate::etcd::ClientConfig,
-    /// This member's node name: the value written under the leader key.
+    /// This member's node name: the value of its candidate key.
     pub node: String,
     /// The cluster whose leader is elected.
     pub cluster_name: String,
@@ -196,7 +195,7 @@ impl EtcdElection {
         }
     }
 
-    /// Connects once and reads the leader key, so that a refused user, password or
+    /// Connects once and reads the election name's key, so that a refused user, password or
     /// certificate stops the start instead of being retried for ever by [`run`](Self::run).
     ///
     /// # Errors
@@ -218,16 +217,16 @@ impl EtcdElection {
     /// deletes its key and waits up to `handover` for another member to claim it (published
     /// as the new leader, so the caller can stop heartbeating); its lease is then revoked.
     pub async fn run(self, resign: CancellationToken, handover: Duration) {
-        let key = leader_key(&self.config.cluster_name);
-        info!(key = %key, etcd = ?self.config.etcd,
+        let name = leader_key(&self.config.cluster_name);
+        info!(name = %name, etcd = ?self.config.etcd,
             lease_ttl_secs = self.config.lease_ttl.as_secs(), "etcd election starting");
         let mut backoff = crate::backoff::Backoff::new(RETRY_FIRST, RETRY_MAX);
         loop {
-            match self.term(&key, &resign, handover).await {
+            match self.term(&name, &resign, handover).await {
                 Ok(()) => break,
                 Err(e) => {
                     self.publish(None);
-                    warn!(key = %key, error = %e, "etcd election interrupted, retrying");
+                    warn!(name = %name, error = %e, "etcd election interrupted, retrying");
                 }
             }
             tokio::select! {
@@ -248,11 +247,11 @@ impl EtcdElection {
         });
     }
 
-    /// One lease's life: race for the key, then follow it, until resigning (Ok) or an etcd
+    /// One lease's life: campaign and observe the leader, until resigning (Ok) or an etcd
     /// failure (Err).
     async fn term(
         &self,
-        key: &str,
+        name: &str,
         resign: &CancellationToken,
         handover: Duration,
     ) -> Result<(), Error> {
@@ -260,6 +259,9 @@ impl EtcdElection {
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
         let mut client = self.config.etcd.client(options).await?;
+        // Campaign and observe wait as long as another member leads: no request timeout.
+        let waiting = ConnectOptions::new().with_connect_timeout(REQUEST_TIMEOUT);
+        let mut elections = self.config.etcd.client(waiting).await?.election_client();
         let ttl_secs = i64::try_from(self.config.lease_ttl.as_secs().max(2)).unwrap_or(2);
         let lease = client.lease_grant(ttl_secs, None).await?.id();
         let (mut keeper, mut keep_alive) = client.lease_keep_alive(lease).await?;
@@ -270,22 +272,23 @@ impl EtcdElection {
         let mut renewed = Instant::now();
         debug!(lease, ttl_secs, "election lease granted");
 
-        let (holder, revision) = self.claim(&mut client, key, lease).await?;
-        self.publish(holder.clone());
-        let mut holder = holder;
-        let mut watch = client
-            .watch(
-                key,
-                Some(WatchOptions::new().with_start_revision(revision + 1)),
-            )
-            .await?;
+        // Observing answers only once somebody leads: it opens while this member campaigns.
+        let mut observer = elections.clone();
+        let opening = observer.observe(name);
+        tokio::pin!(opening);
+        let mut observe: Option<ObserveStream> = None;
+        let mut campaigner = elections.clone();
+        let campaign = campaigner.campaign(name, self.config.node.as_bytes(), lease);
+        tokio::pin!(campaign);
+        // This member's key once elected.
+        let mut elected: Option<LeaderKey> = None;
+        let mut holder: Leader = None;
 
         let outcome = loop {
-            let leading = holder.as_deref() == Some(self.config.node.as_str());
             tokio::select! {
                 () = resign.cancelled() => break Ok(()),
                 _ = renew.tick() => {
-                    if leading && renewed.elapsed() >= lease_ttl {
+                    if elected.is_some() && renewed.elapsed() >= lease_ttl {
                         break Err(Error::LeaseLost);
                     }
                     keeper.keep_alive().await?;
@@ -295,41 +298,38 @@ impl EtcdElection {
                     Some(_) => break Err(Error::LeaseLost),
                     None => break Err(Error::StreamClosed("keep-alive")),
                 },
-                message = watch.message() => {
-                    let Some(response) = message? else {
-                        break Err(Error::StreamClosed("watch"));
-                    };
-                    let mut vacant = false;
-                    for event in response.events() {
-                        match event.event_type() {
-                            EventType::Delete => vacant = true,
-                            EventType::Put => {
-                                vacant = false;
-                                holder = event
-                                    .kv()
-                                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-                            }
-                        }
-                    }
-                    if vacant {
-                        let (claimed, _) = self.claim(&mut client, key, lease).await?;
-                        holder = claimed;
-                    }
+                response = &mut campaign, if elected.is_none() => {
+                    let key = response?.take_leader().unwrap_or_default();
+                    debug!(key = %String::from_utf8_lossy(key.key()), "elected");
+                    elected = Some(key);
+                    holder = Some(self.config.node.clone());
                     self.publish(holder.clone());
+                }
+                opened = &mut opening, if observe.is_none() => observe = Some(opened?),
+                message = next_leader(&mut observe) => {
+                    let Some(response) = message? else {
+                        break Err(Error::StreamClosed("observe"));
+                    };
+                    // Elected, this member leads until its lease goes; an older word of
+                    // the observation does not change that.
+                    if elected.is_none() {
+                        holder = value_of(&response);
+                        self.publish(holder.clone());
+                    }
                 }
             }
         };
         outcome?;
 
-        // Resigning: free the key, then wait (still renewing) for a successor to claim it.
-        if holder.as_deref() == Some(self.config.node.as_str()) {
-            let free = Txn::new()
-                .when(vec![Compare::lease(key, CompareOp::Equal, lease)])
-                .and_then(vec![TxnOp::delete(key, None)]);
-            if let Err(e) = client.txn(free).await {
-                warn!(key = %key, error = %e, "cannot free the leader key; it expires with the lease");
+        // Resigning: free the key, then wait (still renewing) for a successor to be elected.
+        if let Some(key) = elected {
+            if let Err(e) = elections
+                .resign(Some(ResignOptions::new().with_leader(key)))
+                .await
+            {
+                warn!(name = %name, error = %e, "cannot resign; the key expires with the lease");
             }
-            info!(key = %key, "resigned the cluster leadership");
+            info!(name = %name, "resigned the cluster leadership");
             let deadline = Instant::now() + handover;
             loop {
                 tokio::select! {
@@ -337,13 +337,17 @@ impl EtcdElection {
                         info!(handover_ms = handover.as_millis() as u64, "no successor claimed the leadership in time");
                         break;
                     }
-                    message = watch.message() => {
+                    _ = renew.tick() => {
+                        let _ = keeper.keep_alive().await;
+                    }
+                    opened = &mut opening, if observe.is_none() => match opened {
+                        Ok(opened) => observe = Some(opened),
+                        Err(_) => break,
+                    },
+                    message = next_leader(&mut observe) => {
                         let Ok(Some(response)) = message else { break };
-                        let successor = response.events().iter().rev().find_map(|e| {
-                            (e.event_type() == EventType::Put).then(|| {
-                                e.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
-                            }).flatten()
-                        });
+                        let successor = value_of(&response)
+                            .filter(|s| *s != self.config.node);
                         if let Some(successor) = successor {
                             info!(successor = %successor, "a successor leads the cluster");
                             holder = Some(successor);
@@ -364,37 +368,23 @@ impl EtcdElection {
         }
         Ok(())
     }
+}
 
-    /// Creates the key bound to `lease` if it does not exist; returns who holds it and the
-    /// revision the answer is valid at.
-    async fn claim(
-        &self,
-        client: &mut Client,
-        key: &str,
-        lease: i64,
-    ) -> Result<(Leader, i64), Error> {
-        let txn = Txn::new()
-            .when(vec![Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then(vec![TxnOp::put(
-                key,
-                self.config.node.as_bytes(),
-                Some(PutOptions::new().with_lease(lease)),
-            )])
-            .or_else(vec![TxnOp::get(key, None)]);
-        let response = client.txn(txn).await?;
-        let revision = response.header().map(|h| h.revision()).unwrap_or(0);
-        if response.succeeded() {
-            return Ok((Some(self.config.node.clone()), revision));
-        }
-        let holder = response.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(get) => get
-                .kvs()
-                .first()
-                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
-            _ => None,
-        });
-        Ok((holder, revision))
+/// The next word of an observation; never before it is open.
+async fn next_leader(
+    observe: &mut Option<ObserveStream>,
+) -> Result<Option<LeaderResponse>, etcd_client::Error> {
+    match observe {
+        Some(observe) => observe.message().await,
+        None => std::future::pending().await,
     }
+}
+
+/// The node name an observed leader key holds.
+fn value_of(response: &LeaderResponse) -> Leader {
+    response
+        .kv()
+        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
 }
 
 #[cfg(test)]

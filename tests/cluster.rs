@@ -207,7 +207,7 @@ fn assert_steady(seen: &[Observation], expected: &BTreeSet<String>) {
     }
 }
 
-/// The leader key's holder, read with etcdctl.
+/// The election's leader, read with etcdctl: the oldest candidate key's value.
 fn etcd_leader(etcd: &Etcd, cluster: &str) -> Option<String> {
     let out = std::process::Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
@@ -215,7 +215,11 @@ fn etcd_leader(etcd: &Etcd, cluster: &str) -> Option<String> {
             "--endpoints",
             &etcd.endpoint,
             "get",
-            &format!("/syncer/leader/{cluster}"),
+            &format!("/syncer/leader/{cluster}/"),
+            "--prefix",
+            "--sort-by=CREATE",
+            "--order=ASCEND",
+            "--limit=1",
             "--print-value-only",
         ])
         .output()

@@ -222,13 +222,17 @@ fn service_keys(global: &[String]) -> Option<String> {
     )
 }
 
-/// The leader key's holder of `cluster`.
+/// The election's leader of `cluster`: the oldest candidate key's value.
 fn leader(global: &[String], cluster: &str) -> Option<String> {
     let text = etcdctl(
         global,
         &[
             "get",
-            &format!("/syncer/leader/{cluster}"),
+            &format!("/syncer/leader/{cluster}/"),
+            "--prefix",
+            "--sort-by=CREATE",
+            "--order=ASCEND",
+            "--limit=1",
             "--print-value-only",
         ],
     )?;
