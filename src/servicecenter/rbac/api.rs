@@ -279,51 +279,65 @@ async fn check_password(
             "too many failed attempts from this address; try again in an hour",
         ));
     }
-    let account = core.lock().rbac.account(name).cloned();
     let fingerprint: [u8; 32] = {
         let mut h = sha2::Sha256::new();
         h.update(rbac.cache_salt);
         h.update(pw.as_bytes());
         h.finalize().into()
     };
+    // Basic auth comes with every Eureka request: a password verified before is compared by
+    // its salted digest, without a hash or a copy of the account.
     if cache {
-        if let Some(a) = &account {
-            let cached = rbac
-                .basic_cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(name)
-                .cloned();
-            if cached.is_some_and(|(f, stored)| f == fingerprint && stored == a.password) {
+        let cached = rbac
+            .basic_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .filter(|(f, _)| *f == fingerprint)
+            .map(|(_, hash)| hash.clone());
+        if let Some(hash) = cached {
+            let reg = core.lock();
+            if let Some(a) = reg.rbac.account(name).filter(|a| *a.password == *hash) {
                 return active(a);
             }
         }
     }
-    let stored = account.as_ref().map_or_else(
-        || password::dummy_hash().to_string(),
-        |a| a.password.clone(),
-    );
+    let stored: Option<Arc<str>> = core
+        .lock()
+        .rbac
+        .account(name)
+        .map(|a| Arc::from(a.password.as_str()));
     let permit = tokio::time::timeout(HASH_WAIT, rbac.hashing.acquire())
         .await
         .map_err(|_| ScError::new(503001, "too many logins at once; retry later"))?
         .map_err(|_| ScError::new(503001, "shutting down"))?;
     let pw_owned = pw.to_string();
-    let stored_for_check = stored.clone();
-    let ok = tokio::task::spawn_blocking(move || password::verify(&stored_for_check, &pw_owned))
-        .await
-        .unwrap_or(false);
+    // An unknown account is checked against a dummy hash: a miss takes as long as a wrong
+    // password.
+    let checked = stored.clone();
+    let ok = tokio::task::spawn_blocking(move || match checked.as_deref() {
+        Some(hash) => password::verify(hash, &pw_owned),
+        None => password::verify(password::dummy_hash(), &pw_owned),
+    })
+    .await
+    .unwrap_or(false);
     drop(permit);
-    match account {
-        Some(a) if ok => {
+    match stored {
+        Some(hash) if ok => {
             rbac.blocker.succeed(name, ip);
             if cache {
                 let mut c = rbac.basic_cache.lock().unwrap_or_else(|e| e.into_inner());
                 if c.len() >= super::MAX_ACCOUNTS {
                     c.clear();
                 }
-                c.insert(name.to_string(), (fingerprint, stored));
+                c.insert(name.to_string(), (fingerprint, hash));
             }
-            active(&a)
+            let reg = core.lock();
+            let a = reg
+                .rbac
+                .account(name)
+                .ok_or_else(|| ScError::new(USER_OR_PASSWORD_WRONG, ""))?;
+            active(a)
         }
         _ => {
             let blocked = rbac.blocker.fail(name, ip);

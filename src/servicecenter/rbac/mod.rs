@@ -684,8 +684,8 @@ impl Registry {
 /// What the guard keeps of a token whose signature it checked (cached per token text).
 #[derive(Clone)]
 pub(crate) struct Verified {
-    /// The account name.
-    pub(crate) sub: String,
+    /// The account name (shared: a cache hit copies no string).
+    pub(crate) sub: Arc<str>,
     /// Issued at, unix ms.
     iat_ms: i64,
     /// Expires at, unix seconds.
@@ -733,7 +733,7 @@ pub(crate) fn verify_signature(
                 })?
                 .claims;
             let v = Verified {
-                sub: claims.sub,
+                sub: claims.sub.into(),
                 iat_ms: claims.iat_ms,
                 exp: claims.exp,
                 key,
@@ -771,7 +771,7 @@ impl RbacState {
         }
         let account = self
             .accounts
-            .get(&v.sub)
+            .get(&*v.sub)
             .ok_or_else(|| ScError::new(TOKEN_ACCOUNT_DELETED, format!("account {}", v.sub)))?;
         if v.iat_ms < account.tokens_after_ms {
             return Err(ScError::new(
@@ -904,6 +904,10 @@ impl RbacSettings {
     }
 }
 
+/// What basic auth remembers of an account: the salted SHA-256 of the password last verified,
+/// and the stored hash it was verified against (a password change makes it stale).
+pub(crate) type BasicAuthEntry = ([u8; 32], Arc<str>);
+
 /// The RBAC runtime of a core: settings, the lockout table, the hashing limit, the basic
 /// auth cache. Shared by all requests.
 pub struct Guard {
@@ -911,7 +915,7 @@ pub struct Guard {
     pub(crate) tokens: Mutex<HashMap<String, Verified>>,
     pub(crate) blocker: password::Blocker,
     pub(crate) hashing: tokio::sync::Semaphore,
-    pub(crate) basic_cache: Mutex<HashMap<String, ([u8; 32], String)>>,
+    pub(crate) basic_cache: Mutex<HashMap<String, BasicAuthEntry>>,
     pub(crate) cache_salt: [u8; 32],
 }
 
