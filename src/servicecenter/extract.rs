@@ -4,7 +4,7 @@
 //! - [`Tenant`]: the domain from `X-Domain-Name` (default `default`, service-center HEAD's
 //!   tenant default) and the path's `{project}`.
 //! - [`ServiceAt`]: a [`Tenant`] and the path's `{service_id}`.
-//! - [`InstanceAt`]: a [`ServiceAt`] and the path's `{instance_id}`.
+//! - [`InstanceAt`]: what [`ServiceAt`] has, and the path's `{instance_id}`.
 //!
 //! A path id must be 1 to 64 characters without whitespace; otherwise the request is
 //! refused with 400001 naming the field, as service-center does.
@@ -32,11 +32,13 @@ pub struct ServiceAt {
     pub service_id: String,
 }
 
-/// A request for one instance: its microservice and instanceId.
+/// A request for one instance: its tenant, serviceId and instanceId.
 #[derive(Debug, Clone)]
 pub struct InstanceAt {
-    /// The microservice.
-    pub service: ServiceAt,
+    /// Domain and project.
+    pub tenant: Tenant,
+    /// The path's `{service_id}`, checked.
+    pub service_id: String,
     /// The path's `{instance_id}`, checked.
     pub instance_id: String,
 }
@@ -106,11 +108,12 @@ impl<S: Send + Sync> FromRequestParts<S> for InstanceAt {
     type Rejection = ScError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<InstanceAt, ScError> {
-        let service = ServiceAt::from_request_parts(parts, state).await?;
+        let ServiceAt { tenant, service_id } = ServiceAt::from_request_parts(parts, state).await?;
         let instance_id = param(parts, state, "instance_id").await?;
         check_id("instanceId", &instance_id)?;
         Ok(InstanceAt {
-            service,
+            tenant,
+            service_id,
             instance_id,
         })
     }

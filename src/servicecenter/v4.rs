@@ -1196,11 +1196,8 @@ async fn list_instances(
 async fn get_instance(
     State(core): State<Core>,
     InstanceAt {
-        service:
-            ServiceAt {
-                tenant: Tenant { domain, project },
-                service_id: sid,
-            },
+        tenant: Tenant { domain, project },
+        service_id: sid,
         instance_id: iid,
     }: InstanceAt,
     Query(q): Query_,
@@ -1236,11 +1233,8 @@ async fn get_instance(
 async fn unregister(
     State(core): State<Core>,
     InstanceAt {
-        service:
-            ServiceAt {
-                tenant: Tenant { domain, project },
-                service_id: sid,
-            },
+        tenant: Tenant { domain, project },
+        service_id: sid,
         instance_id: iid,
     }: InstanceAt,
 ) -> Result<Response, ScError> {
@@ -1251,11 +1245,8 @@ async fn unregister(
 async fn heartbeat(
     State(core): State<Core>,
     InstanceAt {
-        service:
-            ServiceAt {
-                tenant: Tenant { domain, project },
-                service_id: sid,
-            },
+        tenant: Tenant { domain, project },
+        service_id: sid,
         instance_id: iid,
     }: InstanceAt,
 ) -> Result<Response, ScError> {
@@ -1300,11 +1291,8 @@ async fn heartbeats(
 async fn set_status(
     State(core): State<Core>,
     InstanceAt {
-        service:
-            ServiceAt {
-                tenant: Tenant { domain, project },
-                service_id: sid,
-            },
+        tenant: Tenant { domain, project },
+        service_id: sid,
         instance_id: iid,
     }: InstanceAt,
     Query(q): Query_,
@@ -1317,11 +1305,8 @@ async fn set_status(
 async fn set_properties(
     State(core): State<Core>,
     InstanceAt {
-        service:
-            ServiceAt {
-                tenant: Tenant { domain, project },
-                service_id: sid,
-            },
+        tenant: Tenant { domain, project },
+        service_id: sid,
         instance_id: iid,
     }: InstanceAt,
     body: Bytes,
