@@ -396,21 +396,12 @@ mod tests {
         assert_eq!(leader_key("site-a"), "/syncer/leader/site-a");
     }
 
-    fn member(node: &str, cluster: &str, port: u16) -> Member {
-        Member {
-            node: node.into(),
-            cluster_name: cluster.into(),
-            gossip_addr: ([127, 0, 0, 1], port).into(),
-            rpc_addr: ([127, 0, 0, 1], port + 1).into(),
-        }
-    }
-
     #[test]
     fn the_leader_is_the_first_node_of_its_cluster() {
         let members = vec![
-            member("b", "x", 1),
-            member("a", "y", 3),
-            member("c", "x", 5),
+            Member::on_loopback("b", "x", 1),
+            Member::on_loopback("a", "y", 3),
+            Member::on_loopback("c", "x", 5),
         ];
         assert_eq!(leader_of(&members, "x").map(|m| m.node.as_str()), Some("b"));
         assert_eq!(leader_of(&members, "y").map(|m| m.node.as_str()), Some("a"));

@@ -150,6 +150,19 @@ pub struct Member {
     pub rpc_addr: SocketAddr,
 }
 
+#[cfg(test)]
+impl Member {
+    /// A member on 127.0.0.1 (gossip on `port`, the exchange on `port + 1`), for unit tests.
+    pub(crate) fn on_loopback(node: &str, cluster: &str, port: u16) -> Member {
+        Member {
+            node: node.into(),
+            cluster_name: cluster.into(),
+            gossip_addr: ([127, 0, 0, 1], port).into(),
+            rpc_addr: ([127, 0, 0, 1], port + 1).into(),
+        }
+    }
+}
+
 /// Why membership could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -646,21 +646,12 @@ pub fn peer_clusters<'a>(members: &'a [Member], local: &str) -> BTreeMap<&'a str
 mod tests {
     use super::*;
 
-    fn member(node: &str, cluster: &str, port: u16) -> Member {
-        Member {
-            node: node.into(),
-            cluster_name: cluster.into(),
-            gossip_addr: ([127, 0, 0, 1], port).into(),
-            rpc_addr: ([127, 0, 0, 1], port + 1).into(),
-        }
-    }
-
     #[test]
     fn peers_are_grouped_by_cluster_leader_first_without_the_local_cluster() {
         let members = vec![
-            member("d", "y", 1),
-            member("a", "x", 3),
-            member("c", "y", 5),
+            Member::on_loopback("d", "y", 1),
+            Member::on_loopback("a", "x", 3),
+            Member::on_loopback("c", "y", 5),
         ];
         let peers = peer_clusters(&members, "x");
         assert_eq!(peers.len(), 1);
