@@ -962,3 +962,63 @@ pub(crate) async fn init(core: &super::Core, settings: &RbacSettings) -> Result<
     core.lock().ensure_keys().map_err(|e| e.detail)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(kind: &str, verbs: &[&str], labels: &[(&str, &str)]) -> Role {
+        Role {
+            id: String::new(),
+            name: "r".into(),
+            perms: vec![Permission {
+                resources: vec![RoleResource {
+                    kind: kind.into(),
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                        .collect(),
+                }],
+                verbs: verbs.iter().map(|v| (*v).to_string()).collect(),
+            }],
+            create_time: String::new(),
+            update_time: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_permission_allows_its_resource_and_verbs_and_labels_grant_nothing() {
+        let reader = role("service", &["get"], &[]);
+        assert!(reader.allows(Resource::Service, "get"));
+        assert!(!reader.allows(Resource::Service, "create"));
+        assert!(!reader.allows(Resource::Schema, "get"));
+        assert!(role("*", &["*"], &[]).allows(Resource::Account, "delete"));
+        let labelled = role("service", &["*"], &[("serviceName", "orders")]);
+        assert!(!labelled.allows(Resource::Service, "get"));
+    }
+
+    #[test]
+    fn built_in_developers_cannot_touch_accounts_or_roles() {
+        let state = RbacState::default();
+        let dev = [DEVELOPER.to_string()];
+        assert!(state.allowed(&dev, Resource::Ops, "get"));
+        assert!(state.allowed(&dev, Resource::Service, "delete"));
+        assert!(!state.allowed(&dev, Resource::Account, "get"));
+        assert!(!state.allowed(&dev, Resource::Role, "create"));
+        assert!(state.allowed(&[ADMIN.to_string()], Resource::Role, "create"));
+        assert!(!state.allowed(&["nobody".to_string()], Resource::Service, "get"));
+    }
+
+    #[test]
+    fn bad_roles_are_refused_with_the_reason() {
+        let err = |r: Role| r.check().expect_err("refused").detail;
+        assert!(err(role("service", &["write"], &[])).contains("unknown verb"));
+        assert!(err(role("database", &["get"], &[])).contains("unknown resource type"));
+        let mut many = role("service", &["get"], &[]);
+        many.perms = vec![many.perms[0].clone(); MAX_PERMS + 1];
+        assert!(err(many).contains("at most"));
+        let mut bad_name = role("service", &["get"], &[]);
+        bad_name.name = "1x/y".into();
+        assert!(err(bad_name).contains("role name"));
+    }
+}

@@ -219,4 +219,19 @@ mod tests {
             "a block outlives a later success"
         );
     }
+
+    #[test]
+    fn a_full_table_forgets_old_unblocked_failures_and_keeps_blocks() {
+        let b = Blocker::default();
+        let ip: Option<IpAddr> = "10.0.0.1".parse().ok();
+        for _ in 0..MAX_FAILURES {
+            b.fail("victim", ip);
+        }
+        for i in 0..MAX_TRACKED {
+            b.fail(&format!("name-{i}"), ip);
+        }
+        let tracked = b.entries.lock().map(|e| e.len()).unwrap_or(usize::MAX);
+        assert!(tracked <= MAX_TRACKED, "{tracked} pairs tracked");
+        assert!(b.is_blocked("victim", ip), "a block is never evicted");
+    }
 }
