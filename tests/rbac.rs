@@ -105,6 +105,23 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// `POST /v4/accounts` of `name` with `password` and one role, as `bearer`: status and body.
+async fn create_account(
+    base: &str,
+    bearer: &str,
+    name: &str,
+    password: &str,
+    role: &str,
+) -> (StatusCode, Value) {
+    call(
+        reqwest::Method::POST,
+        &format!("{base}/v4/accounts"),
+        Some(bearer),
+        Some(json!({"name": name, "password": password, "roles": [role]})),
+    )
+    .await
+}
+
 fn code(body: &Value) -> &str {
     body["errorCode"].as_str().unwrap_or("")
 }
@@ -143,35 +160,17 @@ async fn rbac_refuses_anonymous_wrong_and_unprivileged_callers_with_service_cent
     // root (admin) manages accounts and roles.
     let root = token(&base, "root", ROOT_PW).await;
     let accounts = format!("{base}/v4/accounts");
-    let (s, b) = call(
-        M::POST,
-        &accounts,
-        Some(&root),
-        Some(json!({"name": "alice", "password": ALICE_PW, "roles": ["developer"]})),
-    )
-    .await;
+    let (s, b) = create_account(&base, &root, "alice", ALICE_PW, "developer").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     // Password rules: 400001 naming the rule.
-    let (s, b) = call(
-        M::POST,
-        &accounts,
-        Some(&root),
-        Some(json!({"name": "weak", "password": "password", "roles": ["developer"]})),
-    )
-    .await;
+    let (s, b) = create_account(&base, &root, "weak", "password", "developer").await;
     assert_eq!((s, code(&b)), (StatusCode::BAD_REQUEST, "400001"), "{b}");
     assert!(
         b["detail"].as_str().unwrap_or("").contains("upper-case"),
         "{b}"
     );
     // Duplicate: 409200.
-    let (s, b) = call(
-        M::POST,
-        &accounts,
-        Some(&root),
-        Some(json!({"name": "alice", "password": ALICE_PW, "roles": ["developer"]})),
-    )
-    .await;
+    let (s, b) = create_account(&base, &root, "alice", ALICE_PW, "developer").await;
     assert_eq!((s, code(&b)), (StatusCode::CONFLICT, "409200"), "{b}");
     // Accounts are answered without their password (hash included).
     let (s, b) = call(M::GET, &format!("{accounts}/alice"), Some(&root), None).await;
@@ -189,13 +188,7 @@ async fn rbac_refuses_anonymous_wrong_and_unprivileged_callers_with_service_cent
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, b) = call(
-        M::POST,
-        &accounts,
-        Some(&alice),
-        Some(json!({"name": "eve", "password": "Eve-pass-12", "roles": ["admin"]})),
-    )
-    .await;
+    let (s, b) = create_account(&base, &alice, "eve", "Eve-pass-12", "admin").await;
     assert_eq!((s, code(&b)), (StatusCode::FORBIDDEN, "403001"), "{b}");
     let (s, _) = call(M::GET, &format!("{base}/v4/roles"), Some(&alice), None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -219,13 +212,7 @@ async fn rbac_refuses_anonymous_wrong_and_unprivileged_callers_with_service_cent
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, b) = call(
-        M::POST,
-        &accounts,
-        Some(&root),
-        Some(json!({"name": "bob", "password": BOB_PW, "roles": ["reader"]})),
-    )
-    .await;
+    let (s, b) = create_account(&base, &root, "bob", BOB_PW, "reader").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let bob = token(&base, "bob", BOB_PW).await;
     let (s, b) = call(M::GET, &services, Some(&bob), None).await;
@@ -374,13 +361,7 @@ async fn accounts_and_the_token_key_survive_a_restart_of_the_embedded_store() {
     let data = data.to_str().expect("utf-8");
     let (mut core, base) = start_core(dir.path(), "core", &pw, &["--data-dir", data]).await;
     let root = token(&base, "root", ROOT_PW).await;
-    let (s, b) = call(
-        reqwest::Method::POST,
-        &format!("{base}/v4/accounts"),
-        Some(&root),
-        Some(json!({"name": "alice", "password": ALICE_PW, "roles": ["developer"]})),
-    )
-    .await;
+    let (s, b) = create_account(&base, &root, "alice", ALICE_PW, "developer").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert!(core.terminate(Duration::from_secs(10)), "clean stop");
     drop(core);
@@ -418,13 +399,7 @@ async fn two_cores_on_one_etcd_share_accounts_and_accept_each_others_tokens() {
     let (_a, base_a) = start_core(dir.path(), "core-a", &pw, &flags).await;
     let (_b, base_b) = start_core(dir.path(), "core-b", &pw, &flags).await;
     let root = token(&base_a, "root", ROOT_PW).await;
-    let (s, b) = call(
-        reqwest::Method::POST,
-        &format!("{base_a}/v4/accounts"),
-        Some(&root),
-        Some(json!({"name": "alice", "password": ALICE_PW, "roles": ["developer"]})),
-    )
-    .await;
+    let (s, b) = create_account(&base_a, &root, "alice", ALICE_PW, "developer").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     // Core B sees the account through the watch, and accepts core A's token.
     let alice = eventually(
@@ -472,13 +447,7 @@ async fn py_eureka_client_works_through_basic_auth_and_is_refused_with_a_wrong_p
     )
     .await;
     let root = token(&base, "root", ROOT_PW).await;
-    let (s, b) = call(
-        reqwest::Method::POST,
-        &format!("{base}/v4/accounts"),
-        Some(&root),
-        Some(json!({"name": "app", "password": ALICE_PW, "roles": ["developer"]})),
-    )
-    .await;
+    let (s, b) = create_account(&base, &root, "app", ALICE_PW, "developer").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let host = base.trim_start_matches("http://");
     // The wrong password is another account's: three failures block that account (from this
