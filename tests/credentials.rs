@@ -7,27 +7,9 @@ mod support;
 use std::time::Duration;
 
 use md5::{Digest, Md5};
-use serde_json::Value;
 use support::{eventually, free_tcp_port, free_udp_port, Proc};
 
 const PASSWORD: &str = "s3cretPW2";
-
-/// Instances of `app`/`name` found at the service-center API at `base` (`None` until it
-/// answers).
-async fn find(http: &reqwest::Client, base: &str, app: &str, name: &str) -> Option<Vec<Value>> {
-    let resp = http
-        .get(format!("{base}/v4/default/registry/instances"))
-        .query(&[("appId", app), ("serviceName", name), ("version", "latest")])
-        .header("X-Domain-Name", "default")
-        .send()
-        .await
-        .ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let body: Value = resp.json().await.ok()?;
-    Some(body["instances"].as_array().cloned().unwrap_or_default())
-}
 
 /// `Some` once the service-center API at `base` answers.
 async fn ready(http: &reqwest::Client, base: &str) -> Option<()> {
@@ -147,7 +129,7 @@ async fn a_password_in_the_registry_address_reaches_no_log_cluster_name_or_peer(
         "site A's instance copied to site B",
         &procs,
         || async {
-            let list = find(&http, &b_base, "app", "from-a").await?;
+            let list = support::sc_find_instances(&http, &b_base, "app", "from-a").await?;
             list.into_iter().next()
         },
     )
@@ -157,7 +139,7 @@ async fn a_password_in_the_registry_address_reaches_no_log_cluster_name_or_peer(
         "site B's instance copied to site A",
         &procs,
         || async {
-            let list = find(&http, &a_base, "app", "from-b").await?;
+            let list = support::sc_find_instances(&http, &a_base, "app", "from-b").await?;
             (!list.is_empty()).then_some(())
         },
     )

@@ -40,21 +40,6 @@ async fn root_client(base: &str) -> reqwest::Client {
         .expect("client")
 }
 
-/// Instances of `app`/`name` at `base` (`None` until the core answers 200).
-async fn find(http: &reqwest::Client, base: &str, app: &str, name: &str) -> Option<Vec<Value>> {
-    let resp = http
-        .get(format!("{base}/v4/default/registry/instances"))
-        .query(&[("appId", app), ("serviceName", name), ("version", "latest")])
-        .send()
-        .await
-        .ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let body: Value = resp.json().await.ok()?;
-    Some(body["instances"].as_array().cloned().unwrap_or_default())
-}
-
 /// `Some` once `GET /v4/.../version` (open under RBAC) answers 200.
 async fn ready(base: &str) -> Option<()> {
     let resp = reqwest::get(format!("{base}/v4/default/registry/version"))
@@ -78,7 +63,7 @@ async fn wait_for(
         &format!("{app}/{name} at {base} has {endpoint}"),
         procs,
         || async {
-            let found = find(http, base, app, name).await?;
+            let found = support::sc_find_instances(http, base, app, name).await?;
             found
                 .iter()
                 .any(|i| {

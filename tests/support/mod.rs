@@ -421,6 +421,28 @@ pub async fn eureka_app_instances(
     body["application"]["instance"].as_array().cloned()
 }
 
+/// The instances of `app`/`name` (version `latest`) a find at the service-center API at
+/// `base` answers in the default domain; `None` until it answers 200.
+pub async fn sc_find_instances(
+    http: &reqwest::Client,
+    base: &str,
+    app: &str,
+    name: &str,
+) -> Option<Vec<serde_json::Value>> {
+    let resp = http
+        .get(format!("{base}/v4/default/registry/instances"))
+        .query(&[("appId", app), ("serviceName", name), ("version", "latest")])
+        .header("X-Domain-Name", "default")
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body: serde_json::Value = resp.json().await.ok()?;
+    Some(body["instances"].as_array().cloned().unwrap_or_default())
+}
+
 /// Creates microservice `name` (appId `app`, version 1.0.0) at the service-center API at
 /// `base` and returns its serviceId.
 pub async fn sc_create_service(
