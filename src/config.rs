@@ -286,7 +286,7 @@ pub struct DaemonConfig {
     pub builtin_tls: Option<CoreTlsConfig>,
     /// service-center's RBAC in the built-in core (`--builtin-rbac`); the daemon logs in to
     /// its core as root with this password. `None`: off.
-    pub builtin_rbac: Option<crate::servicecenter::rbac::RbacSettings>,
+    pub builtin_rbac: Option<crate::servicecenter::registry::rbac::RbacSettings>,
     /// Gossip (UDP) bind address.
     pub bind_addr: SocketAddr,
     /// Gossip address advertised to others, if not the bind address.
@@ -514,8 +514,9 @@ impl DaemonConfig {
                 .builtin_rbac_root_password_file
                 .clone()
                 .or(file.builtin_rbac_root_password_file.take());
-            let settings = crate::servicecenter::rbac::RbacSettings::resolve(file_path.as_deref())
-                .map_err(|e| invalid("--builtin-rbac-root-password-file", "", &e))?;
+            let settings =
+                crate::servicecenter::registry::rbac::RbacSettings::resolve(file_path.as_deref())
+                    .map_err(|e| invalid("--builtin-rbac-root-password-file", "", &e))?;
             if settings.root_password.is_none() {
                 return Err(invalid(
                     "--builtin-rbac",

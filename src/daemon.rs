@@ -232,7 +232,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             rbac.root_password
                 .as_ref()
                 .map(|pw| syncer_plugin_servicecenter::Credentials {
-                    account: servicecenter::rbac::ROOT.to_string(),
+                    account: servicecenter::registry::rbac::ROOT.to_string(),
                     password: syncer_plugin_servicecenter::Password::new(pw.clone()),
                 })
         }

@@ -58,13 +58,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("cannot open the registry store")?;
                 core.set_eureka_self_preservation(args.eureka_self_preservation);
                 let core = if args.rbac {
-                    let mut settings = syncer::servicecenter::rbac::RbacSettings::resolve(
-                        args.rbac_root_password_file.as_deref(),
-                    )
-                    .map_err(anyhow::Error::msg)
-                    .context("invalid settings")?;
+                    let mut settings =
+                        syncer::servicecenter::registry::rbac::RbacSettings::resolve(
+                            args.rbac_root_password_file.as_deref(),
+                        )
+                        .map_err(anyhow::Error::msg)
+                        .context("invalid settings")?;
                     settings.token_ttl =
-                        syncer::servicecenter::rbac::api::parse_ttl(&args.rbac_token_ttl)
+                        syncer::servicecenter::api::rbac::parse_ttl(&args.rbac_token_ttl)
                             .map_err(|e| anyhow::anyhow!("--rbac-token-ttl: {}", e.detail))
                             .context("invalid settings")?;
                     core.enable_rbac(&settings)

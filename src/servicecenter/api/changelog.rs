@@ -1,107 +1,21 @@
-//! The registry's change log: which instances and services changed at which revision, so
-//! a reader that knows revision R reads only what changed since R instead of the whole
-//! registry (`GET /v4/default/admin/changes`, a syncer extension of the v4 API; the
-//! syncer's `servicecenter` plugin uses it when the registry has it).
-//!
-//! Entries name what changed, not how: the reader is sent the current body of each named
-//! instance or service (or its removal), so several changes of one instance since R cost
-//! one entry in the reply. The log keeps the last [`CAPACITY`] entries; a reader further
-//! behind is told to list everything again (410).
+//! `GET /v4/{project}/admin/changes`: the registry's change log
+//! ([`ChangeLog`](crate::servicecenter::registry::changelog::ChangeLog)) read over HTTP, so a
+//! reader that knows revision R reads only what changed since R (a syncer extension of the
+//! v4 API; the syncer's `servicecenter` plugin uses it when the registry has it).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Serialize;
 
-use super::error::{ScError, FORBIDDEN, INVALID_PARAMS};
 use super::extract::Tenant;
-use super::registry::{MicroService, MicroServiceInstance, Registry, ServiceEntry};
-use super::store::keys;
-use super::Core;
-
-/// Entries kept (about 150 bytes each).
-pub const CAPACITY: usize = 65_536;
-
-/// What changed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Changed {
-    /// An instance was registered, changed (not renewed) or removed.
-    Instance {
-        /// serviceId.
-        service_id: String,
-        /// instanceId.
-        instance_id: String,
-    },
-    /// A microservice was created, changed or deleted.
-    Service {
-        /// serviceId.
-        service_id: String,
-    },
-}
-
-/// The last [`CAPACITY`] changes, by revision (see the module docs).
-#[derive(Debug)]
-pub struct ChangeLog {
-    /// (revision, what) in revision order.
-    entries: VecDeque<(u64, Changed)>,
-    /// Entries of revisions up to and including `floor` may have been dropped.
-    floor: u64,
-    capacity: usize,
-}
-
-impl Default for ChangeLog {
-    fn default() -> ChangeLog {
-        ChangeLog::with_capacity(CAPACITY)
-    }
-}
-
-impl ChangeLog {
-    /// An empty log keeping `capacity` entries.
-    pub fn with_capacity(capacity: usize) -> ChangeLog {
-        ChangeLog {
-            entries: VecDeque::new(),
-            floor: 0,
-            capacity: capacity.max(1),
-        }
-    }
-
-    /// Notes that `what` changed at `revision` (not below the last one noted).
-    pub fn note(&mut self, revision: u64, what: Changed) {
-        self.entries.push_back((revision, what));
-        while self.entries.len() > self.capacity {
-            if let Some((r, _)) = self.entries.pop_front() {
-                self.floor = self.floor.max(r);
-            }
-        }
-    }
-
-    /// Forgets everything up to `revision`: a change the log cannot describe (a reload
-    /// from the store) happened there, so readers behind it must list again.
-    pub fn reset(&mut self, revision: u64) {
-        self.entries.clear();
-        self.floor = self.floor.max(revision);
-    }
-
-    /// What changed after revision `since`, each named once, oldest first; `None` when
-    /// entries after `since` may have been dropped (the reader must list everything).
-    /// O(changes since) plus a binary search.
-    pub fn since(&self, since: u64) -> Option<Vec<&Changed>> {
-        if since < self.floor {
-            return None;
-        }
-        let start = self.entries.partition_point(|(r, _)| *r <= since);
-        let mut seen = HashSet::new();
-        Some(
-            self.entries
-                .range(start..)
-                .map(|(_, what)| what)
-                .filter(|what| seen.insert(*what))
-                .collect(),
-        )
-    }
-}
+use crate::servicecenter::core::Core;
+use crate::servicecenter::error::{ScError, FORBIDDEN, INVALID_PARAMS};
+use crate::servicecenter::registry::changelog::Changed;
+use crate::servicecenter::registry::{MicroService, MicroServiceInstance, Registry, ServiceEntry};
+use crate::servicecenter::store::keys;
 
 /// The error code (and, `code / 1000`, HTTP status 410) of a change read whose `since` the
 /// log no longer covers, or that is ahead of the registry (it restarted): list again.
@@ -134,6 +48,11 @@ struct ChangesReply<'a> {
     instances: Vec<Record<'a, MicroServiceInstance>>,
     removed: Vec<Removed<'a>>,
     removed_services: Vec<&'a str>,
+}
+
+/// The change-log route.
+pub fn routes() -> axum::Router<Core> {
+    axum::Router::new().route("/v4/{project}/admin/changes", axum::routing::get(changes))
 }
 
 /// `GET /v4/{project}/admin/changes?since=R[&wait=MS]` (syncer extension, default/default
@@ -202,7 +121,7 @@ pub async fn changes(
     let body = reply(&reg, since, except)?;
     let revision = reg.revision();
     drop(reg);
-    let mut resp = super::v4::json_reply(body);
+    let mut resp = super::body::json_reply(body);
     if let Ok(v) = axum::http::HeaderValue::from_str(&revision.to_string()) {
         resp.headers_mut().insert("x-resource-revision", v);
     }
@@ -273,42 +192,5 @@ fn reply<'a>(
         }
     }
     let capacity = 64 + 600 * out.instances.len() + 300 * out.services.len();
-    Ok(super::v4::to_json(&out, capacity))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn inst(i: &str) -> Changed {
-        Changed::Instance {
-            service_id: "s".into(),
-            instance_id: i.into(),
-        }
-    }
-
-    #[test]
-    fn changes_since_a_revision_are_named_once_in_order() {
-        let mut log = ChangeLog::with_capacity(10);
-        log.note(1, inst("a"));
-        log.note(2, inst("b"));
-        log.note(3, inst("a"));
-        log.note(3, inst("c"));
-        assert_eq!(log.since(0), Some(vec![&inst("a"), &inst("b"), &inst("c")]));
-        assert_eq!(log.since(2), Some(vec![&inst("a"), &inst("c")]));
-        assert_eq!(log.since(3), Some(vec![]));
-    }
-
-    #[test]
-    fn a_reader_behind_the_dropped_entries_must_list_again() {
-        let mut log = ChangeLog::with_capacity(2);
-        log.note(1, inst("a"));
-        log.note(2, inst("b"));
-        log.note(3, inst("c"));
-        assert_eq!(log.since(0), None);
-        assert_eq!(log.since(1), Some(vec![&inst("b"), &inst("c")]));
-        log.reset(7);
-        assert_eq!(log.since(6), None);
-        assert_eq!(log.since(7), Some(vec![]));
-    }
+    Ok(super::body::to_json(&out, capacity))
 }

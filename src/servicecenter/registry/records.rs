@@ -18,8 +18,8 @@
 use std::collections::BTreeSet;
 
 use super::dependencies::DependencyKey;
-use super::registry::{MicroService, Props, Registry};
 use super::rules::Rule;
+use super::{MicroService, Props, Registry};
 
 const TAGS: &str = "/cse-sr/ms/tags/";
 const RULES: &str = "/cse-sr/ms/rules/";

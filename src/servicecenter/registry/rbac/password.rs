@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
-use super::super::error::ScError;
+use crate::servicecenter::error::ScError;
 
 /// Failures within [`FAILURE_WINDOW`] that block a name and IP.
 pub const MAX_FAILURES: usize = 3;

@@ -12,7 +12,7 @@
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 
-use super::error::ScError;
+use crate::servicecenter::error::ScError;
 
 /// The tenant of a request.
 #[derive(Debug, Clone)]

@@ -11,10 +11,10 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{
+use super::{MicroService, Props, Registry};
+use crate::servicecenter::error::{
     ScError, BLACK_AND_WHITE_RULE, MODIFY_RULE_NOT_ALLOWED, NOT_ENOUGH_QUOTA, RULE_NOT_EXISTS,
 };
-use super::registry::{MicroService, Props, Registry};
 
 /// At most this many rules per service (service-center's `QUOTA_RULE` default).
 pub const MAX_RULES: usize = 100;

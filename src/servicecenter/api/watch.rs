@@ -9,7 +9,7 @@
 //! socket ends; a consumer deleted later gets `Service does not exit.` (sic). The server pings
 //! every 30 s.
 //!
-//! Level-triggered (DESIGN.md decision 1): every revision bump ([`ChangeFeed`]) makes each
+//! Level-triggered (DESIGN.md decision 1): every revision bump ([`ChangeFeed`](crate::servicecenter::registry::changelog::ChangeFeed)) makes each
 //! watcher recompute the set of its providers' instances and send the difference, so a
 //! missed wake-up costs latency, never an event.
 
@@ -21,40 +21,14 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::dependencies::providers_of;
-use super::error::ScError;
 use super::extract::{ServiceAt, Tenant};
-use super::registry::{MicroServiceInstance, Registry};
-use super::Core;
+use crate::servicecenter::core::Core;
+use crate::servicecenter::error::ScError;
+use crate::servicecenter::registry::dependencies::providers_of;
+use crate::servicecenter::registry::{MicroServiceInstance, Registry};
 
 /// How often the server pings a watcher.
 const PING_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Wakes watchers whenever the registry's revision changes (held by the registry).
-#[derive(Debug)]
-pub struct ChangeFeed {
-    tx: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for ChangeFeed {
-    fn default() -> ChangeFeed {
-        ChangeFeed {
-            tx: tokio::sync::watch::Sender::new(0),
-        }
-    }
-}
-
-impl ChangeFeed {
-    /// Publishes the new revision (never blocks; a no-op without watchers).
-    pub fn notify(&self, revision: u64) {
-        self.tx.send_replace(revision);
-    }
-
-    /// A receiver that sees every later revision (at least the last one).
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.tx.subscribe()
-    }
-}
 
 /// The `key` of a watch event (service-center's `MicroServiceKey`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -220,6 +194,14 @@ async fn run(
         }
     }
     tracing::debug!(consumer_id = %consumer_id, "watcher gone");
+}
+
+/// The watch routes (`.../watcher`, `.../listwatcher`).
+pub fn routes() -> axum::Router<Core> {
+    const S: &str = "/v4/{project}/registry/microservices/{service_id}";
+    axum::Router::new()
+        .route(&format!("{S}/watcher"), axum::routing::get(watcher))
+        .route(&format!("{S}/listwatcher"), axum::routing::get(listwatcher))
 }
 
 /// Route handler of `GET .../watcher`.

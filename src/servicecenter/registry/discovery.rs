@@ -17,8 +17,8 @@ use bytes::Bytes;
 use serde::{Serialize, Serializer};
 
 use super::dependencies::DependencyKey;
-use super::error::{ScError, SERVICE_NOT_EXISTS};
-use super::registry::{validate_find, MicroServiceInstance, Registry, ServiceEntry};
+use super::{validate_find, MicroServiceInstance, Registry, ServiceEntry};
+use crate::servicecenter::error::{ScError, SERVICE_NOT_EXISTS};
 
 /// What a find asks for.
 #[derive(Debug, Clone, Default)]

@@ -19,6 +19,16 @@
 //! Every function here is synchronous and takes `now` from the caller; the
 //! caller holds the lock only for the call (never across `.await`).
 
+pub mod changelog;
+pub mod dependencies;
+pub mod discovery;
+pub mod eureka;
+pub mod rbac;
+pub mod records;
+pub mod rules;
+pub mod schemas;
+pub mod tags;
+
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -26,11 +36,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
-use super::error::{
+use crate::servicecenter::error::{
     ScError, DEPLOYED_INSTANCE, INSTANCE_NOT_EXISTS, SERVICE_ALREADY_EXISTS, SERVICE_NOT_EXISTS,
     SERVICE_VERSION_NOT_EXISTS,
 };
-use super::store::{keys, Journal, Mark, Taken, Write};
+use crate::servicecenter::store::{keys, Journal, Mark, Taken, Write};
 
 /// A string map (service/instance `properties`, Eureka `metadata`).
 pub type Props = BTreeMap<String, String>;
@@ -294,23 +304,23 @@ pub struct Registry {
     /// Changes not yet written to the store (see `store/mod.rs`); inert without a store.
     pub(crate) journal: Journal,
     /// Schemas and their summaries per service (`schemas.rs`).
-    pub(crate) schemas: super::schemas::Schemas,
+    pub(crate) schemas: schemas::Schemas,
     /// Tags per service (`tags.rs`).
-    pub(crate) tags: super::tags::Tags,
+    pub(crate) tags: tags::Tags,
     /// Black and white list rules per service (`rules.rs`).
-    pub(crate) rules: super::rules::Rules,
+    pub(crate) rules: rules::Rules,
     /// Consumer → provider dependency rules (`dependencies.rs`).
-    pub(crate) dependencies: super::dependencies::Dependencies,
+    pub(crate) dependencies: dependencies::Dependencies,
     /// Wakes the watchers on every revision bump (`watch.rs`).
-    pub(crate) changes: super::watch::ChangeFeed,
+    pub(crate) changes: changelog::ChangeFeed,
     /// Eureka-only state: delta queue, status overrides, self-preservation (`eureka_registry.rs`).
-    pub(crate) eureka: super::eureka_registry::EurekaState,
+    pub(crate) eureka: eureka::EurekaState,
     /// Finds' JSON of each service's instances at the current revision (`discovery.rs`).
-    pub(crate) found: super::discovery::FoundCache,
+    pub(crate) found: discovery::FoundCache,
     /// What changed at which revision, for readers of `admin/changes` (`changelog.rs`).
-    pub(crate) changelog: super::changelog::ChangeLog,
+    pub(crate) changelog: changelog::ChangeLog,
     /// Accounts, roles and the token key (`rbac/`; empty while RBAC is off).
-    pub(crate) rbac: super::rbac::RbacState,
+    pub(crate) rbac: rbac::RbacState,
 }
 
 /// Wall-clock now in ms since the epoch.
@@ -616,7 +626,7 @@ impl Registry {
     fn log_instance(&mut self, sid: &str, iid: &str) {
         self.changelog.note(
             self.revision + 1,
-            super::changelog::Changed::Instance {
+            changelog::Changed::Instance {
                 service_id: sid.to_owned(),
                 instance_id: iid.to_owned(),
             },
@@ -627,7 +637,7 @@ impl Registry {
     fn log_service(&mut self, sid: &str) {
         self.changelog.note(
             self.revision + 1,
-            super::changelog::Changed::Service {
+            changelog::Changed::Service {
                 service_id: sid.to_owned(),
             },
         );
@@ -1656,7 +1666,7 @@ impl Registry {
             | keys::Parsed::Instance { .. }
             | keys::Parsed::Lease { .. } => None,
             // Schemas, tags, rules, dependency rules (`records.rs`).
-            keys::Parsed::Other => super::records::stored_value(self, key),
+            keys::Parsed::Other => records::stored_value(self, key),
         }
     }
 
@@ -1696,7 +1706,7 @@ impl Registry {
                 }
                 None => self.forget_instance(service_id, instance_id),
             },
-            keys::Parsed::Other => super::records::apply(self, key, value),
+            keys::Parsed::Other => records::apply(self, key, value),
             keys::Parsed::Index | keys::Parsed::Lease { .. } => false,
         };
         if changed {

@@ -42,15 +42,15 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 use syncer_plugin_eureka::xml;
 
-use super::eureka_registry::{
+use crate::servicecenter::core::Core;
+use crate::servicecenter::registry::eureka::{
     current_views, find_view, hashcode, sync_delta, View, DEFAULT_DC_CLASS, DEFAULT_LEASE_SECS,
     DEFAULT_RENEWAL_SECS, EMPTY_MAP_CLASS, STRING_FIELDS,
 };
-use super::registry::{
+use crate::servicecenter::registry::{
     eureka_to_sc_status, now_ms, EurekaRegistration, EurekaSide, HealthCheck, MicroServiceInstance,
     Props, DEFAULT_TENANT,
 };
-use super::Core;
 
 /// The Eureka routes under `/eureka` and `/eureka/v2`.
 pub fn router(core: Core) -> Router {
@@ -913,7 +913,7 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::servicecenter::eureka_registry::*;
+    use crate::servicecenter::registry::eureka::*;
     use crate::servicecenter::registry::{InstanceRecord, MicroService, Registry};
     use axum::body::Body;
     use axum::http::Request;
@@ -932,7 +932,7 @@ mod tests {
             req = req.header(*k, *v);
         }
         let req = req.body(Body::from(body.to_string())).unwrap();
-        let resp = super::super::router(core.clone())
+        let resp = crate::servicecenter::router(core.clone())
             .oneshot(req)
             .await
             .unwrap();
@@ -1260,7 +1260,7 @@ mod tests {
             .header("accept-encoding", "gzip, deflate")
             .body(Body::empty())
             .unwrap();
-        let resp = super::super::router(core.clone())
+        let resp = crate::servicecenter::router(core.clone())
             .oneshot(req)
             .await
             .unwrap();
@@ -1466,7 +1466,7 @@ mod tests {
     /// Records applied from the store (load, etcd watch) are tracked like API changes.
     #[test]
     fn stored_records_applied_to_the_cache_show_in_the_delta() {
-        use super::super::store::keys as store_keys;
+        use crate::servicecenter::store::keys as store_keys;
         let core = Core::new();
         let now = Instant::now();
         let mut reg = core.lock();

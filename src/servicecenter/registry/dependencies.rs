@@ -13,8 +13,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{ScError, SERVICE_NOT_EXISTS};
-use super::registry::{MicroService, Registry};
+use super::{MicroService, Registry};
+use crate::servicecenter::error::{ScError, SERVICE_NOT_EXISTS};
 
 /// A provider key of a dependency rule (and the consumer key of a request).
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -182,7 +182,7 @@ pub fn put_rules(
         })?;
         check_name("consumer.appId", &c.app_id, false)?;
         check_name("consumer.serviceName", &c.service_name, false)?;
-        if super::registry::parse_version(&c.version).is_none() {
+        if super::parse_version(&c.version).is_none() {
             return Err(ScError::invalid(format!(
                 "Invalid consumer.version '{}': an exact version x[.y[.z[.w]]]",
                 c.version
@@ -226,7 +226,7 @@ pub fn put_rules(
                 p.service_name.as_str()
             };
             {
-                super::registry::validate_find(&app, name, &p.version).map_err(|_| {
+                super::validate_find(&app, name, &p.version).map_err(|_| {
                     ScError::invalid(format!(
                         "Invalid provider.version '{}': latest, x.y.z, x.y.z+ or a-b",
                         p.version

@@ -27,14 +27,14 @@
 //!   goes up by one per new registration and down by one per cancel, and is reset to the
 //!   registry size every 15 min when that size is above 85 % of it.
 //!
-//! [`Registry`]: super::registry::Registry
+//! [`Registry`]: super::Registry
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use syncer_plugin_eureka::keys;
 
-use super::registry::{
+use super::{
     eureka_to_sc_status, sc_to_eureka_status, InstanceRecord, MicroService, Props, Registry,
 };
 

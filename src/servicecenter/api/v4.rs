@@ -7,9 +7,9 @@
 //! find answers `{}`), and errors are [`ScError`] bodies.
 //!
 //! Routes: microservices (create with tags/rules/instances, get, list, properties, delete
-//! one or many), existence (microservice, schema), schemas ([`super::schemas`]), tags
-//! ([`super::tags`]), rules ([`super::rules`]), dependencies ([`super::dependencies`]),
-//! instances (register, get, list, find and batch find ([`super::discovery`]), heartbeat and
+//! one or many), existence (microservice, schema), schemas ([`registry::schemas`](crate::servicecenter::registry::schemas)), tags
+//! ([`registry::tags`](crate::servicecenter::registry::tags)), rules ([`registry::rules`](crate::servicecenter::registry::rules)), dependencies ([`registry::dependencies`](crate::servicecenter::registry::dependencies)),
+//! instances (register, get, list, find and batch find ([`registry::discovery`](crate::servicecenter::registry::discovery)), heartbeat and
 //! batch heartbeats, status, properties, unregister), watch ([`super::watch`]), governance
 //! ([`super::govern`]), version, health and the admin dump.
 
@@ -19,27 +19,31 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::dependencies::{consumers_of, providers_of, DependencyItem};
-use super::discovery::{tag_keys, FindQuery, Found};
-use super::error::{ScError, DEPENDED_ON_BY_CONSUMER, FORBIDDEN, INSTANCE_NOT_EXISTS};
+use super::body::{decode, empty, json, json_reply, to_json};
 use super::extract::{check_id, InstanceAt, ServiceAt, Tenant};
-use super::registry::{now_ms, MicroService, MicroServiceInstance, Props, Registry};
-use super::rules::Rule;
-use super::schemas::SchemaItem;
-use super::Core;
+use crate::servicecenter::core::Core;
+use crate::servicecenter::error::{
+    ScError, DEPENDED_ON_BY_CONSUMER, FORBIDDEN, INSTANCE_NOT_EXISTS,
+};
+use crate::servicecenter::registry::dependencies::{consumers_of, providers_of, DependencyItem};
+use crate::servicecenter::registry::discovery::{tag_keys, FindQuery, Found};
+use crate::servicecenter::registry::rules::Rule;
+use crate::servicecenter::registry::schemas::{self, SchemaItem};
+use crate::servicecenter::registry::{now_ms, MicroService, MicroServiceInstance, Props, Registry};
 
 type Query_ = Query<HashMap<String, String>>;
 
-/// The v4 routes.
-pub fn router(core: Core) -> Router {
+/// The v4 routes of the registry (microservices, instances, schemas, tags, rules,
+/// dependencies, the admin dump), without state: [`super::router`] adds the watch, change
+/// log and governance routes and the [`Core`].
+pub fn routes() -> Router<Core> {
     const P: &str = "/v4/{project}/registry";
     const S: &str = "/v4/{project}/registry/microservices/{service_id}";
     const I: &str = "/v4/{project}/registry/microservices/{service_id}/instances/{instance_id}";
@@ -87,146 +91,7 @@ pub fn router(core: Core) -> Router {
         .route(&format!("{P}/heartbeats"), put(heartbeats))
         .route(&format!("{P}/instances"), get(find))
         .route(&format!("{P}/instances/action"), post(batch_find))
-        .route(&format!("{S}/watcher"), get(super::watch::watcher))
-        .route(&format!("{S}/listwatcher"), get(super::watch::listwatcher))
         .route("/v4/{project}/admin/dump", get(dump))
-        .route(
-            "/v4/{project}/admin/changes",
-            get(super::changelog::changes),
-        )
-        .merge(super::govern::routes())
-        .with_state(core)
-}
-
-/// A 200 JSON reply written like service-center (trailing newline).
-pub(crate) fn json<T: Serialize>(value: &T) -> Response {
-    json_reply(to_json(value, 256))
-}
-
-/// `value` as JSON with service-center's trailing newline, written into one buffer of
-/// `capacity` bytes to start with.
-pub(crate) fn to_json<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>, ScError> {
-    let mut buf = Vec::with_capacity(capacity);
-    serde_json::to_writer(&mut buf, value)
-        .map_err(|e| ScError::new(500003, format!("encoding the reply: {e}")))?;
-    buf.push(b'\n');
-    Ok(buf)
-}
-
-/// A 200 reply of JSON text made by [`to_json`] (or its error).
-pub(crate) fn json_reply(body: Result<Vec<u8>, ScError>) -> Response {
-    match body {
-        Ok(body) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=UTF-8"),
-            )],
-            body,
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-/// A 200 reply with an empty body.
-pub(crate) fn empty() -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=UTF-8"),
-        )],
-        "",
-    )
-        .into_response()
-}
-
-/// JSON object keys whose values are free maps: their keys are user data.
-const FREE_MAPS: &[&str] = &["properties", "tags", "LBStrategy", "property"];
-/// Canonical field names of request bodies; other spellings are matched case-insensitively.
-const FIELDS: &[&str] = &[
-    "service",
-    "services",
-    "serviceIds",
-    "force",
-    "instance",
-    "instances",
-    "rules",
-    "ruleType",
-    "attribute",
-    "pattern",
-    "tags",
-    "serviceId",
-    "appId",
-    "serviceName",
-    "version",
-    "description",
-    "level",
-    "schemas",
-    "schemaId",
-    "schema",
-    "summary",
-    "dependencies",
-    "consumer",
-    "providers",
-    "paths",
-    "path",
-    "property",
-    "status",
-    "properties",
-    "timestamp",
-    "alias",
-    "LBStrategy",
-    "modTimestamp",
-    "environment",
-    "registerBy",
-    "framework",
-    "name",
-    "instanceId",
-    "endpoints",
-    "hostName",
-    "healthCheck",
-    "dataCenterInfo",
-    "mode",
-    "port",
-    "interval",
-    "times",
-    "url",
-    "region",
-    "availableZone",
-    "rev",
-];
-
-/// Renames keys to their canonical spelling and drops `null`s (Go leaves the zero value).
-fn canonicalize(v: &mut Value) {
-    match v {
-        Value::Object(map) => {
-            let old = std::mem::take(map);
-            for (k, mut val) in old {
-                if val.is_null() {
-                    continue;
-                }
-                let key = FIELDS
-                    .iter()
-                    .find(|f| f.eq_ignore_ascii_case(&k))
-                    .map_or(k, |f| (*f).to_string());
-                if !FREE_MAPS.contains(&key.as_str()) {
-                    canonicalize(&mut val);
-                }
-                map.insert(key, val);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(canonicalize),
-        _ => {}
-    }
-}
-
-/// Decodes a request body; any failure is 400001 naming the field.
-pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ScError> {
-    let mut value: Value = serde_json::from_slice(body)
-        .map_err(|e| ScError::invalid(format!("Invalid JSON body: {e}")))?;
-    canonicalize(&mut value);
-    serde_path_to_error::deserialize(value)
-        .map_err(|e| ScError::invalid(format!("Invalid field '{}': {}", e.path(), e.inner())))
 }
 
 #[derive(Deserialize)]
@@ -333,7 +198,7 @@ struct HeartbeatsRequest {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct FindServiceItem {
-    service: Option<super::dependencies::DependencyKey>,
+    service: Option<crate::servicecenter::registry::dependencies::DependencyKey>,
     rev: String,
 }
 
@@ -411,19 +276,26 @@ async fn create_service(
         .service
         .ok_or_else(|| ScError::invalid("Invalid field 'service': missing"))?;
     if !req.tags.is_empty() {
-        super::tags::validate_tags(&req.tags)?;
+        crate::servicecenter::registry::tags::validate_tags(&req.tags)?;
     }
     for r in &req.rules {
-        super::rules::validate_rule(r)?;
+        crate::servicecenter::registry::rules::validate_rule(r)?;
     }
     let dom = domain.clone();
     let mut reg = core.lock();
     let (id, _) = reg.create_service(&dom, &project, service, now_ms())?;
     if !req.tags.is_empty() {
-        super::tags::add(&mut reg, &dom, &project, &id, req.tags)?;
+        crate::servicecenter::registry::tags::add(&mut reg, &dom, &project, &id, req.tags)?;
     }
     if !req.rules.is_empty() {
-        super::rules::add(&mut reg, &dom, &project, &id, req.rules, now_ms())?;
+        crate::servicecenter::registry::rules::add(
+            &mut reg,
+            &dom,
+            &project,
+            &id,
+            req.rules,
+            now_ms(),
+        )?;
     }
     for inst in req.instances {
         reg.register_instance(&dom, &project, &id, inst, Instant::now(), now_ms())?;
@@ -490,7 +362,7 @@ fn delete_one(
     if !force && reg.entry(sid).is_some_and(|e| !e.instances.is_empty()) {
         reg.delete_service(domain, project, sid, force)?;
     }
-    super::records::mark_all(reg, sid);
+    crate::servicecenter::registry::records::mark_all(reg, sid);
     reg.delete_service(domain, project, sid, force)?;
     reg.schemas.remove_service(sid);
     reg.tags.remove_service(sid);
@@ -613,13 +485,13 @@ async fn existence(
             let sid = param(&q, "serviceId");
             let schema_id = param(&q, "schemaId");
             check_id("serviceId", sid)?;
-            super::schemas::validate_schema_id(schema_id)?;
+            crate::servicecenter::registry::schemas::validate_schema_id(schema_id)?;
             let reg = core.lock();
             reg.service(&dom, &project, sid)?;
             let rec = reg
                 .schemas
                 .get(sid, schema_id)
-                .ok_or_else(|| super::schemas::missing(schema_id))?;
+                .ok_or_else(|| crate::servicecenter::registry::schemas::missing(schema_id))?;
             let summary = rec.summary.clone();
             drop(reg);
             Ok(with_summary(
@@ -647,7 +519,7 @@ async fn add_tags(
     body: Bytes,
 ) -> Result<Response, ScError> {
     let req: TagsRequest = decode(&body)?;
-    super::tags::add(&mut core.lock(), &domain, &project, &sid, req.tags)?;
+    crate::servicecenter::registry::tags::add(&mut core.lock(), &domain, &project, &sid, req.tags)?;
     Ok(empty())
 }
 
@@ -677,7 +549,7 @@ async fn update_tag(
     Path((_, _, key)): Path<(String, String, String)>,
     Query(q): Query_,
 ) -> Result<Response, ScError> {
-    super::tags::update(
+    crate::servicecenter::registry::tags::update(
         &mut core.lock(),
         &domain,
         &project,
@@ -697,7 +569,7 @@ async fn delete_tags(
     Path((_, _, keys)): Path<(String, String, String)>,
 ) -> Result<Response, ScError> {
     let keys: Vec<&str> = keys.split(',').collect();
-    super::tags::delete(&mut core.lock(), &domain, &project, &sid, &keys)?;
+    crate::servicecenter::registry::tags::delete(&mut core.lock(), &domain, &project, &sid, &keys)?;
     Ok(empty())
 }
 
@@ -712,7 +584,7 @@ async fn add_rules(
     body: Bytes,
 ) -> Result<Response, ScError> {
     let req: RulesRequest = decode(&body)?;
-    let ids = super::rules::add(
+    let ids = crate::servicecenter::registry::rules::add(
         &mut core.lock(),
         &domain,
         &project,
@@ -753,7 +625,7 @@ async fn update_rule(
     body: Bytes,
 ) -> Result<Response, ScError> {
     let rule: Rule = decode(&body)?;
-    super::rules::update(
+    crate::servicecenter::registry::rules::update(
         &mut core.lock(),
         &domain,
         &project,
@@ -774,7 +646,7 @@ async fn delete_rules(
     Path((_, _, ids)): Path<(String, String, String)>,
 ) -> Result<Response, ScError> {
     let ids: Vec<&str> = ids.split(',').collect();
-    super::rules::delete(&mut core.lock(), &domain, &project, &sid, &ids)?;
+    crate::servicecenter::registry::rules::delete(&mut core.lock(), &domain, &project, &sid, &ids)?;
     Ok(empty())
 }
 
@@ -788,14 +660,14 @@ async fn get_schema(
     }: ServiceAt,
     Path((_, _, schema_id)): Path<(String, String, String)>,
 ) -> Result<Response, ScError> {
-    super::schemas::validate_schema_id(&schema_id)?;
+    crate::servicecenter::registry::schemas::validate_schema_id(&schema_id)?;
     let reg = core.lock();
     reg.service(&domain, &project, &sid)?;
     let rec = reg
         .schemas
         .get(&sid, &schema_id)
         .cloned()
-        .ok_or_else(|| super::schemas::missing(&schema_id))?;
+        .ok_or_else(|| crate::servicecenter::registry::schemas::missing(&schema_id))?;
     drop(reg);
     Ok(with_summary(
         json(&serde_json::json!({ "schema": rec.schema })),
@@ -813,7 +685,7 @@ async fn put_schema(
     body: Bytes,
 ) -> Result<Response, ScError> {
     let req: SchemaRequest = decode(&body)?;
-    super::schemas::put(
+    crate::servicecenter::registry::schemas::put(
         &mut core.lock(),
         &domain,
         &project,
@@ -834,8 +706,14 @@ async fn delete_schema(
     }: ServiceAt,
     Path((_, _, schema_id)): Path<(String, String, String)>,
 ) -> Result<Response, ScError> {
-    super::schemas::validate_schema_id(&schema_id)?;
-    super::schemas::delete(&mut core.lock(), &domain, &project, &sid, &schema_id)?;
+    crate::servicecenter::registry::schemas::validate_schema_id(&schema_id)?;
+    crate::servicecenter::registry::schemas::delete(
+        &mut core.lock(),
+        &domain,
+        &project,
+        &sid,
+        &schema_id,
+    )?;
     Ok(empty())
 }
 
@@ -848,7 +726,7 @@ async fn put_schemas(
     body: Bytes,
 ) -> Result<Response, ScError> {
     let req: SchemasRequest = decode(&body)?;
-    super::schemas::put_all(
+    crate::servicecenter::registry::schemas::put_all(
         &mut core.lock(),
         &domain,
         &project,
@@ -857,31 +735,6 @@ async fn put_schemas(
         now_ms(),
     )?;
     Ok(empty())
-}
-
-/// The schemas of a service: its listed ids first, then stored ones not listed.
-pub(crate) fn schema_items(reg: &Registry, sid: &str, with_schema: bool) -> Vec<SchemaItem> {
-    let Some(e) = reg.entry(sid) else {
-        return Vec::new();
-    };
-    let stored = reg.schemas.of(sid);
-    let mut ids: Vec<&String> = e.service.schemas.iter().collect();
-    if let Some(st) = stored {
-        ids.extend(st.keys().filter(|k| !e.service.schemas.contains(k)));
-    }
-    ids.into_iter()
-        .map(|id| {
-            let rec = stored.and_then(|s| s.get(id));
-            SchemaItem {
-                schema_id: id.clone(),
-                summary: rec.map(|r| r.summary.clone()).unwrap_or_default(),
-                schema: rec
-                    .filter(|_| with_schema)
-                    .map(|r| r.schema.clone())
-                    .unwrap_or_default(),
-            }
-        })
-        .collect()
 }
 
 async fn get_schemas(
@@ -903,7 +756,7 @@ async fn get_schemas(
     };
     let reg = core.lock();
     reg.service(&domain, &project, &sid)?;
-    let items = schema_items(&reg, &sid, with_schema);
+    let items = schemas::schema_items(&reg, &sid, with_schema);
     drop(reg);
     if items.is_empty() {
         return Ok(json(&serde_json::json!({})));
@@ -920,7 +773,7 @@ async fn put_dependencies(
     replace: bool,
 ) -> Result<Response, ScError> {
     let req: DependenciesRequest = decode(&body)?;
-    super::dependencies::put_rules(
+    crate::servicecenter::registry::dependencies::put_rules(
         &mut core.lock(),
         &tenant.domain,
         &tenant.project,
@@ -1002,7 +855,7 @@ fn related(
     .into_iter()
     .filter(|id| !no_self || id != sid)
     .collect();
-    let services = super::dependencies::services(&reg, &ids);
+    let services = crate::servicecenter::registry::dependencies::services(&reg, &ids);
     drop(reg);
     if services.is_empty() {
         return Ok(json(&serde_json::json!({})));
@@ -1147,13 +1000,14 @@ fn with_revision(
 }
 
 /// The reply of a find or instance list of the providers `ids`: the JSON parts are taken
-/// (or made) under the lock ([`super::discovery::found_parts`]), joined after it.
+/// (or made) under the lock ([`crate::servicecenter::registry::discovery::found_parts`]), joined after it.
 fn found_reply(mut reg: MutexGuard<'_, Registry>, ids: &[String], current: bool) -> Response {
     let rev = reg.revision();
-    let parts = (!current).then(|| super::discovery::found_parts(&mut reg, ids));
+    let parts =
+        (!current).then(|| crate::servicecenter::registry::discovery::found_parts(&mut reg, ids));
     drop(reg);
     let body = parts.map(|p| {
-        p.map(|p| super::discovery::found_json(&p))
+        p.map(|p| crate::servicecenter::registry::discovery::found_json(&p))
             .map_err(|e| ScError::new(500003, format!("encoding the reply: {e}")))
     });
     revision_reply(rev, body.map(json_reply))
@@ -1177,7 +1031,7 @@ async fn list_instances(
 ) -> Result<Response, ScError> {
     let tags = tag_keys(param(&q, "tags"));
     let reg = core.lock();
-    let provider = super::discovery::visible_provider(
+    let provider = crate::servicecenter::registry::discovery::visible_provider(
         &reg,
         &domain,
         &project,
@@ -1205,7 +1059,7 @@ async fn get_instance(
 ) -> Result<Response, ScError> {
     let tags = tag_keys(param(&q, "tags"));
     let reg = core.lock();
-    let provider = super::discovery::visible_provider(
+    let provider = crate::servicecenter::registry::discovery::visible_provider(
         &reg,
         &domain,
         &project,
@@ -1332,7 +1186,13 @@ async fn find(
     };
     let dom = domain.clone();
     let mut reg = core.lock();
-    let ids = super::discovery::find(&mut reg, &dom, &project, &query, consumer_header(&headers))?;
+    let ids = crate::servicecenter::registry::discovery::find(
+        &mut reg,
+        &dom,
+        &project,
+        &query,
+        consumer_header(&headers),
+    )?;
     let current = is_current(reg.revision(), &q, &headers);
     Ok(found_reply(reg, &ids, current))
 }
@@ -1456,7 +1316,7 @@ async fn batch_find(
     for (i, item) in req.services.iter().enumerate() {
         let r = match &item.service {
             None => Err(ScError::invalid("Invalid service: missing")),
-            Some(k) => super::discovery::find(
+            Some(k) => crate::servicecenter::registry::discovery::find(
                 &mut guard,
                 &dom,
                 &project,
@@ -1488,20 +1348,24 @@ async fn batch_find(
     for (i, item) in req.instances.iter().enumerate() {
         let r = match &item.instance {
             None => Err(ScError::invalid("Invalid instance: missing")),
-            Some(k) => {
-                super::discovery::visible_provider(reg, &dom, &project, &k.service_id, consumer)
-                    .and_then(|p| {
-                        p.instances
-                            .get(&k.instance_id)
-                            .map(|r| vec![&r.body])
-                            .ok_or_else(|| {
-                                ScError::new(
-                                    INSTANCE_NOT_EXISTS,
-                                    format!("instance {} does not exist", k.instance_id),
-                                )
-                            })
+            Some(k) => crate::servicecenter::registry::discovery::visible_provider(
+                reg,
+                &dom,
+                &project,
+                &k.service_id,
+                consumer,
+            )
+            .and_then(|p| {
+                p.instances
+                    .get(&k.instance_id)
+                    .map(|r| vec![&r.body])
+                    .ok_or_else(|| {
+                        ScError::new(
+                            INSTANCE_NOT_EXISTS,
+                            format!("instance {} does not exist", k.instance_id),
+                        )
                     })
-            }
+            }),
         };
         reply.instances.add(i, &rev, &item.rev, r);
     }
@@ -1564,7 +1428,7 @@ async fn dump(
     for e in entries {
         let s = &e.service;
         services.push(KeyValue {
-            key: super::store::keys::service(&e.domain, &e.project, &s.service_id),
+            key: crate::servicecenter::store::keys::service(&e.domain, &e.project, &s.service_id),
             rev,
             value: s,
         });
@@ -1621,7 +1485,12 @@ async fn dump(
         }
         for (iid, r) in &e.instances {
             instances.push(KeyValue {
-                key: super::store::keys::instance(&e.domain, &e.project, &s.service_id, iid),
+                key: crate::servicecenter::store::keys::instance(
+                    &e.domain,
+                    &e.project,
+                    &s.service_id,
+                    iid,
+                ),
                 rev,
                 value: &r.body,
             });
@@ -1667,7 +1536,7 @@ mod tests {
             .uri(uri)
             .body(Body::from(body.to_string()))
             .unwrap();
-        let resp = super::super::router(core.clone())
+        let resp = crate::servicecenter::router(core.clone())
             .oneshot(req)
             .await
             .unwrap();
@@ -1688,7 +1557,7 @@ mod tests {
         let id = v["serviceId"].as_str().unwrap().to_string();
         assert_eq!(
             id,
-            super::super::registry::default_service_id(
+            crate::servicecenter::registry::default_service_id(
                 "default", "default", "", "app", "hello", "0.0.1"
             )
         );

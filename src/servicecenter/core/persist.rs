@@ -1,5 +1,5 @@
 //! Keeping the registry in its store: the seam between the core and the storage adaptors
-//! ([`super::store`]), so that a store only ever sees records (keys and bytes) and never the
+//! ([`crate::servicecenter::store`]), so that a store only ever sees records (keys and bytes) and never the
 //! registry or [`Core`].
 //!
 //! - [`restore`]: at open, the store's snapshot is applied to the empty registry.
@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::registry::now_ms;
-use super::store::etcd::{EtcdStore, Followed};
-use super::store::{
+use super::Core;
+use crate::servicecenter::registry::now_ms;
+use crate::servicecenter::store::etcd::{EtcdStore, Followed};
+use crate::servicecenter::store::{
     keys, Backend, StoreError, Write, LEASE_WRITE_INTERVAL, RETRY_PAUSE, WRITE_INTERVAL,
 };
-use super::Core;
 
 /// Loads the store's snapshot into `core`'s empty registry. Instances whose lease ended (embedded
 /// store: by the stored wall-clock deadline) are left out and their keys deleted.

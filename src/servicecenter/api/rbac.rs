@@ -16,15 +16,16 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use super::password;
-use super::{
-    verb, verify_signature, AccountView, Guard, Resource, Role, ACCOUNT_BLOCKED, ACCOUNT_CONFLICT,
+use super::body::{decode, empty, json};
+use crate::servicecenter::core::Core;
+use crate::servicecenter::error::{ScError, FORBIDDEN};
+use crate::servicecenter::registry::rbac;
+use crate::servicecenter::registry::rbac::password;
+use crate::servicecenter::registry::rbac::{
+    verb, AccountView, Guard, Resource, Role, ACCOUNT_BLOCKED, ACCOUNT_CONFLICT,
     ACCOUNT_NOT_EXISTS, ADMIN, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, NO_AUTH_HEADER, ROLE_NOT_EXISTS,
     USER_OR_PASSWORD_WRONG,
 };
-use crate::servicecenter::error::{ScError, FORBIDDEN};
-use crate::servicecenter::v4::{decode, empty, json};
-use crate::servicecenter::Core;
 
 /// How long a login or basic auth waits for a free hashing slot before 503.
 const HASH_WAIT: Duration = Duration::from_secs(10);
@@ -211,7 +212,7 @@ async fn admit(
         })?;
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if scheme.eq_ignore_ascii_case("bearer") {
-        let verified = verify_signature(core, rbac, rest.trim())?;
+        let verified = rbac::verify_signature(|| core.lock().rbac.keys(), rbac, rest.trim())?;
         // One lock: the account behind the token, and its permission.
         let reg = core.lock();
         let account = reg.rbac.account_of(&verified)?;
@@ -239,10 +240,10 @@ async fn admit(
             .decode(rest.trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| ScError::new(super::UNAUTHORIZED, "malformed basic auth"))?;
+            .ok_or_else(|| ScError::new(rbac::UNAUTHORIZED, "malformed basic auth"))?;
         let (name, pw) = decoded
             .split_once(':')
-            .ok_or_else(|| ScError::new(super::UNAUTHORIZED, "malformed basic auth"))?;
+            .ok_or_else(|| ScError::new(rbac::UNAUTHORIZED, "malformed basic auth"))?;
         let roles = check_password(core, rbac, name, pw, ip, true).await?;
         if let Need::Allowed(resource, verb) = need {
             if !core.lock().rbac.allowed(&roles, *resource, verb) {
@@ -255,7 +256,7 @@ async fn admit(
         }));
     }
     Err(ScError::new(
-        super::UNAUTHORIZED,
+        rbac::UNAUTHORIZED,
         "unsupported authorization scheme: use Bearer",
     ))
 }
@@ -327,7 +328,7 @@ async fn check_password(
             rbac.blocker.succeed(name, ip);
             if cache {
                 let mut c = rbac.basic_cache.lock().unwrap_or_else(|e| e.into_inner());
-                if c.len() >= super::MAX_ACCOUNTS {
+                if c.len() >= rbac::MAX_ACCOUNTS {
                     c.clear();
                 }
                 c.insert(name.to_string(), (fingerprint, hash));
@@ -347,7 +348,7 @@ async fn check_password(
     }
 }
 
-fn active(a: &super::Account) -> Result<Vec<String>, ScError> {
+fn active(a: &rbac::Account) -> Result<Vec<String>, ScError> {
     if a.status == "inactive" {
         return Err(ScError::new(ACCOUNT_BLOCKED, "the account is inactive"));
     }
@@ -472,7 +473,7 @@ async fn hash_limited(core: &Core, pw: &str) -> Result<String, ScError> {
 
 async fn create_account(State(core): State<Core>, body: Bytes) -> Result<Response, ScError> {
     let mut req: AccountRequest = decode(&body)?;
-    super::check_name("account name", &req.name)?;
+    rbac::check_name("account name", &req.name)?;
     password::check(&req.name, &req.password)?;
     if req.roles.is_empty() && !req.role.is_empty() {
         req.roles.push(std::mem::take(&mut req.role));
@@ -587,7 +588,7 @@ struct RoleRequest {
     #[serde(default)]
     name: String,
     #[serde(default)]
-    perms: Vec<super::Permission>,
+    perms: Vec<rbac::Permission>,
 }
 
 fn role_from(req: RoleRequest) -> Role {

@@ -21,14 +21,16 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
-use super::dependencies::{consumers_of, providers_of, services};
-use super::error::ScError;
+use super::body::json;
 use super::extract::{ServiceAt, Tenant};
-use super::registry::{MicroService, MicroServiceInstance, Props, Registry, ServiceEntry};
-use super::rules::Rule;
-use super::schemas::SchemaItem;
-use super::v4::json;
-use super::Core;
+use crate::servicecenter::core::Core;
+use crate::servicecenter::error::ScError;
+use crate::servicecenter::registry::dependencies::{consumers_of, providers_of, services};
+use crate::servicecenter::registry::rules::Rule;
+use crate::servicecenter::registry::schemas::SchemaItem;
+use crate::servicecenter::registry::{
+    MicroService, MicroServiceInstance, Props, Registry, ServiceEntry,
+};
 
 /// The governance routes (state: [`Core`]).
 pub fn routes() -> Router<Core> {
@@ -126,7 +128,7 @@ fn detail_of(reg: &Registry, e: &ServiceEntry, o: Options) -> ServiceDetail {
         d.instances = e.instances.values().map(|r| r.body.clone()).collect();
     }
     if o.schemas {
-        d.schema_infos = super::v4::schema_items(reg, sid, true);
+        d.schema_infos = crate::servicecenter::registry::schemas::schema_items(reg, sid, true);
     }
     if o.rules {
         d.rules = reg.rules.of(sid).to_vec();
@@ -151,7 +153,8 @@ fn detail_of(reg: &Registry, e: &ServiceEntry, o: Options) -> ServiceDetail {
             .map(|x| x.service.version.clone())
             .collect();
         versions.sort_by(|a, b| {
-            super::registry::parse_version(b).cmp(&super::registry::parse_version(a))
+            crate::servicecenter::registry::parse_version(b)
+                .cmp(&crate::servicecenter::registry::parse_version(a))
         });
         d.micro_service_versions = versions;
     }

@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
-use super::error::{ScError, NOT_ENOUGH_QUOTA, TAG_NOT_EXISTS};
-use super::registry::{Props, Registry};
+use super::{Props, Registry};
+use crate::servicecenter::error::{ScError, NOT_ENOUGH_QUOTA, TAG_NOT_EXISTS};
 
 /// At most this many tags per service (service-center's `QUOTA_TAG` default).
 pub const MAX_TAGS: usize = 100;

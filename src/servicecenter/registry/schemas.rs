@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{
+use super::Registry;
+use crate::servicecenter::error::{
     ScError, MODIFY_SCHEMA_NOT_ALLOWED, NOT_ENOUGH_QUOTA, SCHEMA_NOT_EXISTS, UNDEFINED_SCHEMA_ID,
 };
-use super::registry::Registry;
 
 /// At most this many schemas per service (service-center's `QUOTA_SCHEMA` default).
 pub const MAX_SCHEMAS: usize = 100;
@@ -330,6 +330,31 @@ pub fn missing(schema_id: &str) -> ScError {
         SCHEMA_NOT_EXISTS,
         format!("schema {schema_id} does not exist"),
     )
+}
+
+/// The schemas of a service: its listed ids first, then stored ones not listed.
+pub(crate) fn schema_items(reg: &super::Registry, sid: &str, with_schema: bool) -> Vec<SchemaItem> {
+    let Some(e) = reg.entry(sid) else {
+        return Vec::new();
+    };
+    let stored = reg.schemas.of(sid);
+    let mut ids: Vec<&String> = e.service.schemas.iter().collect();
+    if let Some(st) = stored {
+        ids.extend(st.keys().filter(|k| !e.service.schemas.contains(k)));
+    }
+    ids.into_iter()
+        .map(|id| {
+            let rec = stored.and_then(|s| s.get(id));
+            SchemaItem {
+                schema_id: id.clone(),
+                summary: rec.map(|r| r.summary.clone()).unwrap_or_default(),
+                schema: rec
+                    .filter(|_| with_schema)
+                    .map(|r| r.schema.clone())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

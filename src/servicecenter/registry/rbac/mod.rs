@@ -1,7 +1,7 @@
 //! service-center's role-based access control (RBAC) in the built-in core, as
 //! service-center 2.x has it: accounts, roles with resource/verb permissions, signed tokens.
 //!
-//! Off by default; [`super::Core::enable_rbac`] (`--rbac`) turns it on. Then:
+//! Off by default; [`crate::servicecenter::core::Core::enable_rbac`] (`--rbac`) turns it on. Then:
 //!
 //! - `POST /v4/token` with `{"name","password"}` answers `{"token"}`: a JWT (HS256, key kept
 //!   in the store so every core on one etcd accepts it) whose `exp` is 30 minutes away unless
@@ -16,7 +16,7 @@
 //!   `account` and `role`), as service-center's `AdminPerms`/`DevPerms`. A permission with
 //!   `labels` is kept but grants nothing here (service-center matches labels against the
 //!   target service; we refuse rather than guess).
-//! - Errors are service-center's bodies ([`super::error`]): 401 with 401201 (bad token),
+//! - Errors are service-center's bodies ([`crate::servicecenter::error`]): 401 with 401201 (bad token),
 //!   401202 (user name or password is wrong), 401204 (no authorization header), 401205
 //!   (token expired), 401206 (the token's account is deleted); 403 with 403001 (no
 //!   permission) or 403201 (account blocked after repeated failures).
@@ -27,7 +27,6 @@
 //! ([`password`]). The first start with `--rbac` creates the account `root` (role `admin`)
 //! with the password given by file or environment; later starts leave it as stored.
 
-pub mod api;
 pub mod password;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -36,10 +35,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{ScError, FORBIDDEN};
-use super::registry::{now_ms, Registry};
+use crate::servicecenter::error::{ScError, FORBIDDEN};
+use crate::servicecenter::registry::{now_ms, Registry};
 
-pub use super::error::{
+pub use crate::servicecenter::error::{
     rbac_message as message, ACCOUNT_BLOCKED, ACCOUNT_CONFLICT, ACCOUNT_HAS_INVALID_ROLE,
     ACCOUNT_NOT_EXISTS, ACCOUNT_NO_QUOTA, NO_AUTH_HEADER, ROLE_CONFLICT, ROLE_IS_BOUND,
     ROLE_NOT_EXISTS, ROLE_NO_QUOTA, TOKEN_ACCOUNT_DELETED, TOKEN_EXPIRED, UNAUTHORIZED,
@@ -698,12 +697,13 @@ pub(crate) struct Verified {
 pub const MAX_CACHED_TOKENS: usize = 10_000;
 
 /// Checks a token's signature and expiry; the signature check of a token text is done once
-/// and remembered in `guard` while its key stays the same.
+/// and remembered in `guard` while its key stays the same. `current_key` gives the
+/// registry's signing key (`RbacState::keys`), asked only on a cache miss.
 ///
 /// # Errors
 /// 401201 (malformed, badly signed), 401205 (expired).
 pub(crate) fn verify_signature(
-    core: &super::Core,
+    current_key: impl FnOnce() -> Option<Arc<Keys>>,
     guard: &Guard,
     token: &str,
 ) -> Result<Verified, ScError> {
@@ -716,10 +716,7 @@ pub(crate) fn verify_signature(
     let verified = match cached {
         Some(v) => v,
         None => {
-            let key = core
-                .lock()
-                .rbac
-                .keys()
+            let key = current_key()
                 .ok_or_else(|| ScError::new(UNAUTHORIZED, "no token was ever issued here"))?;
             let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
             validation.leeway = 0;
@@ -930,37 +927,6 @@ impl Guard {
             cache_salt: random_bytes().map_err(|e| e.detail)?,
         })
     }
-}
-
-/// Creates the root account (role `admin`) and the signing key when missing.
-///
-/// # Errors
-/// When the root password breaks the password rules.
-pub(crate) async fn init(core: &super::Core, settings: &RbacSettings) -> Result<(), String> {
-    let has_root = core.lock().rbac.account(ROOT).is_some();
-    if !has_root {
-        let Some(pw) = settings.root_password.clone() else {
-            return Err(
-                "the store has no root account yet: give its first password with \
-                        --rbac-root-password-file FILE or SYNCER_RBAC_ROOT_PASSWORD"
-                    .to_string(),
-            );
-        };
-        password::check(ROOT, &pw)
-            .map_err(|e| format!("the root password is refused: {}", e.detail))?;
-        let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
-            .await
-            .map_err(|e| format!("hashing the root password: {e}"))?
-            .map_err(|e| format!("hashing the root password: {}", e.detail))?;
-        let mut reg = core.lock();
-        if reg.rbac.account(ROOT).is_none() {
-            reg.create_account(ROOT, hash, vec![ADMIN.to_string()], "active")
-                .map_err(|e| e.detail)?;
-            tracing::info!("RBAC: account root created");
-        }
-    }
-    core.lock().ensure_keys().map_err(|e| e.detail)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,117 @@
+//! The HTTP layer of the core: service-center v4 under `/v4` ([`v4`], [`govern`], [`watch`],
+//! [`changelog`], [`rbac`]) and Eureka v2 under `/eureka` and `/eureka/v2` ([`eureka`]). A
+//! handler extracts ([`extract`]), checks the shape, calls the registry under
+//! [`Core::lock`](super::core::Core) and renders; it holds no state of its own.
+
+pub mod body;
+pub mod changelog;
+pub mod eureka;
+pub mod extract;
+pub mod govern;
+pub mod rbac;
+pub mod v4;
+pub mod watch;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::core::Core;
+use super::tls;
+
+/// The HTTP API: SC v4 under `/v4` and Eureka v2 under `/eureka` and `/eureka/v2`.
+///
+/// With RBAC on ([`Core::enable_rbac`]) the RBAC routes are added and every request passes
+/// [`rbac::guard`].
+pub fn router(core: Core) -> axum::Router {
+    let routes = v4::routes()
+        .merge(watch::routes())
+        .merge(changelog::routes())
+        .merge(govern::routes())
+        .with_state(core.clone())
+        .merge(eureka::router(core.clone()));
+    if core.rbac_enabled() {
+        routes
+            .merge(rbac::routes(core.clone()))
+            .layer(axum::middleware::from_fn_with_state(core, rbac::guard))
+    } else {
+        routes
+    }
+}
+
+/// Serves `router(core)` on `listener` until `shutdown` is cancelled, and runs
+/// the lease-expiry task (every second) for as long.
+///
+/// # Errors
+/// The listener's I/O error, if serving fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    core: Core,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_tls(listener, core, None, shutdown).await
+}
+
+/// [`serve`], over HTTPS when `tls` is set ([`tls::TlsListener`]).
+///
+/// # Errors
+/// The listener's I/O error, if serving fails.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    core: Core,
+    tls: Option<Arc<tls::CoreTls>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, client_certificates = tls.as_ref().is_some_and(|t| t.requires_client_certificates()), "service-center core listening");
+    // A child token: stopping the expiry task must not cancel the caller's token.
+    let stop = shutdown.child_token();
+    // The certificate is read again when its files change and on SIGHUP.
+    let reload = tokio_util::task::TaskTracker::new();
+    if let Some(tls) = &tls {
+        let hup = crate::reload::sighup(&reload, stop.clone());
+        reload.spawn(tls.clone().follow(
+            crate::reload::FileWatch::new(tls.files(), hup),
+            stop.clone(),
+        ));
+    }
+    reload.close();
+    // The store writer, the etcd watch and lease expiry; stopped after the HTTP server, so
+    // the last requests' changes are written too.
+    let background_stop = CancellationToken::new();
+    let background = tokio::spawn(core.clone().run(background_stop.clone()));
+    let result = match tls {
+        Some(tls) => {
+            let listener = tls::TlsListener::new(listener, tls, stop.clone())?;
+            axum::serve(
+                listener,
+                router(core).into_make_service_with_connect_info::<rbac::ClientAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+        }
+        None => {
+            // Small request/response pairs: Nagle's algorithm would add delayed-ACK stalls
+            // (~40 ms).
+            let nodelay: fn(&mut tokio::net::TcpStream) = |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            };
+            let listener = axum::serve::ListenerExt::tap_io(listener, nodelay);
+            axum::serve(
+                listener,
+                router(core).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+        }
+    };
+    stop.cancel();
+    reload.wait().await;
+    background_stop.cancel();
+    let _ = background.await;
+    tracing::info!(%addr, "service-center core stopped");
+    result
+}

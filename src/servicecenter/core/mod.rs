@@ -1,0 +1,199 @@
+//! The core's state and tasks: [`Core`] (the registry behind one lock, the store, RBAC's
+//! runtime) and [`Core::run`], which owns the store writer, the etcd watch and lease expiry.
+//! The HTTP layer ([`super::api`]) holds a `Core`; the registry ([`super::registry`]) and
+//! the store ([`super::store`]) never see it.
+
+mod persist;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::registry::{self, rbac, Registry};
+use super::store;
+
+/// How often the lease-expiry task runs.
+const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Shared registry state of the built-in core (cheap to clone, `Arc` inside).
+///
+/// The lock is a std `Mutex`: every operation is short, synchronous, and is
+/// never held across an `.await`.
+#[derive(Clone, Default)]
+pub struct Core {
+    registry: Arc<Mutex<Registry>>,
+    /// The storage adaptor; `None` for a memory-only core. Its writer (and, for etcd, its
+    /// watch) runs inside [`serve`](crate::servicecenter::serve).
+    store: Option<Arc<store::Backend>>,
+    /// RBAC's runtime when it is on ([`Core::enable_rbac`]).
+    pub(in crate::servicecenter) rbac: Option<Arc<rbac::Guard>>,
+}
+
+impl Core {
+    /// An empty, memory-only registry.
+    pub fn new() -> Core {
+        Core::default()
+    }
+
+    /// A registry kept in the store of `config`, loaded from it first (memory only for
+    /// [`store::StoreConfig::Memory`]). Changes are written, and for etcd other cores'
+    /// changes followed, while [`serve`](crate::servicecenter::serve) runs.
+    ///
+    /// # Errors
+    /// [`store::StoreError`] when the store cannot be opened or read (data directory in
+    /// use by another process, etcd unreachable, ...).
+    pub async fn open(config: store::StoreConfig) -> Result<Core, store::StoreError> {
+        let Some(backend) = store::Backend::open(&config).await? else {
+            return Ok(Core::new());
+        };
+        let core = Core {
+            registry: Arc::default(),
+            store: Some(Arc::new(backend)),
+            rbac: None,
+        };
+        if let Some(backend) = &core.store {
+            persist::restore(&core, backend).await?;
+        }
+        Ok(core)
+    }
+
+    /// Turns service-center's RBAC on ([`rbac`]): creates the account `root` (role `admin`)
+    /// with `settings.root_password` when the store has none, and the token key. Call it
+    /// before [`router`](crate::servicecenter::router)/[`serve`](crate::servicecenter::serve).
+    ///
+    /// # Errors
+    /// The root password breaks the password rules ([`rbac::password::check`]).
+    pub async fn enable_rbac(mut self, settings: &rbac::RbacSettings) -> Result<Core, String> {
+        self.rbac = Some(Arc::new(rbac::Guard::new(settings)?));
+        init_rbac(&self, settings).await?;
+        tracing::info!("RBAC is on: every v4 request needs a token, /eureka basic auth");
+        Ok(self)
+    }
+
+    /// Whether RBAC is on.
+    pub fn rbac_enabled(&self) -> bool {
+        self.rbac.is_some()
+    }
+
+    /// Writes every change noted so far to the store now (no-op without a store).
+    ///
+    /// # Errors
+    /// The store's error; the changes stay noted for the next attempt.
+    pub async fn flush(&self) -> Result<(), store::StoreError> {
+        match &self.store {
+            Some(backend) => persist::flush(self, backend, true).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Locks the registry for one synchronous operation.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // in a way worse than losing the registry, so keep serving.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A counter bumped on every change of a service or instance
+    /// (create, delete, register, unregister, status/properties update,
+    /// expiry); heartbeats do not bump it. Starts at 0.
+    pub fn revision(&self) -> u64 {
+        self.lock().revision()
+    }
+
+    /// [`Core::revision`] as a watch, sent on every bump (the registry's change feed), for
+    /// a reader in this process that would otherwise poll. Only later changes are seen.
+    pub fn revisions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.lock().changes.subscribe()
+    }
+
+    /// Removes instances whose lease ended; returns how many.
+    pub fn expire_leases(&self) -> usize {
+        let mut reg = self.lock();
+        let now = Instant::now();
+        // Eureka self-preservation (off by default) may hold evictions back.
+        let n = if reg.eureka.evictions_allowed(now) {
+            reg.expire(now)
+        } else {
+            0
+        };
+        registry::eureka::tick(&mut reg, now);
+        n
+    }
+
+    /// Turns Eureka self-preservation on or off (off by default; `eureka_registry.rs`).
+    pub fn set_eureka_self_preservation(&self, on: bool) {
+        self.lock().eureka.set_self_preservation(on);
+    }
+
+    /// Runs the core's background tasks until `shutdown`, through one tracker: the store
+    /// writer (which writes what is left when stopped), the etcd watch (with etcd), and
+    /// lease expiry every `EXPIRY_CHECK_INTERVAL` (without etcd: etcd expires leases
+    /// itself). Returns when all have stopped. [`serve`](crate::servicecenter::serve) runs it for as long as it serves.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tasks = tokio_util::task::TaskTracker::new();
+        if let Some(backend) = self.store.clone() {
+            if let store::Backend::Etcd(etcd) = &*backend {
+                tasks.spawn(persist::follow_etcd(
+                    self.clone(),
+                    (**etcd).clone(),
+                    shutdown.clone(),
+                ));
+            }
+            tasks.spawn(persist::run_writer(self.clone(), backend, shutdown.clone()));
+        }
+        let local_expiry = self
+            .store
+            .as_ref()
+            .is_none_or(|b| b.expires_leases_locally());
+        let core = self;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick(), if local_expiry => {
+                        let n = core.expire_leases();
+                        if n > 0 {
+                            tracing::debug!(expired = n, "instance leases expired");
+                        }
+                    }
+                }
+            }
+        });
+        tasks.close();
+        tasks.wait().await;
+    }
+}
+
+/// Creates the root account (role `admin`) and the signing key when missing.
+///
+/// # Errors
+/// When the root password breaks the password rules.
+async fn init_rbac(core: &Core, settings: &rbac::RbacSettings) -> Result<(), String> {
+    let has_root = core.lock().rbac.account(rbac::ROOT).is_some();
+    if !has_root {
+        let Some(pw) = settings.root_password.clone() else {
+            return Err(
+                "the store has no root account yet: give its first password with \
+                        --rbac-root-password-file FILE or SYNCER_RBAC_ROOT_PASSWORD"
+                    .to_string(),
+            );
+        };
+        rbac::password::check(rbac::ROOT, &pw)
+            .map_err(|e| format!("the root password is refused: {}", e.detail))?;
+        let hash = tokio::task::spawn_blocking(move || rbac::password::hash(&pw))
+            .await
+            .map_err(|e| format!("hashing the root password: {e}"))?
+            .map_err(|e| format!("hashing the root password: {}", e.detail))?;
+        let mut reg = core.lock();
+        if reg.rbac.account(rbac::ROOT).is_none() {
+            reg.create_account(rbac::ROOT, hash, vec![rbac::ADMIN.to_string()], "active")
+                .map_err(|e| e.detail)?;
+            tracing::info!("RBAC: account root created");
+        }
+    }
+    core.lock().ensure_keys().map_err(|e| e.detail)?;
+    Ok(())
+}

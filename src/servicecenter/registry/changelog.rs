@@ -1,0 +1,156 @@
+//! The registry's change log: which instances and services changed at which revision, so
+//! a reader that knows revision R reads only what changed since R instead of the whole
+//! registry (`GET /v4/default/admin/changes`, a syncer extension of the v4 API; the
+//! syncer's `servicecenter` plugin uses it when the registry has it).
+//!
+//! Entries name what changed, not how: the reader is sent the current body of each named
+//! instance or service (or its removal), so several changes of one instance since R cost
+//! one entry in the reply. The log keeps the last [`CAPACITY`] entries; a reader further
+//! behind is told to list everything again (410).
+
+use std::collections::{HashSet, VecDeque};
+
+/// Entries kept (about 150 bytes each).
+pub const CAPACITY: usize = 65_536;
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Changed {
+    /// An instance was registered, changed (not renewed) or removed.
+    Instance {
+        /// serviceId.
+        service_id: String,
+        /// instanceId.
+        instance_id: String,
+    },
+    /// A microservice was created, changed or deleted.
+    Service {
+        /// serviceId.
+        service_id: String,
+    },
+}
+
+/// The last [`CAPACITY`] changes, by revision (see the module docs).
+#[derive(Debug)]
+pub struct ChangeLog {
+    /// (revision, what) in revision order.
+    entries: VecDeque<(u64, Changed)>,
+    /// Entries of revisions up to and including `floor` may have been dropped.
+    floor: u64,
+    capacity: usize,
+}
+
+impl Default for ChangeLog {
+    fn default() -> ChangeLog {
+        ChangeLog::with_capacity(CAPACITY)
+    }
+}
+
+impl ChangeLog {
+    /// An empty log keeping `capacity` entries.
+    pub fn with_capacity(capacity: usize) -> ChangeLog {
+        ChangeLog {
+            entries: VecDeque::new(),
+            floor: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Notes that `what` changed at `revision` (not below the last one noted).
+    pub fn note(&mut self, revision: u64, what: Changed) {
+        self.entries.push_back((revision, what));
+        while self.entries.len() > self.capacity {
+            if let Some((r, _)) = self.entries.pop_front() {
+                self.floor = self.floor.max(r);
+            }
+        }
+    }
+
+    /// Forgets everything up to `revision`: a change the log cannot describe (a reload
+    /// from the store) happened there, so readers behind it must list again.
+    pub fn reset(&mut self, revision: u64) {
+        self.entries.clear();
+        self.floor = self.floor.max(revision);
+    }
+
+    /// What changed after revision `since`, each named once, oldest first; `None` when
+    /// entries after `since` may have been dropped (the reader must list everything).
+    /// O(changes since) plus a binary search.
+    pub fn since(&self, since: u64) -> Option<Vec<&Changed>> {
+        if since < self.floor {
+            return None;
+        }
+        let start = self.entries.partition_point(|(r, _)| *r <= since);
+        let mut seen = HashSet::new();
+        Some(
+            self.entries
+                .range(start..)
+                .map(|(_, what)| what)
+                .filter(|what| seen.insert(*what))
+                .collect(),
+        )
+    }
+}
+
+/// Wakes watchers whenever the registry's revision changes (held by the registry).
+#[derive(Debug)]
+pub struct ChangeFeed {
+    tx: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for ChangeFeed {
+    fn default() -> ChangeFeed {
+        ChangeFeed {
+            tx: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl ChangeFeed {
+    /// Publishes the new revision (never blocks; a no-op without watchers).
+    pub fn notify(&self, revision: u64) {
+        self.tx.send_replace(revision);
+    }
+
+    /// A receiver that sees every later revision (at least the last one).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(i: &str) -> Changed {
+        Changed::Instance {
+            service_id: "s".into(),
+            instance_id: i.into(),
+        }
+    }
+
+    #[test]
+    fn changes_since_a_revision_are_named_once_in_order() {
+        let mut log = ChangeLog::with_capacity(10);
+        log.note(1, inst("a"));
+        log.note(2, inst("b"));
+        log.note(3, inst("a"));
+        log.note(3, inst("c"));
+        assert_eq!(log.since(0), Some(vec![&inst("a"), &inst("b"), &inst("c")]));
+        assert_eq!(log.since(2), Some(vec![&inst("a"), &inst("c")]));
+        assert_eq!(log.since(3), Some(vec![]));
+    }
+
+    #[test]
+    fn a_reader_behind_the_dropped_entries_must_list_again() {
+        let mut log = ChangeLog::with_capacity(2);
+        log.note(1, inst("a"));
+        log.note(2, inst("b"));
+        log.note(3, inst("c"));
+        assert_eq!(log.since(0), None);
+        assert_eq!(log.since(1), Some(vec![&inst("b"), &inst("c")]));
+        log.reset(7);
+        assert_eq!(log.since(6), None);
+        assert_eq!(log.since(7), Some(vec![]));
+    }
+}
