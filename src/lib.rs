@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
+pub mod errors;
 pub mod etcd;
 pub mod exchange;
 pub mod leadership;

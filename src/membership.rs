@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use self::cipher::{Cipher, Keyring, Refused, REPLAY_WINDOW};
+pub use self::identity::Member;
 use self::identity::NodeId;
 use self::notice::{ExportRevision, Heard, Notices, RevisionNotice};
 
@@ -135,19 +136,6 @@ impl Config {
             keyring: None,
         }
     }
-}
-
-/// One alive syncer agent, as gossiped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    /// Its `--node` name.
-    pub node: String,
-    /// Its `--cluster-name`.
-    pub cluster_name: String,
-    /// The address it gossips on (UDP).
-    pub gossip_addr: SocketAddr,
-    /// The address of its exchange server (gRPC).
-    pub rpc_addr: SocketAddr,
 }
 
 #[cfg(test)]

@@ -23,9 +23,8 @@ use syncer_plugin_http::client::chain;
 use syncer_plugin_http::endpoint::Endpoint;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::tls::{
-    error_chain, provider, read_certs, read_key, read_roots, versions, EndEntityVerifier, Error,
-};
+use crate::errors::error_chain;
+use crate::tls::{provider, read_certs, read_key, read_roots, versions, EndEntityVerifier, Error};
 use crate::tls::{Secret, TlsVersion};
 
 /// The directory of service-center 1.3.0's default registry-client files:

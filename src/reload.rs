@@ -164,7 +164,7 @@ pub async fn follow<E: std::error::Error + 'static>(
         };
         match reload() {
             Ok(detail) => info!(?trigger, "{what} reloaded: {detail}"),
-            Err(e) => error!(?trigger, error = %crate::tls::error_chain(&e),
+            Err(e) => error!(?trigger, error = %crate::errors::error_chain(&e),
                 "{what} files refused; keeping what is in use"),
         }
     }

@@ -16,8 +16,9 @@ use super::proto::{
     sync_client::SyncClient, ExportEvent, IdentifyReply, IdentifyRequest, PullRequest, WatchRequest,
 };
 use super::transport;
+use crate::errors::error_chain;
 use crate::records::PeerExport;
-use crate::tls::{error_chain, ExchangeTls};
+use crate::tls::ExchangeTls;
 
 /// Errors of a pull. None of them changes local state.
 #[derive(Debug, thiserror::Error)]

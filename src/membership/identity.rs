@@ -12,7 +12,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::Member;
+/// One alive syncer agent, as gossiped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its `--node` name.
+    pub node: String,
+    /// Its `--cluster-name`.
+    pub cluster_name: String,
+    /// The address it gossips on (UDP).
+    pub gossip_addr: SocketAddr,
+    /// The address of its exchange server (gRPC).
+    pub rpc_addr: SocketAddr,
+}
 
 /// The identity foca gossips about each member.
 ///

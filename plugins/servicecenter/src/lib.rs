@@ -56,7 +56,7 @@ use syncer_plugin_api::{Changes, Error, Instance, Listed, Plugin, Result, Servic
 pub use login::{Credentials, Password};
 use syncer_plugin_http::client::{rustls, segment, Client, Reply};
 use wire::{
-    CreateServiceRequest, ErrorBody, InstanceIdReply, InstancesReply, MicroService,
+    failure, CreateServiceRequest, ErrorBody, InstanceIdReply, InstancesReply, MicroService,
     MicroServiceInstance, RegisterInstanceRequest, ServiceIdReply, ServicesReply,
 };
 
@@ -184,26 +184,6 @@ fn decode<T: serde::de::DeserializeOwned>(reply: &Reply, what: &str) -> Result<T
             reply.text().chars().take(200).collect::<String>()
         ))
     })
-}
-
-/// The service-center error code of a non-2xx reply, and a message naming it.
-fn failure(reply: &Reply) -> (Option<u32>, String) {
-    match serde_json::from_slice::<ErrorBody>(&reply.body) {
-        Ok(body) if body.error_code.is_some() => {
-            let code = body.code();
-            let mut message = format!(
-                "{} {}: {}",
-                reply.status,
-                code.map(|c| c.to_string()).unwrap_or_default(),
-                body.error_message
-            );
-            if !body.detail.is_empty() {
-                message.push_str(&format!(" ({})", body.detail));
-            }
-            (code, message)
-        }
-        _ => (None, format!("{}: {}", reply.status, reply.text())),
-    }
 }
 
 /// The generic mapping of a non-2xx reply: 404 → `NotFound`, anything else → `Rejected`.

@@ -436,7 +436,7 @@ impl Session {
 
     /// The error of a refused login (any non-2xx below 500).
     fn refusal(&self, endpoint: &str, reply: &Reply) -> Error {
-        let (_, message) = crate::failure(reply);
+        let (_, message) = crate::wire::failure(reply);
         let hint = match reply.status {
             reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED => {
                 " (the registry has no POST /v4/token: is RBAC on? without RBAC, configure no account)"

@@ -7,12 +7,34 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use syncer_plugin_api::{HealthCheck, Instance, InstanceStatus, Listed, Service, Snapshot};
 
+use syncer_plugin_http::client::Reply;
+
 use crate::endpoint;
 
 /// Default heartbeat interval, seconds (service-center's instance default).
 pub(crate) const DEFAULT_INTERVAL_SECS: u32 = 30;
 /// Default tolerated missed heartbeats (service-center's instance default).
 pub(crate) const DEFAULT_TIMES: u32 = 3;
+
+/// The service-center error code of a non-2xx reply, and a message naming it.
+pub(crate) fn failure(reply: &Reply) -> (Option<u32>, String) {
+    match serde_json::from_slice::<ErrorBody>(&reply.body) {
+        Ok(body) if body.error_code.is_some() => {
+            let code = body.code();
+            let mut message = format!(
+                "{} {}: {}",
+                reply.status,
+                code.map(|c| c.to_string()).unwrap_or_default(),
+                body.error_message
+            );
+            if !body.detail.is_empty() {
+                message.push_str(&format!(" ({})", body.detail));
+            }
+            (code, message)
+        }
+        _ => (None, format!("{}: {}", reply.status, reply.text())),
+    }
+}
 
 /// `MicroService`, the fields we use.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
