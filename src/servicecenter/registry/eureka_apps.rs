@@ -1,0 +1,218 @@
+//! The Eureka operations on the registry: register, renew, status, cancel, and the reads
+//! of apps and instances (the Eureka view's state and delta are in [`super::eureka`]).
+
+use super::*;
+
+impl Registry {
+    /// Registers (or replaces) an instance of a Eureka app, creating the
+    /// microservice (default/default, appId `eureka`, lower-case name, `0.0.1`) on first use.
+    pub fn eureka_register(
+        &mut self,
+        app: &str,
+        reg: EurekaRegistration,
+        now: Instant,
+        now_ms: i64,
+    ) {
+        let name = app.to_ascii_lowercase();
+        let key: ServiceKey = (
+            (
+                DEFAULT_TENANT.to_string(),
+                DEFAULT_TENANT.to_string(),
+                String::new(),
+                EUREKA_APP_ID.to_string(),
+                name.clone(),
+            ),
+            EUREKA_VERSION.to_string(),
+        );
+        let sid = match self.by_key.get(&key) {
+            Some(id) => id.clone(),
+            None => {
+                let id = default_service_id(
+                    DEFAULT_TENANT,
+                    DEFAULT_TENANT,
+                    "",
+                    EUREKA_APP_ID,
+                    &name,
+                    EUREKA_VERSION,
+                );
+                let svc = MicroService {
+                    service_id: id.clone(),
+                    app_id: EUREKA_APP_ID.into(),
+                    service_name: name.clone(),
+                    version: EUREKA_VERSION.into(),
+                    level: "BACK".into(),
+                    status: "UP".into(),
+                    timestamp: secs(now_ms),
+                    mod_timestamp: secs(now_ms),
+                    ..MicroService::default()
+                };
+                // Direct insert: Eureka names may fail SC's stricter name rule.
+                let name_key = key.0.clone();
+                self.by_app
+                    .entry(app.to_ascii_uppercase())
+                    .or_default()
+                    .insert(id.clone());
+                self.by_name.entry(name_key).or_default().insert(id.clone());
+                self.by_key.insert(key, id.clone());
+                self.services.insert(
+                    id.clone(),
+                    ServiceEntry {
+                        domain: DEFAULT_TENANT.into(),
+                        project: DEFAULT_TENANT.into(),
+                        service: svc,
+                        instances: BTreeMap::new(),
+                    },
+                );
+                self.mark_service(&id);
+                id
+            }
+        };
+        // An id already present under another service of this app moves here.
+        if let Some(other) = self.eureka_locate(app, &reg.instance_id) {
+            if other != sid {
+                if let Some(rec) = self
+                    .services
+                    .get_mut(&other)
+                    .and_then(|e| e.instances.remove(&reg.instance_id))
+                {
+                    self.leases
+                        .remove(&(rec.deadline, other.clone(), reg.instance_id.clone()));
+                    self.journal.instance(&other, &reg.instance_id);
+                    self.eureka_gone(&other, rec);
+                }
+            }
+        }
+        let version = EUREKA_VERSION.to_string();
+        let mut body = reg.body;
+        body.instance_id = reg.instance_id;
+        body.service_id = sid.clone();
+        body.version = version;
+        body.timestamp = secs(now_ms);
+        body.mod_timestamp = body.timestamp.clone();
+        let registered = self
+            .services
+            .get(&sid)
+            .and_then(|e| e.instances.get(&body.instance_id))
+            .map(|r| (r.registered_ms, r.body.timestamp.clone()));
+        let iid = body.instance_id.clone();
+        if let Some((_, ts)) = &registered {
+            body.timestamp = ts.clone();
+        }
+        self.put_instance(&sid, body, Some(reg.side), reg.lease_secs, now, now_ms);
+        if let Some((reg_ms, _)) = registered {
+            if let Some(rec) = self
+                .services
+                .get_mut(&sid)
+                .and_then(|e| e.instances.get_mut(&iid))
+            {
+                rec.registered_ms = reg_ms;
+            }
+        }
+    }
+
+    /// The serviceId holding instance `id` of Eureka app `app`.
+    pub(super) fn eureka_locate(&self, app: &str, id: &str) -> Option<String> {
+        self.by_app.get(app)?.iter().find_map(|sid| {
+            self.services
+                .get(sid)
+                .filter(|e| e.instances.contains_key(id))
+                .map(|_| sid.clone())
+        })
+    }
+
+    /// Renews a Eureka lease; false when unknown (the client then re-registers).
+    pub fn eureka_renew(&mut self, app: &str, id: &str, now: Instant, now_ms: i64) -> bool {
+        match self.eureka_locate(app, id) {
+            Some(sid) => self.renew(&sid, id, now, now_ms),
+            None => false,
+        }
+    }
+
+    /// Sets the Eureka `status` (and, for instances registered through `/eureka`,
+    /// `overriddenStatus`, and `lastDirtyTimestamp` raised to `dirty_ms`) of an instance of
+    /// app `app`; the SC status follows (`UNKNOWN` → `DOWN`). False when unknown. Used by the
+    /// status override rules (`eureka.rs`).
+    pub fn eureka_set_status(
+        &mut self,
+        app: &str,
+        id: &str,
+        status: &str,
+        overridden: &str,
+        dirty_ms: Option<i64>,
+        now_ms: i64,
+    ) -> bool {
+        let Some(sid) = self.eureka_locate(app, id) else {
+            return false;
+        };
+        let Some(rec) = self
+            .services
+            .get_mut(&sid)
+            .and_then(|e| e.instances.get_mut(id))
+        else {
+            return false;
+        };
+        rec.body.status = eureka_to_sc_status(status).to_string();
+        rec.body.mod_timestamp = secs(now_ms);
+        rec.updated_ms = now_ms;
+        if let Some(side) = rec.eureka.as_mut() {
+            side.status = status.to_string();
+            side.overridden_status = overridden.to_string();
+            if let Some(d) = dirty_ms {
+                side.last_dirty_ms = side.last_dirty_ms.max(d);
+            }
+        }
+        self.journal.instance(&sid, id);
+        self.eureka_touch(&sid, id);
+        self.bump();
+        true
+    }
+
+    /// Cancels a Eureka instance; false when unknown.
+    pub fn eureka_cancel(&mut self, app: &str, id: &str) -> bool {
+        let Some(sid) = self.eureka_locate(app, id) else {
+            return false;
+        };
+        self.unregister(DEFAULT_TENANT, DEFAULT_TENANT, &sid, id)
+            .is_ok()
+    }
+
+    /// Every Eureka app with its instances: (app name, [(service, instance)]), by name.
+    pub fn eureka_apps(&self) -> Vec<(String, Vec<(&MicroService, &InstanceRecord)>)> {
+        let mut names: Vec<&String> = self.by_app.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .filter_map(|n| {
+                let list = self.eureka_app(n);
+                (!list.is_empty()).then(|| (n.clone(), list))
+            })
+            .collect()
+    }
+
+    /// The instances of one Eureka app (empty when unknown).
+    pub fn eureka_app(&self, app: &str) -> Vec<(&MicroService, &InstanceRecord)> {
+        let Some(ids) = self.by_app.get(app) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|sid| self.services.get(sid))
+            .flat_map(|e| e.instances.values().map(move |r| (&e.service, r)))
+            .collect()
+    }
+
+    /// One instance of a Eureka app.
+    pub fn eureka_instance(&self, app: &str, id: &str) -> Option<(&MicroService, &InstanceRecord)> {
+        let sid = self.eureka_locate(app, id)?;
+        let e = self.services.get(&sid)?;
+        Some((&e.service, e.instances.get(id)?))
+    }
+
+    /// The first instance with this id in any Eureka app (`GET /instances/{id}`).
+    pub fn eureka_instance_any(&self, id: &str) -> Option<(&MicroService, &InstanceRecord)> {
+        let mut names: Vec<&String> = self.by_app.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .find_map(|app| self.eureka_instance(app, id))
+    }
+}
