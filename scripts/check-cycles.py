@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Import-cycle check between the modules of the workspace's crates (run by scripts/test.sh).
 
-Reads every Rust file under src/ (the root crate) and plugins/*/src, samples/*/src (each its
+Reads every Rust file under src/ (the root crate) and plugins/*/src, samples/*/src, wire/*/src (each its
 own crate), and every module path it names: `use crate::...` / `use super::...` / `use
 self::...` trees, paths such as `crate::x::y::f()` or `super::Core` in code, relative paths
 through a child module (`store::flush` in the file that declares `mod store`) and through
@@ -397,10 +397,10 @@ def _use_tree(toks):
 
 
 def crates(root):
-    """(crate label, src dir, root file) for the root crate and plugins/*, samples/*."""
+    """(crate label, src dir, root file) for the root crate and plugins/*, samples/*, wire/*."""
     found = []
     for base in [root] + sorted(
-            os.path.join(root, d, c) for d in ("plugins", "samples")
+            os.path.join(root, d, c) for d in ("plugins", "samples", "wire")
             if os.path.isdir(os.path.join(root, d))
             for c in os.listdir(os.path.join(root, d))):
         lib = os.path.join(base, "src", "lib.rs")

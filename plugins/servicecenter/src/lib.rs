@@ -56,18 +56,14 @@ use syncer_plugin_api::{Changes, Error, Instance, Listed, Plugin, Result, Servic
 pub use login::{Credentials, Password};
 use syncer_plugin_http::client::{rustls, segment, Client, Reply};
 use wire::{
-    failure, CreateServiceRequest, ErrorBody, InstanceIdReply, InstancesReply, MicroService,
-    MicroServiceInstance, RegisterInstanceRequest, ServiceIdReply, ServicesReply,
+    failure, CreateServiceRequest, ErrorBody, IdReply, InstanceExt, InstancesReply, MicroService,
+    MicroServiceInstance, RegisterInstanceRequest, ServiceExt, ServicesReply,
 };
 
-/// service-center error code: micro-service does not exist.
-const SERVICE_NOT_EXIST: u32 = 400012;
-/// service-center error code: micro-service already exists (chosen id conflicts).
-const SERVICE_ALREADY_EXISTS: u32 = 400010;
-/// service-center error code: instance does not exist.
-const INSTANCE_NOT_EXIST: u32 = 400017;
-/// service-center error code: micro-service version does not exist (fuzzy existence rule).
-const VERSION_NOT_EXIST: u32 = 400026;
+use syncer_wire_servicecenter::error::{
+    INSTANCE_NOT_EXISTS as INSTANCE_NOT_EXIST, SERVICE_ALREADY_EXISTS,
+    SERVICE_NOT_EXISTS as SERVICE_NOT_EXIST, SERVICE_VERSION_NOT_EXISTS as VERSION_NOT_EXIST,
+};
 
 /// Configuration of the [`ServiceCenterPlugin`].
 #[derive(Debug, Clone)]
@@ -427,7 +423,7 @@ impl ServiceCenterPlugin {
             )
             .await?;
         if reply.status.is_success() {
-            let id: ServiceIdReply = decode(&reply, "existence")?;
+            let id: IdReply = decode(&reply, "existence")?;
             return Ok(Some(id.service_id).filter(|id| !id.is_empty()));
         }
         match failure(&reply) {
@@ -448,7 +444,7 @@ impl ServiceCenterPlugin {
             .request(Method::POST, domain, &path, &[], Some(body))
             .await?;
         if reply.status.is_success() {
-            let id: ServiceIdReply = decode(&reply, "create service")?;
+            let id: IdReply = decode(&reply, "create service")?;
             if id.service_id.is_empty() {
                 return Err(Error::Malformed("create service: empty serviceId".into()));
             }
@@ -474,14 +470,14 @@ impl ServiceCenterPlugin {
             segment(service_id)
         );
         let body = serde_json::to_vec(&RegisterInstanceRequest {
-            instance: &MicroServiceInstance::from_instance(instance),
+            instance: MicroServiceInstance::from_instance(instance),
         })
         .map_err(|e| Error::Rejected(format!("cannot encode instance: {e}")))?;
         let reply = self
             .request(Method::POST, domain, &path, &[], Some(body))
             .await?;
         if reply.status.is_success() {
-            let id: InstanceIdReply = decode(&reply, "register instance")?;
+            let id: IdReply = decode(&reply, "register instance")?;
             return Ok(if id.instance_id.is_empty() {
                 instance.instance_id.clone()
             } else {

@@ -2,12 +2,16 @@
 //! conversion to and from the neutral model. Only the fields the syncer reads or writes are
 //! modelled; unknown fields are ignored, absent ones (Go `omitempty`) default.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use syncer_plugin_api::{HealthCheck, Instance, InstanceStatus, Listed, Service, Snapshot};
 
 use syncer_plugin_http::client::Reply;
+
+pub(crate) use syncer_wire_servicecenter::error::ErrorBody;
+pub(crate) use syncer_wire_servicecenter::{
+    HealthCheck as WireHealthCheck, IdReply, InstancesReply, MicroService, MicroServiceInstance,
+    RegisterInstanceRequest, ServicesReply,
+};
 
 use crate::endpoint;
 
@@ -20,7 +24,7 @@ pub(crate) const DEFAULT_TIMES: u32 = 3;
 pub(crate) fn failure(reply: &Reply) -> (Option<u32>, String) {
     match serde_json::from_slice::<ErrorBody>(&reply.body) {
         Ok(body) if body.error_code.is_some() => {
-            let code = body.code();
+            let code = body.error_code;
             let mut message = format!(
                 "{} {}: {}",
                 reply.status,
@@ -36,121 +40,10 @@ pub(crate) fn failure(reply: &Reply) -> (Option<u32>, String) {
     }
 }
 
-/// `MicroService`, the fields we use.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct MicroService {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub service_id: String,
-    #[serde(default)]
-    pub app_id: String,
-    #[serde(default)]
-    pub service_name: String,
-    #[serde(default)]
-    pub version: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub environment: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub properties: BTreeMap<String, String>,
-}
-
-/// `HealthCheck` of an instance.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct WireHealthCheck {
-    #[serde(default)]
-    pub mode: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub times: Option<i64>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub url: String,
-}
-
-/// `MicroServiceInstance`, the fields we use.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct MicroServiceInstance {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub instance_id: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub service_id: String,
-    #[serde(default)]
-    pub endpoints: Vec<String>,
-    #[serde(default)]
-    pub host_name: String,
-    #[serde(default)]
-    pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_check: Option<WireHealthCheck>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub properties: BTreeMap<String, String>,
-}
-
-/// `GET .../microservices` → `{"services":[...]}` (key absent when empty).
-#[derive(Debug, Deserialize)]
-pub(crate) struct ServicesReply {
-    #[serde(default)]
-    pub services: Vec<MicroService>,
-}
-
-/// `GET .../instances` → `{"instances":[...]}` (key absent when empty).
-#[derive(Debug, Deserialize)]
-pub(crate) struct InstancesReply {
-    #[serde(default)]
-    pub instances: Vec<MicroServiceInstance>,
-}
-
-/// `{"serviceId": ...}` from existence and create.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ServiceIdReply {
-    #[serde(default)]
-    pub service_id: String,
-}
-
-/// `{"instanceId": ...}` from register.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct InstanceIdReply {
-    #[serde(default)]
-    pub instance_id: String,
-}
-
 /// `POST .../microservices` body.
 #[derive(Debug, Serialize)]
 pub(crate) struct CreateServiceRequest<'a> {
     pub service: &'a MicroService,
-}
-
-/// `POST .../instances` body.
-#[derive(Debug, Serialize)]
-pub(crate) struct RegisterInstanceRequest<'a> {
-    pub instance: &'a MicroServiceInstance,
-}
-
-/// `{"errorCode":"400012","errorMessage":"...","detail":"..."}`; `errorCode` is a string in
-/// service-center, a number is accepted too.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ErrorBody {
-    #[serde(default)]
-    pub error_code: Option<serde_json::Value>,
-    #[serde(default)]
-    pub error_message: String,
-    #[serde(default)]
-    pub detail: String,
-}
-
-impl ErrorBody {
-    /// The numeric error code, if the body has one.
-    pub(crate) fn code(&self) -> Option<u32> {
-        match self.error_code.as_ref()? {
-            serde_json::Value::String(s) => s.trim().parse().ok(),
-            serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-            _ => None,
-        }
-    }
 }
 
 /// One `{key, rev, value}` entry of the admin dump's cache.
@@ -498,9 +391,17 @@ pub(crate) fn is_servicecenter_itself(service: &MicroService) -> bool {
     service.app_id == "default" && service.service_name == "SERVICECENTER"
 }
 
-impl MicroService {
+/// Conversion of a [`MicroService`] to and from the neutral model.
+pub(crate) trait ServiceExt {
     /// To the neutral model, in tenant `domain_project`.
-    pub(crate) fn to_service(&self, domain_project: &str) -> Service {
+    fn to_service(&self, domain_project: &str) -> Service;
+    /// From the neutral model: the body of a create.
+    fn from_service(service: &Service) -> Self;
+}
+
+impl ServiceExt for MicroService {
+    /// To the neutral model, in tenant `domain_project`.
+    fn to_service(&self, domain_project: &str) -> Service {
         Service {
             domain_project: domain_project.to_owned(),
             service_id: self.service_id.clone(),
@@ -513,7 +414,7 @@ impl MicroService {
     }
 
     /// From the neutral model: the body of a create (the serviceId only when the caller chose one).
-    pub(crate) fn from_service(service: &Service) -> Self {
+    fn from_service(service: &Service) -> Self {
         MicroService {
             service_id: service.service_id.clone(),
             app_id: service.app_id.clone(),
@@ -521,6 +422,7 @@ impl MicroService {
             version: service.version.clone(),
             environment: service.environment.clone(),
             properties: service.properties.clone(),
+            ..MicroService::default()
         }
     }
 }
@@ -530,9 +432,17 @@ fn to_u32(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
-impl MicroServiceInstance {
+/// Conversion of a [`MicroServiceInstance`] to and from the neutral model.
+pub(crate) trait InstanceExt {
+    /// To the neutral model; `service_id` when the body names none.
+    fn to_instance(&self, service_id: &str) -> Instance;
+    /// From the neutral model: the body of a register.
+    fn from_instance(instance: &Instance) -> Self;
+}
+
+impl InstanceExt for MicroServiceInstance {
     /// To the neutral model. `service_id` fills in an instance body that lacks its own.
-    pub(crate) fn to_instance(&self, service_id: &str) -> Instance {
+    fn to_instance(&self, service_id: &str) -> Instance {
         Instance {
             instance_id: self.instance_id.clone(),
             service_id: if self.service_id.is_empty() {
@@ -547,9 +457,18 @@ impl MicroServiceInstance {
                 .map(|e| endpoint::to_neutral(e))
                 .collect(),
             status: InstanceStatus::parse(&self.status),
+            // 0 is what an absent field reads as (service-center omits zeros): the default.
             health_check: self.health_check.as_ref().map(|h| HealthCheck {
-                interval_secs: h.interval.map_or(DEFAULT_INTERVAL_SECS, to_u32),
-                times: h.times.map_or(DEFAULT_TIMES, to_u32),
+                interval_secs: if h.interval > 0 {
+                    to_u32(h.interval)
+                } else {
+                    DEFAULT_INTERVAL_SECS
+                },
+                times: if h.times > 0 {
+                    to_u32(h.times)
+                } else {
+                    DEFAULT_TIMES
+                },
                 url: h.url.clone(),
             }),
             properties: self.properties.clone(),
@@ -558,7 +477,7 @@ impl MicroServiceInstance {
 
     /// From the neutral model: the body of a register. The health check is always `push`
     /// (the syncer heartbeats); without one it is service-center's default 30 s × 3.
-    pub(crate) fn from_instance(instance: &Instance) -> Self {
+    fn from_instance(instance: &Instance) -> Self {
         let (interval, times, url) = match &instance.health_check {
             Some(h) => (h.interval_secs.max(1), h.times, h.url.clone()),
             None => (DEFAULT_INTERVAL_SECS, DEFAULT_TIMES, String::new()),
@@ -586,17 +505,21 @@ impl MicroServiceInstance {
             status: instance.status.as_servicecenter().to_owned(),
             health_check: Some(WireHealthCheck {
                 mode: "push".to_owned(),
-                interval: Some(i64::from(interval)),
-                times: Some(i64::from(times)),
+                interval: i64::from(interval),
+                times: i64::from(times),
                 url,
+                ..WireHealthCheck::default()
             }),
             properties: instance.properties.clone(),
+            ..MicroServiceInstance::default()
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use syncer_plugin_api::{ORIGIN_CLUSTER, ORIGIN_INSTANCE_ID, ORIGIN_SERVICE_ID};
 
@@ -666,7 +589,7 @@ mod tests {
             properties: BTreeMap::from([(ORIGIN_CLUSTER.to_owned(), "dc2".to_owned())]),
         };
         let body = serde_json::to_value(RegisterInstanceRequest {
-            instance: &MicroServiceInstance::from_instance(&instance),
+            instance: MicroServiceInstance::from_instance(&instance),
         })
         .expect("encodes");
         assert_eq!(
@@ -688,7 +611,7 @@ mod tests {
         instance.host_name = "h".into();
         let wire = MicroServiceInstance::from_instance(&instance);
         let hc = wire.health_check.expect("health check");
-        assert_eq!((hc.interval, hc.times), (Some(5), Some(1)));
+        assert_eq!((hc.interval, hc.times), (5, 1));
         assert_eq!(hc.url, "http://h/health");
         assert_eq!(wire.host_name, "h");
     }
@@ -727,9 +650,9 @@ mod tests {
             r#"{"errorCode":"400012","errorMessage":"Micro-service does not exist"}"#,
         )
         .expect("decodes");
-        assert_eq!(e.code(), Some(400012));
+        assert_eq!(e.error_code, Some(400012));
         let e: ErrorBody = serde_json::from_str(r#"{"errorCode":400017}"#).expect("decodes");
-        assert_eq!(e.code(), Some(400017));
+        assert_eq!(e.error_code, Some(400017));
     }
 
     #[test]

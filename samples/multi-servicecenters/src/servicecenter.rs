@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use reqwest::{RequestBuilder, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 /// The tenant: domain (header) and project (path segment).
@@ -19,12 +19,12 @@ const PROJECT: &str = "default";
 /// Per-request timeout of the registry calls.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// service-center error code: the microservice does not exist.
-pub const CODE_SERVICE_NOT_EXIST: u32 = 400012;
 /// service-center error code: the instance does not exist.
-pub const CODE_INSTANCE_NOT_EXIST: u32 = 400017;
+pub use syncer_wire_servicecenter::error::INSTANCE_NOT_EXISTS as CODE_INSTANCE_NOT_EXIST;
+/// service-center error code: the microservice does not exist.
+pub use syncer_wire_servicecenter::error::SERVICE_NOT_EXISTS as CODE_SERVICE_NOT_EXIST;
 /// service-center error code: no version matches the version rule (existence).
-pub const CODE_VERSION_NOT_EXIST: u32 = 400026;
+pub use syncer_wire_servicecenter::error::SERVICE_VERSION_NOT_EXISTS as CODE_VERSION_NOT_EXIST;
 
 /// A failed service-center call.
 #[derive(Debug, thiserror::Error)]
@@ -84,20 +84,9 @@ pub struct ServiceKey {
     pub version: String,
 }
 
-/// The part of an SC instance the demo reads.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Instance {
-    pub instance_id: String,
-    pub endpoints: Vec<String>,
-    pub status: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct InstancesBody {
-    instances: Vec<Instance>,
-}
+/// An SC instance as the demo reads it (the wire crate's record).
+pub use syncer_wire_servicecenter::MicroServiceInstance as Instance;
+use syncer_wire_servicecenter::{ErrorBody, InstancesReply};
 
 /// A client of one service-center's v4 API.
 #[derive(Debug, Clone)]
@@ -279,7 +268,7 @@ impl ScClient {
         if body.is_null() {
             return Ok(Vec::new());
         }
-        let body: InstancesBody =
+        let body: InstancesReply =
             serde_json::from_value(body).map_err(|error| ScError::Decode {
                 url,
                 reason: error.to_string(),
@@ -302,22 +291,18 @@ fn string_field(url: &str, body: &Value, field: &str) -> Result<String, ScError>
 /// (service-center 1.x) or a number. Any other body becomes the message as is.
 fn parse_error_body(bytes: &[u8]) -> (Option<u32>, String) {
     let text = String::from_utf8_lossy(bytes).trim().to_owned();
-    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(bytes) else {
+    let Ok(body) = serde_json::from_slice::<ErrorBody>(bytes) else {
         return (None, text);
     };
-    let code = match body.get("errorCode") {
-        Some(Value::String(code)) => code.parse().ok(),
-        Some(Value::Number(code)) => code.as_u64().and_then(|code| u32::try_from(code).ok()),
-        _ => None,
-    };
-    let message = [body.get("errorMessage"), body.get("detail")]
+    let message = [body.error_message.as_str(), body.detail.as_str()]
         .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
         .filter(|part| !part.is_empty())
         .collect::<Vec<_>>()
         .join(": ");
-    (code, if message.is_empty() { text } else { message })
+    (
+        body.error_code,
+        if message.is_empty() { text } else { message },
+    )
 }
 
 /// Turns a ServiceComb endpoint into an HTTP base URL without a trailing slash:

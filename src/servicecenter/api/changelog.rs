@@ -19,7 +19,7 @@ use crate::servicecenter::store::keys;
 
 /// The error code (and, `code / 1000`, HTTP status 410) of a change read whose `since` the
 /// log no longer covers, or that is ahead of the registry (it restarted): list again.
-pub const CHANGES_GONE: u32 = 410001;
+pub use crate::servicecenter::error::CHANGES_GONE;
 
 /// The longest `wait` a change read may ask for, ms.
 pub const MAX_WAIT_MS: u64 = 30_000;

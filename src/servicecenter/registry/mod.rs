@@ -45,7 +45,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha1::{Digest, Sha1};
 
 use crate::servicecenter::error::{
@@ -56,9 +56,10 @@ use crate::servicecenter::store::{keys, Journal, Mark, Taken, Write};
 
 pub use model::*;
 pub(crate) use persist::*;
+pub use syncer_wire_servicecenter::model::{
+    DataCenterInfo, Framework, HealthCheck, MicroService, MicroServiceInstance, Props,
+};
 pub use validate::*;
-/// A string map (service/instance `properties`, Eureka `metadata`).
-pub type Props = BTreeMap<String, String>;
 
 /// The domain and project that Eureka apps live in.
 pub const DEFAULT_TENANT: &str = "default";
@@ -66,13 +67,6 @@ pub const DEFAULT_TENANT: &str = "default";
 pub const EUREKA_APP_ID: &str = "eureka";
 /// The version of microservices created through the Eureka API.
 pub const EUREKA_VERSION: &str = "0.0.1";
-
-fn is_empty_map(m: &Props) -> bool {
-    m.is_empty()
-}
-fn is_zero(v: &i64) -> bool {
-    *v == 0
-}
 
 /// The in-memory registry. See the module docs for its indexes.
 #[derive(Debug, Default)]

@@ -32,6 +32,10 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use syncer_wire_servicecenter::{
+    IdReply, InstanceReply, InstancesReply, ServiceReply, ServicesReply,
+};
+
 use super::body::{decode, empty, json, json_reply, to_json};
 use super::extract::{check_id, InstanceAt, ServiceAt, Tenant};
 use crate::servicecenter::core::Core;
@@ -226,39 +230,6 @@ struct FindInstanceItem {
 struct BatchFindRequest {
     services: Vec<FindServiceItem>,
     instances: Vec<FindInstanceItem>,
-}
-
-#[derive(Serialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct IdReply {
-    #[serde(skip_serializing_if = "String::is_empty")]
-    service_id: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    instance_id: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    schema_id: String,
-}
-
-#[derive(Serialize)]
-struct ServicesReply {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    services: Vec<MicroService>,
-}
-
-#[derive(Serialize)]
-struct ServiceReply {
-    service: MicroService,
-}
-
-#[derive(Serialize)]
-struct InstancesReply {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    instances: Vec<MicroServiceInstance>,
-}
-
-#[derive(Serialize)]
-struct InstanceReply {
-    instance: MicroServiceInstance,
 }
 
 async fn version() -> Response {
