@@ -151,6 +151,12 @@ pub struct DaemonArgs {
     /// configured, or with --insecure; else 127.0.0.1:30191)
     #[arg(long, env = "SYNCER_RPC_ADDR")]
     pub rpc_addr: Option<String>,
+    /// Most exchange (gRPC) connections open at once; further ones wait in the kernel's
+    /// backlog until one closes (a rate-limited warning says so). Each peer leader and
+    /// verifying member needs a few. Keep it and --builtin-max-connections under the process's
+    /// file descriptor limit (`ulimit -n`). (default: 256)
+    #[arg(long, env = "SYNCER_RPC_MAX_CONNECTIONS")]
+    pub rpc_max_connections: Option<usize>,
     /// Gossip addresses of existing members to join, comma separated; a missing port means
     /// 30190. (default: none; start a new pool)
     #[arg(long, env = "SYNCER_JOIN_ADDR")]
@@ -175,6 +181,12 @@ pub struct DaemonArgs {
     /// (default: 127.0.0.1:30100)
     #[arg(long, env = "SYNCER_BUILTIN_ADDR")]
     pub builtin_addr: Option<SocketAddr>,
+    /// Most HTTP connections open at once to the built-in core; further ones wait in the
+    /// kernel's backlog until one closes (a rate-limited warning says so). A request head
+    /// must arrive within 10 s and an idle connection is closed (see README, "Limits").
+    /// (default: 512)
+    #[arg(long, env = "SYNCER_BUILTIN_MAX_CONNECTIONS")]
+    pub builtin_max_connections: Option<usize>,
     /// Serve the built-in core over HTTPS with this PEM certificate (chain); with
     /// --builtin-tls-key-file. Re-read when it changes and on SIGHUP. The daemon's own plugin
     /// reaches the core over https, trusting exactly the certificate it serves. (default:
@@ -294,6 +306,13 @@ pub struct ServicecenterArgs {
     /// HTTP address to serve on.
     #[arg(long, env = "SYNCER_LISTEN", default_value = "127.0.0.1:30100")]
     pub listen: SocketAddr,
+    /// Most HTTP connections open at once; further ones wait in the kernel's backlog until
+    /// one closes (a rate-limited warning says so). A request head must arrive within 10 s
+    /// and an idle connection is closed (see README, "Limits"). Keep it under the process's
+    /// file descriptor limit (`ulimit -n`).
+    #[arg(long, env = "SYNCER_MAX_CONNECTIONS", default_value_t = crate::listener::http::MAX_CONNECTIONS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
     /// Serve over HTTPS with this PEM certificate (chain); with --tls-key-file. Re-read (with
     /// the key and the client CA) when it changes and on SIGHUP. (default: none; plain HTTP)
     #[arg(long, env = "SYNCER_BUILTIN_TLS_CERT_FILE", requires = "tls_key_file")]

@@ -97,6 +97,8 @@ pub struct FileConfig {
     pub advertise_addr: Option<SocketAddr>,
     /// As `--rpc-addr`.
     pub rpc_addr: Option<String>,
+    /// As `--rpc-max-connections`.
+    pub rpc_max_connections: Option<usize>,
     /// As `--join-addr` (a comma list).
     pub join_addr: Option<String>,
     /// As `--node`.
@@ -109,6 +111,8 @@ pub struct FileConfig {
     pub grace_period: Option<u64>,
     /// As `--builtin-addr`.
     pub builtin_addr: Option<SocketAddr>,
+    /// As `--builtin-max-connections`.
+    pub builtin_max_connections: Option<usize>,
     /// As `--builtin-tls-cert-file`.
     pub builtin_tls_cert_file: Option<PathBuf>,
     /// As `--builtin-tls-key-file`.
@@ -293,6 +297,10 @@ pub struct DaemonConfig {
     pub advertise_addr: Option<SocketAddr>,
     /// gRPC bind address.
     pub rpc_addr: SocketAddr,
+    /// Exchange connections open at once (`--rpc-max-connections`).
+    pub rpc_max_connections: usize,
+    /// The built-in core's HTTP connections open at once (`--builtin-max-connections`).
+    pub builtin_max_connections: usize,
     /// Members to join.
     pub join_addrs: Vec<SocketAddr>,
     /// This member's name.
@@ -634,6 +642,17 @@ impl DaemonConfig {
                 "must be at least 1 second",
             ));
         }
+        let rpc_max_connections = connection_limit(
+            "--rpc-max-connections",
+            args.rpc_max_connections.or(file.rpc_max_connections),
+            crate::exchange::transport::MAX_CONNECTIONS,
+        )?;
+        let builtin_max_connections = connection_limit(
+            "--builtin-max-connections",
+            args.builtin_max_connections
+                .or(file.builtin_max_connections),
+            crate::listener::http::MAX_CONNECTIONS,
+        )?;
         let grace_secs = args
             .grace_period
             .or(file.grace_period)
@@ -647,6 +666,8 @@ impl DaemonConfig {
             bind_addr,
             advertise_addr: args.advertise_addr.or(file.advertise_addr),
             rpc_addr,
+            rpc_max_connections,
+            builtin_max_connections,
             join_addrs,
             node,
             cluster_name,
@@ -662,6 +683,22 @@ impl DaemonConfig {
             tls,
             insecure,
         })
+    }
+}
+
+/// A connection limit `given` for `setting`, else `default`; at least 1.
+///
+/// # Errors
+/// [`Error`] when it is 0.
+pub fn connection_limit(
+    setting: &'static str,
+    given: Option<usize>,
+    default: usize,
+) -> Result<usize, Error> {
+    match given {
+        Some(0) => Err(invalid(setting, "0", "must be at least 1 connection")),
+        Some(n) => Ok(n),
+        None => Ok(default),
     }
 }
 

@@ -201,10 +201,14 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             // The core stops last: a leaving leader still heartbeats its copies into it.
             let token = core_stop.clone();
             let served_tls = core_tls.clone();
+            let limits = servicecenter::HttpLimits {
+                max_connections: config.builtin_max_connections,
+                ..Default::default()
+            };
             tracker.spawn(
                 async move {
                     if let Err(e) =
-                        servicecenter::serve_tls(listener, core, served_tls, token).await
+                        servicecenter::serve_with(listener, core, served_tls, limits, token).await
                     {
                         error!(error = %e, "built-in service-center stopped");
                     }
@@ -319,7 +323,11 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     );
     let server = ExchangeServer::new(config.cluster_name.clone(), plugin.name(), exporter.clone())
         .with_node(config.node.clone())
-        .with_tls(tls.clone());
+        .with_tls(tls.clone())
+        .with_limits(crate::exchange::server::Limits {
+            max_connections: config.rpc_max_connections,
+            ..Default::default()
+        });
     let token = shutdown.clone();
     tracker.spawn(
         async move {

@@ -7,8 +7,17 @@
 //! TLS configuration, runs the handshakes beside it: at most [`MAX_HANDSHAKES`] at once, each
 //! within [`HANDSHAKE_TIMEOUT`], a refused one logged at WARN at most once per client address
 //! and [`WARN_EVERY`]. What completes is handed on as an [`Accepted`] connection.
+//!
+//! Each connection carries an [`Activity`]: the requests in flight on it ([`TrackRequests`]
+//! counts them, whatever the protocol) and a token that closes it. With an idle timeout, a
+//! connection with no request in flight for that long is closed, and a server may close one
+//! itself (the exchange drops a peer that reads nothing). [`http`] serves an axum router on
+//! such connections with hyper's timeouts and HTTP/2 limits.
+
+pub mod http;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,7 +29,7 @@ use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 use tracing::{debug, warn};
 
 use crate::errors::error_chain;
@@ -82,6 +91,9 @@ pub struct AcceptConfig {
     pub max_connections: Option<usize>,
     /// TLS handshakes with this configuration; `None`: plaintext.
     pub tls: Option<ServerConfigSource>,
+    /// A connection with no request in flight for this long is closed; `None`: never (the
+    /// server's own timeouts apply).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// A connection's byte stream.
@@ -103,6 +115,10 @@ impl Stream {
 }
 
 /// One accepted connection; it holds its place among the `max_connections` until dropped.
+///
+/// Read and write it as the byte stream: once its [`Activity`] is closed, every read and
+/// write fails (`ConnectionAborted`), which ends the connection in hyper and tonic, and with
+/// it every stream and buffer it holds.
 pub struct Accepted {
     /// The byte stream.
     pub stream: Stream,
@@ -110,6 +126,248 @@ pub struct Accepted {
     pub remote: SocketAddr,
     /// The connection's place, given back when dropped.
     pub place: Option<OwnedSemaphorePermit>,
+    /// What the connection is doing, and its close switch.
+    pub activity: Arc<Activity>,
+    /// Wakes a pending read when the activity is closed.
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Stops the idle watchdog when the connection goes.
+    _gone: DropGuard,
+}
+
+impl Accepted {
+    fn new(stream: Stream, remote: SocketAddr, place: Option<OwnedSemaphorePermit>) -> Self {
+        let activity = Activity::new();
+        Accepted {
+            stream,
+            remote,
+            place,
+            closed: Box::pin(activity.close.clone().cancelled_owned()),
+            _gone: activity.close.clone().drop_guard(),
+            activity,
+        }
+    }
+
+    fn aborted() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "connection closed by the server (idle, or its peer stalled)",
+        )
+    }
+}
+
+/// What one connection is doing: the requests in flight on it, since when none is, and the
+/// token that closes it. Shared by the connection's I/O ([`Accepted`]), its requests
+/// ([`Activity::request`], through [`TrackRequests`]) and its idle watchdog.
+#[derive(Debug)]
+pub struct Activity {
+    state: Mutex<ActivityState>,
+    close: CancellationToken,
+}
+
+#[derive(Debug)]
+struct ActivityState {
+    in_flight: usize,
+    idle_since: tokio::time::Instant,
+    /// Upgraded to another protocol (a WebSocket): no longer timed as idle here.
+    upgraded: bool,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            state: Mutex::new(ActivityState {
+                in_flight: 0,
+                idle_since: tokio::time::Instant::now(),
+                upgraded: false,
+            }),
+            close: CancellationToken::new(),
+        })
+    }
+
+    /// A detached activity, for a connection that is not one of [`accept`]'s (tests).
+    pub fn detached() -> Arc<Self> {
+        Activity::new()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ActivityState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Closes the connection now: its next read or write fails.
+    pub fn close(&self) {
+        self.close.cancel();
+    }
+
+    /// Whether the connection was closed (or has gone).
+    pub fn is_closed(&self) -> bool {
+        self.close.is_cancelled()
+    }
+
+    /// Counts one request in flight until the returned guard is dropped.
+    pub fn request(self: &Arc<Self>) -> InFlight {
+        self.lock().in_flight += 1;
+        InFlight {
+            activity: self.clone(),
+        }
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight
+    }
+
+    /// Closes the connection once it has had no request in flight for `idle`, unless it is
+    /// upgraded first; returns when it is closed or gone.
+    async fn close_when_idle(self: Arc<Self>, idle: Duration) {
+        loop {
+            let wake = {
+                let state = self.lock();
+                if state.upgraded {
+                    return;
+                }
+                if state.in_flight > 0 {
+                    tokio::time::Instant::now() + idle
+                } else {
+                    state.idle_since + idle
+                }
+            };
+            tokio::select! {
+                () = self.close.cancelled() => return,
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            let idle_now = {
+                let state = self.lock();
+                !state.upgraded && state.in_flight == 0 && state.idle_since.elapsed() >= idle
+            };
+            if idle_now {
+                debug!(idle_secs = idle.as_secs_f32(), "idle connection closed");
+                self.close();
+                return;
+            }
+        }
+    }
+}
+
+/// One request in flight on a connection (see [`Activity::request`]).
+#[derive(Debug)]
+pub struct InFlight {
+    activity: Arc<Activity>,
+}
+
+impl InFlight {
+    /// The connection was upgraded by this request's response (HTTP 101).
+    pub fn upgraded(&self) {
+        self.activity.lock().upgraded = true;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.activity.lock();
+        state.in_flight -= 1;
+        if state.in_flight == 0 {
+            state.idle_since = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// Finds the [`Activity`] of a request's connection in its extensions.
+pub type FindActivity = fn(&axum::http::Extensions) -> Option<Arc<Activity>>;
+
+/// A tower layer counting each request as in flight on its connection ([`Activity`]) from
+/// its arrival until its response body is done or dropped; a streaming response (an
+/// exchange watch) counts for as long as it streams.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackRequestsLayer {
+    find: FindActivity,
+}
+
+impl TrackRequestsLayer {
+    /// Finds each request's connection with `find`.
+    pub fn new(find: FindActivity) -> Self {
+        TrackRequestsLayer { find }
+    }
+}
+
+impl<S> tower::Layer<S> for TrackRequestsLayer {
+    type Service = TrackRequests<S>;
+
+    fn layer(&self, inner: S) -> TrackRequests<S> {
+        TrackRequests {
+            inner,
+            find: self.find,
+        }
+    }
+}
+
+/// See [`TrackRequestsLayer`].
+#[derive(Debug, Clone)]
+pub struct TrackRequests<S> {
+    inner: S,
+    find: FindActivity,
+}
+
+impl<S, B, ResBody> tower::Service<axum::http::Request<B>> for TrackRequests<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = axum::http::Response<Tracked<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let in_flight = (self.find)(request.extensions()).map(|a| a.request());
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            if response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(in_flight) = &in_flight {
+                    in_flight.upgraded();
+                }
+            }
+            Ok(response.map(|body| Tracked {
+                body,
+                _in_flight: in_flight,
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is dropped.
+#[derive(Debug)]
+pub struct Tracked<B> {
+    body: B,
+    _in_flight: Option<InFlight>,
+}
+
+impl<B> hyper::body::Body for Tracked<B>
+where
+    B: hyper::body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Accepts on `listener` until `shutdown` or until the receiver is dropped; see the module
@@ -187,13 +445,11 @@ async fn accept_loop(
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        let idle = config.idle_timeout;
         let Some(tls) = &config.tls else {
             drop(permit);
-            let conn = Accepted {
-                stream: Stream::Plain(tcp),
-                remote,
-                place,
-            };
+            let conn = Accepted::new(Stream::Plain(tcp), remote, place);
+            watch_idle(&conn, idle);
             if tx.send(conn).await.is_err() {
                 return;
             }
@@ -206,11 +462,8 @@ async fn accept_loop(
             drop(permit);
             match outcome {
                 Ok(Ok(stream)) => {
-                    let conn = Accepted {
-                        stream: Stream::Tls(Box::new(stream)),
-                        remote,
-                        place,
-                    };
+                    let conn = Accepted::new(Stream::Tls(Box::new(stream)), remote, place);
+                    watch_idle(&conn, idle);
                     let _ = tx.send(conn).await;
                 }
                 Ok(Err(e)) => {
@@ -222,6 +475,66 @@ async fn accept_loop(
                 Err(_) => debug!(from = %remote, "{what}: TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// Starts `conn`'s idle watchdog, with an idle timeout.
+fn watch_idle(conn: &Accepted, idle: Option<Duration>) {
+    if let Some(idle) = idle {
+        tokio::spawn(conn.activity.clone().close_when_idle(idle));
+    }
+}
+
+impl AsyncRead for Accepted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // Polled while the connection waits for its peer: the close token wakes it.
+        if this.activity.is_closed() || this.closed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(Accepted::aborted()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Accepted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.activity.is_closed() {
+            return Poll::Ready(Err(Accepted::aborted()));
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.activity.is_closed() {
+            return Poll::Ready(Err(Accepted::aborted()));
+        }
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
     }
 }
 

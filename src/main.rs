@@ -91,7 +91,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .transpose()
                 .context("cannot set up the service-center's TLS")?;
                 let shutdown = shutdown_on_signal();
-                syncer::servicecenter::serve_tls(listener, core, tls, shutdown)
+                let limits = syncer::servicecenter::HttpLimits {
+                    max_connections: args.max_connections,
+                    ..Default::default()
+                };
+                syncer::servicecenter::serve_with(listener, core, tls, limits, shutdown)
                     .await
                     .context("built-in service-center failed")
             }

@@ -304,3 +304,145 @@ async fn connections_over_the_limit_wait_until_one_closes() {
     shutdown.cancel();
     let _ = serving.await;
 }
+
+/// A raw HTTP/2 connection to `addr` whose receive windows are HTTP/2's initial 64 KiB and
+/// never grow: it never reads what it is sent, so it never sends WINDOW_UPDATE.
+async fn raw_h2(
+    addr: std::net::SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (send, connection) = h2::client::Builder::new()
+        .handshake(tcp)
+        .await
+        .expect("h2 handshake");
+    (send, tokio::spawn(connection))
+}
+
+/// Opens a `Watch` stream on `send` as a raw gRPC request; its response, unread.
+async fn raw_watch(send: &mut h2::client::SendRequest<bytes::Bytes>) -> h2::client::ResponseFuture {
+    let message = prost::Message::encode_to_vec(&syncer::exchange::proto::WatchRequest {
+        cluster: "west".into(),
+        ..Default::default()
+    });
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+    body.extend_from_slice(&message);
+    let request = axum::http::Request::post("/proto.Sync/Watch")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let ready = send.clone().ready().await.expect("stream slot");
+    *send = ready;
+    let (response, mut stream) = send.send_request(request, false).expect("send");
+    stream
+        .send_data(bytes::Bytes::from(body), true)
+        .expect("request body");
+    response
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn regression_13_stalled_raw_h2_watch_streams_are_bounded_and_their_connection_dropped() {
+    // Issue 13 finding 2: 500 raw HTTP/2 Watch streams that never sent WINDOW_UPDATE held
+    // about 15 MB each, for ever.
+    let limits = Limits {
+        max_watches_per_peer: 4,
+        max_streams_per_connection: 8,
+        stall_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let (addr, shutdown, watching, serving) = serve(exporter_of(20_000), limits).await;
+    let (mut send, connection) = raw_h2(addr).await;
+    let mut responses = Vec::new();
+    for _ in 0..6 {
+        responses.push(raw_watch(&mut send).await);
+    }
+    // Four watch streams per peer; the others are refused with RESOURCE_EXHAUSTED.
+    let mut refused = 0;
+    let mut streaming = Vec::new();
+    for response in responses {
+        let response = response.await.expect("response head");
+        match response.headers().get("grpc-status") {
+            Some(status) => {
+                assert_eq!(status, "8", "{:?}", response.headers());
+                refused += 1;
+            }
+            None => streaming.push(response),
+        }
+    }
+    assert_eq!((streaming.len(), refused), (4, 2));
+    // The server's SETTINGS bound the streams of one connection.
+    assert_eq!(send.current_max_send_streams(), 8);
+    // Nothing is read: the streams stall, the server drops the connection with them.
+    let connection = tokio::time::timeout(Duration::from_secs(30), connection)
+        .await
+        .expect("the server closes a connection whose streams read nothing");
+    drop(connection);
+    wait_until("the stalled streams are given back", || watching() == 0).await;
+    // Ordinary peers are still served.
+    let client = ExchangeClient::new("north".into(), Duration::from_secs(5));
+    let pulled = client.pull(addr, "east").await.expect("pull");
+    assert_eq!(pulled.snapshot.instances.len(), 20_000);
+    shutdown.cancel();
+    drop(streaming);
+    let _ = serving.await;
+}
+
+#[tokio::test]
+async fn regression_13_idle_exchange_connections_are_closed_and_free_their_place() {
+    // Issue 13 finding 5: 1,000 idle gRPC connections were never closed.
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        max_connections: 8,
+        ..Limits::default()
+    };
+    let exporter = exporter_of(3);
+    let (addr, shutdown, _, serving) = serve(exporter.clone(), limits).await;
+    // Twice the connection limit of idle HTTP/2 connections (they answer pings, send
+    // nothing); those over the limit wait in the backlog.
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        idle.push(tokio::spawn(async move {
+            let (_send, connection) = h2::client::handshake(tcp).await?;
+            connection.await
+        }));
+    }
+    for connection in idle {
+        tokio::time::timeout(Duration::from_secs(30), connection)
+            .await
+            .expect("the server closes an idle connection")
+            .expect("task")
+            .ok();
+    }
+    let client = ExchangeClient::new("north".into(), Duration::from_secs(5));
+    let pulled = client.pull(addr, "east").await.expect("pull");
+    assert_eq!(pulled.snapshot.instances.len(), 3);
+    // A watch stream is a call in flight: its connection is not idle.
+    let mut watch = client.watch(addr, "east", 0, 0).await.expect("watch");
+    next(&mut watch).await;
+    // Three idle timeouts pass; the stream still carries the next change.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    exporter
+        .feed()
+        .update(&export(&[1, 2]))
+        .expect("revision 2");
+    assert_eq!(next(&mut watch).await.revision, 2);
+    shutdown.cancel();
+    drop(watch);
+    let _ = serving.await;
+}

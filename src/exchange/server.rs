@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use super::convert::{change_event, full_events, to_wire};
 use super::proto::{self, sync_server::SyncServer};
 use super::transport::{incoming, LogLimit, PeerIdentity};
+use crate::listener::{Activity, TrackRequestsLayer};
 use crate::records::packed::{PackedInstance, PackedService};
 use crate::sync::exporter::Exporter;
 use crate::tls::ExchangeTls;
@@ -51,22 +52,28 @@ pub struct Limits {
     pub max_streams_per_connection: u32,
     /// Watch streams at once per peer: per name of its certificate with TLS, else per IP.
     pub max_watches_per_peer: usize,
-    /// A watch stream whose peer takes nothing for this long is ended (what it would be sent
-    /// is not held meanwhile: [`WATCH_BUFFER`] events at most). A peer that wants it back
-    /// reconnects and resumes.
+    /// A watch stream whose peer takes nothing for this long is ended and its peer's
+    /// connection closed, with every stream and buffer on it (what it would be sent is not
+    /// held meanwhile: [`WATCH_BUFFER`] events at most). A peer that wants it back reconnects
+    /// and resumes.
     pub stall_timeout: Duration,
     /// HTTP/2 pings on idle connections, every this long; a ping unanswered within
     /// `keepalive_timeout` closes the connection.
     pub keepalive_interval: Duration,
     /// See `keepalive_interval`.
     pub keepalive_timeout: Duration,
-    /// Connections open at once ([`super::transport::MAX_CONNECTIONS`]).
+    /// Connections open at once ([`super::transport::MAX_CONNECTIONS`],
+    /// `--rpc-max-connections`).
     pub max_connections: usize,
+    /// A connection with no call in flight for this long is closed (a watch stream is a call
+    /// in flight for as long as it streams); a peer's channel reconnects when it next calls.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
     /// 16 KiB requests, 16 KiB headers, 32 streams per connection, 8 watch streams per peer,
-    /// 60 s stall timeout, pings every 20 s answered within 10 s, 512 connections.
+    /// 60 s stall timeout, pings every 20 s answered within 10 s, 256 connections, idle
+    /// connections closed after 120 s.
     fn default() -> Self {
         Limits {
             max_request_bytes: 16 * 1024,
@@ -77,6 +84,7 @@ impl Default for Limits {
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(10),
             max_connections: super::transport::MAX_CONNECTIONS,
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -261,9 +269,15 @@ impl ExchangeServer {
             listener,
             self.tls.clone(),
             limits.max_connections,
+            limits.idle_timeout,
             shutdown.clone(),
         );
         tonic::transport::Server::builder()
+            .layer(TrackRequestsLayer::new(|extensions| {
+                extensions
+                    .get::<PeerIdentity>()
+                    .and_then(|identity| identity.activity.clone())
+            }))
             .max_concurrent_streams(limits.max_streams_per_connection)
             .http2_max_header_list_size(limits.max_header_list_bytes)
             .http2_keepalive_interval(Some(limits.keepalive_interval))
@@ -294,6 +308,7 @@ impl ExchangeServer {
         request: proto::WatchRequest,
         tx: tokio::sync::mpsc::Sender<Result<proto::ExportEvent, Status>>,
         place: WatchPlace,
+        connection: Option<Arc<Activity>>,
     ) {
         let stall = self.limits.stall_timeout;
         // Sends one event; false when the peer went away or took nothing for `stall`.
@@ -301,13 +316,20 @@ impl ExchangeServer {
             let tx = &tx;
             let refused = &self.refused;
             let peer = &place.peer;
+            let connection = &connection;
             async move {
                 match tokio::time::timeout(stall, tx.send(Ok(event))).await {
                     Ok(sent) => sent.is_ok(),
                     Err(_) => {
                         if refused.ready(&format!("stall {peer}")) {
                             warn!(peer = %peer, stall_secs = stall.as_secs(),
-                                "exchange: watch stream ended, its peer took nothing");
+                                "exchange: watch stream ended and its connection closed, its peer took nothing");
+                        }
+                        // What is queued for this stream (in the channel, tonic's encoder and
+                        // HTTP/2's send buffer) goes only with the connection: a peer that
+                        // grants no flow-control window never lets it drain.
+                        if let Some(connection) = connection {
+                            connection.close();
                         }
                         false
                     }
@@ -372,6 +394,7 @@ impl proto::sync_server::Sync for ExchangeServer {
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.check_claim(&request, &request.get_ref().cluster)?;
         let identity = request.extensions().get::<PeerIdentity>();
+        let connection = identity.and_then(|identity| identity.activity.clone());
         let peer = match identity {
             Some(PeerIdentity {
                 names: Some(names), ..
@@ -398,7 +421,7 @@ impl proto::sync_server::Sync for ExchangeServer {
         let request = request.into_inner();
         debug!(peer = %request.cluster, epoch = request.epoch, revision = request.revision, "watch started");
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(self.clone().stream_export(request, tx, place));
+        tokio::spawn(self.clone().stream_export(request, tx, place, connection));
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,
         )))

@@ -26,13 +26,13 @@ use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use crate::listener::LogLimit;
-use crate::listener::{AcceptConfig, Accepted, ServerConfigSource, Stream};
+use crate::listener::{AcceptConfig, Accepted, Activity, ServerConfigSource, Stream};
 use crate::tls::{dns_names, ExchangeTls};
 
-/// Most exchange connections open at once, the default of [`incoming`]'s limit (a few per
-/// peer leader and verifying member are needed); further connections wait in the kernel's
-/// backlog until one closes, with a rate-limited warning.
-pub const MAX_CONNECTIONS: usize = 512;
+/// Most exchange connections open at once, the default of [`incoming`]'s limit
+/// (`--rpc-max-connections`; a few per peer leader and verifying member are needed); further
+/// connections wait in the kernel's backlog until one closes, with a rate-limited warning.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// Who is calling, as far as the connection tells: set on every request's extensions.
 #[derive(Debug, Clone)]
@@ -41,6 +41,9 @@ pub struct PeerIdentity {
     pub remote: Option<SocketAddr>,
     /// `Some` on a TLS connection: the DNS names of the caller's verified client certificate.
     pub names: Option<Arc<[String]>>,
+    /// The connection's requests in flight and its close switch; `None` for a connection not
+    /// accepted by [`incoming`].
+    pub activity: Option<Arc<Activity>>,
 }
 
 impl PeerIdentity {
@@ -84,7 +87,7 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().accepted.stream).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().accepted).poll_read(cx, buf)
     }
 }
 
@@ -94,15 +97,15 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().accepted.stream).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().accepted).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().accepted.stream).poll_flush(cx)
+        Pin::new(&mut self.get_mut().accepted).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().accepted.stream).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().accepted).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -110,11 +113,11 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().accepted.stream).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.get_mut().accepted).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.accepted.stream.is_write_vectored()
+        self.accepted.is_write_vectored()
     }
 }
 
@@ -122,17 +125,20 @@ impl AsyncWrite for Conn {
 /// yields them for tonic's `serve_with_incoming` ([`crate::listener::accept`]: handshakes
 /// bounded in time and number; a failed one (plaintext, no client certificate, another CA, a
 /// timeout) closes the connection with a rate-limited warning). At most `max_connections`
-/// are open at once (see [`MAX_CONNECTIONS`]).
+/// are open at once (see [`MAX_CONNECTIONS`]); one without a request in flight for
+/// `idle_timeout` is closed.
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<ExchangeTls>>,
     max_connections: usize,
+    idle_timeout: std::time::Duration,
     shutdown: CancellationToken,
 ) -> impl tokio_stream::Stream<Item = io::Result<Conn>> {
     let config = AcceptConfig {
         what: "exchange",
         max_connections: Some(max_connections),
         tls: tls.map(|tls| -> ServerConfigSource { Arc::new(move || tls.server_config()) }),
+        idle_timeout: Some(idle_timeout),
     };
     let accepted = crate::listener::accept(listener, config, shutdown);
     tokio_stream::StreamExt::map(
@@ -153,6 +159,7 @@ pub fn incoming(
             let identity = PeerIdentity {
                 remote: Some(accepted.remote),
                 names,
+                activity: Some(accepted.activity.clone()),
             };
             Ok(Conn { accepted, identity })
         },

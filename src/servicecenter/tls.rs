@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::listener::{AcceptConfig, Accepted, Stream};
+use crate::listener::{AcceptConfig, Accepted};
 use crate::reload::{FileWatch, Reloaded};
 use crate::tls::{read_certs, read_key, read_roots, EndEntityVerifier, Error};
 
@@ -278,6 +278,7 @@ impl TlsListener {
             what: "service-center core",
             max_connections: None,
             tls: Some(Arc::new(move || tls.server_config())),
+            idle_timeout: None,
         };
         Ok(TlsListener {
             accepted: crate::listener::accept(listener, config, shutdown),
@@ -287,12 +288,15 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = Stream;
+    type Io = Accepted;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.accepted.recv().await {
-            Some(conn) => (conn.stream, conn.remote),
+            Some(conn) => {
+                let remote = conn.remote;
+                (conn, remote)
+            }
             // The accept loop ended (shutdown): axum's graceful shutdown stops asking.
             None => std::future::pending().await,
         }

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::Core;
 use super::tls;
+pub use crate::listener::http::HttpLimits;
+use crate::listener::ServerConfigSource;
 
 /// The HTTP API: SC v4 under `/v4` and Eureka v2 under `/eureka` and `/eureka/v2`.
 ///
@@ -52,7 +54,7 @@ pub async fn serve(
     serve_tls(listener, core, None, shutdown).await
 }
 
-/// [`serve`], over HTTPS when `tls` is set ([`tls::TlsListener`]).
+/// [`serve`], over HTTPS when `tls` is set, within the default [`HttpLimits`].
 ///
 /// # Errors
 /// The listener's I/O error, if serving fails.
@@ -62,9 +64,27 @@ pub async fn serve_tls(
     tls: Option<Arc<tls::CoreTls>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, core, tls, HttpLimits::default(), shutdown).await
+}
+
+/// [`serve`], over HTTPS when `tls` is set (its certificate re-read when its files change and
+/// on SIGHUP), within `limits`: connections, request-head and idle timeouts, HTTP/2
+/// keepalive and streams ([`crate::listener::http`]).
+///
+/// # Errors
+/// The listener's I/O error, if serving fails.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    core: Core,
+    tls: Option<Arc<tls::CoreTls>>,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%addr, scheme, client_certificates = tls.as_ref().is_some_and(|t| t.requires_client_certificates()), "service-center core listening");
+    tracing::info!(%addr, scheme, client_certificates = tls.as_ref().is_some_and(|t| t.requires_client_certificates()),
+        max_connections = limits.max_connections, header_read_timeout_secs = limits.header_read_timeout.as_secs_f32(),
+        idle_timeout_secs = limits.idle_timeout.as_secs_f32(), "service-center core listening");
     // A child token: stopping the expiry task must not cancel the caller's token.
     let stop = shutdown.child_token();
     // The certificate is read again when its files change and on SIGHUP.
@@ -81,37 +101,20 @@ pub async fn serve_tls(
     // the last requests' changes are written too.
     let background_stop = CancellationToken::new();
     let background = tokio::spawn(core.clone().run(background_stop.clone()));
-    let result = match tls {
-        Some(tls) => {
-            let listener = tls::TlsListener::new(listener, tls, stop.clone())?;
-            axum::serve(
-                listener,
-                router(core).into_make_service_with_connect_info::<rbac::ClientAddr>(),
-            )
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-        }
-        None => {
-            // Small request/response pairs: Nagle's algorithm would add delayed-ACK stalls
-            // (~40 ms).
-            let nodelay: fn(&mut tokio::net::TcpStream) = |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            };
-            let listener = axum::serve::ListenerExt::tap_io(listener, nodelay);
-            axum::serve(
-                listener,
-                router(core).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-        }
-    };
+    let tls = tls.map(|tls| -> ServerConfigSource { Arc::new(move || tls.server_config()) });
+    crate::listener::http::serve(
+        listener,
+        "service-center core",
+        tls,
+        router(core),
+        limits,
+        shutdown.clone(),
+    )
+    .await;
     stop.cancel();
     reload.wait().await;
     background_stop.cancel();
     let _ = background.await;
     tracing::info!(%addr, "service-center core stopped");
-    result
+    Ok(())
 }
