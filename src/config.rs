@@ -1081,6 +1081,26 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_default_and_refuse_zero() {
+        let c = DaemonConfig::resolve(DaemonArgs::default()).expect("defaults");
+        assert_eq!(c.rpc_max_connections, 256);
+        assert_eq!(c.builtin_max_connections, 512);
+        let c = DaemonConfig::resolve(DaemonArgs {
+            rpc_max_connections: Some(9),
+            builtin_max_connections: Some(7),
+            ..DaemonArgs::default()
+        })
+        .expect("given");
+        assert_eq!((c.rpc_max_connections, c.builtin_max_connections), (9, 7));
+        let e = DaemonConfig::resolve(DaemonArgs {
+            rpc_max_connections: Some(0),
+            ..DaemonArgs::default()
+        })
+        .expect_err("zero");
+        assert!(e.to_string().contains("--rpc-max-connections"), "{e}");
+    }
+
+    #[test]
     fn beyond_loopback_needs_encryption_and_tls_or_an_explicit_insecure() {
         let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
         let dir = tempfile::tempdir().expect("tempdir");

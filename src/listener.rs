@@ -94,6 +94,10 @@ pub struct AcceptConfig {
     /// A connection with no request in flight for this long is closed; `None`: never (the
     /// server's own timeouts apply).
     pub idle_timeout: Option<Duration>,
+    /// A connection whose first request has not arrived this long after it was handed on is
+    /// closed (a client that connects and sends nothing: HTTP/2's preface and hyper's
+    /// protocol detection have no timer of their own); `None`: `idle_timeout` applies.
+    pub first_request_timeout: Option<Duration>,
 }
 
 /// A connection's byte stream.
@@ -167,6 +171,8 @@ pub struct Activity {
 #[derive(Debug)]
 struct ActivityState {
     in_flight: usize,
+    /// Whether a request has arrived yet.
+    served: bool,
     idle_since: tokio::time::Instant,
     /// Upgraded to another protocol (a WebSocket): no longer timed as idle here.
     upgraded: bool,
@@ -177,6 +183,7 @@ impl Activity {
         Arc::new(Activity {
             state: Mutex::new(ActivityState {
                 in_flight: 0,
+                served: false,
                 idle_since: tokio::time::Instant::now(),
                 upgraded: false,
             }),
@@ -207,7 +214,10 @@ impl Activity {
 
     /// Counts one request in flight until the returned guard is dropped.
     pub fn request(self: &Arc<Self>) -> InFlight {
-        self.lock().in_flight += 1;
+        let mut state = self.lock();
+        state.in_flight += 1;
+        state.served = true;
+        drop(state);
         InFlight {
             activity: self.clone(),
         }
@@ -218,15 +228,16 @@ impl Activity {
         self.lock().in_flight
     }
 
-    /// Closes the connection once it has had no request in flight for `idle`, unless it is
-    /// upgraded first; returns when it is closed or gone.
-    async fn close_when_idle(self: Arc<Self>, idle: Duration) {
+    /// Closes the connection once it has had no request in flight for `idle` (`first` until
+    /// its first request), unless it is upgraded first; returns when it is closed or gone.
+    async fn close_when_idle(self: Arc<Self>, first: Duration, idle: Duration) {
         loop {
             let wake = {
                 let state = self.lock();
                 if state.upgraded {
                     return;
                 }
+                let idle = if state.served { idle } else { first };
                 if state.in_flight > 0 {
                     tokio::time::Instant::now() + idle
                 } else {
@@ -239,6 +250,7 @@ impl Activity {
             }
             let idle_now = {
                 let state = self.lock();
+                let idle = if state.served { idle } else { first };
                 !state.upgraded && state.in_flight == 0 && state.idle_since.elapsed() >= idle
             };
             if idle_now {
@@ -445,7 +457,9 @@ async fn accept_loop(
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let idle = config.idle_timeout;
+        let idle = config
+            .idle_timeout
+            .map(|idle| (config.first_request_timeout.unwrap_or(idle), idle));
         let Some(tls) = &config.tls else {
             drop(permit);
             let conn = Accepted::new(Stream::Plain(tcp), remote, place);
@@ -478,10 +492,11 @@ async fn accept_loop(
     }
 }
 
-/// Starts `conn`'s idle watchdog, with an idle timeout.
-fn watch_idle(conn: &Accepted, idle: Option<Duration>) {
-    if let Some(idle) = idle {
-        tokio::spawn(conn.activity.clone().close_when_idle(idle));
+/// Starts `conn`'s idle watchdog, with an idle timeout (and one until its first request).
+fn watch_idle(conn: &Accepted, idle: Option<(Duration, Duration)>) {
+    if let Some((first, idle)) = idle {
+        conn.activity.lock().idle_since = tokio::time::Instant::now();
+        tokio::spawn(conn.activity.clone().close_when_idle(first, idle));
     }
 }
 

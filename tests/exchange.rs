@@ -407,6 +407,7 @@ async fn regression_13_idle_exchange_connections_are_closed_and_free_their_place
     // Issue 13 finding 5: 1,000 idle gRPC connections were never closed.
     let limits = Limits {
         idle_timeout: Duration::from_millis(300),
+        first_request_timeout: Duration::from_millis(300),
         max_connections: 8,
         ..Limits::default()
     };

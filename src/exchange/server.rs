@@ -68,12 +68,15 @@ pub struct Limits {
     /// A connection with no call in flight for this long is closed (a watch stream is a call
     /// in flight for as long as it streams); a peer's channel reconnects when it next calls.
     pub idle_timeout: Duration,
+    /// A connection whose first call has not arrived this long after its (TLS) handshake is
+    /// closed: a client that connects and sends nothing.
+    pub first_request_timeout: Duration,
 }
 
 impl Default for Limits {
     /// 16 KiB requests, 16 KiB headers, 32 streams per connection, 8 watch streams per peer,
     /// 60 s stall timeout, pings every 20 s answered within 10 s, 256 connections, idle
-    /// connections closed after 120 s.
+    /// connections closed after 120 s (10 s before their first call).
     fn default() -> Self {
         Limits {
             max_request_bytes: 16 * 1024,
@@ -85,6 +88,7 @@ impl Default for Limits {
             keepalive_timeout: Duration::from_secs(10),
             max_connections: super::transport::MAX_CONNECTIONS,
             idle_timeout: Duration::from_secs(120),
+            first_request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -269,7 +273,7 @@ impl ExchangeServer {
             listener,
             self.tls.clone(),
             limits.max_connections,
-            limits.idle_timeout,
+            (limits.first_request_timeout, limits.idle_timeout),
             shutdown.clone(),
         );
         tonic::transport::Server::builder()

@@ -126,12 +126,12 @@ impl AsyncWrite for Conn {
 /// bounded in time and number; a failed one (plaintext, no client certificate, another CA, a
 /// timeout) closes the connection with a rate-limited warning). At most `max_connections`
 /// are open at once (see [`MAX_CONNECTIONS`]); one without a request in flight for
-/// `idle_timeout` is closed.
+/// `idle_timeout`, or without a first request for `first_request_timeout`, is closed.
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<ExchangeTls>>,
     max_connections: usize,
-    idle_timeout: std::time::Duration,
+    (first_request_timeout, idle_timeout): (std::time::Duration, std::time::Duration),
     shutdown: CancellationToken,
 ) -> impl tokio_stream::Stream<Item = io::Result<Conn>> {
     let config = AcceptConfig {
@@ -139,6 +139,7 @@ pub fn incoming(
         max_connections: Some(max_connections),
         tls: tls.map(|tls| -> ServerConfigSource { Arc::new(move || tls.server_config()) }),
         idle_timeout: Some(idle_timeout),
+        first_request_timeout: Some(first_request_timeout),
     };
     let accepted = crate::listener::accept(listener, config, shutdown);
     tokio_stream::StreamExt::map(

@@ -7,7 +7,8 @@
 //! hyper-util's `auto` builder (HTTP/1.1 and HTTP/2, upgrades for WebSockets) with the
 //! [`HttpLimits`]: at most `max_connections` open (further ones wait in the kernel's backlog),
 //! a request head read within `header_read_timeout` (hyper's timer starts when a connection
-//! starts waiting for a head, so it also closes an idle HTTP/1.1 keep-alive connection),
+//! starts waiting for a head, so it also closes an idle HTTP/1.1 keep-alive connection; a
+//! connection that sends nothing at all is closed by [`super::Activity`]'s watchdog then),
 //! an HTTP/2 connection without a request for `idle_timeout` closed, HTTP/2 keepalive pings
 //! and at most `max_streams_per_connection` streams.
 
@@ -40,8 +41,8 @@ pub struct HttpLimits {
     /// with a rate-limited warning.
     pub max_connections: usize,
     /// A request head (request line and headers) must arrive within this long of the
-    /// connection waiting for it, else the connection is closed: slowloris, and HTTP/1.1
-    /// keep-alive connections idle this long.
+    /// connection waiting for it, else the connection is closed: slowloris, connections that
+    /// send nothing, and HTTP/1.1 keep-alive connections idle this long.
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed (HTTP/2; HTTP/1.1
     /// already goes after `header_read_timeout`). An upgraded connection (a WebSocket) is not
@@ -92,6 +93,7 @@ pub async fn serve(
         max_connections: Some(limits.max_connections),
         tls,
         idle_timeout: Some(limits.idle_timeout),
+        first_request_timeout: Some(limits.header_read_timeout),
     };
     let stop_accepting = shutdown.child_token();
     let mut accepted = super::accept(listener, config, stop_accepting.clone());

@@ -279,6 +279,7 @@ impl TlsListener {
             max_connections: None,
             tls: Some(Arc::new(move || tls.server_config())),
             idle_timeout: None,
+            first_request_timeout: None,
         };
         Ok(TlsListener {
             accepted: crate::listener::accept(listener, config, shutdown),
