@@ -40,7 +40,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
 use serde_json::{json, Map, Value};
-use syncer_plugin_eureka::xml;
+use syncer_wire_eureka::xml;
 
 use crate::servicecenter::core::Core;
 use crate::servicecenter::registry::eureka::{

@@ -821,7 +821,7 @@ pub(crate) fn tick(reg: &mut Registry, now: Instant) {
 
 /// `apps__hashcode` (eureka-notes §4.5): `STATUS_COUNT_` per status, statuses by name.
 pub(crate) fn hashcode<'a>(views: impl IntoIterator<Item = &'a View>) -> String {
-    syncer_plugin_eureka::hashcode(views.into_iter().map(|v| v.status.as_str()))
+    syncer_wire_eureka::hashcode(views.into_iter().map(|v| v.status.as_str()))
 }
 
 /// The current view of instance `id` of `app` (any app when `None`), read live.
