@@ -40,12 +40,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
 use serde_json::{json, Map, Value};
-use syncer_wire_eureka::xml;
+use syncer_wire_eureka::field::{self, int, metadata, scalar, text};
+use syncer_wire_eureka::{
+    xml, DEFAULT_DC_CLASS, DEFAULT_LEASE_DURATION_SECS, DEFAULT_RENEWAL_INTERVAL_SECS,
+    EMPTY_MAP_CLASS, STATUSES, STRING_FIELDS, UNKNOWN,
+};
 
 use crate::servicecenter::core::Core;
 use crate::servicecenter::registry::eureka::{
-    current_views, find_view, hashcode, sync_delta, View, DEFAULT_DC_CLASS, DEFAULT_LEASE_SECS,
-    DEFAULT_RENEWAL_SECS, EMPTY_MAP_CLASS, STRING_FIELDS,
+    current_views, find_view, hashcode, sync_delta, View,
 };
 use crate::servicecenter::registry::{
     eureka_to_sc_status, now_ms, EurekaRegistration, EurekaSide, HealthCheck, MicroServiceInstance,
@@ -81,64 +84,6 @@ pub fn router(core: Core) -> Router {
 
 // ---- request decoding ----------------------------------------------------
 
-fn text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn nonempty(v: Option<&Value>) -> Option<String> {
-    text(v)
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-}
-
-fn int(v: Option<&Value>) -> Option<i64> {
-    match v? {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn boolish(v: Option<&Value>) -> Option<bool> {
-    match v? {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) => Some(s.trim().eq_ignore_ascii_case("true")),
-        _ => None,
-    }
-}
-
-/// `{"$": 8080, "@enabled": "true"}`, or a bare number.
-fn port(v: Option<&Value>, default: i64, default_enabled: bool) -> (i64, bool) {
-    match v {
-        Some(Value::Object(m)) => (
-            int(m.get("$")).unwrap_or(default),
-            boolish(m.get("@enabled")).unwrap_or(default_enabled),
-        ),
-        Some(other) => (int(Some(other)).unwrap_or(default), default_enabled),
-        None => (default, default_enabled),
-    }
-}
-
-fn string_map(v: Option<&Value>) -> Props {
-    let mut out = Props::new();
-    if let Some(Value::Object(m)) = v {
-        for (k, v) in m {
-            if k == "@class" {
-                continue;
-            }
-            if let Some(s) = text(Some(v)) {
-                out.insert(k.clone(), s);
-            }
-        }
-    }
-    out
-}
-
 /// Decodes and validates a register body for app `path_app` (upper-cased).
 ///
 /// # Errors
@@ -155,12 +100,12 @@ fn registration(
         .to_ascii_lowercase();
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let is_xml = ctype.contains("xml") || (!ctype.contains("json") && first == Some(b'<'));
-    let inst: Map<String, Value> = if is_xml {
+    let inst: Value = if is_xml {
         let doc = xml::parse(body).map_err(|e| format!("Cannot parse XML body: {e}"))?;
         match doc {
             Value::Object(mut m) => match m.remove("instance") {
-                Some(Value::Object(i)) => i,
-                Some(_) => Map::new(),
+                Some(i @ Value::Object(_)) => i,
+                Some(_) => Value::Object(Map::new()),
                 None => {
                     let root = m.keys().next().cloned().unwrap_or_default();
                     return Err(format!("Expected <instance>, got <{root}>"));
@@ -173,27 +118,16 @@ fn registration(
             serde_json::from_slice(body).map_err(|e| format!("Cannot parse JSON body: {e}"))?;
         match v {
             Value::Object(mut m) => match m.remove("instance") {
-                Some(Value::Object(i)) => i,
+                Some(i @ Value::Object(_)) => i,
                 _ => return Err("Missing instance".into()),
             },
             _ => return Err("Missing instance".into()),
         }
     };
-    let host = nonempty(inst.get("hostName"));
-    let dc = inst.get("dataCenterInfo").and_then(Value::as_object);
-    let dc_metadata = string_map(dc.and_then(|d| d.get("metadata")));
-    let id = nonempty(inst.get("instanceId"))
-        .or_else(|| {
-            dc_metadata
-                .get("instance-id")
-                .cloned()
-                .filter(|s| !s.is_empty())
-        })
-        .or_else(|| host.clone())
-        .ok_or("Missing instanceId")?;
-    let host = host.ok_or("Missing hostname")?;
-    let ip = nonempty(inst.get("ipAddr")).ok_or("Missing ip address")?;
-    let app = nonempty(inst.get("app"))
+    let id = field::instance_id(&inst).ok_or("Missing instanceId")?;
+    let host = text(&inst, "hostName").ok_or("Missing hostname")?;
+    let ip = text(&inst, "ipAddr").ok_or("Missing ip address")?;
+    let app = text(&inst, "app")
         .ok_or("Missing appName")?
         .to_ascii_uppercase();
     if app != path_app {
@@ -201,49 +135,44 @@ fn registration(
             "Mismatched appName, expecting {path_app} but was {app}"
         ));
     }
-    let dc = dc.ok_or("Missing dataCenterInfo")?;
-    let dc_name = nonempty(dc.get("name")).ok_or("Missing dataCenterInfo Name")?;
-    let status = match nonempty(inst.get("status")).map(|s| s.to_ascii_uppercase()) {
-        None => "UP".to_string(),
-        Some(s)
-            if ["UP", "DOWN", "STARTING", "OUT_OF_SERVICE", "UNKNOWN"].contains(&s.as_str()) =>
-        {
-            s
-        }
-        Some(_) => "UNKNOWN".to_string(),
-    };
-    let lease = inst.get("leaseInfo").and_then(Value::as_object);
+    let dc = inst
+        .get("dataCenterInfo")
+        .filter(|d| d.is_object())
+        .ok_or("Missing dataCenterInfo")?;
+    let dc_name = text(dc, "name").ok_or("Missing dataCenterInfo Name")?;
+    let status = text(&inst, "status").map_or("UP", |s| field::status(&s));
+    let lease = inst.get("leaseInfo").filter(|l| l.is_object());
     let duration = lease
         .and_then(|l| int(l.get("durationInSecs")))
         .filter(|d| *d > 0)
         .and_then(|d| u64::try_from(d).ok())
-        .unwrap_or(DEFAULT_LEASE_SECS);
+        .unwrap_or(u64::from(DEFAULT_LEASE_DURATION_SECS));
     let renewal = lease
         .and_then(|l| int(l.get("renewalIntervalInSecs")))
         .filter(|d| *d > 0)
-        .unwrap_or(DEFAULT_RENEWAL_SECS);
-    let port = port(inst.get("port"), 7001, true);
-    let secure_port = port_secure(inst.get("securePort"));
+        .unwrap_or(i64::from(DEFAULT_RENEWAL_INTERVAL_SECS));
+    let port = side_port(inst.get("port"), DEFAULT_PORT);
+    let secure_port = side_port(inst.get("securePort"), DEFAULT_SECURE_PORT);
     let mut strings = BTreeMap::new();
     for f in STRING_FIELDS {
-        if let Some(s) = text(inst.get(*f)) {
+        if let Some(s) = scalar(inst.get(*f)) {
             strings.insert(*f, s);
         }
     }
     let side = EurekaSide {
         app: app.clone(),
         ip_addr: ip.clone(),
-        sid: nonempty(inst.get("sid")).filter(|s| s != "na" && s != "unknown"),
-        status: status.clone(),
-        overridden_status: nonempty(inst.get("overriddenStatus"))
-            .or_else(|| nonempty(inst.get("overriddenstatus")))
-            .unwrap_or_else(|| "UNKNOWN".into()),
+        sid: text(&inst, "sid").filter(|s| s != "na" && s != "unknown"),
+        status: status.to_owned(),
+        overridden_status: text(&inst, "overriddenStatus")
+            .or_else(|| text(&inst, "overriddenstatus"))
+            .unwrap_or_else(|| UNKNOWN.into()),
         port,
         secure_port,
         country_id: int(inst.get("countryId")).unwrap_or(1),
-        dc_class: nonempty(dc.get("@class")).unwrap_or_else(|| DEFAULT_DC_CLASS.into()),
+        dc_class: text(dc, "@class").unwrap_or_else(|| DEFAULT_DC_CLASS.into()),
         dc_name,
-        dc_metadata,
+        dc_metadata: metadata(dc.get("metadata")),
         renewal_interval_secs: renewal,
         strings,
         last_dirty_ms: int(inst.get("lastDirtyTimestamp")).unwrap_or_else(now_ms),
@@ -260,8 +189,8 @@ fn registration(
     let body = MicroServiceInstance {
         endpoints,
         host_name: host,
-        status: eureka_to_sc_status(&status).to_string(),
-        properties: string_map(inst.get("metadata")),
+        status: eureka_to_sc_status(status).to_string(),
+        properties: metadata(inst.get("metadata")),
         health_check: Some(HealthCheck {
             mode: "push".into(),
             interval: renewal,
@@ -278,9 +207,16 @@ fn registration(
     })
 }
 
-/// `securePort`: enabled only when the flag says so (XML reader rule).
-fn port_secure(v: Option<&Value>) -> (i64, bool) {
-    port(v, 7002, false)
+/// Netflix's `port` when a register body has none: 7001, enabled (eureka-notes §4.1).
+const DEFAULT_PORT: (i64, bool) = (7001, true);
+/// Netflix's `securePort` when a register body has none: 7002, disabled.
+const DEFAULT_SECURE_PORT: (i64, bool) = (7002, false);
+
+/// A `port` or `securePort` field as the side record keeps it, (number, enabled): the
+/// number of `default` when the field has none, its flag when `@enabled` is missing.
+fn side_port(v: Option<&Value>, default: (i64, bool)) -> (i64, bool) {
+    let p = field::port(v, default.1);
+    (p.number.unwrap_or(default.0), p.enabled)
 }
 
 // ---- JSON rendering ------------------------------------------------------
@@ -730,7 +666,7 @@ async fn register(
         }
     }
     let incoming = reg.side.overridden_status.clone();
-    if incoming != "UNKNOWN" && registry.eureka.override_of(&id, now).is_none() {
+    if incoming != UNKNOWN && registry.eureka.override_of(&id, now).is_none() {
         registry.eureka.set_override(&id, &incoming, now);
     }
     let override_status = registry.eureka.override_of(&id, now);
@@ -768,7 +704,7 @@ async fn renew(
     };
     let override_status = reg.eureka.override_of(&id, now);
     let status = effective_status(&v.status, override_status.as_deref(), Some(&v.status));
-    if status == "UNKNOWN" {
+    if status == UNKNOWN {
         return StatusCode::NOT_FOUND;
     }
     if status != v.status {
@@ -797,8 +733,6 @@ async fn cancel(State(core): State<Core>, Path((app, id)): Path<(String, String)
         StatusCode::NOT_FOUND
     }
 }
-
-const STATUSES: [&str; 5] = ["UP", "DOWN", "STARTING", "OUT_OF_SERVICE", "UNKNOWN"];
 
 /// `PUT /apps/{APP}/{id}/status?value=S[&lastDirtyTimestamp=T]`: an operator override. 200
 /// (a no-op when the instance already has that status); 404 unknown; 500 when `value` is
@@ -844,7 +778,7 @@ async fn delete_status(
     let value = match query.get("value") {
         Some(v) if STATUSES.contains(&v.as_str()) => v.clone(),
         Some(_) => return StatusCode::INTERNAL_SERVER_ERROR,
-        None => "UNKNOWN".to_owned(),
+        None => UNKNOWN.to_owned(),
     };
     let mut reg = core.lock();
     if find_view(&reg, Some(&app), &id).is_none() {
@@ -854,7 +788,7 @@ async fn delete_status(
         let dirty = query
             .get("lastDirtyTimestamp")
             .and_then(|t| t.trim().parse::<i64>().ok());
-        reg.eureka_set_status(&app, &id, &value, "UNKNOWN", dirty, now_ms());
+        reg.eureka_set_status(&app, &id, &value, UNKNOWN, dirty, now_ms());
     }
     StatusCode::OK
 }
@@ -918,6 +852,7 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use syncer_plugin_eureka::keys;
+    use syncer_wire_eureka::AMAZON_DC_CLASS;
     use tower::ServiceExt;
 
     async fn call(
