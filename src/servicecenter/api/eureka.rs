@@ -52,7 +52,7 @@ use crate::servicecenter::registry::eureka::{
 };
 use crate::servicecenter::registry::{
     eureka_to_sc_status, now_ms, EurekaRegistration, EurekaSide, HealthCheck, MicroServiceInstance,
-    Props, DEFAULT_TENANT,
+    DEFAULT_TENANT,
 };
 
 /// The Eureka routes under `/eureka` and `/eureka/v2`.
@@ -325,116 +325,35 @@ fn apps_json_text(apps: &[(String, Vec<View>)], delta: &str, hash: &str) -> Stri
     out
 }
 
-// ---- XML rendering (XStream style, two-space indent, no declaration) -----
+// ---- XML rendering -------------------------------------------------------
+//
+// The JSON documents above, written by syncer-wire-eureka's XML writer (XStream style:
+// Netflix's element order, `overriddenstatus`, metadata names escaped, two-space indent, no
+// declaration).
 
-fn esc(s: &str) -> String {
-    quick_xml::escape::escape(s).into_owned()
-}
-
-fn leaf(out: &mut String, indent: usize, name: &str, value: &str) {
-    out.push_str(&format!("{:indent$}<{name}>{}</{name}>\n", "", esc(value)));
-}
-
-fn map_xml(out: &mut String, indent: usize, name: &str, map: &Props, empty_class: bool) {
-    if map.is_empty() {
-        if empty_class {
-            out.push_str(&format!(
-                "{:indent$}<{name} class=\"{EMPTY_MAP_CLASS}\"/>\n",
-                ""
-            ));
+/// The `applications` document as XML, written one instance at a time, as
+/// [`apps_json_text`] writes the JSON.
+fn apps_xml(apps: &[(String, Vec<View>)], delta: &str, hash: &str) -> Vec<u8> {
+    let mut w = xml::Writer::new();
+    w.open("applications");
+    w.element("versions__delta", &Value::from(delta));
+    w.element("apps__hashcode", &Value::from(hash));
+    for (name, views) in apps {
+        w.open("application");
+        w.element("name", &Value::from(name.as_str()));
+        for v in views {
+            w.element("instance", &instance_json(v));
         }
-        return;
+        w.close();
     }
-    out.push_str(&format!("{:indent$}<{name}>\n", ""));
-    for (k, v) in map {
-        let key = xml::escape_name(k);
-        if xml::name_ok(&key) {
-            leaf(out, indent + 2, &key, v);
-        } else {
-            tracing::warn!(key = %k, "metadata key cannot be an XML element name, left out");
-        }
-    }
-    out.push_str(&format!("{:indent$}</{name}>\n", ""));
+    w.finish()
 }
 
-fn instance_xml(out: &mut String, indent: usize, v: &View) {
-    let i = indent + 2;
-    out.push_str(&format!("{:indent$}<instance>\n", ""));
-    leaf(out, i, "instanceId", &v.instance_id);
-    leaf(out, i, "hostName", &v.host_name);
-    leaf(out, i, "app", &v.app);
-    leaf(out, i, "ipAddr", &v.ip_addr);
-    if let Some(sid) = &v.sid {
-        leaf(out, i, "sid", sid);
-    }
-    leaf(out, i, "status", &v.status);
-    leaf(out, i, "overriddenstatus", &v.overridden_status);
-    out.push_str(&format!(
-        "{:i$}<port enabled=\"{}\">{}</port>\n",
-        "", v.port.1, v.port.0
-    ));
-    out.push_str(&format!(
-        "{:i$}<securePort enabled=\"{}\">{}</securePort>\n",
-        "", v.secure_port.1, v.secure_port.0
-    ));
-    leaf(out, i, "countryId", &v.country_id.to_string());
-    out.push_str(&format!(
-        "{:i$}<dataCenterInfo class=\"{}\">\n",
-        "",
-        esc(&v.dc_class)
-    ));
-    leaf(out, i + 2, "name", &v.dc_name);
-    map_xml(out, i + 2, "metadata", &v.dc_metadata, false);
-    out.push_str(&format!("{:i$}</dataCenterInfo>\n", ""));
-    out.push_str(&format!("{:i$}<leaseInfo>\n", ""));
-    for (k, n) in [
-        ("renewalIntervalInSecs", v.renewal_secs),
-        (
-            "durationInSecs",
-            i64::try_from(v.duration_secs).unwrap_or(i64::MAX),
-        ),
-        ("registrationTimestamp", v.registration_ms),
-        ("lastRenewalTimestamp", v.last_renewal_ms),
-        ("evictionTimestamp", 0),
-        ("serviceUpTimestamp", v.registration_ms),
-    ] {
-        leaf(out, i + 2, k, &n.to_string());
-    }
-    out.push_str(&format!("{:i$}</leaseInfo>\n", ""));
-    map_xml(out, i, "metadata", &v.metadata, true);
-    for (k, s) in &v.strings {
-        leaf(out, i, k, s);
-    }
-    leaf(out, i, "isCoordinatingDiscoveryServer", "false");
-    leaf(
-        out,
-        i,
-        "lastUpdatedTimestamp",
-        &v.last_updated_ms.to_string(),
-    );
-    leaf(out, i, "lastDirtyTimestamp", &v.last_dirty_ms.to_string());
-    leaf(out, i, "actionType", v.action);
-    out.push_str(&format!("{:indent$}</instance>\n", ""));
-}
-
-fn app_xml(out: &mut String, indent: usize, name: &str, views: &[View]) {
-    out.push_str(&format!("{:indent$}<application>\n", ""));
-    leaf(out, indent + 2, "name", name);
-    for v in views {
-        instance_xml(out, indent + 2, v);
-    }
-    out.push_str(&format!("{:indent$}</application>\n", ""));
-}
-
-fn apps_xml(apps: &[(String, Vec<View>)], delta: &str, hash: &str) -> String {
-    let mut out = String::from("<applications>\n");
-    leaf(&mut out, 2, "versions__delta", delta);
-    leaf(&mut out, 2, "apps__hashcode", hash);
-    for (n, v) in apps {
-        app_xml(&mut out, 2, n, v);
-    }
-    out.push_str("</applications>\n");
-    out
+/// A one-element document `<root>..</root>` as XML.
+fn xml_document(root: &str, v: &Value) -> Vec<u8> {
+    let mut w = xml::Writer::new();
+    w.element(root, v);
+    w.finish()
 }
 
 // ---- handlers --------------------------------------------------------------
@@ -448,7 +367,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
 
 /// A 200 document in the negotiated format (gzip, when the client accepts it, is the
 /// router's `CompressionLayer`).
-fn document(json_body: bool, body: String) -> Response {
+fn document(json_body: bool, body: Vec<u8>) -> Response {
     let ctype = if json_body {
         "application/json"
     } else {
@@ -472,7 +391,7 @@ fn apps_document(headers: &HeaderMap, apps: &[(String, Vec<View>)], delta: &str)
     let hash = hashcode(apps.iter().flat_map(|(_, v)| v.iter()));
     let j = wants_json(headers);
     let body = if j {
-        apps_json_text(apps, delta, &hash)
+        apps_json_text(apps, delta, &hash).into_bytes()
     } else {
         apps_xml(apps, delta, &hash)
     };
@@ -513,7 +432,7 @@ async fn delta(State(core): State<Core>, headers: HeaderMap) -> Response {
     let j = wants_json(&headers);
     let version = version.to_string();
     let body = if j {
-        apps_json_text(&apps, &version, &hash)
+        apps_json_text(&apps, &version, &hash).into_bytes()
     } else {
         apps_xml(&apps, &version, &hash)
     };
@@ -570,11 +489,11 @@ async fn one_app(
     }
     let j = wants_json(&headers);
     let body = if j {
-        json!({"application": app_json(&app, &list)}).to_string()
+        json!({"application": app_json(&app, &list)})
+            .to_string()
+            .into_bytes()
     } else {
-        let mut out = String::new();
-        app_xml(&mut out, 0, &app, &list);
-        out
+        xml_document("application", &app_json(&app, &list))
     };
     document(j, body)
 }
@@ -585,11 +504,11 @@ fn instance_document(headers: &HeaderMap, v: Option<View>) -> Response {
     };
     let j = wants_json(headers);
     let body = if j {
-        json!({"instance": instance_json(&v)}).to_string()
+        json!({"instance": instance_json(&v)})
+            .to_string()
+            .into_bytes()
     } else {
-        let mut out = String::new();
-        instance_xml(&mut out, 0, &v);
-        out
+        xml_document("instance", &instance_json(&v))
     };
     document(j, body)
 }
@@ -848,7 +767,7 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
 mod tests {
     use super::*;
     use crate::servicecenter::registry::eureka::*;
-    use crate::servicecenter::registry::{InstanceRecord, MicroService, Registry};
+    use crate::servicecenter::registry::{InstanceRecord, MicroService, Props, Registry};
     use axum::body::Body;
     use axum::http::Request;
     use syncer_plugin_eureka::keys;
@@ -938,6 +857,60 @@ mod tests {
         assert_eq!(s, StatusCode::NOT_FOUND);
         let (_, xml) = call(&core, "GET", "/eureka/apps/", &[], "").await;
         assert!(xml.contains("<apps__hashcode></apps__hashcode>"), "{xml}");
+    }
+
+    #[tokio::test]
+    async fn xml_reads_are_the_json_documents_in_netflix_order_with_xstream_markers() {
+        let core = Core::new();
+        post(&core, &reg_body("i1", "UP", "acc")).await;
+        let (_, xml) = call(&core, "GET", "/eureka/apps/ACC/i1", &[], "").await;
+        // XStream's spelling, the empty map's class, and the port flag as an attribute.
+        assert!(
+            xml.contains("<overriddenstatus>UNKNOWN</overriddenstatus>"),
+            "{xml}"
+        );
+        assert!(xml.contains(&format!("<metadata class=\"{EMPTY_MAP_CLASS}\"/>")));
+        assert!(xml.contains("<securePort enabled=\"false\">7002</securePort>"));
+        let names: Vec<&str> = xml
+            .lines()
+            .filter_map(|l| l.strip_prefix("  <"))
+            .filter(|l| !l.starts_with([' ', '/']))
+            .filter_map(|l| l.split(['>', ' ', '/']).next())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "instanceId",
+                "hostName",
+                "app",
+                "ipAddr",
+                "status",
+                "overriddenstatus",
+                "port",
+                "securePort",
+                "countryId",
+                "dataCenterInfo",
+                "leaseInfo",
+                "metadata",
+                "vipAddress",
+                "secureVipAddress",
+                "isCoordinatingDiscoveryServer",
+                "lastUpdatedTimestamp",
+                "lastDirtyTimestamp",
+                "actionType"
+            ]
+        );
+        // Read back, the XML says what the JSON says.
+        let from_xml = xml::parse(xml.as_bytes()).unwrap();
+        let from_json = json_get(&core, "/eureka/apps/ACC/i1").await;
+        let (x, j) = (&from_xml["instance"], &from_json["instance"]);
+        assert_eq!(field::instance_id(x), field::instance_id(j));
+        assert_eq!(x["overriddenstatus"], j["overriddenStatus"]);
+        for f in ["port", "securePort"] {
+            assert_eq!(field::port(x.get(f), false), field::port(j.get(f), false));
+        }
+        assert_eq!(x["dataCenterInfo"]["@class"], j["dataCenterInfo"]["@class"]);
+        assert_eq!(x["lastDirtyTimestamp"], j["lastDirtyTimestamp"]);
     }
 
     #[tokio::test]
