@@ -11,7 +11,7 @@
 //! an instance's `overriddenStatus`, which XML spells `overriddenstatus` (read as is: the
 //! readers take both spellings).
 //!
-//! [`parse`] reads with quick-xml's pull reader; [`write`] and the streaming [`Writer`] write
+//! [`parse`] reads with quick-xml's pull reader; [`write()`] and the streaming [`Writer`] write
 //! with quick-xml's writer, in Netflix's element order and layout (two-space indent, no
 //! declaration), so that the core's documents look like a Netflix server's.
 //!
@@ -359,7 +359,10 @@ enum Step<'a> {
 /// booleans written out), and an array or object in text or attribute position its JSON, or
 /// nothing when nested deeper than `2 * MAX_DEPTH` (which no parsed document is). A
 /// `metadata` element has `@class` as its only attribute and every other key as an entry,
-/// its name escaped ([`tag`]). Children come in Netflix's order ([`child_order`]).
+/// its name XStream-escaped ([`escape_name`]; a key that is no XML name even then is left
+/// out, with a warning, as Netflix could not write it either), and an `instance`'s
+/// `overriddenStatus` is written `overriddenstatus`. Children come in Netflix's order
+/// (`instanceId`, `hostName`, `app`, ... `actionType`, `asgName`; eureka-notes §4.1).
 ///
 /// Without recursion (an explicit stack of elements to write), so a value of any depth is
 /// written with a bounded stack, and in linear size: indentation stops growing at
