@@ -59,6 +59,37 @@ pub const AMAZON_DC_CLASS: &str = "com.netflix.appinfo.AmazonInfo";
 /// backward compat."), and old clients expect it.
 pub const EMPTY_MAP_CLASS: &str = "java.util.Collections$EmptyMap";
 
+/// The fields of an instance document, by their JSON names, in the order Netflix writes
+/// them, in JSON and XML alike (eureka-notes §4.1; `Converters.InstanceInfoConverter`, then
+/// `InstanceInfo`'s `@Auto` fields). [`xml::Writer`] writes them in this order.
+pub const INSTANCE_FIELDS: &[&str] = &[
+    "instanceId",
+    "hostName",
+    "app",
+    "ipAddr",
+    "sid",
+    "status",
+    "overriddenStatus",
+    "port",
+    "securePort",
+    "countryId",
+    "dataCenterInfo",
+    "leaseInfo",
+    "metadata",
+    "appGroupName",
+    "homePageUrl",
+    "statusPageUrl",
+    "healthCheckUrl",
+    "secureHealthCheckUrl",
+    "vipAddress",
+    "secureVipAddress",
+    "isCoordinatingDiscoveryServer",
+    "lastUpdatedTimestamp",
+    "lastDirtyTimestamp",
+    "actionType",
+    "asgName",
+];
+
 /// The optional string fields of an instance document, in Netflix's output order
 /// (`InstanceInfo`'s `@Auto` fields).
 pub const STRING_FIELDS: &[&str] = &[

@@ -25,6 +25,8 @@ use std::fmt;
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use serde_json::{Map, Value};
 
+use crate::INSTANCE_FIELDS;
+
 /// How deep elements may nest in a document [`parse`] accepts; the root element is at depth 1.
 ///
 /// Eureka's own documents nest six deep (`applications`, `application`, `instance`,
@@ -248,34 +250,7 @@ fn child_order(element: &str) -> &'static [&'static str] {
     match element {
         "applications" => &["versions__delta", "apps__hashcode", "application"],
         "application" => &["name", "instance"],
-        "instance" => &[
-            "instanceId",
-            "hostName",
-            "app",
-            "ipAddr",
-            "sid",
-            "status",
-            "overriddenStatus",
-            "overriddenstatus",
-            "port",
-            "securePort",
-            "countryId",
-            "dataCenterInfo",
-            "leaseInfo",
-            "metadata",
-            "appGroupName",
-            "homePageUrl",
-            "statusPageUrl",
-            "healthCheckUrl",
-            "secureHealthCheckUrl",
-            "vipAddress",
-            "secureVipAddress",
-            "isCoordinatingDiscoveryServer",
-            "lastUpdatedTimestamp",
-            "lastDirtyTimestamp",
-            "actionType",
-            "asgName",
-        ],
+        "instance" => INSTANCE_FIELDS,
         "dataCenterInfo" => &["name", "metadata"],
         "leaseInfo" => &[
             "renewalIntervalInSecs",
@@ -541,7 +516,16 @@ fn write_element<'a>(
     let order = child_order(name);
     if !order.is_empty() {
         // Stable: children not in the order keep their map order, after the others.
-        children.sort_by_key(|(k, _)| order.iter().position(|o| o == k).unwrap_or(order.len()));
+        // XML's spelling of an instance's `overriddenStatus` takes its place too.
+        let rank = |k: &str| {
+            let k = if k == "overriddenstatus" {
+                "overriddenStatus"
+            } else {
+                k
+            };
+            order.iter().position(|o| *o == k).unwrap_or(order.len())
+        };
+        children.sort_by_key(|(k, _)| rank(k));
     }
     let text = match m.get("$") {
         Some(t) if name != "metadata" => scalar_text(t),
