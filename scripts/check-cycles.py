@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Import-cycle check between the modules of the workspace's crates (run by scripts/test.sh).
 
-Reads every Rust file under src/ (the root crate) and plugins/*/src, samples/*/src, wire/*/src (each its
-own crate), and every module path it names: `use crate::...` / `use super::...` / `use
+Reads every Rust file under src/ (the root crate) and plugins/*/src, samples/*/src, wire/*/src
+(each its own crate), and every module path it names: `use crate::...` / `use super::...` / `use
 self::...` trees, paths such as `crate::x::y::f()` or `super::Core` in code, relative paths
 through a child module (`store::flush` in the file that declares `mod store`) and through
 names a `use` brought in (`use crate::sync; ... sync::exporter::X` names `sync::exporter`).
@@ -12,7 +12,7 @@ path, as in `#[serde(with = "crate::x")]`); `$crate` in macros is ignored.
 Modules are grouped at the level of a top module's direct children: `src/sync/exporter.rs`
 is `sync::exporter`, `src/servicecenter/store/etcd.rs` and `src/servicecenter/store/mod.rs`
 are both `servicecenter::store`, `src/servicecenter/mod.rs` is `servicecenter`, `src/lib.rs`
-is `crate`. A plugin crate's modules carry its crate name (`syncer_plugin_eureka::xml`).
+is `crate`. Another crate's modules carry its crate name (`syncer_wire_eureka::xml`).
 A path names the deepest module it goes through, so `crate::sync::mapping::Mapping` is an
 edge to `sync::mapping` (a path into a module's child depends on that child).
 

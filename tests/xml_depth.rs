@@ -1,7 +1,7 @@
 //! Issue 10, item 1: an XML document nested 10,000 deep (70 KB) used to overflow the stack
 //! and abort the whole process, whether a client sent it to the built-in core's Eureka API
 //! or a Eureka registry served it to the `eureka` plugin. Now it is refused as nested deeper
-//! than `syncer_plugin_eureka::xml::MAX_DEPTH` (64) elements, and the process stays up.
+//! than `syncer_wire_eureka::xml::MAX_DEPTH` (64) elements, and the process stays up.
 
 mod support;
 
@@ -13,7 +13,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use support::{eventually, free_tcp_port, free_udp_port, Proc};
 use syncer_plugin_api::{Error, Plugin};
-use syncer_plugin_eureka::{xml::MAX_DEPTH, Config, EurekaPlugin};
+use syncer_plugin_eureka::{Config, EurekaPlugin};
+use syncer_wire_eureka::xml::MAX_DEPTH;
 
 /// How deep the attack nests.
 const ATTACK_DEPTH: usize = 10_000;

@@ -35,9 +35,6 @@
 #[cfg(test)]
 mod fuzz;
 mod wire;
-pub mod xml;
-
-pub use wire::hashcode;
 
 /// The reserved instance property keys that carry Eureka-only fields through the neutral model
 /// (and so through service-center, which keeps them as instance `properties`).
@@ -104,6 +101,7 @@ use serde_json::Value;
 use syncer_plugin_api::{Error, Instance, Plugin, Result, Service, Snapshot};
 
 use syncer_plugin_http::client::{rustls, segment, Client, Reply};
+use syncer_wire_eureka::{field, xml};
 
 /// Configuration of the [`EurekaPlugin`].
 #[derive(Debug, Clone)]
@@ -177,7 +175,7 @@ impl LocalRegistry {
         for (name, instances) in wire::apps_of(doc)? {
             let service_id = wire::service_name(&name);
             for v in instances {
-                let Some(id) = wire::instance_key(v) else {
+                let Some(id) = field::instance_id(v) else {
                     continue;
                 };
                 match wire::action_type(v).as_str() {
@@ -205,7 +203,7 @@ impl LocalRegistry {
     }
 
     fn hashcode(&self) -> String {
-        wire::hashcode(
+        syncer_wire_eureka::hashcode(
             self.apps
                 .values()
                 .flat_map(|a| a.values().map(|(status, _)| *status)),

@@ -1,11 +1,9 @@
-//! Eureka v2 documents (JSON, and XML through `xml`) and their conversion to and from the
-//! neutral model.
+//! Eureka v2 documents (JSON, and XML through `syncer_wire_eureka::xml`) and their
+//! conversion to and from the neutral model.
 //!
-//! Reading is deliberately lenient (eureka-notes §4, §8), because real servers differ:
-//! `application` and `instance` may be an array or a single object (XStream/Jettison era
-//! servers), `port.$` a number or a string, `@enabled` a string or a boolean, any field `null`,
-//! and `metadata` carries a `@class` marker that is not metadata. So documents are walked as
-//! [`serde_json::Value`] rather than decoded into strict structs.
+//! Documents are walked as [`serde_json::Value`] with the lenient readers of
+//! `syncer_wire_eureka::field` (eureka-notes §4, §8), which take every shape real servers
+//! write; this module is the mapping between those documents and the model.
 //!
 //! Eureka-only fields travel in reserved instance properties (see [`crate::keys`]): reading
 //! adds them, writing a register body takes them back out of the metadata into their fields.
@@ -19,77 +17,18 @@ use syncer_plugin_api::{HealthCheck, Instance, InstanceStatus, Service, DEFAULT_
 
 use syncer_plugin_http::endpoint::{self, Endpoint};
 
+use syncer_wire_eureka::field::{self, metadata, one_or_many, port, positive, scalar, text};
+use syncer_wire_eureka::{
+    AMAZON_DC_CLASS, AMAZON_DC_NAME, DEFAULT_DC_CLASS, DEFAULT_LEASE_DURATION_SECS,
+    DEFAULT_RENEWAL_INTERVAL_SECS, MY_OWN_DC_NAME, UNKNOWN,
+};
+
 use crate::keys;
 
 /// appId of every service read from Eureka (the 1.3.0 mapping).
 pub(crate) const EUREKA_APP_ID: &str = "eureka";
 /// Version of every service read from Eureka (the 1.3.0 mapping).
 pub(crate) const EUREKA_VERSION: &str = "0.0.1";
-/// Eureka's default renewal interval, seconds (`LeaseInfo.DEFAULT_LEASE_RENEWAL_INTERVAL`).
-pub(crate) const DEFAULT_RENEWAL_SECS: u32 = 30;
-/// Eureka's default lease duration, seconds (`LeaseInfo.DEFAULT_LEASE_DURATION`).
-pub(crate) const DEFAULT_DURATION_SECS: u32 = 90;
-/// `dataCenterInfo.@class` of `MyOwn` (and `Netflix`) data centers.
-pub(crate) const DEFAULT_DC_CLASS: &str = "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo";
-/// `dataCenterInfo.@class` of `Amazon` data centers.
-pub(crate) const AMAZON_DC_CLASS: &str = "com.netflix.appinfo.AmazonInfo";
-
-/// The elements of a field that is an array, or a single object standing for a one-element
-/// array; nothing for `null` or a missing field.
-fn one_or_many(v: Option<&Value>) -> Vec<&Value> {
-    match v {
-        Some(Value::Array(items)) => items.iter().collect(),
-        Some(Value::Null) | None => Vec::new(),
-        Some(other) => vec![other],
-    }
-}
-
-/// A scalar as a string (numbers and booleans written out); `None` for null, missing,
-/// arrays and objects.
-fn scalar(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// A non-empty string field.
-fn text(v: &Value, key: &str) -> Option<String> {
-    scalar(v.get(key)).filter(|s| !s.is_empty())
-}
-
-/// A positive integer field, from a number or a numeric string.
-fn positive(v: Option<&Value>) -> Option<u32> {
-    scalar(v)?.trim().parse::<u32>().ok().filter(|n| *n > 0)
-}
-
-/// `{"$": 8080, "@enabled": "true"}` → the port if enabled. `enabled_by_default` is what a
-/// missing `@enabled` means (Eureka: `true` for `port`, `false` for `securePort`).
-fn port(v: Option<&Value>, enabled_by_default: bool) -> Option<u16> {
-    let v = v?;
-    let enabled = match scalar(v.get("@enabled")) {
-        Some(s) => s.trim().eq_ignore_ascii_case("true"),
-        None => enabled_by_default,
-    };
-    if !enabled {
-        return None;
-    }
-    scalar(v.get("$"))?.trim().parse().ok()
-}
-
-/// `metadata` without the `@class` marker; non-string values are written out, nulls dropped.
-fn metadata(v: Option<&Value>) -> BTreeMap<String, String> {
-    let Some(Value::Object(map)) = v else {
-        return BTreeMap::new();
-    };
-    map.iter()
-        .filter(|(k, _)| k.as_str() != "@class")
-        .filter_map(|(k, v)| scalar(Some(v)).map(|v| (k.clone(), v)))
-        .collect()
-}
-
 /// Lower-case service name of an Eureka app name (the 1.3.0 mapping).
 pub(crate) fn service_name(app: &str) -> String {
     app.to_lowercase()
@@ -119,15 +58,15 @@ pub(crate) fn app_to_service(app: &str) -> Service {
 /// `durationInSecs` (30 s / 90 s → 30 × 2); `url` = `healthCheckUrl`. Without `leaseInfo` but
 /// with a `healthCheckUrl`, Eureka's defaults 30 s / 90 s; with neither, `None`.
 pub(crate) fn to_instance(v: &Value, service_id: &str) -> Option<Instance> {
-    let instance_id = instance_key(v)?;
+    let instance_id = field::instance_id(v)?;
     let host_name = text(v, "hostName").unwrap_or_default();
     let ip = text(v, "ipAddr").unwrap_or_else(|| host_name.clone());
     let mut endpoints = Vec::new();
     if !ip.is_empty() {
-        if let Some(p) = port(v.get("port"), true) {
+        if let Some(p) = port(v.get("port"), true).enabled_tcp() {
             endpoints.push(endpoint::format("http", &ip, p, ""));
         }
-        if let Some(p) = port(v.get("securePort"), false) {
+        if let Some(p) = port(v.get("securePort"), false).enabled_tcp() {
             endpoints.push(endpoint::format("https", &ip, p, ""));
         }
     }
@@ -136,10 +75,10 @@ pub(crate) fn to_instance(v: &Value, service_id: &str) -> Option<Instance> {
     let health_check = if lease.is_some() || !url.is_empty() {
         let interval = lease
             .and_then(|l| positive(l.get("renewalIntervalInSecs")))
-            .unwrap_or(DEFAULT_RENEWAL_SECS);
+            .unwrap_or(DEFAULT_RENEWAL_INTERVAL_SECS);
         let duration = lease
             .and_then(|l| positive(l.get("durationInSecs")))
-            .unwrap_or(DEFAULT_DURATION_SECS);
+            .unwrap_or(DEFAULT_LEASE_DURATION_SECS);
         Some(HealthCheck {
             interval_secs: interval,
             times: duration.div_ceil(interval).saturating_sub(1),
@@ -173,7 +112,7 @@ fn with_eureka_fields(
     }
     if let Some(s) = text(v, "overriddenStatus").or_else(|| text(v, "overriddenstatus")) {
         let s = InstanceStatus::parse(&s).as_eureka();
-        if s != "UNKNOWN" {
+        if s != UNKNOWN {
             properties.insert(keys::OVERRIDDEN_STATUS.to_owned(), s.to_owned());
         }
     }
@@ -182,12 +121,9 @@ fn with_eureka_fields(
         ("port", keys::PORT, true, 80),
         ("securePort", keys::SECURE_PORT, false, 443),
     ] {
-        let value = v.get(field).and_then(|p| scalar(p.get("$")));
-        if port(v.get(field), enabled_by_default).is_none() {
-            if let Some(n) = value
-                .and_then(|s| s.trim().parse::<u16>().ok())
-                .filter(|n| *n != written)
-            {
+        let p = port(v.get(field), enabled_by_default);
+        if p.enabled_tcp().is_none() {
+            if let Some(n) = p.tcp().filter(|n| *n != written) {
                 properties.insert(key.to_owned(), n.to_string());
             }
         }
@@ -199,10 +135,10 @@ fn with_eureka_fields(
         properties.insert(keys::COUNTRY_ID.to_owned(), c);
     }
     if let Some(dc) = v.get("dataCenterInfo").filter(|d| d.is_object()) {
-        let name = text(dc, "name").unwrap_or_else(|| "MyOwn".to_owned());
+        let name = text(dc, "name").unwrap_or_else(|| MY_OWN_DC_NAME.to_owned());
         let class = text(dc, "@class").unwrap_or_else(|| DEFAULT_DC_CLASS.to_owned());
         let dc_metadata = metadata(dc.get("metadata"));
-        if name != "MyOwn" || class != DEFAULT_DC_CLASS || !dc_metadata.is_empty() {
+        if name != MY_OWN_DC_NAME || class != DEFAULT_DC_CLASS || !dc_metadata.is_empty() {
             properties.insert(keys::DATA_CENTER_NAME.to_owned(), name);
             properties.insert(keys::DATA_CENTER_CLASS.to_owned(), class);
             for (k, v) in dc_metadata {
@@ -288,17 +224,17 @@ pub(crate) fn register_body(name: &str, instance: &Instance) -> Value {
             let interval = h.interval_secs.max(1);
             (interval, interval.saturating_mul(h.times.saturating_add(1)))
         }
-        None => (DEFAULT_RENEWAL_SECS, DEFAULT_DURATION_SECS),
+        None => (DEFAULT_RENEWAL_INTERVAL_SECS, DEFAULT_LEASE_DURATION_SECS),
     };
     let dc_name = props
         .get(keys::DATA_CENTER_NAME)
         .cloned()
-        .unwrap_or_else(|| "MyOwn".to_owned());
+        .unwrap_or_else(|| MY_OWN_DC_NAME.to_owned());
     let dc_class = props
         .get(keys::DATA_CENTER_CLASS)
         .cloned()
         .unwrap_or_else(|| {
-            if dc_name == "Amazon" {
+            if dc_name == AMAZON_DC_NAME {
                 AMAZON_DC_CLASS.to_owned()
             } else {
                 DEFAULT_DC_CLASS.to_owned()
@@ -322,7 +258,7 @@ pub(crate) fn register_body(name: &str, instance: &Instance) -> Value {
     let overridden = props
         .get(keys::OVERRIDDEN_STATUS)
         .map(|s| InstanceStatus::parse(s).as_eureka())
-        .unwrap_or("UNKNOWN");
+        .unwrap_or(UNKNOWN);
     let country: i64 = props
         .get(keys::COUNTRY_ID)
         .and_then(|c| c.trim().parse().ok())
@@ -363,16 +299,6 @@ pub(crate) fn register_body(name: &str, instance: &Instance) -> Value {
     json!({ "instance": body })
 }
 
-/// `apps__hashcode` over `statuses` (eureka-notes §4.5): `STATUS_COUNT_` for each status with
-/// instances, statuses in name order (`DOWN_1_UP_3_`); empty for none.
-pub fn hashcode<'a>(statuses: impl IntoIterator<Item = &'a str>) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in statuses {
-        *counts.entry(s).or_default() += 1;
-    }
-    counts.iter().map(|(s, n)| format!("{s}_{n}_")).collect()
-}
-
 /// The Eureka status string of instance document `v` as the Java client computes it for the
 /// hash: the enum name, anything unrecognised `UNKNOWN`.
 pub(crate) fn eureka_status(v: &Value) -> &'static str {
@@ -397,18 +323,6 @@ pub(crate) fn apps_of(doc: &Value) -> Result<Vec<(String, Vec<&Value>)>, String>
 /// A string field of the `applications` object (`apps__hashcode`, `versions__delta`).
 pub(crate) fn apps_field(doc: &Value, key: &str) -> Option<String> {
     doc.get("applications").and_then(|a| scalar(a.get(key)))
-}
-
-/// The id Eureka gives instance document `v` (`InstanceInfo.getId`): `instanceId`, else the
-/// Amazon `instance-id`, else `hostName`.
-pub(crate) fn instance_key(v: &Value) -> Option<String> {
-    text(v, "instanceId")
-        .or_else(|| {
-            v.get("dataCenterInfo")
-                .and_then(|d| d.get("metadata"))
-                .and_then(|m| text(m, "instance-id"))
-        })
-        .or_else(|| text(v, "hostName"))
 }
 
 /// `actionType` of a delta entry, upper case (`ADDED`, `MODIFIED`, `DELETED`).
@@ -678,7 +592,7 @@ mod tests {
                 out.insert(k.to_owned(), val);
             }
         };
-        put("id", instance_key(v));
+        put("id", field::instance_id(v));
         put("app", text(v, "app").map(|a| a.to_uppercase()));
         put("hostName", text(v, "hostName"));
         put("ipAddr", text(v, "ipAddr"));
@@ -691,13 +605,10 @@ mod tests {
             Some(InstanceStatus::parse(&overridden).as_eureka().to_owned()),
         );
         for (field, on) in [("port", true), ("securePort", false)] {
-            let enabled = port(v.get(field), on).is_some();
+            let p = port(v.get(field), on);
+            let enabled = p.enabled_tcp().is_some();
             put(&format!("{field}.enabled"), Some(enabled.to_string()));
-            let value = v
-                .get(field)
-                .and_then(|p| scalar(p.get("$")))
-                .and_then(|p| p.trim().parse::<u16>().ok());
-            put(&format!("{field}.$"), value.map(|p| p.to_string()));
+            put(&format!("{field}.$"), p.tcp().map(|p| p.to_string()));
         }
         put(
             "countryId",
@@ -706,7 +617,7 @@ mod tests {
         let dc = v.get("dataCenterInfo").cloned().unwrap_or(Value::Null);
         put(
             "dc.name",
-            Some(text(&dc, "name").unwrap_or_else(|| "MyOwn".into())),
+            Some(text(&dc, "name").unwrap_or_else(|| MY_OWN_DC_NAME.into())),
         );
         put(
             "dc.class",
@@ -757,7 +668,7 @@ mod tests {
         let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
         let bytes = std::fs::read(&path).expect("fixture exists");
         if name.ends_with(".xml") {
-            crate::xml::parse(&bytes).expect("fixture is xml")
+            syncer_wire_eureka::xml::parse(&bytes).expect("fixture is xml")
         } else {
             serde_json::from_slice(&bytes).expect("fixture is json")
         }
@@ -784,8 +695,9 @@ mod tests {
                 let model = to_instance(&original, &service_name(&app)).expect("an instance");
                 // JSON out (what the plugin registers), then XML out and in again.
                 let json_body = register_body(&service_name(&app), &model);
-                let xml_text = crate::xml::write(&json_body);
-                let xml_body = crate::xml::parse(xml_text.as_bytes()).expect("our xml parses");
+                let xml_bytes = syncer_wire_eureka::xml::write(&json_body);
+                let xml_text = String::from_utf8_lossy(&xml_bytes);
+                let xml_body = syncer_wire_eureka::xml::parse(&xml_bytes).expect("our xml parses");
                 for (encoding, body) in [("json", &json_body), ("xml", &xml_body)] {
                     let mut expected = client_fields(&original);
                     let mut got = client_fields(&body["instance"]);
@@ -835,14 +747,5 @@ mod tests {
         assert_eq!(i["vipAddress"], "svc,svc-alias");
         assert_eq!(i["hostName"], "ec2-1.compute.amazonaws.com");
         assert_eq!(i["metadata"], serde_json::json!({"zone": "z1"}));
-    }
-
-    #[test]
-    fn the_hashcode_counts_statuses_in_name_order() {
-        assert_eq!(
-            hashcode(["UP", "DOWN", "UP", "OUT_OF_SERVICE"]),
-            "DOWN_1_OUT_OF_SERVICE_1_UP_2_"
-        );
-        assert_eq!(hashcode([]), "");
     }
 }

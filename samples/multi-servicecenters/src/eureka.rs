@@ -5,13 +5,14 @@
 //! (`PUT {eureka}/apps/{APP}/{id}`), registering again when the registry answers 404 (it forgot
 //! the instance, e.g. after a restart); and cancels (`DELETE`) when told to shut down.
 //! The JSON body has the shape a Spring Cloud Netflix client sends (see
-//! `reference/eureka-notes.md` §4).
+//! `reference/eureka-notes.md` §4), with the constants of `syncer_wire_eureka`.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use syncer_wire_eureka::{DEFAULT_DC_CLASS, DEFAULT_LEASE_DURATION_SECS, MY_OWN_DC_NAME};
 use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::{sleep_or_shutdown, Backoff};
@@ -59,13 +60,10 @@ impl Config {
                 "port": {"$": self.port, "@enabled": "true"},
                 "securePort": {"$": 443, "@enabled": "false"},
                 "vipAddress": self.vip_address,
-                "dataCenterInfo": {
-                    "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
-                    "name": "MyOwn"
-                },
+                "dataCenterInfo": {"@class": DEFAULT_DC_CLASS, "name": MY_OWN_DC_NAME},
                 "leaseInfo": {
                     "renewalIntervalInSecs": self.heartbeat_interval.as_secs().max(1),
-                    "durationInSecs": 90
+                    "durationInSecs": DEFAULT_LEASE_DURATION_SECS
                 },
                 "healthCheckUrl": format!("{base}{}", self.health_check_path),
                 "homePageUrl": format!("{base}/"),

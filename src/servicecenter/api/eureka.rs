@@ -40,16 +40,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
 use serde_json::{json, Map, Value};
-use syncer_plugin_eureka::xml;
+use syncer_wire_eureka::field::{self, int, metadata, scalar, text};
+use syncer_wire_eureka::{
+    xml, DEFAULT_DC_CLASS, DEFAULT_LEASE_DURATION_SECS, DEFAULT_RENEWAL_INTERVAL_SECS,
+    EMPTY_MAP_CLASS, STATUSES, STRING_FIELDS, UNKNOWN,
+};
 
 use crate::servicecenter::core::Core;
 use crate::servicecenter::registry::eureka::{
-    current_views, find_view, hashcode, sync_delta, View, DEFAULT_DC_CLASS, DEFAULT_LEASE_SECS,
-    DEFAULT_RENEWAL_SECS, EMPTY_MAP_CLASS, STRING_FIELDS,
+    current_views, find_view, hashcode, sync_delta, View,
 };
 use crate::servicecenter::registry::{
     eureka_to_sc_status, now_ms, EurekaRegistration, EurekaSide, HealthCheck, MicroServiceInstance,
-    Props, DEFAULT_TENANT,
+    DEFAULT_TENANT,
 };
 
 /// The Eureka routes under `/eureka` and `/eureka/v2`.
@@ -81,64 +84,6 @@ pub fn router(core: Core) -> Router {
 
 // ---- request decoding ----------------------------------------------------
 
-fn text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn nonempty(v: Option<&Value>) -> Option<String> {
-    text(v)
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-}
-
-fn int(v: Option<&Value>) -> Option<i64> {
-    match v? {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn boolish(v: Option<&Value>) -> Option<bool> {
-    match v? {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) => Some(s.trim().eq_ignore_ascii_case("true")),
-        _ => None,
-    }
-}
-
-/// `{"$": 8080, "@enabled": "true"}`, or a bare number.
-fn port(v: Option<&Value>, default: i64, default_enabled: bool) -> (i64, bool) {
-    match v {
-        Some(Value::Object(m)) => (
-            int(m.get("$")).unwrap_or(default),
-            boolish(m.get("@enabled")).unwrap_or(default_enabled),
-        ),
-        Some(other) => (int(Some(other)).unwrap_or(default), default_enabled),
-        None => (default, default_enabled),
-    }
-}
-
-fn string_map(v: Option<&Value>) -> Props {
-    let mut out = Props::new();
-    if let Some(Value::Object(m)) = v {
-        for (k, v) in m {
-            if k == "@class" {
-                continue;
-            }
-            if let Some(s) = text(Some(v)) {
-                out.insert(k.clone(), s);
-            }
-        }
-    }
-    out
-}
-
 /// Decodes and validates a register body for app `path_app` (upper-cased).
 ///
 /// # Errors
@@ -155,12 +100,12 @@ fn registration(
         .to_ascii_lowercase();
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let is_xml = ctype.contains("xml") || (!ctype.contains("json") && first == Some(b'<'));
-    let inst: Map<String, Value> = if is_xml {
+    let inst: Value = if is_xml {
         let doc = xml::parse(body).map_err(|e| format!("Cannot parse XML body: {e}"))?;
         match doc {
             Value::Object(mut m) => match m.remove("instance") {
-                Some(Value::Object(i)) => i,
-                Some(_) => Map::new(),
+                Some(i @ Value::Object(_)) => i,
+                Some(_) => Value::Object(Map::new()),
                 None => {
                     let root = m.keys().next().cloned().unwrap_or_default();
                     return Err(format!("Expected <instance>, got <{root}>"));
@@ -173,27 +118,16 @@ fn registration(
             serde_json::from_slice(body).map_err(|e| format!("Cannot parse JSON body: {e}"))?;
         match v {
             Value::Object(mut m) => match m.remove("instance") {
-                Some(Value::Object(i)) => i,
+                Some(i @ Value::Object(_)) => i,
                 _ => return Err("Missing instance".into()),
             },
             _ => return Err("Missing instance".into()),
         }
     };
-    let host = nonempty(inst.get("hostName"));
-    let dc = inst.get("dataCenterInfo").and_then(Value::as_object);
-    let dc_metadata = string_map(dc.and_then(|d| d.get("metadata")));
-    let id = nonempty(inst.get("instanceId"))
-        .or_else(|| {
-            dc_metadata
-                .get("instance-id")
-                .cloned()
-                .filter(|s| !s.is_empty())
-        })
-        .or_else(|| host.clone())
-        .ok_or("Missing instanceId")?;
-    let host = host.ok_or("Missing hostname")?;
-    let ip = nonempty(inst.get("ipAddr")).ok_or("Missing ip address")?;
-    let app = nonempty(inst.get("app"))
+    let id = field::instance_id(&inst).ok_or("Missing instanceId")?;
+    let host = text(&inst, "hostName").ok_or("Missing hostname")?;
+    let ip = text(&inst, "ipAddr").ok_or("Missing ip address")?;
+    let app = text(&inst, "app")
         .ok_or("Missing appName")?
         .to_ascii_uppercase();
     if app != path_app {
@@ -201,49 +135,44 @@ fn registration(
             "Mismatched appName, expecting {path_app} but was {app}"
         ));
     }
-    let dc = dc.ok_or("Missing dataCenterInfo")?;
-    let dc_name = nonempty(dc.get("name")).ok_or("Missing dataCenterInfo Name")?;
-    let status = match nonempty(inst.get("status")).map(|s| s.to_ascii_uppercase()) {
-        None => "UP".to_string(),
-        Some(s)
-            if ["UP", "DOWN", "STARTING", "OUT_OF_SERVICE", "UNKNOWN"].contains(&s.as_str()) =>
-        {
-            s
-        }
-        Some(_) => "UNKNOWN".to_string(),
-    };
-    let lease = inst.get("leaseInfo").and_then(Value::as_object);
+    let dc = inst
+        .get("dataCenterInfo")
+        .filter(|d| d.is_object())
+        .ok_or("Missing dataCenterInfo")?;
+    let dc_name = text(dc, "name").ok_or("Missing dataCenterInfo Name")?;
+    let status = text(&inst, "status").map_or("UP", |s| field::status(&s));
+    let lease = inst.get("leaseInfo").filter(|l| l.is_object());
     let duration = lease
         .and_then(|l| int(l.get("durationInSecs")))
         .filter(|d| *d > 0)
         .and_then(|d| u64::try_from(d).ok())
-        .unwrap_or(DEFAULT_LEASE_SECS);
+        .unwrap_or(u64::from(DEFAULT_LEASE_DURATION_SECS));
     let renewal = lease
         .and_then(|l| int(l.get("renewalIntervalInSecs")))
         .filter(|d| *d > 0)
-        .unwrap_or(DEFAULT_RENEWAL_SECS);
-    let port = port(inst.get("port"), 7001, true);
-    let secure_port = port_secure(inst.get("securePort"));
+        .unwrap_or(i64::from(DEFAULT_RENEWAL_INTERVAL_SECS));
+    let port = side_port(inst.get("port"), DEFAULT_PORT);
+    let secure_port = side_port(inst.get("securePort"), DEFAULT_SECURE_PORT);
     let mut strings = BTreeMap::new();
     for f in STRING_FIELDS {
-        if let Some(s) = text(inst.get(*f)) {
+        if let Some(s) = scalar(inst.get(*f)) {
             strings.insert(*f, s);
         }
     }
     let side = EurekaSide {
         app: app.clone(),
         ip_addr: ip.clone(),
-        sid: nonempty(inst.get("sid")).filter(|s| s != "na" && s != "unknown"),
-        status: status.clone(),
-        overridden_status: nonempty(inst.get("overriddenStatus"))
-            .or_else(|| nonempty(inst.get("overriddenstatus")))
-            .unwrap_or_else(|| "UNKNOWN".into()),
+        sid: text(&inst, "sid").filter(|s| s != "na" && s != "unknown"),
+        status: status.to_owned(),
+        overridden_status: text(&inst, "overriddenStatus")
+            .or_else(|| text(&inst, "overriddenstatus"))
+            .unwrap_or_else(|| UNKNOWN.into()),
         port,
         secure_port,
         country_id: int(inst.get("countryId")).unwrap_or(1),
-        dc_class: nonempty(dc.get("@class")).unwrap_or_else(|| DEFAULT_DC_CLASS.into()),
+        dc_class: text(dc, "@class").unwrap_or_else(|| DEFAULT_DC_CLASS.into()),
         dc_name,
-        dc_metadata,
+        dc_metadata: metadata(dc.get("metadata")),
         renewal_interval_secs: renewal,
         strings,
         last_dirty_ms: int(inst.get("lastDirtyTimestamp")).unwrap_or_else(now_ms),
@@ -260,8 +189,8 @@ fn registration(
     let body = MicroServiceInstance {
         endpoints,
         host_name: host,
-        status: eureka_to_sc_status(&status).to_string(),
-        properties: string_map(inst.get("metadata")),
+        status: eureka_to_sc_status(status).to_string(),
+        properties: metadata(inst.get("metadata")),
         health_check: Some(HealthCheck {
             mode: "push".into(),
             interval: renewal,
@@ -278,9 +207,16 @@ fn registration(
     })
 }
 
-/// `securePort`: enabled only when the flag says so (XML reader rule).
-fn port_secure(v: Option<&Value>) -> (i64, bool) {
-    port(v, 7002, false)
+/// Netflix's `port` when a register body has none: 7001, enabled (eureka-notes §4.1).
+const DEFAULT_PORT: (i64, bool) = (7001, true);
+/// Netflix's `securePort` when a register body has none: 7002, disabled.
+const DEFAULT_SECURE_PORT: (i64, bool) = (7002, false);
+
+/// A `port` or `securePort` field as the side record keeps it, (number, enabled): the
+/// number of `default` when the field has none, its flag when `@enabled` is missing.
+fn side_port(v: Option<&Value>, default: (i64, bool)) -> (i64, bool) {
+    let p = field::port(v, default.1);
+    (p.number.unwrap_or(default.0), p.enabled)
 }
 
 // ---- JSON rendering ------------------------------------------------------
@@ -389,116 +325,35 @@ fn apps_json_text(apps: &[(String, Vec<View>)], delta: &str, hash: &str) -> Stri
     out
 }
 
-// ---- XML rendering (XStream style, two-space indent, no declaration) -----
+// ---- XML rendering -------------------------------------------------------
+//
+// The JSON documents above, written by syncer-wire-eureka's XML writer (XStream style:
+// Netflix's element order, `overriddenstatus`, metadata names escaped, two-space indent, no
+// declaration).
 
-fn esc(s: &str) -> String {
-    quick_xml::escape::escape(s).into_owned()
-}
-
-fn leaf(out: &mut String, indent: usize, name: &str, value: &str) {
-    out.push_str(&format!("{:indent$}<{name}>{}</{name}>\n", "", esc(value)));
-}
-
-fn map_xml(out: &mut String, indent: usize, name: &str, map: &Props, empty_class: bool) {
-    if map.is_empty() {
-        if empty_class {
-            out.push_str(&format!(
-                "{:indent$}<{name} class=\"{EMPTY_MAP_CLASS}\"/>\n",
-                ""
-            ));
+/// The `applications` document as XML, written one instance at a time, as
+/// [`apps_json_text`] writes the JSON.
+fn apps_xml(apps: &[(String, Vec<View>)], delta: &str, hash: &str) -> Vec<u8> {
+    let mut w = xml::Writer::new();
+    w.open("applications");
+    w.element("versions__delta", &Value::from(delta));
+    w.element("apps__hashcode", &Value::from(hash));
+    for (name, views) in apps {
+        w.open("application");
+        w.element("name", &Value::from(name.as_str()));
+        for v in views {
+            w.element("instance", &instance_json(v));
         }
-        return;
+        w.close();
     }
-    out.push_str(&format!("{:indent$}<{name}>\n", ""));
-    for (k, v) in map {
-        let key = xml::escape_name(k);
-        if xml::name_ok(&key) {
-            leaf(out, indent + 2, &key, v);
-        } else {
-            tracing::warn!(key = %k, "metadata key cannot be an XML element name, left out");
-        }
-    }
-    out.push_str(&format!("{:indent$}</{name}>\n", ""));
+    w.finish()
 }
 
-fn instance_xml(out: &mut String, indent: usize, v: &View) {
-    let i = indent + 2;
-    out.push_str(&format!("{:indent$}<instance>\n", ""));
-    leaf(out, i, "instanceId", &v.instance_id);
-    leaf(out, i, "hostName", &v.host_name);
-    leaf(out, i, "app", &v.app);
-    leaf(out, i, "ipAddr", &v.ip_addr);
-    if let Some(sid) = &v.sid {
-        leaf(out, i, "sid", sid);
-    }
-    leaf(out, i, "status", &v.status);
-    leaf(out, i, "overriddenstatus", &v.overridden_status);
-    out.push_str(&format!(
-        "{:i$}<port enabled=\"{}\">{}</port>\n",
-        "", v.port.1, v.port.0
-    ));
-    out.push_str(&format!(
-        "{:i$}<securePort enabled=\"{}\">{}</securePort>\n",
-        "", v.secure_port.1, v.secure_port.0
-    ));
-    leaf(out, i, "countryId", &v.country_id.to_string());
-    out.push_str(&format!(
-        "{:i$}<dataCenterInfo class=\"{}\">\n",
-        "",
-        esc(&v.dc_class)
-    ));
-    leaf(out, i + 2, "name", &v.dc_name);
-    map_xml(out, i + 2, "metadata", &v.dc_metadata, false);
-    out.push_str(&format!("{:i$}</dataCenterInfo>\n", ""));
-    out.push_str(&format!("{:i$}<leaseInfo>\n", ""));
-    for (k, n) in [
-        ("renewalIntervalInSecs", v.renewal_secs),
-        (
-            "durationInSecs",
-            i64::try_from(v.duration_secs).unwrap_or(i64::MAX),
-        ),
-        ("registrationTimestamp", v.registration_ms),
-        ("lastRenewalTimestamp", v.last_renewal_ms),
-        ("evictionTimestamp", 0),
-        ("serviceUpTimestamp", v.registration_ms),
-    ] {
-        leaf(out, i + 2, k, &n.to_string());
-    }
-    out.push_str(&format!("{:i$}</leaseInfo>\n", ""));
-    map_xml(out, i, "metadata", &v.metadata, true);
-    for (k, s) in &v.strings {
-        leaf(out, i, k, s);
-    }
-    leaf(out, i, "isCoordinatingDiscoveryServer", "false");
-    leaf(
-        out,
-        i,
-        "lastUpdatedTimestamp",
-        &v.last_updated_ms.to_string(),
-    );
-    leaf(out, i, "lastDirtyTimestamp", &v.last_dirty_ms.to_string());
-    leaf(out, i, "actionType", v.action);
-    out.push_str(&format!("{:indent$}</instance>\n", ""));
-}
-
-fn app_xml(out: &mut String, indent: usize, name: &str, views: &[View]) {
-    out.push_str(&format!("{:indent$}<application>\n", ""));
-    leaf(out, indent + 2, "name", name);
-    for v in views {
-        instance_xml(out, indent + 2, v);
-    }
-    out.push_str(&format!("{:indent$}</application>\n", ""));
-}
-
-fn apps_xml(apps: &[(String, Vec<View>)], delta: &str, hash: &str) -> String {
-    let mut out = String::from("<applications>\n");
-    leaf(&mut out, 2, "versions__delta", delta);
-    leaf(&mut out, 2, "apps__hashcode", hash);
-    for (n, v) in apps {
-        app_xml(&mut out, 2, n, v);
-    }
-    out.push_str("</applications>\n");
-    out
+/// A one-element document `<root>..</root>` as XML.
+fn xml_document(root: &str, v: &Value) -> Vec<u8> {
+    let mut w = xml::Writer::new();
+    w.element(root, v);
+    w.finish()
 }
 
 // ---- handlers --------------------------------------------------------------
@@ -512,7 +367,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
 
 /// A 200 document in the negotiated format (gzip, when the client accepts it, is the
 /// router's `CompressionLayer`).
-fn document(json_body: bool, body: String) -> Response {
+fn document(json_body: bool, body: Vec<u8>) -> Response {
     let ctype = if json_body {
         "application/json"
     } else {
@@ -536,7 +391,7 @@ fn apps_document(headers: &HeaderMap, apps: &[(String, Vec<View>)], delta: &str)
     let hash = hashcode(apps.iter().flat_map(|(_, v)| v.iter()));
     let j = wants_json(headers);
     let body = if j {
-        apps_json_text(apps, delta, &hash)
+        apps_json_text(apps, delta, &hash).into_bytes()
     } else {
         apps_xml(apps, delta, &hash)
     };
@@ -577,7 +432,7 @@ async fn delta(State(core): State<Core>, headers: HeaderMap) -> Response {
     let j = wants_json(&headers);
     let version = version.to_string();
     let body = if j {
-        apps_json_text(&apps, &version, &hash)
+        apps_json_text(&apps, &version, &hash).into_bytes()
     } else {
         apps_xml(&apps, &version, &hash)
     };
@@ -634,11 +489,11 @@ async fn one_app(
     }
     let j = wants_json(&headers);
     let body = if j {
-        json!({"application": app_json(&app, &list)}).to_string()
+        json!({"application": app_json(&app, &list)})
+            .to_string()
+            .into_bytes()
     } else {
-        let mut out = String::new();
-        app_xml(&mut out, 0, &app, &list);
-        out
+        xml_document("application", &app_json(&app, &list))
     };
     document(j, body)
 }
@@ -649,11 +504,11 @@ fn instance_document(headers: &HeaderMap, v: Option<View>) -> Response {
     };
     let j = wants_json(headers);
     let body = if j {
-        json!({"instance": instance_json(&v)}).to_string()
+        json!({"instance": instance_json(&v)})
+            .to_string()
+            .into_bytes()
     } else {
-        let mut out = String::new();
-        instance_xml(&mut out, 0, &v);
-        out
+        xml_document("instance", &instance_json(&v))
     };
     document(j, body)
 }
@@ -730,7 +585,7 @@ async fn register(
         }
     }
     let incoming = reg.side.overridden_status.clone();
-    if incoming != "UNKNOWN" && registry.eureka.override_of(&id, now).is_none() {
+    if incoming != UNKNOWN && registry.eureka.override_of(&id, now).is_none() {
         registry.eureka.set_override(&id, &incoming, now);
     }
     let override_status = registry.eureka.override_of(&id, now);
@@ -768,7 +623,7 @@ async fn renew(
     };
     let override_status = reg.eureka.override_of(&id, now);
     let status = effective_status(&v.status, override_status.as_deref(), Some(&v.status));
-    if status == "UNKNOWN" {
+    if status == UNKNOWN {
         return StatusCode::NOT_FOUND;
     }
     if status != v.status {
@@ -797,8 +652,6 @@ async fn cancel(State(core): State<Core>, Path((app, id)): Path<(String, String)
         StatusCode::NOT_FOUND
     }
 }
-
-const STATUSES: [&str; 5] = ["UP", "DOWN", "STARTING", "OUT_OF_SERVICE", "UNKNOWN"];
 
 /// `PUT /apps/{APP}/{id}/status?value=S[&lastDirtyTimestamp=T]`: an operator override. 200
 /// (a no-op when the instance already has that status); 404 unknown; 500 when `value` is
@@ -844,7 +697,7 @@ async fn delete_status(
     let value = match query.get("value") {
         Some(v) if STATUSES.contains(&v.as_str()) => v.clone(),
         Some(_) => return StatusCode::INTERNAL_SERVER_ERROR,
-        None => "UNKNOWN".to_owned(),
+        None => UNKNOWN.to_owned(),
     };
     let mut reg = core.lock();
     if find_view(&reg, Some(&app), &id).is_none() {
@@ -854,7 +707,7 @@ async fn delete_status(
         let dirty = query
             .get("lastDirtyTimestamp")
             .and_then(|t| t.trim().parse::<i64>().ok());
-        reg.eureka_set_status(&app, &id, &value, "UNKNOWN", dirty, now_ms());
+        reg.eureka_set_status(&app, &id, &value, UNKNOWN, dirty, now_ms());
     }
     StatusCode::OK
 }
@@ -914,10 +767,11 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
 mod tests {
     use super::*;
     use crate::servicecenter::registry::eureka::*;
-    use crate::servicecenter::registry::{InstanceRecord, MicroService, Registry};
+    use crate::servicecenter::registry::{InstanceRecord, MicroService, Props, Registry};
     use axum::body::Body;
     use axum::http::Request;
     use syncer_plugin_eureka::keys;
+    use syncer_wire_eureka::AMAZON_DC_CLASS;
     use tower::ServiceExt;
 
     async fn call(
@@ -1003,6 +857,51 @@ mod tests {
         assert_eq!(s, StatusCode::NOT_FOUND);
         let (_, xml) = call(&core, "GET", "/eureka/apps/", &[], "").await;
         assert!(xml.contains("<apps__hashcode></apps__hashcode>"), "{xml}");
+    }
+
+    #[tokio::test]
+    async fn xml_reads_are_the_json_documents_in_netflix_order_with_xstream_markers() {
+        let core = Core::new();
+        post(&core, &reg_body("i1", "UP", "acc")).await;
+        let (_, xml) = call(&core, "GET", "/eureka/apps/ACC/i1", &[], "").await;
+        // XStream's spelling, the empty map's class, and the port flag as an attribute.
+        assert!(
+            xml.contains("<overriddenstatus>UNKNOWN</overriddenstatus>"),
+            "{xml}"
+        );
+        assert!(xml.contains(&format!("<metadata class=\"{EMPTY_MAP_CLASS}\"/>")));
+        assert!(xml.contains("<securePort enabled=\"false\">7002</securePort>"));
+        let names: Vec<&str> = xml
+            .lines()
+            .filter_map(|l| l.strip_prefix("  <"))
+            .filter(|l| !l.starts_with([' ', '/']))
+            .filter_map(|l| l.split(['>', ' ', '/']).next())
+            .collect();
+        // Netflix's order: the names are a subsequence of the instance fields.
+        let netflix: Vec<&str> = syncer_wire_eureka::INSTANCE_FIELDS
+            .iter()
+            .map(|f| {
+                if *f == "overriddenStatus" {
+                    "overriddenstatus"
+                } else {
+                    f
+                }
+            })
+            .filter(|f| names.contains(f))
+            .collect();
+        assert_eq!(names, netflix);
+        assert_eq!(names.len(), 18, "{names:?}");
+        // Read back, the XML says what the JSON says.
+        let from_xml = xml::parse(xml.as_bytes()).unwrap();
+        let from_json = json_get(&core, "/eureka/apps/ACC/i1").await;
+        let (x, j) = (&from_xml["instance"], &from_json["instance"]);
+        assert_eq!(field::instance_id(x), field::instance_id(j));
+        assert_eq!(x["overriddenstatus"], j["overriddenStatus"]);
+        for f in ["port", "securePort"] {
+            assert_eq!(field::port(x.get(f), false), field::port(j.get(f), false));
+        }
+        assert_eq!(x["dataCenterInfo"]["@class"], j["dataCenterInfo"]["@class"]);
+        assert_eq!(x["lastDirtyTimestamp"], j["lastDirtyTimestamp"]);
     }
 
     #[tokio::test]

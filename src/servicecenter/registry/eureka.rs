@@ -33,6 +33,10 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use syncer_plugin_eureka::keys;
+use syncer_wire_eureka::{
+    AMAZON_DC_CLASS, AMAZON_DC_NAME, DEFAULT_DC_CLASS, DEFAULT_RENEWAL_INTERVAL_SECS,
+    MY_OWN_DC_NAME, STRING_FIELDS, UNKNOWN,
+};
 
 use super::{
     eureka_to_sc_status, sc_to_eureka_status, InstanceRecord, MicroService, Props, Registry,
@@ -451,10 +455,7 @@ impl EurekaState {
     /// `apps__hashcode` of the registry as of the last delta sync (eureka-notes §4.5):
     /// `STATUS_COUNT_` per status, statuses by name, from the maintained counters.
     pub(crate) fn hashcode(&self) -> String {
-        self.status_counts
-            .iter()
-            .map(|(s, n)| format!("{s}_{n}_"))
-            .collect()
+        syncer_wire_eureka::hashcode_of_counts(&self.status_counts)
     }
 }
 
@@ -474,27 +475,6 @@ fn count(counts: &mut BTreeMap<String, usize>, status: &str, up: bool) {
         }
     }
 }
-
-// ---- Eureka defaults (Netflix's) ---------------------------------------------
-
-/// Lease duration when the register body has none, seconds.
-pub(crate) const DEFAULT_LEASE_SECS: u64 = 90;
-/// Renewal interval when the register body has none, seconds.
-pub(crate) const DEFAULT_RENEWAL_SECS: i64 = 30;
-pub(crate) const DEFAULT_DC_CLASS: &str = "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo";
-pub(crate) const AMAZON_DC_CLASS: &str = "com.netflix.appinfo.AmazonInfo";
-pub(crate) const EMPTY_MAP_CLASS: &str = "java.util.Collections$EmptyMap";
-/// Optional string fields kept as given, in Netflix's output order.
-pub(crate) const STRING_FIELDS: &[&str] = &[
-    "appGroupName",
-    "homePageUrl",
-    "statusPageUrl",
-    "healthCheckUrl",
-    "secureHealthCheckUrl",
-    "vipAddress",
-    "secureVipAddress",
-    "asgName",
-];
 
 // ---- the Eureka view of a stored instance (moved from the HTTP layer) ---------
 
@@ -565,7 +545,7 @@ pub(crate) fn view(service: &MicroService, rec: &InstanceRecord) -> View {
         .as_ref()
         .map(|h| h.interval)
         .filter(|i| *i > 0)
-        .unwrap_or(DEFAULT_RENEWAL_SECS);
+        .unwrap_or(i64::from(DEFAULT_RENEWAL_INTERVAL_SECS));
     // Reserved `eureka.*` properties carry Eureka-only fields through service-center (the
     // eureka plugin's `keys`); they are fields here, not metadata.
     let (reserved, metadata): (Props, Props) = b
@@ -580,12 +560,12 @@ pub(crate) fn view(service: &MicroService, rec: &InstanceRecord) -> View {
         ip_addr: String::new(),
         sid: None,
         status: sc_to_eureka_status(sc_status).to_string(),
-        overridden_status: "UNKNOWN".into(),
+        overridden_status: UNKNOWN.into(),
         port: (80, true),
         secure_port: (443, false),
         country_id: 1,
         dc_class: DEFAULT_DC_CLASS.into(),
-        dc_name: "MyOwn".into(),
+        dc_name: MY_OWN_DC_NAME.into(),
         dc_metadata: Props::new(),
         renewal_secs,
         duration_secs: rec.ttl_secs,
@@ -682,7 +662,7 @@ pub(crate) fn view(service: &MicroService, rec: &InstanceRecord) -> View {
             }
             if let Some(c) = reserved.get(keys::DATA_CENTER_CLASS) {
                 v.dc_class = c.clone();
-            } else if v.dc_name == "Amazon" {
+            } else if v.dc_name == AMAZON_DC_NAME {
                 v.dc_class = AMAZON_DC_CLASS.into();
             }
             v.dc_metadata = reserved
@@ -721,7 +701,7 @@ pub(crate) fn record_fingerprint(
                 rec.body
                     .properties
                     .get(keys::OVERRIDDEN_STATUS)
-                    .map_or("UNKNOWN", String::as_str)
+                    .map_or(UNKNOWN, String::as_str)
             }),
         ),
     };
@@ -821,7 +801,7 @@ pub(crate) fn tick(reg: &mut Registry, now: Instant) {
 
 /// `apps__hashcode` (eureka-notes §4.5): `STATUS_COUNT_` per status, statuses by name.
 pub(crate) fn hashcode<'a>(views: impl IntoIterator<Item = &'a View>) -> String {
-    syncer_plugin_eureka::hashcode(views.into_iter().map(|v| v.status.as_str()))
+    syncer_wire_eureka::hashcode(views.into_iter().map(|v| v.status.as_str()))
 }
 
 /// The current view of instance `id` of `app` (any app when `None`), read live.

@@ -1,22 +1,31 @@
 //! Eureka XML (XStream) documents as the equivalent Eureka JSON [`serde_json::Value`], and back.
 //!
-//! One shape for both encodings lets one lenient reader (`wire`) serve both. The mapping is the
-//! one Netflix's two codecs agree on (eureka-notes §4): an attribute `a` is the key `@a`
-//! (`<port enabled="true">8080</port>` is `{"@enabled": "true", "$": "8080"}`), the text of an
-//! element with attributes or children is `$`, a leaf element is a string, and an element
-//! name repeated under one parent (`application`, `instance`) is an array. Element names are
-//! taken literally (`versions__delta` is also the JSON key), except below `metadata`
-//! elements, where XStream's name escaping is undone (`zone__id` is the key `zone_id`, `_-`
-//! is `$`) on reading and applied on writing, as the Java client does.
+//! One shape for both encodings lets one set of lenient readers ([`crate::field`]) serve
+//! both. The mapping is the one Netflix's two codecs agree on (eureka-notes §4): an attribute
+//! `a` is the key `@a` (`<port enabled="true">8080</port>` is `{"@enabled": "true", "$":
+//! "8080"}`), the text of an element with attributes or children is `$`, a leaf element is a
+//! string, and an element name repeated under one parent (`application`, `instance`) is an
+//! array. Element names are taken literally (`versions__delta` is also the JSON key), except
+//! below `metadata` elements, where XStream's name escaping is undone (`zone__id` is the key
+//! `zone_id`, `_-` is `$`) on reading and applied on writing, as the Java client does, and
+//! an instance's `overriddenStatus`, which XML spells `overriddenstatus` (read as is: the
+//! readers take both spellings).
+//!
+//! [`parse`] reads with quick-xml's pull reader; [`write()`] and the streaming [`Writer`] write
+//! with quick-xml's writer, in Netflix's element order and layout (two-space indent, no
+//! declaration), so that the core's documents look like a Netflix server's.
 //!
 //! Both directions work without recursion, and reading refuses a document nested deeper than
 //! [`MAX_DEPTH`] elements: a 70 KB body nested 10,000 deep used to overflow the stack and abort
 //! the whole daemon (issue 10).
 
+use std::borrow::Cow;
 use std::fmt;
 
-use quick_xml::events::{BytesStart, Event};
+use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use serde_json::{Map, Value};
+
+use crate::INSTANCE_FIELDS;
 
 /// How deep elements may nest in a document [`parse`] accepts; the root element is at depth 1.
 ///
@@ -233,99 +242,313 @@ pub fn parse(body: &[u8]) -> Result<Value, ParseError> {
     }
 }
 
-fn escape_text(s: &str) -> String {
-    quick_xml::escape::escape(s).into_owned()
+/// Where an element's children go in Netflix's documents, by the element's name: XStream
+/// writes them in this order (eureka-notes §4.1, §4.3; `Converters.InstanceInfoConverter`
+/// and friends); clients do not depend on it, but it keeps our documents comparable with a
+/// real server's. A child not named here follows the named ones, in map order.
+fn child_order(element: &str) -> &'static [&'static str] {
+    match element {
+        "applications" => &["versions__delta", "apps__hashcode", "application"],
+        "application" => &["name", "instance"],
+        "instance" => INSTANCE_FIELDS,
+        "dataCenterInfo" => &["name", "metadata"],
+        "leaseInfo" => &[
+            "renewalIntervalInSecs",
+            "durationInSecs",
+            "registrationTimestamp",
+            "lastRenewalTimestamp",
+            "evictionTimestamp",
+            "serviceUpTimestamp",
+        ],
+        _ => &[],
+    }
 }
 
-/// One step of [`write`]: an element to write, or the end tag of one whose children are
-/// being written.
+/// The XML name of the child `key` of element `parent`, or `None` when it cannot be one.
+///
+/// Below `metadata`, the key is XStream-escaped ([`escape_name`]) and left out when it is no
+/// XML name even then (a Netflix server could not carry it in XML either; eureka-notes §4.3:
+/// skip and warn). In an `instance`, JSON's `overriddenStatus` is XStream's
+/// `overriddenstatus` (`Converters.ELEM_OVERRIDDEN_STATUS`). Any other key is taken
+/// literally.
+fn tag<'a>(parent: &str, key: &'a str) -> Option<Cow<'a, str>> {
+    match (parent, key) {
+        ("metadata", _) => {
+            let escaped = escape_name(key);
+            if name_ok(&escaped) {
+                Some(Cow::Owned(escaped))
+            } else {
+                tracing::warn!(key = %key, "metadata key is not an xml name, left out");
+                None
+            }
+        }
+        ("instance", "overriddenStatus") => Some(Cow::Borrowed("overriddenstatus")),
+        _ => Some(Cow::Borrowed(key)),
+    }
+}
+
+/// One step of a [`Writer::element`] walk: an element to write, or the end tag of one whose
+/// children are being written.
 enum Step<'a> {
     Element {
+        /// The element's name: its key in the parent's object.
         name: &'a str,
         value: &'a Value,
+        /// The parent's name (its key; empty for a root), which decides the element's tag.
+        parent: &'a str,
         depth: usize,
-        in_metadata: bool,
     },
     End {
-        tag: String,
+        tag: Cow<'a, str>,
         depth: usize,
     },
+}
+
+/// Streams an XStream-style XML document (two-space indent, an element a line, no
+/// declaration) into memory, from [`Value`]s in the shape [`parse`] reads: the writing half
+/// of the codec, on quick-xml's [`quick_xml::Writer`], which builds and escapes the tags,
+/// attributes and text (`<`, `>`, `&`, `'`, `"`).
+///
+/// [`Writer::open`] and [`Writer::close`] frame a large document, so that its parts can be
+/// written one at a time and the whole never exists as one [`Value`] (the core writes
+/// `/apps` one instance at a time); [`Writer::element`] writes one part:
+///
+/// ```
+/// # use serde_json::json;
+/// let mut w = syncer_wire_eureka::xml::Writer::new();
+/// w.open("applications");
+/// w.element("apps__hashcode", &json!("UP_1_"));
+/// w.element("application", &json!({"name": "A", "instance": [{"instanceId": "i"}]}));
+/// w.close();
+/// assert_eq!(
+///     String::from_utf8(w.finish()).unwrap(),
+///     "<applications>\n  <apps__hashcode>UP_1_</apps__hashcode>\n  <application>\n    \
+///      <name>A</name>\n    <instance>\n      <instanceId>i</instanceId>\n    </instance>\n  \
+///      </application>\n</applications>\n"
+/// );
+/// ```
+///
+/// The mapping is [`parse`]'s, reversed: a key `@a` is the attribute `a`, `$` the text, an
+/// array repeats its element, `null` writes nothing; an object with neither children nor
+/// text is an empty element (`<metadata class="..."/>`), a scalar is text (numbers and
+/// booleans written out), and an array or object in text or attribute position its JSON, or
+/// nothing when nested deeper than `2 * MAX_DEPTH` (which no parsed document is). A
+/// `metadata` element has `@class` as its only attribute and every other key as an entry,
+/// its name XStream-escaped ([`escape_name`]; a key that is no XML name even then is left
+/// out, with a warning, as Netflix could not write it either), and an `instance`'s
+/// `overriddenStatus` is written `overriddenstatus`. Children come in Netflix's order
+/// (`instanceId`, `hostName`, `app`, ... `actionType`, `asgName`; eureka-notes §4.1).
+///
+/// Without recursion (an explicit stack of elements to write), so a value of any depth is
+/// written with a bounded stack, and in linear size: indentation stops growing at
+/// [`MAX_DEPTH`] levels.
+pub struct Writer {
+    xml: quick_xml::Writer<Vec<u8>>,
+    /// The names of the elements [`Writer::open`] opened and [`Writer::close`] has not
+    /// closed, outermost first: the depth and the parent of the next element.
+    open: Vec<String>,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Writer::new()
+    }
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("bytes", &self.xml.get_ref().len())
+            .field("open", &self.open)
+            .finish()
+    }
+}
+
+impl Writer {
+    /// An empty document.
+    pub fn new() -> Self {
+        Writer {
+            xml: quick_xml::Writer::new(Vec::new()),
+            open: Vec::new(),
+        }
+    }
+
+    /// Writes the start tag of `name` on a line of its own; the elements written next are its
+    /// children, up to the matching [`Writer::close`].
+    pub fn open(&mut self, name: &str) {
+        self.indent(self.open.len());
+        self.event(Event::Start(BytesStart::new(name)));
+        self.newline();
+        self.open.push(name.to_owned());
+    }
+
+    /// Writes the end tag of the element [`Writer::open`] opened last; nothing when none is
+    /// open.
+    pub fn close(&mut self) {
+        if let Some(name) = self.open.pop() {
+            self.indent(self.open.len());
+            self.event(Event::End(BytesEnd::new(name)));
+            self.newline();
+        }
+    }
+
+    /// Writes `value` as the element (or, for an array, the elements) `name`, a child of the
+    /// element open last (see the type's docs for the mapping).
+    pub fn element(&mut self, name: &str, value: &Value) {
+        let parent = self.open.last().map_or("", String::as_str);
+        let mut todo = vec![Step::Element {
+            name,
+            value,
+            parent,
+            depth: self.open.len(),
+        }];
+        while let Some(step) = todo.pop() {
+            match step {
+                Step::Element {
+                    name,
+                    value,
+                    parent,
+                    depth,
+                } => write_element(&mut self.xml, &mut todo, name, value, parent, depth),
+                Step::End { tag, depth } => {
+                    indent(&mut self.xml, depth);
+                    event(&mut self.xml, Event::End(BytesEnd::new(tag)));
+                    newline(&mut self.xml);
+                }
+            }
+        }
+    }
+
+    /// Closes every element still open and returns the document.
+    pub fn finish(mut self) -> Vec<u8> {
+        while !self.open.is_empty() {
+            self.close();
+        }
+        self.xml.into_inner()
+    }
+
+    fn indent(&mut self, depth: usize) {
+        indent(&mut self.xml, depth);
+    }
+
+    fn newline(&mut self) {
+        newline(&mut self.xml);
+    }
+
+    fn event(&mut self, e: Event<'_>) {
+        event(&mut self.xml, e);
+    }
+}
+
+/// Writes one event into memory.
+fn event(xml: &mut quick_xml::Writer<Vec<u8>>, e: Event<'_>) {
+    // The sink is a `Vec<u8>`, whose `io::Write` never fails (only allocation can, and that
+    // aborts): quick-xml's error here could only come from the sink.
+    xml.write_event(e)
+        .expect("writing xml into memory cannot fail");
 }
 
 /// Two spaces per level, up to [`MAX_DEPTH`] levels: a deeper element (only a hand-built
 /// value has one) is written at that indentation, so the output stays linear in the input.
-fn indent(out: &mut String, depth: usize) {
-    out.extend(std::iter::repeat_n(' ', 2 * depth.min(MAX_DEPTH)));
+fn indent(xml: &mut quick_xml::Writer<Vec<u8>>, depth: usize) {
+    let out = xml.get_mut();
+    out.resize(out.len() + 2 * depth.min(MAX_DEPTH), b' ');
+}
+
+fn newline(xml: &mut quick_xml::Writer<Vec<u8>>) {
+    xml.get_mut().push(b'\n');
 }
 
 /// Writes the start of one element (or all of it, when it has no children) and queues its
 /// children, first child last, and its end tag on `todo`.
 fn write_element<'a>(
-    out: &mut String,
+    xml: &mut quick_xml::Writer<Vec<u8>>,
     todo: &mut Vec<Step<'a>>,
     name: &'a str,
     v: &'a Value,
+    parent: &'a str,
     depth: usize,
-    in_metadata: bool,
 ) {
-    let tag = if in_metadata {
-        let escaped = escape_name(name);
-        if !name_ok(&escaped) {
-            tracing::debug!(key = %name, "metadata key is not an xml name, left out");
-            return;
-        }
-        escaped
-    } else {
-        name.to_owned()
+    if let Value::Array(items) = v {
+        todo.extend(items.iter().rev().map(|item| Step::Element {
+            name,
+            value: item,
+            parent,
+            depth,
+        }));
+        return;
+    }
+    if v.is_null() {
+        return;
+    }
+    let Some(tag) = tag(parent, name) else {
+        return;
     };
-    match v {
-        Value::Null => {}
-        Value::Array(items) => {
-            todo.extend(items.iter().rev().map(|item| Step::Element {
-                name,
-                value: item,
-                depth,
-                in_metadata,
-            }));
+    indent(xml, depth);
+    let Value::Object(m) = v else {
+        let text = scalar_text(v);
+        event(xml, Event::Start(BytesStart::new(tag.as_ref())));
+        event(xml, Event::Text(BytesText::new(&text)));
+        event(xml, Event::End(BytesEnd::new(tag.as_ref())));
+        newline(xml);
+        return;
+    };
+    // A metadata map's keys are its entries; its only attribute is XStream's class marker.
+    let is_attribute = |k: &str| {
+        if name == "metadata" {
+            k == "@class"
+        } else {
+            k.starts_with('@')
         }
-        Value::Object(m) => {
-            indent(out, depth);
-            out.push('<');
-            out.push_str(&tag);
-            for (k, a) in m {
-                if let Some(attr) = k.strip_prefix('@') {
-                    let a = scalar_text(a);
-                    out.push_str(&format!(" {attr}=\"{}\"", escape_text(&a)));
-                }
-            }
-            let children: Vec<(&String, &Value)> = m
-                .iter()
-                .filter(|(k, _)| !k.starts_with('@') && k.as_str() != "$")
-                .collect();
-            let text = m.get("$").map(scalar_text).unwrap_or_default();
-            if children.is_empty() && text.is_empty() {
-                out.push_str("/>\n");
-            } else if children.is_empty() {
-                out.push_str(&format!(">{}</{tag}>\n", escape_text(&text)));
+    };
+    let mut start = BytesStart::new(tag.as_ref());
+    let mut attributes: Vec<(&str, String)> = Vec::new();
+    for (k, a) in m {
+        if is_attribute(k) {
+            attributes.push((&k[1..], scalar_text(a)));
+        }
+    }
+    start.extend_attributes(attributes.iter().map(|(k, a)| (*k, a.as_str())));
+    let mut children: Vec<(&'a String, &'a Value)> = m
+        .iter()
+        .filter(|(k, _)| !is_attribute(k) && (name == "metadata" || k.as_str() != "$"))
+        .collect();
+    let order = child_order(name);
+    if !order.is_empty() {
+        // Stable: children not in the order keep their map order, after the others.
+        // XML's spelling of an instance's `overriddenStatus` takes its place too.
+        let rank = |k: &str| {
+            let k = if k == "overriddenstatus" {
+                "overriddenStatus"
             } else {
-                out.push_str(">\n");
-                todo.push(Step::End { tag, depth });
-                let child_meta = name == "metadata";
-                todo.extend(children.into_iter().rev().map(|(k, c)| Step::Element {
-                    name: k,
-                    value: c,
-                    depth: depth + 1,
-                    in_metadata: child_meta,
-                }));
-            }
-        }
-        other => {
-            indent(out, depth);
-            out.push_str(&format!(
-                "<{tag}>{}</{tag}>\n",
-                escape_text(&scalar_text(other))
-            ));
-        }
+                k
+            };
+            order.iter().position(|o| *o == k).unwrap_or(order.len())
+        };
+        children.sort_by_key(|(k, _)| rank(k));
+    }
+    let text = match m.get("$") {
+        Some(t) if name != "metadata" => scalar_text(t),
+        _ => String::new(),
+    };
+    if children.is_empty() && text.is_empty() {
+        event(xml, Event::Empty(start));
+        newline(xml);
+    } else if children.is_empty() {
+        event(xml, Event::Start(start));
+        event(xml, Event::Text(BytesText::new(&text)));
+        event(xml, Event::End(BytesEnd::new(tag.as_ref())));
+        newline(xml);
+    } else {
+        event(xml, Event::Start(start));
+        newline(xml);
+        todo.push(Step::End { tag, depth });
+        todo.extend(children.into_iter().rev().map(|(k, c)| Step::Element {
+            name: k,
+            value: c,
+            parent: name,
+            depth: depth + 1,
+        }));
     }
 }
 
@@ -359,45 +582,17 @@ fn nested_deeper_than(v: &Value, limit: usize) -> bool {
     false
 }
 
-/// Writes a `{root: value}` document as XStream-style XML (two-space indent, no declaration);
-/// the inverse of [`parse`]. Metadata keys that cannot be element names are left out (a
-/// Netflix server could not carry them in XML either).
-///
-/// Without recursion (an explicit stack of elements to write), so a value of any depth is
-/// written with a bounded stack, and in linear size: indentation stops growing at
-/// [`MAX_DEPTH`] levels. An array or object in text or attribute position (`$`, `@name`) is
-/// written as its JSON, or left out when nested deeper than `2 * MAX_DEPTH`, which no parsed
-/// document is.
-pub fn write(doc: &Value) -> String {
-    let mut out = String::new();
-    let Value::Object(m) = doc else {
-        return out;
-    };
-    let mut todo: Vec<Step<'_>> = m
-        .iter()
-        .rev()
-        .map(|(root, v)| Step::Element {
-            name: root,
-            value: v,
-            depth: 0,
-            in_metadata: false,
-        })
-        .collect();
-    while let Some(step) = todo.pop() {
-        match step {
-            Step::Element {
-                name,
-                value,
-                depth,
-                in_metadata,
-            } => write_element(&mut out, &mut todo, name, value, depth, in_metadata),
-            Step::End { tag, depth } => {
-                indent(&mut out, depth);
-                out.push_str(&format!("</{tag}>\n"));
-            }
+/// Writes a `{root: value}` document as XStream-style XML (see [`Writer`]); the inverse of
+/// [`parse`]. Metadata keys that cannot be element names are left out (a Netflix server
+/// could not carry them in XML either).
+pub fn write(doc: &Value) -> Vec<u8> {
+    let mut w = Writer::new();
+    if let Value::Object(m) = doc {
+        for (root, v) in m {
+            w.element(root, v);
         }
     }
-    out
+    w.finish()
 }
 
 #[cfg(test)]
@@ -430,6 +625,11 @@ mod tests {
         );
     }
 
+    /// [`write`] as text.
+    fn write_text(doc: &Value) -> String {
+        String::from_utf8(write(doc)).expect("utf-8")
+    }
+
     #[test]
     fn writing_then_parsing_gives_the_document_back() {
         let doc = json!({"instance": {
@@ -438,7 +638,7 @@ mod tests {
             "dataCenterInfo": {"@class": "x$y", "name": "Amazon",
                 "metadata": {"instance-id": "i-1"}}
         }});
-        let xml = write(&doc);
+        let xml = write_text(&doc);
         assert!(xml.contains("<zone__id>z</zone__id>"), "{xml}");
         let back = parse(xml.as_bytes()).expect("parses");
         let mut expected = doc.clone();
@@ -541,7 +741,7 @@ mod tests {
         let doc = parse(body.as_bytes()).expect("at the limit");
         assert_eq!(depth_of(&doc), 2 * MAX_DEPTH);
         serde_json::to_string(&doc).expect("serializes");
-        assert_eq!(parse(write(&doc).as_bytes()).expect("written back"), doc);
+        assert_eq!(parse(&write(&doc)).expect("written back"), doc);
     }
 
     #[test]
@@ -556,7 +756,7 @@ mod tests {
             v = Value::Object(m);
         }
         let doc = object("root", v);
-        let xml = write(&doc);
+        let xml = write_text(&doc);
         drop_flat(doc);
         // `<root n="1">`, then an `<a n="1">` per level below it, then `<a>deepest</a>`.
         assert!(xml.starts_with("<root n=\"1\">\n"));
@@ -578,7 +778,70 @@ mod tests {
         let mut r = object("$", deep);
         r["@x"] = json!("y");
         let doc = object("r", r);
-        assert_eq!(write(&doc), "<r x=\"y\"/>\n");
+        assert_eq!(write_text(&doc), "<r x=\"y\"/>\n");
         drop_flat(doc);
+    }
+
+    #[test]
+    fn an_instance_is_written_in_netflix_order_with_xstream_names() {
+        // serde_json's map is sorted by key: the order is the writer's.
+        let doc = json!({"instance": {
+            "actionType": "ADDED", "app": "A", "asgName": "g", "instanceId": "i",
+            "overriddenStatus": "UNKNOWN", "vipAddress": "a", "metadata": {"a_b": "1"},
+            "leaseInfo": {"durationInSecs": 90, "renewalIntervalInSecs": 30},
+            "port": {"$": 80, "@enabled": "true"}, "custom": "c"
+        }});
+        assert_eq!(
+            write_text(&doc),
+            "<instance>\n  <instanceId>i</instanceId>\n  <app>A</app>\n  \
+             <overriddenstatus>UNKNOWN</overriddenstatus>\n  <port enabled=\"true\">80</port>\n  \
+             <leaseInfo>\n    <renewalIntervalInSecs>30</renewalIntervalInSecs>\n    \
+             <durationInSecs>90</durationInSecs>\n  </leaseInfo>\n  <metadata>\n    \
+             <a__b>1</a__b>\n  </metadata>\n  <vipAddress>a</vipAddress>\n  \
+             <actionType>ADDED</actionType>\n  <asgName>g</asgName>\n  <custom>c</custom>\n\
+             </instance>\n"
+        );
+    }
+
+    #[test]
+    fn metadata_keys_are_entries_and_only_the_class_marker_an_attribute() {
+        let empty = json!({"metadata": {"@class": "java.util.Collections$EmptyMap"}});
+        assert_eq!(
+            write_text(&empty),
+            "<metadata class=\"java.util.Collections$EmptyMap\"/>\n"
+        );
+        let odd = json!({"metadata": {"$": "d", "@x": "at", "bad key": "v", "k": "<&>"}});
+        let xml = write_text(&odd);
+        assert_eq!(
+            xml,
+            "<metadata>\n  <_->d</_->\n  <k>&lt;&amp;&gt;</k>\n</metadata>\n"
+        );
+        assert_eq!(
+            parse(xml.as_bytes()).expect("parses"),
+            json!({"metadata": {"$": "d", "k": "<&>"}})
+        );
+    }
+
+    #[test]
+    fn the_streaming_writer_writes_what_write_writes() {
+        let app = json!({"name": "A", "instance": [{"instanceId": "i1"}, {"instanceId": "i2"}]});
+        let doc = json!({"applications": {
+            "apps__hashcode": "", "versions__delta": "1", "application": [app.clone()]
+        }});
+        let mut w = Writer::new();
+        w.open("applications");
+        w.element("versions__delta", &json!("1"));
+        w.element("apps__hashcode", &json!(""));
+        w.open("application");
+        w.element("name", &json!("A"));
+        for i in app["instance"].as_array().expect("array") {
+            w.element("instance", i);
+        }
+        // `finish` closes what is still open.
+        assert_eq!(
+            String::from_utf8(w.finish()).expect("utf-8"),
+            write_text(&doc)
+        );
+        assert!(write_text(&doc).contains("<apps__hashcode></apps__hashcode>"));
     }
 }
