@@ -180,11 +180,11 @@ impl Registry {
 
     /// Notes for the Eureka delta that instance `rec` of service `sid` (still known) was
     /// removed; the record is kept until the next delta sync for its `DELETED` entry.
-    fn eureka_gone(&mut self, sid: &str, rec: InstanceRecord) {
+    fn eureka_gone(&mut self, sid: &str, rec: Box<InstanceRecord>) {
         self.log_instance(sid, &rec.body.instance_id);
         if let Some(e) = self.services.get(sid) {
             if let Some(app) = mapped_eureka_app(&e.domain, &e.project, &e.service.service_name) {
-                self.eureka.removed(app, &e.service.service_name, rec);
+                self.eureka.removed(app, &e.service.service_name, *rec);
             }
         }
     }
@@ -198,7 +198,7 @@ impl Registry {
         let name = &entry.service.service_name;
         if let Some(app) = mapped_eureka_app(&entry.domain, &entry.project, name) {
             for rec in entry.instances.into_values() {
-                self.eureka.removed(app.clone(), name, rec);
+                self.eureka.removed(app.clone(), name, *rec);
             }
         }
     }
