@@ -69,7 +69,7 @@ impl Registry {
         let iid = body.instance_id.clone();
         let rec = Box::new(InstanceRecord {
             body,
-            eureka,
+            eureka: eureka.map(Box::new),
             ttl_secs,
             deadline,
             registered_ms: now_ms,

@@ -45,8 +45,8 @@ pub struct EurekaSide {
 pub struct InstanceRecord {
     /// The SC body as stored and returned.
     pub body: MicroServiceInstance,
-    /// Eureka-only fields when registered through `/eureka`.
-    pub eureka: Option<EurekaSide>,
+    /// Eureka-only fields when registered through `/eureka` (boxed: most records have none).
+    pub eureka: Option<Box<EurekaSide>>,
     /// Lease duration in seconds.
     pub ttl_secs: u64,
     /// When the lease ends unless renewed.
