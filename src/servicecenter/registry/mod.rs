@@ -73,8 +73,8 @@ pub const EUREKA_VERSION: &str = "0.0.1";
 pub struct Registry {
     services: HashMap<String, ServiceEntry>,
     by_key: HashMap<ServiceKey, String>,
-    by_name: HashMap<NameKey, BTreeSet<String>>,
-    by_app: HashMap<String, BTreeSet<String>>,
+    by_name: HashMap<NameKey, IdSet>,
+    by_app: HashMap<String, IdSet>,
     leases: BTreeSet<(Instant, String, String)>,
     revision: u64,
     /// Changes not yet written to the store (see `store/mod.rs`); inert without a store.
