@@ -56,12 +56,12 @@ impl Registry {
                 self.by_key.insert(key, id.clone());
                 self.services.insert(
                     id.clone(),
-                    ServiceEntry {
+                    Box::new(ServiceEntry {
                         domain: DEFAULT_TENANT.into(),
                         project: DEFAULT_TENANT.into(),
                         service: svc,
                         instances: BTreeMap::new(),
-                    },
+                    }),
                 );
                 self.mark_service(&id);
                 id

@@ -71,7 +71,8 @@ pub const EUREKA_VERSION: &str = "0.0.1";
 /// The in-memory registry. See the module docs for its indexes.
 #[derive(Debug, Default)]
 pub struct Registry {
-    services: HashMap<String, ServiceEntry>,
+    /// Boxed: the table keeps spare slots, each the size of its value.
+    services: HashMap<String, Box<ServiceEntry>>,
     by_key: HashMap<ServiceKey, String>,
     by_name: HashMap<NameKey, IdSet>,
     by_app: HashMap<String, IdSet>,

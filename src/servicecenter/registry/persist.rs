@@ -315,12 +315,12 @@ impl Registry {
             .insert((name_key, s.version.clone()), service_id.to_string());
         self.services.insert(
             service_id.to_string(),
-            ServiceEntry {
+            Box::new(ServiceEntry {
                 domain: domain.to_string(),
                 project: project.to_string(),
                 service: s,
                 instances,
-            },
+            }),
         );
         true
     }
@@ -365,7 +365,7 @@ impl Registry {
                 .remove(&(rec.deadline, id.to_string(), iid.clone()));
         }
         self.unindex(&entry);
-        self.eureka_gone_service(entry);
+        self.eureka_gone_service(*entry);
         true
     }
 
