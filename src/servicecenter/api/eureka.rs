@@ -1441,7 +1441,7 @@ mod tests {
                     .collect(),
                 ..MicroServiceInstance::default()
             },
-            eureka: side,
+            eureka: side.map(Box::new),
             ttl_secs: 1,
             deadline: Instant::now(),
             registered_ms: 1,

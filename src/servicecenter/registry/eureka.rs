@@ -29,6 +29,8 @@
 //!
 //! [`Registry`]: super::Registry
 
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -79,6 +81,52 @@ impl Action {
 
 /// How the delta names an instance: (app name, instance id).
 pub(crate) type Key = (String, String);
+
+/// A [`Key`] seen as (app, id) borrowed, so that a map keyed by [`Key`] is searched with
+/// two `&str` and no key built.
+pub(crate) trait KeyRef {
+    /// (app name, instance id).
+    fn parts(&self) -> (&str, &str);
+}
+
+impl KeyRef for Key {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl KeyRef for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> Borrow<dyn KeyRef + 'a> for Key {
+    fn borrow(&self) -> &(dyn KeyRef + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn KeyRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyRef + '_ {}
+
+impl PartialOrd for dyn KeyRef + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The order of [`Key`] itself (app, then id), as `Borrow` requires.
+impl Ord for dyn KeyRef + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
 
 /// What changes of a view are noticed: the record's last update time (moved by every
 /// write, not by renewals), its registration time and the Eureka statuses
@@ -131,8 +179,9 @@ pub struct EurekaState {
     overrides: HashMap<String, (String, Instant)>,
     /// The recently-changed queue, oldest first: (when, sequence number, instance).
     recent: VecDeque<(Instant, u64, Key)>,
-    /// The latest queued change per app and instance id (what the delta shows).
-    latest: BTreeMap<String, BTreeMap<String, Latest>>,
+    /// The latest queued change per (app, instance id) (what the delta shows). One flat
+    /// map: a map per app would cost a B-tree node per app of one instance.
+    latest: BTreeMap<Key, Latest>,
     /// Sequence number of the next queue entry.
     next_seq: u64,
     /// Fingerprints of the instances as of the last delta sync.
@@ -349,17 +398,12 @@ impl EurekaState {
             .front()
             .is_some_and(|(at, _, _)| now.saturating_duration_since(*at) >= DELTA_RETENTION)
         {
-            let Some((_, seq, (app, id))) = self.recent.pop_front() else {
+            let Some((_, seq, key)) = self.recent.pop_front() else {
                 break;
             };
             popped = true;
-            if let Some(ids) = self.latest.get_mut(&app) {
-                if ids.get(&id).is_some_and(|l| l.seq == seq) {
-                    ids.remove(&id);
-                    if ids.is_empty() {
-                        self.latest.remove(&app);
-                    }
-                }
+            if self.latest.get(&key).is_some_and(|l| l.seq == seq) {
+                self.latest.remove(&key);
             }
         }
         if popped {
@@ -417,11 +461,7 @@ impl EurekaState {
             } else {
                 None
             };
-            let (app, id) = key;
-            self.latest
-                .entry(app)
-                .or_default()
-                .insert(id, Latest { seq, action, view });
+            self.latest.insert(key, Latest { seq, action, view });
         }
         if changed {
             self.version += 1;
@@ -433,18 +473,16 @@ impl EurekaState {
     /// as `actionType`).
     pub fn last_action(&self, app: &str, id: &str) -> Action {
         self.latest
-            .get(app)
-            .and_then(|ids| ids.get(id))
+            .get(&(app, id) as &dyn KeyRef)
             .map_or(Action::Added, |l| l.action)
     }
 
     /// The delta, by app name then instance id: (app, id, latest action, the view at
     /// removal for `DELETED`); the others are rendered by the caller from the registry.
     pub(crate) fn delta(&self) -> impl Iterator<Item = (&str, &str, Action, Option<&View>)> {
-        self.latest.iter().flat_map(|(app, ids)| {
-            ids.iter()
-                .map(move |(id, l)| (app.as_str(), id.as_str(), l.action, l.view.as_deref()))
-        })
+        self.latest
+            .iter()
+            .map(|((app, id), l)| (app.as_str(), id.as_str(), l.action, l.view.as_deref()))
     }
 
     /// `versions__delta`.
@@ -862,5 +900,44 @@ mod tests {
         );
         state.sweep(start + OVERRIDE_MEMORY + Duration::from_secs(10));
         assert_eq!(state.override_of("i", start), None);
+    }
+
+    #[test]
+    fn delta_entries_are_kept_per_app_and_id_in_order_until_retention_ends() {
+        let start = Instant::now();
+        let mut state = EurekaState::default();
+        let fp = |status: &str| Some((1, 1, status.to_owned(), "UNKNOWN".to_owned()));
+        let key = |app: &str, id: &str| (app.to_owned(), id.to_owned());
+        state.track(
+            start,
+            vec![
+                (key("B", "1"), fp("UP"), None),
+                (key("A", "2"), fp("UP"), None),
+                (key("A", "1"), fp("UP"), None),
+            ],
+        );
+        // The same id in another app is another entry.
+        state.track(
+            start + Duration::from_secs(1),
+            vec![(key("A", "1"), fp("DOWN"), None)],
+        );
+        let delta: Vec<_> = state.delta().map(|(app, id, a, _)| (app, id, a)).collect();
+        assert_eq!(
+            delta,
+            [
+                ("A", "1", Action::Modified),
+                ("A", "2", Action::Added),
+                ("B", "1", Action::Added),
+            ]
+        );
+        assert_eq!(state.last_action("A", "1"), Action::Modified);
+        assert_eq!(state.last_action("B", "1"), Action::Added);
+        assert_eq!(state.last_action("B", "2"), Action::Added);
+        // The first sync's entries leave after the retention; A/1's later one stays.
+        state.sweep(start + DELTA_RETENTION);
+        let delta: Vec<_> = state.delta().map(|(app, id, a, _)| (app, id, a)).collect();
+        assert_eq!(delta, [("A", "1", Action::Modified)]);
+        state.sweep(start + DELTA_RETENTION + Duration::from_secs(1));
+        assert_eq!(state.delta().count(), 0);
     }
 }

@@ -67,15 +67,15 @@ impl Registry {
         };
         let deadline = now + Duration::from_secs(ttl_secs);
         let iid = body.instance_id.clone();
-        let rec = InstanceRecord {
+        let rec = Box::new(InstanceRecord {
             body,
-            eureka,
+            eureka: eureka.map(Box::new),
             ttl_secs,
             deadline,
             registered_ms: now_ms,
             renewed_ms: now_ms,
             updated_ms: now_ms,
-        };
+        });
         if let Some(old) = entry.instances.insert(iid.clone(), rec) {
             self.leases
                 .remove(&(old.deadline, service_id.to_string(), iid.clone()));
@@ -141,6 +141,7 @@ impl Registry {
         self.service(domain, project, service_id)?
             .instances
             .get(instance_id)
+            .map(|r| &**r)
             .ok_or_else(|| instance_missing(instance_id))
     }
 

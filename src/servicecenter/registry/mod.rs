@@ -71,10 +71,11 @@ pub const EUREKA_VERSION: &str = "0.0.1";
 /// The in-memory registry. See the module docs for its indexes.
 #[derive(Debug, Default)]
 pub struct Registry {
-    services: HashMap<String, ServiceEntry>,
+    /// Boxed: the table keeps spare slots, each the size of its value.
+    services: HashMap<String, Box<ServiceEntry>>,
     by_key: HashMap<ServiceKey, String>,
-    by_name: HashMap<NameKey, BTreeSet<String>>,
-    by_app: HashMap<String, BTreeSet<String>>,
+    by_name: HashMap<NameKey, IdSet>,
+    by_app: HashMap<String, IdSet>,
     leases: BTreeSet<(Instant, String, String)>,
     revision: u64,
     /// Changes not yet written to the store (see `store/mod.rs`); inert without a store.
@@ -180,11 +181,11 @@ impl Registry {
 
     /// Notes for the Eureka delta that instance `rec` of service `sid` (still known) was
     /// removed; the record is kept until the next delta sync for its `DELETED` entry.
-    fn eureka_gone(&mut self, sid: &str, rec: InstanceRecord) {
+    fn eureka_gone(&mut self, sid: &str, rec: Box<InstanceRecord>) {
         self.log_instance(sid, &rec.body.instance_id);
         if let Some(e) = self.services.get(sid) {
             if let Some(app) = mapped_eureka_app(&e.domain, &e.project, &e.service.service_name) {
-                self.eureka.removed(app, &e.service.service_name, rec);
+                self.eureka.removed(app, &e.service.service_name, *rec);
             }
         }
     }
@@ -198,7 +199,7 @@ impl Registry {
         let name = &entry.service.service_name;
         if let Some(app) = mapped_eureka_app(&entry.domain, &entry.project, name) {
             for rec in entry.instances.into_values() {
-                self.eureka.removed(app.clone(), name, rec);
+                self.eureka.removed(app.clone(), name, *rec);
             }
         }
     }

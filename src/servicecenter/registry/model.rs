@@ -45,8 +45,8 @@ pub struct EurekaSide {
 pub struct InstanceRecord {
     /// The SC body as stored and returned.
     pub body: MicroServiceInstance,
-    /// Eureka-only fields when registered through `/eureka`.
-    pub eureka: Option<EurekaSide>,
+    /// Eureka-only fields when registered through `/eureka` (boxed: most records have none).
+    pub eureka: Option<Box<EurekaSide>>,
     /// Lease duration in seconds.
     pub ttl_secs: u64,
     /// When the lease ends unless renewed.
@@ -68,14 +68,57 @@ pub struct ServiceEntry {
     pub project: String,
     /// The stored body.
     pub service: MicroService,
-    /// Instances by instanceId.
-    pub instances: BTreeMap<String, InstanceRecord>,
+    /// Instances by instanceId. Boxed: a B-tree node has room for 11 values, so an inline
+    /// record would cost 11 record sizes for a service with one instance.
+    pub instances: BTreeMap<String, Box<InstanceRecord>>,
 }
 
 /// (domain, project, env, appId, serviceName).
 pub(super) type NameKey = (String, String, String, String, String);
 /// (domain, project, env, appId, serviceName, version).
 pub(super) type ServiceKey = (NameKey, String);
+
+/// A small ordered set of serviceIds (the versions of a name, the services of an app): a
+/// sorted `Vec` of exact capacity, since most sets hold one id and a `BTreeSet` node has
+/// room for eleven.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct IdSet(Vec<String>);
+
+impl IdSet {
+    /// Adds `id`; false when it was there.
+    pub(crate) fn insert(&mut self, id: String) -> bool {
+        match self.0.binary_search(&id) {
+            Ok(_) => false,
+            Err(at) => {
+                // Exact: `Vec` would make room for four ids at the first insert.
+                self.0.reserve_exact(1);
+                self.0.insert(at, id);
+                true
+            }
+        }
+    }
+
+    /// Removes `id`; false when it was not there.
+    pub(crate) fn remove(&mut self, id: &str) -> bool {
+        match self.0.binary_search_by(|x| x.as_str().cmp(id)) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether the set is empty.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The ids in order.
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+}
 
 /// What a Eureka register asks for, already validated and mapped (see `eureka.rs`).
 #[derive(Debug, Clone)]
@@ -88,4 +131,25 @@ pub struct EurekaRegistration {
     pub side: EurekaSide,
     /// `leaseInfo.durationInSecs` if > 0, else 90.
     pub lease_secs: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IdSet;
+
+    #[test]
+    fn id_sets_stay_sorted_without_duplicates() {
+        let mut s = IdSet::default();
+        assert!(s.is_empty());
+        assert!(s.insert("b".into()));
+        assert!(s.insert("a".into()));
+        assert!(s.insert("c".into()));
+        assert!(!s.insert("b".into()));
+        assert_eq!(s.iter().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert!(s.remove("b"));
+        assert!(!s.remove("b"));
+        assert_eq!(s.iter().collect::<Vec<_>>(), ["a", "c"]);
+        assert!(s.remove("a") && s.remove("c"));
+        assert!(s.is_empty());
+    }
 }

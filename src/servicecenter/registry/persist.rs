@@ -287,7 +287,7 @@ impl Registry {
             // Its instances move between Eureka apps (or in or out of them).
             for (iid, rec) in &instances {
                 if let Some((app, name)) = &old_app {
-                    self.eureka.removed(app.clone(), name, rec.clone());
+                    self.eureka.removed(app.clone(), name, (**rec).clone());
                 }
                 if let Some(app) = &new_app {
                     self.eureka.touch(app.clone(), iid);
@@ -315,12 +315,12 @@ impl Registry {
             .insert((name_key, s.version.clone()), service_id.to_string());
         self.services.insert(
             service_id.to_string(),
-            ServiceEntry {
+            Box::new(ServiceEntry {
                 domain: domain.to_string(),
                 project: project.to_string(),
                 service: s,
                 instances,
-            },
+            }),
         );
         true
     }
@@ -365,7 +365,7 @@ impl Registry {
                 .remove(&(rec.deadline, id.to_string(), iid.clone()));
         }
         self.unindex(&entry);
-        self.eureka_gone_service(entry);
+        self.eureka_gone_service(*entry);
         true
     }
 
@@ -414,7 +414,7 @@ impl Registry {
         let full = Duration::from_secs(ttl_secs);
         let left = remaining.unwrap_or(full).min(full);
         let deadline = now + left;
-        let rec = InstanceRecord {
+        let rec = Box::new(InstanceRecord {
             registered_ms: stored_ms(&body.timestamp, wall),
             updated_ms: stored_ms(&body.mod_timestamp, wall),
             renewed_ms: wall,
@@ -422,7 +422,7 @@ impl Registry {
             eureka: None,
             ttl_secs,
             deadline,
-        };
+        });
         entry.instances.insert(instance_id.to_string(), rec);
         self.leases
             .insert((deadline, service_id.to_string(), instance_id.to_string()));

@@ -74,12 +74,12 @@ impl Registry {
         self.by_key.insert(key, id.clone());
         self.services.insert(
             id.clone(),
-            ServiceEntry {
+            Box::new(ServiceEntry {
                 domain: domain.to_string(),
                 project: project.to_string(),
                 service: s,
                 instances: BTreeMap::new(),
-            },
+            }),
         );
         self.mark_service(&id);
         self.bump();
@@ -93,6 +93,7 @@ impl Registry {
     pub fn service(&self, domain: &str, project: &str, id: &str) -> Result<&ServiceEntry, ScError> {
         self.services
             .get(id)
+            .map(|e| &**e)
             .filter(|e| e.domain == domain && e.project == project)
             .ok_or_else(|| ScError::new(SERVICE_NOT_EXISTS, format!("service {id} does not exist")))
     }
@@ -126,6 +127,7 @@ impl Registry {
     ) -> Result<&mut ServiceEntry, ScError> {
         self.services
             .get_mut(id)
+            .map(|e| &mut **e)
             .filter(|e| e.domain == domain && e.project == project)
             .ok_or_else(|| ScError::new(SERVICE_NOT_EXISTS, format!("service {id} does not exist")))
     }
@@ -144,12 +146,12 @@ impl Registry {
 
     /// The service `id`, whatever its tenant.
     pub(crate) fn entry(&self, id: &str) -> Option<&ServiceEntry> {
-        self.services.get(id)
+        self.services.get(id).map(|e| &**e)
     }
 
     /// Every service in every tenant (for the admin dump).
     pub fn all_services(&self) -> impl Iterator<Item = &ServiceEntry> {
-        self.services.values()
+        self.services.values().map(|e| &**e)
     }
 
     /// Deletes a microservice and its instances.
@@ -201,7 +203,7 @@ impl Registry {
                 }
             }
         }
-        self.eureka_gone_service(entry);
+        self.eureka_gone_service(*entry);
         self.bump();
         Ok(())
     }

@@ -12,7 +12,9 @@
 //! Segments are taken as they are; a `/` inside a domain or project name is not escaped
 //! (service-center does not escape either).
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::{Deserialize, Serialize, Serializer};
 
 /// The root of every key.
 pub const ROOT: &str = "/cse-sr/";
@@ -21,9 +23,77 @@ const INDEXES: &str = "/cse-sr/ms/indexes/";
 const INSTANCES: &str = "/cse-sr/inst/files/";
 const LEASES: &str = "/cse-sr/inst/leases/";
 
+/// A key not yet written: its prefix and segments, joined by `/` where it is displayed or
+/// serialised (as a string), so that a writer of many keys (the admin dump) builds no
+/// `String` per key. [`service`], [`service_index`] and [`instance`] are its `to_string()`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Key<'a, const N: usize> {
+    prefix: &'static str,
+    segments: [&'a str; N],
+}
+
+impl<const N: usize> fmt::Display for Key<'_, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.prefix)?;
+        for (i, s) in self.segments.iter().enumerate() {
+            if i > 0 {
+                f.write_str("/")?;
+            }
+            f.write_str(s)?;
+        }
+        Ok(())
+    }
+}
+
+impl<const N: usize> Serialize for Key<'_, N> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// [`service`], unwritten.
+pub(crate) fn service_key<'a>(
+    domain: &'a str,
+    project: &'a str,
+    service_id: &'a str,
+) -> Key<'a, 3> {
+    Key {
+        prefix: SERVICES,
+        segments: [domain, project, service_id],
+    }
+}
+
+/// [`service_index`], unwritten.
+pub(crate) fn service_index_key<'a>(
+    domain: &'a str,
+    project: &'a str,
+    env: &'a str,
+    app_id: &'a str,
+    service_name: &'a str,
+    version: &'a str,
+) -> Key<'a, 6> {
+    Key {
+        prefix: INDEXES,
+        segments: [domain, project, env, app_id, service_name, version],
+    }
+}
+
+/// [`instance`], unwritten.
+pub(crate) fn instance_key<'a>(
+    domain: &'a str,
+    project: &'a str,
+    service_id: &'a str,
+    instance_id: &'a str,
+) -> Key<'a, 4> {
+    Key {
+        prefix: INSTANCES,
+        segments: [domain, project, service_id, instance_id],
+    }
+}
+
 /// `/cse-sr/ms/files/{domain}/{project}/{serviceId}`.
 pub fn service(domain: &str, project: &str, service_id: &str) -> String {
-    format!("{SERVICES}{domain}/{project}/{service_id}")
+    service_key(domain, project, service_id).to_string()
 }
 
 /// `/cse-sr/ms/indexes/{domain}/{project}/{env}/{appId}/{serviceName}/{version}`.
@@ -35,12 +105,12 @@ pub fn service_index(
     service_name: &str,
     version: &str,
 ) -> String {
-    format!("{INDEXES}{domain}/{project}/{env}/{app_id}/{service_name}/{version}")
+    service_index_key(domain, project, env, app_id, service_name, version).to_string()
 }
 
 /// `/cse-sr/inst/files/{domain}/{project}/{serviceId}/{instanceId}`.
 pub fn instance(domain: &str, project: &str, service_id: &str, instance_id: &str) -> String {
-    format!("{INSTANCES}{domain}/{project}/{service_id}/{instance_id}")
+    instance_key(domain, project, service_id, instance_id).to_string()
 }
 
 /// `/cse-sr/inst/leases/{domain}/{project}/{serviceId}/{instanceId}`.
@@ -193,6 +263,15 @@ mod tests {
             Parsed::Index
         );
         assert_eq!(parse("/cse-sr/ms/files/d/p"), Parsed::Other);
+        // Unwritten keys serialise as the strings, escaped as strings are.
+        assert_eq!(
+            serde_json::to_string(&instance_key("d\"", "p", "s1", "i1")).unwrap(),
+            serde_json::to_string(&instance("d\"", "p", "s1", "i1")).unwrap()
+        );
+        assert_eq!(
+            service_index_key("d", "p", "", "a", "n", "1").to_string(),
+            "/cse-sr/ms/indexes/d/p//a/n/1"
+        );
         assert_eq!(parse("/cse-sr/ms/tags/d/p/s"), Parsed::Other);
     }
 }

@@ -1,12 +1,66 @@
 //! `GET /v4/{project}/admin/dump`: the whole registry as service-center's admin dump.
 
 use super::*;
+use crate::servicecenter::registry::ServiceEntry;
+use crate::servicecenter::store::keys;
 
 #[derive(Serialize)]
-pub(super) struct KeyValue<T: Serialize> {
-    key: String,
+pub(super) struct KeyValue<T: Serialize, K: Serialize = String> {
+    key: K,
     rev: u64,
     value: T,
+}
+
+/// The services, their indexes or their instances of a dump, written from the registry
+/// as the reply is rendered: no list of records and no key strings in between.
+pub(super) struct DumpRecords<'a> {
+    /// Every service, by serviceId.
+    entries: &'a [&'a ServiceEntry],
+    rev: u64,
+    what: DumpPart,
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum DumpPart {
+    Services,
+    Indexes,
+    Instances,
+}
+
+impl Serialize for DumpRecords<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let rev = self.rev;
+        let entries = self.entries.iter();
+        match self.what {
+            DumpPart::Services => ser.collect_seq(entries.map(|e| KeyValue {
+                key: keys::service_key(&e.domain, &e.project, &e.service.service_id),
+                rev,
+                value: &e.service,
+            })),
+            DumpPart::Indexes => ser.collect_seq(entries.map(|e| {
+                let s = &e.service;
+                KeyValue {
+                    key: keys::service_index_key(
+                        &e.domain,
+                        &e.project,
+                        &s.environment,
+                        &s.app_id,
+                        &s.service_name,
+                        &s.version,
+                    ),
+                    rev,
+                    value: s.service_id.as_str(),
+                }
+            })),
+            DumpPart::Instances => ser.collect_seq(entries.flat_map(|e| {
+                e.instances.iter().map(move |(iid, r)| KeyValue {
+                    key: keys::instance_key(&e.domain, &e.project, &e.service.service_id, iid),
+                    rev,
+                    value: &r.body,
+                })
+            })),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -17,14 +71,14 @@ pub(super) struct DumpReply<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct DumpCache<'a> {
-    services: Vec<KeyValue<&'a MicroService>>,
-    service_indexes: Vec<KeyValue<Value>>,
+    services: DumpRecords<'a>,
+    service_indexes: DumpRecords<'a>,
     service_tags: Vec<KeyValue<Value>>,
     service_rules: Vec<KeyValue<Value>>,
     service_rule_indexes: Vec<KeyValue<Value>>,
     dependency_rules: Vec<KeyValue<Value>>,
     summaries: Vec<KeyValue<Value>>,
-    instances: Vec<KeyValue<&'a MicroServiceInstance>>,
+    instances: DumpRecords<'a>,
 }
 
 /// `GET /v4/{project}/admin/dump`: the cache of every tenant (only from default/default),
@@ -42,9 +96,6 @@ pub(super) async fn dump(
     }
     let reg = core.lock();
     let rev = reg.revision();
-    let mut services = Vec::new();
-    let mut indexes = Vec::new();
-    let mut instances = Vec::new();
     let mut tags = Vec::new();
     let mut rules = Vec::new();
     let mut rule_indexes = Vec::new();
@@ -52,21 +103,8 @@ pub(super) async fn dump(
     let mut summaries = Vec::new();
     let mut entries: Vec<_> = reg.all_services().collect();
     entries.sort_by(|a, b| a.service.service_id.cmp(&b.service.service_id));
-    for e in entries {
+    for e in &entries {
         let s = &e.service;
-        services.push(KeyValue {
-            key: crate::servicecenter::store::keys::service(&e.domain, &e.project, &s.service_id),
-            rev,
-            value: s,
-        });
-        indexes.push(KeyValue {
-            key: format!(
-                "/cse-sr/ms/indexes/{}/{}/{}/{}/{}/{}",
-                e.domain, e.project, s.environment, s.app_id, s.service_name, s.version
-            ),
-            rev,
-            value: Value::String(s.service_id.clone()),
-        });
         let (d, p, sid) = (&e.domain, &e.project, &s.service_id);
         let t = reg.tags.of(sid);
         if !t.is_empty() {
@@ -110,32 +148,27 @@ pub(super) async fn dump(
                 });
             }
         }
-        for (iid, r) in &e.instances {
-            instances.push(KeyValue {
-                key: crate::servicecenter::store::keys::instance(
-                    &e.domain,
-                    &e.project,
-                    &s.service_id,
-                    iid,
-                ),
-                rev,
-                value: &r.body,
-            });
-        }
     }
-    // Written straight from the registry (no JSON tree in between), under the lock.
-    let capacity = 64 + 700 * instances.len() + 400 * services.len();
+    let instance_count: usize = entries.iter().map(|e| e.instances.len()).sum();
+    let part = |what| DumpRecords {
+        entries: &entries,
+        rev,
+        what,
+    };
+    // Written straight from the registry (no JSON tree, no list of records in between),
+    // under the lock.
+    let capacity = 64 + 700 * instance_count + 400 * entries.len();
     let body = to_json(
         &DumpReply {
             cache: DumpCache {
-                services,
-                service_indexes: indexes,
+                services: part(DumpPart::Services),
+                service_indexes: part(DumpPart::Indexes),
                 service_tags: tags,
                 service_rules: rules,
                 service_rule_indexes: rule_indexes,
                 dependency_rules,
                 summaries,
-                instances,
+                instances: part(DumpPart::Instances),
             },
         },
         capacity,
