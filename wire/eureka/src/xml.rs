@@ -502,34 +502,32 @@ fn write_element<'a>(
         }
     };
     let mut start = BytesStart::new(tag.as_ref());
-    let mut attributes: Vec<(&str, String)> = Vec::new();
     for (k, a) in m {
         if is_attribute(k) {
-            attributes.push((&k[1..], scalar_text(a)));
+            start.push_attribute((&k[1..], scalar_text(a).as_ref()));
         }
     }
-    start.extend_attributes(attributes.iter().map(|(k, a)| (*k, a.as_str())));
-    let mut children: Vec<(&'a String, &'a Value)> = m
+    // Each child with its place in Netflix's order (XML's spelling of an instance's
+    // `overriddenStatus` takes the place of JSON's); the sort is stable, so children not in
+    // the order keep their map order, after the others.
+    let order = child_order(name);
+    let rank = |k: &str| {
+        let k = if k == "overriddenstatus" {
+            "overriddenStatus"
+        } else {
+            k
+        };
+        order.iter().position(|o| *o == k).unwrap_or(order.len())
+    };
+    let mut children: Vec<(usize, &'a String, &'a Value)> = m
         .iter()
         .filter(|(k, _)| !is_attribute(k) && (name == "metadata" || k.as_str() != "$"))
+        .map(|(k, c)| (if order.is_empty() { 0 } else { rank(k) }, k, c))
         .collect();
-    let order = child_order(name);
-    if !order.is_empty() {
-        // Stable: children not in the order keep their map order, after the others.
-        // XML's spelling of an instance's `overriddenStatus` takes its place too.
-        let rank = |k: &str| {
-            let k = if k == "overriddenstatus" {
-                "overriddenStatus"
-            } else {
-                k
-            };
-            order.iter().position(|o| *o == k).unwrap_or(order.len())
-        };
-        children.sort_by_key(|(k, _)| rank(k));
-    }
+    children.sort_by_key(|(rank, _, _)| *rank);
     let text = match m.get("$") {
         Some(t) if name != "metadata" => scalar_text(t),
-        _ => String::new(),
+        _ => Cow::Borrowed(""),
     };
     if children.is_empty() && text.is_empty() {
         event(xml, Event::Empty(start));
@@ -543,7 +541,7 @@ fn write_element<'a>(
         event(xml, Event::Start(start));
         newline(xml);
         todo.push(Step::End { tag, depth });
-        todo.extend(children.into_iter().rev().map(|(k, c)| Step::Element {
+        todo.extend(children.into_iter().rev().map(|(_, k, c)| Step::Element {
             name: k,
             value: c,
             parent: name,
@@ -556,15 +554,17 @@ fn write_element<'a>(
 /// other value as its JSON. An array or object nested deeper than `2 * MAX_DEPTH` (which no
 /// parsed document has) is left out rather than serialized, serde_json's writer being
 /// recursive.
-fn scalar_text(v: &Value) -> String {
+fn scalar_text(v: &Value) -> Cow<'_, str> {
     match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
+        Value::String(s) => Cow::Borrowed(s),
+        Value::Null => Cow::Borrowed(""),
+        Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        Value::Number(n) => Cow::Owned(n.to_string()),
         other if nested_deeper_than(other, 2 * MAX_DEPTH) => {
             tracing::debug!("xml text is a value nested too deep, left out");
-            String::new()
+            Cow::Borrowed("")
         }
-        other => other.to_string(),
+        other => Cow::Owned(other.to_string()),
     }
 }
 
