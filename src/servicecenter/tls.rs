@@ -1,6 +1,6 @@
 //! The built-in core over HTTPS: the server configuration from `--tls-cert-file`,
 //! `--tls-key-file` and `--tls-client-ca-file` (`syncer servicecenter`; `--builtin-tls-*` of
-//! `syncer daemon`), and [`TlsListener`], the accept loop that [`super::serve`] hands to axum.
+//! `syncer daemon`).
 //!
 //! With a client CA, every client must present a certificate signed by it (mutual TLS). The
 //! daemon's own servicecenter plugin reaches its in-process core with
@@ -12,7 +12,6 @@
 //! once and each within [`crate::listener::HANDSHAKE_TIMEOUT`]; a refused handshake is logged
 //! at WARN, at most once per client address and [`crate::listener::WARN_EVERY`].
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,11 +24,8 @@ use rustls::{
     ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::listener::{AcceptConfig, Accepted};
 use crate::reload::{FileWatch, Reloaded};
 use crate::tls::{read_certs, read_key, read_roots, EndEntityVerifier, Error};
 
@@ -250,60 +246,5 @@ impl ClientCertVerifier for CaOrOwn {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
-    }
-}
-
-/// A listener yielding connections whose TLS handshake completed, for `axum::serve`
-/// ([`crate::listener::accept`]).
-///
-/// The accept loop runs in its own task until `shutdown` (or until this listener is dropped).
-#[derive(Debug)]
-pub struct TlsListener {
-    accepted: mpsc::Receiver<Accepted>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Starts accepting on `listener` with `tls`.
-    ///
-    /// # Errors
-    /// The listener's local address cannot be read.
-    pub fn new(
-        listener: TcpListener,
-        tls: Arc<CoreTls>,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<TlsListener> {
-        let local = listener.local_addr()?;
-        let config = AcceptConfig {
-            what: "service-center core",
-            max_connections: None,
-            tls: Some(Arc::new(move || tls.server_config())),
-            idle_timeout: None,
-            first_request_timeout: None,
-        };
-        Ok(TlsListener {
-            accepted: crate::listener::accept(listener, config, shutdown),
-            local,
-        })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = Accepted;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(conn) => {
-                let remote = conn.remote;
-                (conn, remote)
-            }
-            // The accept loop ended (shutdown): axum's graceful shutdown stops asking.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

@@ -30,23 +30,6 @@ use crate::servicecenter::registry::rbac::{
 /// How long a login or basic auth waits for a free hashing slot before 503.
 const HASH_WAIT: Duration = Duration::from_secs(10);
 
-/// The client's address from the TLS listener (the plain one gives a `SocketAddr`); the
-/// lockout counts failures per account and client IP.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
-
-impl
-    axum::extract::connect_info::Connected<
-        axum::serve::IncomingStream<'_, crate::servicecenter::tls::TlsListener>,
-    > for ClientAddr
-{
-    fn connect_info(
-        stream: axum::serve::IncomingStream<'_, crate::servicecenter::tls::TlsListener>,
-    ) -> ClientAddr {
-        ClientAddr(*stream.remote_addr())
-    }
-}
-
 /// The account a request was authenticated as (a request extension set by [`guard`]).
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -130,11 +113,10 @@ fn form_pairs(q: &str) -> impl Iterator<Item = (&str, &str)> {
     })
 }
 
-/// The client's IP, from either listener's connect info.
+/// The client's IP, from the listener's connect info (`listener::http` serves both HTTP and
+/// HTTPS with a `SocketAddr`).
 fn client_ip(ext: &axum::http::Extensions) -> Option<IpAddr> {
-    ext.get::<ConnectInfo<ClientAddr>>()
-        .map(|c| c.0 .0.ip())
-        .or_else(|| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+    ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
 /// The guard: authenticates the caller (bearer token; basic auth too on `/eureka`) and
