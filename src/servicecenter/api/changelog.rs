@@ -4,6 +4,7 @@
 //! v4 API; the syncer's `servicecenter` plugin uses it when the registry has it).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -117,23 +118,34 @@ pub async fn changes(
         }
     }
     let except = q.get("exceptProperty").map(String::as_str);
-    let reg = core.lock();
-    let body = reply(&reg, since, except)?;
-    let revision = reg.revision();
-    drop(reg);
-    let mut resp = super::body::json_reply(body);
+    // Under the lock only what changed is gathered (shared records); the reply is written
+    // after it is released.
+    let gathered = gather(&core.lock(), since, except)?;
+    let revision = gathered.revision;
+    let mut resp = super::body::json_reply(gathered.render());
     if let Ok(v) = axum::http::HeaderValue::from_str(&revision.to_string()) {
         resp.headers_mut().insert("x-resource-revision", v);
     }
     Ok(resp)
 }
 
-/// The reply's JSON text for a reader at `since`.
-fn reply<'a>(
-    reg: &'a Registry,
-    since: u64,
-    except: Option<&str>,
-) -> Result<Result<Vec<u8>, ScError>, ScError> {
+/// What changed since a reader's revision, gathered under the lock: the records are shared
+/// with the registry ([`Registry::shared_entry`]), not copied.
+struct Gathered {
+    revision: u64,
+    /// Changed services (each once), in the order of their first change.
+    services: Vec<Arc<ServiceEntry>>,
+    /// Changed instances: their service and instanceId.
+    instances: Vec<(Arc<ServiceEntry>, String)>,
+    removed: Vec<(String, String)>,
+    removed_services: Vec<String>,
+}
+
+/// What changed for a reader at `since`.
+///
+/// # Errors
+/// [`CHANGES_GONE`] when the log no longer covers `since` or `since` is ahead.
+fn gather(reg: &Registry, since: u64, except: Option<&str>) -> Result<Gathered, ScError> {
     let gone = || {
         ScError::new(
             CHANGES_GONE,
@@ -148,49 +160,83 @@ fn reply<'a>(
         return Err(gone());
     }
     let changed = reg.changelog.since(since).ok_or_else(gone)?;
-    let mut out = ChangesReply {
+    let mut out = Gathered {
         revision: reg.revision(),
-        ..ChangesReply::default()
+        services: Vec::new(),
+        instances: Vec::new(),
+        removed: Vec::new(),
+        removed_services: Vec::new(),
     };
     let mut services_sent = HashSet::new();
     // The service once, before the first of its instances.
-    let mut send_service = |out: &mut ChangesReply<'a>, e: &'a ServiceEntry| {
-        if services_sent.insert(e.service.service_id.as_str()) {
-            out.services.push(Record {
-                key: keys::service(&e.domain, &e.project, &e.service.service_id),
-                value: &e.service,
-            });
+    let mut send_service = |out: &mut Gathered, e: &Arc<ServiceEntry>| {
+        if services_sent.insert(e.service.service_id.clone()) {
+            out.services.push(Arc::clone(e));
         }
     };
     for what in changed {
         match what {
-            Changed::Service { service_id } => match reg.entry(service_id) {
-                Some(e) => send_service(&mut out, e),
-                None => out.removed_services.push(service_id),
+            Changed::Service { service_id } => match reg.shared_entry(service_id) {
+                Some(e) => send_service(&mut out, &e),
+                None => out.removed_services.push(service_id.clone()),
             },
             Changed::Instance {
                 service_id,
                 instance_id,
             } => {
-                let entry = reg.entry(service_id);
-                match entry.and_then(|e| e.instances.get(instance_id).map(|r| (e, r))) {
-                    Some((_, rec))
-                        if except.is_some_and(|k| rec.body.properties.contains_key(k)) => {}
-                    Some((e, rec)) => {
-                        send_service(&mut out, e);
-                        out.instances.push(Record {
-                            key: keys::instance(&e.domain, &e.project, service_id, instance_id),
-                            value: &rec.body,
-                        });
+                let entry = reg
+                    .shared_entry(service_id)
+                    .filter(|e| e.instances.contains_key(instance_id));
+                match entry {
+                    Some(e)
+                        if except.is_some_and(|k| {
+                            e.instances
+                                .get(instance_id)
+                                .is_some_and(|r| r.body.properties.contains_key(k))
+                        }) => {}
+                    Some(e) => {
+                        send_service(&mut out, &e);
+                        out.instances.push((e, instance_id.clone()));
                     }
-                    None => out.removed.push(Removed {
-                        service_id,
-                        instance_id,
-                    }),
+                    None => out.removed.push((service_id.clone(), instance_id.clone())),
                 }
             }
         }
     }
-    let capacity = 64 + 600 * out.instances.len() + 300 * out.services.len();
-    Ok(super::body::to_json(&out, capacity))
+    Ok(out)
+}
+
+impl Gathered {
+    /// The reply's JSON text.
+    fn render(&self) -> Result<Vec<u8>, ScError> {
+        let mut out = ChangesReply {
+            revision: self.revision,
+            ..ChangesReply::default()
+        };
+        for e in &self.services {
+            out.services.push(Record {
+                key: keys::service(&e.domain, &e.project, &e.service.service_id),
+                value: &e.service,
+            });
+        }
+        for (e, iid) in &self.instances {
+            if let Some(rec) = e.instances.get(iid) {
+                out.instances.push(Record {
+                    key: keys::instance(&e.domain, &e.project, &e.service.service_id, iid),
+                    value: &rec.body,
+                });
+            }
+        }
+        out.removed = self
+            .removed
+            .iter()
+            .map(|(service_id, instance_id)| Removed {
+                service_id,
+                instance_id,
+            })
+            .collect();
+        out.removed_services = self.removed_services.iter().map(String::as_str).collect();
+        let capacity = 64 + 600 * out.instances.len() + 300 * out.services.len();
+        super::body::to_json(&out, capacity)
+    }
 }

@@ -28,6 +28,21 @@ pub struct Core {
     store: Option<Arc<store::Backend>>,
     /// RBAC's runtime when it is on ([`Core::enable_rbac`]).
     pub(in crate::servicecenter) rbac: Option<Arc<rbac::Guard>>,
+    /// The slots of admin dumps being rendered ([`Core::dump_slots`]).
+    dumps: DumpSlots,
+}
+
+/// How many admin dumps may be rendered at once; more wait for a slot.
+pub(crate) const CONCURRENT_DUMPS: usize = 2;
+
+/// The slots of admin dumps being rendered: [`CONCURRENT_DUMPS`] permits.
+#[derive(Clone)]
+struct DumpSlots(Arc<tokio::sync::Semaphore>);
+
+impl Default for DumpSlots {
+    fn default() -> Self {
+        DumpSlots(Arc::new(tokio::sync::Semaphore::new(CONCURRENT_DUMPS)))
+    }
 }
 
 impl Core {
@@ -50,7 +65,7 @@ impl Core {
         let core = Core {
             registry: Arc::default(),
             store: Some(Arc::new(backend)),
-            rbac: None,
+            ..Core::default()
         };
         if let Some(backend) = &core.store {
             persist::restore(&core, backend).await?;
@@ -85,6 +100,12 @@ impl Core {
             Some(backend) => persist::flush(self, backend, true).await.map(|_| ()),
             None => Ok(()),
         }
+    }
+
+    /// The slots of admin dumps: a dump holds one while it is rendered and read
+    /// (`api/v4/dump.rs`), so that at most [`CONCURRENT_DUMPS`] (2) take CPU at once.
+    pub(crate) fn dump_slots(&self) -> Arc<tokio::sync::Semaphore> {
+        Arc::clone(&self.dumps.0)
     }
 
     /// Locks the registry for one synchronous operation.

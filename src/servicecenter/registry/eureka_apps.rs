@@ -56,7 +56,7 @@ impl Registry {
                 self.by_key.insert(key, id.clone());
                 self.services.insert(
                     id.clone(),
-                    Box::new(ServiceEntry {
+                    Arc::new(ServiceEntry {
                         domain: DEFAULT_TENANT.into(),
                         project: DEFAULT_TENANT.into(),
                         service: svc,
@@ -73,6 +73,7 @@ impl Registry {
                 if let Some(rec) = self
                     .services
                     .get_mut(&other)
+                    .map(Arc::make_mut)
                     .and_then(|e| e.instances.remove(&reg.instance_id))
                 {
                     self.leases
@@ -103,7 +104,8 @@ impl Registry {
             if let Some(rec) = self
                 .services
                 .get_mut(&sid)
-                .and_then(|e| e.instances.get_mut(&iid))
+                .map(Arc::make_mut)
+                .and_then(|e| e.instances.get_mut(&iid).map(Arc::make_mut))
             {
                 rec.registered_ms = reg_ms;
             }
@@ -147,7 +149,8 @@ impl Registry {
         let Some(rec) = self
             .services
             .get_mut(&sid)
-            .and_then(|e| e.instances.get_mut(id))
+            .map(Arc::make_mut)
+            .and_then(|e| e.instances.get_mut(id).map(Arc::make_mut))
         else {
             return false;
         };

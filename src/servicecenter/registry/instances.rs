@@ -62,12 +62,12 @@ impl Registry {
         now: Instant,
         now_ms: i64,
     ) {
-        let Some(entry) = self.services.get_mut(service_id) else {
+        let Some(entry) = self.services.get_mut(service_id).map(Arc::make_mut) else {
             return;
         };
         let deadline = now + Duration::from_secs(ttl_secs);
         let iid = body.instance_id.clone();
-        let rec = Box::new(InstanceRecord {
+        let rec = Arc::new(InstanceRecord {
             body,
             eureka: eureka.map(Box::new),
             ttl_secs,
@@ -97,7 +97,8 @@ impl Registry {
         let Some(rec) = self
             .services
             .get_mut(service_id)
-            .and_then(|e| e.instances.get_mut(instance_id))
+            .map(Arc::make_mut)
+            .and_then(|e| e.instances.get_mut(instance_id).map(Arc::make_mut))
         else {
             return false;
         };
@@ -221,6 +222,7 @@ impl Registry {
             .map_err(|_| instance_missing(instance_id))?
             .instances
             .get_mut(instance_id)
+            .map(Arc::make_mut)
             .ok_or_else(|| instance_missing(instance_id))?;
         rec.body.status = status.to_string();
         rec.body.mod_timestamp = secs(now_ms);
@@ -252,6 +254,7 @@ impl Registry {
             .map_err(|_| instance_missing(instance_id))?
             .instances
             .get_mut(instance_id)
+            .map(Arc::make_mut)
             .ok_or_else(|| instance_missing(instance_id))?;
         rec.body.properties = properties;
         rec.body.mod_timestamp = secs(now_ms);
@@ -274,12 +277,19 @@ impl Registry {
             let Some((_, sid, iid)) = self.leases.pop_first() else {
                 break;
             };
-            if let Some(entry) = self.services.get_mut(&sid) {
-                // Renewed since this entry was made (see `renew`): requeue at the new deadline.
-                if let Some(rec) = entry.instances.get(&iid).filter(|r| r.deadline > now) {
-                    self.leases.insert((rec.deadline, sid, iid));
-                    continue;
-                }
+            // Renewed since this entry was made (see `renew`): requeue at the new deadline
+            // (read first: a write would copy an entry that a snapshot shares).
+            let renewed = self
+                .services
+                .get(&sid)
+                .and_then(|e| e.instances.get(&iid))
+                .map(|r| r.deadline)
+                .filter(|d| *d > now);
+            if let Some(deadline) = renewed {
+                self.leases.insert((deadline, sid, iid));
+                continue;
+            }
+            if let Some(entry) = self.services.get_mut(&sid).map(Arc::make_mut) {
                 if let Some(rec) = entry.instances.remove(&iid) {
                     self.journal.instance(&sid, &iid);
                     self.eureka_gone(&sid, rec);

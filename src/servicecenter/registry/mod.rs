@@ -43,6 +43,7 @@ mod validate;
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -71,8 +72,10 @@ pub const EUREKA_VERSION: &str = "0.0.1";
 /// The in-memory registry. See the module docs for its indexes.
 #[derive(Debug, Default)]
 pub struct Registry {
-    /// Boxed: the table keeps spare slots, each the size of its value.
-    services: HashMap<String, Box<ServiceEntry>>,
+    /// Behind an `Arc`: the table keeps spare slots, each the size of its value, and a
+    /// snapshot ([`Registry::snapshot`]) shares the entries; a write after a snapshot copies
+    /// the entry it changes (`Arc::make_mut`; instances are shared too).
+    services: HashMap<String, Arc<ServiceEntry>>,
     by_key: HashMap<ServiceKey, String>,
     by_name: HashMap<NameKey, IdSet>,
     by_app: HashMap<String, IdSet>,
@@ -181,11 +184,12 @@ impl Registry {
 
     /// Notes for the Eureka delta that instance `rec` of service `sid` (still known) was
     /// removed; the record is kept until the next delta sync for its `DELETED` entry.
-    fn eureka_gone(&mut self, sid: &str, rec: Box<InstanceRecord>) {
+    fn eureka_gone(&mut self, sid: &str, rec: Arc<InstanceRecord>) {
         self.log_instance(sid, &rec.body.instance_id);
         if let Some(e) = self.services.get(sid) {
             if let Some(app) = mapped_eureka_app(&e.domain, &e.project, &e.service.service_name) {
-                self.eureka.removed(app, &e.service.service_name, *rec);
+                self.eureka
+                    .removed(app, &e.service.service_name, Arc::unwrap_or_clone(rec));
             }
         }
     }
@@ -199,7 +203,8 @@ impl Registry {
         let name = &entry.service.service_name;
         if let Some(app) = mapped_eureka_app(&entry.domain, &entry.project, name) {
             for rec in entry.instances.into_values() {
-                self.eureka.removed(app.clone(), name, *rec);
+                self.eureka
+                    .removed(app.clone(), name, Arc::unwrap_or_clone(rec));
             }
         }
     }

@@ -68,9 +68,11 @@ pub struct ServiceEntry {
     pub project: String,
     /// The stored body.
     pub service: MicroService,
-    /// Instances by instanceId. Boxed: a B-tree node has room for 11 values, so an inline
-    /// record would cost 11 record sizes for a service with one instance.
-    pub instances: BTreeMap<String, Box<InstanceRecord>>,
+    /// Instances by instanceId. Behind an `Arc`: a B-tree node has room for 11 values, so an
+    /// inline record would cost 11 record sizes for a service with one instance, and a
+    /// snapshot ([`Registry::snapshot`]) shares records instead of copying them (a write
+    /// after a snapshot copies one record, `Arc::make_mut`).
+    pub instances: BTreeMap<String, Arc<InstanceRecord>>,
 }
 
 /// (domain, project, env, appId, serviceName).

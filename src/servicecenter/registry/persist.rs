@@ -278,7 +278,7 @@ impl Registry {
                 self.unindex(&old);
                 let app = mapped_eureka_app(&old.domain, &old.project, &old.service.service_name)
                     .map(|a| (a, old.service.service_name.clone()));
-                (old.instances, app)
+                (Arc::unwrap_or_clone(old).instances, app)
             }
             None => (BTreeMap::new(), None),
         };
@@ -315,7 +315,7 @@ impl Registry {
             .insert((name_key, s.version.clone()), service_id.to_string());
         self.services.insert(
             service_id.to_string(),
-            Box::new(ServiceEntry {
+            Arc::new(ServiceEntry {
                 domain: domain.to_string(),
                 project: project.to_string(),
                 service: s,
@@ -365,7 +365,7 @@ impl Registry {
                 .remove(&(rec.deadline, id.to_string(), iid.clone()));
         }
         self.unindex(&entry);
-        self.eureka_gone_service(*entry);
+        self.eureka_gone_service(Arc::unwrap_or_clone(entry));
         true
     }
 
@@ -395,13 +395,14 @@ impl Registry {
         let Some(entry) = self
             .services
             .get_mut(service_id)
+            .map(Arc::make_mut)
             .filter(|e| e.domain == domain && e.project == project)
         else {
             return false;
         };
         let ttl_secs = body_ttl_secs(&body);
         let wall = now_ms();
-        if let Some(rec) = entry.instances.get_mut(instance_id) {
+        if let Some(rec) = entry.instances.get_mut(instance_id).map(Arc::make_mut) {
             if rec.body == body {
                 return false;
             }
@@ -414,7 +415,7 @@ impl Registry {
         let full = Duration::from_secs(ttl_secs);
         let left = remaining.unwrap_or(full).min(full);
         let deadline = now + left;
-        let rec = Box::new(InstanceRecord {
+        let rec = Arc::new(InstanceRecord {
             registered_ms: stored_ms(&body.timestamp, wall),
             updated_ms: stored_ms(&body.mod_timestamp, wall),
             renewed_ms: wall,
@@ -435,6 +436,7 @@ impl Registry {
         let Some(rec) = self
             .services
             .get_mut(service_id)
+            .map(Arc::make_mut)
             .and_then(|e| e.instances.remove(instance_id))
         else {
             return false;

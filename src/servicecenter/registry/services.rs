@@ -74,7 +74,7 @@ impl Registry {
         self.by_key.insert(key, id.clone());
         self.services.insert(
             id.clone(),
-            Box::new(ServiceEntry {
+            Arc::new(ServiceEntry {
                 domain: domain.to_string(),
                 project: project.to_string(),
                 service: s,
@@ -127,7 +127,7 @@ impl Registry {
     ) -> Result<&mut ServiceEntry, ScError> {
         self.services
             .get_mut(id)
-            .map(|e| &mut **e)
+            .map(Arc::make_mut)
             .filter(|e| e.domain == domain && e.project == project)
             .ok_or_else(|| ScError::new(SERVICE_NOT_EXISTS, format!("service {id} does not exist")))
     }
@@ -152,6 +152,26 @@ impl Registry {
     /// Every service in every tenant (for the admin dump).
     pub fn all_services(&self) -> impl Iterator<Item = &ServiceEntry> {
         self.services.values().map(|e| &**e)
+    }
+
+    /// The services of one tenant (`None`: every tenant) as they are now, ordered by
+    /// serviceId, with their instances: a snapshot that shares the records (one `Arc` per
+    /// service), taken under the lock in about a millisecond per 10^5 services and read
+    /// without it. A write after the snapshot copies the one entry it changes.
+    pub fn snapshot(&self, tenant: Option<(&str, &str)>) -> Vec<Arc<ServiceEntry>> {
+        let mut out: Vec<Arc<ServiceEntry>> = self
+            .services
+            .values()
+            .filter(|e| tenant.is_none_or(|(d, p)| e.domain == d && e.project == p))
+            .cloned()
+            .collect();
+        out.sort_unstable_by(|a, b| a.service.service_id.cmp(&b.service.service_id));
+        out
+    }
+
+    /// The service `id` shared as it is now (see [`Registry::snapshot`]).
+    pub fn shared_entry(&self, id: &str) -> Option<Arc<ServiceEntry>> {
+        self.services.get(id).cloned()
     }
 
     /// Deletes a microservice and its instances.
@@ -203,7 +223,7 @@ impl Registry {
                 }
             }
         }
-        self.eureka_gone_service(*entry);
+        self.eureka_gone_service(Arc::unwrap_or_clone(entry));
         self.bump();
         Ok(())
     }

@@ -1,8 +1,16 @@
 //! `GET /v4/{project}/admin/dump`: the whole registry as service-center's admin dump.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::*;
-use crate::servicecenter::registry::ServiceEntry;
+use crate::servicecenter::core::CONCURRENT_DUMPS;
+use crate::servicecenter::registry::{Registry, ServiceEntry};
 use crate::servicecenter::store::keys;
+
+/// Our error when every dump slot stays taken for [`DUMP_SLOT_WAIT`] (HTTP 503; not a
+/// service-center code: service-center does not limit dumps).
+pub const DUMPS_BUSY: u32 = 503001;
 
 #[derive(Serialize)]
 pub(super) struct KeyValue<T: Serialize, K: Serialize = String> {
@@ -11,74 +19,173 @@ pub(super) struct KeyValue<T: Serialize, K: Serialize = String> {
     value: T,
 }
 
-/// The services, their indexes or their instances of a dump, written from the registry
-/// as the reply is rendered: no list of records and no key strings in between.
-pub(super) struct DumpRecords<'a> {
-    /// Every service, by serviceId.
-    entries: &'a [&'a ServiceEntry],
-    rev: u64,
-    what: DumpPart,
-}
-
-#[derive(Clone, Copy)]
-pub(super) enum DumpPart {
+/// Which list of a dump a [`DumpChunks`] is writing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DumpPart {
     Services,
     Indexes,
     Instances,
+    Done,
 }
 
-impl Serialize for DumpRecords<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+/// A dump's JSON text in chunks of about [`DUMP_CHUNK_BYTES`], rendered from a snapshot
+/// ([`Registry::snapshot`](crate::servicecenter::registry::Registry::snapshot)) as the
+/// client reads, without the registry lock: memory stays one chunk per dump, whatever the
+/// registry's size, and writers wait for no reader.
+struct DumpChunks {
+    /// Every service of the dump, by serviceId.
+    entries: Vec<Arc<ServiceEntry>>,
+    rev: u64,
+    part: DumpPart,
+    /// The next entry of `part` to write.
+    at: usize,
+    /// The small lists (tags, rules, rule indexes, dependency rules, summaries) as the
+    /// members of a JSON object without its braces, written before `instances`.
+    middle: Vec<u8>,
+    /// Whether `part` has written an element yet (a comma goes before the next).
+    wrote: bool,
+    /// Dropped when the reply ends or its reader goes away, which frees the dump's slot
+    /// (see [`hold_slot`]).
+    _done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The size a dump's chunk grows to before it is sent, in bytes.
+const DUMP_CHUNK_BYTES: usize = 64 * 1024;
+
+impl DumpChunks {
+    /// Appends one element of the current part to `buf`.
+    fn element(&self, buf: &mut Vec<u8>, e: &ServiceEntry) -> serde_json::Result<()> {
         let rev = self.rev;
-        let entries = self.entries.iter();
-        match self.what {
-            DumpPart::Services => ser.collect_seq(entries.map(|e| KeyValue {
-                key: keys::service_key(&e.domain, &e.project, &e.service.service_id),
-                rev,
-                value: &e.service,
-            })),
-            DumpPart::Indexes => ser.collect_seq(entries.map(|e| {
-                let s = &e.service;
-                KeyValue {
-                    key: keys::service_index_key(
-                        &e.domain,
-                        &e.project,
-                        &s.environment,
-                        &s.app_id,
-                        &s.service_name,
-                        &s.version,
-                    ),
-                    rev,
-                    value: s.service_id.as_str(),
+        let s = &e.service;
+        let comma = |buf: &mut Vec<u8>, wrote: bool| {
+            if wrote {
+                buf.push(b',');
+            }
+        };
+        match self.part {
+            DumpPart::Services => {
+                comma(buf, self.wrote);
+                serde_json::to_writer(
+                    &mut *buf,
+                    &KeyValue {
+                        key: keys::service_key(&e.domain, &e.project, &s.service_id),
+                        rev,
+                        value: s,
+                    },
+                )
+            }
+            DumpPart::Indexes => {
+                comma(buf, self.wrote);
+                serde_json::to_writer(
+                    &mut *buf,
+                    &KeyValue {
+                        key: keys::service_index_key(
+                            &e.domain,
+                            &e.project,
+                            &s.environment,
+                            &s.app_id,
+                            &s.service_name,
+                            &s.version,
+                        ),
+                        rev,
+                        value: s.service_id.as_str(),
+                    },
+                )
+            }
+            DumpPart::Instances => {
+                let mut wrote = self.wrote;
+                for (iid, r) in &e.instances {
+                    comma(buf, wrote);
+                    wrote = true;
+                    serde_json::to_writer(
+                        &mut *buf,
+                        &KeyValue {
+                            key: keys::instance_key(&e.domain, &e.project, &s.service_id, iid),
+                            rev,
+                            value: &r.body,
+                        },
+                    )?;
                 }
-            })),
-            DumpPart::Instances => ser.collect_seq(entries.flat_map(|e| {
-                e.instances.iter().map(move |(iid, r)| KeyValue {
-                    key: keys::instance_key(&e.domain, &e.project, &e.service.service_id, iid),
-                    rev,
-                    value: &r.body,
-                })
-            })),
+                Ok(())
+            }
+            DumpPart::Done => Ok(()),
         }
+    }
+
+    /// Moves to the next part, writing what goes between the two.
+    fn next_part(&mut self, buf: &mut Vec<u8>) {
+        let (next, between): (DumpPart, &[u8]) = match self.part {
+            DumpPart::Services => (DumpPart::Indexes, b"],\"serviceIndexes\":["),
+            DumpPart::Indexes => {
+                buf.extend_from_slice(b"],");
+                buf.extend_from_slice(&self.middle);
+                (DumpPart::Instances, b",\"instances\":[")
+            }
+            DumpPart::Instances | DumpPart::Done => (DumpPart::Done, b"]}}\n"),
+        };
+        buf.extend_from_slice(between);
+        self.part = next;
+        self.at = 0;
+        self.wrote = false;
     }
 }
 
-#[derive(Serialize)]
-pub(super) struct DumpReply<'a> {
-    cache: DumpCache<'a>,
+impl Iterator for DumpChunks {
+    type Item = Result<Vec<u8>, std::io::Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.part == DumpPart::Done {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(DUMP_CHUNK_BYTES + 4096);
+        if self.at == 0 && self.part == DumpPart::Services && !self.wrote {
+            buf.extend_from_slice(b"{\"cache\":{\"services\":[");
+        }
+        while buf.len() < DUMP_CHUNK_BYTES && self.part != DumpPart::Done {
+            match self.entries.get(self.at) {
+                Some(e) => {
+                    let e = Arc::clone(e);
+                    if let Err(err) = self.element(&mut buf, &e) {
+                        // Cannot happen for these types (string keys, no floats); end the
+                        // body so the reader sees a broken reply rather than a short one.
+                        return Some(Err(std::io::Error::other(err)));
+                    }
+                    self.wrote |= self.part != DumpPart::Instances || !e.instances.is_empty();
+                    self.at += 1;
+                }
+                None => self.next_part(&mut buf),
+            }
+        }
+        Some(Ok(buf))
+    }
 }
 
+/// The small lists of a dump, written between `serviceIndexes` and `instances`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct DumpCache<'a> {
-    services: DumpRecords<'a>,
-    service_indexes: DumpRecords<'a>,
+struct DumpMiddle {
     service_tags: Vec<KeyValue<Value>>,
     service_rules: Vec<KeyValue<Value>>,
     service_rule_indexes: Vec<KeyValue<Value>>,
     dependency_rules: Vec<KeyValue<Value>>,
     summaries: Vec<KeyValue<Value>>,
-    instances: DumpRecords<'a>,
+}
+
+/// How long a dump waits for a slot before it is refused (503, retry later).
+const DUMP_SLOT_WAIT: Duration = Duration::from_secs(30);
+/// How long a dump keeps its slot at most: a reader that stalls keeps its snapshot, not a
+/// slot that others wait for.
+const DUMP_SLOT_HOLD: Duration = Duration::from_secs(30);
+
+/// Keeps `slot` until the returned sender is dropped (the reply ended) or
+/// [`DUMP_SLOT_HOLD`] passed, whichever comes first.
+fn hold_slot(slot: tokio::sync::OwnedSemaphorePermit) -> tokio::sync::oneshot::Sender<()> {
+    let (done, ended) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(DUMP_SLOT_HOLD, ended).await;
+        drop(slot);
+    });
+    done
 }
 
 /// `GET /v4/{project}/admin/dump`: the cache of every tenant (only from default/default),
@@ -94,16 +201,66 @@ pub(super) async fn dump(
             "dump is only allowed for default/default",
         ));
     }
-    let reg = core.lock();
+    // A slot first: at most CONCURRENT_DUMPS render at once.
+    let slot = match tokio::time::timeout(DUMP_SLOT_WAIT, core.dump_slots().acquire_owned()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            return Err(ScError::new(
+                DUMPS_BUSY,
+                format!(
+                    "{CONCURRENT_DUMPS} dumps are being read already and none ended \
+                     within {} s: retry later",
+                    DUMP_SLOT_WAIT.as_secs()
+                ),
+            ))
+        }
+    };
+    // Under the lock: the snapshot (shared records) and the small lists only.
+    let (rev, entries, middle) = {
+        let reg = core.lock();
+        let entries = reg.snapshot(None);
+        let middle = small_lists(&reg, &entries);
+        (reg.revision(), entries, middle)
+    };
+    let mut middle = serde_json::to_vec(&middle)
+        .map_err(|e| ScError::new(500003, format!("encoding the reply: {e}")))?;
+    // The members without the object's braces.
+    middle.pop();
+    middle.remove(0);
+    let chunks = DumpChunks {
+        entries,
+        rev,
+        part: DumpPart::Services,
+        at: 0,
+        middle,
+        wrote: false,
+        _done: hold_slot(slot),
+    };
+    let mut resp = (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=UTF-8"),
+        )],
+        axum::body::Body::from_stream(futures::stream::iter(chunks)),
+    )
+        .into_response();
+    // The revision of this dump, for `admin/changes?since=` (`changelog.rs`).
+    if let Ok(v) = HeaderValue::from_str(&rev.to_string()) {
+        resp.headers_mut().insert("x-resource-revision", v);
+    }
+    Ok(resp)
+}
+
+/// The tags, rules, rule indexes, dependency rules and schema summaries of `entries`, with
+/// the registry's revision as each record's `rev`.
+fn small_lists(reg: &Registry, entries: &[Arc<ServiceEntry>]) -> DumpMiddle {
     let rev = reg.revision();
     let mut tags = Vec::new();
     let mut rules = Vec::new();
     let mut rule_indexes = Vec::new();
     let mut dependency_rules = Vec::new();
     let mut summaries = Vec::new();
-    let mut entries: Vec<_> = reg.all_services().collect();
-    entries.sort_by(|a, b| a.service.service_id.cmp(&b.service.service_id));
-    for e in &entries {
+    for e in entries {
         let s = &e.service;
         let (d, p, sid) = (&e.domain, &e.project, &s.service_id);
         let t = reg.tags.of(sid);
@@ -149,35 +306,11 @@ pub(super) async fn dump(
             }
         }
     }
-    let instance_count: usize = entries.iter().map(|e| e.instances.len()).sum();
-    let part = |what| DumpRecords {
-        entries: &entries,
-        rev,
-        what,
-    };
-    // Written straight from the registry (no JSON tree, no list of records in between),
-    // under the lock.
-    let capacity = 64 + 700 * instance_count + 400 * entries.len();
-    let body = to_json(
-        &DumpReply {
-            cache: DumpCache {
-                services: part(DumpPart::Services),
-                service_indexes: part(DumpPart::Indexes),
-                service_tags: tags,
-                service_rules: rules,
-                service_rule_indexes: rule_indexes,
-                dependency_rules,
-                summaries,
-                instances: part(DumpPart::Instances),
-            },
-        },
-        capacity,
-    );
-    drop(reg);
-    let mut resp = json_reply(body);
-    // The revision of this dump, for `admin/changes?since=` (`changelog.rs`).
-    if let Ok(v) = HeaderValue::from_str(&rev.to_string()) {
-        resp.headers_mut().insert("x-resource-revision", v);
+    DumpMiddle {
+        service_tags: tags,
+        service_rules: rules,
+        service_rule_indexes: rule_indexes,
+        dependency_rules,
+        summaries,
     }
-    Ok(resp)
 }
