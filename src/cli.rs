@@ -419,29 +419,6 @@ pub struct CoreLimitsArgs {
 }
 
 impl CoreLimitsArgs {
-    /// The registry's quotas and size limits: each value given, else its default.
-    pub fn limits(&self) -> crate::servicecenter::registry::Limits {
-        let d = crate::servicecenter::registry::Limits::default();
-        crate::servicecenter::registry::Limits {
-            services: self.quota_services.unwrap_or(d.services),
-            instances: self.quota_instances.unwrap_or(d.instances),
-            schemas_per_service: self
-                .quota_schemas_per_service
-                .unwrap_or(d.schemas_per_service),
-            tags_per_service: self.quota_tags_per_service.unwrap_or(d.tags_per_service),
-            rules_per_service: self.quota_rules_per_service.unwrap_or(d.rules_per_service),
-            instance_metadata_bytes: self
-                .max_instance_metadata_bytes
-                .unwrap_or(d.instance_metadata_bytes),
-        }
-    }
-
-    /// The request body limit given, else [`crate::listener::http::MAX_BODY_BYTES`].
-    pub fn max_body_bytes(&self) -> usize {
-        self.max_body_bytes
-            .unwrap_or(crate::listener::http::MAX_BODY_BYTES)
-    }
-
     /// Each value given here, else the one of `fallback` (the YAML file's).
     pub fn or(&self, fallback: &CoreLimitsArgs) -> CoreLimitsArgs {
         CoreLimitsArgs {

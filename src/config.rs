@@ -733,12 +733,36 @@ impl DaemonConfig {
             store: StoreConfig::from_flags(args.data_dir.or(file.data_dir), store_etcd),
             eureka_self_preservation: args.eureka_self_preservation
                 || file.eureka_self_preservation.unwrap_or(false),
-            builtin_limits: core_limits.limits(),
-            builtin_max_body_bytes: core_limits.max_body_bytes(),
+            builtin_limits: self::core_limits(&core_limits),
+            builtin_max_body_bytes: core_max_body_bytes(&core_limits),
             tls,
             insecure,
         })
     }
+}
+
+/// The registry's quotas and size limits of `args`: each value given, else its default
+/// (service-center's quotas; see [`crate::servicecenter::registry::limits`]).
+pub fn core_limits(args: &CoreLimitsArgs) -> crate::servicecenter::registry::Limits {
+    let d = crate::servicecenter::registry::Limits::default();
+    crate::servicecenter::registry::Limits {
+        services: args.quota_services.unwrap_or(d.services),
+        instances: args.quota_instances.unwrap_or(d.instances),
+        schemas_per_service: args
+            .quota_schemas_per_service
+            .unwrap_or(d.schemas_per_service),
+        tags_per_service: args.quota_tags_per_service.unwrap_or(d.tags_per_service),
+        rules_per_service: args.quota_rules_per_service.unwrap_or(d.rules_per_service),
+        instance_metadata_bytes: args
+            .max_instance_metadata_bytes
+            .unwrap_or(d.instance_metadata_bytes),
+    }
+}
+
+/// The request body limit of `args`, else [`crate::listener::http::MAX_BODY_BYTES`].
+pub fn core_max_body_bytes(args: &CoreLimitsArgs) -> usize {
+    args.max_body_bytes
+        .unwrap_or(crate::listener::http::MAX_BODY_BYTES)
 }
 
 /// A connection limit `given` for `setting`, else `default`; at least 1.
