@@ -257,6 +257,9 @@ pub struct DaemonArgs {
     /// behaviour). (default: off; expired leases always go)
     #[arg(long, env = "SYNCER_EUREKA_SELF_PRESERVATION")]
     pub eureka_self_preservation: bool,
+    /// Quotas and size limits of the built-in core.
+    #[command(flatten)]
+    pub core_limits: CoreLimitsArgs,
     /// Mutual TLS on the gRPC exchange: this site presents --tls-cert-file (which must name
     /// --cluster-name as a DNS subject alternative name) and accepts only peers whose
     /// certificate is signed by --tls-ca-file and names the cluster they claim. A TLS syncer
@@ -345,6 +348,9 @@ pub struct ServicecenterArgs {
     /// minute exceed 85 % of those expected (Netflix's default behaviour). (default: off)
     #[arg(long, env = "SYNCER_EUREKA_SELF_PRESERVATION")]
     pub eureka_self_preservation: bool,
+    /// Quotas and size limits.
+    #[command(flatten)]
+    pub core_limits: CoreLimitsArgs,
     /// Turn on service-center's RBAC: every /v4 request needs a token from POST /v4/token
     /// (accounts and roles under /v4/accounts and /v4/roles), /eureka needs HTTP basic auth
     /// of an account. The first start creates the account `root` (role admin) with the
@@ -366,6 +372,73 @@ pub struct ServicecenterArgs {
         default_value = "30m"
     )]
     pub rbac_token_ttl: String,
+}
+
+/// Quotas and size limits of a core (`syncer servicecenter`, and the daemon's built-in
+/// core), flag > environment variable > YAML key (daemon) > default. The quotas and their
+/// defaults are service-center's; going over one answers its error 400100 (HTTP 400; on
+/// /eureka a 400 with the same text). They apply to every write, this syncer's copies of
+/// other sites' instances included. See README, "Limits".
+#[derive(Debug, Default, Clone, Args)]
+pub struct CoreLimitsArgs {
+    /// Most microservices in the core, all tenants together (service-center's QUOTA_SERVICE).
+    /// (default: 50000)
+    #[arg(long, env = "SYNCER_QUOTA_SERVICES",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub quota_services: Option<usize>,
+    /// Most instances in the core, all tenants together (service-center's QUOTA_INSTANCE).
+    /// (default: 150000)
+    #[arg(long, env = "SYNCER_QUOTA_INSTANCES",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub quota_instances: Option<usize>,
+    /// Most schemas of one microservice (service-center's QUOTA_SCHEMA). (default: 100)
+    #[arg(long, env = "SYNCER_QUOTA_SCHEMAS_PER_SERVICE",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub quota_schemas_per_service: Option<usize>,
+    /// Most tags of one microservice (service-center's QUOTA_TAG). (default: 100)
+    #[arg(long, env = "SYNCER_QUOTA_TAGS_PER_SERVICE",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub quota_tags_per_service: Option<usize>,
+    /// Most black/white list rules of one microservice (service-center's QUOTA_RULE).
+    /// (default: 100)
+    #[arg(long, env = "SYNCER_QUOTA_RULES_PER_SERVICE",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub quota_rules_per_service: Option<usize>,
+    /// Most bytes of one instance's free-form text: the keys and values of its properties
+    /// (Eureka metadata), its endpoints, health-check URL and data-center fields, and for a
+    /// Eureka registration its URLs, VIP addresses and dataCenterInfo metadata. More is
+    /// refused: 400001 on /v4, 400 on /eureka. (default: 65536)
+    #[arg(long, env = "SYNCER_MAX_INSTANCE_METADATA_BYTES",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_instance_metadata_bytes: Option<usize>,
+    /// Largest request body the core reads, in bytes (service-center's max_body_bytes); a
+    /// larger one is answered 413 before it is read whole. (default: 2097152)
+    #[arg(long, env = "SYNCER_MAX_BODY_BYTES",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_body_bytes: Option<usize>,
+}
+
+impl CoreLimitsArgs {
+    /// Each value given here, else the one of `fallback` (the YAML file's).
+    pub fn or(&self, fallback: &CoreLimitsArgs) -> CoreLimitsArgs {
+        CoreLimitsArgs {
+            quota_services: self.quota_services.or(fallback.quota_services),
+            quota_instances: self.quota_instances.or(fallback.quota_instances),
+            quota_schemas_per_service: self
+                .quota_schemas_per_service
+                .or(fallback.quota_schemas_per_service),
+            quota_tags_per_service: self
+                .quota_tags_per_service
+                .or(fallback.quota_tags_per_service),
+            quota_rules_per_service: self
+                .quota_rules_per_service
+                .or(fallback.quota_rules_per_service),
+            max_instance_metadata_bytes: self
+                .max_instance_metadata_bytes
+                .or(fallback.max_instance_metadata_bytes),
+            max_body_bytes: self.max_body_bytes.or(fallback.max_body_bytes),
+        }
+    }
 }
 
 /// TLS and authentication toward etcd, for every etcd endpoint of the process (the built-in

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use md5::{Digest, Md5};
 
-use crate::cli::{DaemonArgs, Mode, PluginKind};
+use crate::cli::{CoreLimitsArgs, DaemonArgs, Mode, PluginKind};
 use crate::credentials::{redact_list, without_userinfo, Redacted};
 use crate::etcd::{self, ClientConfig as EtcdClientConfig};
 use crate::membership::cipher::{GossipKey, Keyring};
@@ -149,6 +149,20 @@ pub struct FileConfig {
     pub etcd_key_file: Option<PathBuf>,
     /// As `--eureka-self-preservation`.
     pub eureka_self_preservation: Option<bool>,
+    /// As `--quota-services`.
+    pub quota_services: Option<usize>,
+    /// As `--quota-instances`.
+    pub quota_instances: Option<usize>,
+    /// As `--quota-schemas-per-service`.
+    pub quota_schemas_per_service: Option<usize>,
+    /// As `--quota-tags-per-service`.
+    pub quota_tags_per_service: Option<usize>,
+    /// As `--quota-rules-per-service`.
+    pub quota_rules_per_service: Option<usize>,
+    /// As `--max-instance-metadata-bytes`.
+    pub max_instance_metadata_bytes: Option<usize>,
+    /// As `--max-body-bytes`.
+    pub max_body_bytes: Option<usize>,
     /// The service-center syncer's registry block.
     pub servicecenter: Option<LegacyRegistry>,
     /// service-center syncer keys with no effect here.
@@ -327,6 +341,11 @@ pub struct DaemonConfig {
     pub store: StoreConfig,
     /// Eureka self-preservation in the built-in core (`--eureka-self-preservation`).
     pub eureka_self_preservation: bool,
+    /// The built-in core's quotas and instance size limit (`--quota-*`,
+    /// `--max-instance-metadata-bytes`).
+    pub builtin_limits: crate::servicecenter::registry::Limits,
+    /// The built-in core's largest request body, bytes (`--max-body-bytes`).
+    pub builtin_max_body_bytes: usize,
     /// Mutual TLS of the exchange (`--tls-enabled`, `tls_config`); `None`: plaintext.
     pub tls: Option<TlsConfig>,
     /// `--insecure`: listeners beyond loopback without encryption, TLS or authentication
@@ -653,6 +672,40 @@ impl DaemonConfig {
                 .or(file.builtin_max_connections),
             crate::listener::http::MAX_CONNECTIONS,
         )?;
+        let core_limits = args.core_limits.or(&CoreLimitsArgs {
+            quota_services: file.quota_services,
+            quota_instances: file.quota_instances,
+            quota_schemas_per_service: file.quota_schemas_per_service,
+            quota_tags_per_service: file.quota_tags_per_service,
+            quota_rules_per_service: file.quota_rules_per_service,
+            max_instance_metadata_bytes: file.max_instance_metadata_bytes,
+            max_body_bytes: file.max_body_bytes,
+        });
+        for (setting, value) in [
+            ("--quota-services", core_limits.quota_services),
+            ("--quota-instances", core_limits.quota_instances),
+            (
+                "--quota-schemas-per-service",
+                core_limits.quota_schemas_per_service,
+            ),
+            (
+                "--quota-tags-per-service",
+                core_limits.quota_tags_per_service,
+            ),
+            (
+                "--quota-rules-per-service",
+                core_limits.quota_rules_per_service,
+            ),
+            (
+                "--max-instance-metadata-bytes",
+                core_limits.max_instance_metadata_bytes,
+            ),
+            ("--max-body-bytes", core_limits.max_body_bytes),
+        ] {
+            if value == Some(0) {
+                return Err(invalid(setting, "0", "must be at least 1"));
+            }
+        }
         let grace_secs = args
             .grace_period
             .or(file.grace_period)
@@ -680,10 +733,36 @@ impl DaemonConfig {
             store: StoreConfig::from_flags(args.data_dir.or(file.data_dir), store_etcd),
             eureka_self_preservation: args.eureka_self_preservation
                 || file.eureka_self_preservation.unwrap_or(false),
+            builtin_limits: self::core_limits(&core_limits),
+            builtin_max_body_bytes: core_max_body_bytes(&core_limits),
             tls,
             insecure,
         })
     }
+}
+
+/// The registry's quotas and size limits of `args`: each value given, else its default
+/// (service-center's quotas; see [`crate::servicecenter::registry::limits`]).
+pub fn core_limits(args: &CoreLimitsArgs) -> crate::servicecenter::registry::Limits {
+    let d = crate::servicecenter::registry::Limits::default();
+    crate::servicecenter::registry::Limits {
+        services: args.quota_services.unwrap_or(d.services),
+        instances: args.quota_instances.unwrap_or(d.instances),
+        schemas_per_service: args
+            .quota_schemas_per_service
+            .unwrap_or(d.schemas_per_service),
+        tags_per_service: args.quota_tags_per_service.unwrap_or(d.tags_per_service),
+        rules_per_service: args.quota_rules_per_service.unwrap_or(d.rules_per_service),
+        instance_metadata_bytes: args
+            .max_instance_metadata_bytes
+            .unwrap_or(d.instance_metadata_bytes),
+    }
+}
+
+/// The request body limit of `args`, else [`crate::listener::http::MAX_BODY_BYTES`].
+pub fn core_max_body_bytes(args: &CoreLimitsArgs) -> usize {
+    args.max_body_bytes
+        .unwrap_or(crate::listener::http::MAX_BODY_BYTES)
 }
 
 /// A connection limit `given` for `setting`, else `default`; at least 1.
@@ -1078,6 +1157,42 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cretPW2"), "{shown}");
         assert!(shown.contains("scUser:***@127.0.0.1:30100"), "{shown}");
+    }
+
+    #[test]
+    fn core_limits_come_from_flags_then_the_file_then_service_center_s_defaults() {
+        let c = DaemonConfig::resolve(DaemonArgs::default()).expect("defaults");
+        assert_eq!(
+            c.builtin_limits,
+            crate::servicecenter::registry::Limits::default()
+        );
+        assert_eq!(c.builtin_limits.services, 50_000);
+        assert_eq!(c.builtin_limits.instances, 150_000);
+        assert_eq!(c.builtin_max_body_bytes, 2 * 1024 * 1024);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "quota_instances: 7\nquota_tags_per_service: 3\nmax_body_bytes: 4096\n",
+        )
+        .expect("write");
+        let mut args = DaemonArgs {
+            config: Some(path.clone()),
+            ..DaemonArgs::default()
+        };
+        args.core_limits.quota_instances = Some(9);
+        let c = DaemonConfig::resolve(args).expect("given");
+        assert_eq!(c.builtin_limits.instances, 9);
+        assert_eq!(c.builtin_limits.tags_per_service, 3);
+        assert_eq!(c.builtin_limits.rules_per_service, 100);
+        assert_eq!(c.builtin_max_body_bytes, 4096);
+        std::fs::write(&path, "quota_services: 0\n").expect("write");
+        let e = DaemonConfig::resolve(DaemonArgs {
+            config: Some(path),
+            ..DaemonArgs::default()
+        })
+        .expect_err("zero");
+        assert!(e.to_string().contains("--quota-services"), "{e}");
     }
 
     #[test]

@@ -57,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .context("cannot open the registry store")?;
                 core.set_eureka_self_preservation(args.eureka_self_preservation);
+                core.set_limits(syncer::config::core_limits(&args.core_limits));
                 let core = if args.rbac {
                     let mut settings =
                         syncer::servicecenter::registry::rbac::RbacSettings::resolve(
@@ -93,6 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let shutdown = shutdown_on_signal();
                 let limits = syncer::servicecenter::HttpLimits {
                     max_connections: args.max_connections,
+                    max_body_bytes: syncer::config::core_max_body_bytes(&args.core_limits),
                     ..Default::default()
                 };
                 syncer::servicecenter::serve_with(listener, core, tls, limits, shutdown)

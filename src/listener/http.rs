@@ -31,6 +31,11 @@ use super::{AcceptConfig, Activity, ServerConfigSource, TrackRequestsLayer};
 /// `--builtin-max-connections`).
 pub const MAX_CONNECTIONS: usize = 512;
 
+/// Default of [`HttpLimits::max_body_bytes`] (`--max-body-bytes`,
+/// `--builtin-max-body-bytes`): 2 MiB, service-center's `max_body_bytes` default (and
+/// axum's).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
 /// How long open connections may take to finish their requests at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -58,12 +63,16 @@ pub struct HttpLimits {
     /// Largest HTTP/2 header list, in bytes (HTTP/1.1: hyper's 100 headers and 400 KiB
     /// buffer).
     pub max_header_list_bytes: u32,
+    /// Largest request body a handler reads, in bytes; a larger one is answered 413
+    /// (`length limit exceeded`) before it is buffered. Applied by the server's router
+    /// (the built-in core's [`serve_with`](crate::servicecenter::serve_with)).
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpLimits {
     /// 512 connections, request heads within 10 s, idle connections closed after 60 s,
     /// HTTP/2 pings every 20 s answered within 10 s, 128 streams per connection, 16 KiB of
-    /// HTTP/2 headers.
+    /// HTTP/2 headers, request bodies up to [`MAX_BODY_BYTES`].
     fn default() -> Self {
         HttpLimits {
             max_connections: MAX_CONNECTIONS,
@@ -73,6 +82,7 @@ impl Default for HttpLimits {
             keepalive_timeout: Duration::from_secs(10),
             max_streams_per_connection: 128,
             max_header_list_bytes: 16 * 1024,
+            max_body_bytes: MAX_BODY_BYTES,
         }
     }
 }

@@ -47,6 +47,7 @@ use syncer_wire_eureka::{
 };
 
 use crate::servicecenter::core::Core;
+use crate::servicecenter::error::ScError;
 use crate::servicecenter::registry::eureka::{
     current_views, find_view, hashcode, sync_delta, View,
 };
@@ -576,6 +577,10 @@ async fn register(
     let now = Instant::now();
     let now_ms = now_ms();
     let mut registry = core.lock();
+    if let Err(e) = registry.eureka_admit(&app, &reg) {
+        drop(registry);
+        return refuse_registration(&app, &e);
+    }
     let id = reg.instance_id.clone();
     let existing = find_view(&registry, Some(&app), &id);
     if let Some(old) = &existing {
@@ -602,8 +607,27 @@ async fn register(
     registry
         .eureka
         .note_registered(&app, &id, existing.is_none());
-    registry.eureka_register(&app, reg, now, now_ms);
-    StatusCode::NO_CONTENT.into_response()
+    match registry.eureka_register(&app, reg, now, now_ms) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            drop(registry);
+            refuse_registration(&app, &e)
+        }
+    }
+}
+
+/// A registration refused by a quota or the size limit ([`Limits`](crate::servicecenter::registry::Limits)):
+/// 400 with service-center's detail as text, like Netflix's other refusals of a register
+/// (`ApplicationResource.addInstance` answers 400 with a reason); the client logs it and
+/// registers again at its next heartbeat (404).
+fn refuse_registration(app: &str, e: &ScError) -> Response {
+    tracing::debug!(%app, code = e.code, detail = %e.detail, "eureka register refused");
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+        e.detail.clone(),
+    )
+        .into_response()
 }
 
 /// `PUT /apps/{APP}/{id}[?status=&lastDirtyTimestamp=]`: 200, or 404 (unknown; evaluated

@@ -69,7 +69,9 @@ pub async fn serve_tls(
 
 /// [`serve`], over HTTPS when `tls` is set (its certificate re-read when its files change and
 /// on SIGHUP), within `limits`: connections, request-head and idle timeouts, HTTP/2
-/// keepalive and streams ([`crate::listener::http`]).
+/// keepalive and streams ([`crate::listener::http`]), and request bodies up to
+/// `limits.max_body_bytes` (413 beyond). The registry's quotas and size limits are the
+/// core's ([`Core::set_limits`]).
 ///
 /// # Errors
 /// The listener's I/O error, if serving fails.
@@ -83,7 +85,7 @@ pub async fn serve_with(
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, scheme, client_certificates = tls.as_ref().is_some_and(|t| t.requires_client_certificates()),
-        max_connections = limits.max_connections, header_read_timeout_secs = limits.header_read_timeout.as_secs_f32(),
+        max_connections = limits.max_connections, max_body_bytes = limits.max_body_bytes, header_read_timeout_secs = limits.header_read_timeout.as_secs_f32(),
         idle_timeout_secs = limits.idle_timeout.as_secs_f32(), "service-center core listening");
     // A child token: stopping the expiry task must not cancel the caller's token.
     let stop = shutdown.child_token();
@@ -102,11 +104,12 @@ pub async fn serve_with(
     let background_stop = CancellationToken::new();
     let background = tokio::spawn(core.clone().run(background_stop.clone()));
     let tls = tls.map(|tls| -> ServerConfigSource { Arc::new(move || tls.server_config()) });
+    let routes = router(core).layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes));
     crate::listener::http::serve(
         listener,
         "service-center core",
         tls,
-        router(core),
+        routes,
         limits,
         shutdown.clone(),
     )

@@ -142,6 +142,12 @@ impl Core {
         n
     }
 
+    /// Sets the registry's quotas and size limits ([`registry::limits`]; service-center's
+    /// defaults until called). What the store already holds stays, over a quota or not.
+    pub fn set_limits(&self, limits: registry::Limits) {
+        self.lock().set_limits(limits);
+    }
+
     /// Turns Eureka self-preservation on or off (off by default; `eureka_registry.rs`).
     pub fn set_eureka_self_preservation(&self, on: bool) {
         self.lock().eureka.set_self_preservation(on);

@@ -3,27 +3,55 @@
 
 use super::*;
 
+/// The key of the microservice holding Eureka app `app` (see the module docs of
+/// [`super`]).
+fn eureka_service_key(app: &str) -> ServiceKey {
+    (
+        (
+            DEFAULT_TENANT.to_string(),
+            DEFAULT_TENANT.to_string(),
+            String::new(),
+            EUREKA_APP_ID.to_string(),
+            app.to_ascii_lowercase(),
+        ),
+        EUREKA_VERSION.to_string(),
+    )
+}
+
 impl Registry {
+    /// Checks that registering `reg` in Eureka app `app` fits the limits: its free-form
+    /// text within [`Limits::instance_metadata_bytes`], and, when it adds them, one more
+    /// service and one more instance within the quotas. Replacing an instance (or moving
+    /// it between the services of its app) adds none.
+    ///
+    /// # Errors
+    /// 400001 too much free-form text; 400100 a quota is full (service-center's error).
+    pub fn eureka_admit(&self, app: &str, reg: &EurekaRegistration) -> Result<(), ScError> {
+        self.check_instance_size(&reg.body, Some(&reg.side))?;
+        if !self.by_key.contains_key(&eureka_service_key(app)) {
+            self.admit_service()?;
+        }
+        if self.eureka_locate(app, &reg.instance_id).is_none() {
+            self.admit_instance()?;
+        }
+        Ok(())
+    }
+
     /// Registers (or replaces) an instance of a Eureka app, creating the
     /// microservice (default/default, appId `eureka`, lower-case name, `0.0.1`) on first use.
+    ///
+    /// # Errors
+    /// As [`Registry::eureka_admit`], checked first: nothing changes on an error.
     pub fn eureka_register(
         &mut self,
         app: &str,
         reg: EurekaRegistration,
         now: Instant,
         now_ms: i64,
-    ) {
+    ) -> Result<(), ScError> {
+        self.eureka_admit(app, &reg)?;
         let name = app.to_ascii_lowercase();
-        let key: ServiceKey = (
-            (
-                DEFAULT_TENANT.to_string(),
-                DEFAULT_TENANT.to_string(),
-                String::new(),
-                EUREKA_APP_ID.to_string(),
-                name.clone(),
-            ),
-            EUREKA_VERSION.to_string(),
-        );
+        let key = eureka_service_key(app);
         let sid = match self.by_key.get(&key) {
             Some(id) => id.clone(),
             None => {
@@ -76,6 +104,7 @@ impl Registry {
                     .map(Arc::make_mut)
                     .and_then(|e| e.instances.remove(&reg.instance_id))
                 {
+                    self.instance_count = self.instance_count.saturating_sub(1);
                     self.leases
                         .remove(&(rec.deadline, other.clone(), reg.instance_id.clone()));
                     self.journal.instance(&other, &reg.instance_id);
@@ -110,6 +139,7 @@ impl Registry {
                 rec.registered_ms = reg_ms;
             }
         }
+        Ok(())
     }
 
     /// The serviceId holding instance `id` of Eureka app `app`.

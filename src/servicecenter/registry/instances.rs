@@ -7,7 +7,9 @@ impl Registry {
     /// Registers an SC instance; re-registering an existing id only renews its lease.
     ///
     /// # Errors
-    /// 400012 unknown service; 400001 a bad field.
+    /// 400012 unknown service; 400001 a bad field, or more free-form text than
+    /// [`Limits::instance_metadata_bytes`]; 400100 when a new instance would go over the
+    /// instance quota ([`Limits::instances`]).
     pub fn register_instance(
         &mut self,
         domain: &str,
@@ -26,6 +28,7 @@ impl Registry {
             inst.status = "UP".into();
         }
         validate_instance(&inst)?;
+        self.check_instance_size(&inst, None)?;
         let mut hc = inst.health_check.take().unwrap_or(HealthCheck {
             mode: "push".into(),
             interval: 30,
@@ -41,6 +44,7 @@ impl Registry {
         if !inst.instance_id.is_empty() && self.renew(service_id, &inst.instance_id, now, now_ms) {
             return Ok(inst.instance_id);
         }
+        self.admit_instance()?;
         if inst.instance_id.is_empty() {
             inst.instance_id = uuid::Uuid::new_v4().simple().to_string();
         }
@@ -76,9 +80,12 @@ impl Registry {
             renewed_ms: now_ms,
             updated_ms: now_ms,
         });
-        if let Some(old) = entry.instances.insert(iid.clone(), rec) {
-            self.leases
-                .remove(&(old.deadline, service_id.to_string(), iid.clone()));
+        match entry.instances.insert(iid.clone(), rec) {
+            Some(old) => {
+                self.leases
+                    .remove(&(old.deadline, service_id.to_string(), iid.clone()));
+            }
+            None => self.instance_count += 1,
         }
         self.journal.instance(service_id, &iid);
         self.eureka_touch(service_id, &iid);
@@ -186,6 +193,7 @@ impl Registry {
             .instances
             .remove(instance_id)
             .ok_or_else(|| instance_missing(instance_id))?;
+        self.instance_count = self.instance_count.saturating_sub(1);
         self.leases.remove(&(
             rec.deadline,
             service_id.to_string(),
@@ -239,7 +247,8 @@ impl Registry {
     /// Replaces an instance's properties (`PUT .../properties`).
     ///
     /// # Errors
-    /// 400017 unknown instance.
+    /// 400017 unknown instance; 400001 when the instance would hold more free-form text
+    /// than [`Limits::instance_metadata_bytes`].
     pub fn set_instance_properties(
         &mut self,
         domain: &str,
@@ -249,6 +258,7 @@ impl Registry {
         properties: Props,
         now_ms: i64,
     ) -> Result<(), ScError> {
+        let max = self.limits().instance_metadata_bytes;
         let rec = self
             .service_mut(domain, project, service_id)
             .map_err(|_| instance_missing(instance_id))?
@@ -256,6 +266,15 @@ impl Registry {
             .get_mut(instance_id)
             .map(Arc::make_mut)
             .ok_or_else(|| instance_missing(instance_id))?;
+        let size = limits::instance_text_bytes(&rec.body, rec.eureka.as_deref())
+            - limits::props_bytes(&rec.body.properties)
+            + limits::props_bytes(&properties);
+        if size > max {
+            return Err(ScError::invalid(format!(
+                "Invalid properties: the instance's properties (metadata) and other free-form \
+                 fields would take {size} bytes, more than the limit of {max}"
+            )));
+        }
         rec.body.properties = properties;
         rec.body.mod_timestamp = secs(now_ms);
         rec.updated_ms = now_ms;
@@ -291,6 +310,7 @@ impl Registry {
             }
             if let Some(entry) = self.services.get_mut(&sid).map(Arc::make_mut) {
                 if let Some(rec) = entry.instances.remove(&iid) {
+                    self.instance_count = self.instance_count.saturating_sub(1);
                     self.journal.instance(&sid, &iid);
                     self.eureka_gone(&sid, rec);
                     tracing::debug!(service_id = %sid, instance_id = %iid, "instance lease expired");

@@ -23,7 +23,8 @@
 //! `instances` (and leases), `eureka_apps` (Eureka operations) and [`eureka`] (the Eureka
 //! view: delta, hashcode, self-preservation), `persist` (the journal for the store),
 //! [`changelog`] (change log and feed), [`discovery`], [`rules`], [`tags`], [`schemas`],
-//! [`dependencies`], [`rbac`] (accounts and roles), [`records`] (other stored records).
+//! [`dependencies`], [`rbac`] (accounts and roles), [`records`] (other stored records),
+//! [`limits`] (quotas and size limits).
 
 pub mod changelog;
 pub mod dependencies;
@@ -31,6 +32,7 @@ pub mod discovery;
 pub mod eureka;
 mod eureka_apps;
 mod instances;
+pub mod limits;
 mod model;
 mod persist;
 pub mod rbac;
@@ -55,6 +57,7 @@ use crate::servicecenter::error::{
 };
 use crate::servicecenter::store::{keys, Journal, Mark, Taken, Write};
 
+pub use limits::Limits;
 pub use model::*;
 pub(crate) use persist::*;
 pub use syncer_wire_servicecenter::model::{
@@ -101,6 +104,11 @@ pub struct Registry {
     pub(crate) changelog: changelog::ChangeLog,
     /// Accounts, roles and the token key (`rbac/`; empty while RBAC is off).
     pub(crate) rbac: rbac::RbacState,
+    /// Quotas and size limits ([`limits`]).
+    limits: Limits,
+    /// Instances in all services, kept by every path that adds or removes one (O(1) quota
+    /// checks, [`limits`]).
+    instance_count: usize,
 }
 
 /// Wall-clock now in ms since the epoch.

@@ -360,6 +360,7 @@ impl Registry {
         let Some(entry) = self.services.remove(id) else {
             return false;
         };
+        self.instance_count = self.instance_count.saturating_sub(entry.instances.len());
         for (iid, rec) in &entry.instances {
             self.leases
                 .remove(&(rec.deadline, id.to_string(), iid.clone()));
@@ -425,6 +426,7 @@ impl Registry {
             deadline,
         });
         entry.instances.insert(instance_id.to_string(), rec);
+        self.instance_count += 1;
         self.leases
             .insert((deadline, service_id.to_string(), instance_id.to_string()));
         self.eureka_touch(service_id, instance_id);
@@ -441,6 +443,7 @@ impl Registry {
         else {
             return false;
         };
+        self.instance_count = self.instance_count.saturating_sub(1);
         self.leases.remove(&(
             rec.deadline,
             service_id.to_string(),

@@ -11,12 +11,14 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::{apply_quota, Quota};
 use super::{MicroService, Props, Registry};
 use crate::servicecenter::error::{
-    ScError, BLACK_AND_WHITE_RULE, MODIFY_RULE_NOT_ALLOWED, NOT_ENOUGH_QUOTA, RULE_NOT_EXISTS,
+    ScError, BLACK_AND_WHITE_RULE, MODIFY_RULE_NOT_ALLOWED, RULE_NOT_EXISTS,
 };
 
-/// At most this many rules per service (service-center's `QUOTA_RULE` default).
+/// At most this many rules in one request (service-center's validator). How many a
+/// service holds is the quota [`Limits::rules_per_service`](super::Limits::rules_per_service).
 pub const MAX_RULES: usize = 100;
 
 /// A rule as stored and returned.
@@ -179,7 +181,8 @@ pub fn allows(rules: &[Rule], consumer: &MicroService, tags: &Props) -> bool {
 ///
 /// # Errors
 /// 400001 bad rule, or an unknown service (a 1.3.0 quirk kept); 400020 both types;
-/// 400100 more than [`MAX_RULES`].
+/// 400100 more than the quota [`Limits::rules_per_service`](super::Limits::rules_per_service)
+/// in all (service-center's error).
 pub fn add(
     reg: &mut Registry,
     domain: &str,
@@ -199,6 +202,7 @@ pub fn add(
             "Invalid serviceId '{service_id}': service does not exist"
         )));
     }
+    let max = reg.limits().rules_per_service;
     let current = reg
         .rules
         .by_service
@@ -231,11 +235,13 @@ pub fn add(
         ids.push(r.rule_id.clone());
         fresh.push(r);
     }
-    if current.len() + fresh.len() > MAX_RULES {
-        return Err(ScError::new(
-            NOT_ENOUGH_QUOTA,
-            format!("a service has at most {MAX_RULES} rules"),
-        ));
+    if !fresh.is_empty() {
+        if let Err(e) = apply_quota(Quota::Rule, max, current.len(), fresh.len()) {
+            if current.is_empty() {
+                reg.rules.by_service.remove(service_id);
+            }
+            return Err(e);
+        }
     }
     current.extend(fresh);
     if current.is_empty() {

@@ -11,12 +11,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::{apply_quota, Quota};
 use super::Registry;
 use crate::servicecenter::error::{
-    ScError, MODIFY_SCHEMA_NOT_ALLOWED, NOT_ENOUGH_QUOTA, SCHEMA_NOT_EXISTS, UNDEFINED_SCHEMA_ID,
+    ScError, MODIFY_SCHEMA_NOT_ALLOWED, SCHEMA_NOT_EXISTS, UNDEFINED_SCHEMA_ID,
 };
 
-/// At most this many schemas per service (service-center's `QUOTA_SCHEMA` default).
+/// At most this many schemas in one request (service-center's validator of a service's
+/// `schemas`). How many a service holds is the quota
+/// [`Limits::schemas_per_service`](super::Limits::schemas_per_service).
 pub const MAX_SCHEMAS: usize = 100;
 
 /// A stored schema.
@@ -180,11 +183,8 @@ pub fn put(
         }
     }
     let count = reg.schemas.of(service_id).map_or(0, BTreeMap::len);
-    if existing.is_none() && count >= MAX_SCHEMAS {
-        return Err(ScError::new(
-            NOT_ENOUGH_QUOTA,
-            format!("a service has at most {MAX_SCHEMAS} schemas"),
-        ));
+    if existing.is_none() {
+        apply_quota(Quota::Schema, reg.limits().schemas_per_service, count, 1)?;
     }
     reg.schemas
         .by_service
@@ -206,7 +206,8 @@ pub fn put(
 /// checked all before any is written.
 ///
 /// # Errors
-/// 400001 bad items; 400012 unknown service; 400014, 400015 the edit rule.
+/// 400001 bad items; 400012 unknown service; 400014, 400015 the edit rule; 400100 more
+/// schemas than the quota.
 pub fn put_all(
     reg: &mut Registry,
     domain: &str,
@@ -257,6 +258,23 @@ pub fn put_all(
         .of(service_id)
         .map(|s| s.keys().cloned().collect())
         .unwrap_or_default();
+    let (current, added) = if editable(&svc.environment) {
+        (0, items.len())
+    } else {
+        let fresh = items
+            .iter()
+            .filter(|i| old.binary_search(&i.schema_id).is_err())
+            .count();
+        (old.len(), fresh)
+    };
+    if added > 0 {
+        apply_quota(
+            Quota::Schema,
+            reg.limits().schemas_per_service,
+            current,
+            added,
+        )?;
+    }
     let ids: Vec<String> = items.iter().map(|i| i.schema_id.clone()).collect();
     for id in old.iter().chain(ids.iter()) {
         mark_schema(reg, service_id, id);

@@ -10,7 +10,9 @@ impl Registry {
     /// status `UP`) and the timestamps. Returns (serviceId, created).
     ///
     /// # Errors
-    /// 400001 on a bad field; 400010 when a client-chosen id conflicts.
+    /// 400001 on a bad field; 400010 when a client-chosen id conflicts; 400100 when a new
+    /// service would go over the service quota ([`Limits::services`]; an existing key still
+    /// answers its id).
     pub fn create_service(
         &mut self,
         domain: &str,
@@ -64,6 +66,7 @@ impl Registry {
                 format!("serviceId {} is used by another key", s.service_id),
             ));
         }
+        self.admit_service()?;
         s.timestamp = secs(now_ms);
         s.mod_timestamp = s.timestamp.clone();
         let id = s.service_id.clone();
@@ -195,6 +198,7 @@ impl Registry {
         let Some(entry) = self.services.remove(id) else {
             return Ok(());
         };
+        self.instance_count = self.instance_count.saturating_sub(entry.instances.len());
         self.journal.mark(service_mark(&entry));
         for (iid, rec) in &entry.instances {
             self.leases

@@ -7,10 +7,12 @@
 
 use std::collections::HashMap;
 
+use super::limits::{apply_quota, Quota};
 use super::{Props, Registry};
-use crate::servicecenter::error::{ScError, NOT_ENOUGH_QUOTA, TAG_NOT_EXISTS};
+use crate::servicecenter::error::{ScError, TAG_NOT_EXISTS};
 
-/// At most this many tags per service (service-center's `QUOTA_TAG` default).
+/// At most this many tags in one request (service-center's validator). How many a service
+/// holds is the quota [`Limits::tags_per_service`](super::Limits::tags_per_service).
 pub const MAX_TAGS: usize = 100;
 
 /// Tags per serviceId.
@@ -101,7 +103,9 @@ pub fn validate_tags(tags: &Props) -> Result<(), ScError> {
 /// `POST .../tags`: merges `tags` into the service's tags.
 ///
 /// # Errors
-/// 400001 bad tags; 400012 unknown service; 400100 more than [`MAX_TAGS`] in all.
+/// 400001 bad tags; 400012 unknown service; 400100 more than the quota
+/// [`Limits::tags_per_service`](super::Limits::tags_per_service) in all (service-center's
+/// error).
 pub fn add(
     reg: &mut Registry,
     domain: &str,
@@ -111,17 +115,20 @@ pub fn add(
 ) -> Result<(), ScError> {
     validate_tags(&tags)?;
     reg.service(domain, project, service_id)?;
+    let max = reg.limits().tags_per_service;
     let current = reg
         .tags
         .by_service
         .entry(service_id.to_string())
         .or_default();
     let added = tags.keys().filter(|k| !current.contains_key(*k)).count();
-    if current.len() + added > MAX_TAGS {
-        return Err(ScError::new(
-            NOT_ENOUGH_QUOTA,
-            format!("a service has at most {MAX_TAGS} tags"),
-        ));
+    if added > 0 {
+        if let Err(e) = apply_quota(Quota::Tag, max, current.len(), added) {
+            if current.is_empty() {
+                reg.tags.by_service.remove(service_id);
+            }
+            return Err(e);
+        }
     }
     current.extend(tags);
     mark_tags(reg, service_id);
