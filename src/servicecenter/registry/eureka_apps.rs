@@ -28,7 +28,7 @@ impl Registry {
     /// 400001 too much free-form text; 400100 a quota is full (service-center's error).
     pub fn eureka_admit(&self, app: &str, reg: &EurekaRegistration) -> Result<(), ScError> {
         self.check_instance_size(&reg.body, Some(&reg.side))?;
-        if !self.by_key.contains_key(&eureka_service_key(app)) {
+        if self.id_of_key(&eureka_service_key(app)).is_none() {
             self.admit_service()?;
         }
         if self.eureka_locate(app, &reg.instance_id).is_none() {
@@ -52,7 +52,7 @@ impl Registry {
         self.eureka_admit(app, &reg)?;
         let name = app.to_ascii_lowercase();
         let key = eureka_service_key(app);
-        let sid = match self.by_key.get(&key) {
+        let sid = match self.id_of_key(&key) {
             Some(id) => id.clone(),
             None => {
                 let id = default_service_id(
@@ -75,20 +75,21 @@ impl Registry {
                     ..MicroService::default()
                 };
                 // Direct insert: Eureka names may fail SC's stricter name rule.
-                let name_key = key.0.clone();
                 self.by_app
                     .entry(app.to_ascii_uppercase())
                     .or_default()
                     .insert(id.clone());
-                self.by_name.entry(name_key).or_default().insert(id.clone());
-                self.by_key.insert(key, id.clone());
+                self.by_name
+                    .entry(name_index(&key.0))
+                    .or_default()
+                    .insert(id.clone());
                 self.services.insert(
                     id.clone(),
                     Arc::new(ServiceEntry {
                         domain: DEFAULT_TENANT.into(),
                         project: DEFAULT_TENANT.into(),
                         service: svc,
-                        instances: BTreeMap::new(),
+                        instances: Instances::default(),
                     }),
                 );
                 self.mark_service(&id);

@@ -80,7 +80,7 @@ impl Registry {
             renewed_ms: now_ms,
             updated_ms: now_ms,
         });
-        match entry.instances.insert(iid.clone(), rec) {
+        match entry.instances.insert(rec) {
             Some(old) => {
                 self.leases
                     .remove(&(old.deadline, service_id.to_string(), iid.clone()));

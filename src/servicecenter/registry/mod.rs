@@ -10,8 +10,9 @@
 //!
 //! Indexes, so that no request loops over services × instances:
 //! - `services`: serviceId → service and its instances (instances by id);
-//! - `by_key`: (domain, project, env, appId, serviceName, version) → serviceId;
-//! - `by_name`: the same key without version → the serviceIds of every version;
+//! - `by_name`: (domain, project, env, appId, serviceName), packed into one allocation
+//!   ([`name_index`]), → the serviceIds of every version (a key with its version is
+//!   looked up among them: [`Registry::id_of_key`]);
 //! - `by_app`: Eureka app name → serviceIds in default/default;
 //! - `leases`: (deadline, serviceId, instanceId), ordered, for expiry; lazily kept (an
 //!   entry may predate a renewal: `expire` requeues it at the record's deadline).
@@ -79,8 +80,7 @@ pub struct Registry {
     /// snapshot ([`Registry::snapshot`]) shares the entries; a write after a snapshot copies
     /// the entry it changes (`Arc::make_mut`; instances are shared too).
     services: HashMap<String, Arc<ServiceEntry>>,
-    by_key: HashMap<ServiceKey, String>,
-    by_name: HashMap<NameKey, IdSet>,
+    by_name: HashMap<Box<[u8]>, IdSet>,
     by_app: HashMap<String, IdSet>,
     leases: BTreeSet<(Instant, String, String)>,
     revision: u64,
@@ -140,11 +140,32 @@ fn mapped_eureka_app(domain: &str, project: &str, service_name: &str) -> Option<
         .then(|| service_name.to_ascii_uppercase())
 }
 
+/// `by_name`'s key for `k`: each part after its length (4 bytes, little endian), in one
+/// allocation instead of five strings.
+fn name_index(k: &NameKey) -> Box<[u8]> {
+    let parts = [&k.0, &k.1, &k.2, &k.3, &k.4];
+    let mut out = Vec::with_capacity(parts.iter().map(|p| 4 + p.len()).sum());
+    for p in parts {
+        out.extend_from_slice(&u32::try_from(p.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(p.as_bytes());
+    }
+    out.into_boxed_slice()
+}
+
 fn secs(now_ms: i64) -> String {
     (now_ms / 1000).to_string()
 }
 
 impl Registry {
+    /// The serviceId of the service with this key (name and version), if any.
+    pub(super) fn id_of_key(&self, key: &ServiceKey) -> Option<&String> {
+        self.by_name.get(&name_index(&key.0))?.iter().find(|id| {
+            self.services
+                .get(*id)
+                .is_some_and(|e| e.service.version == key.1)
+        })
+    }
+
     /// Bumped on every change of a service or instance (not on heartbeats).
     pub fn revision(&self) -> u64 {
         self.revision

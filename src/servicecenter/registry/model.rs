@@ -68,11 +68,120 @@ pub struct ServiceEntry {
     pub project: String,
     /// The stored body.
     pub service: MicroService,
-    /// Instances by instanceId. Behind an `Arc`: a B-tree node has room for 11 values, so an
-    /// inline record would cost 11 record sizes for a service with one instance, and a
-    /// snapshot ([`Registry::snapshot`]) shares records instead of copying them (a write
-    /// after a snapshot copies one record, `Arc::make_mut`).
-    pub instances: BTreeMap<String, Arc<InstanceRecord>>,
+    /// Instances by instanceId.
+    pub instances: Instances,
+}
+
+/// The instances of one service, by instanceId: a `Vec` sorted by the records' own
+/// `instanceId`, of exact capacity while small. Most services have one instance, for which
+/// a `BTreeMap` would spend a node of eleven slots and a copy of the id.
+///
+/// Each record is behind an `Arc`, so a snapshot ([`Registry::snapshot`]) shares records
+/// instead of copying them (a write after a snapshot copies one record, `Arc::make_mut`).
+#[derive(Debug, Clone, Default)]
+pub struct Instances(Vec<Arc<InstanceRecord>>);
+
+/// Up to this many instances a service's list grows one slot at a time.
+const EXACT_UP_TO: usize = 8;
+
+impl Instances {
+    fn find(&self, id: &str) -> Result<usize, usize> {
+        self.0
+            .binary_search_by(|r| r.body.instance_id.as_str().cmp(id))
+    }
+
+    /// The record of `id`.
+    pub fn get(&self, id: &str) -> Option<&Arc<InstanceRecord>> {
+        self.find(id).ok().map(|at| &self.0[at])
+    }
+
+    /// The record of `id`, to change (not its `instanceId`: the list is sorted by it).
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Arc<InstanceRecord>> {
+        self.find(id).ok().map(|at| &mut self.0[at])
+    }
+
+    /// Whether `id` is here.
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.find(id).is_ok()
+    }
+
+    /// Adds `rec` under its `instanceId`; returns the record it replaced.
+    pub fn insert(&mut self, rec: Arc<InstanceRecord>) -> Option<Arc<InstanceRecord>> {
+        match self.find(&rec.body.instance_id) {
+            Ok(at) => Some(std::mem::replace(&mut self.0[at], rec)),
+            Err(at) => {
+                if self.0.len() < EXACT_UP_TO {
+                    self.0.reserve_exact(1);
+                }
+                self.0.insert(at, rec);
+                None
+            }
+        }
+    }
+
+    /// Removes `id`; returns its record.
+    pub fn remove(&mut self, id: &str) -> Option<Arc<InstanceRecord>> {
+        let at = self.find(id).ok()?;
+        let rec = self.0.remove(at);
+        if self.0.len() < EXACT_UP_TO {
+            self.0.shrink_to_fit();
+        }
+        Some(rec)
+    }
+
+    /// How many instances.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// (instanceId, record) in instanceId order.
+    pub fn iter(&self) -> InstancesIter<'_> {
+        InstancesIter(self.0.iter())
+    }
+
+    /// The instanceIds in order.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|r| &r.body.instance_id)
+    }
+
+    /// The records in instanceId order.
+    pub fn values(&self) -> std::slice::Iter<'_, Arc<InstanceRecord>> {
+        self.0.iter()
+    }
+
+    /// The records in instanceId order, owned.
+    pub fn into_values(self) -> std::vec::IntoIter<Arc<InstanceRecord>> {
+        self.0.into_iter()
+    }
+}
+
+/// (instanceId, record) of [`Instances`], in instanceId order.
+pub struct InstancesIter<'a>(std::slice::Iter<'a, Arc<InstanceRecord>>);
+
+impl<'a> Iterator for InstancesIter<'a> {
+    type Item = (&'a String, &'a Arc<InstanceRecord>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|r| (&r.body.instance_id, r))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl<'a> IntoIterator for &'a Instances {
+    type Item = (&'a String, &'a Arc<InstanceRecord>);
+    type IntoIter = InstancesIter<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
 }
 
 /// (domain, project, env, appId, serviceName).

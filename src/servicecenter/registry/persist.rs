@@ -280,7 +280,7 @@ impl Registry {
                     .map(|a| (a, old.service.service_name.clone()));
                 (Arc::unwrap_or_clone(old).instances, app)
             }
-            None => (BTreeMap::new(), None),
+            None => (Instances::default(), None),
         };
         let new_app = mapped_eureka_app(domain, project, &s.service_name);
         if old_app.as_ref().map(|(a, _)| a) != new_app.as_ref() {
@@ -308,11 +308,9 @@ impl Registry {
                 .insert(service_id.to_string());
         }
         self.by_name
-            .entry(name_key.clone())
+            .entry(name_index(&name_key))
             .or_default()
             .insert(service_id.to_string());
-        self.by_key
-            .insert((name_key, s.version.clone()), service_id.to_string());
         self.services.insert(
             service_id.to_string(),
             Arc::new(ServiceEntry {
@@ -336,13 +334,11 @@ impl Registry {
             s.app_id.clone(),
             s.service_name.clone(),
         );
-        if self.by_key.get(&(name_key.clone(), s.version.clone())) == Some(id) {
-            self.by_key.remove(&(name_key.clone(), s.version.clone()));
-        }
-        if let Some(set) = self.by_name.get_mut(&name_key) {
+        let index = name_index(&name_key);
+        if let Some(set) = self.by_name.get_mut(&index) {
             set.remove(id);
             if set.is_empty() {
-                self.by_name.remove(&name_key);
+                self.by_name.remove(&index);
             }
         }
         if let Some(app) = mapped_eureka_app(&entry.domain, &entry.project, &s.service_name) {
@@ -425,7 +421,7 @@ impl Registry {
             ttl_secs,
             deadline,
         });
-        entry.instances.insert(instance_id.to_string(), rec);
+        entry.instances.insert(rec);
         self.instance_count += 1;
         self.leases
             .insert((deadline, service_id.to_string(), instance_id.to_string()));

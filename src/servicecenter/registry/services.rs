@@ -41,7 +41,7 @@ impl Registry {
             s.service_name.clone(),
         );
         let key: ServiceKey = (name_key.clone(), s.version.clone());
-        if let Some(existing) = self.by_key.get(&key) {
+        if let Some(existing) = self.id_of_key(&key) {
             if s.service_id.is_empty() || s.service_id == *existing {
                 return Ok((existing.clone(), false));
             }
@@ -73,15 +73,17 @@ impl Registry {
         if let Some(app) = mapped_eureka_app(domain, project, &s.service_name) {
             self.by_app.entry(app).or_default().insert(id.clone());
         }
-        self.by_name.entry(name_key).or_default().insert(id.clone());
-        self.by_key.insert(key, id.clone());
+        self.by_name
+            .entry(name_index(&name_key))
+            .or_default()
+            .insert(id.clone());
         self.services.insert(
             id.clone(),
             Arc::new(ServiceEntry {
                 domain: domain.to_string(),
                 project: project.to_string(),
                 service: s,
-                instances: BTreeMap::new(),
+                instances: Instances::default(),
             }),
         );
         self.mark_service(&id);
@@ -212,11 +214,11 @@ impl Registry {
             s.app_id.clone(),
             s.service_name.clone(),
         );
-        self.by_key.remove(&(name_key.clone(), s.version.clone()));
-        if let Some(set) = self.by_name.get_mut(&name_key) {
+        let index = name_index(&name_key);
+        if let Some(set) = self.by_name.get_mut(&index) {
             set.remove(id);
             if set.is_empty() {
-                self.by_name.remove(&name_key);
+                self.by_name.remove(&index);
             }
         }
         if let Some(app) = mapped_eureka_app(&entry.domain, &entry.project, &s.service_name) {
@@ -250,12 +252,14 @@ impl Registry {
         };
         if let VersionRule::Exact(v) = &rule {
             return self
-                .by_key
-                .get(&(name_key.clone(), v.clone()))
+                .id_of_key(&(name_key.clone(), v.clone()))
                 .map(|id| vec![id.clone()])
                 .ok_or_else(not_found);
         }
-        let ids = self.by_name.get(name_key).ok_or_else(not_found)?;
+        let ids = self
+            .by_name
+            .get(&name_index(name_key))
+            .ok_or_else(not_found)?;
         let mut versions: Vec<([u16; 4], &String)> = ids
             .iter()
             .filter_map(|id| {

@@ -16,7 +16,7 @@ use super::{Adaptor, Snapshot, StoreError, Write};
 /// The one table: key path → value bytes.
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 /// redb's page cache, bytes (its default, 1 GiB, would make the file's size the core's RSS).
-const CACHE_BYTES: usize = 64 << 20;
+const CACHE_BYTES: usize = 16 << 20;
 /// The file under `--data-dir`.
 pub const FILE_NAME: &str = "registry.redb";
 
