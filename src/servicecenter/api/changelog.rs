@@ -10,10 +10,10 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Serialize;
 
-use super::extract::Tenant;
+use super::extract::{all_tenants, Tenant};
 use crate::servicecenter::core::Core;
 use crate::servicecenter::error::{ScError, FORBIDDEN, INVALID_PARAMS};
-use crate::servicecenter::registry::changelog::Changed;
+use crate::servicecenter::registry::changelog::{Changed, Scope};
 use crate::servicecenter::registry::{MicroService, MicroServiceInstance, Registry, ServiceEntry};
 use crate::servicecenter::store::keys;
 
@@ -55,10 +55,12 @@ pub fn routes() -> axum::Router<Core> {
     axum::Router::new().route("/v4/{project}/admin/changes", axum::routing::get(changes))
 }
 
-/// `GET /v4/{project}/admin/changes?since=R[&wait=MS]` (syncer extension, default/default
-/// only, like the admin dump): what changed after revision `R` (the `X-Resource-Revision`
-/// of an admin dump, a find or an earlier change read), as the current body of each
-/// changed instance and of its service, and the instances and services removed:
+/// `GET /v4/{project}/admin/changes?since=R[&wait=MS][&scope=all]` (syncer extension,
+/// default/default only, like the admin dump): what changed in the caller's tenant (with
+/// `scope=all`, in every tenant: [`all_tenants`]) after revision `R` (the
+/// `X-Resource-Revision` of an admin dump, a find or an earlier change read), as the
+/// current body of each changed instance and of its service, and the instances and
+/// services removed:
 ///
 /// `{"revision": N, "services": [{"key","value"}], "instances": [{"key","value"}],
 ///   "removed": [{"serviceId","instanceId"}], "removedServices": [serviceId]}`
@@ -70,7 +72,7 @@ pub fn routes() -> axum::Router<Core> {
 /// registry with one request per change instead of polling.
 ///
 /// # Errors
-/// 400001 on a missing or malformed `since`/`wait`; 403001 outside default/default;
+/// 400001 on a missing or malformed `since`/`wait`/`scope`; 403001 outside default/default;
 /// 410001 ([`CHANGES_GONE`]) when `R` is older than the log or newer than the registry.
 pub async fn changes(
     State(core): State<Core>,
@@ -83,6 +85,7 @@ pub async fn changes(
             "changes are only readable from default/default",
         ));
     }
+    let scope = (!all_tenants(&q)?).then_some((domain.as_str(), project.as_str()));
     let number = |name: &str| -> Result<Option<u64>, ScError> {
         q.get(name)
             .map(|v| {
@@ -118,7 +121,7 @@ pub async fn changes(
     }
     let except = q.get("exceptProperty").map(String::as_str);
     let reg = core.lock();
-    let body = reply(&reg, since, except)?;
+    let body = reply(&reg, since, except, scope)?;
     let revision = reg.revision();
     drop(reg);
     let mut resp = super::body::json_reply(body);
@@ -133,6 +136,7 @@ fn reply<'a>(
     reg: &'a Registry,
     since: u64,
     except: Option<&str>,
+    scope: Scope<'_>,
 ) -> Result<Result<Vec<u8>, ScError>, ScError> {
     let gone = || {
         ScError::new(
@@ -147,7 +151,7 @@ fn reply<'a>(
     if since > reg.revision() {
         return Err(gone());
     }
-    let changed = reg.changelog.since(since).ok_or_else(gone)?;
+    let changed = reg.changelog.since(since, scope).ok_or_else(gone)?;
     let mut out = ChangesReply {
         revision: reg.revision(),
         ..ChangesReply::default()
@@ -162,9 +166,15 @@ fn reply<'a>(
             });
         }
     };
+    // The entry of a serviceId, when it is in the scope (an id removed from one tenant
+    // may since live in another: the reader is told it is removed, nothing more).
+    let entry = |sid: &str| {
+        reg.entry(sid)
+            .filter(|e| scope.is_none_or(|(d, p)| e.domain == d && e.project == p))
+    };
     for what in changed {
         match what {
-            Changed::Service { service_id } => match reg.entry(service_id) {
+            Changed::Service { service_id } => match entry(service_id) {
                 Some(e) => send_service(&mut out, e),
                 None => out.removed_services.push(service_id),
             },
@@ -172,8 +182,7 @@ fn reply<'a>(
                 service_id,
                 instance_id,
             } => {
-                let entry = reg.entry(service_id);
-                match entry.and_then(|e| e.instances.get(instance_id).map(|r| (e, r))) {
+                match entry(service_id).and_then(|e| e.instances.get(instance_id).map(|r| (e, r))) {
                     Some((_, rec))
                         if except.is_some_and(|k| rec.body.properties.contains_key(k)) => {}
                     Some((e, rec)) => {

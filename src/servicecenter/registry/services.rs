@@ -149,9 +149,19 @@ impl Registry {
         self.services.get(id).map(|e| &**e)
     }
 
-    /// Every service in every tenant (for the admin dump).
+    /// Every service in every tenant.
     pub fn all_services(&self) -> impl Iterator<Item = &ServiceEntry> {
         self.services.values().map(|e| &**e)
+    }
+
+    /// Every service of tenant `(domain, project)`, or of every tenant when `scope` is
+    /// `None` (for the admin dump, `api/v4/dump.rs`). O(services).
+    pub fn services_in<'a>(
+        &'a self,
+        scope: changelog::Scope<'a>,
+    ) -> impl Iterator<Item = &'a ServiceEntry> + 'a {
+        self.all_services()
+            .filter(move |e| scope.is_none_or(|(d, p)| e.domain == d && e.project == p))
     }
 
     /// Deletes a microservice and its instances.

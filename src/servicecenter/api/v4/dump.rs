@@ -81,12 +81,19 @@ pub(super) struct DumpCache<'a> {
     instances: DumpRecords<'a>,
 }
 
-/// `GET /v4/{project}/admin/dump`: the cache of every tenant (only from default/default),
+/// `GET /v4/{project}/admin/dump[?scope=all]`: the cache of the caller's tenant, or with
+/// `scope=all` of every tenant (service-center 1.3.0 always dumps every tenant; the
+/// syncer's plugin asks for that explicitly, [`all_tenants`]); only from default/default,
 /// with the registry revision it was read at in `X-Resource-Revision`.
+///
+/// # Errors
+/// 403001 outside default/default; 400001 for a bad `scope`.
 pub(super) async fn dump(
     State(core): State<Core>,
     Tenant { domain, project }: Tenant,
+    Query(q): Query_,
 ) -> Result<Response, ScError> {
+    let all = all_tenants(&q)?;
     let dom = domain.clone();
     if dom != "default" || project != "default" {
         return Err(ScError::new(
@@ -101,7 +108,8 @@ pub(super) async fn dump(
     let mut rule_indexes = Vec::new();
     let mut dependency_rules = Vec::new();
     let mut summaries = Vec::new();
-    let mut entries: Vec<_> = reg.all_services().collect();
+    let scope = (!all).then_some((dom.as_str(), project.as_str()));
+    let mut entries: Vec<_> = reg.services_in(scope).collect();
     entries.sort_by(|a, b| a.service.service_id.cmp(&b.service.service_id));
     for e in &entries {
         let s = &e.service;
