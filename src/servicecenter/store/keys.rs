@@ -20,12 +20,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// What a segment escapes: `%` (the escape itself) and `/` (the separator). Control
-/// characters stay as they are (`CONTROLS` is only the base set; nothing of it is used).
-const SEGMENT: &AsciiSet = &CONTROLS.remove(0).add(b'%').add(b'/');
+/// What a segment escapes: `%` (the escape itself) and `/` (the separator), nothing else
+/// (non-ASCII text and control characters stay as they are).
+const SEGMENT: &AsciiSet = &AsciiSet::EMPTY.add(b'%').add(b'/');
 
 /// One key segment, escaped: `%` → `%25`, `/` → `%2F`; borrowed when it has neither.
 pub fn segment(s: &str) -> Cow<'_, str> {
@@ -300,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_slash_or_percent_in_a_segment_is_escaped_and_read_back() {
-        for id in ["host/a:b", "a%2Fb", "50%", "/", "%", "é/ü"] {
+        for id in ["host/a:b", "a%2Fb", "50%", "/", "%", "é/ü", "a\u{1}b"] {
             let k = instance("d", "p", "s1", id);
             assert_eq!(k.matches('/').count(), 7, "{k}");
             assert!(k.starts_with(&instances_of("d", "p", "s1")), "{k}");
@@ -331,6 +331,10 @@ mod tests {
         assert_eq!(
             service("d", "p", "a:b.c-d_e"),
             "/cse-sr/ms/files/d/p/a:b.c-d_e"
+        );
+        assert_eq!(
+            instance("d", "p", "s", "é\u{1} x"),
+            "/cse-sr/inst/files/d/p/s/é\u{1} x"
         );
     }
 }
