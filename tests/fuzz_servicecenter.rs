@@ -304,9 +304,9 @@ fn eureka_follow_ups(id: &str, q: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// A path segment, percent-encoded.
+/// A path segment or query value, percent-encoded.
 fn utf8_path(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// A query string: generated names and values (some edge numbers), raw or encoded.

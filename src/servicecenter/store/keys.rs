@@ -13,28 +13,47 @@
 //! a key is parsed, so an id holding a `/` (a Eureka instanceId such as `host/a:b`) is one
 //! segment and comes back after a restart. Every key of a segment without `%` or `/` is
 //! unchanged, so stores written before read the same. service-center does not escape
-//! (its keys of such ids cannot be read back); a stored segment written unescaped by an
-//! older version that holds `%XX` is read decoded. Domains and projects with a `/` are
+//! (its keys of such ids cannot be read back); a segment written unescaped by an older
+//! version is read as it is, unless it holds `%25` or `%2F`. Domains and projects with a `/` are
 //! refused by the API (400001), so the tenant segments are always as sent.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// What a segment escapes: `%` (the escape itself) and `/` (the separator), nothing else
-/// (non-ASCII text and control characters stay as they are).
-const SEGMENT: &AsciiSet = &AsciiSet::EMPTY.add(b'%').add(b'/');
-
-/// One key segment, escaped: `%` → `%25`, `/` → `%2F`; borrowed when it has neither.
+/// One key segment, escaped: `%` → `%25`, `/` → `%2F`, nothing else (borrowed when it has
+/// neither). Not `percent_encoding`'s codec: it always encodes non-ASCII bytes and decodes
+/// every `%XX`, which would change the keys of existing records with such names.
 pub fn segment(s: &str) -> Cow<'_, str> {
-    utf8_percent_encode(s, SEGMENT).into()
+    if s.contains(['%', '/']) {
+        Cow::Owned(s.replace('%', "%25").replace('/', "%2F"))
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
-/// A segment as it was before [`segment`] (`None`: not UTF-8 once decoded).
-fn unescape(s: &str) -> Option<Cow<'_, str>> {
-    percent_decode_str(s).decode_utf8().ok()
+/// A segment as it was before [`segment`]: `%25` → `%`, `%2F` (or `%2f`) → `/`; any other
+/// `%` stays (a segment written unescaped before may hold one).
+fn unescape(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let (text, used) = match tail.get(..3) {
+            Some("%25") => ("%", 3),
+            Some("%2F" | "%2f") => ("/", 3),
+            _ => ("%", 1),
+        };
+        out.push_str(text);
+        rest = &tail[used..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 /// The root of every key.
@@ -60,9 +79,7 @@ impl<const N: usize> fmt::Display for Key<'_, N> {
             if i > 0 {
                 f.write_str("/")?;
             }
-            for part in utf8_percent_encode(s, SEGMENT) {
-                f.write_str(part)?;
-            }
+            f.write_str(&segment(s))?;
         }
         Ok(())
     }
@@ -202,7 +219,7 @@ fn segments<const N: usize>(rest: &str) -> Option<[Cow<'_, str>; N]> {
     let mut out: [Cow<'_, str>; N] = std::array::from_fn(|_| Cow::Borrowed(""));
     let mut it = rest.split('/');
     for slot in out.iter_mut() {
-        *slot = unescape(it.next().filter(|s| !s.is_empty())?)?;
+        *slot = unescape(it.next().filter(|s| !s.is_empty())?);
     }
     it.next().is_none().then_some(out)
 }
@@ -336,5 +353,18 @@ mod tests {
             instance("d", "p", "s", "é\u{1} x"),
             "/cse-sr/inst/files/d/p/s/é\u{1} x"
         );
+        // A segment written unescaped before reads as it is unless it holds `%25`/`%2F`.
+        for (raw, read) in [
+            ("a%41", "a%41"),
+            ("50%", "50%"),
+            ("%", "%"),
+            ("x%2fy", "x/y"),
+        ] {
+            assert!(
+                matches!(parse(&format!("/cse-sr/ms/files/d/p/{raw}")),
+                    Parsed::Service { service_id, .. } if service_id == read),
+                "{raw}"
+            );
+        }
     }
 }
