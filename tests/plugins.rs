@@ -220,8 +220,24 @@ async fn servicecenter_plugin_uses_the_chosen_service_id_and_reads_the_admin_dum
         .register(&service, &imported_instance("dc-east-0002"))
         .await
         .expect("register");
+    // Another tenant's service: the plugin reads every tenant (`scope=all`; the core's
+    // dump is the caller's tenant only without it, issue 13 finding 8).
+    let other = Service {
+        service_id: "other-tenant-service".into(),
+        domain_project: "t2/p2".into(),
+        ..hello_service()
+    };
+    plugin.ensure_service(&other).await.expect("ensure t2/p2");
 
     let snapshot = plugin.list().await.expect("dump");
+    assert!(
+        snapshot
+            .services
+            .iter()
+            .any(|s| s.service_id == "other-tenant-service" && s.domain_project == "t2/p2"),
+        "every tenant is listed: {:?}",
+        snapshot.services
+    );
     let listed = snapshot
         .services
         .iter()

@@ -555,11 +555,14 @@ async fn rules_hide_providers_from_the_consumers_they_exclude() {
     };
     assert_eq!(seen(&good).await, 1);
     assert_eq!(seen(&evil).await, 0);
-    // Updating the only rule may change its type: now only `good` passes.
-    sc.ok(
+    // A rule's type never changes, not even the only rule's (service-center 1.3.0): 400021,
+    // and the black list stays.
+    sc.err(
         "PUT",
         &format!("{r}/{id}"),
         Some(json!({"ruleType": "WHITE", "attribute": "ServiceName", "pattern": "^good$"})),
+        400021,
+        "Rule type is BLACK",
     )
     .await;
     assert_eq!((seen(&good).await, seen(&evil).await), (1, 0));

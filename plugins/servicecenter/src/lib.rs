@@ -12,7 +12,9 @@
 //!   [`Service::domain_project`] (`domain/project`);
 //! - [`Plugin::list`] reads `GET /v4/{project}/registry/microservices` and each service's
 //!   `.../instances` for every configured tenant ([`Config::tenants`]), or the all-tenant
-//!   `GET /v4/default/admin/dump` when [`Config::use_admin_dump`] is set. Instances of **every**
+//!   `GET /v4/default/admin/dump?scope=all` when [`Config::use_admin_dump`] is set (the
+//!   built-in core dumps only the caller's tenant without `scope=all`; service-center
+//!   ignores the parameter and always dumps every tenant). Instances of **every**
 //!   status are listed (1.3.0 kept only `UP`); service-center's own `SERVICECENTER` service is
 //!   left out (1.3.0 exported it);
 //! - the client chooses the ids: the service id (when [`Service::service_id`] is set) and the
@@ -22,7 +24,7 @@
 //!   not an existence check per instance (1.3.0 weakness, servicecomb-notes a.12);
 //! - endpoints are tried in order with failover to the next, remembering the last good one
 //!   (see `client`);
-//! - [`Plugin::changes`] reads `GET /v4/default/admin/changes?since=R&wait=MS`, the built-in
+//! - [`Plugin::changes`] reads `GET /v4/default/admin/changes?since=R&wait=MS&scope=all`, the built-in
 //!   core's change log (a syncer extension), so a change costs O(change) instead of a whole
 //!   dump; a registry without it (404: a real service-center) is asked once, then the caller
 //!   lists as before;
@@ -531,7 +533,9 @@ impl ServiceCenterPlugin {
     async fn dump_each(&self, visit: &mut (dyn FnMut(Listed) + Send)) -> Result<Option<u64>> {
         let answer = self
             .send_streaming(|http, base| {
-                http.get(format!("{base}/v4/default/admin/dump"))
+                // `scope=all`: the built-in core dumps only the caller's tenant unless
+                // asked for all; service-center ignores it (its dump is all tenants).
+                http.get(format!("{base}/v4/default/admin/dump?scope=all"))
                     .header("X-Domain-Name", "default")
                     .header(header::ACCEPT, "application/json")
             })
@@ -701,7 +705,11 @@ impl Plugin for ServiceCenterPlugin {
         }
         let wait = wait.min(self.request_timeout / 2);
         let (since_text, wait_text) = (since.to_string(), wait.as_millis().to_string());
-        let mut query = vec![("since", since_text.as_str()), ("wait", wait_text.as_str())];
+        let mut query = vec![
+            ("since", since_text.as_str()),
+            ("wait", wait_text.as_str()),
+            ("scope", "all"),
+        ];
         if !imported {
             query.push(("exceptProperty", syncer_plugin_api::ORIGIN_CLUSTER));
         }

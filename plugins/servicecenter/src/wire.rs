@@ -153,9 +153,20 @@ impl DumpSink<'_> {
 fn dump_tenant(key: &str) -> String {
     let parts: Vec<&str> = key.split('/').collect();
     match (parts.get(4), parts.get(5)) {
-        (Some(d), Some(p)) if !d.is_empty() && !p.is_empty() => format!("{d}/{p}"),
+        (Some(d), Some(p)) if !d.is_empty() && !p.is_empty() => {
+            format!("{}/{}", key_segment(d), key_segment(p))
+        }
         _ => syncer_plugin_api::DEFAULT_DOMAIN_PROJECT.to_owned(),
     }
+}
+
+/// A key segment as the built-in core escapes it (`%25` → `%`, `%2F` → `/`; its
+/// `store::keys`), unescaped. service-center does not escape; a name of its holding `%25`
+/// or `%2F` would be misread (none of its own names do).
+fn key_segment(s: &str) -> String {
+    s.replace("%2F", "/")
+        .replace("%2f", "/")
+        .replace("%25", "%")
 }
 
 /// Walks `{"cache": {"services": [...], "instances": [...]}}`, converting each entry as it is
@@ -653,6 +664,12 @@ mod tests {
         assert_eq!(e.error_code, Some(400012));
         let e: ErrorBody = serde_json::from_str(r#"{"errorCode":400017}"#).expect("decodes");
         assert_eq!(e.error_code, Some(400017));
+    }
+
+    #[test]
+    fn a_dump_key_tenant_is_unescaped_as_the_core_escapes_it() {
+        assert_eq!(dump_tenant("/cse-sr/ms/files/dom%251/p/s"), "dom%1/p");
+        assert_eq!(dump_tenant("/cse-sr/ms/files/d/p/s"), "d/p");
     }
 
     #[test]

@@ -11,10 +11,10 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Serialize;
 
-use super::extract::Tenant;
+use super::extract::{all_tenants, Tenant};
 use crate::servicecenter::core::Core;
 use crate::servicecenter::error::{ScError, FORBIDDEN, INVALID_PARAMS};
-use crate::servicecenter::registry::changelog::Changed;
+use crate::servicecenter::registry::changelog::{Changed, Scope};
 use crate::servicecenter::registry::{MicroService, MicroServiceInstance, Registry, ServiceEntry};
 use crate::servicecenter::store::keys;
 
@@ -56,10 +56,12 @@ pub fn routes() -> axum::Router<Core> {
     axum::Router::new().route("/v4/{project}/admin/changes", axum::routing::get(changes))
 }
 
-/// `GET /v4/{project}/admin/changes?since=R[&wait=MS]` (syncer extension, default/default
-/// only, like the admin dump): what changed after revision `R` (the `X-Resource-Revision`
-/// of an admin dump, a find or an earlier change read), as the current body of each
-/// changed instance and of its service, and the instances and services removed:
+/// `GET /v4/{project}/admin/changes?since=R[&wait=MS][&scope=all]` (syncer extension,
+/// default/default only, like the admin dump): what changed in the caller's tenant (with
+/// `scope=all`, in every tenant: [`all_tenants`]) after revision `R` (the
+/// `X-Resource-Revision` of an admin dump, a find or an earlier change read), as the
+/// current body of each changed instance and of its service, and the instances and
+/// services removed:
 ///
 /// `{"revision": N, "services": [{"key","value"}], "instances": [{"key","value"}],
 ///   "removed": [{"serviceId","instanceId"}], "removedServices": [serviceId]}`
@@ -71,7 +73,7 @@ pub fn routes() -> axum::Router<Core> {
 /// registry with one request per change instead of polling.
 ///
 /// # Errors
-/// 400001 on a missing or malformed `since`/`wait`; 403001 outside default/default;
+/// 400001 on a missing or malformed `since`/`wait`/`scope`; 403001 outside default/default;
 /// 410001 ([`CHANGES_GONE`]) when `R` is older than the log or newer than the registry.
 pub async fn changes(
     State(core): State<Core>,
@@ -84,6 +86,7 @@ pub async fn changes(
             "changes are only readable from default/default",
         ));
     }
+    let scope = (!all_tenants(&q)?).then_some((domain.as_str(), project.as_str()));
     let number = |name: &str| -> Result<Option<u64>, ScError> {
         q.get(name)
             .map(|v| {
@@ -120,7 +123,7 @@ pub async fn changes(
     let except = q.get("exceptProperty").map(String::as_str);
     // Under the lock only what changed is gathered (shared records); the reply is written
     // after it is released.
-    let gathered = gather(&core.lock(), since, except)?;
+    let gathered = gather(&core.lock(), since, except, scope)?;
     let revision = gathered.revision;
     let mut resp = super::body::json_reply(gathered.render());
     if let Ok(v) = axum::http::HeaderValue::from_str(&revision.to_string()) {
@@ -141,11 +144,16 @@ struct Gathered {
     removed_services: Vec<String>,
 }
 
-/// What changed for a reader at `since`.
+/// What changed for a reader at `since`, in `scope` (one tenant, or all when `None`).
 ///
 /// # Errors
 /// [`CHANGES_GONE`] when the log no longer covers `since` or `since` is ahead.
-fn gather(reg: &Registry, since: u64, except: Option<&str>) -> Result<Gathered, ScError> {
+fn gather(
+    reg: &Registry,
+    since: u64,
+    except: Option<&str>,
+    scope: Scope<'_>,
+) -> Result<Gathered, ScError> {
     let gone = || {
         ScError::new(
             CHANGES_GONE,
@@ -159,7 +167,7 @@ fn gather(reg: &Registry, since: u64, except: Option<&str>) -> Result<Gathered, 
     if since > reg.revision() {
         return Err(gone());
     }
-    let changed = reg.changelog.since(since).ok_or_else(gone)?;
+    let changed = reg.changelog.since(since, scope).ok_or_else(gone)?;
     let mut out = Gathered {
         revision: reg.revision(),
         services: Vec::new(),
@@ -174,33 +182,34 @@ fn gather(reg: &Registry, since: u64, except: Option<&str>) -> Result<Gathered, 
             out.services.push(Arc::clone(e));
         }
     };
+    // The entry of a serviceId, when it is in the scope (an id removed from one tenant
+    // may since live in another: the reader is told it is removed, nothing more).
+    let entry = |sid: &str| {
+        reg.shared_entry(sid)
+            .filter(|e| scope.is_none_or(|(d, p)| e.domain == d && e.project == p))
+    };
     for what in changed {
         match what {
-            Changed::Service { service_id } => match reg.shared_entry(service_id) {
+            Changed::Service { service_id } => match entry(service_id) {
                 Some(e) => send_service(&mut out, &e),
                 None => out.removed_services.push(service_id.clone()),
             },
             Changed::Instance {
                 service_id,
                 instance_id,
-            } => {
-                let entry = reg
-                    .shared_entry(service_id)
-                    .filter(|e| e.instances.contains_key(instance_id));
-                match entry {
-                    Some(e)
-                        if except.is_some_and(|k| {
-                            e.instances
-                                .get(instance_id)
-                                .is_some_and(|r| r.body.properties.contains_key(k))
-                        }) => {}
-                    Some(e) => {
-                        send_service(&mut out, &e);
-                        out.instances.push((e, instance_id.clone()));
-                    }
-                    None => out.removed.push((service_id.clone(), instance_id.clone())),
+            } => match entry(service_id).filter(|e| e.instances.contains_key(instance_id)) {
+                Some(e)
+                    if except.is_some_and(|k| {
+                        e.instances
+                            .get(instance_id)
+                            .is_some_and(|r| r.body.properties.contains_key(k))
+                    }) => {}
+                Some(e) => {
+                    send_service(&mut out, &e);
+                    out.instances.push((e, instance_id.clone()));
                 }
-            }
+                None => out.removed.push((service_id.clone(), instance_id.clone())),
+            },
         }
     }
     Ok(out)

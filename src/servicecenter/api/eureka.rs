@@ -85,6 +85,26 @@ pub fn router(core: Core) -> Router {
 
 // ---- request decoding ----------------------------------------------------
 
+/// The longest `leaseInfo` duration or renewal interval a registration may give, seconds:
+/// Java's `int` range, which Netflix Eureka's `LeaseInfo` fields have (Jackson refuses a
+/// larger number with 400). About 68 years.
+pub const MAX_LEASE_SECS: u32 = i32::MAX as u32;
+
+/// `leaseInfo.{field}` in seconds: `default` when missing, unreadable or not above 0
+/// (Netflix Eureka's `LeaseInfo` builder does the same for a duration or interval ≤ 0).
+///
+/// # Errors
+/// A whole number outside Java's `int` range (Eureka: 400, "out of range of int").
+fn lease_secs(lease: Option<&Value>, name: &str, default: u32) -> Result<u32, String> {
+    match lease.and_then(|l| int(l.get(name))) {
+        Some(n) if n > i64::from(MAX_LEASE_SECS) || n < i64::from(i32::MIN) => Err(format!(
+            "leaseInfo.{name} {n} is out of range: at most {MAX_LEASE_SECS} seconds"
+        )),
+        Some(n) if n > 0 => Ok(u32::try_from(n).unwrap_or(default)),
+        _ => Ok(default),
+    }
+}
+
 /// Decodes and validates a register body for app `path_app` (upper-cased).
 ///
 /// # Errors
@@ -143,15 +163,14 @@ fn registration(
     let dc_name = text(dc, "name").ok_or("Missing dataCenterInfo Name")?;
     let status = text(&inst, "status").map_or("UP", |s| field::status(&s));
     let lease = inst.get("leaseInfo").filter(|l| l.is_object());
-    let duration = lease
-        .and_then(|l| int(l.get("durationInSecs")))
-        .filter(|d| *d > 0)
-        .and_then(|d| u64::try_from(d).ok())
-        .unwrap_or(u64::from(DEFAULT_LEASE_DURATION_SECS));
-    let renewal = lease
-        .and_then(|l| int(l.get("renewalIntervalInSecs")))
-        .filter(|d| *d > 0)
-        .unwrap_or(i64::from(DEFAULT_RENEWAL_INTERVAL_SECS));
+    let duration = lease_secs(lease, "durationInSecs", DEFAULT_LEASE_DURATION_SECS)?;
+    let renewal = lease_secs(
+        lease,
+        "renewalIntervalInSecs",
+        DEFAULT_RENEWAL_INTERVAL_SECS,
+    )?;
+    let duration = u64::from(duration);
+    let renewal = i64::from(renewal);
     let port = side_port(inst.get("port"), DEFAULT_PORT);
     let secure_port = side_port(inst.get("securePort"), DEFAULT_SECURE_PORT);
     let mut strings = BTreeMap::new();
@@ -185,8 +204,9 @@ fn registration(
     if secure_port.1 {
         endpoints.push(format!("rest://{ip}:{}?sslEnabled=true", secure_port.0));
     }
+    // Both are at most `i32::MAX` (`lease_secs`), so this cannot overflow.
     let duration_i = i64::try_from(duration).unwrap_or(i64::MAX);
-    let times = ((duration_i + renewal - 1) / renewal - 1).max(0);
+    let times = (duration_i.saturating_add(renewal - 1) / renewal - 1).max(0);
     let body = MicroServiceInstance {
         endpoints,
         host_name: host,

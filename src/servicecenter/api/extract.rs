@@ -82,14 +82,33 @@ async fn param<S: Send + Sync>(
         .ok_or_else(|| ScError::invalid(format!("Invalid path: no {name}")))
 }
 
+/// A domain or project the registry cannot keep: one with a `/` (its store keys
+/// `/cse-sr/.../{domain}/{project}/...` would not read back, and no `{project}` path
+/// segment can name it) is refused with 400001 rather than acknowledged and lost at the
+/// next restart.
+///
+/// # Errors
+/// 400001 naming `field`.
+pub fn check_tenant_part(field: &str, value: &str) -> Result<(), ScError> {
+    if value.contains('/') {
+        return Err(ScError::invalid(format!(
+            "Invalid {field} '{value}': must not contain '/'"
+        )));
+    }
+    Ok(())
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Tenant {
     type Rejection = ScError;
 
+    /// # Errors
+    /// 400001 for a domain or project with a `/` ([`check_tenant_part`]).
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Tenant, ScError> {
-        Ok(Tenant {
-            domain: domain(&parts.headers),
-            project: param(parts, state, "project").await?,
-        })
+        let domain = domain(&parts.headers);
+        check_tenant_part("domain (X-Domain-Name)", &domain)?;
+        let project = param(parts, state, "project").await?;
+        check_tenant_part("project", &project)?;
+        Ok(Tenant { domain, project })
     }
 }
 
@@ -116,5 +135,23 @@ impl<S: Send + Sync> FromRequestParts<S> for InstanceAt {
             service_id,
             instance_id,
         })
+    }
+}
+
+/// The `scope` query parameter of the admin reads (`admin/dump`, `admin/changes`, syncer
+/// extension): absent → the caller's tenant only; `all` → every tenant (the syncer's
+/// `servicecenter` plugin reads the whole registry this way, as service-center 1.3.0's
+/// dump always did). Who may read at all is decided before (default/default only; with
+/// RBAC on, an account allowed `get` on `ops`).
+///
+/// # Errors
+/// 400001 for any other value.
+pub fn all_tenants(query: &std::collections::HashMap<String, String>) -> Result<bool, ScError> {
+    match query.get("scope").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("all") => Ok(true),
+        Some(other) => Err(ScError::invalid(format!(
+            "Invalid scope '{other}': 'all' or nothing (the caller's tenant)"
+        ))),
     }
 }

@@ -60,7 +60,7 @@ pub fn routes(core: Core) -> Router {
 /// What a request needs.
 #[derive(Debug, PartialEq, Eq)]
 enum Need {
-    /// Nothing: the token route, version and health.
+    /// Nothing: the token route, version (`/version` too) and health.
     Open,
     /// An authenticated caller (changing a password: the handler decides).
     Caller,
@@ -70,7 +70,7 @@ enum Need {
 
 fn classify(method: &Method, path: &str, query: Option<&str>) -> Need {
     let verb = verb(method);
-    if path == "/v4/token" {
+    if path == "/v4/token" || path == "/version" {
         return Need::Open;
     }
     if path == "/v4/accounts" || path.starts_with("/v4/accounts/") {

@@ -35,7 +35,10 @@ pub(crate) async fn restore(core: &Core, backend: &Backend) -> Result<(), StoreE
         .map(|(k, v)| (k.as_str(), v.as_slice()))
         .collect();
     let mut stale = Vec::new();
-    let (mut services, mut instances) = (0usize, 0usize);
+    let (mut services, mut instances, mut expired) = (0usize, 0usize, 0usize);
+    // Records the registry could not take (unreadable, of an unknown service, or a key of
+    // no known layout): counted and named in a warning, never silently gone.
+    let mut dropped: Vec<&str> = Vec::new();
     {
         let mut reg = core.lock();
         // Services first: instance keys sort before service keys.
@@ -43,6 +46,8 @@ pub(crate) async fn restore(core: &Core, backend: &Backend) -> Result<(), StoreE
             if let keys::Parsed::Service { .. } = keys::parse(key) {
                 if reg.apply_stored(key, Some(value), now, now_ms) {
                     services += 1;
+                } else {
+                    dropped.push(key);
                 }
             }
         }
@@ -54,13 +59,13 @@ pub(crate) async fn restore(core: &Core, backend: &Backend) -> Result<(), StoreE
                     service_id,
                     instance_id,
                 } => {
-                    let lease_key = keys::lease(domain, project, service_id, instance_id);
+                    let lease_key = keys::lease(&domain, &project, &service_id, &instance_id);
                     // Embedded: the stored deadline; etcd: etcd expires it, a full lease here.
                     let remaining = if local_leases {
                         leases
                             .get(lease_key.as_str())
                             .and_then(|v| serde_json::from_slice::<keys::LeaseRecord>(v).ok())
-                            .and_then(|l| u64::try_from(l.deadline_ms - now_ms).ok())
+                            .and_then(|l| u64::try_from(l.deadline_ms.saturating_sub(now_ms)).ok())
                             .filter(|ms| *ms > 0)
                             .map(|ms| Some(Duration::from_millis(ms)))
                     } else {
@@ -68,10 +73,10 @@ pub(crate) async fn restore(core: &Core, backend: &Backend) -> Result<(), StoreE
                     };
                     let restored = match remaining {
                         Some(left) => reg.restore_instance(
-                            domain,
-                            project,
-                            service_id,
-                            instance_id,
+                            &domain,
+                            &project,
+                            &service_id,
+                            &instance_id,
                             value,
                             left,
                             now,
@@ -81,6 +86,11 @@ pub(crate) async fn restore(core: &Core, backend: &Backend) -> Result<(), StoreE
                     if restored {
                         instances += 1;
                     } else {
+                        if remaining.is_some() {
+                            dropped.push(key);
+                        } else {
+                            expired += 1;
+                        }
                         stale.push(Write::Delete { key: key.clone() });
                         stale.push(Write::Delete { key: lease_key });
                     }
@@ -88,7 +98,9 @@ pub(crate) async fn restore(core: &Core, backend: &Backend) -> Result<(), StoreE
                 keys::Parsed::Service { .. } | keys::Parsed::Index | keys::Parsed::Lease { .. } => {
                 }
                 keys::Parsed::Other => {
-                    reg.apply_stored(key, Some(value), now, now_ms);
+                    if !reg.apply_stored(key, Some(value), now, now_ms) {
+                        dropped.push(key);
+                    }
                 }
             }
         }
@@ -97,9 +109,17 @@ pub(crate) async fn restore(core: &Core, backend: &Backend) -> Result<(), StoreE
     tracing::info!(
         services,
         instances,
-        dropped = stale.len() / 2,
+        expired,
+        dropped = dropped.len(),
         "registry loaded from the store"
     );
+    if !dropped.is_empty() {
+        tracing::warn!(
+            dropped = dropped.len(),
+            first = ?dropped.iter().take(10).collect::<Vec<_>>(),
+            "stored records not loaded (unreadable, of an unknown service, or of an unknown key layout)"
+        );
+    }
     if !stale.is_empty() {
         backend.write(stale).await?;
     }

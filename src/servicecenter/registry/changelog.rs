@@ -30,11 +30,26 @@ pub enum Changed {
     },
 }
 
+/// Which tenants a read covers: one `(domain, project)`, or every tenant (`None`; the
+/// syncer's own all-tenant read, see `api/changelog.rs`).
+pub type Scope<'a> = Option<(&'a str, &'a str)>;
+
+/// Whether `tenant` (`domain/project`, as [`ChangeLog::note`] keeps it) is in `scope`.
+/// Domains never hold a `/` (the API refuses them), so the split is unambiguous.
+pub fn in_scope(tenant: &str, scope: Scope<'_>) -> bool {
+    scope.is_none_or(|(d, p)| {
+        tenant
+            .strip_prefix(d)
+            .and_then(|rest| rest.strip_prefix('/'))
+            == Some(p)
+    })
+}
+
 /// The last [`CAPACITY`] changes, by revision (see the module docs).
 #[derive(Debug)]
 pub struct ChangeLog {
-    /// (revision, what) in revision order.
-    entries: VecDeque<(u64, Changed)>,
+    /// (revision, tenant as `domain/project` (empty: unknown), what) in revision order.
+    entries: VecDeque<(u64, Box<str>, Changed)>,
     /// Entries of revisions up to and including `floor` may have been dropped.
     floor: u64,
     capacity: usize,
@@ -56,11 +71,13 @@ impl ChangeLog {
         }
     }
 
-    /// Notes that `what` changed at `revision` (not below the last one noted).
-    pub fn note(&mut self, revision: u64, what: Changed) {
-        self.entries.push_back((revision, what));
+    /// Notes that `what` of tenant `(domain, project)` (`None`: unknown, then only an
+    /// all-tenant read sees it) changed at `revision` (not below the last one noted).
+    pub fn note(&mut self, revision: u64, tenant: Option<(&str, &str)>, what: Changed) {
+        let tenant = tenant.map_or_else(Box::default, |(d, p)| format!("{d}/{p}").into());
+        self.entries.push_back((revision, tenant, what));
         while self.entries.len() > self.capacity {
-            if let Some((r, _)) = self.entries.pop_front() {
+            if let Some((r, _, _)) = self.entries.pop_front() {
                 self.floor = self.floor.max(r);
             }
         }
@@ -73,19 +90,20 @@ impl ChangeLog {
         self.floor = self.floor.max(revision);
     }
 
-    /// What changed after revision `since`, each named once, oldest first; `None` when
-    /// entries after `since` may have been dropped (the reader must list everything).
-    /// O(changes since) plus a binary search.
-    pub fn since(&self, since: u64) -> Option<Vec<&Changed>> {
+    /// What changed in `scope` after revision `since`, each named once, oldest first;
+    /// `None` when entries after `since` may have been dropped (the reader must list
+    /// everything). O(changes since) plus a binary search.
+    pub fn since(&self, since: u64, scope: Scope<'_>) -> Option<Vec<&Changed>> {
         if since < self.floor {
             return None;
         }
-        let start = self.entries.partition_point(|(r, _)| *r <= since);
+        let start = self.entries.partition_point(|(r, _, _)| *r <= since);
         let mut seen = HashSet::new();
         Some(
             self.entries
                 .range(start..)
-                .map(|(_, what)| what)
+                .filter(|(_, tenant, _)| in_scope(tenant, scope))
+                .map(|(_, _, what)| what)
                 .filter(|what| seen.insert(*what))
                 .collect(),
         )
@@ -122,6 +140,23 @@ impl ChangeFeed {
 mod tests {
     use super::*;
 
+    const T: Scope<'static> = Some(("d", "p"));
+
+    #[test]
+    fn a_tenant_reads_only_its_own_changes() {
+        let mut log = ChangeLog::with_capacity(10);
+        log.note(1, Some(("d", "p")), inst("a"));
+        log.note(2, Some(("d2", "p")), inst("b"));
+        log.note(3, Some(("d", "p2")), inst("c"));
+        log.note(4, Some(("dd", "p")), inst("d"));
+        log.note(5, None, inst("e"));
+        assert_eq!(log.since(0, Some(("d", "p"))), Some(vec![&inst("a")]));
+        assert_eq!(log.since(0, Some(("d2", "p"))), Some(vec![&inst("b")]));
+        assert_eq!(log.since(0, None).map(|v| v.len()), Some(5));
+        assert!(!in_scope("d/p", Some(("d", ""))));
+        assert!(!in_scope("", Some(("", ""))));
+    }
+
     fn inst(i: &str) -> Changed {
         Changed::Instance {
             service_id: "s".into(),
@@ -132,25 +167,28 @@ mod tests {
     #[test]
     fn changes_since_a_revision_are_named_once_in_order() {
         let mut log = ChangeLog::with_capacity(10);
-        log.note(1, inst("a"));
-        log.note(2, inst("b"));
-        log.note(3, inst("a"));
-        log.note(3, inst("c"));
-        assert_eq!(log.since(0), Some(vec![&inst("a"), &inst("b"), &inst("c")]));
-        assert_eq!(log.since(2), Some(vec![&inst("a"), &inst("c")]));
-        assert_eq!(log.since(3), Some(vec![]));
+        log.note(1, T, inst("a"));
+        log.note(2, T, inst("b"));
+        log.note(3, T, inst("a"));
+        log.note(3, T, inst("c"));
+        assert_eq!(
+            log.since(0, None),
+            Some(vec![&inst("a"), &inst("b"), &inst("c")])
+        );
+        assert_eq!(log.since(2, T), Some(vec![&inst("a"), &inst("c")]));
+        assert_eq!(log.since(3, None), Some(vec![]));
     }
 
     #[test]
     fn a_reader_behind_the_dropped_entries_must_list_again() {
         let mut log = ChangeLog::with_capacity(2);
-        log.note(1, inst("a"));
-        log.note(2, inst("b"));
-        log.note(3, inst("c"));
-        assert_eq!(log.since(0), None);
-        assert_eq!(log.since(1), Some(vec![&inst("b"), &inst("c")]));
+        log.note(1, T, inst("a"));
+        log.note(2, T, inst("b"));
+        log.note(3, T, inst("c"));
+        assert_eq!(log.since(0, None), None);
+        assert_eq!(log.since(1, None), Some(vec![&inst("b"), &inst("c")]));
         log.reset(7);
-        assert_eq!(log.since(6), None);
-        assert_eq!(log.since(7), Some(vec![]));
+        assert_eq!(log.since(6, None), None);
+        assert_eq!(log.since(7, None), Some(vec![]));
     }
 }

@@ -69,7 +69,7 @@ impl Registry {
         let Some(entry) = self.services.get_mut(service_id).map(Arc::make_mut) else {
             return;
         };
-        let deadline = now + Duration::from_secs(ttl_secs);
+        let deadline = lease_deadline(now, ttl_secs);
         let iid = body.instance_id.clone();
         let rec = Arc::new(InstanceRecord {
             body,
@@ -111,7 +111,7 @@ impl Registry {
         };
         // Lazy: the `leases` entry keeps the old deadline and `expire` moves it when it
         // comes due, so a heartbeat costs no allocation and no ordered-set update.
-        rec.deadline = now + Duration::from_secs(rec.ttl_secs);
+        rec.deadline = lease_deadline(now, rec.ttl_secs);
         rec.renewed_ms = now_ms;
         self.journal.renewed(service_id, instance_id);
         true

@@ -111,6 +111,19 @@ pub struct Registry {
     instance_count: usize,
 }
 
+/// The longest lease the registry keeps, seconds: Java's `int` range, the largest lease a
+/// Eureka registration (`leaseInfo.durationInSecs`) or a service-center healthCheck
+/// (`interval × (times + 1)`, int32) can ask for. About 68 years.
+pub const MAX_LEASE_SECS: u64 = i32::MAX as u64;
+
+/// When a lease of `ttl_secs` taken at `now` ends: `ttl_secs` is cut to
+/// [`MAX_LEASE_SECS`] and the sum is checked, so no request or stored value can make
+/// `Instant + Duration` overflow (a panic under the registry lock).
+pub fn lease_deadline(now: Instant, ttl_secs: u64) -> Instant {
+    let ttl = Duration::from_secs(ttl_secs.min(MAX_LEASE_SECS));
+    now.checked_add(ttl).unwrap_or(now)
+}
+
 /// Wall-clock now in ms since the epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -179,8 +192,10 @@ impl Registry {
     /// Notes in the change log that instance `iid` of service `sid` changes at the coming
     /// revision bump (every instance change passes here through `eureka_touch`/`eureka_gone`).
     fn log_instance(&mut self, sid: &str, iid: &str) {
+        let tenant = self.services.get(sid).map(|e| (&*e.domain, &*e.project));
         self.changelog.note(
             self.revision + 1,
+            tenant,
             changelog::Changed::Instance {
                 service_id: sid.to_owned(),
                 instance_id: iid.to_owned(),
@@ -190,8 +205,22 @@ impl Registry {
 
     /// Notes in the change log that service `sid` changes at the coming revision bump.
     fn log_service(&mut self, sid: &str) {
+        let tenant = self.services.get(sid).map(|e| (&*e.domain, &*e.project));
         self.changelog.note(
             self.revision + 1,
+            tenant,
+            changelog::Changed::Service {
+                service_id: sid.to_owned(),
+            },
+        );
+    }
+
+    /// [`Registry::log_service`] of a service of tenant `domain/project` that may not be in
+    /// the registry (being restored, or just removed).
+    fn log_service_in(&mut self, domain: &str, project: &str, sid: &str) {
+        self.changelog.note(
+            self.revision + 1,
+            Some((domain, project)),
             changelog::Changed::Service {
                 service_id: sid.to_owned(),
             },
@@ -225,9 +254,17 @@ impl Registry {
 
     /// [`Registry::eureka_gone`] for every instance of a removed service.
     fn eureka_gone_service(&mut self, entry: ServiceEntry) {
-        self.log_service(&entry.service.service_id);
+        let (sid, tenant) = (&entry.service.service_id, (&*entry.domain, &*entry.project));
+        self.log_service_in(tenant.0, tenant.1, sid);
         for iid in entry.instances.keys() {
-            self.log_instance(&entry.service.service_id, iid);
+            self.changelog.note(
+                self.revision + 1,
+                Some(tenant),
+                changelog::Changed::Instance {
+                    service_id: sid.clone(),
+                    instance_id: iid.clone(),
+                },
+            );
         }
         let name = &entry.service.service_name;
         if let Some(app) = mapped_eureka_app(&entry.domain, &entry.project, name) {

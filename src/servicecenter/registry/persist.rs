@@ -184,13 +184,13 @@ impl Registry {
                 service_id,
             } => match value {
                 Some(v) => match serde_json::from_slice::<MicroService>(v) {
-                    Ok(s) => self.restore_service(domain, project, service_id, s),
+                    Ok(s) => self.restore_service(&domain, &project, &service_id, s),
                     Err(e) => {
                         tracing::warn!(key, error = %e, "unreadable stored service skipped");
                         false
                     }
                 },
-                None => self.forget_service(service_id),
+                None => self.forget_service(&service_id),
             },
             keys::Parsed::Instance {
                 domain,
@@ -198,10 +198,16 @@ impl Registry {
                 service_id,
                 instance_id,
             } => match value {
-                Some(v) => {
-                    self.restore_instance(domain, project, service_id, instance_id, v, None, now)
-                }
-                None => self.forget_instance(service_id, instance_id),
+                Some(v) => self.restore_instance(
+                    &domain,
+                    &project,
+                    &service_id,
+                    &instance_id,
+                    v,
+                    None,
+                    now,
+                ),
+                None => self.forget_instance(&service_id, &instance_id),
             },
             keys::Parsed::Other => records::apply(self, key, value),
             keys::Parsed::Index | keys::Parsed::Lease { .. } => false,
@@ -272,7 +278,7 @@ impl Registry {
                 return false;
             }
         }
-        self.log_service(service_id);
+        self.log_service_in(domain, project, service_id);
         let (instances, old_app) = match self.services.remove(service_id) {
             Some(old) => {
                 self.unindex(&old);
@@ -409,9 +415,9 @@ impl Registry {
             self.eureka_touch(service_id, instance_id);
             return true;
         }
-        let full = Duration::from_secs(ttl_secs);
+        let full = Duration::from_secs(ttl_secs.min(super::MAX_LEASE_SECS));
         let left = remaining.unwrap_or(full).min(full);
-        let deadline = now + left;
+        let deadline = now.checked_add(left).unwrap_or(now);
         let rec = Arc::new(InstanceRecord {
             registered_ms: stored_ms(&body.timestamp, wall),
             updated_ms: stored_ms(&body.mod_timestamp, wall),

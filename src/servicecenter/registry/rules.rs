@@ -259,8 +259,8 @@ pub fn add(
 /// `PUT .../rules/{ruleId}`: replaces a rule's type, attribute, pattern and description.
 ///
 /// # Errors
-/// 400001 bad rule; 400012 unknown service; 400022 unknown rule; 400021 a type change
-/// while the service has other rules.
+/// 400001 bad rule; 400012 unknown service; 400022 unknown rule; 400021 any change of
+/// the rule's type (as service-center 1.3.0).
 pub fn update(
     reg: &mut Registry,
     domain: &str,
@@ -275,15 +275,19 @@ pub fn update(
     let list = reg.rules.by_service.get_mut(service_id);
     let missing = || ScError::new(RULE_NOT_EXISTS, format!("rule {rule_id} does not exist"));
     let list = list.ok_or_else(missing)?;
-    let n = list.len();
     let rule = list
         .iter_mut()
         .find(|r| r.rule_id == rule_id)
         .ok_or_else(missing)?;
-    if rule.rule_type != new.rule_type && n > 1 {
+    // service-center 1.3.0 (`UpdateRule`): any change of type is refused, even of the
+    // service's only rule (the service's rule type is that of its existing rules).
+    if rule.rule_type != new.rule_type {
         return Err(ScError::new(
             MODIFY_RULE_NOT_ALLOWED,
-            "the type of a rule changes only when it is the service's only rule",
+            format!(
+                "Exist multiple rules, can not change rule type. Rule type is {}",
+                rule.rule_type
+            ),
         ));
     }
     rule.rule_type = new.rule_type;

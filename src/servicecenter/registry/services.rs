@@ -154,7 +154,7 @@ impl Registry {
         self.services.get(id).map(|e| &**e)
     }
 
-    /// Every service in every tenant (for the admin dump).
+    /// Every service in every tenant.
     pub fn all_services(&self) -> impl Iterator<Item = &ServiceEntry> {
         self.services.values().map(|e| &**e)
     }

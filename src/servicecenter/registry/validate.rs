@@ -89,9 +89,11 @@ pub fn validate_service(s: &MicroService) -> Result<(), ScError> {
             )
         },
     )?;
+    // No `/` either (a syncer limit; service-center takes it and cannot read the keys of
+    // the service's tags, rules and schemas back): every store key holds the serviceId.
     check(
-        chars(&s.service_id) <= 64 && !s.service_id.chars().any(char::is_whitespace),
-        || "Invalid serviceId: up to 64 chars without whitespace".to_string(),
+        chars(&s.service_id) <= 64 && !s.service_id.chars().any(|c| c.is_whitespace() || c == '/'),
+        || "Invalid serviceId: up to 64 chars without whitespace or '/'".to_string(),
     )?;
     check(env_ok(&s.environment), || {
         format!("Invalid environment '{}'", s.environment)
@@ -132,23 +134,28 @@ pub fn validate_service(s: &MicroService) -> Result<(), ScError> {
     Ok(())
 }
 
+/// Checks an instanceId as service-center 1.3.0 does at registration and on a heartbeat
+/// (`instanceIdRule`: up to 64 chars of `[A-Za-z0-9_.-]`; empty passes, a registration
+/// then gets a generated one).
+///
+/// # Errors
+/// 400001 naming the id.
+pub fn check_instance_id(id: &str) -> Result<(), ScError> {
+    check(
+        chars(id) <= 64
+            && id
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')),
+        || format!("Invalid instanceId '{id}': up to 64 chars of [A-Za-z0-9_.-]"),
+    )
+}
+
 /// Checks an instance body at registration (servicecomb-notes part d).
 ///
 /// # Errors
 /// 400001 naming the first bad field.
 pub fn validate_instance(i: &MicroServiceInstance) -> Result<(), ScError> {
-    check(
-        chars(&i.instance_id) <= 64
-            && i.instance_id
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')),
-        || {
-            format!(
-                "Invalid instanceId '{}': up to 64 chars of [A-Za-z0-9_.-]",
-                i.instance_id
-            )
-        },
-    )?;
+    check_instance_id(&i.instance_id)?;
     check(
         (1..=64).contains(&chars(&i.host_name)) && !i.host_name.trim().is_empty(),
         || "Invalid hostName: 1-64 chars, not blank".to_string(),

@@ -9,12 +9,52 @@
 //! | `/cse-sr/inst/files/{domain}/{project}/{serviceId}/{instanceId}` | instance JSON |
 //! | `/cse-sr/inst/leases/{domain}/{project}/{serviceId}/{instanceId}` | etcd: lease id as decimal text; embedded: [`LeaseRecord`] JSON |
 //!
-//! Segments are taken as they are; a `/` inside a domain or project name is not escaped
-//! (service-center does not escape either).
+//! Each segment is written with `%` and `/` percent-encoded (`%25`, `%2F`) and decoded when
+//! a key is parsed, so an id holding a `/` (a Eureka instanceId such as `host/a:b`) is one
+//! segment and comes back after a restart. Every key of a segment without `%` or `/` is
+//! unchanged, so stores written before read the same. service-center does not escape
+//! (its keys of such ids cannot be read back); a segment written unescaped by an older
+//! version is read as it is, unless it holds `%25` or `%2F`. Domains and projects with a `/` are
+//! refused by the API (400001), so the tenant segments are always as sent.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize, Serializer};
+
+/// One key segment, escaped: `%` → `%25`, `/` → `%2F`, nothing else (borrowed when it has
+/// neither). Not `percent_encoding`'s codec: it always encodes non-ASCII bytes and decodes
+/// every `%XX`, which would change the keys of existing records with such names.
+pub fn segment(s: &str) -> Cow<'_, str> {
+    if s.contains(['%', '/']) {
+        Cow::Owned(s.replace('%', "%25").replace('/', "%2F"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// A segment as it was before [`segment`]: `%25` → `%`, `%2F` (or `%2f`) → `/`; any other
+/// `%` stays (a segment written unescaped before may hold one).
+fn unescape(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let (text, used) = match tail.get(..3) {
+            Some("%25") => ("%", 3),
+            Some("%2F" | "%2f") => ("/", 3),
+            _ => ("%", 1),
+        };
+        out.push_str(text);
+        rest = &tail[used..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
 
 /// The root of every key.
 pub const ROOT: &str = "/cse-sr/";
@@ -39,7 +79,7 @@ impl<const N: usize> fmt::Display for Key<'_, N> {
             if i > 0 {
                 f.write_str("/")?;
             }
-            f.write_str(s)?;
+            f.write_str(&segment(s))?;
         }
         Ok(())
     }
@@ -115,65 +155,71 @@ pub fn instance(domain: &str, project: &str, service_id: &str, instance_id: &str
 
 /// `/cse-sr/inst/leases/{domain}/{project}/{serviceId}/{instanceId}`.
 pub fn lease(domain: &str, project: &str, service_id: &str, instance_id: &str) -> String {
-    format!("{LEASES}{domain}/{project}/{service_id}/{instance_id}")
+    Key {
+        prefix: LEASES,
+        segments: [domain, project, service_id, instance_id],
+    }
+    .to_string()
 }
 
 /// The prefix of every instance key of one service (ends with `/`).
 pub fn instances_of(domain: &str, project: &str, service_id: &str) -> String {
-    format!("{INSTANCES}{domain}/{project}/{service_id}/")
+    let (d, p, s) = (segment(domain), segment(project), segment(service_id));
+    format!("{INSTANCES}{d}/{p}/{s}/")
 }
 
 /// The prefix of every lease key of one service (ends with `/`).
 pub fn leases_of(domain: &str, project: &str, service_id: &str) -> String {
-    format!("{LEASES}{domain}/{project}/{service_id}/")
+    let (d, p, s) = (segment(domain), segment(project), segment(service_id));
+    format!("{LEASES}{d}/{p}/{s}/")
 }
 
-/// What a key names, borrowed from the key.
+/// What a key names, its segments unescaped (borrowed from the key unless escaped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed<'a> {
     /// A microservice record.
     Service {
         /// Domain.
-        domain: &'a str,
+        domain: Cow<'a, str>,
         /// Project.
-        project: &'a str,
+        project: Cow<'a, str>,
         /// serviceId.
-        service_id: &'a str,
+        service_id: Cow<'a, str>,
     },
     /// A service index (derived from the service record; read back only for completeness).
     Index,
     /// An instance record.
     Instance {
         /// Domain.
-        domain: &'a str,
+        domain: Cow<'a, str>,
         /// Project.
-        project: &'a str,
+        project: Cow<'a, str>,
         /// serviceId.
-        service_id: &'a str,
+        service_id: Cow<'a, str>,
         /// instanceId.
-        instance_id: &'a str,
+        instance_id: Cow<'a, str>,
     },
     /// An instance's lease.
     Lease {
         /// Domain.
-        domain: &'a str,
+        domain: Cow<'a, str>,
         /// Project.
-        project: &'a str,
+        project: Cow<'a, str>,
         /// serviceId.
-        service_id: &'a str,
+        service_id: Cow<'a, str>,
         /// instanceId.
-        instance_id: &'a str,
+        instance_id: Cow<'a, str>,
     },
     /// Any other key (record kinds without their own arm here, or foreign keys).
     Other,
 }
 
-/// Splits `rest` into exactly `N` non-empty `/`-separated segments.
-fn segments<const N: usize>(rest: &str) -> Option<[&str; N]> {
-    let mut out = [""; N];
+/// Splits `rest` into exactly `N` non-empty `/`-separated segments, unescaped.
+fn segments<const N: usize>(rest: &str) -> Option<[Cow<'_, str>; N]> {
+    let mut out: [Cow<'_, str>; N] = std::array::from_fn(|_| Cow::Borrowed(""));
     let mut it = rest.split('/');
     for slot in out.iter_mut() {
-        *slot = it.next().filter(|s| !s.is_empty())?;
+        *slot = unescape(it.next().filter(|s| !s.is_empty())?);
     }
     it.next().is_none().then_some(out)
 }
@@ -236,26 +282,20 @@ mod tests {
         assert_eq!(
             parse(&k),
             Parsed::Service {
-                domain: "d",
-                project: "p",
-                service_id: "s1"
+                domain: "d".into(),
+                project: "p".into(),
+                service_id: "s1".into()
             }
         );
         let k = instance("d", "p", "s1", "i1");
         assert_eq!(k, "/cse-sr/inst/files/d/p/s1/i1");
         assert!(matches!(
             parse(&k),
-            Parsed::Instance {
-                instance_id: "i1",
-                ..
-            }
+            Parsed::Instance { instance_id, .. } if instance_id == "i1"
         ));
         assert!(matches!(
             parse(&lease("d", "p", "s1", "i1")),
-            Parsed::Lease {
-                service_id: "s1",
-                ..
-            }
+            Parsed::Lease { service_id, .. } if service_id == "s1"
         ));
         assert!(k.starts_with(&instances_of("d", "p", "s1")));
         assert_eq!(
@@ -273,5 +313,58 @@ mod tests {
             "/cse-sr/ms/indexes/d/p//a/n/1"
         );
         assert_eq!(parse("/cse-sr/ms/tags/d/p/s"), Parsed::Other);
+    }
+
+    #[test]
+    fn a_slash_or_percent_in_a_segment_is_escaped_and_read_back() {
+        for id in ["host/a:b", "a%2Fb", "50%", "/", "%", "é/ü", "a\u{1}b"] {
+            let k = instance("d", "p", "s1", id);
+            assert_eq!(k.matches('/').count(), 7, "{k}");
+            assert!(k.starts_with(&instances_of("d", "p", "s1")), "{k}");
+            assert_eq!(
+                parse(&k),
+                Parsed::Instance {
+                    domain: "d".into(),
+                    project: "p".into(),
+                    service_id: "s1".into(),
+                    instance_id: id.into()
+                },
+                "{k}"
+            );
+            assert_eq!(instance_key("d", "p", "s1", id).to_string(), k);
+            let l = lease("d", "p", "s/1", id);
+            assert!(l.starts_with(&leases_of("d", "p", "s/1")), "{l}");
+            assert!(
+                matches!(parse(&l), Parsed::Lease { service_id, instance_id, .. }
+                    if service_id == "s/1" && instance_id == id),
+                "{l}"
+            );
+        }
+        assert_eq!(
+            instance("d", "p", "s", "host/a:b"),
+            "/cse-sr/inst/files/d/p/s/host%2Fa:b"
+        );
+        // Keys without `%` or `/` in a segment are as before.
+        assert_eq!(
+            service("d", "p", "a:b.c-d_e"),
+            "/cse-sr/ms/files/d/p/a:b.c-d_e"
+        );
+        assert_eq!(
+            instance("d", "p", "s", "é\u{1} x"),
+            "/cse-sr/inst/files/d/p/s/é\u{1} x"
+        );
+        // A segment written unescaped before reads as it is unless it holds `%25`/`%2F`.
+        for (raw, read) in [
+            ("a%41", "a%41"),
+            ("50%", "50%"),
+            ("%", "%"),
+            ("x%2fy", "x/y"),
+        ] {
+            assert!(
+                matches!(parse(&format!("/cse-sr/ms/files/d/p/{raw}")),
+                    Parsed::Service { service_id, .. } if service_id == read),
+                "{raw}"
+            );
+        }
     }
 }

@@ -284,10 +284,10 @@ impl Journal {
                 instance_id,
                 ..
             } => self.changed.contains(&Mark::Instance {
-                service_id: service_id.to_owned(),
-                instance_id: instance_id.to_owned(),
+                service_id: service_id.into_owned(),
+                instance_id: instance_id.into_owned(),
             }),
-            keys::Parsed::Service { service_id, .. } => self.services.contains(service_id),
+            keys::Parsed::Service { service_id, .. } => self.services.contains(&*service_id),
             keys::Parsed::Other => self.changed.contains(&Mark::Key(key.to_owned())),
             keys::Parsed::Index | keys::Parsed::Lease { .. } => false,
         }

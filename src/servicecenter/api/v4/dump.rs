@@ -188,12 +188,19 @@ fn hold_slot(slot: tokio::sync::OwnedSemaphorePermit) -> tokio::sync::oneshot::S
     done
 }
 
-/// `GET /v4/{project}/admin/dump`: the cache of every tenant (only from default/default),
+/// `GET /v4/{project}/admin/dump[?scope=all]`: the cache of the caller's tenant, or with
+/// `scope=all` of every tenant (service-center 1.3.0 always dumps every tenant; the
+/// syncer's plugin asks for that explicitly, [`all_tenants`]); only from default/default,
 /// with the registry revision it was read at in `X-Resource-Revision`.
+///
+/// # Errors
+/// 403001 outside default/default; 400001 for a bad `scope`.
 pub(super) async fn dump(
     State(core): State<Core>,
     Tenant { domain, project }: Tenant,
+    Query(q): Query_,
 ) -> Result<Response, ScError> {
+    let all = all_tenants(&q)?;
     let dom = domain.clone();
     if dom != "default" || project != "default" {
         return Err(ScError::new(
@@ -218,7 +225,7 @@ pub(super) async fn dump(
     // Under the lock: the snapshot (shared records) and the small lists only.
     let (rev, entries, middle) = {
         let reg = core.lock();
-        let entries = reg.snapshot(None);
+        let entries = reg.snapshot((!all).then_some((dom.as_str(), project.as_str())));
         let middle = small_lists(&reg, &entries);
         (reg.revision(), entries, middle)
     };

@@ -245,6 +245,11 @@ pub(super) async fn unregister(
     Ok(empty())
 }
 
+/// `PUT .../instances/{instanceId}/heartbeat`: 200 empty.
+///
+/// # Errors
+/// 400001 for an instanceId no registration can have (service-center 1.3.0 checks the
+/// heartbeat's ids with the registration's rules); 400012/400017 unknown service/instance.
 pub(super) async fn heartbeat(
     State(core): State<Core>,
     InstanceAt {
@@ -253,6 +258,7 @@ pub(super) async fn heartbeat(
         instance_id: iid,
     }: InstanceAt,
 ) -> Result<Response, ScError> {
+    check_instance_id(&iid)?;
     core.lock()
         .heartbeat(&domain, &project, &sid, &iid, Instant::now(), now_ms())?;
     Ok(empty())

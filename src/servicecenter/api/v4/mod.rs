@@ -37,7 +37,7 @@ use syncer_wire_servicecenter::{
 };
 
 use super::body::{decode, empty, json, json_reply, to_json};
-use super::extract::{check_id, InstanceAt, ServiceAt, Tenant};
+use super::extract::{all_tenants, check_id, InstanceAt, ServiceAt, Tenant};
 use crate::servicecenter::core::Core;
 use crate::servicecenter::error::{
     ScError, DEPENDED_ON_BY_CONSUMER, FORBIDDEN, INSTANCE_NOT_EXISTS,
@@ -46,7 +46,9 @@ use crate::servicecenter::registry::dependencies::{consumers_of, providers_of, D
 use crate::servicecenter::registry::discovery::{tag_keys, FindQuery, Found};
 use crate::servicecenter::registry::rules::Rule;
 use crate::servicecenter::registry::schemas::{self, SchemaItem};
-use crate::servicecenter::registry::{now_ms, MicroService, MicroServiceInstance, Props, Registry};
+use crate::servicecenter::registry::{
+    check_instance_id, now_ms, MicroService, MicroServiceInstance, Props, Registry,
+};
 
 use dump::*;
 use find::*;
@@ -65,6 +67,7 @@ pub fn routes() -> Router<Core> {
     const I: &str = "/v4/{project}/registry/microservices/{service_id}/instances/{instance_id}";
     Router::new()
         .route(&format!("{P}/version"), get(version))
+        .route("/version", get(root_version))
         .route(&format!("{P}/health"), get(health))
         .route(
             &format!("{P}/microservices"),
@@ -233,14 +236,24 @@ struct BatchFindRequest {
 }
 
 async fn version() -> Response {
-    json(&serde_json::json!({
+    json(&version_body("4.0.0"))
+}
+
+/// `GET /version` (service-center's v3 router, still served by 1.3.0): the version set of
+/// `/v4/{project}/registry/version` with `apiVersion` `3.0.0` (servicecomb-notes c.1).
+async fn root_version() -> Response {
+    json(&version_body("3.0.0"))
+}
+
+fn version_body(api_version: &str) -> Value {
+    serde_json::json!({
         "version": "1.3.0",
         "buildTag": concat!("syncer-", env!("CARGO_PKG_VERSION")),
         "goVersion": "",
         "os": std::env::consts::OS,
         "arch": std::env::consts::ARCH,
-        "apiVersion": "4.0.0",
-    }))
+        "apiVersion": api_version,
+    })
 }
 
 async fn health() -> Response {
