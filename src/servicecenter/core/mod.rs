@@ -4,6 +4,7 @@
 //! the store ([`super::store`]) never see it.
 
 mod persist;
+mod watchers;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::registry::{self, rbac, Registry};
 use super::store;
+pub use watchers::{Watcher, MAX_WATCHERS};
 
 /// How often the lease-expiry task runs.
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -28,6 +30,8 @@ pub struct Core {
     store: Option<Arc<store::Backend>>,
     /// RBAC's runtime when it is on ([`Core::enable_rbac`]).
     pub(in crate::servicecenter) rbac: Option<Arc<rbac::Guard>>,
+    /// The WebSocket watchers' places and wake-ups ([`Core::watcher`]).
+    watchers: Arc<watchers::Watchers>,
 }
 
 impl Core {
@@ -51,6 +55,7 @@ impl Core {
             registry: Arc::default(),
             store: Some(Arc::new(backend)),
             rbac: None,
+            watchers: Arc::default(),
         };
         if let Some(backend) = &core.store {
             persist::restore(&core, backend).await?;
@@ -119,6 +124,23 @@ impl Core {
         };
         registry::eureka::tick(&mut reg, now);
         n
+    }
+
+    /// Sets how many WebSocket watchers may be open at once (at least 1; default
+    /// [`MAX_WATCHERS`]); call it before serving: watchers already open keep the old places.
+    pub fn set_max_watchers(&mut self, max: usize) {
+        self.watchers = Arc::new(watchers::Watchers::new(max));
+    }
+
+    /// How many WebSocket watchers may be open at once ([`Core::set_max_watchers`]).
+    pub fn max_watchers(&self) -> usize {
+        self.watchers.max()
+    }
+
+    /// One more watcher: its place, held until it is dropped, and its wake-ups
+    /// ([`watchers`]); `None` when all [`Core::max_watchers`] are taken.
+    pub(crate) fn watcher(&self) -> Option<Watcher> {
+        self.watchers.join(&self.registry)
     }
 
     /// Turns Eureka self-preservation on or off (off by default; `eureka_registry.rs`).
