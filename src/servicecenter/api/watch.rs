@@ -582,7 +582,11 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig {
+            cases: 300,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
 
         /// A watcher that follows the change log (and, behind a short log, reads everything
         /// again) holds, after each wake-up, what a new watcher would be sent.
