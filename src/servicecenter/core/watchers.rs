@@ -50,7 +50,18 @@ impl Watchers {
     pub(super) fn join(&self, registry: &Arc<Mutex<Registry>>) -> Option<Watcher> {
         let slot = self.slots.clone().try_acquire_owned().ok()?;
         if !self.hub.running.swap(true, Ordering::AcqRel) {
-            tokio::spawn(wake_ups(self.hub.clone(), Arc::downgrade(registry)));
+            // Subscribed here, before this watcher's first read: the task sees every later
+            // change (subscribed in the task, a change before its first poll would wake no one).
+            let (revisions, seen) = {
+                let reg = registry.lock().unwrap_or_else(|e| e.into_inner());
+                (reg.changes.subscribe(), reg.revision())
+            };
+            tokio::spawn(wake_ups(
+                self.hub.clone(),
+                Arc::downgrade(registry),
+                revisions,
+                seen,
+            ));
         }
         let wake = Arc::new(Notify::new());
         let mut state = self.hub.lock();
@@ -185,15 +196,14 @@ fn changed_services(reg: &Registry, since: u64) -> Option<HashSet<String>> {
     (u64::try_from(logged).ok()? >= now.saturating_sub(since)).then_some(services)
 }
 
-/// The wake-up task: after each revision bump, wakes the watchers of what changed.
-async fn wake_ups(hub: Arc<Hub>, registry: Weak<Mutex<Registry>>) {
-    let (mut revisions, mut seen) = {
-        let Some(reg) = registry.upgrade() else {
-            return;
-        };
-        let reg = reg.lock().unwrap_or_else(|e| e.into_inner());
-        (reg.changes.subscribe(), reg.revision())
-    };
+/// The wake-up task: after each revision bump after `seen`, wakes the watchers of what
+/// changed.
+async fn wake_ups(
+    hub: Arc<Hub>,
+    registry: Weak<Mutex<Registry>>,
+    mut revisions: tokio::sync::watch::Receiver<u64>,
+    mut seen: u64,
+) {
     // Ends when the registry (and with it the change feed) is dropped.
     while revisions.changed().await.is_ok() {
         let Some(reg) = registry.upgrade() else {
