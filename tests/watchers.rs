@@ -115,18 +115,23 @@ impl Core {
         let consumer = self
             .create(&format!("{provider}-consumer"), Vec::new())
             .await;
+        self.depend(&consumer, provider).await;
+        consumer
+    }
+
+    /// Makes `consumer` depend on the service named `provider`.
+    async fn depend(&self, consumer: &str, provider: &str) {
         let resp = self
             .http
             .get(format!(
                 "http://{}{P}/instances?appId=w&serviceName={provider}&version=latest",
                 self.addr
             ))
-            .header("X-ConsumerId", &consumer)
+            .header("X-ConsumerId", consumer)
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200);
-        consumer
     }
 
     fn ws_url(&self, consumer: &str, what: &str) -> String {
@@ -488,7 +493,9 @@ async fn a_watcher_hears_of_a_provider_its_consumer_comes_to_depend_on() {
     let core = Core::start(Path::new(env!("CARGO_BIN_EXE_syncer")), &[]).await;
     core.create("late", vec![instance(1), instance(2)]).await;
     let consumer = core.create("late-consumer", Vec::new()).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(core.ws_url(&consumer, "watcher"))
+    // A list-watcher: should it start after the find (its upgrade is served apart from the
+    // handshake), it lists the instances (INIT) rather than hearing of them (CREATE).
+    let (mut ws, _) = tokio_tungstenite::connect_async(core.ws_url(&consumer, "listwatcher"))
         .await
         .unwrap();
     let resp = core
@@ -511,11 +518,58 @@ async fn a_watcher_hears_of_a_provider_its_consumer_comes_to_depend_on() {
             .unwrap();
         if let Message::Text(t) = msg {
             let v: Value = serde_json::from_str(t.as_str()).unwrap();
-            assert_eq!(v["action"], "CREATE", "{v}");
+            assert!(v["action"] == "CREATE" || v["action"] == "INIT", "{v}");
             assert_eq!(v["key"]["serviceName"], "late", "{v}");
             created.push(v["instance"]["instanceId"].as_str().unwrap().to_owned());
         }
     }
     created.sort();
     assert_eq!(created, ["i-1", "i-2"]);
+}
+
+#[tokio::test]
+async fn regression_13_a_watcher_that_reads_nothing_is_ended() {
+    // A client that reads nothing held its watcher, its place and what it was about to be
+    // sent for as long as its connection stayed open.
+    let core = Core::start(
+        Path::new(env!("CARGO_BIN_EXE_syncer")),
+        &["--max-watchers", "1"],
+    )
+    .await;
+    let consumer = core.create("reader", Vec::new()).await;
+    // 6 MB of INIT frames: more than the core's socket send buffer (4 MiB at most).
+    let filler = "x".repeat(3_000);
+    for k in 0..4 {
+        let name = format!("big{k}");
+        let instances = (0..500)
+            .map(|n| {
+                let mut i = instance(k * 1000 + n);
+                i["properties"]["filler"] = json!(filler);
+                i
+            })
+            .collect();
+        core.create(&name, instances).await;
+        core.depend(&consumer, &name).await;
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(core.addr).await.unwrap();
+    let (stalled, _) = tokio_tungstenite::client_async(core.ws_url(&consumer, "listwatcher"), tcp)
+        .await
+        .unwrap();
+    // The only place is taken until the core gives up on the stalled watcher.
+    let (status, body) = refused(&core.ws_url(&consumer, "watcher")).await;
+    assert_eq!((status, body["errorCode"].as_str()), (400, Some("400100")));
+    let url = core.ws_url(&consumer, "watcher");
+    support::eventually(
+        Duration::from_secs(60),
+        "the stalled watcher's place is free",
+        &[&core.proc],
+        || {
+            let url = url.clone();
+            async move { tokio_tungstenite::connect_async(url).await.ok().map(|_| ()) }
+        },
+    )
+    .await;
+    drop(stalled);
 }

@@ -26,7 +26,8 @@
 //! more gets service-center's `400100 Not enough quota` (its code for "a resource limit is
 //! reached"; service-center itself has no watcher limit); inbound messages and frames are
 //! at most [`MAX_INBOUND_BYTES`] (service-center 1.3.0: 64 bytes, servicecomb-notes c.8),
-//! a larger one closes the socket. The instance JSON a watcher keeps is shared between the
+//! a larger one closes the socket; a client that takes nothing for [`WRITE_TIMEOUT`] loses
+//! its watcher (service-center's write timeout). The instance JSON a watcher keeps is shared between the
 //! watchers that sent the same text, so many watchers of one large provider cost one copy
 //! of its instances plus their ids.
 
@@ -49,6 +50,10 @@ use crate::servicecenter::registry::{Registry, ServiceEntry};
 
 /// How often the server pings a watcher.
 const PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A watcher whose client takes nothing for this long is ended (service-center 1.3.0's write
+/// timeout, servicecomb-notes c.8), with what it was about to be sent.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest message or frame a watcher may send, in bytes: watchers send nothing but
 /// pings, pongs and a close (control frames carry at most 125 bytes).
@@ -95,6 +100,28 @@ fn frame(action: &str, key: &str, instance: &str) -> String {
     out.push_str(instance);
     out.push('}');
     out
+}
+
+/// One event to send: its frame is written when it is sent ([`frame`]), so a batch of
+/// them (a list-watch's `INIT`s) holds shared texts, not frames.
+struct Event {
+    action: &'static str,
+    key: Arc<str>,
+    instance: Arc<str>,
+}
+
+impl Event {
+    fn new(action: &'static str, key: &Arc<str>, instance: &Arc<str>) -> Event {
+        Event {
+            action,
+            key: key.clone(),
+            instance: instance.clone(),
+        }
+    }
+
+    fn text(&self) -> String {
+        frame(self.action, &self.key, &self.instance)
+    }
 }
 
 /// JSON text, or `None` (logged) in the unexpected case that it cannot be written.
@@ -235,7 +262,7 @@ fn read(
 
 /// Outside the lock: applies `fresh` to `sent` and returns the frames that say so (`action`
 /// for new instances: `INIT` on a list-watch's first read, else `CREATE`).
-fn apply(sent: &mut Sent, fresh: Fresh, new_action: &str) -> Vec<String> {
+fn apply(sent: &mut Sent, fresh: Fresh, new_action: &'static str) -> Vec<Event> {
     let mut out = Vec::new();
     sent.rev = Some(fresh.rev);
     if let Some((rules, providers)) = fresh.resolved {
@@ -249,7 +276,7 @@ fn apply(sent: &mut Sent, fresh: Fresh, new_action: &str) -> Vec<String> {
         for pid in gone {
             if let Some(p) = sent.providers.remove(&pid) {
                 for inst in p.instances.values() {
-                    out.push(frame("DELETE", &p.key, inst));
+                    out.push(Event::new("DELETE", &p.key, inst));
                 }
             }
         }
@@ -272,12 +299,12 @@ fn apply(sent: &mut Sent, fresh: Fresh, new_action: &str) -> Vec<String> {
                 Some((i, o)) if **o == *body => (i.clone(), o.clone()),
                 Some((i, _)) => {
                     let body = intern(body);
-                    out.push(frame("UPDATE", &key, &body));
+                    out.push(Event::new("UPDATE", &key, &body));
                     (i.clone(), body)
                 }
                 None => {
                     let body = intern(body);
-                    out.push(frame(new_action, &key, &body));
+                    out.push(Event::new(new_action, &key, &body));
                     (intern(iid), body)
                 }
             };
@@ -285,7 +312,7 @@ fn apply(sent: &mut Sent, fresh: Fresh, new_action: &str) -> Vec<String> {
         }
         for (iid, body) in &old {
             if !now.contains_key(iid) {
-                out.push(frame("DELETE", &key, body));
+                out.push(Event::new("DELETE", &key, body));
             }
         }
         sent.providers.insert(
@@ -305,12 +332,12 @@ fn apply(sent: &mut Sent, fresh: Fresh, new_action: &str) -> Vec<String> {
             (Some(body), old) => {
                 let action = if old.is_some() { "UPDATE" } else { new_action };
                 let body = intern(body);
-                out.push(frame(action, &p.key, &body));
+                out.push(Event::new(action, &p.key, &body));
                 p.instances.insert(intern(iid), body);
             }
             (None, Some(_)) => {
                 if let Some(old) = p.instances.remove(iid.as_str()) {
-                    out.push(frame("DELETE", &p.key, &old));
+                    out.push(Event::new("DELETE", &p.key, &old));
                 }
             }
             (None, None) => {}
@@ -395,9 +422,18 @@ pub async fn handle(
         .into_response()
 }
 
-async fn send_all(socket: &mut WebSocket, frames: Vec<String>) -> bool {
-    for f in frames {
-        if socket.send(Message::Text(f.into())).await.is_err() {
+/// Sends `msg`; false when the socket failed or the client took nothing for
+/// [`WRITE_TIMEOUT`] (the watcher then ends).
+async fn send(socket: &mut WebSocket, msg: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, socket.send(msg)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn send_all(socket: &mut WebSocket, events: Vec<Event>) -> bool {
+    for e in events {
+        if !send(socket, Message::Text(e.text().into())).await {
             return false;
         }
     }
@@ -431,10 +467,8 @@ async fn run(
     let mut sent = Sent::default();
     let at = (domain.as_str(), project.as_str(), consumer_id.as_str());
     let Some(first) = read_and_follow(&core, &watcher, at, &sent) else {
-        let _ = socket
-            .send(Message::Text("Service does not exist.".into()))
-            .await;
-        let _ = socket.send(Message::Close(None)).await;
+        let _ = send(&mut socket, Message::Text("Service does not exist.".into())).await;
+        let _ = send(&mut socket, Message::Close(None)).await;
         return;
     };
     tracing::debug!(consumer_id = %consumer_id, list, "watcher connected");
@@ -448,8 +482,8 @@ async fn run(
         tokio::select! {
             () = watcher.woken() => {
                 let Some(fresh) = read_and_follow(&core, &watcher, at, &sent) else {
-                    let _ = socket.send(Message::Text("Service does not exit.".into())).await;
-                    let _ = socket.send(Message::Close(None)).await;
+                    let _ = send(&mut socket, Message::Text("Service does not exit.".into())).await;
+                    let _ = send(&mut socket, Message::Close(None)).await;
                     break;
                 };
                 if !send_all(&mut socket, apply(&mut sent, fresh, "CREATE")).await {
@@ -461,7 +495,7 @@ async fn run(
                 Some(Ok(_)) => {}
             },
             _ = ping.tick() => {
-                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                if !send(&mut socket, Message::Ping(Vec::new().into())).await {
                     break;
                 }
             }
@@ -518,9 +552,9 @@ mod tests {
     /// What a client that applied every frame holds: instance JSON by (serviceId, instanceId).
     type View = BTreeMap<(String, String), serde_json::Value>;
 
-    fn heard(view: &mut View, frames: &[String]) {
-        for f in frames {
-            let v: serde_json::Value = serde_json::from_str(f).unwrap();
+    fn heard(view: &mut View, events: &[Event]) {
+        for e in events {
+            let v: serde_json::Value = serde_json::from_str(&e.text()).unwrap();
             let inst = v["instance"].clone();
             let at = (
                 inst["serviceId"].as_str().unwrap().to_owned(),
