@@ -10,7 +10,7 @@
 //! every 30 s.
 //!
 //! Level-triggered (DESIGN.md decision 1) and O(changes): a watcher is woken when one of
-//! its providers (or anything the change log cannot name) changed ([`Core::watcher`]: one
+//! its providers (or anything the change log cannot name) changed (`Core::watcher`: one
 //! task per core reads the log once per revision and wakes only the watchers concerned).
 //! It then reads, under the registry lock, only what the change log
 //! ([`ChangeLog`](crate::servicecenter::registry::changelog::ChangeLog)) names since the
