@@ -187,6 +187,11 @@ pub struct DaemonArgs {
     /// (default: 512)
     #[arg(long, env = "SYNCER_BUILTIN_MAX_CONNECTIONS")]
     pub builtin_max_connections: Option<usize>,
+    /// Most WebSocket watchers (`.../watcher`, `.../listwatcher`) open at once on the built-in
+    /// core; one more is refused with service-center's 400100 (see README, "Limits").
+    /// (default: 1000)
+    #[arg(long, env = "SYNCER_BUILTIN_MAX_WATCHERS")]
+    pub builtin_max_watchers: Option<usize>,
     /// Serve the built-in core over HTTPS with this PEM certificate (chain); with
     /// --builtin-tls-key-file. Re-read when it changes and on SIGHUP. The daemon's own plugin
     /// reaches the core over https, trusting exactly the certificate it serves. (default:
@@ -316,6 +321,13 @@ pub struct ServicecenterArgs {
     #[arg(long, env = "SYNCER_MAX_CONNECTIONS", default_value_t = crate::listener::http::MAX_CONNECTIONS,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections: usize,
+    /// Most WebSocket watchers (`.../watcher`, `.../listwatcher`) open at once; one more is
+    /// refused with service-center's 400100 (see README, "Limits").
+    // The default is `servicecenter::core::MAX_WATCHERS` (a test in config.rs checks it),
+    // written out: naming it here would make the core's layers and the CLI a cycle.
+    #[arg(long, env = "SYNCER_MAX_WATCHERS", default_value_t = 1_000,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_watchers: usize,
     /// Serve over HTTPS with this PEM certificate (chain); with --tls-key-file. Re-read (with
     /// the key and the client CA) when it changes and on SIGHUP. (default: none; plain HTTP)
     #[arg(long, env = "SYNCER_BUILTIN_TLS_CERT_FILE", requires = "tls_key_file")]

@@ -113,6 +113,8 @@ pub struct FileConfig {
     pub builtin_addr: Option<SocketAddr>,
     /// As `--builtin-max-connections`.
     pub builtin_max_connections: Option<usize>,
+    /// As `--builtin-max-watchers`.
+    pub builtin_max_watchers: Option<usize>,
     /// As `--builtin-tls-cert-file`.
     pub builtin_tls_cert_file: Option<PathBuf>,
     /// As `--builtin-tls-key-file`.
@@ -315,6 +317,8 @@ pub struct DaemonConfig {
     pub rpc_max_connections: usize,
     /// The built-in core's HTTP connections open at once (`--builtin-max-connections`).
     pub builtin_max_connections: usize,
+    /// The built-in core's WebSocket watchers open at once (`--builtin-max-watchers`).
+    pub builtin_max_watchers: usize,
     /// Members to join.
     pub join_addrs: Vec<SocketAddr>,
     /// This member's name.
@@ -706,6 +710,16 @@ impl DaemonConfig {
                 return Err(invalid(setting, "0", "must be at least 1"));
             }
         }
+        let builtin_max_watchers = match args.builtin_max_watchers.or(file.builtin_max_watchers) {
+            Some(0) => {
+                return Err(invalid(
+                    "--builtin-max-watchers",
+                    "0",
+                    "must be at least 1 watcher",
+                ))
+            }
+            given => given.unwrap_or(crate::servicecenter::core::MAX_WATCHERS),
+        };
         let grace_secs = args
             .grace_period
             .or(file.grace_period)
@@ -721,6 +735,7 @@ impl DaemonConfig {
             rpc_addr,
             rpc_max_connections,
             builtin_max_connections,
+            builtin_max_watchers,
             join_addrs,
             node,
             cluster_name,
@@ -1207,6 +1222,26 @@ mod tests {
         })
         .expect("given");
         assert_eq!((c.rpc_max_connections, c.builtin_max_connections), (9, 7));
+        assert_eq!(c.builtin_max_watchers, 1_000);
+        let c = DaemonConfig::resolve(DaemonArgs {
+            builtin_max_watchers: Some(3),
+            ..DaemonArgs::default()
+        })
+        .expect("given");
+        assert_eq!(c.builtin_max_watchers, 3);
+        let e = DaemonConfig::resolve(DaemonArgs {
+            builtin_max_watchers: Some(0),
+            ..DaemonArgs::default()
+        })
+        .expect_err("zero");
+        assert!(e.to_string().contains("--builtin-max-watchers"), "{e}");
+        // `syncer servicecenter --max-watchers` writes the core's default out (cli.rs).
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(["syncer", "servicecenter"])
+            .expect("parsed");
+        let crate::cli::Command::Servicecenter(args) = cli.command else {
+            panic!("not the servicecenter command");
+        };
+        assert_eq!(args.max_watchers, crate::servicecenter::core::MAX_WATCHERS);
         let e = DaemonConfig::resolve(DaemonArgs {
             rpc_max_connections: Some(0),
             ..DaemonArgs::default()

@@ -195,6 +195,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             let mut core = servicecenter::Core::open(config.store.clone()).await?;
             core.set_eureka_self_preservation(config.eureka_self_preservation);
             core.set_limits(config.builtin_limits);
+            core.set_max_watchers(config.builtin_max_watchers);
             if let Some(rbac) = &config.builtin_rbac {
                 core = core.enable_rbac(rbac).await.map_err(Error::CoreRbac)?;
             }

@@ -53,11 +53,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Some(args.data_dir),
                     etcd,
                 );
-                let core = syncer::servicecenter::Core::open(store)
+                let mut core = syncer::servicecenter::Core::open(store)
                     .await
                     .context("cannot open the registry store")?;
                 core.set_eureka_self_preservation(args.eureka_self_preservation);
                 core.set_limits(syncer::config::core_limits(&args.core_limits));
+                core.set_max_watchers(args.max_watchers);
                 let core = if args.rbac {
                     let mut settings =
                         syncer::servicecenter::registry::rbac::RbacSettings::resolve(

@@ -108,6 +108,10 @@ impl Core {
             .http
             .post(format!("{}/eureka/apps/{app}", self.base))
             .header("Content-Type", "application/json")
+            // Not kept for the next request: the core answers a body over the limit with 413
+            // before reading it, then closes the connection (a pooled one would break the
+            // next request with a broken pipe).
+            .header("Connection", "close")
             .body(body.to_string())
             .send()
             .await

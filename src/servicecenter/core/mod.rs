@@ -4,6 +4,7 @@
 //! the store ([`super::store`]) never see it.
 
 mod persist;
+mod watchers;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::registry::{self, rbac, Registry};
 use super::store;
+pub use watchers::{Watcher, MAX_WATCHERS};
 
 /// How often the lease-expiry task runs.
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -30,6 +32,8 @@ pub struct Core {
     pub(in crate::servicecenter) rbac: Option<Arc<rbac::Guard>>,
     /// The slots of admin dumps being rendered ([`Core::dump_slots`]).
     dumps: DumpSlots,
+    /// The WebSocket watchers' places and wake-ups ([`Core::watcher`]).
+    watchers: Arc<watchers::Watchers>,
 }
 
 /// How many admin dumps may be rendered at once; more wait for a slot.
@@ -146,6 +150,23 @@ impl Core {
     /// defaults until called). What the store already holds stays, over a quota or not.
     pub fn set_limits(&self, limits: registry::Limits) {
         self.lock().set_limits(limits);
+    }
+
+    /// Sets how many WebSocket watchers may be open at once (at least 1; default
+    /// [`MAX_WATCHERS`]); call it before serving: watchers already open keep the old places.
+    pub fn set_max_watchers(&mut self, max: usize) {
+        self.watchers = Arc::new(watchers::Watchers::new(max));
+    }
+
+    /// How many WebSocket watchers may be open at once ([`Core::set_max_watchers`]).
+    pub fn max_watchers(&self) -> usize {
+        self.watchers.max()
+    }
+
+    /// One more watcher: its place, held until it is dropped, and its wake-ups
+    /// ([`watchers`]); `None` when all [`Core::max_watchers`] are taken.
+    pub(crate) fn watcher(&self) -> Option<Watcher> {
+        self.watchers.join(&self.registry)
     }
 
     /// Turns Eureka self-preservation on or off (off by default; `eureka_registry.rs`).

@@ -108,6 +108,17 @@ impl ChangeLog {
                 .collect(),
         )
     }
+
+    /// Every entry after revision `since`, oldest first, with its revision (an entry's
+    /// revision may be one past the registry's while a change is being made); `None` as for
+    /// [`ChangeLog::since`].
+    pub fn entries_since(&self, since: u64) -> Option<impl Iterator<Item = (u64, &Changed)>> {
+        if since < self.floor {
+            return None;
+        }
+        let start = self.entries.partition_point(|(r, _, _)| *r <= since);
+        Some(self.entries.range(start..).map(|(r, _, what)| (*r, what)))
+    }
 }
 
 /// Wakes watchers whenever the registry's revision changes (held by the registry).
