@@ -103,6 +103,13 @@ fn start_core(dir: &std::path::Path, name: &str) -> Core {
             "servicecenter".into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
+            // Above service-center's default quotas (50,000 services, 150,000 instances):
+            // the largest size has 100,000 services, and 200,000 instances while a test
+            // holds both sites' instances.
+            "--quota-services".into(),
+            "1000000".into(),
+            "--quota-instances".into(),
+            "1000000".into(),
         ],
         &[("SYNCER_LOG", "warn".into())],
     );
