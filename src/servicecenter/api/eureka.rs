@@ -652,29 +652,34 @@ fn refuse_registration(app: &str, e: &ScError) -> Response {
 
 /// `PUT /apps/{APP}/{id}[?status=&lastDirtyTimestamp=]`: 200, or 404 (unknown; evaluated
 /// status `UNKNOWN`; the client's `lastDirtyTimestamp` newer than ours) so the client
-/// re-registers. The `status` parameter is ignored, as Netflix does.
+/// re-registers. The `status` parameter is ignored, as Netflix does. A heartbeat: written
+/// lazily ([`super::commit::lazy`]), so it does not wait for a commit.
 async fn renew(
     State(core): State<Core>,
     Path((app, id)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
-) -> StatusCode {
+) -> Response {
+    super::commit::lazy(renew_status(&core, &app, &id, &query).into_response())
+}
+
+fn renew_status(core: &Core, app: &str, id: &str, query: &HashMap<String, String>) -> StatusCode {
     let app = app.to_ascii_uppercase();
     let now = Instant::now();
     let now_ms = now_ms();
     let mut reg = core.lock();
-    let Some(v) = find_view(&reg, Some(&app), &id) else {
+    let Some(v) = find_view(&reg, Some(&app), id) else {
         return StatusCode::NOT_FOUND;
     };
-    let override_status = reg.eureka.override_of(&id, now);
+    let override_status = reg.eureka.override_of(id, now);
     let status = effective_status(&v.status, override_status.as_deref(), Some(&v.status));
     if status == UNKNOWN {
         return StatusCode::NOT_FOUND;
     }
     if status != v.status {
         let overridden = override_status.unwrap_or_else(|| v.overridden_status.clone());
-        reg.eureka_set_status(&app, &id, &status, &overridden, None, now_ms);
+        reg.eureka_set_status(&app, id, &status, &overridden, None, now_ms);
     }
-    if !reg.eureka_renew(&app, &id, now, now_ms) {
+    if !reg.eureka_renew(&app, id, now, now_ms) {
         return StatusCode::NOT_FOUND;
     }
     reg.eureka.note_renewed(now);

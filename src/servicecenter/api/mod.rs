@@ -1,10 +1,12 @@
 //! The HTTP layer of the core: service-center v4 under `/v4` ([`v4`], [`govern`], [`watch`],
 //! [`changelog`], [`rbac`]) and Eureka v2 under `/eureka` and `/eureka/v2` ([`eureka`]). A
 //! handler extracts ([`extract`]), checks the shape, calls the registry under
-//! [`Core::lock`](super::core::Core) and renders; it holds no state of its own.
+//! [`Core::lock`](super::core::Core) and renders; it holds no state of its own. A write's
+//! 2xx leaves only once its change is committed to the store ([`commit`]).
 
 pub mod body;
 pub mod changelog;
+pub mod commit;
 pub mod eureka;
 pub mod extract;
 pub mod govern;
@@ -24,7 +26,7 @@ use crate::listener::ServerConfigSource;
 /// The HTTP API: SC v4 under `/v4` and Eureka v2 under `/eureka` and `/eureka/v2`.
 ///
 /// With RBAC on ([`Core::enable_rbac`]) the RBAC routes are added and every request passes
-/// [`rbac::guard`].
+/// [`rbac::guard`]. Every write's 2xx waits for its commit ([`commit::gate`]).
 pub fn router(core: Core) -> axum::Router {
     let routes = v4::routes()
         .merge(watch::routes())
@@ -32,13 +34,17 @@ pub fn router(core: Core) -> axum::Router {
         .merge(govern::routes())
         .with_state(core.clone())
         .merge(eureka::router(core.clone()));
-    if core.rbac_enabled() {
+    let routes = if core.rbac_enabled() {
         routes
             .merge(rbac::routes(core.clone()))
-            .layer(axum::middleware::from_fn_with_state(core, rbac::guard))
+            .layer(axum::middleware::from_fn_with_state(
+                core.clone(),
+                rbac::guard,
+            ))
     } else {
         routes
-    }
+    };
+    routes.layer(axum::middleware::from_fn_with_state(core, commit::gate))
 }
 
 /// Serves `router(core)` on `listener` until `shutdown` is cancelled, and runs

@@ -1,5 +1,7 @@
 //! The core's state and tasks: [`Core`] (the registry behind one lock, the store, RBAC's
 //! runtime) and [`Core::run`], which owns the store writer, the etcd watch and lease expiry.
+//! A request that changed the registry waits for its change to be committed to the store
+//! ([`Core::committed`], group commit) before it answers.
 //! The HTTP layer ([`super::api`]) holds a `Core`; the registry ([`super::registry`]) and
 //! the store ([`super::store`]) never see it.
 
@@ -17,6 +19,24 @@ pub use watchers::{Watcher, MAX_WATCHERS};
 
 /// How often the lease-expiry task runs.
 const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest a request waits for its change to be committed ([`Core::committed`]).
+pub const COMMIT_WAIT: Duration = Duration::from_secs(30);
+
+/// Why a change was not confirmed as committed ([`Core::committed`]). In every case the
+/// change stays in the registry (memory), and the writer keeps trying to write it: it may
+/// or may not be stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// The store failed the batch holding the change (the batch is retried).
+    #[error("the store failed to write the change")]
+    Store(#[source] Arc<store::StoreError>),
+    /// No batch holding the change was committed within this time.
+    #[error("the change was not committed within {0:?}")]
+    Timeout(Duration),
+    /// The writer has stopped (shutdown) without writing the change.
+    #[error("the store writer has stopped")]
+    Stopped,
+}
 
 /// Shared registry state of the built-in core (cheap to clone, `Arc` inside).
 ///
@@ -28,6 +48,8 @@ pub struct Core {
     /// The storage adaptor; `None` for a memory-only core. Its writer (and, for etcd, its
     /// watch) runs inside [`serve`](crate::servicecenter::serve).
     store: Option<Arc<store::Backend>>,
+    /// Group commit's counts (with a store): what is noted, what is committed.
+    commits: Option<Arc<persist::Commits>>,
     /// RBAC's runtime when it is on ([`Core::enable_rbac`]).
     pub(in crate::servicecenter) rbac: Option<Arc<rbac::Guard>>,
     /// The slots of admin dumps being rendered ([`Core::dump_slots`]).
@@ -66,7 +88,7 @@ impl Core {
         let Some(backend) = store::Backend::open(&config).await? else {
             return Ok(Core::new());
         };
-        let core = Core {
+        let mut core = Core {
             registry: Arc::default(),
             store: Some(Arc::new(backend)),
             ..Core::default()
@@ -74,6 +96,8 @@ impl Core {
         if let Some(backend) = &core.store {
             persist::restore(&core, backend).await?;
         }
+        let noted = core.lock().journal.noted();
+        core.commits = Some(Arc::new(persist::Commits::new(noted)));
         Ok(core)
     }
 
@@ -98,10 +122,36 @@ impl Core {
     /// Writes every change noted so far to the store now (no-op without a store).
     ///
     /// # Errors
-    /// The store's error; the changes stay noted for the next attempt.
-    pub async fn flush(&self) -> Result<(), store::StoreError> {
-        match &self.store {
-            Some(backend) => persist::flush(self, backend, true).await.map(|_| ()),
+    /// [`CommitError::Store`]; the changes stay noted for the next attempt.
+    pub async fn flush(&self) -> Result<(), CommitError> {
+        match (&self.store, &self.commits) {
+            (Some(backend), Some(commits)) => persist::flush(self, backend, commits, true)
+                .await
+                .map(|_| ())
+                .map_err(CommitError::Store),
+            _ => Ok(()),
+        }
+    }
+
+    /// The commit ticket of the changes made so far: the journal's count of noted changes
+    /// (0 without a store). Take it after making a change, then await
+    /// [`Core::committed`]. Heartbeats are not counted (renewals are written lazily).
+    pub fn ticket(&self) -> u64 {
+        self.commits.as_ref().map_or(0, |c| c.ticket())
+    }
+
+    /// Resolves once every change counted in `ticket` ([`Core::ticket`]) is committed to the
+    /// store, i.e. once a batch taken after them is written (a redb transaction committed
+    /// with an fsync, or acknowledged by etcd). Immediate without a store, or when already
+    /// committed. The writer runs inside [`Core::run`]; without it this waits
+    /// [`COMMIT_WAIT`].
+    ///
+    /// # Errors
+    /// [`CommitError`]: the store failed that batch, [`COMMIT_WAIT`] passed, or the writer
+    /// stopped. The change is then still in memory and may or may not be stored.
+    pub async fn committed(&self, ticket: u64) -> Result<(), CommitError> {
+        match &self.commits {
+            Some(commits) => commits.wait(ticket).await,
             None => Ok(()),
         }
     }
@@ -188,7 +238,14 @@ impl Core {
                     shutdown.clone(),
                 ));
             }
-            tasks.spawn(persist::run_writer(self.clone(), backend, shutdown.clone()));
+            if let Some(commits) = self.commits.clone() {
+                tasks.spawn(persist::run_writer(
+                    self.clone(),
+                    backend,
+                    commits,
+                    shutdown.clone(),
+                ));
+            }
         }
         let local_expiry = self
             .store

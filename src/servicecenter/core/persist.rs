@@ -3,8 +3,10 @@
 //! registry or [`Core`].
 //!
 //! - [`restore`]: at open, the store's snapshot is applied to the empty registry.
-//! - [`run_writer`]: every [`WRITE_INTERVAL`] the registry's journal is turned into a batch
-//!   of [`Write`]s for the adaptor ([`flush`]); renewals every [`LEASE_WRITE_INTERVAL`].
+//! - [`run_writer`]: as soon as the registry's journal notes a change, it is turned into a
+//!   batch of [`Write`]s for the adaptor ([`flush`]); renewals every [`LEASE_WRITE_INTERVAL`].
+//!   [`Commits`] tells the requests waiting for their change when its batch is committed
+//!   (group commit, DESIGN.md decision 12).
 //! - [`follow_etcd`]: the etcd store's watch hands other cores' records here, where they
 //!   are applied to the registry (a key with a local change not yet written is skipped).
 
@@ -12,14 +14,121 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::Core;
+use super::{CommitError, Core, COMMIT_WAIT};
 use crate::servicecenter::registry::now_ms;
 use crate::servicecenter::store::etcd::{EtcdStore, Followed};
 use crate::servicecenter::store::{
-    keys, Backend, StoreError, Write, LEASE_WRITE_INTERVAL, RETRY_PAUSE, WRITE_INTERVAL,
+    keys, Backend, Noted, StoreError, Write, LEASE_WRITE_INTERVAL, RETRY_PAUSE,
 };
+
+/// What the writer has committed, as the requests waiting for a commit see it.
+#[derive(Debug, Clone, Default)]
+struct CommitState {
+    /// Every change noted up to this count ([`Noted::seq`]) is in the store.
+    committed: u64,
+    /// Failed batches so far.
+    failures: u64,
+    /// The count the last failed batch covered (its changes stay in memory and are retried).
+    failed_upto: u64,
+    /// The last failed batch's error.
+    error: Option<Arc<StoreError>>,
+    /// The writer has stopped: nothing noted after `committed` will be written.
+    stopped: bool,
+}
+
+/// Group commit's bookkeeping: the journal's count of noted changes and the count the
+/// writer has committed, which requests wait on ([`Commits::wait`]).
+#[derive(Debug)]
+pub(crate) struct Commits {
+    /// The journal's count of noted changes (and the writer's wake-up).
+    noted: Arc<Noted>,
+    /// Sent after every batch; one receiver per waiting request.
+    state: watch::Sender<CommitState>,
+    /// One batch at a time (the writer, and [`Core::flush`]): an empty journal then means
+    /// that everything noted so far is committed.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl Commits {
+    pub(crate) fn new(noted: Arc<Noted>) -> Commits {
+        Commits {
+            noted,
+            state: watch::Sender::new(CommitState::default()),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The count of changes noted so far: the ticket of a request whose change is made.
+    pub(crate) fn ticket(&self) -> u64 {
+        self.noted.seq()
+    }
+
+    /// Waits until every change noted up to `ticket` is committed, at most [`COMMIT_WAIT`].
+    ///
+    /// # Errors
+    /// [`CommitError::Store`] when a batch holding a change up to `ticket` fails after the
+    /// wait began; [`CommitError::Timeout`]; [`CommitError::Stopped`] when the writer has
+    /// stopped without writing it.
+    pub(crate) async fn wait(&self, ticket: u64) -> Result<(), CommitError> {
+        if self.state.borrow().committed >= ticket {
+            return Ok(());
+        }
+        let mut rx = self.state.subscribe();
+        let failures = {
+            let s = rx.borrow_and_update();
+            if s.committed >= ticket {
+                return Ok(());
+            }
+            if s.stopped {
+                return Err(CommitError::Stopped);
+            }
+            s.failures
+        };
+        let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Err(_) => return Err(CommitError::Timeout(COMMIT_WAIT)),
+                Ok(Err(_)) => return Err(CommitError::Stopped),
+                Ok(Ok(())) => {}
+            }
+            let s = rx.borrow_and_update();
+            if s.committed >= ticket {
+                return Ok(());
+            }
+            if s.failures > failures && s.failed_upto >= ticket {
+                if let Some(e) = &s.error {
+                    return Err(CommitError::Store(e.clone()));
+                }
+            }
+            if s.stopped {
+                return Err(CommitError::Stopped);
+            }
+        }
+    }
+
+    fn committed(&self, upto: u64) {
+        self.state.send_if_modified(|s| {
+            let moved = upto > s.committed;
+            s.committed = s.committed.max(upto);
+            moved
+        });
+    }
+
+    fn failed(&self, upto: u64, error: Arc<StoreError>) {
+        self.state.send_modify(|s| {
+            s.failures += 1;
+            s.failed_upto = s.failed_upto.max(upto);
+            s.error = Some(error);
+        });
+    }
+
+    fn stop(&self) {
+        self.state.send_modify(|s| s.stopped = true);
+    }
+}
 
 /// Loads the store's snapshot into `core`'s empty registry. Instances whose lease ended (embedded
 /// store: by the stored wall-clock deadline) are left out and their keys deleted.
@@ -126,67 +235,97 @@ pub(crate) async fn restore(core: &Core, backend: &Backend) -> Result<(), StoreE
     Ok(())
 }
 
-/// Writes the journal's changes (and renewals when `leases`) as one batch; on failure the
-/// marks go back into the journal. Returns the number of writes.
+/// Writes the journal's changes (and renewals when `leases`) as one batch, then tells the
+/// waiting requests ([`Commits`]); on failure the marks go back into the journal. Returns
+/// the number of writes.
 pub(crate) async fn flush(
     core: &Core,
     backend: &Backend,
+    commits: &Commits,
     leases: bool,
-) -> Result<usize, StoreError> {
-    let (batch, taken) = {
+) -> Result<usize, Arc<StoreError>> {
+    let _one_batch = commits.writing.lock().await;
+    let (batch, taken, upto) = {
         let mut reg = core.lock();
+        // Read under the lock: every change counted so far is in this batch (or written).
+        let upto = commits.noted.seq();
         if reg.journal.is_empty(leases) {
+            drop(reg);
+            commits.committed(upto);
             return Ok(0);
         }
         let (batch, taken) = reg.take_writes(leases);
         if let Backend::Etcd(s) = backend {
             s.begin(&batch);
         }
-        (batch, taken)
+        (batch, taken, upto)
     };
     let n = batch.len();
     if n == 0 {
+        commits.committed(upto);
         return Ok(0);
     }
     tracing::trace!(writes = n, leases, "writing a batch to the store");
     match backend.write(batch).await {
-        Ok(()) => Ok(n),
+        Ok(()) => {
+            commits.committed(upto);
+            Ok(n)
+        }
         Err(e) => {
             core.lock().journal.restore(taken);
+            let e = Arc::new(e);
+            commits.failed(upto, e.clone());
             Err(e)
         }
     }
 }
 
-/// The writer task: flushes every [`WRITE_INTERVAL`] (renewals every
-/// [`LEASE_WRITE_INTERVAL`]) until `shutdown`, then writes what is left.
-pub(crate) async fn run_writer(core: Core, backend: Arc<Backend>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(WRITE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_leases = Instant::now();
+/// The writer task: writes a batch as soon as a change is noted (what is noted meanwhile
+/// goes into the next batch), renewals every [`LEASE_WRITE_INTERVAL`], until `shutdown`;
+/// then writes what is left. A failed batch is retried after [`RETRY_PAUSE`].
+pub(crate) async fn run_writer(
+    core: Core,
+    backend: Arc<Backend>,
+    commits: Arc<Commits>,
+    shutdown: CancellationToken,
+) {
+    let mut leases_due = tokio::time::Instant::now() + LEASE_WRITE_INTERVAL;
+    let mut retry = false;
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let leases = last_leases.elapsed() >= LEASE_WRITE_INTERVAL;
-        if leases {
-            last_leases = Instant::now();
-        }
-        if let Err(e) = flush(&core, &backend, leases).await {
-            tracing::warn!(error = %e, "store write failed; retrying");
+        if !retry {
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                _ = commits.noted.changed() => {}
+                _ = tokio::time::sleep_until(leases_due) => {}
+            }
+        }
+        let leases = tokio::time::Instant::now() >= leases_due;
+        if leases {
+            leases_due = tokio::time::Instant::now() + LEASE_WRITE_INTERVAL;
+        }
+        match flush(&core, &backend, &commits, leases).await {
+            Ok(_) => retry = false,
+            Err(e) => {
+                tracing::warn!(error = %e, "store write failed; retrying");
+                retry = true;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                }
             }
         }
     }
     for _ in 0..3 {
-        match flush(&core, &backend, true).await {
-            Ok(_) => return,
+        match flush(&core, &backend, &commits, true).await {
+            Ok(_) => {
+                commits.stop();
+                return;
+            }
             Err(e) => tracing::warn!(error = %e, "final store write failed"),
         }
     }
+    commits.stop();
     tracing::error!("changes since the last store write are lost");
 }
 

@@ -1,14 +1,17 @@
 //! The embedded store: one [redb] file, `registry.redb`, under `--data-dir`, holding the
 //! same keys and values as etcd would ([`super::keys`]) in one table, `kv`.
 //!
-//! Each batch from the writer is one write transaction, committed durably (one fsync).
+//! Each batch from the writer is one write transaction, committed with
+//! [`Durability::Immediate`] (redb's default, set explicitly): persistent once `commit`
+//! returns (one fsync), which is what a request's 2xx waits for (group commit, see
+//! [`super`]).
 //! redb locks the file: a second process opening the same directory fails with
 //! [`StoreError::Open`] instead of corrupting it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::keys::LeaseRecord;
 use super::{Adaptor, Snapshot, StoreError, Write};
@@ -84,7 +87,9 @@ impl Embedded {
     }
 
     fn write_blocking(&self, batch: Vec<Write>) -> Result<(), redb::Error> {
-        let tx = self.db.begin_write()?;
+        let mut tx = self.db.begin_write()?;
+        // Requests are answered once this commit returns: it must be on disk by then.
+        tx.set_durability(Durability::Immediate)?;
         {
             let mut table = tx.open_table(KV)?;
             for w in batch {

@@ -12,17 +12,27 @@
 //!   are etcd leases (heartbeats become keep-alives, etcd's expiry removes instances), and a
 //!   watch on `/cse-sr/` applies the other cores' writes to this core's cache.
 //!
-//! # The journal
+//! # The journal and group commit
 //!
 //! Mutating registry operations do no I/O. They note *what* changed in the registry's
-//! [`Journal`] (a set of [`Mark`]s, deduplicated); a writer task (`persist.rs`, run by `Core::run`) takes the
-//! marks every [`WRITE_INTERVAL`], reads the records' *current* values under the lock
-//! (`Registry::take_writes`) and hands one batch of [`Write`]s to the adaptor (one redb
-//! transaction, one fsync). Heartbeats only note a renewal; renewed deadlines are written
-//! every [`LEASE_WRITE_INTERVAL`], so a heartbeat-heavy load is never fsync-bound. A failed
-//! batch puts its marks back and is retried. Shutdown (`Core::run` returning) writes
-//! what is left. The price: an acknowledged change can be lost if the process dies within
-//! [`WRITE_INTERVAL`] (plus the write), and a renewal within [`LEASE_WRITE_INTERVAL`].
+//! [`Journal`] (a set of [`Mark`]s, deduplicated) and bump its count of noted changes
+//! ([`Noted`]), which wakes the writer task (`core/persist.rs`, run by `Core::run`). The
+//! writer takes the marks as soon as there are any, reads the records' *current* values
+//! under the lock (`Registry::take_writes`) and hands one batch of [`Write`]s to the adaptor
+//! (one redb transaction with one fsync, or etcd requests that etcd acknowledges once
+//! committed). A request that changed something answers only once a batch taken after its
+//! change is committed (DESIGN.md decision 12): it waits for the committed count to reach
+//! the noted count it saw (`Core::committed`). Whatever accumulates while a batch is being
+//! written goes into the next one: that is group commit, one fsync for many requests.
+//!
+//! Heartbeats are the exception: they only note a renewal, and renewed deadlines are written
+//! every [`LEASE_WRITE_INTERVAL`], so a heartbeat-heavy load is never fsync-bound. A renewal
+//! lost in a crash costs lease time, never a record: the instance comes back with the
+//! deadline last written (at most [`LEASE_WRITE_INTERVAL`] older).
+//!
+//! A failed batch puts its marks back and is retried after [`RETRY_PAUSE`]; the requests
+//! waiting for it get an error (the change stays in memory and may still be written).
+//! Shutdown (`Core::run` returning) writes what is left.
 //!
 //! # Adding a record kind
 //!
@@ -47,10 +57,10 @@ pub mod keys;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// How often changed records are written (the batching window).
-pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
 /// How often renewed lease deadlines are written.
 pub const LEASE_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause after a failed write before the next attempt.
@@ -199,11 +209,41 @@ pub enum Mark {
     Key(String),
 }
 
+/// The journal's count of noted changes, shared (without the registry lock) with the writer
+/// and the requests that wait for their change to be committed (see the module docs).
+#[derive(Debug, Default)]
+pub struct Noted {
+    /// Changes noted since the journal was enabled; bumped under the registry lock.
+    seq: AtomicU64,
+    /// Woken on every noted change: the writer's signal that there is work.
+    wake: tokio::sync::Notify,
+}
+
+impl Noted {
+    /// The number of changes noted so far: a request's commit ticket once its change is
+    /// made, and, read under the registry lock when a batch is taken, what the batch covers.
+    pub fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a change is noted after the last call (or one was noted meanwhile).
+    pub async fn changed(&self) {
+        self.wake.notified().await;
+    }
+
+    fn bump(&self) {
+        self.seq.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+}
+
 /// Changes noted since the last write (see the module docs). Disabled (notes nothing) in a
 /// memory-only core.
 #[derive(Debug, Default)]
 pub struct Journal {
     enabled: bool,
+    /// The count of noted changes (renewals are not counted).
+    noted: Arc<Noted>,
     changed: HashSet<Mark>,
     /// The serviceIds of the `Mark::Service`s in `changed`, for [`Journal::pending`].
     services: HashSet<String>,
@@ -226,20 +266,23 @@ impl Journal {
         self.enabled = true;
     }
 
+    /// The count of noted changes, for the writer and the requests waiting for a commit.
+    pub fn noted(&self) -> Arc<Noted> {
+        self.noted.clone()
+    }
+
     /// Notes a change.
     pub fn mark(&mut self, mark: Mark) {
         if self.enabled {
-            if let Mark::Service { service_id, .. } = &mark {
-                self.services.insert(service_id.clone());
-            }
-            self.changed.insert(mark);
+            self.insert(mark);
+            self.noted.bump();
         }
     }
 
     /// Notes a change of one instance.
     pub fn instance(&mut self, service_id: &str, instance_id: &str) {
         if self.enabled {
-            self.changed.insert(Mark::Instance {
+            self.mark(Mark::Instance {
                 service_id: service_id.to_owned(),
                 instance_id: instance_id.to_owned(),
             });
@@ -248,9 +291,14 @@ impl Journal {
 
     /// Notes a change of any other record, by its key.
     pub fn key(&mut self, key: String) {
-        if self.enabled {
-            self.changed.insert(Mark::Key(key));
+        self.mark(Mark::Key(key));
+    }
+
+    fn insert(&mut self, mark: Mark) {
+        if let Mark::Service { service_id, .. } = &mark {
+            self.services.insert(service_id.clone());
         }
+        self.changed.insert(mark);
     }
 
     /// Notes a lease renewal (cheap when already noted since the last write).
@@ -311,10 +359,11 @@ impl Journal {
         }
     }
 
-    /// Puts back marks whose batch failed (newer marks are kept too).
+    /// Puts back marks whose batch failed (newer marks are kept too). Not counted again:
+    /// they were noted once, and the writer retries them.
     pub(crate) fn restore(&mut self, taken: Taken) {
         for mark in taken.changed {
-            self.mark(mark);
+            self.insert(mark);
         }
         for (sid, ids) in taken.renewed {
             self.renewed.entry(sid).or_default().extend(ids);

@@ -36,6 +36,9 @@ pub const SERVICE_VERSION_NOT_EXISTS: u32 = 400026;
 pub const NOT_ENOUGH_QUOTA: u32 = 400100;
 /// Forbidden: admin dump from a tenant other than default/default.
 pub const FORBIDDEN: u32 = 403001;
+/// Registry service is unavailable: the store failed a write (service-center 1.3.0
+/// `ErrUnavailableBackend`, answered when etcd fails a create, register, update, delete).
+pub const UNAVAILABLE_BACKEND: u32 = 500011;
 
 // RBAC (service-center 2.x, go-chassis/cari `rbac/error.go`); see `rbac/`.
 

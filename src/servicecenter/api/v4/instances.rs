@@ -261,7 +261,8 @@ pub(super) async fn heartbeat(
     check_instance_id(&iid)?;
     core.lock()
         .heartbeat(&domain, &project, &sid, &iid, Instant::now(), now_ms())?;
-    Ok(empty())
+    // Renewals are written lazily: no wait for a commit.
+    Ok(lazy(empty()))
 }
 
 /// `PUT /registry/heartbeats`: all renewed → 200 empty; any failure → 400017 naming them
@@ -294,7 +295,7 @@ pub(super) async fn heartbeats(
             format!("heartbeat failed for {}", failed.join(",")),
         ));
     }
-    Ok(empty())
+    Ok(lazy(empty()))
 }
 
 pub(super) async fn set_status(

@@ -37,6 +37,7 @@ use syncer_wire_servicecenter::{
 };
 
 use super::body::{decode, empty, json, json_reply, to_json};
+use super::commit::lazy;
 use super::extract::{all_tenants, check_id, InstanceAt, ServiceAt, Tenant};
 use crate::servicecenter::core::Core;
 use crate::servicecenter::error::{
