@@ -1,13 +1,13 @@
 //! Group commit at the HTTP edge: a request that may have changed the registry answers 2xx
 //! only once its change is committed to the store (DESIGN.md decision 12, issue 13 finding
-//! 11). One layer ([`gate`]) around every route does it, so no handler has to.
+//! 11). One layer (`gate`) around every route does it, so no handler has to.
 //!
 //! After a handler answers a write request (any method but `GET`, `HEAD`, `OPTIONS`) with a
-//! 2xx, [`gate`] takes the core's commit ticket ([`Core::ticket`]: every change noted so far,
+//! 2xx, `gate` takes the core's commit ticket ([`Core::ticket`]: every change noted so far,
 //! the handler's own included) and waits for [`Core::committed`]. That also covers a write
 //! answered from state another request created and has not committed yet (an idempotent
 //! re-registration): its 2xx waits for that commit too. Error replies pass at once (they
-//! change nothing). Heartbeats opt out with [`lazy`]: renewals are written every
+//! change nothing). Heartbeats opt out with `lazy`: renewals are written every
 //! [`LEASE_WRITE_INTERVAL`](crate::servicecenter::store::LEASE_WRITE_INTERVAL), and a lost
 //! renewal costs lease time, never a record.
 //!

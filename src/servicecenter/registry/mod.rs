@@ -11,8 +11,8 @@
 //! Indexes, so that no request loops over services × instances:
 //! - `services`: serviceId → service and its instances (instances by id);
 //! - `by_name`: (domain, project, env, appId, serviceName), packed into one allocation
-//!   ([`name_index`]), → the serviceIds of every version (a key with its version is
-//!   looked up among them: [`Registry::id_of_key`]);
+//!   (`name_index`), → the serviceIds of every version (a key with its version is
+//!   looked up among them: `Registry::id_of_key`);
 //! - `by_app`: Eureka app name → serviceIds in default/default;
 //! - `leases`: (deadline, serviceId, instanceId), ordered, for expiry; lazily kept (an
 //!   entry may predate a renewal: `expire` requeues it at the record's deadline).

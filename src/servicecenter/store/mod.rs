@@ -30,7 +30,7 @@
 //! lost in a crash costs lease time, never a record: the instance comes back with the
 //! deadline last written (at most [`LEASE_WRITE_INTERVAL`] older).
 //!
-//! A failed batch puts its marks back and is retried after [`RETRY_PAUSE`]; the requests
+//! A failed batch puts its marks back and is retried after `RETRY_PAUSE`; the requests
 //! waiting for it get an error (the change stays in memory and may still be written).
 //! Shutdown (`Core::run` returning) writes what is left.
 //!
