@@ -1,9 +1,9 @@
 //! Group commit at the HTTP edge: a request that may have changed the registry answers 2xx
 //! only once its change is committed to the store (DESIGN.md decision 12, issue 13 finding
-//! 11). One layer (`gate`) around every route does it, so no handler has to.
+//! 11). One layer (`CommitLayer`) around every route does it, so no handler has to.
 //!
 //! After a handler answers a write request (any method but `GET`, `HEAD`, `OPTIONS`) with a
-//! 2xx, `gate` takes the core's commit ticket ([`Core::ticket`]: every change noted so far,
+//! 2xx, `CommitLayer` takes the core's commit ticket ([`Core::ticket`]: every change noted so far,
 //! the handler's own included) and waits for [`Core::committed`]. That also covers a write
 //! answered from state another request created and has not committed yet (an idempotent
 //! re-registration): its 2xx waits for that commit too. Error replies pass at once (they
@@ -18,9 +18,8 @@
 //! memory and the writer keeps retrying it: it may or may not end up stored, and a client
 //! that retries (registrations and deletes are idempotent) gets a definite answer.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::servicecenter::core::Core;
@@ -37,13 +36,75 @@ pub(crate) fn lazy(mut resp: Response) -> Response {
     resp
 }
 
-/// The layer (`axum::middleware::from_fn_with_state`): holds a write request's 2xx until its
-/// change is committed (see the module docs).
-pub(crate) async fn gate(State(core): State<Core>, req: Request, next: Next) -> Response {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return next.run(req).await;
+/// The layer that makes every write's 2xx wait for its commit (see the module docs): reads
+/// (`GET`, `HEAD`, `OPTIONS`) pass straight through, with no allocation or clone; a write's
+/// response is awaited, then, when it is a 2xx not marked [`Lazy`], held until the core's
+/// store has committed every change noted so far ([`Core::committed`]), or turned into
+/// `500011` when the store fails or takes longer than the commit wait.
+#[derive(Clone)]
+pub(crate) struct CommitLayer {
+    core: Core,
+}
+
+impl CommitLayer {
+    /// The layer for `core`.
+    pub(crate) fn new(core: Core) -> CommitLayer {
+        CommitLayer { core }
     }
-    let resp = next.run(req).await;
+}
+
+impl<S> tower::Layer<S> for CommitLayer {
+    type Service = Gate<S>;
+
+    fn layer(&self, inner: S) -> Gate<S> {
+        Gate {
+            inner,
+            core: self.core.clone(),
+        }
+    }
+}
+
+/// The service of [`CommitLayer`] around the routes `S`.
+#[derive(Clone)]
+pub(crate) struct Gate<S> {
+    inner: S,
+    core: Core,
+}
+
+impl<S> tower::Service<Request> for Gate<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<
+        S::Future,
+        futures::future::BoxFuture<'static, Result<Response, std::convert::Infallible>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+            return futures::future::Either::Left(self.inner.call(req));
+        }
+        let answered = self.inner.call(req);
+        let core = self.core.clone();
+        futures::future::Either::Right(Box::pin(async move {
+            let resp = answered.await?;
+            Ok(committed(&core, resp).await)
+        }))
+    }
+}
+
+/// `resp` once what it answers is committed (see [`CommitLayer`]).
+async fn committed(core: &Core, resp: Response) -> Response {
     if !resp.status().is_success() || resp.extensions().get::<Lazy>().is_some() {
         return resp;
     }

@@ -26,7 +26,7 @@ use crate::listener::ServerConfigSource;
 /// The HTTP API: SC v4 under `/v4` and Eureka v2 under `/eureka` and `/eureka/v2`.
 ///
 /// With RBAC on ([`Core::enable_rbac`]) the RBAC routes are added and every request passes
-/// [`rbac::guard`]. Every write's 2xx waits for its commit (`commit::gate`).
+/// [`rbac::guard`]. Every write's 2xx waits for its commit (`commit::CommitLayer`).
 pub fn router(core: Core) -> axum::Router {
     let routes = v4::routes()
         .merge(watch::routes())
@@ -44,7 +44,7 @@ pub fn router(core: Core) -> axum::Router {
     } else {
         routes
     };
-    routes.layer(axum::middleware::from_fn_with_state(core, commit::gate))
+    routes.layer(commit::CommitLayer::new(core))
 }
 
 /// Serves `router(core)` on `listener` until `shutdown` is cancelled, and runs
