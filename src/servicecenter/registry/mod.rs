@@ -156,7 +156,23 @@ fn mapped_eureka_app(domain: &str, project: &str, service_name: &str) -> Option<
 /// `by_name`'s key for `k`: each part after its length (4 bytes, little endian), in one
 /// allocation instead of five strings.
 fn name_index(k: &NameKey) -> Box<[u8]> {
-    let parts = [&k.0, &k.1, &k.2, &k.3, &k.4];
+    pack_name([&k.0, &k.1, &k.2, &k.3, &k.4])
+}
+
+/// [`name_index`] of a stored service, without building its [`NameKey`].
+fn entry_name_index(e: &ServiceEntry) -> Box<[u8]> {
+    let s = &e.service;
+    pack_name([
+        &e.domain,
+        &e.project,
+        &s.environment,
+        &s.app_id,
+        &s.service_name,
+    ])
+}
+
+/// (domain, project, env, appId, serviceName), each after its length, in one allocation.
+fn pack_name(parts: [&str; 5]) -> Box<[u8]> {
     let mut out = Vec::with_capacity(parts.iter().map(|p| 4 + p.len()).sum());
     for p in parts {
         out.extend_from_slice(&u32::try_from(p.len()).unwrap_or(u32::MAX).to_le_bytes());

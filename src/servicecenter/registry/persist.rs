@@ -333,14 +333,7 @@ impl Registry {
     pub(super) fn unindex(&mut self, entry: &ServiceEntry) {
         let s = &entry.service;
         let id = &s.service_id;
-        let name_key: NameKey = (
-            entry.domain.clone(),
-            entry.project.clone(),
-            s.environment.clone(),
-            s.app_id.clone(),
-            s.service_name.clone(),
-        );
-        let index = name_index(&name_key);
+        let index = entry_name_index(entry);
         if let Some(set) = self.by_name.get_mut(&index) {
             set.remove(id);
             if set.is_empty() {

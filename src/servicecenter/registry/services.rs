@@ -206,29 +206,7 @@ impl Registry {
             self.leases
                 .remove(&(rec.deadline, id.to_string(), iid.clone()));
         }
-        let s = &entry.service;
-        let name_key: NameKey = (
-            entry.domain.clone(),
-            entry.project.clone(),
-            s.environment.clone(),
-            s.app_id.clone(),
-            s.service_name.clone(),
-        );
-        let index = name_index(&name_key);
-        if let Some(set) = self.by_name.get_mut(&index) {
-            set.remove(id);
-            if set.is_empty() {
-                self.by_name.remove(&index);
-            }
-        }
-        if let Some(app) = mapped_eureka_app(&entry.domain, &entry.project, &s.service_name) {
-            if let Some(set) = self.by_app.get_mut(&app) {
-                set.remove(id);
-                if set.is_empty() {
-                    self.by_app.remove(&app);
-                }
-            }
-        }
+        self.unindex(&entry);
         self.eureka_gone_service(Arc::unwrap_or_clone(entry));
         self.bump();
         Ok(())
