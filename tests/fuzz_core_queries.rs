@@ -9,6 +9,8 @@
 //! `SYNCER_FUZZ_CASES=1000000 cargo test --release --test fuzz_core_queries`.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::time::Duration;
 
 use axum::body::Body;
@@ -19,16 +21,7 @@ use serde_json::{json, Value};
 use syncer::servicecenter::{router, Core};
 use tower::ServiceExt;
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("SYNCER_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(500),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use support::fuzz::config;
 
 /// One runtime for every case, and a core with a provider (two versions, instances, tags)
 /// and a consumer: its router and the consumer's id.

@@ -7,6 +7,8 @@
 //! suite). The long run, at least 10^6 inputs per target:
 //! `SYNCER_FUZZ_CASES=1000000 cargo test --release --test fuzz_exchange`.
 
+mod support;
+
 use proptest::prelude::*;
 use prost::Message;
 use syncer::exchange::convert::{event_from_wire, snapshot_from_wire, snapshot_to_wire};
@@ -15,16 +17,7 @@ use syncer::exchange::proto::{
 };
 use syncer_plugin_api::{Instance, Service, Snapshot};
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("SYNCER_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(500),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use support::fuzz::config;
 
 fn text() -> impl Strategy<Value = String> {
     prop_oneof!["[a-zA-Z0-9/_.:-]{0,12}", "\\PC{0,8}", Just(String::new())]

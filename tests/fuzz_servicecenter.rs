@@ -9,6 +9,8 @@
 //! `SYNCER_FUZZ_CASES=1000000 cargo test --release --test fuzz_servicecenter`.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::LazyLock;
 
 use axum::body::Body;
@@ -18,16 +20,7 @@ use serde_json::{json, Value};
 use syncer::servicecenter::{router, Core};
 use tower::ServiceExt;
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("SYNCER_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(500),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+use support::fuzz::config;
 
 /// One runtime for every case (a runtime per case would dominate the run).
 static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod fuzz;
 
 use std::fs::File;
 use std::future::Future;
