@@ -38,12 +38,26 @@ pub enum CommitError {
     Stopped,
 }
 
-/// Shared registry state of the built-in core (cheap to clone, `Arc` inside).
+/// Shared registry state of the built-in core: one `Arc` around [`CoreParts`], so the clone
+/// every request makes (axum's `State`) is one reference count, not one per part.
 ///
 /// The lock is a std `Mutex`: every operation is short, synchronous, and is
 /// never held across an `.await`.
 #[derive(Clone, Default)]
-pub struct Core {
+pub struct Core(Arc<CoreParts>);
+
+impl std::ops::Deref for Core {
+    type Target = CoreParts;
+
+    fn deref(&self) -> &CoreParts {
+        &self.0
+    }
+}
+
+/// The parts of a [`Core`], shared by its clones. Set while the core is built (`open`,
+/// `enable_rbac`, `set_max_watchers`), read afterwards.
+#[derive(Clone, Default)]
+pub struct CoreParts {
     registry: Arc<Mutex<Registry>>,
     /// The storage adaptor; `None` for a memory-only core. Its writer (and, for etcd, its
     /// watch) runs inside [`serve`](crate::servicecenter::serve).
@@ -72,6 +86,11 @@ impl Default for DumpSlots {
 }
 
 impl Core {
+    /// The parts to set while the core is built (copied first if a clone shares them).
+    fn parts_mut(&mut self) -> &mut CoreParts {
+        Arc::make_mut(&mut self.0)
+    }
+
     /// An empty, memory-only registry.
     pub fn new() -> Core {
         Core::default()
@@ -88,16 +107,15 @@ impl Core {
         let Some(backend) = store::Backend::open(&config).await? else {
             return Ok(Core::new());
         };
-        let mut core = Core {
-            registry: Arc::default(),
+        let mut core = Core(Arc::new(CoreParts {
             store: Some(Arc::new(backend)),
-            ..Core::default()
-        };
+            ..CoreParts::default()
+        }));
         if let Some(backend) = &core.store {
             persist::restore(&core, backend).await?;
         }
         let noted = core.lock().journal.noted();
-        core.commits = Some(Arc::new(persist::Commits::new(noted)));
+        core.parts_mut().commits = Some(Arc::new(persist::Commits::new(noted)));
         Ok(core)
     }
 
@@ -108,7 +126,7 @@ impl Core {
     /// # Errors
     /// The root password breaks the password rules ([`rbac::password::check`]).
     pub async fn enable_rbac(mut self, settings: &rbac::RbacSettings) -> Result<Core, String> {
-        self.rbac = Some(Arc::new(rbac::Guard::new(settings)?));
+        self.parts_mut().rbac = Some(Arc::new(rbac::Guard::new(settings)?));
         init_rbac(&self, settings).await?;
         tracing::info!("RBAC is on: every v4 request needs a token, /eureka basic auth");
         Ok(self)
@@ -205,7 +223,7 @@ impl Core {
     /// Sets how many WebSocket watchers may be open at once (at least 1; default
     /// [`MAX_WATCHERS`]); call it before serving: watchers already open keep the old places.
     pub fn set_max_watchers(&mut self, max: usize) {
-        self.watchers = Arc::new(watchers::Watchers::new(max));
+        self.parts_mut().watchers = Arc::new(watchers::Watchers::new(max));
     }
 
     /// How many WebSocket watchers may be open at once ([`Core::set_max_watchers`]).
