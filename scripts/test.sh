@@ -41,9 +41,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   mkdir -p target
   python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; python3 -m venv "$VENV"; }
 fi
-if ! "$VENV/bin/python" -c 'import py_eureka_client, schemathesis' 2>/dev/null; then
-  log "installing py-eureka-client and schemathesis into $VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check 'py-eureka-client==0.13.3' 'schemathesis==4.32.5'
+# prometheus_client's text parser reads /metrics in tests/metrics.rs and tests/servicecenter_metrics.rs.
+if ! "$VENV/bin/python" -c 'import py_eureka_client, schemathesis, prometheus_client' 2>/dev/null; then
+  log "installing py-eureka-client, schemathesis and prometheus-client into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'py-eureka-client==0.13.3' 'schemathesis==4.32.5' 'prometheus-client==0.21.1'
 fi
 export SYNCER_TEST_PYTHON="$VENV/bin/python"
 
