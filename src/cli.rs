@@ -157,6 +157,18 @@ pub struct DaemonArgs {
     /// file descriptor limit (`ulimit -n`). (default: 256)
     #[arg(long, env = "SYNCER_RPC_MAX_CONNECTIONS")]
     pub rpc_max_connections: Option<usize>,
+    /// The daemon's own HTTP listener: /metrics (Prometheus), /healthz, /readyz, the status
+    /// API (/v1/syncer/...) and the dashboard at /. A missing port means 30300; `off` turns
+    /// it off. Beyond loopback it needs --http-token-file (or --insecure). (default:
+    /// 127.0.0.1:30300)
+    #[arg(long, env = "SYNCER_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// A file holding the bearer token every request to --http-addr must carry (header
+    /// `Authorization: Bearer <token>`, or the dashboard's `syncer_token` cookie), except
+    /// /healthz and /readyz. Required when --http-addr is beyond loopback, unless --insecure.
+    /// (default: none; no token asked on loopback)
+    #[arg(long, env = "SYNCER_HTTP_TOKEN_FILE")]
+    pub http_token_file: Option<PathBuf>,
     /// Gossip addresses of existing members to join, comma separated; a missing port means
     /// 30190. (default: none; start a new pool)
     #[arg(long, env = "SYNCER_JOIN_ADDR")]

@@ -24,6 +24,10 @@ use crate::tls::{Secret, TlsConfig, TlsVersion};
 pub const DEFAULT_GOSSIP_PORT: u16 = 30190;
 /// Default gRPC port (the service-center syncer's).
 pub const DEFAULT_RPC_PORT: u16 = 30191;
+
+/// Default port of the daemon's HTTP listener (`--http-addr`): metrics, health, status API,
+/// dashboard.
+pub const DEFAULT_HTTP_PORT: u16 = 30300;
 /// Default address of the built-in core.
 pub const DEFAULT_BUILTIN_ADDR: &str = "127.0.0.1:30100";
 /// Default seconds between reconciles.
@@ -99,6 +103,10 @@ pub struct FileConfig {
     pub rpc_addr: Option<String>,
     /// As `--rpc-max-connections`.
     pub rpc_max_connections: Option<usize>,
+    /// As `--http-addr`.
+    pub http_addr: Option<String>,
+    /// As `--http-token-file`.
+    pub http_token_file: Option<PathBuf>,
     /// As `--join-addr` (a comma list).
     pub join_addr: Option<String>,
     /// As `--node`.
@@ -315,6 +323,11 @@ pub struct DaemonConfig {
     pub rpc_addr: SocketAddr,
     /// Exchange connections open at once (`--rpc-max-connections`).
     pub rpc_max_connections: usize,
+    /// The daemon's HTTP listener (`--http-addr`); `None`: off.
+    pub http_addr: Option<SocketAddr>,
+    /// The bearer token its requests must carry (`--http-token-file`, read at start);
+    /// `None`: no token. `Debug` shows `***`.
+    pub http_token: Option<crate::observe::http::Token>,
     /// The built-in core's HTTP connections open at once (`--builtin-max-connections`).
     pub builtin_max_connections: usize,
     /// The built-in core's WebSocket watchers open at once (`--builtin-max-watchers`).
@@ -710,6 +723,32 @@ impl DaemonConfig {
                 return Err(invalid(setting, "0", "must be at least 1"));
             }
         }
+        let http_addr = match args.http_addr.or(file.http_addr) {
+            Some(off) if off.trim().eq_ignore_ascii_case("off") => None,
+            given => Some(socket_addr(
+                "--http-addr",
+                given.as_deref(),
+                "127.0.0.1",
+                DEFAULT_HTTP_PORT,
+            )?),
+        };
+        let http_token = match args.http_token_file.or(file.http_token_file) {
+            Some(path) => Some(crate::observe::http::Token::read(&path).map_err(|reason| {
+                invalid("--http-token-file", &path.display().to_string(), reason)
+            })?),
+            None => None,
+        };
+        if let Some(addr) = http_addr {
+            if !insecure && http_token.is_none() && !addr.ip().is_loopback() {
+                return Err(invalid(
+                    "--http-addr",
+                    &addr.to_string(),
+                    "the daemon's HTTP listener shows the whole site (members, services, \
+                     instances, settings): beyond loopback set --http-token-file, or pass \
+                     --insecure to let anyone who reaches it read them",
+                ));
+            }
+        }
         let builtin_max_watchers = match args.builtin_max_watchers.or(file.builtin_max_watchers) {
             Some(0) => {
                 return Err(invalid(
@@ -734,6 +773,8 @@ impl DaemonConfig {
             advertise_addr: args.advertise_addr.or(file.advertise_addr),
             rpc_addr,
             rpc_max_connections,
+            http_addr,
+            http_token,
             builtin_max_connections,
             builtin_max_watchers,
             join_addrs,

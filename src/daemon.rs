@@ -22,6 +22,9 @@ use crate::exchange::server::ExchangeServer;
 use crate::exchange::verify::verify_members;
 use crate::leadership::{self, EtcdElection};
 use crate::membership::{self, Membership};
+use crate::observe::http::{ExportSummary, Site};
+use crate::observe::metrics::MeteredPlugin;
+use crate::observe::Observer;
 use crate::reload::FileWatch;
 use crate::servicecenter;
 use crate::sync::exporter::Exporter;
@@ -245,7 +248,26 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         }
         _ => config.registry_auth.clone(),
     };
+    let registry_endpoints: Vec<String> = endpoints
+        .iter()
+        .map(|e| crate::credentials::without_userinfo(e).into_owned())
+        .collect();
     let plugin = build_plugin_with_tls(kind, endpoints, registry_tls, auth)?;
+    // Metrics, events and the loop's status; every registry call is timed and counted.
+    let (observer, queries) = Observer::new();
+    let plugin: Arc<dyn Plugin> = Arc::new(MeteredPlugin::new(plugin, observer.metrics.clone()));
+    let http_listener = match config.http_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind {
+                    what: "HTTP (--http-addr: metrics, status, dashboard)",
+                    addr,
+                    source,
+                })?,
+        ),
+        None => None,
+    };
 
     let rpc_listener = TcpListener::bind(config.rpc_addr)
         .await
@@ -266,7 +288,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         probe_period: Duration::from_secs(1),
         keyring: config.keyring.clone(),
     })
-    .await?;
+    .await?
+    .with_metrics(observer.metrics.clone());
     // A keyring file is followed: each good new version reaches the gossip task at once.
     let membership = match (&config.keyring_file, &config.keyring) {
         (Some(path), Some(keyring)) => {
@@ -330,7 +353,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         .with_limits(crate::exchange::server::Limits {
             max_connections: config.rpc_max_connections,
             ..Default::default()
-        });
+        })
+        .with_metrics(observer.metrics.clone());
     let token = shutdown.clone();
     tracker.spawn(
         async move {
@@ -368,8 +392,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             concurrency: 64,
         },
         plugin,
-        exporter,
-        members,
+        exporter.clone(),
+        members.clone(),
         leader,
     );
     if let Some(election) = election {
@@ -379,7 +403,64 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                 .instrument(tracing::info_span!("election")),
         );
     }
+    if let Some(listener) = http_listener {
+        let local = listener.local_addr().ok();
+        let feed_exporter = exporter.clone();
+        let metrics = observer.metrics.clone();
+        let export = Arc::new(move || {
+            let feed = feed_exporter.feed();
+            let (revision, services, instances) = feed.sizes();
+            metrics
+                .export_revision
+                .set(i64::try_from(revision).unwrap_or(i64::MAX));
+            ExportSummary {
+                epoch: feed.epoch(),
+                revision,
+                services,
+                instances,
+            }
+        });
+        // The gauge also moves between scrapes of the status.
+        {
+            let (mut revisions, metrics) = (exporter.feed().revisions(), observer.metrics.clone());
+            let token = shutdown.clone();
+            tracker.spawn(async move {
+                loop {
+                    let revision = *revisions.borrow_and_update();
+                    metrics
+                        .export_revision
+                        .set(i64::try_from(revision).unwrap_or(i64::MAX));
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        changed = revisions.changed() => if changed.is_err() { return },
+                    }
+                }
+            });
+        }
+        let site = Site {
+            node: config.node.clone(),
+            cluster: config.cluster_name.clone(),
+            plugin: kind.name(),
+            registry: registry_endpoints,
+            rpc_addr,
+            members: members.clone(),
+            export,
+            config: effective_settings(&config),
+        };
+        info!(addr = ?local, token = config.http_token.is_some(), "HTTP listener (metrics, status API, dashboard) started");
+        tracker.spawn(
+            crate::observe::http::serve(
+                listener,
+                observer.clone(),
+                site,
+                config.http_token.clone(),
+                shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("http")),
+        );
+    }
     let syncer = syncer
+        .with_observer(observer, queries)
         .with_tls(tls)
         .with_handover(leave.clone())
         .with_notices(heard);
@@ -542,6 +623,53 @@ fn registry_client_tls(
         });
     }
     Ok(config)
+}
+
+/// The settings `GET /v1/syncer/config` shows: everything that shapes the daemon's
+/// behaviour, without a secret (no password, key or token; files by path only).
+pub fn effective_settings(config: &DaemonConfig) -> serde_json::Value {
+    let registry = match &config.registry {
+        RegistryConfig::External { plugin, endpoints } => serde_json::json!({
+            "plugin": plugin.name(),
+            "endpoints": endpoints
+                .iter()
+                .map(|e| crate::credentials::without_userinfo(e).into_owned())
+                .collect::<Vec<_>>(),
+            "account": config.registry_auth.as_ref().map(|a| a.account.clone()),
+            "tls": config.registry_tls.is_some(),
+        }),
+        RegistryConfig::Builtin { listen } => serde_json::json!({
+            "plugin": "servicecenter",
+            "builtin": listen.to_string(),
+            "builtin_tls": config.builtin_tls.is_some(),
+            "builtin_rbac": config.builtin_rbac.is_some(),
+            "store": format!("{:?}", config.store),
+            "builtin_max_connections": config.builtin_max_connections,
+            "builtin_max_watchers": config.builtin_max_watchers,
+            "builtin_max_body_bytes": config.builtin_max_body_bytes,
+        }),
+    };
+    serde_json::json!({
+        "node": config.node,
+        "cluster_name": config.cluster_name,
+        "registry": registry,
+        "bind_addr": config.bind_addr.to_string(),
+        "advertise_addr": config.advertise_addr.map(|a| a.to_string()),
+        "rpc_addr": config.rpc_addr.to_string(),
+        "rpc_max_connections": config.rpc_max_connections,
+        "http_addr": config.http_addr.map(|a| a.to_string()),
+        "http_token": config.http_token.is_some(),
+        "join_addrs": config.join_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "ticker_interval_secs": config.ticker_interval.as_secs(),
+        "grace_period_secs": config.grace_period.as_secs(),
+        "mode": format!("{:?}", config.mode),
+        "election_etcd": config.election_etcd.is_some(),
+        "gossip_encrypted": config.keyring.is_some(),
+        "keyring_file": config.keyring_file.as_ref().map(|p| p.display().to_string()),
+        "exchange_tls": config.tls.is_some(),
+        "insecure": config.insecure,
+        "eureka_self_preservation": config.eureka_self_preservation,
+    })
 }
 
 /// An address a client on this host can connect to: an unspecified IP becomes loopback.

@@ -20,6 +20,7 @@ pub mod exchange;
 pub mod leadership;
 pub mod listener;
 pub mod membership;
+pub mod observe;
 pub mod records;
 pub mod registry_auth;
 pub mod registry_tls;

@@ -35,6 +35,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec};
@@ -205,6 +206,8 @@ pub struct Membership {
     heard: watch::Sender<Heard>,
     /// Our export's revisions, to gossip ([`Membership::gossip_export`]).
     export: Option<watch::Receiver<ExportRevision>>,
+    /// Where members by state are counted ([`Membership::with_metrics`]).
+    metrics: Option<Arc<crate::observe::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -304,6 +307,7 @@ impl Membership {
             keyring_updates: None,
             heard,
             export: None,
+            metrics: None,
         })
     }
 
@@ -340,6 +344,12 @@ impl Membership {
         self.local_addr
     }
 
+    /// Counts members by state (`syncer_gossip_members{state}`) after every change.
+    pub fn with_metrics(mut self, metrics: Arc<crate::observe::metrics::Metrics>) -> Membership {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// The alive members, this one included, sorted by node name; a new value is published
     /// after every membership change.
     ///
@@ -369,6 +379,7 @@ impl Membership {
             identity,
             export,
             keyring_updates,
+            metrics,
             ..
         } = self;
         let mut export = export;
@@ -379,6 +390,7 @@ impl Membership {
             runtime: AccumulatingRuntime::new(),
             timers: JoinSet::new(),
             members,
+            metrics,
             cipher,
             undecryptable: Throttled::default(),
             stale: Throttled::default(),
@@ -488,6 +500,7 @@ struct Agent {
     /// set (at shutdown) aborts them all.
     timers: JoinSet<foca::Timer<NodeId>>,
     members: watch::Sender<Vec<Member>>,
+    metrics: Option<Arc<crate::observe::metrics::Metrics>>,
     /// The keyring's cipher: seals what is sent, opens what is received, refuses replays.
     cipher: Option<Cipher>,
     /// Rate limit of the "failed to decrypt" warning.
@@ -702,6 +715,24 @@ impl Agent {
     }
 
     fn publish(&self) {
+        if let Some(metrics) = &self.metrics {
+            // This member is alive; foca's state holds the others, down ones included
+            // until it forgets them.
+            let (mut alive, mut suspect, mut down) = (1i64, 0i64, 0i64);
+            for member in self.foca.iter_membership_state() {
+                match member.state() {
+                    foca::State::Alive => alive += 1,
+                    foca::State::Suspect => suspect += 1,
+                    foca::State::Down => down += 1,
+                }
+            }
+            for (state, n) in [("alive", alive), ("suspect", suspect), ("down", down)] {
+                metrics
+                    .gossip_members
+                    .get_or_create(&crate::observe::metrics::StateLabel { state })
+                    .set(n);
+            }
+        }
         let current = alive_members(
             self.foca.identity(),
             self.foca.iter_members().map(|m| m.id()),

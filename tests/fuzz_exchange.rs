@@ -105,6 +105,7 @@ proptest! {
             data: Some(data.clone()),
             removed: vec![InstanceRef { service_id: removed.clone(), instance_id: removed }],
             more: false,
+            changed_at_ms: 1_700_000_000_000,
         };
         let bytes = mutate(event.encode_to_vec(), edits.clone());
         if let Ok(event) = ExportEvent::decode(bytes.as_slice()) {

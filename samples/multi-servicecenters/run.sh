@@ -121,11 +121,12 @@ wait_http sc-registry http://127.0.0.1:30100/v4/default/registry/version
 echo "==> syncers"
 start eureka-syncer "$BIN/syncer" daemon --sc-plugin eureka --sc-addr http://127.0.0.1:8761/eureka \
     --cluster-name eureka-site --node eureka-1 \
-    --bind-addr 127.0.0.1:30190 --rpc-addr 127.0.0.1:30191 --ticker-interval 3
+    --bind-addr 127.0.0.1:30190 --rpc-addr 127.0.0.1:30191 --http-addr 127.0.0.1:30192 \
+    --ticker-interval 3
 start sc-syncer "$BIN/syncer" daemon --sc-plugin servicecenter --sc-addr http://127.0.0.1:30100 \
     --cluster-name sc-site --node sc-1 \
-    --bind-addr 127.0.0.1:30290 --rpc-addr 127.0.0.1:30291 --join-addr 127.0.0.1:30190 \
-    --ticker-interval 3
+    --bind-addr 127.0.0.1:30290 --rpc-addr 127.0.0.1:30291 --http-addr 127.0.0.1:30292 \
+    --join-addr 127.0.0.1:30190 --ticker-interval 3
 
 echo "==> apps"
 start account-server "$BIN/account-server" --listen 127.0.0.1:8090 \

@@ -69,6 +69,8 @@ pub struct ExchangeClient {
     tls: Option<Arc<ExchangeTls>>,
     /// This member's node name, sent with `Identify`.
     node: String,
+    /// Where received bytes are counted (`syncer_exchange_bytes_total`).
+    metrics: Option<Arc<crate::observe::metrics::Metrics>>,
 }
 
 impl ExchangeClient {
@@ -80,6 +82,20 @@ impl ExchangeClient {
             channels: Mutex::new(HashMap::new()),
             tls: None,
             node: String::new(),
+            metrics: None,
+        }
+    }
+
+    /// Counts the bytes of messages received in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::observe::metrics::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts `n` bytes of messages received (the watch stream's reader calls this).
+    pub fn received(&self, n: usize) {
+        if let Some(metrics) = &self.metrics {
+            metrics.exchange(false, n);
         }
     }
 
@@ -207,6 +223,7 @@ impl ExchangeClient {
                 return Err(call_error(addr, status));
             }
         };
+        self.received(prost::Message::encoded_len(&data));
         let cluster = data.cluster.clone();
         let snapshot =
             snapshot_from_wire(data).map_err(|source| Error::Invalid { addr, source })?;

@@ -171,6 +171,7 @@ pub fn full_event(
         data: Some(data),
         removed: Vec::new(),
         more,
+        changed_at_ms: 0,
     }
 }
 
@@ -236,6 +237,7 @@ pub fn change_event(
             })
             .collect(),
         more: false,
+        changed_at_ms: change.changed_at_ms,
     }
 }
 
@@ -273,6 +275,7 @@ pub fn event_from_wire(event: proto::ExportEvent) -> Result<PeerEvent, InvalidDa
     Ok(PeerEvent::Change {
         epoch: event.epoch,
         revision: event.revision,
+        changed_at_ms: event.changed_at_ms,
         upserted,
         removed: event
             .removed

@@ -160,6 +160,8 @@ pub struct ExchangeServer {
     limits: Limits,
     /// Watch streams open, per peer.
     watchers: Arc<Watchers>,
+    /// Where sent bytes are counted (`syncer_exchange_bytes_total`).
+    metrics: Option<Arc<crate::observe::metrics::Metrics>>,
 }
 
 impl ExchangeServer {
@@ -207,12 +209,19 @@ impl ExchangeServer {
             refused: Arc::new(LogLimit::default()),
             limits: Limits::default(),
             watchers: Arc::new(Watchers::default()),
+            metrics: None,
         }
     }
 
     /// Serves within `limits` instead of [`Limits::default`].
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Counts the bytes of messages sent in `metrics` (`syncer_exchange_bytes_total`).
+    pub fn with_metrics(mut self, metrics: Arc<crate::observe::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -321,6 +330,9 @@ impl ExchangeServer {
             let refused = &self.refused;
             let peer = &place.peer;
             let connection = &connection;
+            if let Some(metrics) = &self.metrics {
+                metrics.exchange(true, prost::Message::encoded_len(&event));
+            }
             async move {
                 match tokio::time::timeout(stall, tx.send(Ok(event))).await {
                     Ok(sent) => sent.is_ok(),
@@ -459,6 +471,9 @@ impl proto::sync_server::Sync for ExchangeServer {
                     instances.iter().map(PackedInstance::unpack),
                 );
                 debug!(peer = %peer, instances = data.instances.len(), "served pull");
+                if let Some(metrics) = &self.metrics {
+                    metrics.exchange(true, prost::Message::encoded_len(&data));
+                }
                 Ok(Response::new(data))
             }
             Err(e) => {

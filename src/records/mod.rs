@@ -27,6 +27,8 @@ pub struct ExportChange {
     pub instances: Vec<PackedInstance>,
     /// Instances removed, as (serviceId, instanceId).
     pub removed: Vec<(String, String)>,
+    /// When the exporter saw the change, in ms since the Unix epoch (0: unknown).
+    pub changed_at_ms: u64,
 }
 
 /// A validated event of a peer's export stream.
@@ -54,6 +56,9 @@ pub enum PeerEvent {
         upserted: Snapshot,
         /// Instances removed, as (serviceId, instanceId).
         removed: Vec<(String, String)>,
+        /// When the origin's exporter saw the change, in ms since the Unix epoch (0:
+        /// unknown, e.g. a 1.3.0 peer).
+        changed_at_ms: u64,
     },
 }
 

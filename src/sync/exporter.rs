@@ -408,6 +408,9 @@ impl FeedState {
         }
         self.revision += 1;
         change.revision = self.revision;
+        change.changed_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
         if first {
             change = ExportChange {
                 revision: self.revision,
@@ -467,6 +470,13 @@ impl ExportFeed {
     /// The current revision, as a watch (0 until the first listing).
     pub fn revisions(&self) -> watch::Receiver<u64> {
         self.revision.subscribe()
+    }
+
+    /// The current revision, the services exported (those with an exported instance) and
+    /// the instances exported.
+    pub fn sizes(&self) -> (u64, usize, usize) {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (state.revision, state.counts.len(), state.instances.len())
     }
 
     /// The current revision and the whole export at it, as shared packed records (taking

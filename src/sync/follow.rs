@@ -160,6 +160,7 @@ async fn stream_once(
         let Some(event) = stream.message().await.map_err(|e| e.to_string())? else {
             return Ok(());
         };
+        client.received(prost::Message::encoded_len(&event));
         if event.cluster != cluster {
             return Err(format!(
                 "peer at {addr} streams cluster {}, expected {cluster}",

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 
 use super::mapping::{local_instance_id, local_service_id, LocalCopy, Mapping, Origin, OriginKey};
 use super::peer::{PeerDelta, PeerExportState};
+use crate::observe::events::{Event, EventKind, EventLog, Reason};
 use crate::records::packed::{service_key, PackedInstance, PackedService, ServiceKey};
 
 /// A peer's export as [`plan`] reads it: the cluster and its export's state (from a followed
@@ -76,8 +77,9 @@ pub struct Plan<'a> {
     pub replace: Vec<(LocalCopy, Source<'a>)>,
     /// Copies that are current: heartbeat them.
     pub heartbeat: Vec<Keep<'a>>,
-    /// Copies whose origin is gone: remove them.
-    pub unregister: Vec<(OriginKey, LocalCopy)>,
+    /// Copies to remove, and why: their origin is gone, their cluster's grace period is
+    /// over, or they duplicate another copy.
+    pub unregister: Vec<(OriginKey, LocalCopy, Reason)>,
 }
 
 impl Plan<'_> {
@@ -115,7 +117,10 @@ pub fn plan<'a>(
 ) -> Plan<'a> {
     let (mut mapping, duplicates) = actual;
     let mut out = Plan {
-        unregister: duplicates,
+        unregister: duplicates
+            .into_iter()
+            .map(|(origin, copy)| (origin, copy, Reason::Duplicate))
+            .collect(),
         ..Plan::default()
     };
     let mut pulled: HashSet<&str> = HashSet::new();
@@ -162,8 +167,10 @@ pub fn plan<'a>(
                 copy,
                 source: None,
             });
+        } else if pulled.contains(&*origin.cluster) {
+            out.unregister.push((origin, copy, Reason::OriginGone));
         } else {
-            out.unregister.push((origin, copy));
+            out.unregister.push((origin, copy, Reason::GraceOver));
         }
     }
     out
@@ -214,7 +221,8 @@ pub fn plan_changes<'a>(
             instance: *key,
         };
         if let Some(copy) = copies.get(&origin) {
-            out.unregister.push((origin, copy.clone()));
+            out.unregister
+                .push((origin, copy.clone(), Reason::OriginGone));
         }
     }
     out
@@ -283,42 +291,150 @@ pub struct Applied {
     /// Origins whose copy was removed or lost (before any re-registration listed in
     /// `copies`).
     pub removed: Vec<OriginKey>,
+    /// Where every write is recorded with its reason ([`EventLog::record`]).
+    events: Option<Arc<EventLog>>,
+}
+
+/// What an event says about the copy it concerns.
+struct Subject {
+    origin_cluster: String,
+    service: String,
+    instance_id: String,
+    origin_instance_id: Option<String>,
+}
+
+impl Subject {
+    fn of_copy(origin: &OriginKey, copy: &LocalCopy) -> Subject {
+        Subject {
+            origin_cluster: origin.cluster.to_string(),
+            service: service_name(&copy.service.unpack()),
+            instance_id: copy.instance_id.clone(),
+            origin_instance_id: None,
+        }
+    }
+
+    fn of_registration(r: &Registration) -> Subject {
+        Subject {
+            origin_cluster: r.origin.cluster.to_string(),
+            service: service_name(&r.service),
+            instance_id: r.instance.instance_id.clone(),
+            origin_instance_id: r
+                .instance
+                .properties
+                .get(syncer_plugin_api::ORIGIN_INSTANCE_ID)
+                .cloned(),
+        }
+    }
+}
+
+/// A service as events name it: `domain/project/appId/serviceName/version`.
+pub fn service_name(service: &Service) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        service.domain_project, service.app_id, service.service_name, service.version
+    )
 }
 
 enum Outcome {
-    Registered(OriginKey, LocalCopy),
+    Registered(OriginKey, LocalCopy, Reason, Option<String>),
     Heartbeated(OriginKey, LocalCopy),
-    Unregistered(OriginKey),
-    /// Failed; the copy, if one is known to remain.
-    Failed(Option<(OriginKey, LocalCopy)>),
+    Unregistered(OriginKey, LocalCopy, Reason),
+    /// A write failed; the copy, if one is known to remain.
+    Failed {
+        op: &'static str,
+        reason: Reason,
+        subject: Option<Subject>,
+        error: String,
+        remaining: Option<(OriginKey, LocalCopy)>,
+    },
     /// The registry lost the copy and its origin is not known to register it again.
-    Lost(OriginKey),
+    Lost(OriginKey, LocalCopy),
 }
 
 impl Applied {
     fn count(&mut self, outcome: Outcome) {
         match outcome {
-            Outcome::Registered(origin, copy) => {
+            Outcome::Registered(origin, copy, reason, origin_instance_id) => {
                 self.registered += 1;
+                self.record(
+                    EventKind::Register,
+                    "register",
+                    reason,
+                    || Subject {
+                        origin_instance_id,
+                        ..Subject::of_copy(&origin, &copy)
+                    },
+                    None,
+                );
                 self.copies.insert(origin, copy);
             }
             Outcome::Heartbeated(origin, copy) => {
                 self.heartbeated += 1;
                 self.copies.insert(origin, copy);
             }
-            Outcome::Unregistered(origin) => {
+            Outcome::Unregistered(origin, copy, reason) => {
                 self.unregistered += 1;
+                self.record(
+                    EventKind::Unregister,
+                    "unregister",
+                    reason,
+                    || Subject::of_copy(&origin, &copy),
+                    None,
+                );
                 self.removed.push(origin);
             }
-            Outcome::Failed(remaining) => {
+            Outcome::Failed {
+                op,
+                reason,
+                subject,
+                error,
+                remaining,
+            } => {
                 self.failed += 1;
+                if let Some(subject) = subject {
+                    self.record(EventKind::Failed, op, reason, || subject, Some(error));
+                }
                 self.copies.extend(remaining);
             }
-            Outcome::Lost(origin) => {
+            Outcome::Lost(origin, copy) => {
                 self.failed += 1;
+                self.record(
+                    EventKind::Expired,
+                    "heartbeat",
+                    Reason::Expired,
+                    || Subject::of_copy(&origin, &copy),
+                    None,
+                );
                 self.removed.push(origin);
             }
         }
+    }
+
+    /// Records one event, when there is a log.
+    fn record(
+        &self,
+        kind: EventKind,
+        op: &'static str,
+        reason: Reason,
+        subject: impl FnOnce() -> Subject,
+        error: Option<String>,
+    ) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let subject = subject();
+        events.record(Event {
+            seq: 0,
+            at_ms: 0,
+            kind,
+            reason,
+            op,
+            origin_cluster: subject.origin_cluster,
+            service: subject.service,
+            instance_id: subject.instance_id,
+            origin_instance_id: subject.origin_instance_id,
+            error,
+        });
     }
 }
 
@@ -357,18 +473,23 @@ impl ServiceIds {
 }
 
 /// Carries out `plan` through `plugin`, at most `concurrency` calls at a time. Failures are
-/// logged and counted, never fatal: the next reconcile computes them again.
+/// logged and counted, never fatal: the next reconcile computes them again. Every register,
+/// unregister, expiry and failed write is recorded in `events` with its reason.
 pub async fn apply<'a>(
     plugin: &dyn Plugin,
     config: &PlanConfig,
     plan: Plan<'a>,
     concurrency: usize,
+    events: Option<Arc<EventLog>>,
 ) -> Applied {
     let concurrency = concurrency.max(1);
-    let mut applied = Applied::default();
+    let mut applied = Applied {
+        events,
+        ..Applied::default()
+    };
 
     let unregisters = stream::iter(plan.unregister)
-        .map(|(origin, copy)| async move { unregister(plugin, origin, copy).await })
+        .map(|(origin, copy, reason)| async move { unregister(plugin, origin, copy, reason).await })
         .buffer_unordered(concurrency);
     for outcome in unregisters.collect::<Vec<_>>().await {
         applied.count(outcome);
@@ -454,10 +575,13 @@ async fn heartbeat_one(
     match plugin.heartbeat(&service, &keep.copy.instance_id).await {
         Ok(()) => Outcome::Heartbeated(keep.origin, keep.copy),
         Err(PluginError::NotFound(_)) => register_lost(plugin, config, keep).await,
-        Err(e) => {
-            warn!(instance = %keep.copy.instance_id, error = %e, "heartbeat failed");
-            Outcome::Failed(Some((keep.origin, keep.copy)))
-        }
+        Err(e) => Outcome::Failed {
+            op: "heartbeat",
+            reason: Reason::OriginChange,
+            subject: Some(Subject::of_copy(&keep.origin, &keep.copy)),
+            error: e.to_string(),
+            remaining: Some((keep.origin, keep.copy)),
+        },
     }
 }
 
@@ -468,8 +592,8 @@ async fn replace_one<'a>(
     copy: LocalCopy,
     source: Source<'a>,
 ) -> (Outcome, Option<Source<'a>>) {
-    match unregister(plugin, source.origin.clone(), copy).await {
-        Outcome::Unregistered(origin) => (Outcome::Unregistered(origin), Some(source)),
+    match unregister(plugin, source.origin.clone(), copy, Reason::OriginChange).await {
+        removed @ Outcome::Unregistered(..) => (removed, Some(source)),
         failed => (failed, None),
     }
 }
@@ -571,10 +695,17 @@ async fn register_all<'a>(
     }
     drop(batched);
     for _ in 0..unresolved {
-        applied.count(Outcome::Failed(None));
+        // Its service could not be created (that failure was logged).
+        applied.count(Outcome::Failed {
+            op: "ensure_service",
+            reason: Reason::OriginChange,
+            subject: None,
+            error: String::new(),
+            remaining: None,
+        });
     }
     let registers = stream::iter(one_by_one)
-        .map(|r| async move { register(plugin, r).await })
+        .map(|r| async move { register(plugin, r, Reason::OriginChange).await })
         .buffer_unordered(concurrency);
     for outcome in registers.collect::<Vec<_>>().await {
         applied.count(outcome);
@@ -589,12 +720,12 @@ pub const HEARTBEAT_BATCH: usize = 1000;
 async fn register_lost(plugin: &dyn Plugin, config: &PlanConfig, keep: Keep<'_>) -> Outcome {
     let Some(source) = keep.source else {
         warn!(instance = %keep.copy.instance_id, cluster = %keep.origin.cluster, "copy lost at the registry while its cluster is not heard from; it comes back with its cluster");
-        return Outcome::Lost(keep.origin);
+        return Outcome::Lost(keep.origin, keep.copy);
     };
     debug!(instance = %keep.copy.instance_id, "copy lost at the registry, registering again");
     // Under the service it was registered under (resolved when it was first registered).
     let again = registration(config, &source, keep.copy.service.unpack());
-    register(plugin, again).await
+    register(plugin, again, Reason::Expired).await
 }
 
 /// Heartbeats `chunk` with one [`Plugin::heartbeat_batch`]; returns the outcomes, the
@@ -640,10 +771,24 @@ pub const BATCHES_IN_FLIGHT: usize = 4;
 
 /// The mapping's record of a registration the registry accepted as `instance_id`.
 /// `service` is the registration's service packed (shared by the copies of one service).
-fn registered(r: Registration, instance_id: String, service: PackedService) -> Outcome {
+fn registered(
+    r: Registration,
+    instance_id: String,
+    service: PackedService,
+    reason: Reason,
+) -> Outcome {
     let mut instance = r.instance;
     instance.instance_id = instance_id;
-    Outcome::Registered(r.origin, LocalCopy::of(service, &instance))
+    let origin_instance_id = instance
+        .properties
+        .get(syncer_plugin_api::ORIGIN_INSTANCE_ID)
+        .cloned();
+    Outcome::Registered(
+        r.origin,
+        LocalCopy::of(service, &instance),
+        reason,
+        origin_instance_id,
+    )
 }
 
 /// Registers `chunk` (service ids resolved) with one [`Plugin::register_batch`]; returns
@@ -679,7 +824,7 @@ async fn register_batch(
                         service
                     }
                 };
-                outcomes.push(registered(r, id, service));
+                outcomes.push(registered(r, id, service, Reason::OriginChange));
             }
             Err(e) => {
                 debug!(instance = %r.instance.instance_id, error = %e, "batch item refused; registering it alone");
@@ -692,7 +837,7 @@ async fn register_batch(
 
 /// Registers one copy whose service id is resolved, ensuring its service first when the
 /// registry does not know it.
-async fn register(plugin: &dyn Plugin, mut r: Registration) -> Outcome {
+async fn register(plugin: &dyn Plugin, mut r: Registration, reason: Reason) -> Outcome {
     let mut result = plugin.register(&r.service, &r.instance).await;
     if matches!(result, Err(PluginError::NotFound(_))) {
         // The service went (or was never created): make sure of it, then once more.
@@ -703,8 +848,13 @@ async fn register(plugin: &dyn Plugin, mut r: Registration) -> Outcome {
                 result = plugin.register(&r.service, &r.instance).await;
             }
             Err(e) => {
-                warn!(service = %r.service.service_name, error = %e, "ensure service failed");
-                return Outcome::Failed(None);
+                return Outcome::Failed {
+                    op: "ensure_service",
+                    reason,
+                    subject: Some(Subject::of_registration(&r)),
+                    error: e.to_string(),
+                    remaining: None,
+                };
             }
         }
     }
@@ -712,26 +862,34 @@ async fn register(plugin: &dyn Plugin, mut r: Registration) -> Outcome {
         Ok(id) => {
             debug!(service = %r.service.service_name, instance = %id, origin_cluster = %r.origin.cluster, "imported instance registered");
             let service = PackedService::new(&r.service);
-            registered(r, id, service)
+            registered(r, id, service, reason)
         }
-        Err(e) => {
-            warn!(service = %r.service.service_name, origin_cluster = %r.origin.cluster, error = %e, "register failed");
-            Outcome::Failed(None)
-        }
+        Err(e) => Outcome::Failed {
+            op: "register",
+            reason,
+            subject: Some(Subject::of_registration(&r)),
+            error: e.to_string(),
+            remaining: None,
+        },
     }
 }
 
-async fn unregister(plugin: &dyn Plugin, origin: OriginKey, copy: LocalCopy) -> Outcome {
+async fn unregister(
+    plugin: &dyn Plugin,
+    origin: OriginKey,
+    copy: LocalCopy,
+    reason: Reason,
+) -> Outcome {
     let service = copy.service.unpack();
     match plugin.unregister(&service, &copy.instance_id).await {
-        Ok(()) => {
-            debug!(service = %service.service_name, instance = %copy.instance_id, "imported instance unregistered");
-            Outcome::Unregistered(origin)
-        }
-        Err(e) => {
-            warn!(instance = %copy.instance_id, error = %e, "unregister failed");
-            Outcome::Failed(Some((origin, copy)))
-        }
+        Ok(()) => Outcome::Unregistered(origin, copy, reason),
+        Err(e) => Outcome::Failed {
+            op: "unregister",
+            reason,
+            subject: Some(Subject::of_copy(&origin, &copy)),
+            error: e.to_string(),
+            remaining: Some((origin, copy)),
+        },
     }
 }
 
@@ -951,6 +1109,7 @@ mod tests {
         let delta = state
             .apply(crate::records::PeerEvent::Change {
                 epoch: 1,
+                changed_at_ms: 0,
                 revision: 1,
                 upserted: export(&[("a:2", "http://127.0.0.1:2")]),
                 removed: vec![("account-server".into(), "a:1".into())],

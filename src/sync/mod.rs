@@ -15,6 +15,7 @@ pub mod follow;
 pub mod importer;
 pub mod mapping;
 pub mod peer;
+pub mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -29,6 +30,9 @@ use tracing::{debug, info, warn};
 use crate::exchange::client::ExchangeClient;
 use crate::leadership::LeaderWatch;
 use crate::membership::Member;
+use crate::observe::events::now_ms;
+use crate::observe::status::{PeerStatus, Query, SyncStatus};
+use crate::observe::Observer;
 use crate::records::{PeerEvent, PeerExport};
 use exporter::Exporter;
 use follow::{
@@ -92,6 +96,18 @@ pub struct Syncer {
     names: HashMap<String, Arc<str>>,
     /// The export revisions gossiped per member ([`Syncer::with_notices`]).
     heard: Option<watch::Receiver<crate::membership::notice::Heard>>,
+    /// Metrics, events and the published status ([`Syncer::with_observer`]).
+    observer: Observer,
+    /// Questions from the status API, answered between changes.
+    queries: Option<mpsc::Receiver<Query>>,
+    /// Copies held per origin cluster (of `copies`, kept as it changes).
+    copy_counts: HashMap<Arc<str>, usize>,
+    /// The last leader seen (for `syncer_leader_changes_total`).
+    last_leader: Option<String>,
+    /// Full reconciles done, and when the last one ended (ms since the epoch, its length
+    /// in ms, and the instant).
+    reconciles: u64,
+    reconciled: Option<(u64, u64, Instant)>,
 }
 
 /// How long a leaving leader waits for an etcd successor, heartbeating meanwhile.
@@ -130,7 +146,24 @@ impl Syncer {
             leave: CancellationToken::new(),
             names: HashMap::new(),
             heard: None,
+            observer: Observer::new().0,
+            queries: None,
+            copy_counts: HashMap::new(),
+            last_leader: None,
+            reconciles: 0,
+            reconciled: None,
         }
+    }
+
+    /// Records metrics and events in `observer`, publishes its status there, and answers
+    /// the `queries` of its status API.
+    /// Call it before [`Syncer::with_tls`], which builds the client that counts the
+    /// exchange's bytes here.
+    pub fn with_observer(mut self, observer: Observer, queries: mpsc::Receiver<Query>) -> Syncer {
+        self.observer = observer;
+        self.queries = Some(queries);
+        let tls = self.client.tls().cloned();
+        self.with_tls(tls)
     }
 
     /// Connects to peers with mutual TLS (`Some`, see [`crate::tls`]) instead of plaintext.
@@ -141,7 +174,8 @@ impl Syncer {
                 exchange_timeout(&self.config),
             )
             .with_node(self.config.node.clone())
-            .with_tls(tls),
+            .with_tls(tls)
+            .with_metrics(Some(self.observer.metrics.clone())),
         );
         self
     }
@@ -280,9 +314,22 @@ impl Syncer {
                 () = leader_changed(&mut self.leader) => {
                     debug!("leader changed, reconciling early");
                 }
+                Some(query) = next_query(&mut self.queries) => {
+                    self.answer(query);
+                    continue;
+                }
             }
             let members = self.members.borrow_and_update().clone();
             let (leader, is_leader) = self.leadership();
+            if leader != "-" && self.last_leader.as_deref() != Some(leader.as_str()) {
+                self.observer.metrics.leader_changes.inc();
+                self.last_leader = Some(leader.clone());
+            }
+            self.observer
+                .metrics
+                .leader
+                .get_or_create(&self.observer.metrics.cluster(&self.config.cluster_name))
+                .set(i64::from(is_leader));
             if was_leader != Some(is_leader) {
                 info!(
                     cluster = %self.config.cluster_name,
@@ -306,6 +353,7 @@ impl Syncer {
             } else {
                 self.stop_following();
             }
+            self.publish_status(&members, &leader, is_leader);
         }
         if was_leader == Some(true) && shutdown.is_cancelled() {
             self.hand_over().await;
@@ -339,6 +387,10 @@ impl Syncer {
             w.behind_since = None;
         }
         let whole = matches!(event, PeerEvent::Full { more: false, .. });
+        let changed_at_ms = match &event {
+            PeerEvent::Change { changed_at_ms, .. } => *changed_at_ms,
+            PeerEvent::Full { .. } => 0,
+        };
         let name = self.name(&cluster);
         let config = plan_config(&self.config);
         let state = self.exports.entry(cluster.clone()).or_default();
@@ -374,7 +426,7 @@ impl Syncer {
             }
         }
         let view = PeerView {
-            cluster: name,
+            cluster: name.clone(),
             state,
         };
         let plan = importer::plan_changes(&config, view, &delta, copies);
@@ -384,14 +436,36 @@ impl Syncer {
         let started = Instant::now();
         // Boxed: the plan's borrows keep the compiler from seeing that this future is Send
         // (rust-lang/rust#102211).
-        let applied = importer::apply(self.plugin.as_ref(), &config, plan, self.config.concurrency)
-            .boxed()
-            .await;
+        let applied = importer::apply(
+            self.plugin.as_ref(),
+            &config,
+            plan,
+            self.config.concurrency,
+            Some(self.observer.events.clone()),
+        )
+        .boxed()
+        .await;
+        let mut held = self.copy_counts.get(&name).copied().unwrap_or(0);
         for origin in &applied.removed {
-            copies.remove(origin);
+            if copies.remove(origin).is_some() {
+                held = held.saturating_sub(1);
+            }
         }
-        copies.extend(applied.copies);
-        info!(
+        for (origin, copy) in applied.copies {
+            if copies.insert(origin, copy).is_none() {
+                held += 1;
+            }
+        }
+        self.copy_counts.insert(name, held);
+        if changed_at_ms > 0 && applied.registered + applied.unregistered > 0 {
+            // Wall clocks of two hosts: a clock behind the origin's reads as 0.
+            let ms = now_ms().saturating_sub(changed_at_ms);
+            self.observer
+                .metrics
+                .propagation
+                .observe(ms as f64 / 1000.0);
+        }
+        debug!(
             cluster = %cluster,
             registered = applied.registered,
             unregistered = applied.unregistered,
@@ -461,6 +535,132 @@ impl Syncer {
         }
         self.exports.clear();
         self.copies = None;
+        self.copy_counts.clear();
+    }
+
+    /// Publishes how this member sees each peer cluster ([`Observer::publish`]), and sets
+    /// the per-cluster gauges.
+    fn publish_status(&mut self, members: &[Member], leader: &str, is_leader: bool) {
+        let peers = peer_clusters(members, &self.config.cluster_name);
+        let mut clusters: std::collections::BTreeSet<String> =
+            peers.keys().map(|c| (*c).to_owned()).collect();
+        clusters.extend(self.copy_counts.keys().map(|c| c.to_string()));
+        clusters.extend(self.last_heard.keys().cloned());
+        clusters.extend(self.exports.keys().cloned());
+        let heard = self.heard.as_ref().map(|h| h.borrow().clone());
+        let now = Instant::now();
+        let wall = now_ms();
+        let metrics = self.observer.metrics.clone();
+        let mut out = Vec::with_capacity(clusters.len());
+        for cluster in clusters {
+            let alive: Vec<String> = peers
+                .get(cluster.as_str())
+                .map(|m| m.iter().map(|m| m.node.clone()).collect())
+                .unwrap_or_default();
+            let watching = self.watching.get(&cluster);
+            let export = self.exports.get(&cluster).filter(|s| s.is_known());
+            let last_heard = self.last_heard.get(&cluster).copied();
+            let gossiped = watching.and_then(|w| {
+                heard
+                    .as_ref()
+                    .and_then(|h| h.get(&w.node))
+                    .filter(|at| export.is_none_or(|e| e.epoch == at.epoch))
+                    .map(|at| at.revision)
+            });
+            let since_heard = last_heard.map(|at| now.duration_since(at));
+            let state = if !is_leader {
+                "idle"
+            } else if alive.is_empty() {
+                "gone"
+            } else if watching.is_some_and(|w| !w.failed) && export.is_some() {
+                "following"
+            } else if since_heard.is_some_and(|d| d < self.config.ticker_interval * 2) {
+                "pulled"
+            } else if watching.is_some_and(|w| !w.failed) {
+                "connecting"
+            } else {
+                "unreachable"
+            };
+            let grace_left_secs = (state == "gone" || state == "unreachable").then(|| {
+                let since = last_heard.unwrap_or(self.started);
+                self.config
+                    .grace_period
+                    .saturating_sub(now.duration_since(since))
+                    .as_secs()
+            });
+            let copies = self.copy_counts.get(cluster.as_str()).copied().unwrap_or(0);
+            let label = metrics.cluster(&cluster);
+            metrics
+                .peer_up
+                .get_or_create(&label)
+                .set(i64::from(matches!(state, "following" | "pulled")));
+            let held = export.map_or(0, |e| e.revision);
+            metrics
+                .import_lag
+                .get_or_create(&label)
+                .set(i64::try_from(gossiped.map_or(0, |g| g.saturating_sub(held))).unwrap_or(0));
+            metrics
+                .copies
+                .get_or_create(&metrics.origin(&cluster))
+                .set(i64::try_from(copies).unwrap_or(i64::MAX));
+            out.push(PeerStatus {
+                state: state.to_owned(),
+                members: alive,
+                following: watching.map(|w| w.node.clone()),
+                epoch: export.map_or(0, |e| e.epoch),
+                revision_held: held,
+                revision_gossiped: gossiped,
+                last_heard_ms: since_heard
+                    .map(|d| wall.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+                exported: export.map_or(0, |e| e.len()),
+                copies,
+                grace_left_secs,
+                cluster,
+            });
+        }
+        self.observer.publish(SyncStatus {
+            leader: (leader != "-").then(|| leader.to_owned()),
+            is_leader,
+            reconciled_at_ms: self.reconciled.map(|r| r.0),
+            reconcile_ms: self.reconciled.map(|r| r.1),
+            reconciles: self.reconciles,
+            lease_secs: lease(&self.config).as_secs(),
+            peers: out,
+        });
+    }
+
+    /// Answers one question of the status API from the exports and copies held.
+    fn answer(&self, query: Query) {
+        match query {
+            Query::Services { limit, reply } => {
+                let report = status::services(
+                    &self.exports,
+                    self.copies.as_ref(),
+                    &self.observer.events,
+                    limit,
+                );
+                let _ = reply.send(report);
+            }
+            Query::Instances {
+                cluster,
+                service,
+                limit,
+                reply,
+            } => {
+                let lease_left = self
+                    .reconciled
+                    .map(|(_, _, at)| lease(&self.config).saturating_sub(at.elapsed()).as_secs());
+                let report = status::instances(
+                    &self.exports,
+                    self.copies.as_ref(),
+                    cluster.as_deref(),
+                    service.as_deref(),
+                    lease_left,
+                    limit,
+                );
+                let _ = reply.send(report);
+            }
+        }
     }
 
     /// One level-triggered reconcile: peers' exports, local listing, plan, apply.
@@ -533,6 +733,7 @@ impl Syncer {
                 Some((cluster, generation, report)) = self.reports_rx.recv() => {
                     self.on_report(cluster, generation, report).await;
                 }
+                Some(query) = next_query(&mut self.queries) => self.answer(query),
             }
         };
         drop(listing);
@@ -561,8 +762,12 @@ impl Syncer {
         // Copies of clusters not heard from this round are kept within the grace period.
         let heard: HashSet<&str> = exports.iter().map(|e| &*e.cluster).collect();
         let mut retained = HashSet::new();
+        let mut gone = HashSet::new();
         for origin in actual.0.copies.keys() {
-            if heard.contains(&*origin.cluster) || retained.contains(&*origin.cluster) {
+            if heard.contains(&*origin.cluster)
+                || retained.contains(&*origin.cluster)
+                || gone.contains(&*origin.cluster)
+            {
                 continue;
             }
             let since = *self
@@ -573,6 +778,7 @@ impl Syncer {
                 retained.insert(origin.cluster.to_string());
             } else {
                 info!(cluster = %origin.cluster, grace_secs = self.config.grace_period.as_secs(), "peer cluster gone past its grace period, removing its instances");
+                gone.insert(&*origin.cluster);
             }
         }
         let config = plan_config(&self.config);
@@ -580,11 +786,29 @@ impl Syncer {
         let planned_ms = started.elapsed().as_millis() as u64;
         // Boxed: the plan's borrows keep the compiler from seeing that this future is Send
         // (rust-lang/rust#102211).
-        let applied = importer::apply(self.plugin.as_ref(), &config, plan, self.config.concurrency)
-            .boxed()
-            .await;
+        let applied = importer::apply(
+            self.plugin.as_ref(),
+            &config,
+            plan,
+            self.config.concurrency,
+            Some(self.observer.events.clone()),
+        )
+        .boxed()
+        .await;
+        let elapsed = started.elapsed();
+        self.observer
+            .metrics
+            .reconcile
+            .observe(elapsed.as_secs_f64());
+        self.reconciles += 1;
+        self.reconciled = Some((
+            now_ms(),
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            Instant::now(),
+        ));
+        self.copy_counts = count_copies(&applied.copies);
         if applied.registered + applied.unregistered + applied.failed > 0 {
-            info!(
+            debug!(
                 pulled_ms,
                 planned_ms,
                 peers = exports.len(),
@@ -620,6 +844,29 @@ fn plan_config(config: &Config) -> PlanConfig {
         heartbeat_interval_secs: u32::try_from(config.ticker_interval.as_secs().max(1))
             .unwrap_or(u32::MAX),
         heartbeat_times: 3,
+    }
+}
+
+/// The lease of copies: the tick times (missed heartbeats tolerated + 1).
+fn lease(config: &Config) -> Duration {
+    let c = plan_config(config);
+    Duration::from_secs(u64::from(c.heartbeat_interval_secs) * u64::from(c.heartbeat_times + 1))
+}
+
+/// Copies held per origin cluster.
+fn count_copies(copies: &HashMap<OriginKey, LocalCopy>) -> HashMap<Arc<str>, usize> {
+    let mut out: HashMap<Arc<str>, usize> = HashMap::new();
+    for origin in copies.keys() {
+        *out.entry(origin.cluster.clone()).or_default() += 1;
+    }
+    out
+}
+
+/// The next question of the status API; never when there is no channel (or it closed).
+async fn next_query(queries: &mut Option<mpsc::Receiver<Query>>) -> Option<Query> {
+    match queries {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -207,6 +207,7 @@ impl PeerExportState {
                 revision,
                 upserted,
                 removed,
+                ..
             } => {
                 if self.incoming.is_none() && epoch == self.epoch && revision <= self.revision {
                     // Already applied (a resumed stream repeating what the loop had
@@ -324,6 +325,7 @@ mod tests {
         // A change in the middle of a whole export is a gap.
         let gap = state.apply(PeerEvent::Change {
             epoch: 1,
+            changed_at_ms: 0,
             revision: 2,
             upserted: Snapshot::default(),
             removed: Vec::new(),
@@ -347,6 +349,7 @@ mod tests {
         let d = state
             .apply(PeerEvent::Change {
                 epoch: 1,
+                changed_at_ms: 0,
                 revision: 2,
                 upserted: snapshot(&["b"]),
                 removed: vec![("s".into(), "a".into())],
@@ -357,6 +360,7 @@ mod tests {
         let again = state
             .apply(PeerEvent::Change {
                 epoch: 1,
+                changed_at_ms: 0,
                 revision: 2,
                 upserted: snapshot(&["x"]),
                 removed: Vec::new(),
@@ -365,6 +369,7 @@ mod tests {
         assert!(again.is_empty() && !state.contains(&instance_key("s", "x")));
         let gap = state.apply(PeerEvent::Change {
             epoch: 1,
+            changed_at_ms: 0,
             revision: 4,
             upserted: Snapshot::default(),
             removed: vec![("s".into(), "b".into())],

@@ -96,7 +96,10 @@ impl Proc {
             .env("SYNCER_LOG", "info,syncer=debug")
             // A built-in core's embedded store of its own (a restart with the same name
             // finds its data), never `./data` of the test's working directory.
-            .env("SYNCER_DATA_DIR", dir.join(format!("{name}.data")));
+            .env("SYNCER_DATA_DIR", dir.join(format!("{name}.data")))
+            // The daemon's HTTP listener on a port the OS picks (its default, 30300, would
+            // be shared by every daemon of a test); a test that needs it passes --http-addr.
+            .env("SYNCER_HTTP_ADDR", "127.0.0.1:0");
         for (k, v) in envs {
             cmd.env(k, v);
         }

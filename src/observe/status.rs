@@ -1,0 +1,142 @@
+//! What the reconcile loop tells about itself: a [`SyncStatus`] published after every change
+//! it applies, and [`Query`]s it answers on demand (per service, per instance), which would
+//! cost too much to publish at every change with 100,000 instances.
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+/// The reconcile loop's state, as last published.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SyncStatus {
+    /// The node that leads this cluster, when one is known.
+    pub leader: Option<String>,
+    /// Whether this member leads (only the leader imports).
+    pub is_leader: bool,
+    /// When the last full reconcile ended, in ms since the Unix epoch.
+    pub reconciled_at_ms: Option<u64>,
+    /// How long the last full reconcile took, in ms.
+    pub reconcile_ms: Option<u64>,
+    /// Full reconciles done by this member.
+    pub reconciles: u64,
+    /// The lease of copies in seconds (the ticker interval times 4): a copy whose leader
+    /// stops heartbeating expires this long after its last heartbeat.
+    pub lease_secs: u64,
+    /// One entry per peer cluster known (alive members, copies held, or heard from).
+    pub peers: Vec<PeerStatus>,
+}
+
+/// How this member sees one peer cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PeerStatus {
+    /// The peer's cluster name.
+    pub cluster: String,
+    /// `following` (a watch stream delivers), `pulled` (its export was pulled this
+    /// round), `connecting` (stream started, nothing yet), `unreachable` (alive members but
+    /// nothing answers), `gone` (no alive member; its copies are kept for the grace period)
+    /// or `idle` (this member does not lead, so it follows nobody).
+    pub state: String,
+    /// The peer's alive members.
+    pub members: Vec<String>,
+    /// The member whose export is followed.
+    pub following: Option<String>,
+    /// The export's run (epoch) and revision held here.
+    pub epoch: u64,
+    /// See `epoch`.
+    pub revision_held: u64,
+    /// The revision its member gossips (what it has), when known.
+    pub revision_gossiped: Option<u64>,
+    /// When it was last heard from (an event on its stream, or a pull), in ms since the
+    /// Unix epoch.
+    pub last_heard_ms: Option<u64>,
+    /// Instances the peer exports, as held here.
+    pub exported: usize,
+    /// Copies of its instances in the local registry.
+    pub copies: usize,
+    /// When its members are gone: seconds left before its copies are removed.
+    pub grace_left_secs: Option<u64>,
+}
+
+/// Questions the reconcile loop answers between changes.
+#[derive(Debug)]
+pub enum Query {
+    /// Per service of the peers: copies expected against present.
+    Services {
+        /// Most services in the answer.
+        limit: usize,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ServicesReport>,
+    },
+    /// Per copied instance: origin ids and local id.
+    Instances {
+        /// Only instances of this origin cluster.
+        cluster: Option<String>,
+        /// Only instances of services whose name (as in [`ServiceStatus::service`])
+        /// contains this.
+        service: Option<String>,
+        /// Most instances in the answer.
+        limit: usize,
+        /// Where the answer goes.
+        reply: oneshot::Sender<InstancesReport>,
+    },
+}
+
+/// The answer to [`Query::Services`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServicesReport {
+    /// Services in all (the answer holds at most the limit).
+    pub total: usize,
+    /// The services, sorted by origin cluster and name.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// One service of a peer cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServiceStatus {
+    /// The cluster it comes from.
+    pub origin_cluster: String,
+    /// `domain/project/appId/serviceName/version`.
+    pub service: String,
+    /// Instances the origin exports (copies expected here).
+    pub expected: usize,
+    /// Copies present in the local registry.
+    pub present: usize,
+    /// `synced` (present = expected), `syncing` or `extra` (more copies than instances).
+    pub status: String,
+    /// The last write for it, in ms since the Unix epoch (from the event log).
+    pub last_change_ms: Option<u64>,
+    /// The last failed write's error.
+    pub last_error: Option<String>,
+}
+
+/// The answer to [`Query::Instances`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct InstancesReport {
+    /// Instances matching (the answer holds at most the limit).
+    pub total: usize,
+    /// The instances.
+    pub instances: Vec<InstanceView>,
+}
+
+/// One instance of a peer cluster and its copy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct InstanceView {
+    /// The cluster it comes from.
+    pub origin_cluster: String,
+    /// `domain/project/appId/serviceName/version`.
+    pub service: String,
+    /// Its service id at the origin.
+    pub origin_service_id: String,
+    /// Its instance id at the origin.
+    pub origin_instance_id: String,
+    /// The copy's instance id here (deterministic, see `sync::mapping`).
+    pub instance_id: String,
+    /// Its status at the origin (`UP`, `DOWN`, ...).
+    pub status: String,
+    /// Its endpoints.
+    pub endpoints: Vec<String>,
+    /// Whether the copy is in the local registry.
+    pub present: bool,
+    /// Seconds left of the copy's lease, counted from the last full reconcile (which
+    /// heartbeats every copy).
+    pub lease_left_secs: Option<u64>,
+}
