@@ -497,3 +497,54 @@ pub async fn sc_add_instance(http: &reqwest::Client, base: &str, sid: &str, port
         .expect("register instance");
     assert!(resp.status().is_success(), "register: {}", resp.status());
 }
+
+/// One sample of a metrics exposition: name, labels, value.
+pub type MetricSample = (String, std::collections::BTreeMap<String, String>, f64);
+
+/// The samples of an OpenMetrics text (`/metrics`), parsed by Python's `prometheus_client`
+/// (a third-party parser, strict about the format: a malformed exposition panics here).
+/// Needs `SYNCER_TEST_PYTHON` (scripts/test.sh installs prometheus-client into its venv).
+pub fn metric_samples(text: &str) -> Vec<MetricSample> {
+    use std::io::Write;
+    let python = python_with_eureka_client();
+    let script = "import sys, json\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+        out = []\n\
+        for family in text_string_to_metric_families(sys.stdin.read()):\n\
+        \x20   for s in family.samples:\n\
+        \x20       out.append([s.name, s.labels, s.value])\n\
+        print(json.dumps(out))\n";
+    let mut child = Command::new(&python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write metrics");
+    let out = child.wait_with_output().expect("python output");
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("samples as json")
+}
+
+/// The value of the sample `name` whose labels include all of `labels` (None: no such sample).
+pub fn metric_value(samples: &[MetricSample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| *v)
+}
