@@ -10,7 +10,11 @@
 //! * each syncer's CPU seconds and peak RSS (VmHWM), the registries excluded;
 //! * with `--tls off,on` (the default), all of it once in plaintext and once with mutual TLS
 //!   on the exchange (certificates made by the bench), then what TLS costs: the ratio of
-//!   the initial syncs and the difference of the propagation percentiles.
+//!   the initial syncs and the difference of the propagation percentiles;
+//! * what scraping costs: the propagation samples are taken in alternating blocks of
+//!   [`SCRAPE_BLOCK`], with both syncers' `/metrics` (and `/v1/syncer/status`) scraped every
+//!   second during every other block; p50/p99 and the syncers' CPU seconds per sample of the
+//!   scraped blocks against the others, in the same run.
 //!
 //! Run: `cargo bench --bench sync` (all sizes) or
 //! `cargo bench --bench sync -- --sizes 1000,10000 --per-service 10 --samples 200`.
@@ -30,6 +34,9 @@ use syncer_plugin_api::{Changes, Instance, Plugin};
 use syncer_plugin_servicecenter::ServiceCenterPlugin;
 
 const CONCURRENCY: usize = 64;
+
+/// Propagation samples per block, scraped and not scraped in turn.
+const SCRAPE_BLOCK: usize = 10;
 
 struct Options {
     sizes: Vec<usize>,
@@ -126,8 +133,11 @@ fn start_syncer(
     gossip: u16,
     join: Option<u16>,
     tls: Option<&support::certs::SiteFiles>,
+    http_port: u16,
 ) -> Proc {
     let mut args: Vec<String> = vec![
+        "--http-addr".into(),
+        format!("127.0.0.1:{http_port}"),
         "daemon".into(),
         "--sc-plugin".into(),
         "servicecenter".into(),
@@ -293,6 +303,29 @@ async fn find_count(http: &reqwest::Client, url: &str, name: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Scrapes `/metrics` and `/v1/syncer/status` of each of `bases` every second while
+/// `scraping` is set (what a Prometheus and an open dashboard would do).
+async fn scrape_loop(
+    http: reqwest::Client,
+    bases: Vec<String>,
+    scraping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if !scraping.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
+        for base in &bases {
+            for path in ["/metrics", "/v1/syncer/status"] {
+                if let Ok(resp) = http.get(format!("{base}{path}")).send().await {
+                    let _ = resp.bytes().await;
+                }
+            }
+        }
+    }
+}
+
 /// (CPU seconds, peak RSS in MiB) of a process, from /proc.
 fn usage(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -387,7 +420,8 @@ async fn run_size(opts: &Options, total: usize, per_service: usize, tls: bool) -
     };
     let gossip_a = free_udp_port();
     let started = Instant::now();
-    let syncer_a = start_syncer(dir, "site-a", &a, gossip_a, None, files_a.as_ref());
+    let (http_a, http_b) = (free_tcp_port(), free_tcp_port());
+    let syncer_a = start_syncer(dir, "site-a", &a, gossip_a, None, files_a.as_ref(), http_a);
     let syncer_b = start_syncer(
         dir,
         "site-b",
@@ -395,6 +429,7 @@ async fn run_size(opts: &Options, total: usize, per_service: usize, tls: bool) -
         free_udp_port(),
         Some(gossip_a),
         files_b.as_ref(),
+        http_b,
     );
     wait_for_copies(&b.url, total, Duration::from_secs(900), || {
         format!("{}\n{}", syncer_a.tail(20), syncer_b.tail(20))
@@ -414,7 +449,25 @@ async fn run_size(opts: &Options, total: usize, per_service: usize, tls: bool) -
         let probe_sid = create_service(&http, &a.url, "probe").await;
         let mut up = Vec::with_capacity(opts.samples);
         let mut down = Vec::with_capacity(opts.samples);
+        // Scraping in every other block: (register latencies, syncer CPU seconds) per mode.
+        let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let scraper = tokio::spawn(scrape_loop(
+            http.clone(),
+            vec![
+                format!("http://127.0.0.1:{http_a}"),
+                format!("http://127.0.0.1:{http_b}"),
+            ],
+            scraping.clone(),
+        ));
+        let syncer_pids = [syncer_a.child.id(), syncer_b.child.id()];
+        let cpu_now = || -> f64 { syncer_pids.iter().map(|pid| usage(*pid).0).sum() };
+        let mut by_mode: [(Vec<Duration>, f64); 2] = [(Vec::new(), 0.0), (Vec::new(), 0.0)];
+        let mut block_cpu = cpu_now();
         for n in 0..opts.samples {
+            let scraped = (n / SCRAPE_BLOCK) % 2 == 1;
+            if n % SCRAPE_BLOCK == 0 {
+                scraping.store(scraped, std::sync::atomic::Ordering::Relaxed);
+            }
             let t = Instant::now();
             let iid = register(&http, &a.url, &probe_sid, 1_000_000 + n).await;
             wait_for(
@@ -424,6 +477,7 @@ async fn run_size(opts: &Options, total: usize, per_service: usize, tls: bool) -
             )
             .await;
             up.push(t.elapsed());
+            by_mode[usize::from(scraped)].0.push(t.elapsed());
             let t = Instant::now();
             http.delete(format!(
                 "{}/v4/default/registry/microservices/{probe_sid}/instances/{iid}",
@@ -437,9 +491,35 @@ async fn run_size(opts: &Options, total: usize, per_service: usize, tls: bool) -
             })
             .await;
             down.push(t.elapsed());
+            if (n + 1) % SCRAPE_BLOCK == 0 || n + 1 == opts.samples {
+                let cpu = cpu_now();
+                by_mode[usize::from(scraped)].1 += cpu - block_cpu;
+                block_cpu = cpu;
+            }
         }
+        scraper.abort();
         up.sort();
         down.sort();
+        for (list, _) in by_mode.iter_mut() {
+            list.sort();
+        }
+        let [(off, cpu_off), (on, cpu_on)] = &by_mode;
+        if !off.is_empty() && !on.is_empty() {
+            let per = |cpu: f64, n: usize| cpu * 1000.0 / n as f64;
+            println!(
+                "metrics cost  {mode} n={total:>6} per_service={per_service:>2}  register p50 {} / {} ms, p99 {} / {} ms, syncers' cpu {:.1} / {:.1} ms per sample (scraped every 1 s / not; {} / {} samples)  p50 ratio {:.2}  cpu ratio {:.2}",
+                ms(percentile(on, 0.5)),
+                ms(percentile(off, 0.5)),
+                ms(percentile(on, 0.99)),
+                ms(percentile(off, 0.99)),
+                per(*cpu_on, on.len()),
+                per(*cpu_off, off.len()),
+                on.len(),
+                off.len(),
+                percentile(on, 0.5).as_secs_f64() / percentile(off, 0.5).as_secs_f64(),
+                per(*cpu_on, on.len()) / per(*cpu_off, off.len()),
+            );
+        }
         figures.register_p50 = percentile(&up, 0.5);
         figures.register_p99 = percentile(&up, 0.99);
         for (what, list) in [("register", &up), ("unregister", &down)] {
