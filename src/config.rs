@@ -1292,6 +1292,55 @@ mod tests {
     }
 
     #[test]
+    fn the_http_listener_defaults_to_loopback_turns_off_and_needs_a_token_beyond() {
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            ..Default::default()
+        })
+        .expect("defaults");
+        assert_eq!(
+            c.http_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT)))
+        );
+        assert!(c.http_token.is_none());
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            http_addr: Some("off".into()),
+            ..Default::default()
+        })
+        .expect("off");
+        assert_eq!(c.http_addr, None);
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            http_addr: Some("0.0.0.0:9000".into()),
+            ..Default::default()
+        })
+        .expect_err("open listener");
+        assert!(err.to_string().contains("--http-token-file"), "{err}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "  t0ken \n").expect("token");
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            http_addr: Some("0.0.0.0:9000".into()),
+            http_token_file: Some(token.clone()),
+            ..Default::default()
+        })
+        .expect("with a token");
+        let t = c.http_token.expect("token read");
+        assert!(t.matches("t0ken") && !t.matches("other"));
+        assert_eq!(format!("{t:?}"), "***");
+        std::fs::write(&token, "\n").expect("empty token");
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            http_token_file: Some(token),
+            ..Default::default()
+        })
+        .expect_err("empty token");
+        assert!(err.to_string().contains("empty"), "{err}");
+    }
+
+    #[test]
     fn beyond_loopback_needs_encryption_and_tls_or_an_explicit_insecure() {
         let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
         let dir = tempfile::tempdir().expect("tempdir");

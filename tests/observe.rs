@@ -369,41 +369,47 @@ async fn the_successor_counts_the_leader_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_says_why_it_is_not_ready_and_healthz_answers() {
+async fn readyz_is_503_before_the_first_listing_and_while_the_registry_is_down() {
     let dir = tempfile::tempdir().expect("tempdir");
     let http = reqwest::Client::new();
     let http_port = free_tcp_port();
-    // A registry that is not there.
+    let core_port = free_tcp_port();
+    // The registry is not there yet.
     let mut args = support::daemon_args("n1", "site-x", free_udp_port(), free_tcp_port(), None);
     args.extend([
         "--sc-addr".into(),
-        format!("http://127.0.0.1:{}", free_tcp_port()),
+        format!("http://127.0.0.1:{core_port}"),
         "--http-addr".into(),
         format!("127.0.0.1:{http_port}"),
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let daemon = Proc::syncer(dir.path(), "n1", &args);
     let base = format!("http://127.0.0.1:{http_port}");
+    let not_ready = |want: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        move || {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let resp = http.get(format!("{base}/readyz")).send().await.ok()?;
+                (resp.status() == 503).then_some(())?;
+                let body: Value = resp.json().await.ok()?;
+                (body["ready"] == false).then_some(())?;
+                body["reasons"]
+                    .as_array()?
+                    .iter()
+                    .any(|r| r.as_str().is_some_and(|r| r.contains(want)))
+                    .then_some(body)
+            }
+        }
+    };
     let body = eventually(
         Duration::from_secs(20),
-        "readyz answers 503 with the registry's failure",
+        "readyz 503: no registry, no first listing",
         &[&daemon],
-        || async {
-            let resp = http.get(format!("{base}/readyz")).send().await.ok()?;
-            (resp.status() == 503).then_some(())?;
-            let body: Value = resp.json().await.ok()?;
-            let reasons = body["reasons"].as_array()?.clone();
-            reasons
-                .iter()
-                .any(|r| {
-                    r.as_str()
-                        .is_some_and(|r| r.contains("registry does not answer"))
-                })
-                .then_some(body)
-        },
+        not_ready("registry"),
     )
     .await;
-    assert_eq!(body["ready"], false);
+    assert!(body.to_string().contains("first full listing"), "{body}");
     let health = http
         .get(format!("{base}/healthz"))
         .send()
@@ -418,6 +424,37 @@ async fn readyz_says_why_it_is_not_ready_and_healthz_answers() {
         status["registry"]["health"]["last_error"].is_string(),
         "{status}"
     );
+
+    // The registry comes up: ready.
+    let mut core = Proc::syncer(
+        dir.path(),
+        "core",
+        &[
+            "servicecenter",
+            "--listen",
+            &format!("127.0.0.1:{core_port}"),
+        ],
+    );
+    eventually(
+        Duration::from_secs(30),
+        "readyz 200",
+        &[&daemon, &core],
+        || async {
+            let resp = http.get(format!("{base}/readyz")).send().await.ok()?;
+            (resp.status() == 200).then_some(())
+        },
+    )
+    .await;
+    // It goes down: not ready, saying why.
+    core.kill9();
+    eventually(
+        Duration::from_secs(30),
+        "readyz 503 while the registry is down",
+        &[&daemon],
+        not_ready("the registry does not answer"),
+    )
+    .await;
+
     // A bad query is a 400 with its reason, not a 500.
     let resp = http
         .get(format!("{base}/v1/syncer/services?limit=-1"))

@@ -525,7 +525,7 @@ async fn config(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 }
 
 /// What a live stream sends next.
-enum Next_ {
+enum Outgoing {
     Status,
     Event(Arc<super::events::Event>),
     Lagged(u64),
@@ -579,9 +579,9 @@ fn live_stream(
     futures::stream::unfold(state, |mut s| async move {
         let next = if s.first {
             s.first = false;
-            Next_::Status
+            Outgoing::Status
         } else if let Some(event) = s.backlog.pop_front() {
-            Next_::Event(event)
+            Outgoing::Event(event)
         } else {
             // Status at most every STATUS_EVERY: wait out the rest before looking again.
             let status_due = async {
@@ -591,21 +591,21 @@ fn live_stream(
                 s.status_rx.changed().await
             };
             tokio::select! {
-                () = s.app.shutdown.cancelled() => Next_::End,
+                () = s.app.shutdown.cancelled() => Outgoing::End,
                 received = s.live.recv() => match received {
-                    Ok(event) => Next_::Event(event),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Next_::Lagged(n),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => Next_::End,
+                    Ok(event) => Outgoing::Event(event),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Outgoing::Lagged(n),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => Outgoing::End,
                 },
                 changed = status_due => match changed {
-                    Ok(()) => Next_::Status,
-                    Err(_) => Next_::End,
+                    Ok(()) => Outgoing::Status,
+                    Err(_) => Outgoing::End,
                 },
             }
         };
         let message = match next {
-            Next_::End => return None,
-            Next_::Status => {
+            Outgoing::End => return None,
+            Outgoing::Status => {
                 s.status_rx.borrow_and_update();
                 s.last_status = Some(tokio::time::Instant::now());
                 SseEvent::default()
@@ -613,12 +613,12 @@ fn live_stream(
                     .json_data(status_json(&s.app))
                     .unwrap_or_else(|_| SseEvent::default().event("status"))
             }
-            Next_::Event(event) => SseEvent::default()
+            Outgoing::Event(event) => SseEvent::default()
                 .event("event")
                 .id(event.seq.to_string())
                 .json_data(&*event)
                 .unwrap_or_else(|_| SseEvent::default().event("event")),
-            Next_::Lagged(n) => SseEvent::default().event("lagged").data(n.to_string()),
+            Outgoing::Lagged(n) => SseEvent::default().event("lagged").data(n.to_string()),
         };
         Some((Ok(message), s))
     })
