@@ -521,7 +521,6 @@ mod tests {
             "syncer_leader_changes_total 1",
             "syncer_leader{cluster=\"a\"} 1",
             "# TYPE syncer_propagation_seconds histogram",
-            "# TYPE syncer_registry_request_seconds histogram",
             "# EOF",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
