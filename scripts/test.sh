@@ -33,6 +33,7 @@ command -v etcdctl >/dev/null 2>&1 || apt_install etcd-client
 command -v ip >/dev/null 2>&1 || apt_install iproute2
 command -v openssl >/dev/null 2>&1 || apt_install openssl
 command -v curl >/dev/null 2>&1 || apt_install curl
+command -v chromium >/dev/null 2>&1 || apt_install chromium
 
 # Python 3 with venv, and py-eureka-client in a venv under target/.
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
