@@ -349,17 +349,24 @@ function note(text) {
   $('events-note').textContent = text;
 }
 
+/** Shortest time between two drawings of the events table, ms (events come in bursts). */
+const DRAW_EVERY_MS = 200;
 let eventsDue = null;
+let eventsDrawn = 0;
 
-/** Draws the events at most every 200 ms (they come in bursts). */
+/** Draws the events now, or when DRAW_EVERY_MS have passed since the last drawing. */
 function scheduleEvents() {
-  if (eventsDue === null) eventsDue = setTimeout(drawEvents, 200);
+  if (eventsDue === null) {
+    eventsDue = setTimeout(drawEvents, Math.max(0, eventsDrawn + DRAW_EVERY_MS - performance.now()));
+  }
 }
 
 const kindClass = { register: 'ok', unregister: 'warn', expired: 'warn', failed: 'bad' };
 
 function drawEvents() {
+  clearTimeout(eventsDue);
   eventsDue = null;
+  eventsDrawn = performance.now();
   const kind = $('filter-kind').value;
   const shown = [...events.values()].filter((e) => !kind || e.kind === kind).sort((a, b) => b.seq - a.seq);
   $('events-count').textContent = `(${shown.length} shown of ${events.size} kept here, newest first)`;
