@@ -252,7 +252,8 @@ function showStatus(s) {
   fact(dl, 'readiness', s.ready ? badge('ready', 'ok') : badge('not ready', 'bad'),
     notReady.length ? el('ul', 'reasons', ...notReady.map((r) => el('li', null, r))) : '');
   const ex = s.export || {};
-  fact(dl, 'export', `revision ${ex.revision} (run ${ex.epoch}): ${ex.services} services, ${ex.instances} instances`);
+  // Not the export's epoch: a u64 of nanoseconds, beyond what a JS number holds exactly.
+  fact(dl, 'export', `revision ${ex.revision}: ${ex.services} services, ${ex.instances} instances`);
   const reg = s.registry || {};
   const health = reg.health || {};
   const reachable = health.last_ok_ms != null && (health.last_error_ms == null || health.last_ok_ms >= health.last_error_ms);
