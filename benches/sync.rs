@@ -136,9 +136,9 @@ fn start_syncer(
     http_port: u16,
 ) -> Proc {
     let mut args: Vec<String> = vec![
+        "daemon".into(),
         "--http-addr".into(),
         format!("127.0.0.1:{http_port}"),
-        "daemon".into(),
         "--sc-plugin".into(),
         "servicecenter".into(),
         "--sc-addr".into(),

@@ -294,6 +294,50 @@ async fn metrics_events_and_status_follow_instances_across_sites() {
         },
     )
     .await;
+    // A service site-b's registry refuses (an app name its v4 API does not take, which A's
+    // Eureka API did): a failed event with the registry's error, and the services view says
+    // so, instead of a service forever "syncing" without a word.
+    let body = serde_json::json!({"instance": {
+        "instanceId": "bad-1", "hostName": "host-1", "app": "BAD<APP>",
+        "ipAddr": "10.1.2.3", "status": "UP", "port": {"$": 8080, "@enabled": "true"},
+        "dataCenterInfo": {"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn"}
+    }});
+    let resp = http
+        .post(format!("{}/eureka/apps/BAD%3CAPP%3E", a.registry))
+        .json(&body)
+        .send()
+        .await
+        .expect("eureka register");
+    assert_eq!(resp.status(), 204);
+    let failed = eventually(
+        Duration::from_secs(20),
+        "a failed ensure_service event",
+        &logs,
+        || async {
+            let events = get_json(&http, &format!("{}/v1/syncer/events", b.http)).await?;
+            events["events"]
+                .as_array()?
+                .iter()
+                .find(|e| e["kind"] == "failed" && e["op"] == "ensure_service")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(failed["origin_cluster"], "site-a", "{failed}");
+    assert!(
+        failed["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+    let report = get_json(&http, &format!("{}/v1/syncer/services", b.http))
+        .await
+        .expect("services");
+    let row = report["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == failed["service"]))
+        .cloned()
+        .expect("the refused service is listed");
+    assert_eq!(row["status"], "syncing", "{row}");
+    assert!(row["last_error"].is_string(), "{row}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -529,10 +573,34 @@ async fn a_token_guards_everything_but_the_probes_and_is_needed_beyond_loopback(
             .expect("get");
         assert_eq!(resp.status(), 200, "{path} with the cookie");
     }
+    // The dashboard percent-encodes the token in its cookie.
+    let resp = http
+        .get(format!("{base}/v1/syncer/status"))
+        .header("Cookie", "syncer_token=s3cret%2Dtoken")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 200, "a percent-encoded cookie");
     // The probes and the dashboard's static shell need none.
     for path in ["/readyz", "/", "/dashboard.js"] {
         let resp = http.get(format!("{base}{path}")).send().await.expect("get");
         assert_ne!(resp.status(), 401, "{path}");
+        // Only its own script and style, never framed, never sniffed.
+        let csp = resp
+            .headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        assert_eq!(
+            resp.headers()
+                .get("x-content-type-options")
+                .and_then(|v| v.to_str().ok()),
+            Some("nosniff")
+        );
     }
     // The token is never shown: not in the config, not in the log.
     let config = http

@@ -22,6 +22,7 @@
 //! Served with [`crate::listener::http::serve`]'s limits (connections, head timeout, idle
 //! timeout); live streams are capped at [`MAX_STREAMS`] and end at shutdown.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -114,7 +115,9 @@ impl Token {
 /// The export of this member, as the status shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ExportSummary {
-    /// The exporter's run.
+    /// The exporter's run (a string in JSON: it is above 2^53, which a JavaScript number
+    /// cannot hold exactly).
+    #[serde(serialize_with = "super::status::as_string")]
     pub epoch: u64,
     /// The export's revision (0 until the registry was first listed).
     pub revision: u64,
@@ -194,7 +197,31 @@ pub fn router(
         .route("/dashboard.css", get(dashboard_css))
         .merge(guarded)
         .fallback(not_found)
+        .layer(middleware::map_response(security_headers))
         .with_state(app)
+}
+
+/// The dashboard loads only its own script and style and talks only to this listener; no
+/// page may frame it, and no response is sniffed as another type.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self' data:; form-action 'none'; frame-ancestors 'none'; \
+     base-uri 'none'";
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 /// Serves [`router`] on `listener` until `shutdown`.
@@ -246,7 +273,7 @@ async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next)
     let Some(token) = &app.token else {
         return next.run(request).await;
     };
-    if presented(request.headers()).is_some_and(|given| token.matches(given)) {
+    if presented(request.headers()).is_some_and(|given| token.matches(&given)) {
         return next.run(request).await;
     }
     let mut response = error(
@@ -259,14 +286,15 @@ async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next)
     response
 }
 
-/// The token a request carries: its bearer token, else its `syncer_token` cookie.
-fn presented(headers: &HeaderMap) -> Option<&str> {
+/// The token a request carries: its bearer token, else its `syncer_token` cookie
+/// (percent-decoded).
+fn presented(headers: &HeaderMap) -> Option<Cow<'_, str>> {
     if let Some(bearer) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     {
-        return Some(bearer);
+        return Some(Cow::Borrowed(bearer));
     }
     headers
         .get_all(header::COOKIE)
@@ -274,6 +302,13 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix("syncer_token="))
+        .map(|v| {
+            // The dashboard percent-encodes the token (a cookie value cannot hold `;`, `,`,
+            // space...).
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8()
+                .map_or_else(|_| Cow::Borrowed(v), |d| d)
+        })
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -403,6 +438,7 @@ fn status_json(app: &App) -> serde_json::Value {
         "lease_secs": status.lease_secs,
         "peers": status.peers,
         "last_event": app.observer.events.last_seq(),
+        "now_ms": super::events::now_ms(),
     })
 }
 

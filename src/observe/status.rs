@@ -39,7 +39,9 @@ pub struct PeerStatus {
     pub members: Vec<String>,
     /// The member whose export is followed.
     pub following: Option<String>,
-    /// The export's run (epoch) and revision held here.
+    /// The export's run (epoch) and revision held here. The epoch is a string in JSON (it
+    /// is above 2^53, which a JavaScript number cannot hold exactly).
+    #[serde(serialize_with = "as_string")]
     pub epoch: u64,
     /// See `epoch`.
     pub revision_held: u64,
@@ -54,6 +56,14 @@ pub struct PeerStatus {
     pub copies: usize,
     /// When its members are gone: seconds left before its copies are removed.
     pub grace_left_secs: Option<u64>,
+}
+
+/// Serializes a number as a JSON string.
+///
+/// # Errors
+/// The serializer's.
+pub fn as_string<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(n)
 }
 
 /// Questions the reconcile loop answers between changes.

@@ -646,18 +646,53 @@ async fn register_all<'a>(
     let resolved = stream::iter(left)
         .map(|service| async move {
             match plugin.ensure_service(&service).await {
-                Ok(id) => Some((service.service_id, id)),
-                Err(e) => {
-                    warn!(service = %service.service_name, error = %e, "ensure service failed");
-                    None
-                }
+                Ok(id) => Ok((service.service_id, id)),
+                Err(e) => Err((service, e.to_string())),
             }
         })
         .buffer_unordered(concurrency)
         .collect::<Vec<_>>()
         .await;
-    for (proposed, id) in resolved.into_iter().flatten() {
-        service_ids.insert(&proposed, id);
+    let mut refused = Vec::new();
+    for outcome in resolved {
+        match outcome {
+            Ok((proposed, id)) => service_ids.insert(&proposed, id),
+            Err(failed) => refused.push(failed),
+        }
+    }
+    if !refused.is_empty() {
+        // One event per service the registry refuses (its instances count as failed below,
+        // without an event each), naming the cluster it comes from.
+        let mut clusters: HashMap<ServiceKey, Arc<str>> = HashMap::new();
+        for source in &sources {
+            clusters
+                .entry(source.service_key)
+                .or_insert_with(|| source.origin.cluster.clone());
+        }
+        let mut by_local: HashMap<String, Arc<str>> = HashMap::new();
+        for source in &sources {
+            if let Some(cluster) = clusters.remove(&source.service_key) {
+                by_local.insert(local_service(&source.service.unpack()).service_id, cluster);
+            }
+        }
+        for (service, error) in refused {
+            let origin_cluster = by_local
+                .get(&service.service_id)
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            applied.record(
+                EventKind::Failed,
+                "ensure_service",
+                Reason::OriginChange,
+                || Subject {
+                    origin_cluster,
+                    service: service_name(&service),
+                    instance_id: String::new(),
+                    origin_instance_id: None,
+                },
+                Some(error),
+            );
+        }
     }
     if !service_ids.is_empty() {
         debug!(services = service_ids.len(), "services resolved");
