@@ -307,7 +307,7 @@ fn presented(headers: &HeaderMap) -> Option<Cow<'_, str>> {
             // space...).
             percent_encoding::percent_decode_str(v)
                 .decode_utf8()
-                .map_or_else(|_| Cow::Borrowed(v), |d| d)
+                .unwrap_or(Cow::Borrowed(v))
         })
 }
 
