@@ -498,6 +498,25 @@ async fn run_size(opts: &Options, total: usize, per_service: usize, tls: bool) -
             }
         }
         scraper.abort();
+        // The cost of one scrape itself: 200 of them back to back at site B.
+        let before = usage(syncer_b.child.id()).0;
+        let t = Instant::now();
+        for _ in 0..200 {
+            for path in ["/metrics", "/v1/syncer/status"] {
+                let resp = http
+                    .get(format!("http://127.0.0.1:{http_b}{path}"))
+                    .send()
+                    .await
+                    .expect("scrape");
+                let _ = resp.bytes().await;
+            }
+        }
+        let per_scrape = (usage(syncer_b.child.id()).0 - before) * 1000.0 / 200.0;
+        println!(
+            "scrape cost   {mode} n={total:>6} per_service={per_service:>2}  /metrics + /v1/syncer/status at site-b: {per_scrape:.2} ms cpu per pair ({:.2} ms wall); scraped every second that is {:.3} % of one core",
+            t.elapsed().as_secs_f64() * 1000.0 / 200.0,
+            per_scrape / 10.0,
+        );
         up.sort();
         down.sort();
         for (list, _) in by_mode.iter_mut() {
