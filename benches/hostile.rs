@@ -177,51 +177,69 @@ struct Daemon {
 
 impl Daemon {
     async fn start(dir: &Path, name: &str) -> Daemon {
-        let core = support::local(support::free_tcp_port());
-        let rpc = support::local(support::free_tcp_port());
-        let gossip = support::free_udp_port();
-        let args: Vec<String> = [
-            "--nofile=1024:1024",
-            "--",
-            env!("CARGO_BIN_EXE_syncer"),
-            "daemon",
-            "--node",
-            name,
-            "--cluster-name",
-            CLUSTER,
-            "--builtin-addr",
-            &core.to_string(),
-            "--rpc-addr",
-            &rpc.to_string(),
-            "--bind-addr",
-            &format!("127.0.0.1:{gossip}"),
-        ]
-        .iter()
-        .map(|a| (*a).to_owned())
-        .collect();
-        // Per-request logging would be part of what is measured: warnings only.
-        let proc = support::Proc::spawn(
-            dir,
-            name,
-            Path::new("prlimit"),
-            &args,
-            &[("SYNCER_LOG", "warn".to_owned())],
-        );
-        let http = reqwest::Client::new();
-        let version = format!("http://{core}{P}/version");
-        support::eventually(
-            Duration::from_secs(60),
-            "the daemon's core and exchange answer",
-            &[&proc],
-            || {
-                let req = http.get(&version).send();
-                async move {
-                    let ok = req.await.ok()?.status().is_success();
-                    (ok && TcpStream::connect(rpc).await.is_ok()).then_some(())
+        // A port picked here may be taken before the daemon binds it (the attacks open
+        // thousands of connections, each on an ephemeral port): try again with others.
+        let mut last_log = String::new();
+        for attempt in 0..3 {
+            let core = support::local(listen_port());
+            let rpc = support::local(listen_port());
+            let gossip = support::free_udp_port();
+            let args: Vec<String> = [
+                "--nofile=1024:1024",
+                "--",
+                env!("CARGO_BIN_EXE_syncer"),
+                "daemon",
+                "--node",
+                name,
+                "--cluster-name",
+                CLUSTER,
+                "--builtin-addr",
+                &core.to_string(),
+                "--rpc-addr",
+                &rpc.to_string(),
+                "--bind-addr",
+                &format!("127.0.0.1:{gossip}"),
+            ]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect();
+            // Per-request logging would be part of what is measured: warnings only.
+            let mut proc = support::Proc::spawn(
+                dir,
+                &format!("{name}-{attempt}"),
+                Path::new("prlimit"),
+                &args,
+                &[("SYNCER_LOG", "warn".to_owned())],
+            );
+            let http = reqwest::Client::new();
+            let version = format!("http://{core}{P}/version");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = proc.child.try_wait() {
+                    break;
                 }
-            },
-        )
-        .await;
+                let up = match http.get(&version).send().await {
+                    Ok(r) => r.status().is_success() && TcpStream::connect(rpc).await.is_ok(),
+                    Err(_) => false,
+                };
+                if up {
+                    return Daemon::ready(proc, core, rpc, http).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            last_log = proc.tail(20);
+            proc.kill9();
+        }
+        panic!("the daemon did not start; last log:\n{last_log}");
+    }
+
+    /// The started daemon, with the service the heartbeats renew.
+    async fn ready(
+        proc: support::Proc,
+        core: SocketAddr,
+        rpc: SocketAddr,
+        http: reqwest::Client,
+    ) -> Daemon {
         let mut d = Daemon {
             proc,
             core,
@@ -305,6 +323,23 @@ impl Daemon {
             .expect("find");
         assert!(resp.status().is_success(), "find: {}", resp.status());
         consumer
+    }
+}
+
+/// A free port below Linux's ephemeral range (32768-60999): the thousands of connections an
+/// attack opens (and leaves in TIME_WAIT) never hold it, as they may hold a port the OS
+/// picks for port 0.
+fn listen_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + pick(seed, n as u64, 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
 }
 
@@ -425,9 +460,11 @@ async fn heartbeat_schedule(
     period: Duration,
     until: tokio::sync::watch::Receiver<Option<Instant>>,
 ) -> Vec<Sample> {
-    let mut pool = Vec::new();
+    // Taken in turn (first in, first out): no connection sits idle long enough for the
+    // server's keep-alive timeout (10 s) to close it under a heartbeat about to use it.
+    let mut pool = std::collections::VecDeque::new();
     for _ in 0..connections {
-        pool.push(Conn::open(core).await.ok());
+        pool.push_back(Conn::open(core).await.ok());
     }
     let pool = Arc::new(Mutex::new(pool));
     let idle = Arc::new(tokio::sync::Semaphore::new(connections));
@@ -448,7 +485,7 @@ async fn heartbeat_schedule(
             let deadline = tokio::time::Instant::from_std(slot) + HEARTBEAT_TIMEOUT;
             let ok = match tokio::time::timeout_at(deadline, idle.acquire()).await {
                 Ok(Ok(_permit)) => {
-                    let taken = pool.lock().unwrap().pop().flatten();
+                    let taken = pool.lock().unwrap().pop_front().flatten();
                     let call = async {
                         let mut conn = match taken {
                             Some(c) => c,
@@ -459,12 +496,12 @@ async fn heartbeat_schedule(
                     };
                     match tokio::time::timeout_at(deadline, call).await {
                         Ok(Ok((conn, status))) => {
-                            pool.lock().unwrap().push(Some(conn));
+                            pool.lock().unwrap().push_back(Some(conn));
                             status == StatusCode::OK
                         }
                         // Dropped: the heartbeat that takes its place opens another.
                         _ => {
-                            pool.lock().unwrap().push(None);
+                            pool.lock().unwrap().push_back(None);
                             false
                         }
                     }
@@ -767,9 +804,11 @@ async fn huge_pull(
             }
             capacity = std::future::poll_fn(|cx| body.poll_capacity(cx)) => match capacity {
                 Some(Ok(n)) => {
-                    let n = n.min(string_len - sent);
-                    body.send_data(chunk.slice(..n.min(chunk.len())), false)?;
-                    sent += n.min(chunk.len());
+                    let n = n.min(string_len - sent).min(chunk.len());
+                    if body.send_data(chunk.slice(..n), false).is_ok() {
+                        sent += n;
+                    }
+                    // Else the server ended the stream meanwhile: its answer comes next.
                 }
                 // Reset by the server: its answer (if any) is in the response.
                 _ => {
@@ -1030,7 +1069,7 @@ async fn finding_3(s: &Settings, dir: &Path) -> Row {
             if steady_from.is_none() && init.load(Ordering::Relaxed) == WATCHERS * INSTANCES {
                 steady_from = Some(Instant::now());
             }
-            let value = if (n / INSTANCES) % 2 == 0 {
+            let value = if (n / INSTANCES).is_multiple_of(2) {
                 "DOWN"
             } else {
                 "UP"
