@@ -3,7 +3,7 @@
 //! daemon's memory and what its ordinary clients feel meanwhile.
 //!
 //! ```sh
-//! cargo bench --bench hostile                          # findings 1-7, 20 s each, ~8 min
+//! cargo bench --bench hostile                          # findings 1-7, 20 s each, ~6 min
 //! cargo bench --bench hostile -- --only 3,5,7 --secs 10
 //! cargo bench --bench hostile -- --rate 200 --connections 4 --baseline-secs 5
 //! ```
@@ -641,6 +641,29 @@ fn sample_rss(
     })
 }
 
+/// Prints (to stderr) how many warnings and errors the daemon logged, and the first few
+/// distinct ones (their message, without timestamp and fields).
+fn log_summary(finding: &str, proc: &support::Proc) {
+    let text = std::fs::read_to_string(&proc.log).unwrap_or_default();
+    let mut distinct: BTreeMap<String, usize> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(level) = ["WARN", "ERROR"].into_iter().find(|l| line.contains(l)) else {
+            continue;
+        };
+        let message = line.rsplit(": ").next().unwrap_or(line);
+        let message: String = message.chars().take(120).collect();
+        *distinct.entry(format!("{level} {message}")).or_default() += 1;
+    }
+    eprintln!(
+        "  {finding}: the daemon logged {} warnings/errors{}",
+        distinct.values().sum::<usize>(),
+        if distinct.is_empty() { "" } else { ":" }
+    );
+    for (message, n) in distinct.iter().take(6) {
+        eprintln!("    {n} x {message}");
+    }
+}
+
 /// Runs heartbeats alone for the baseline, then `attack` with them for `--secs`: the row.
 /// `attack` must return soon after its token is cancelled, with what it replayed.
 async fn measure<F, Fut, R>(
@@ -704,6 +727,7 @@ where
             s.rss_ceiling_mb
         );
     }
+    log_summary(finding, &d.proc);
     Row {
         finding,
         replayed,
