@@ -1235,51 +1235,65 @@ async fn finding_4(s: &Settings, dir: &Path) -> Row {
     let core = d.core;
     measure(&d, s, "4", false, move |stop| async move {
         let path = format!("{P}/microservices/{consumer}/watcher");
-        let stats = Arc::new(Mutex::new((0usize, 0usize, 0usize, 0usize, 0usize, 0usize)));
+        let tally = Arc::new(Mutex::new(HugeMessages::default()));
         let mut tasks = JoinSet::new();
         for w in 0..SENDERS {
-            let (path, stop, stats) = (path.clone(), stop.clone(), stats.clone());
+            let (path, stop, tally) = (path.clone(), stop.clone(), tally.clone());
             tasks.spawn(async move {
                 for n in 0usize.. {
                     if stop.is_cancelled() {
                         return;
                     }
                     let Ok(mut tcp) = raw_upgrade(core, &path).await else {
-                        stats.lock().unwrap().5 += 1;
+                        tally.lock().unwrap().refused += 1;
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     };
                     let sent = huge_message(&mut tcp, (w + n) % 2 == 1, &stop).await;
-                    // (messages, closed, most bytes before the close, whole, stalled, refused)
-                    let mut st = stats.lock().unwrap();
-                    st.0 += 1;
+                    let mut t = tally.lock().unwrap();
                     match sent {
-                        Sent::Closed(b) => {
-                            st.1 += 1;
-                            st.2 = st.2.max(b);
+                        Sent::Closed(bytes) => {
+                            t.closed += 1;
+                            t.most_before_close = t.most_before_close.max(bytes);
                         }
-                        Sent::Whole => st.3 += 1,
-                        Sent::Stalled if stop.is_cancelled() => st.0 -= 1,
-                        Sent::Stalled => st.4 += 1,
+                        Sent::Whole => t.whole += 1,
+                        // Cut short by the end of the phase: not counted.
+                        Sent::Stalled if stop.is_cancelled() => {}
+                        Sent::Stalled => t.stalled += 1,
                     }
                 }
             });
         }
         while tasks.join_next().await.is_some() {}
-        let st = *stats.lock().unwrap();
+        let t = *tally.lock().unwrap();
         format!(
             "{SENDERS} watchers at a time sending an unfinished 60 MB message (one frame or 1 \
              KiB fragments): {} messages, {} closed by the server after at most {} KiB \
              written, {} taken whole, {} stalled 10 s, {} handshakes failed",
-            st.0,
-            st.1,
-            st.2 / 1024,
-            st.3,
-            st.4,
-            st.5
+            t.closed + t.whole + t.stalled,
+            t.closed,
+            t.most_before_close / 1024,
+            t.whole,
+            t.stalled,
+            t.refused
         )
     })
     .await
+}
+
+/// How finding 4's huge messages ended.
+#[derive(Debug, Default, Clone, Copy)]
+struct HugeMessages {
+    /// Closed by the server before the whole message was written.
+    closed: usize,
+    /// The most bytes written before a close (what the socket buffers took, mostly).
+    most_before_close: usize,
+    /// Written whole with the connection still open: the server took it.
+    whole: usize,
+    /// The server neither read nor closed for 10 s.
+    stalled: usize,
+    /// WebSocket handshakes that failed.
+    refused: usize,
 }
 
 // ---------------------------------------------------------------------------------------
