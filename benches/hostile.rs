@@ -203,13 +203,18 @@ impl Daemon {
             .iter()
             .map(|a| (*a).to_owned())
             .collect();
-            // Per-request logging would be part of what is measured: warnings only.
+            // Per-request logging would be part of what is measured: warnings only. The
+            // daemon's own HTTP listener (/metrics, status; `--http-addr`, where the daemon has
+            // one) on a port of its own too, not its fixed default.
             let mut proc = support::Proc::spawn(
                 dir,
                 &format!("{name}-{attempt}"),
                 Path::new("prlimit"),
                 &args,
-                &[("SYNCER_LOG", "warn".to_owned())],
+                &[
+                    ("SYNCER_LOG", "warn".to_owned()),
+                    ("SYNCER_HTTP_ADDR", format!("127.0.0.1:{}", listen_port())),
+                ],
             );
             let http = reqwest::Client::new();
             let version = format!("http://{core}{P}/version");
