@@ -224,6 +224,43 @@ async fn watch_streams_per_peer_are_capped_and_a_closed_one_frees_its_place() {
 }
 
 #[tokio::test]
+async fn watch_streams_from_many_addresses_are_capped_in_all() {
+    // The hostile bench's finding 2b: the per-peer cap counts an address, so 500 stalled
+    // streams from 63 loopback addresses held 4 GB. Streams from all peers are capped too.
+    let limits = Limits {
+        max_watches_per_peer: 8,
+        max_watches: 2,
+        ..Limits::default()
+    };
+    let (addr, shutdown, watching, serving) = serve(exporter_of(3), limits).await;
+    let from = |last: u8| {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .local_address(Some(std::net::IpAddr::from([127, 0, 0, last])))
+    };
+    let watch = |endpoint: tonic::transport::Endpoint| async move {
+        let channel = endpoint.connect().await.expect("connect");
+        syncer::exchange::proto::sync_client::SyncClient::new(channel)
+            .watch(syncer::exchange::proto::WatchRequest {
+                cluster: "west".into(),
+                ..Default::default()
+            })
+            .await
+    };
+    let mut first = watch(from(2)).await.expect("a first peer").into_inner();
+    let mut second = watch(from(3)).await.expect("a second peer").into_inner();
+    next(&mut first).await;
+    next(&mut second).await;
+    let refused = watch(from(4)).await.expect_err("a third address");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(refused.message().contains("in all"), "{refused}");
+    assert_eq!(watching(), 2);
+    shutdown.cancel();
+    drop((first, second));
+    let _ = serving.await;
+}
+
+#[tokio::test]
 async fn a_watcher_that_reads_nothing_is_dropped_after_the_stall_timeout() {
     // Issue 13 finding 2: streams that never read held megabytes each, for ever.
     let limits = Limits {

@@ -52,6 +52,10 @@ pub struct Limits {
     pub max_streams_per_connection: u32,
     /// Watch streams at once per peer: per name of its certificate with TLS, else per IP.
     pub max_watches_per_peer: usize,
+    /// Watch streams at once from all peers together: a peer with many addresses (or many
+    /// certificates) cannot open more than this, whatever the per-peer limit. Each site's
+    /// leader follows this member with one stream, so this is about the sites it serves.
+    pub max_watches: usize,
     /// A watch stream whose peer takes nothing for this long is ended and its peer's
     /// connection closed, with every stream and buffer on it (what it would be sent is not
     /// held meanwhile: [`WATCH_BUFFER`] events at most). A peer that wants it back reconnects
@@ -74,8 +78,8 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 16 KiB requests, 16 KiB headers, 32 streams per connection, 8 watch streams per peer,
-    /// 60 s stall timeout, pings every 20 s answered within 10 s, 256 connections, idle
+    /// 16 KiB requests, 16 KiB headers, 32 streams per connection, 8 watch streams per peer
+    /// and 32 in all, 60 s stall timeout, pings every 20 s answered within 10 s, 256 connections, idle
     /// connections closed after 120 s (10 s before their first call).
     fn default() -> Self {
         Limits {
@@ -83,6 +87,7 @@ impl Default for Limits {
             max_header_list_bytes: 16 * 1024,
             max_streams_per_connection: 32,
             max_watches_per_peer: 8,
+            max_watches: 32,
             stall_timeout: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(10),
@@ -113,9 +118,13 @@ impl Watchers {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A place for one more stream of `peer`, unless it has `max` already.
-    fn enter(self: &Arc<Self>, peer: String, max: usize) -> Option<WatchPlace> {
+    /// A place for one more stream of `peer`, unless it has `max` already or all peers
+    /// together have `max_total`.
+    fn enter(self: &Arc<Self>, peer: String, max: usize, max_total: usize) -> Option<WatchPlace> {
         let mut by_peer = self.lock();
+        if by_peer.values().sum::<usize>() >= max_total {
+            return None;
+        }
         let open = by_peer.entry(peer.clone()).or_insert(0);
         if *open >= max {
             return None;
@@ -308,7 +317,7 @@ impl ExchangeServer {
 
 /// Messages buffered per watch stream before the stream waits for its peer (whole exports
 /// are converted a part at a time as the peer takes them, so this bounds what is held).
-pub const WATCH_BUFFER: usize = 16;
+pub const WATCH_BUFFER: usize = 4;
 
 impl ExchangeServer {
     /// Feeds one watch stream: first what brings the peer to the current revision (see
@@ -421,17 +430,19 @@ impl proto::sync_server::Sync for ExchangeServer {
             }) => remote.ip().to_string(),
             _ => "local".to_owned(),
         };
-        let Some(place) = self
-            .watchers
-            .enter(peer.clone(), self.limits.max_watches_per_peer)
-        else {
+        let Some(place) = self.watchers.enter(
+            peer.clone(),
+            self.limits.max_watches_per_peer,
+            self.limits.max_watches,
+        ) else {
             if self.refused.ready(&format!("watches {peer}")) {
-                warn!(peer = %peer, limit = self.limits.max_watches_per_peer,
-                    "exchange: too many watch streams from one peer; refused");
+                warn!(peer = %peer, limit_per_peer = self.limits.max_watches_per_peer,
+                    limit = self.limits.max_watches,
+                    "exchange: too many watch streams; refused");
             }
             return Err(Status::resource_exhausted(format!(
-                "too many watch streams from {peer}: at most {}",
-                self.limits.max_watches_per_peer
+                "too many watch streams: at most {} from {peer}, {} in all",
+                self.limits.max_watches_per_peer, self.limits.max_watches
             )));
         };
         let request = request.into_inner();
