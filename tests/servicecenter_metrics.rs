@@ -267,6 +267,11 @@ async fn metrics_count_known_actions_under_service_center_names() {
     // One bad request: a heartbeat of an instance nobody registered.
     let (s, v) = core.heartbeat(&a, "no-such-instance").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    // Paths no route matches all count as one `api` value.
+    for path in ["/nope", "/nope/again", "/v4/default/registry/nothing-here"] {
+        let (s, _) = core.send(None, reqwest::Method::GET, path, None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+    }
 
     let text = core.scrape().await;
     let samples = parse(&python, &text);
@@ -331,6 +336,11 @@ async fn metrics_count_known_actions_under_service_center_names() {
     assert_eq!(
         value(&samples, "service_center_http_request_total", &created),
         2.0
+    );
+    let unmatched = [("method", "GET"), ("code", "404"), ("api", "unmatched")];
+    assert_eq!(
+        value(&samples, "service_center_http_request_total", &unmatched),
+        3.0
     );
     for s in &samples {
         if let Some(api) = s.labels.get("api").and_then(Value::as_str) {

@@ -1,7 +1,7 @@
 //! `GET /metrics` of the core, in the OpenMetrics text format (which Prometheus scrapes),
 //! with service-center's own metric names (family `service_center`, its
 //! `server/metrics/{http,meta,pubsub}.go`), so a service-center dashboard keeps working;
-//! and [`MeasureLayer`], which counts and times every request for it.
+//! and `MeasureLayer`, which counts and times every request for it.
 //!
 //! | metric | type | labels |
 //! |---|---|---|

@@ -562,12 +562,12 @@ impl CoreMetrics {
             .collect()
     }
 
-    /// Whether `domain` has a label of its own, or counts as [`OTHER`] (the registry's own
-    /// totals use the same table, so the two agree).
+    /// The `domain` label of `domain`: its own name while there is room for it, else
+    /// [`OTHER`] (the registry's totals use the same table, so the two agree).
     pub fn domain_label(&self, domain: &str) -> Arc<str> {
         let id = self.domain_id(domain);
-        self.domains
-            .all()
+        read(&self.domains.table)
+            .names
             .get(usize::from(id))
             .cloned()
             .unwrap_or_else(|| OTHER.into())
