@@ -504,3 +504,35 @@ async fn the_status_page_lists_instances_and_escapes_what_clients_chose() {
     assert!(!html.to_ascii_lowercase().contains("<script"), "{html}");
     assert!(!html.contains("<b>1</b>"), "{html}");
 }
+
+#[tokio::test]
+async fn open_watchers_are_counted_until_they_close() {
+    let core = Core::start(&[]).await;
+    let sid = core.create_service("watched").await;
+    let url = format!(
+        "ws://{}/v4/default/registry/microservices/{sid}/watcher",
+        core.listen
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let line = "service_center_notify_subscriber_total{";
+    let text = core.scrape().await;
+    let open: Vec<&str> = text.lines().filter(|l| l.starts_with(line)).collect();
+    assert_eq!(open.len(), 1, "{text}");
+    assert!(
+        open[0].contains("domain=\"default\"")
+            && open[0].contains("scheme=\"websocket\"")
+            && open[0].ends_with(" 1"),
+        "{text}"
+    );
+    drop(ws);
+    eventually(
+        Duration::from_secs(10),
+        "the closed watcher is no longer counted",
+        &[&core._proc],
+        || async {
+            let text = core.scrape().await;
+            (!text.lines().any(|l| l.starts_with(line))).then_some(())
+        },
+    )
+    .await;
+}
