@@ -659,7 +659,11 @@ async fn renew(
     Path((app, id)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    super::commit::lazy(renew_status(&core, &app, &id, &query).into_response())
+    let status = renew_status(&core, &app, &id, &query);
+    let renewed = u64::from(status.is_success());
+    core.metrics()
+        .heartbeats(std::time::Instant::now(), renewed, 1 - renewed);
+    super::commit::lazy(status.into_response())
 }
 
 fn renew_status(core: &Core, app: &str, id: &str, query: &HashMap<String, String>) -> StatusCode {

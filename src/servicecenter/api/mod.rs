@@ -10,7 +10,9 @@ pub mod commit;
 pub mod eureka;
 pub mod extract;
 pub mod govern;
+pub mod metrics;
 pub mod rbac;
+pub mod status;
 pub mod v4;
 pub mod watch;
 
@@ -23,15 +25,20 @@ use super::tls;
 pub use crate::listener::http::HttpLimits;
 use crate::listener::ServerConfigSource;
 
-/// The HTTP API: SC v4 under `/v4` and Eureka v2 under `/eureka` and `/eureka/v2`.
+/// The HTTP API: SC v4 under `/v4` and Eureka v2 under `/eureka` and `/eureka/v2`, the
+/// metrics at `/metrics` ([`metrics`]) and the status page at `/` ([`status`]).
 ///
 /// With RBAC on ([`Core::enable_rbac`]) the RBAC routes are added and every request passes
-/// [`rbac::guard`]. Every write's 2xx waits for its commit (`commit::CommitLayer`).
+/// [`rbac::guard`]. Every write's 2xx waits for its commit (`commit::CommitLayer`). Every
+/// request is counted and timed for `/metrics` (`metrics::MeasureLayer`, the outermost
+/// layer: the time includes the guard and the commit wait).
 pub fn router(core: Core) -> axum::Router {
     let routes = v4::routes()
         .merge(watch::routes())
         .merge(changelog::routes())
         .merge(govern::routes())
+        .route("/metrics", axum::routing::get(metrics::scrape))
+        .route("/", axum::routing::get(status::page))
         .with_state(core.clone())
         .merge(eureka::router(core.clone()));
     let routes = if core.rbac_enabled() {
@@ -44,7 +51,8 @@ pub fn router(core: Core) -> axum::Router {
     } else {
         routes
     };
-    routes.layer(commit::CommitLayer::new(core))
+    let measure = metrics::MeasureLayer::new(&core);
+    routes.layer(commit::CommitLayer::new(core)).layer(measure)
 }
 
 /// Serves `router(core)` on `listener` until `shutdown` is cancelled, and runs
@@ -89,6 +97,7 @@ pub async fn serve_with(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    core.metrics().set_instance(addr.to_string());
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, scheme, client_certificates = tls.as_ref().is_some_and(|t| t.requires_client_certificates()),
         max_connections = limits.max_connections, max_body_bytes = limits.max_body_bytes, header_read_timeout_secs = limits.header_read_timeout.as_secs_f32(),

@@ -127,30 +127,40 @@ pub async fn guard(State(core): State<Core>, mut req: Request, next: Next) -> Re
     };
     let path = req.uri().path();
     let eureka = path == "/eureka" || path.starts_with("/eureka/");
+    // The status page and the metrics take basic auth too: a browser asks for it, and
+    // Prometheus can send it (a token expires).
+    let basic = eureka || path == "/" || path == "/metrics";
+    // A browser opening the status page is asked for basic auth, as a Eureka client is.
+    let realm = if eureka {
+        Some("Basic realm=\"eureka\"")
+    } else if path == "/" {
+        Some("Basic realm=\"service-center core\"")
+    } else {
+        None
+    };
     let need = classify(req.method(), path, req.uri().query());
     if need == Need::Open {
         return next.run(req).await;
     }
     let ip = client_ip(req.extensions());
-    match admit(&core, &rbac, req.headers(), eureka, ip, &need).await {
+    match admit(&core, &rbac, req.headers(), basic, ip, &need).await {
         Ok(caller) => {
             if let Some(caller) = caller {
                 req.extensions_mut().insert(caller);
             }
             next.run(req).await
         }
-        Err(e) => refuse(e, eureka),
+        Err(e) => refuse(e, realm),
     }
 }
 
-fn refuse(e: ScError, eureka: bool) -> Response {
+/// `e` as a response; a 401 asks for basic auth in `realm` when there is one.
+fn refuse(e: ScError, realm: Option<&'static str>) -> Response {
     let unauthorized = e.status() == StatusCode::UNAUTHORIZED;
     let mut resp = e.into_response();
-    if eureka && unauthorized {
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"eureka\""),
-        );
+    if let Some(realm) = realm.filter(|_| unauthorized) {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(realm));
     }
     resp
 }

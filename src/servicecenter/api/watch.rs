@@ -419,7 +419,15 @@ pub async fn handle(
     ws.max_message_size(MAX_INBOUND_BYTES)
         .max_frame_size(MAX_INBOUND_BYTES)
         .read_buffer_size(MAX_INBOUND_BYTES)
-        .on_upgrade(move |socket| run(core, watcher, domain, project, service_id, socket, list))
+        .on_upgrade(move |socket| {
+            // Counted in `service_center_notify_subscriber_total` while it runs.
+            let subscribed = core.metrics().subscribe(&domain);
+            let watching = run(core, watcher, domain, project, service_id, socket, list);
+            async move {
+                watching.await;
+                drop(subscribed);
+            }
+        })
         .into_response()
 }
 

@@ -5,6 +5,7 @@
 //! The HTTP layer ([`super::api`]) holds a `Core`; the registry ([`super::registry`]) and
 //! the store ([`super::store`]) never see it.
 
+pub mod metrics;
 mod persist;
 mod watchers;
 
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::registry::{self, rbac, Registry};
 use super::store;
+pub use metrics::CoreMetrics;
 pub use watchers::{Watcher, MAX_WATCHERS};
 
 /// How often the lease-expiry task runs.
@@ -70,6 +72,8 @@ pub struct CoreParts {
     dumps: DumpSlots,
     /// The WebSocket watchers' places and wake-ups ([`Core::watcher`]).
     watchers: Arc<watchers::Watchers>,
+    /// What `/metrics` and the status page show ([`Core::metrics`]).
+    metrics: Arc<CoreMetrics>,
 }
 
 /// How many admin dumps may be rendered at once; more wait for a slot.
@@ -130,6 +134,28 @@ impl Core {
         init_rbac(&self, settings).await?;
         tracing::info!("RBAC is on: every v4 request needs a token, /eureka basic auth");
         Ok(self)
+    }
+
+    /// The core's measurements: HTTP requests, heartbeats, renewals, watchers
+    /// ([`metrics`]), for `/metrics` and the status page.
+    pub fn metrics(&self) -> &Arc<CoreMetrics> {
+        &self.0.metrics
+    }
+
+    /// The storage adaptor's kind: `memory`, `embedded` or `etcd`.
+    pub fn store_kind(&self) -> &'static str {
+        match self.store.as_deref() {
+            None => "memory",
+            Some(store::Backend::Embedded(_)) => "embedded",
+            Some(store::Backend::Etcd(_)) => "etcd",
+        }
+    }
+
+    /// Whether this core expires leases itself (memory and embedded stores), or etcd does.
+    pub fn expires_leases_locally(&self) -> bool {
+        self.store
+            .as_ref()
+            .is_none_or(|b| b.expires_leases_locally())
     }
 
     /// Whether RBAC is on.

@@ -243,6 +243,11 @@ impl EurekaState {
         self.self_preservation = on;
     }
 
+    /// Whether self-preservation is on.
+    pub fn self_preservation(&self) -> bool {
+        self.self_preservation
+    }
+
     /// The status override of instance `id`, if any (and marks it used).
     pub fn override_of(&mut self, id: &str, now: Instant) -> Option<String> {
         self.overrides.get_mut(id).map(|(s, used)| {

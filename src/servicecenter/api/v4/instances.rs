@@ -259,8 +259,13 @@ pub(super) async fn heartbeat(
     }: InstanceAt,
 ) -> Result<Response, ScError> {
     check_instance_id(&iid)?;
-    core.lock()
-        .heartbeat(&domain, &project, &sid, &iid, Instant::now(), now_ms())?;
+    let now = Instant::now();
+    let renewed = core
+        .lock()
+        .heartbeat(&domain, &project, &sid, &iid, now, now_ms());
+    core.metrics()
+        .heartbeats(now, u64::from(renewed.is_ok()), u64::from(renewed.is_err()));
+    renewed?;
     // Renewals are written lazily: no wait for a commit.
     Ok(lazy(empty()))
 }
@@ -289,6 +294,9 @@ pub(super) async fn heartbeats(
         .map(|k| format!("{}/{}", k.service_id, k.instance_id))
         .collect();
     drop(reg);
+    let refused = failed.len() as u64;
+    core.metrics()
+        .heartbeats(now, req.instances.len() as u64 - refused, refused);
     if !failed.is_empty() {
         return Err(ScError::new(
             INSTANCE_NOT_EXISTS,
