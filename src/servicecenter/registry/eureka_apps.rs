@@ -106,8 +106,7 @@ impl Registry {
                     .and_then(|e| e.instances.remove(&reg.instance_id))
                 {
                     self.instance_count = self.instance_count.saturating_sub(1);
-                    self.leases
-                        .remove(&(rec.deadline, other.clone(), reg.instance_id.clone()));
+                    self.leases.remove(rec.deadline, &other, &reg.instance_id);
                     self.journal.instance(&other, &reg.instance_id);
                     self.eureka_gone(&other, rec);
                 }

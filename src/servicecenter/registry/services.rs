@@ -203,8 +203,7 @@ impl Registry {
         self.instance_count = self.instance_count.saturating_sub(entry.instances.len());
         self.journal.mark(service_mark(&entry));
         for (iid, rec) in &entry.instances {
-            self.leases
-                .remove(&(rec.deadline, id.to_string(), iid.clone()));
+            self.leases.remove(rec.deadline, id, iid);
         }
         self.unindex(&entry);
         self.eureka_gone_service(Arc::unwrap_or_clone(entry));

@@ -9,7 +9,9 @@
 pub mod envelope;
 pub mod error;
 pub mod model;
+pub mod props;
 
 pub use envelope::*;
 pub use error::ErrorBody;
 pub use model::*;
+pub use props::Props;
