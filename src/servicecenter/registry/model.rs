@@ -66,8 +66,9 @@ pub struct ServiceEntry {
     pub domain: String,
     /// Project from the path.
     pub project: String,
-    /// The stored body.
-    pub service: MicroService,
+    /// The stored body, behind its own `Arc`: an entry copied because a snapshot shares it
+    /// (an instance registered while a dump is read) copies a pointer, not the body.
+    pub service: Arc<MicroService>,
     /// Instances by instanceId.
     pub instances: Instances,
 }

@@ -274,7 +274,7 @@ impl Registry {
     ) -> bool {
         s.service_id = service_id.to_string();
         if let Some(e) = self.services.get(service_id) {
-            if e.service == s && e.domain == domain && e.project == project {
+            if *e.service == s && e.domain == domain && e.project == project {
                 return false;
             }
         }
@@ -322,7 +322,7 @@ impl Registry {
             Arc::new(ServiceEntry {
                 domain: domain.to_string(),
                 project: project.to_string(),
-                service: s,
+                service: Arc::new(s),
                 instances,
             }),
         );

@@ -82,7 +82,7 @@ impl Registry {
             Arc::new(ServiceEntry {
                 domain: domain.to_string(),
                 project: project.to_string(),
-                service: s,
+                service: Arc::new(s),
                 instances: Instances::default(),
             }),
         );
@@ -117,8 +117,9 @@ impl Registry {
         change: impl FnOnce(&mut MicroService),
     ) -> Result<(), ScError> {
         let entry = self.service_mut(domain, project, id)?;
-        change(&mut entry.service);
-        entry.service.mod_timestamp = secs(now_ms);
+        let service = Arc::make_mut(&mut entry.service);
+        change(service);
+        service.mod_timestamp = secs(now_ms);
         self.mark_service(id);
         self.bump();
         Ok(())
@@ -143,7 +144,7 @@ impl Registry {
             .services
             .values()
             .filter(|e| e.domain == domain && e.project == project)
-            .map(|e| e.service.clone())
+            .map(|e| (*e.service).clone())
             .collect();
         out.sort_by(|a, b| a.service_id.cmp(&b.service_id));
         out
