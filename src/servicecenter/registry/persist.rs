@@ -293,10 +293,10 @@ impl Registry {
             // Its instances move between Eureka apps (or in or out of them).
             for (iid, rec) in &instances {
                 if let Some((app, name)) = &old_app {
-                    self.eureka.removed(&app, name, (**rec).clone());
+                    self.eureka.removed(app, name, (**rec).clone());
                 }
                 if let Some(app) = &new_app {
-                    self.eureka.touch(&app, iid);
+                    self.eureka.touch(app, iid);
                 }
             }
         }
