@@ -420,7 +420,7 @@ impl ServiceExt for MicroService {
             service_name: self.service_name.clone(),
             version: self.version.clone(),
             environment: self.environment.clone(),
-            properties: self.properties.clone(),
+            properties: self.properties.clone().into(),
         }
     }
 
@@ -432,7 +432,7 @@ impl ServiceExt for MicroService {
             service_name: service.service_name.clone(),
             version: service.version.clone(),
             environment: service.environment.clone(),
-            properties: service.properties.clone(),
+            properties: service.properties.clone().into(),
             ..MicroService::default()
         }
     }
@@ -482,7 +482,7 @@ impl InstanceExt for MicroServiceInstance {
                 },
                 url: h.url.clone(),
             }),
-            properties: self.properties.clone(),
+            properties: self.properties.clone().into(),
         }
     }
 
@@ -521,7 +521,7 @@ impl InstanceExt for MicroServiceInstance {
                 url,
                 ..WireHealthCheck::default()
             }),
-            properties: instance.properties.clone(),
+            properties: instance.properties.clone().into(),
             ..MicroServiceInstance::default()
         }
     }

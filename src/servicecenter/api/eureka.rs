@@ -192,7 +192,7 @@ fn registration(
         country_id: int(inst.get("countryId")).unwrap_or(1),
         dc_class: text(dc, "@class").unwrap_or_else(|| DEFAULT_DC_CLASS.into()),
         dc_name,
-        dc_metadata: metadata(dc.get("metadata")),
+        dc_metadata: metadata(dc.get("metadata")).into(),
         renewal_interval_secs: renewal,
         strings,
         last_dirty_ms: int(inst.get("lastDirtyTimestamp")).unwrap_or_else(now_ms),
@@ -211,7 +211,7 @@ fn registration(
         endpoints,
         host_name: host,
         status: eureka_to_sc_status(status).to_string(),
-        properties: metadata(inst.get("metadata")),
+        properties: metadata(inst.get("metadata")).into(),
         health_check: Some(HealthCheck {
             mode: "push".into(),
             interval: renewal,
@@ -1410,8 +1410,8 @@ mod tests {
         (
             v.last_updated_ms,
             v.registration_ms,
-            v.status.clone(),
-            v.overridden_status.clone(),
+            v.status.clone().into(),
+            v.overridden_status.clone().into(),
         )
     }
 

@@ -118,7 +118,7 @@ impl Options {
 }
 
 fn detail_of(reg: &Registry, e: &ServiceEntry, o: Options) -> ServiceDetail {
-    let s = &e.service;
+    let s = &*e.service;
     let sid = &s.service_id;
     let mut d = ServiceDetail {
         micro_service: Some(s.clone()),

@@ -9,8 +9,10 @@
 //! behind is told to list everything again (410).
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
-/// Entries kept (about 150 bytes each).
+/// Entries kept (about 150 bytes each: 72 in the queue, the two ids' text; the tenant is
+/// shared with the entry before it when equal).
 pub const CAPACITY: usize = 65_536;
 
 /// What changed.
@@ -48,8 +50,9 @@ pub fn in_scope(tenant: &str, scope: Scope<'_>) -> bool {
 /// The last [`CAPACITY`] changes, by revision (see the module docs).
 #[derive(Debug)]
 pub struct ChangeLog {
-    /// (revision, tenant as `domain/project` (empty: unknown), what) in revision order.
-    entries: VecDeque<(u64, Box<str>, Changed)>,
+    /// (revision, tenant as `domain/project` (empty: unknown), what) in revision order. A
+    /// tenant equal to the last one noted shares its text (most changes are of one tenant).
+    entries: VecDeque<(u64, Arc<str>, Changed)>,
     /// Entries of revisions up to and including `floor` may have been dropped.
     floor: u64,
     capacity: usize,
@@ -74,7 +77,15 @@ impl ChangeLog {
     /// Notes that `what` of tenant `(domain, project)` (`None`: unknown, then only an
     /// all-tenant read sees it) changed at `revision` (not below the last one noted).
     pub fn note(&mut self, revision: u64, tenant: Option<(&str, &str)>, what: Changed) {
-        let tenant = tenant.map_or_else(Box::default, |(d, p)| format!("{d}/{p}").into());
+        let tenant = match (tenant, self.entries.back()) {
+            (None, _) => Arc::from(""),
+            (Some((d, p)), Some((_, last, _)))
+                if last.strip_prefix(d).and_then(|r| r.strip_prefix('/')) == Some(p) =>
+            {
+                Arc::clone(last)
+            }
+            (Some((d, p)), _) => format!("{d}/{p}").into(),
+        };
         self.entries.push_back((revision, tenant, what));
         while self.entries.len() > self.capacity {
             if let Some((r, _, _)) = self.entries.pop_front() {

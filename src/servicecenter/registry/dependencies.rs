@@ -139,7 +139,7 @@ pub fn consumers_of(reg: &Registry, provider_id: &str) -> Vec<String> {
 /// The services of `ids`, in that order, skipping the unknown ones.
 pub fn services(reg: &Registry, ids: &[String]) -> Vec<MicroService> {
     ids.iter()
-        .filter_map(|id| reg.entry(id).map(|e| e.service.clone()))
+        .filter_map(|id| reg.entry(id).map(|e| (*e.service).clone()))
         .collect()
 }
 

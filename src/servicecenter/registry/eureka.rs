@@ -32,6 +32,7 @@
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use syncer_plugin_eureka::keys;
@@ -79,8 +80,28 @@ impl Action {
     }
 }
 
-/// How the delta names an instance: (app name, instance id).
-pub(crate) type Key = (String, String);
+/// How the delta names an instance: (app name, instance id), one allocation shared by every
+/// map that holds the instance (`seen`, `latest`, `recent`): a clone is a reference count.
+/// Compares, hashes and orders as (app, id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Key(Arc<(Box<str>, Box<str>)>);
+
+impl Key {
+    /// The key of instance `id` of app `app`.
+    pub(crate) fn new(app: &str, id: &str) -> Key {
+        Key(Arc::new((app.into(), id.into())))
+    }
+
+    /// The app name.
+    pub(crate) fn app(&self) -> &str {
+        &self.0 .0
+    }
+
+    /// The instance id.
+    pub(crate) fn id(&self) -> &str {
+        &self.0 .1
+    }
+}
 
 /// A [`Key`] seen as (app, id) borrowed, so that a map keyed by [`Key`] is searched with
 /// two `&str` and no key built.
@@ -91,7 +112,7 @@ pub(crate) trait KeyRef {
 
 impl KeyRef for Key {
     fn parts(&self) -> (&str, &str) {
-        (&self.0, &self.1)
+        (self.app(), self.id())
     }
 }
 
@@ -131,7 +152,48 @@ impl Ord for dyn KeyRef + '_ {
 /// What changes of a view are noticed: the record's last update time (moved by every
 /// write, not by renewals), its registration time and the Eureka statuses
 /// (`status`, `overriddenStatus`).
-pub(crate) type Fingerprint = (i64, i64, String, String);
+pub(crate) type Fingerprint = (i64, i64, Status, Status);
+
+/// A Eureka status in a [`Fingerprint`]: Eureka's five (`InstanceInfo.InstanceStatus`) without
+/// an allocation, any other text as given (a status set through the API is not checked
+/// against the five everywhere).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// One of [`KNOWN_STATUSES`], by its index there.
+    Known(u8),
+    /// Any other status text.
+    Other(Box<str>),
+}
+
+/// Eureka's instance statuses (`InstanceInfo.InstanceStatus`).
+const KNOWN_STATUSES: [&str; 5] = ["UP", "DOWN", "STARTING", "OUT_OF_SERVICE", "UNKNOWN"];
+
+impl Status {
+    /// The status `text`.
+    pub(crate) fn of(text: &str) -> Status {
+        match KNOWN_STATUSES.iter().position(|k| *k == text) {
+            Some(at) => Status::Known(at as u8),
+            None => Status::Other(text.into()),
+        }
+    }
+
+    /// The status as text.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Status::Known(at) => KNOWN_STATUSES
+                .get(usize::from(*at))
+                .copied()
+                .unwrap_or(UNKNOWN),
+            Status::Other(text) => text,
+        }
+    }
+}
+
+impl From<String> for Status {
+    fn from(text: String) -> Status {
+        Status::of(&text)
+    }
+}
 
 /// The last record of a removed instance, kept until the next delta sync so that its
 /// `DELETED` entry can show it.
@@ -284,7 +346,7 @@ impl EurekaState {
     /// Notes a register through `/eureka` (its change shows as `ADDED`); `new` when the
     /// instance was not registered before (the self-preservation expectation grows).
     pub fn note_registered(&mut self, app: &str, id: &str, new: bool) {
-        self.registered.insert((app.to_owned(), id.to_owned()));
+        self.registered.insert(Key::new(app, id));
         if new {
             self.expected_clients += 1;
         }
@@ -344,15 +406,18 @@ impl EurekaState {
 
     /// Notes that instance `id` of Eureka app `app` may have changed (called by the
     /// registry at every mutation point; O(1)).
-    pub(crate) fn touch(&mut self, app: String, id: &str) {
-        self.dirty.insert((app, id.to_owned()));
+    pub(crate) fn touch(&mut self, app: &str, id: &str) {
+        self.dirty.insert(Key::new(app, id));
     }
 
     /// Notes that instance `record` of Eureka app `app` (microservice `service_name`) was
     /// removed; its record is kept until the next delta sync for its `DELETED` entry.
-    pub(crate) fn removed(&mut self, app: String, service_name: &str, record: InstanceRecord) {
-        let key = (app, record.body.instance_id.clone());
-        let override_status = self.overrides.get(&key.1).map(|(status, _)| status.clone());
+    pub(crate) fn removed(&mut self, app: &str, service_name: &str, record: InstanceRecord) {
+        let key = Key::new(app, &record.body.instance_id);
+        let override_status = self
+            .overrides
+            .get(key.id())
+            .map(|(status, _)| status.clone());
         self.dirty.insert(key.clone());
         self.removed.insert(
             key,
@@ -433,6 +498,11 @@ impl EurekaState {
     pub(crate) fn track(&mut self, now: Instant, observed: Vec<Observed>) {
         let mut changed = false;
         for (key, current, gone) in observed {
+            // One allocation per instance: reuse the key `seen` holds, if any.
+            let key = match self.seen.get_key_value(&key) {
+                Some((held, _)) => held.clone(),
+                None => key,
+            };
             let action = match (self.seen.get(&key), &current) {
                 (None, None) => None,
                 (None, Some(_)) => Some(Action::Added),
@@ -450,13 +520,13 @@ impl EurekaState {
             changed = true;
             let old = match current {
                 Some(fp) => {
-                    count(&mut self.status_counts, &fp.2, true);
+                    count(&mut self.status_counts, fp.2.as_str(), true);
                     self.seen.insert(key.clone(), fp)
                 }
                 None => self.seen.remove(&key),
             };
             if let Some(old) = old {
-                count(&mut self.status_counts, &old.2, false);
+                count(&mut self.status_counts, old.2.as_str(), false);
             }
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -487,7 +557,7 @@ impl EurekaState {
     pub(crate) fn delta(&self) -> impl Iterator<Item = (&str, &str, Action, Option<&View>)> {
         self.latest
             .iter()
-            .map(|((app, id), l)| (app.as_str(), id.as_str(), l.action, l.view.as_deref()))
+            .map(|(key, l)| (key.app(), key.id(), l.action, l.view.as_deref()))
     }
 
     /// `versions__delta`.
@@ -751,8 +821,8 @@ pub(crate) fn record_fingerprint(
     (
         rec.updated_ms,
         rec.registered_ms,
-        status.to_owned(),
-        overridden.to_owned(),
+        Status::of(status),
+        Status::of(overridden),
     )
 }
 
@@ -800,15 +870,15 @@ pub(crate) fn sync_delta(reg: &mut Registry, now: Instant) {
     let mut keys = std::mem::take(&mut pending.keys);
     for id in &pending.forgotten {
         if let Some((s, _)) = reg.eureka_instance_any(id) {
-            keys.push((s.service_name.to_ascii_uppercase(), id.clone()));
+            keys.push(Key::new(&s.service_name.to_ascii_uppercase(), id));
         }
     }
     let observed = keys
         .into_iter()
         .map(|key| {
             let current = reg
-                .eureka_instance(&key.0, &key.1)
-                .map(|(_, r)| record_fingerprint(r, reg.eureka.override_status(&key.1)));
+                .eureka_instance(key.app(), key.id())
+                .map(|(_, r)| record_fingerprint(r, reg.eureka.override_status(key.id())));
             let gone = match (&current, pending.removed.remove(&key)) {
                 (None, Some(r)) if reg.eureka.was_present(&key) => Some(removed_view(r)),
                 _ => None,
@@ -911,8 +981,8 @@ mod tests {
     fn delta_entries_are_kept_per_app_and_id_in_order_until_retention_ends() {
         let start = Instant::now();
         let mut state = EurekaState::default();
-        let fp = |status: &str| Some((1, 1, status.to_owned(), "UNKNOWN".to_owned()));
-        let key = |app: &str, id: &str| (app.to_owned(), id.to_owned());
+        let fp = |status: &str| Some((1, 1, Status::of(status), Status::of("UNKNOWN")));
+        let key = Key::new;
         state.track(
             start,
             vec![

@@ -88,7 +88,7 @@ impl Registry {
                     Arc::new(ServiceEntry {
                         domain: DEFAULT_TENANT.into(),
                         project: DEFAULT_TENANT.into(),
-                        service: svc,
+                        service: Arc::new(svc),
                         instances: Instances::default(),
                     }),
                 );
@@ -106,8 +106,7 @@ impl Registry {
                     .and_then(|e| e.instances.remove(&reg.instance_id))
                 {
                     self.instance_count = self.instance_count.saturating_sub(1);
-                    self.leases
-                        .remove(&(rec.deadline, other.clone(), reg.instance_id.clone()));
+                    self.leases.remove(rec.deadline, &other, &reg.instance_id);
                     self.journal.instance(&other, &reg.instance_id);
                     self.eureka_gone(&other, rec);
                 }
@@ -230,7 +229,7 @@ impl Registry {
         };
         ids.iter()
             .filter_map(|sid| self.services.get(sid))
-            .flat_map(|e| e.instances.values().map(move |r| (&e.service, &**r)))
+            .flat_map(|e| e.instances.values().map(move |r| (&*e.service, &**r)))
             .collect()
     }
 
@@ -238,7 +237,7 @@ impl Registry {
     pub fn eureka_instance(&self, app: &str, id: &str) -> Option<(&MicroService, &InstanceRecord)> {
         let sid = self.eureka_locate(app, id)?;
         let e = self.services.get(&sid)?;
-        Some((&e.service, &**e.instances.get(id)?))
+        Some((&*e.service, &**e.instances.get(id)?))
     }
 
     /// The first instance with this id in any Eureka app (`GET /instances/{id}`).

@@ -82,14 +82,13 @@ impl Registry {
         });
         match entry.instances.insert(rec) {
             Some(old) => {
-                self.leases
-                    .remove(&(old.deadline, service_id.to_string(), iid.clone()));
+                self.leases.remove(old.deadline, service_id, &iid);
             }
             None => self.instance_count += 1,
         }
         self.journal.instance(service_id, &iid);
         self.eureka_touch(service_id, &iid);
-        self.leases.insert((deadline, service_id.to_string(), iid));
+        self.leases.insert(deadline, service_id, &iid);
         self.bump();
     }
 
@@ -194,11 +193,7 @@ impl Registry {
             .remove(instance_id)
             .ok_or_else(|| instance_missing(instance_id))?;
         self.instance_count = self.instance_count.saturating_sub(1);
-        self.leases.remove(&(
-            rec.deadline,
-            service_id.to_string(),
-            instance_id.to_string(),
-        ));
+        self.leases.remove(rec.deadline, service_id, instance_id);
         self.journal.instance(service_id, instance_id);
         self.eureka_gone(service_id, rec);
         self.bump();
@@ -289,13 +284,7 @@ impl Registry {
     /// The services stay, as in service-center.
     pub fn expire(&mut self, now: Instant) -> usize {
         let mut n = 0;
-        while let Some(first) = self.leases.first() {
-            if first.0 > now {
-                break;
-            }
-            let Some((_, sid, iid)) = self.leases.pop_first() else {
-                break;
-            };
+        while let Some((_, sid, iid)) = self.leases.pop_due(now) {
             // Renewed since this entry was made (see `renew`): requeue at the new deadline
             // (read first: a write would copy an entry that a snapshot shares).
             let renewed = self
@@ -305,7 +294,7 @@ impl Registry {
                 .map(|r| r.deadline)
                 .filter(|d| *d > now);
             if let Some(deadline) = renewed {
-                self.leases.insert((deadline, sid, iid));
+                self.leases.insert(deadline, &sid, &iid);
                 continue;
             }
             if let Some(entry) = self.services.get_mut(&sid).map(Arc::make_mut) {

@@ -82,7 +82,7 @@ pub struct Registry {
     services: HashMap<String, Arc<ServiceEntry>>,
     by_name: HashMap<Box<[u8]>, IdSet>,
     by_app: HashMap<String, IdSet>,
-    leases: BTreeSet<(Instant, String, String)>,
+    leases: Leases,
     revision: u64,
     /// Changes not yet written to the store (see `store/mod.rs`); inert without a store.
     pub(crate) journal: Journal,
@@ -251,7 +251,7 @@ impl Registry {
         self.log_instance(sid, iid);
         if let Some(e) = self.services.get(sid) {
             if let Some(app) = mapped_eureka_app(&e.domain, &e.project, &e.service.service_name) {
-                self.eureka.touch(app, iid);
+                self.eureka.touch(&app, iid);
             }
         }
     }
@@ -263,7 +263,7 @@ impl Registry {
         if let Some(e) = self.services.get(sid) {
             if let Some(app) = mapped_eureka_app(&e.domain, &e.project, &e.service.service_name) {
                 self.eureka
-                    .removed(app, &e.service.service_name, Arc::unwrap_or_clone(rec));
+                    .removed(&app, &e.service.service_name, Arc::unwrap_or_clone(rec));
             }
         }
     }
@@ -285,8 +285,7 @@ impl Registry {
         let name = &entry.service.service_name;
         if let Some(app) = mapped_eureka_app(&entry.domain, &entry.project, name) {
             for rec in entry.instances.into_values() {
-                self.eureka
-                    .removed(app.clone(), name, Arc::unwrap_or_clone(rec));
+                self.eureka.removed(&app, name, Arc::unwrap_or_clone(rec));
             }
         }
     }

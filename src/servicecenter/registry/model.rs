@@ -66,8 +66,9 @@ pub struct ServiceEntry {
     pub domain: String,
     /// Project from the path.
     pub project: String,
-    /// The stored body.
-    pub service: MicroService,
+    /// The stored body, behind its own `Arc`: an entry copied because a snapshot shares it
+    /// (an instance registered while a dump is read) copies a pointer, not the body.
+    pub service: Arc<MicroService>,
     /// Instances by instanceId.
     pub instances: Instances,
 }
@@ -233,6 +234,62 @@ impl IdSet {
     }
 }
 
+/// The lease queue: every instance's lease by deadline, for expiry (see `Registry::expire`).
+/// An entry is (deadline, serviceId and instanceId packed in one allocation: the serviceId,
+/// the instanceId, then the serviceId's length as 4 bytes little endian), so that a lease costs
+/// one small allocation instead of two `String`s. Entries of one deadline are in byte order
+/// of serviceId then instanceId run together (service-center promises no order among them).
+#[derive(Debug, Default)]
+pub(crate) struct Leases(BTreeSet<(Instant, Box<[u8]>)>);
+
+impl Leases {
+    fn pack(service_id: &str, instance_id: &str) -> Box<[u8]> {
+        let mut out = Vec::with_capacity(service_id.len() + instance_id.len() + 4);
+        out.extend_from_slice(service_id.as_bytes());
+        out.extend_from_slice(instance_id.as_bytes());
+        let len = u32::try_from(service_id.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.into_boxed_slice()
+    }
+
+    /// (serviceId, instanceId) of a packed entry (`None` only for bytes not made by `pack`).
+    fn unpack(packed: &[u8]) -> Option<(&str, &str)> {
+        let (ids, len) = packed.split_at_checked(packed.len().checked_sub(4)?)?;
+        let sid_len = usize::try_from(u32::from_le_bytes(len.try_into().ok()?)).ok()?;
+        let (sid, iid) = ids.split_at_checked(sid_len)?;
+        Some((
+            std::str::from_utf8(sid).ok()?,
+            std::str::from_utf8(iid).ok()?,
+        ))
+    }
+
+    /// Queues the lease of `instance_id` of `service_id` ending at `deadline`.
+    pub(crate) fn insert(&mut self, deadline: Instant, service_id: &str, instance_id: &str) {
+        self.0
+            .insert((deadline, Leases::pack(service_id, instance_id)));
+    }
+
+    /// Drops the queued lease of `instance_id` of `service_id` at `deadline`, if queued.
+    pub(crate) fn remove(&mut self, deadline: Instant, service_id: &str, instance_id: &str) {
+        self.0
+            .remove(&(deadline, Leases::pack(service_id, instance_id)));
+    }
+
+    /// Takes the earliest lease if it ends at or before `now`: (deadline, serviceId,
+    /// instanceId).
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, String, String)> {
+        loop {
+            if self.0.first()?.0 > now {
+                return None;
+            }
+            let (deadline, packed) = self.0.pop_first()?;
+            if let Some((sid, iid)) = Leases::unpack(&packed) {
+                return Some((deadline, sid.to_owned(), iid.to_owned()));
+            }
+        }
+    }
+}
+
 /// What a Eureka register asks for, already validated and mapped (see `eureka.rs`).
 #[derive(Debug, Clone)]
 pub struct EurekaRegistration {
@@ -248,7 +305,29 @@ pub struct EurekaRegistration {
 
 #[cfg(test)]
 mod tests {
-    use super::IdSet;
+    use super::{IdSet, Leases};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn leases_come_due_in_deadline_order_with_their_ids() {
+        let t0 = Instant::now();
+        let mut l = Leases::default();
+        l.insert(t0 + Duration::from_secs(2), "s1", "i/1");
+        l.insert(t0 + Duration::from_secs(1), "s", "1i");
+        l.insert(t0 + Duration::from_secs(1), "", "");
+        l.insert(t0 + Duration::from_secs(3), "s2", "i2");
+        l.remove(t0 + Duration::from_secs(3), "s2", "i2");
+        l.remove(t0 + Duration::from_secs(2), "s1", "other");
+        assert_eq!(l.pop_due(t0), None);
+        let due = |l: &mut Leases| {
+            l.pop_due(t0 + Duration::from_secs(5))
+                .map(|(_, s, i)| (s, i))
+        };
+        assert_eq!(due(&mut l), Some((String::new(), String::new())));
+        assert_eq!(due(&mut l), Some(("s".into(), "1i".into())));
+        assert_eq!(due(&mut l), Some(("s1".into(), "i/1".into())));
+        assert_eq!(due(&mut l), None);
+    }
 
     #[test]
     fn id_sets_stay_sorted_without_duplicates() {

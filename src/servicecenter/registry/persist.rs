@@ -274,7 +274,7 @@ impl Registry {
     ) -> bool {
         s.service_id = service_id.to_string();
         if let Some(e) = self.services.get(service_id) {
-            if e.service == s && e.domain == domain && e.project == project {
+            if *e.service == s && e.domain == domain && e.project == project {
                 return false;
             }
         }
@@ -293,10 +293,10 @@ impl Registry {
             // Its instances move between Eureka apps (or in or out of them).
             for (iid, rec) in &instances {
                 if let Some((app, name)) = &old_app {
-                    self.eureka.removed(app.clone(), name, (**rec).clone());
+                    self.eureka.removed(app, name, (**rec).clone());
                 }
                 if let Some(app) = &new_app {
-                    self.eureka.touch(app.clone(), iid);
+                    self.eureka.touch(app, iid);
                 }
             }
         }
@@ -322,7 +322,7 @@ impl Registry {
             Arc::new(ServiceEntry {
                 domain: domain.to_string(),
                 project: project.to_string(),
-                service: s,
+                service: Arc::new(s),
                 instances,
             }),
         );
@@ -357,8 +357,7 @@ impl Registry {
         };
         self.instance_count = self.instance_count.saturating_sub(entry.instances.len());
         for (iid, rec) in &entry.instances {
-            self.leases
-                .remove(&(rec.deadline, id.to_string(), iid.clone()));
+            self.leases.remove(rec.deadline, id, iid);
         }
         self.unindex(&entry);
         self.eureka_gone_service(Arc::unwrap_or_clone(entry));
@@ -422,8 +421,7 @@ impl Registry {
         });
         entry.instances.insert(rec);
         self.instance_count += 1;
-        self.leases
-            .insert((deadline, service_id.to_string(), instance_id.to_string()));
+        self.leases.insert(deadline, service_id, instance_id);
         self.eureka_touch(service_id, instance_id);
         true
     }
@@ -439,11 +437,7 @@ impl Registry {
             return false;
         };
         self.instance_count = self.instance_count.saturating_sub(1);
-        self.leases.remove(&(
-            rec.deadline,
-            service_id.to_string(),
-            instance_id.to_string(),
-        ));
+        self.leases.remove(rec.deadline, service_id, instance_id);
         self.eureka_gone(service_id, rec);
         true
     }

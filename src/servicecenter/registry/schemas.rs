@@ -153,7 +153,7 @@ pub fn put(
 ) -> Result<(), ScError> {
     validate_schema_id(schema_id)?;
     validate_body(&schema, &summary, false)?;
-    let svc = reg.service(domain, project, service_id)?.service.clone();
+    let svc = (*reg.service(domain, project, service_id)?.service).clone();
     let existing = reg.schemas.get(service_id, schema_id).cloned();
     let listed = svc.schemas.iter().any(|s| s == schema_id);
     if !editable(&svc.environment) {
@@ -230,7 +230,7 @@ pub fn put_all(
             dup.schema_id
         )));
     }
-    let svc = reg.service(domain, project, service_id)?.service.clone();
+    let svc = (*reg.service(domain, project, service_id)?.service).clone();
     if !editable(&svc.environment) && !svc.schemas.is_empty() {
         for it in &items {
             if !svc.schemas.contains(&it.schema_id) {

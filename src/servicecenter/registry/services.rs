@@ -82,7 +82,7 @@ impl Registry {
             Arc::new(ServiceEntry {
                 domain: domain.to_string(),
                 project: project.to_string(),
-                service: s,
+                service: Arc::new(s),
                 instances: Instances::default(),
             }),
         );
@@ -117,8 +117,9 @@ impl Registry {
         change: impl FnOnce(&mut MicroService),
     ) -> Result<(), ScError> {
         let entry = self.service_mut(domain, project, id)?;
-        change(&mut entry.service);
-        entry.service.mod_timestamp = secs(now_ms);
+        let service = Arc::make_mut(&mut entry.service);
+        change(service);
+        service.mod_timestamp = secs(now_ms);
         self.mark_service(id);
         self.bump();
         Ok(())
@@ -143,7 +144,7 @@ impl Registry {
             .services
             .values()
             .filter(|e| e.domain == domain && e.project == project)
-            .map(|e| e.service.clone())
+            .map(|e| (*e.service).clone())
             .collect();
         out.sort_by(|a, b| a.service_id.cmp(&b.service_id));
         out
@@ -203,8 +204,7 @@ impl Registry {
         self.instance_count = self.instance_count.saturating_sub(entry.instances.len());
         self.journal.mark(service_mark(&entry));
         for (iid, rec) in &entry.instances {
-            self.leases
-                .remove(&(rec.deadline, id.to_string(), iid.clone()));
+            self.leases.remove(rec.deadline, id, iid);
         }
         self.unindex(&entry);
         self.eureka_gone_service(Arc::unwrap_or_clone(entry));

@@ -18,8 +18,35 @@ use super::{Adaptor, Snapshot, StoreError, Write};
 
 /// The one table: key path → value bytes.
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
-/// redb's page cache, bytes (its default, 1 GiB, would make the file's size the core's RSS).
-const CACHE_BYTES: usize = 16 << 20;
+/// redb's page cache by default, MiB (redb's own default, 1 GiB, would make the file's size
+/// the core's RSS). The registry is served from memory, so the cache only speeds up the
+/// writer's walks of the file's B-tree (and the one read at start); see docs/storage.md.
+pub const DEFAULT_CACHE_MIB: usize = 4;
+/// The environment variable that sets redb's page cache, in MiB
+/// (1 to [`MAX_CACHE_MIB`]; default [`DEFAULT_CACHE_MIB`]).
+pub const CACHE_ENV: &str = "SYNCER_STORE_CACHE_MIB";
+/// The largest page cache [`CACHE_ENV`] may ask for, MiB.
+pub const MAX_CACHE_MIB: usize = 1024;
+
+/// The page cache in bytes: [`CACHE_ENV`] when it holds a whole number of MiB in
+/// 1..=[`MAX_CACHE_MIB`], else (with a warning) [`DEFAULT_CACHE_MIB`].
+fn cache_bytes() -> usize {
+    let mib = match std::env::var(CACHE_ENV) {
+        Err(_) => DEFAULT_CACHE_MIB,
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_CACHE_MIB).contains(&n) => n,
+            _ => {
+                tracing::warn!(
+                    value = %v,
+                    default_mib = DEFAULT_CACHE_MIB,
+                    "{CACHE_ENV} is not a number of MiB in 1..={MAX_CACHE_MIB}: using the default"
+                );
+                DEFAULT_CACHE_MIB
+            }
+        },
+    };
+    mib << 20
+}
 /// The file under `--data-dir`.
 pub const FILE_NAME: &str = "registry.redb";
 
@@ -50,10 +77,9 @@ impl Embedded {
             source,
         })?;
         let path = dir.join(FILE_NAME);
+        let cache = cache_bytes();
         let open = |path: &Path| -> Result<Database, redb::Error> {
-            let db = Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .create(path)?;
+            let db = Database::builder().set_cache_size(cache).create(path)?;
             let tx = db.begin_write()?;
             tx.open_table(KV)?;
             tx.commit()?;
@@ -63,7 +89,7 @@ impl Embedded {
             path: path.clone(),
             source,
         })?;
-        tracing::info!(path = %path.display(), "embedded store open");
+        tracing::info!(path = %path.display(), cache_mib = cache >> 20, "embedded store open");
         Ok(Embedded {
             db: Arc::new(db),
             path,

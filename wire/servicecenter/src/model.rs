@@ -5,12 +5,9 @@
 //! is its zero value, unknown fields are ignored. Writing leaves out empty fields, like Go's
 //! `omitempty`.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-/// A string map (service/instance `properties`, `LBStrategy`, Eureka `metadata`).
-pub type Props = BTreeMap<String, String>;
+pub use crate::props::Props;
 
 fn is_empty_map(m: &Props) -> bool {
     m.is_empty()

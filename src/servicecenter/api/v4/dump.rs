@@ -119,6 +119,7 @@ impl DumpChunks {
             DumpPart::Indexes => {
                 buf.extend_from_slice(b"],");
                 buf.extend_from_slice(&self.middle);
+                self.entries.reverse();
                 (DumpPart::Instances, b",\"instances\":[")
             }
             DumpPart::Instances | DumpPart::Done => (DumpPart::Done, b"]}}\n"),
@@ -142,9 +143,14 @@ impl Iterator for DumpChunks {
             buf.extend_from_slice(b"{\"cache\":{\"services\":[");
         }
         while buf.len() < DUMP_CHUNK_BYTES && self.part != DumpPart::Done {
-            match self.entries.get(self.at) {
+            // The last part takes the entries (reversed for it): the snapshot's share of an
+            // entry ends once it is written, so a write meanwhile copies less.
+            let next = match self.part {
+                DumpPart::Instances => self.entries.pop(),
+                _ => self.entries.get(self.at).cloned(),
+            };
+            match next {
                 Some(e) => {
-                    let e = Arc::clone(e);
                     if let Err(err) = self.element(&mut buf, &e) {
                         // Cannot happen for these types (string keys, no floats); end the
                         // body so the reader sees a broken reply rather than a short one.

@@ -63,6 +63,7 @@ pub(super) async fn get_service(
         .lock()
         .service(&domain, &project, &sid)?
         .service
+        .as_ref()
         .clone();
     Ok(json(&ServiceReply { service }))
 }
