@@ -58,6 +58,12 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
     resp.json().await.ok()
 }
 
+/// [`scrape`], `None` while the listener does not answer.
+async fn try_scrape(http: &reqwest::Client, base: &str) -> Option<Vec<MetricSample>> {
+    let resp = http.get(format!("{base}/metrics")).send().await.ok()?;
+    Some(metric_samples(&resp.text().await.ok()?))
+}
+
 async fn scrape(http: &reqwest::Client, base: &str) -> Vec<MetricSample> {
     let text = http
         .get(format!("{base}/metrics"))
@@ -628,5 +634,57 @@ async fn a_token_guards_everything_but_the_probes_and_is_needed_beyond_loopback(
     assert!(
         stderr.contains("--http-addr") && stderr.contains("--http-token-file"),
         "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_started_on_an_empty_core_follows_its_change_log_instead_of_listing() {
+    // The hostile bench's finding 3 showed a daemon whose built-in core started empty (at
+    // revision 0, taken for "unknown") list the whole registry again at every change. Its
+    // registry calls are counted by operation: changes are read, the registry is not listed
+    // per change.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = reqwest::Client::new();
+    let site = start(dir.path(), "e1", "site-e", free_udp_port(), None);
+    let logs = [&site.proc];
+    let count = |samples: &[MetricSample], op: &str| {
+        metric_value(
+            samples,
+            "syncer_registry_request_seconds_count",
+            &[("op", op)],
+        )
+        .unwrap_or(0.0)
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the daemon listed its core",
+        &logs,
+        || async {
+            let samples = try_scrape(&http, &site.http).await?;
+            (count(&samples, "list") >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let sid = support::sc_create_service(&http, &site.registry, "shop", "orders").await;
+    let lists_before = count(&scrape(&http, &site.http).await, "list");
+    for port in 0..20 {
+        register(&http, &site.registry, &sid, 9100 + port).await;
+    }
+    let samples = eventually(
+        Duration::from_secs(20),
+        "20 changes exported",
+        &logs,
+        || async {
+            let status = get_json(&http, &format!("{}/v1/syncer/status", site.http)).await?;
+            (status["export"]["instances"] == 20).then_some(())?;
+            Some(scrape(&http, &site.http).await)
+        },
+    )
+    .await;
+    assert!(count(&samples, "changes") >= 1.0, "the change log is read");
+    let lists = count(&samples, "list") - lists_before;
+    assert!(
+        lists <= 2.0,
+        "{lists} listings for 20 registrations: the exporter lists instead of following changes"
     );
 }

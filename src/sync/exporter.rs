@@ -203,10 +203,10 @@ impl Exporter {
         loop {
             let at = self.feed.source();
             let read = async {
-                if at == 0 {
+                let Some(at) = at else {
                     // Not listed at a known revision yet.
                     return self.refresh(&mut ()).await.map(|()| None);
-                }
+                };
                 self.plugin.changes(at, CHANGE_WAIT, false).await.map(Some)
             };
             let outcome = tokio::select! {
@@ -215,8 +215,9 @@ impl Exporter {
             };
             let pause = match outcome {
                 Ok(None) => {
-                    // Listed: go on with changes, if the listing told its revision.
-                    if self.feed.source() == 0 {
+                    // Listed: go on with changes, if the listing told its revision (0 is one:
+                    // an empty registry's).
+                    if self.feed.source().is_none() {
                         return false;
                     }
                     failing = false;
@@ -340,8 +341,8 @@ pub struct ExportFeed {
 #[derive(Debug, Default)]
 struct FeedState {
     revision: u64,
-    /// The registry revision the export reflects (0: not known).
-    source: u64,
+    /// The registry revision the export reflects (`None`: not known).
+    source: Option<u64>,
     services: HashMap<ServiceKey, PackedService>,
     instances: HashMap<InstanceKey, (PackedInstance, ServiceKey)>,
     /// Exported instances per service (a service is exported while it has one).
@@ -520,16 +521,18 @@ impl ExportFeed {
         (revision, snapshot)
     }
 
-    /// The registry revision the export reflects; 0 when not known (never listed, or
-    /// listed from a registry without revisions).
-    pub fn source(&self) -> u64 {
+    /// The registry revision the export reflects; `None` when not known (never listed, or
+    /// listed from a registry without revisions). An empty built-in core is at revision 0,
+    /// which is known: taking it for "unknown" made the exporter list the whole registry at
+    /// every change of a daemon started empty (the hostile bench's finding 3).
+    pub fn source(&self) -> Option<u64> {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).source
     }
 
     /// Forgets the registry revision (its change log passed us by): the next
     /// [`ExportFeed::update_at`] is taken whatever its revision.
     pub fn forget_source(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).source = 0;
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).source = None;
     }
 
     /// [`ExportFeed::update_at`] of a whole listing without a registry revision.
@@ -543,10 +546,10 @@ impl ExportFeed {
     /// already reflects are ignored. O(changes).
     pub fn apply(&self, set: &ChangeSet) -> Option<Arc<ExportChange>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.source == 0 || set.revision < state.source {
-            return None;
+        match state.source {
+            Some(source) if set.revision >= source => state.source = Some(set.revision),
+            _ => return None,
         }
-        state.source = set.revision;
         let mut change = ExportChange::default();
         for i in &set.instances {
             let key = instance_key(&i.service_id, &i.instance_id);
@@ -588,10 +591,10 @@ impl ExportFeed {
     ) -> Option<Arc<ExportChange>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(source) = source {
-            if source < state.source {
+            if state.source.is_some_and(|held| source < held) {
                 return None;
             }
-            state.source = source;
+            state.source = Some(source);
         }
         let mut change = ExportChange::default();
         for (key, (packed, service)) in &listing.instances {
@@ -714,7 +717,7 @@ mod tests {
         );
         feed.update_at(ExportListing::of(&snap), Some(4))
             .expect("first listing");
-        assert_eq!(feed.source(), 4);
+        assert_eq!(feed.source(), Some(4));
 
         let change = feed.apply(&set).expect("b is new");
         assert_eq!(change.revision, 2);
@@ -723,7 +726,7 @@ mod tests {
             vec![PackedInstance::new(&instance("b", 2))]
         );
         assert!(change.services.is_empty(), "s1 was exported already");
-        assert_eq!(feed.source(), 5);
+        assert_eq!(feed.source(), Some(5));
         assert!(
             feed.apply(&set).is_none(),
             "the same change again is no change"
