@@ -498,33 +498,29 @@ fn params<T: serde::de::DeserializeOwned>(
 async fn services(
     State(app): State<Arc<App>>,
     q: Result<QueryString<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let result = async {
-        let p = params(q)?;
-        let limit = limit(p.limit)?;
-        let report: ServicesReport = ask(&app, |reply| Query::Services { limit, reply }).await?;
-        Ok::<_, ApiError>(Json(report).into_response())
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Json<ServicesReport>, ApiError> {
+    let p = params(q)?;
+    let limit = limit(p.limit)?;
+    Ok(Json(
+        ask(&app, |reply| Query::Services { limit, reply }).await?,
+    ))
 }
 
 async fn instances(
     State(app): State<Arc<App>>,
     q: Result<QueryString<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let result = async {
-        let p = params(q)?;
-        let limit = limit(p.limit)?;
-        let report: InstancesReport = ask(&app, |reply| Query::Instances {
+) -> Result<Json<InstancesReport>, ApiError> {
+    let p = params(q)?;
+    let limit = limit(p.limit)?;
+    Ok(Json(
+        ask(&app, |reply| Query::Instances {
             cluster: p.cluster,
             service: p.service,
             limit,
             reply,
         })
-        .await?;
-        Ok::<_, ApiError>(Json(report).into_response())
-    };
-    result.await.unwrap_or_else(IntoResponse::into_response)
+        .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -434,16 +434,13 @@ impl Syncer {
             return false;
         }
         let started = Instant::now();
-        // Boxed: the plan's borrows keep the compiler from seeing that this future is Send
-        // (rust-lang/rust#102211).
-        let applied = importer::apply(
+        let applied = apply(
             self.plugin.as_ref(),
+            &self.observer,
             &config,
             plan,
             self.config.concurrency,
-            Some(self.observer.events.clone()),
         )
-        .boxed()
         .await;
         let mut held = self.copy_counts.get(&name).copied().unwrap_or(0);
         for origin in &applied.removed {
@@ -784,16 +781,13 @@ impl Syncer {
         let config = plan_config(&self.config);
         let plan = importer::plan(&config, &exports, &retained, actual);
         let planned_ms = started.elapsed().as_millis() as u64;
-        // Boxed: the plan's borrows keep the compiler from seeing that this future is Send
-        // (rust-lang/rust#102211).
-        let applied = importer::apply(
+        let applied = apply(
             self.plugin.as_ref(),
+            &self.observer,
             &config,
             plan,
             self.config.concurrency,
-            Some(self.observer.events.clone()),
         )
-        .boxed()
         .await;
         let elapsed = started.elapsed();
         self.observer
@@ -845,6 +839,27 @@ fn plan_config(config: &Config) -> PlanConfig {
             .unwrap_or(u32::MAX),
         heartbeat_times: 3,
     }
+}
+
+/// Carries `plan` out ([`importer::apply`]), recording its writes in `observer`'s event
+/// log. Boxed: the plan's borrows keep the compiler from seeing that the future is Send
+/// (rust-lang/rust#102211).
+async fn apply(
+    plugin: &dyn Plugin,
+    observer: &Observer,
+    config: &PlanConfig,
+    plan: importer::Plan<'_>,
+    concurrency: usize,
+) -> importer::Applied {
+    importer::apply(
+        plugin,
+        config,
+        plan,
+        concurrency,
+        Some(observer.events.clone()),
+    )
+    .boxed()
+    .await
 }
 
 /// The lease of copies: the tick times (missed heartbeats tolerated + 1).
