@@ -13,22 +13,51 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound, then released; the OS will not hand it out again
-/// soon).
+/// A free TCP port on 127.0.0.1, picked at random below the kernel's ephemeral range.
+///
+/// Ports the OS hands out for `:0` binds and outgoing connections come from the ephemeral
+/// range (`/proc/sys/net/ipv4/ip_local_port_range`), so a port taken from there and released
+/// can be grabbed by any process before the test's child binds it: CI saw a daemon's
+/// `127.0.0.1:0` listener take a port reserved for another daemon. Below that range only a
+/// test that picks the same random port can collide.
 pub fn free_tcp_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind tcp 0");
-    l.local_addr().expect("local addr").port()
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1.
-pub fn free_udp_port() -> u16 {
     loop {
-        let u = UdpSocket::bind("127.0.0.1:0").expect("bind udp 0");
-        let port = u.local_addr().expect("local addr").port();
+        let port = random_port();
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1, picked as [`free_tcp_port`] does.
+pub fn free_udp_port() -> u16 {
+    loop {
+        let port = random_port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+}
+
+/// A random port in `[10000, start of the ephemeral range)`.
+fn random_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    const LOW: u64 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .filter(|start| *start > LOW + 1_000)
+        .unwrap_or(32_768);
+    let n = RandomState::new().hash_one((
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        Instant::now(),
+    ));
+    (LOW + n % (ephemeral_start - LOW)) as u16
 }
 
 /// Loopback address with `port`.
