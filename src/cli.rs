@@ -189,6 +189,21 @@ pub struct DaemonArgs {
     /// (default: one lease of an imported instance: 4 x --ticker-interval, at least 30)
     #[arg(long, env = "SYNCER_GRACE_PERIOD")]
     pub grace_period: Option<u64>,
+    /// Most writes per second to the registry: registrations, unregistrations, heartbeats of
+    /// copies and service creations, each instance of a batch counting as one (reads are not
+    /// limited). A token bucket the importer and the heartbeats of copies share; `0` is
+    /// unlimited. Off by default: any fixed number is too low for a large site (every copy
+    /// needs a heartbeat within its lease of 4 x --ticker-interval, so keep it above copies /
+    /// (2 x --ticker-interval); a warning says when it is not) or too high to protect a small
+    /// registry: set it from your registry's capacity, e.g. 500. Heartbeats of copies are
+    /// spread over the first half of each tick in any case, and only the leader writes, so a
+    /// restart of many syncers does not burst. (default: 0, unlimited)
+    #[arg(long, env = "SYNCER_REGISTRY_WRITE_RATE")]
+    pub registry_write_rate: Option<u32>,
+    /// Writes the registry may take at once above --registry-write-rate (the bucket's size),
+    /// at least 1. (default: the rate: one second's worth)
+    #[arg(long, env = "SYNCER_REGISTRY_WRITE_BURST")]
+    pub registry_write_burst: Option<u32>,
     /// Address of the built-in service-center core, used when --sc-addr is not given.
     /// (default: 127.0.0.1:30100)
     #[arg(long, env = "SYNCER_BUILTIN_ADDR")]
@@ -274,6 +289,12 @@ pub struct DaemonArgs {
     /// behaviour). (default: off; expired leases always go)
     #[arg(long, env = "SYNCER_EUREKA_SELF_PRESERVATION")]
     pub eureka_self_preservation: bool,
+    /// With --sc-plugin eureka: the tenant, `domain/project`, this Eureka site's apps are
+    /// reported under, so at service-center sites their copies land in that domain and
+    /// project (Eureka itself has no tenants). Letters, digits, `_`, `-`, `.`; a config error
+    /// otherwise. (default: default/default, the service-center syncer's choice)
+    #[arg(long, env = "SYNCER_EUREKA_DOMAIN_PROJECT")]
+    pub eureka_domain_project: Option<String>,
     /// Quotas and size limits of the built-in core.
     #[command(flatten)]
     pub core_limits: CoreLimitsArgs,

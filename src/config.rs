@@ -117,6 +117,12 @@ pub struct FileConfig {
     pub ticker_interval: Option<u64>,
     /// As `--grace-period`, seconds.
     pub grace_period: Option<u64>,
+    /// As `--registry-write-rate`, writes per second.
+    pub registry_write_rate: Option<u32>,
+    /// As `--registry-write-burst`, writes.
+    pub registry_write_burst: Option<u32>,
+    /// As `--eureka-domain-project`.
+    pub eureka_domain_project: Option<String>,
     /// As `--builtin-addr`.
     pub builtin_addr: Option<SocketAddr>,
     /// As `--builtin-max-connections`.
@@ -342,6 +348,12 @@ pub struct DaemonConfig {
     pub ticker_interval: Duration,
     /// How long an unreachable peer's instances are kept.
     pub grace_period: Duration,
+    /// The token bucket on registry writes (`--registry-write-rate`,
+    /// `--registry-write-burst`); `None`: unlimited.
+    pub registry_write_rate: Option<WriteRate>,
+    /// The tenant a Eureka site's apps are reported under (`--eureka-domain-project`,
+    /// validated `domain/project`); used by the eureka plugin only.
+    pub eureka_domain_project: String,
     /// Cluster mode (compatibility only).
     pub mode: Mode,
     /// etcd of the leader election (`--election-etcd-endpoints`, else `--etcd-endpoints`,
@@ -759,6 +771,16 @@ impl DaemonConfig {
             }
             given => given.unwrap_or(crate::servicecenter::core::MAX_WATCHERS),
         };
+        let registry_write_rate = write_rate(
+            args.registry_write_rate.or(file.registry_write_rate),
+            args.registry_write_burst.or(file.registry_write_burst),
+        )?;
+        let eureka_domain_project = args
+            .eureka_domain_project
+            .or(file.eureka_domain_project.take())
+            .unwrap_or_else(|| syncer_plugin_api::DEFAULT_DOMAIN_PROJECT.to_owned());
+        syncer_plugin_eureka::valid_domain_project(&eureka_domain_project)
+            .map_err(|reason| invalid("--eureka-domain-project", &eureka_domain_project, reason))?;
         let grace_secs = args
             .grace_period
             .or(file.grace_period)
@@ -782,6 +804,8 @@ impl DaemonConfig {
             cluster_name,
             ticker_interval: Duration::from_secs(ticker_secs),
             grace_period: Duration::from_secs(grace_secs),
+            registry_write_rate,
+            eureka_domain_project,
             mode: args.mode.or(file.mode).unwrap_or(Mode::Single),
             election_etcd,
             keyring,
@@ -795,6 +819,39 @@ impl DaemonConfig {
             insecure,
         })
     }
+}
+
+/// A token bucket on registry writes: `per_sec` writes per second, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteRate {
+    /// Writes per second, sustained.
+    pub per_sec: std::num::NonZeroU32,
+    /// Writes at once (the bucket's size).
+    pub burst: std::num::NonZeroU32,
+}
+
+/// The write rate of `--registry-write-rate` (`0` or none: unlimited) and
+/// `--registry-write-burst` (none: the rate).
+///
+/// # Errors
+/// [`Error::Invalid`] for a burst of 0, or a burst without a rate.
+pub fn write_rate(rate: Option<u32>, burst: Option<u32>) -> Result<Option<WriteRate>, Error> {
+    let Some(per_sec) = rate.and_then(std::num::NonZeroU32::new) else {
+        if let Some(burst) = burst {
+            return Err(invalid(
+                "--registry-write-burst",
+                &burst.to_string(),
+                "needs --registry-write-rate above 0 (the burst of an unlimited rate means nothing)",
+            ));
+        }
+        return Ok(None);
+    };
+    let burst = match burst {
+        None => per_sec,
+        Some(b) => std::num::NonZeroU32::new(b)
+            .ok_or_else(|| invalid("--registry-write-burst", "0", "must be at least 1 write"))?,
+    };
+    Ok(Some(WriteRate { per_sec, burst }))
 }
 
 /// The registry's quotas and size limits of `args`: each value given, else its default

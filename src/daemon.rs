@@ -28,6 +28,7 @@ use crate::observe::Observer;
 use crate::reload::FileWatch;
 use crate::servicecenter;
 use crate::sync::exporter::Exporter;
+use crate::sync::ratelimit::{RateLimitedPlugin, WriteLimiter};
 use crate::sync::{self, Syncer};
 use crate::tls::ExchangeTls;
 
@@ -252,10 +253,32 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         .iter()
         .map(|e| crate::credentials::without_userinfo(e).into_owned())
         .collect();
-    let plugin = build_plugin_with_tls(kind, endpoints, registry_tls, auth)?;
+    let plugin = build_registry_plugin(
+        kind,
+        endpoints,
+        registry_tls,
+        auth,
+        &config.eureka_domain_project,
+    )?;
     // Metrics, events and the loop's status; every registry call is timed and counted.
     let (observer, queries) = Observer::new();
     let plugin: Arc<dyn Plugin> = Arc::new(MeteredPlugin::new(plugin, observer.metrics.clone()));
+    // Writes wait for their tokens outside the metered call: request durations stay the
+    // registry's own.
+    let plugin: Arc<dyn Plugin> = match config.registry_write_rate {
+        Some(rate) => {
+            info!(
+                writes_per_sec = rate.per_sec.get(),
+                burst = rate.burst.get(),
+                "registry writes rate-limited"
+            );
+            Arc::new(RateLimitedPlugin::new(
+                plugin,
+                WriteLimiter::new(rate, observer.metrics.write_wait.clone()),
+            ))
+        }
+        None => plugin,
+    };
     let http_listener = match config.http_addr {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -514,6 +537,28 @@ pub fn build_plugin_with_tls(
     tls: Option<Arc<rustls::ClientConfig>>,
     auth: Option<syncer_plugin_servicecenter::Credentials>,
 ) -> Result<Arc<dyn Plugin>, Error> {
+    build_registry_plugin(
+        kind,
+        endpoints,
+        tls,
+        auth,
+        syncer_plugin_api::DEFAULT_DOMAIN_PROJECT,
+    )
+}
+
+/// [`build_plugin_with_tls`], with the tenant (`domain/project`, already validated) the
+/// eureka plugin reports its apps under (`--eureka-domain-project`; unused by the
+/// servicecenter plugin).
+///
+/// # Errors
+/// As [`build_plugin_with_tls`].
+pub fn build_registry_plugin(
+    kind: PluginKind,
+    endpoints: Vec<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    auth: Option<syncer_plugin_servicecenter::Credentials>,
+    eureka_domain_project: &str,
+) -> Result<Arc<dyn Plugin>, Error> {
     let plugin: Arc<dyn Plugin> = match kind {
         PluginKind::Servicecenter => Arc::new(
             syncer_plugin_servicecenter::ServiceCenterPlugin::new(
@@ -546,6 +591,7 @@ pub fn build_plugin_with_tls(
                 endpoints,
                 request_timeout: REGISTRY_TIMEOUT,
                 tls,
+                domain_project: eureka_domain_project.to_owned(),
             })
             .map_err(|source| Error::Plugin {
                 plugin: kind.name(),

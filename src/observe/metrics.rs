@@ -117,6 +117,9 @@ pub struct Metrics {
     pub gossip_members: Family<StateLabel, Gauge>,
     /// `syncer_events_total`: writes recorded in the event log.
     pub events: Counter,
+    /// `syncer_registry_write_wait_seconds_total`: seconds registry writes waited for tokens
+    /// of `--registry-write-rate`, all writers together (0 without a limit).
+    pub write_wait: Counter<f64, AtomicU64>,
     /// `syncer_uptime_seconds`: seconds since the daemon started (float gauge).
     started: Instant,
     uptime: Gauge<f64, AtomicU64>,
@@ -171,6 +174,7 @@ impl Metrics {
         let gossip_members = Family::<StateLabel, Gauge>::default();
         let events = Counter::default();
         let uptime = Gauge::<f64, AtomicU64>::default();
+        let write_wait = Counter::<f64, AtomicU64>::default();
         registry.register(
             "syncer_peer_up",
             "1 while a peer cluster is heard from, else 0",
@@ -237,6 +241,11 @@ impl Metrics {
             events.clone(),
         );
         registry.register(
+            "syncer_registry_write_wait_seconds",
+            "Seconds registry writes waited for tokens of --registry-write-rate",
+            write_wait.clone(),
+        );
+        registry.register(
             "syncer_uptime_seconds",
             "Seconds since the daemon started",
             uptime.clone(),
@@ -257,6 +266,7 @@ impl Metrics {
             exchange_bytes,
             gossip_members,
             events,
+            write_wait,
             started: Instant::now(),
             uptime,
             health: Mutex::new(RegistryHealth::default()),

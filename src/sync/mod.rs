@@ -15,6 +15,7 @@ pub mod follow;
 pub mod importer;
 pub mod mapping;
 pub mod peer;
+pub mod ratelimit;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -108,6 +109,10 @@ pub struct Syncer {
     /// in ms, and the instant).
     reconciles: u64,
     reconciled: Option<(u64, u64, Instant)>,
+    /// Spreads each tick's heartbeats of copies over half the tick ([`ratelimit`]); started
+    /// by [`Syncer::run`], `None` outside it and during a handover (whose final heartbeats go
+    /// at once).
+    pacer: Option<ratelimit::HeartbeatPacer>,
 }
 
 /// How long a leaving leader waits for an etcd successor, heartbeating meanwhile.
@@ -152,6 +157,7 @@ impl Syncer {
             last_leader: None,
             reconciles: 0,
             reconciled: None,
+            pacer: None,
         }
     }
 
@@ -245,6 +251,9 @@ impl Syncer {
     /// Shutdown of a leader: renew every copy's lease, let go of the leadership, and with an
     /// election keep heartbeating until a successor holds the key (or the timeout).
     async fn hand_over(&mut self) {
+        if let Some(pacer) = self.pacer.take() {
+            pacer.finish().await;
+        }
         let members = self.members.borrow().clone();
         let deadline = tokio::time::Instant::now() + HANDOVER_TIMEOUT;
         if tokio::time::timeout_at(deadline, self.reconcile(&members))
@@ -293,11 +302,21 @@ impl Syncer {
         let mut was_leader = None;
         let mut lag_check = tokio::time::interval(LAG_CHECK);
         lag_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.pacer = Some(ratelimit::HeartbeatPacer::spawn(
+            self.plugin.clone(),
+            self.config.ticker_interval / 2,
+            self.config.ticker_interval,
+            self.config.concurrency,
+            shutdown.child_token(),
+        ));
         loop {
             let mut full = true;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
+                () = lost_copies(&mut self.pacer) => {
+                    debug!("paced heartbeats found copies the registry lost, reconciling early");
+                }
                 _ = lag_check.tick(), if self.heard.is_some() => {
                     full = false;
                 }
@@ -360,6 +379,9 @@ impl Syncer {
         }
         self.leave.cancel();
         self.stop_following();
+        if let Some(pacer) = self.pacer.take() {
+            pacer.finish().await;
+        }
     }
 
     /// Handles one stream report; returns whether a full reconcile should follow (the
@@ -533,6 +555,9 @@ impl Syncer {
         self.exports.clear();
         self.copies = None;
         self.copy_counts.clear();
+        if let Some(pacer) = &mut self.pacer {
+            pacer.stop();
+        }
     }
 
     /// Publishes how this member sees each peer cluster ([`Observer::publish`]), and sets
@@ -779,9 +804,17 @@ impl Syncer {
             }
         }
         let config = plan_config(&self.config);
-        let plan = importer::plan(&config, &exports, &retained, actual);
+        let mut plan = importer::plan(&config, &exports, &retained, actual);
+        // Heartbeats go to the pacer, spread over half the tick; registrations and removals
+        // are made now, not behind them.
+        let paced: Option<Vec<(OriginKey, LocalCopy)>> = self.pacer.as_ref().map(|_| {
+            std::mem::take(&mut plan.heartbeat)
+                .into_iter()
+                .map(|keep| (keep.origin, keep.copy))
+                .collect()
+        });
         let planned_ms = started.elapsed().as_millis() as u64;
-        let applied = apply(
+        let mut applied = apply(
             self.plugin.as_ref(),
             &self.observer,
             &config,
@@ -789,6 +822,13 @@ impl Syncer {
             self.config.concurrency,
         )
         .await;
+        if let (Some(paced), Some(pacer)) = (paced, self.pacer.as_mut()) {
+            // Counted as kept: a copy the registry lost is reported by the pacer, and the
+            // reconcile that follows finds it missing from its listing.
+            applied.heartbeated += paced.len();
+            applied.copies.extend(paced.iter().cloned());
+            pacer.submit(paced);
+        }
         let elapsed = started.elapsed();
         self.observer
             .metrics
@@ -886,6 +926,14 @@ async fn next_query(queries: &mut Option<mpsc::Receiver<Query>>) -> Option<Query
 }
 
 /// Resolves when the leader changes; never once its source has ended.
+/// Resolves when the pacer reports copies the registry lost; never without a pacer.
+async fn lost_copies(pacer: &mut Option<ratelimit::HeartbeatPacer>) {
+    match pacer {
+        Some(pacer) => pacer.lost().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn leader_changed(leader: &mut LeaderWatch) {
     if !leader.changed().await {
         std::future::pending::<()>().await;

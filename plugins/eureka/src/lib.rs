@@ -7,7 +7,7 @@
 //!
 //! Mapping (the service-center syncer 1.3.0's, `syncer/plugins/eureka`): an Eureka app `NAME`
 //! is the service appId `eureka`, serviceName and id `name` (lower case), version `0.0.1`, in
-//! `default/default`; an instance's `metadata` is its properties (origin keys included), so an
+//! `default/default` (or the tenant of [`Config::domain_project`]); an instance's `metadata` is its properties (origin keys included), so an
 //! imported instance is recognisable when read back. Differences from 1.3.0: instances of
 //! every status are listed (1.3.0 kept only `UP`); the instance id is the one the importer
 //! chose (1.3.0 rewrote ids not shaped `a:b:c`); `secureVipAddress` is the service name, not
@@ -98,7 +98,9 @@ use std::time::Duration;
 
 use reqwest::{header, Method, StatusCode};
 use serde_json::Value;
-use syncer_plugin_api::{Error, Instance, Plugin, Result, Service, Snapshot};
+use syncer_plugin_api::{
+    Error, Instance, Plugin, Result, Service, Snapshot, DEFAULT_DOMAIN_PROJECT,
+};
 
 use syncer_plugin_http::client::{rustls, segment, Client, Reply};
 use syncer_wire_eureka::{field, xml};
@@ -115,6 +117,12 @@ pub struct Config {
     /// suites. Required when an endpoint is `https://` (the plugin refuses to build without
     /// it); unused for `http://`. Default: none.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The tenant, `domain/project`, every listed app's service is reported under (Eureka has
+    /// no tenants), so a Eureka site's apps land there at service-center sites
+    /// (`--eureka-domain-project`). Not checked here: the daemon validates the shape
+    /// ([`valid_domain_project`]). Default [`DEFAULT_DOMAIN_PROJECT`], the service-center
+    /// syncer's choice.
+    pub domain_project: String,
 }
 
 impl Default for Config {
@@ -123,8 +131,38 @@ impl Default for Config {
             endpoints: vec!["http://127.0.0.1:8761/eureka".to_owned()],
             request_timeout: Duration::from_secs(10),
             tls: None,
+            domain_project: DEFAULT_DOMAIN_PROJECT.to_owned(),
         }
     }
+}
+
+/// Whether `text` is a `domain/project` pair as service-center accepts them in its
+/// `X-Domain-Name` / `X-Domain-Project` headers: two non-empty parts of ASCII letters, digits,
+/// `_`, `-` and `.`, each at most 64 bytes, separated by one `/`. `Err` says what is wrong.
+///
+/// # Errors
+/// A sentence naming the fault, for the daemon's config error.
+pub fn valid_domain_project(text: &str) -> std::result::Result<(), String> {
+    let Some((domain, project)) = text.split_once('/') else {
+        return Err("expected domain/project, e.g. default/default".to_owned());
+    };
+    for (what, part) in [("domain", domain), ("project", project)] {
+        if part.is_empty() {
+            return Err(format!("the {what} is empty (expected domain/project)"));
+        }
+        if part.len() > 64 {
+            return Err(format!("the {what} is longer than 64 bytes"));
+        }
+        if !part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(format!(
+                "the {what} {part:?} may hold only letters, digits, '_', '-' and '.'"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The Eureka plugin. Cheap to share behind an `Arc`; safe to call concurrently.
@@ -138,6 +176,8 @@ pub struct EurekaPlugin {
     full_fetches: AtomicU64,
     /// Deltas applied and confirmed by the hash so far.
     deltas_applied: AtomicU64,
+    /// The tenant listed services are reported under ([`Config::domain_project`]).
+    domain_project: String,
 }
 
 /// The plugin's copy of the registry: app (upper case) → instance id → (Eureka status, for
@@ -298,6 +338,7 @@ impl EurekaPlugin {
             local: tokio::sync::Mutex::default(),
             full_fetches: AtomicU64::new(0),
             deltas_applied: AtomicU64::new(0),
+            domain_project: config.domain_project,
         })
     }
 
@@ -399,7 +440,14 @@ impl Plugin for EurekaPlugin {
         if !(local.valid && self.fetch_delta(&mut local).await) {
             self.fetch_full(&mut local).await?;
         }
-        Ok(local.snapshot())
+        let mut snapshot = local.snapshot();
+        drop(local);
+        if self.domain_project != DEFAULT_DOMAIN_PROJECT {
+            for service in &mut snapshot.services {
+                service.domain_project.clone_from(&self.domain_project);
+            }
+        }
+        Ok(snapshot)
     }
 
     /// Eureka creates apps implicitly: no request, the lower-case service name.
@@ -454,6 +502,16 @@ mod tests {
     fn fixture(name: &str) -> Value {
         let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
         serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json")
+    }
+
+    #[test]
+    fn domain_project_needs_two_plain_non_empty_parts() {
+        for good in ["default/default", "a/b", "my-domain/proj_1.x"] {
+            assert_eq!(valid_domain_project(good), Ok(()), "{good}");
+        }
+        for bad in ["", "a", "a/", "/b", "a/b/c", "a b/c", "a/\u{e9}", &"x".repeat(65)] {
+            assert!(valid_domain_project(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]
