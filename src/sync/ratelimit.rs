@@ -40,7 +40,10 @@ use crate::sync::mapping::{LocalCopy, OriginKey};
 pub struct WriteLimiter {
     limiter: Arc<DefaultDirectRateLimiter>,
     clock: DefaultClock,
-    burst: NonZeroU32,
+    /// Tokens taken at once: a tenth of a second's worth, at most the burst, at least 1. Small
+    /// parts keep a large batch from starving behind single writes (governor checks `n`
+    /// tokens at once, and a busy bucket rarely holds many) and spread its items out.
+    part: NonZeroU32,
     /// Seconds spent waiting for tokens, all callers together
     /// (`syncer_registry_write_wait_seconds_total`).
     waited: Counter<f64, AtomicU64>,
@@ -50,21 +53,27 @@ impl WriteLimiter {
     /// A full bucket of `rate`; time spent waiting is added to `waited`.
     pub fn new(rate: WriteRate, waited: Counter<f64, AtomicU64>) -> WriteLimiter {
         let quota = Quota::per_second(rate.per_sec).allow_burst(rate.burst);
+        let part = (rate.per_sec.get() / 10).clamp(1, rate.burst.get());
         WriteLimiter {
             limiter: Arc::new(RateLimiter::direct(quota)),
             clock: DefaultClock::default(),
-            burst: rate.burst,
+            part: NonZeroU32::new(part).unwrap_or(NonZeroU32::MIN),
             waited,
         }
     }
 
-    /// Waits until `n` writes may go (taken in parts of at most the burst, so a batch larger
-    /// than the bucket still goes, at the rate). `n == 0` returns at once.
+    /// Items of a batch sent in one call: [`WriteLimiter::take`]'s part.
+    pub fn part(&self) -> usize {
+        self.part.get() as usize
+    }
+
+    /// Waits until `n` writes may go (taken in parts of a tenth of a second's worth, so a
+    /// batch larger than the bucket still goes, at the rate). `n == 0` returns at once.
     pub async fn take(&self, n: usize) {
         let mut left = u32::try_from(n).unwrap_or(u32::MAX);
         let started = tokio::time::Instant::now();
         while left > 0 {
-            let part = left.min(self.burst.get());
+            let part = left.min(self.part.get());
             let Some(want) = NonZeroU32::new(part) else {
                 break;
             };
@@ -122,25 +131,63 @@ impl RateLimitedPlugin {
         }
     }
 
-    /// Charges a batch call `kind` of `n` items unless the registry is known to have no such
-    /// call; returns the call's answer after noting whether it had one.
-    async fn batch<T>(
+    /// A batch call `kind` over `items`, cut into parts of [`WriteLimiter::part`] items,
+    /// each sent once its tokens are taken, so the registry sees the batch at the rate, not
+    /// at once. Unless the registry is known to have no such call (then `call` answers
+    /// `Ok(None)` at once and the importer writes the items one by one, charged then). A part
+    /// that fails after others went through fails its items and the rest (one by one
+    /// follows); a failure of the first part fails the call.
+    async fn batch<'a, I, T, F, Fut>(
         &self,
         kind: usize,
-        n: usize,
-        call: impl std::future::Future<Output = PluginResult<Option<T>>>,
-    ) -> PluginResult<Option<T>> {
-        let known = self.batches[kind].load(Ordering::Relaxed);
-        if known != NO_BATCHES {
-            self.limiter.take(n).await;
+        items: &'a [I],
+        call: F,
+    ) -> PluginResult<Option<Vec<PluginResult<T>>>>
+    where
+        F: Fn(&'a [I]) -> Fut,
+        Fut: std::future::Future<Output = PluginResult<Option<Vec<PluginResult<T>>>>>,
+    {
+        if self.batches[kind].load(Ordering::Relaxed) == NO_BATCHES {
+            return call(items).await;
         }
-        let r = call.await;
-        match &r {
-            Ok(Some(_)) => self.batches[kind].store(BATCHES, Ordering::Relaxed),
-            Ok(None) => self.batches[kind].store(NO_BATCHES, Ordering::Relaxed),
-            Err(_) => {}
+        let mut results = Vec::with_capacity(items.len());
+        for part in items.chunks(self.limiter.part()) {
+            self.limiter.take(part.len()).await;
+            match call(part).await {
+                Ok(Some(r)) if r.len() == part.len() => {
+                    self.batches[kind].store(BATCHES, Ordering::Relaxed);
+                    results.extend(r);
+                }
+                Ok(Some(_)) => return Err(PluginError::Malformed(
+                    "batch answer with another number of results than items".into(),
+                )),
+                Ok(None) => {
+                    self.batches[kind].store(NO_BATCHES, Ordering::Relaxed);
+                    if results.is_empty() {
+                        return Ok(None);
+                    }
+                    // Cannot happen (a registry has a batch call or not): the rest alone.
+                    let message = "the registry stopped taking batches".to_owned();
+                    results.extend(part.iter().map(|_| Err(unavailable(&message))));
+                }
+                Err(e) if results.is_empty() => return Err(e),
+                Err(e) => {
+                    let message = e.to_string();
+                    let done = results.len();
+                    results.extend(items[done..].iter().map(|_| Err(unavailable(&message))));
+                    return Ok(Some(results));
+                }
+            }
         }
-        r
+        Ok(Some(results))
+    }
+}
+
+/// The error of an item whose part of a batch failed (the items go one by one next).
+fn unavailable(message: &str) -> PluginError {
+    PluginError::Unavailable {
+        endpoint: String::new(),
+        message: message.to_owned(),
     }
 }
 
@@ -189,7 +236,7 @@ impl Plugin for RateLimitedPlugin {
         &self,
         services: &[&Service],
     ) -> PluginResult<Option<Vec<PluginResult<String>>>> {
-        self.batch(0, services.len(), self.inner.ensure_services(services))
+        self.batch(0, services, |part| self.inner.ensure_services(part))
             .await
     }
 
@@ -197,7 +244,7 @@ impl Plugin for RateLimitedPlugin {
         &self,
         items: &[(&Service, &Instance)],
     ) -> PluginResult<Option<Vec<PluginResult<String>>>> {
-        self.batch(1, items.len(), self.inner.register_batch(items))
+        self.batch(1, items, |part| self.inner.register_batch(part))
             .await
     }
 
@@ -210,7 +257,7 @@ impl Plugin for RateLimitedPlugin {
         &self,
         items: &[(&Service, &str)],
     ) -> PluginResult<Option<Vec<PluginResult<()>>>> {
-        self.batch(2, items.len(), self.inner.heartbeat_batch(items))
+        self.batch(2, items, |part| self.inner.heartbeat_batch(part))
             .await
     }
 
