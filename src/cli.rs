@@ -42,6 +42,11 @@ pub enum Command {
     /// Run only the built-in service-center core (service-center v4 API under /v4, Eureka v2
     /// API under /eureka and /eureka/v2).
     Servicecenter(Box<ServicecenterArgs>),
+    /// Remove the copies this syncer made (instances carrying its origin markers) from a
+    /// registry, of one origin cluster or all, printing each; native instances and every
+    /// service are left alone. Stop the site's syncers first (their leader would register
+    /// the copies again).
+    Purge(Box<PurgeArgs>),
     /// Print a new random gossip key (32 bytes, base64) on one line, for --encrypt or a line
     /// of --keyring-file: `syncer keygen >> keyring`.
     Keygen,
@@ -339,6 +344,79 @@ pub struct DaemonArgs {
     /// address. (default: false)
     #[arg(long, env = "SYNCER_INSECURE")]
     pub insecure: bool,
+}
+
+/// Flags of `syncer purge`: the registry as `syncer daemon` reaches it (the same flags,
+/// environment variables and `--config` keys), and what to remove.
+#[derive(Debug, Default, Args)]
+pub struct PurgeArgs {
+    /// YAML file of the daemon; only its registry settings are used (sc_addr, sc_plugin,
+    /// servicecenter: {addr, plugin, tls_config, auth}).
+    #[arg(long, env = "SYNCER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Registry address(es), comma separated, as the daemon's --sc-addr (for eureka with
+    /// /eureka). Required, here or in --config.
+    #[arg(long, env = "SYNCER_SC_ADDR")]
+    pub sc_addr: Option<String>,
+    /// Plugin for the registry: servicecenter or eureka. (default: servicecenter)
+    #[arg(long, env = "SYNCER_SC_PLUGIN", value_enum)]
+    pub sc_plugin: Option<PluginKind>,
+    /// As the daemon's --sc-tls-ca-file.
+    #[arg(long, env = "SYNCER_SC_TLS_CA_FILE")]
+    pub sc_tls_ca_file: Option<PathBuf>,
+    /// As the daemon's --sc-tls-cert-file.
+    #[arg(long, env = "SYNCER_SC_TLS_CERT_FILE")]
+    pub sc_tls_cert_file: Option<PathBuf>,
+    /// As the daemon's --sc-tls-key-file.
+    #[arg(long, env = "SYNCER_SC_TLS_KEY_FILE")]
+    pub sc_tls_key_file: Option<PathBuf>,
+    /// As the daemon's --sc-tls-passphrase.
+    #[arg(long, env = "SYNCER_SC_TLS_PASSPHRASE", hide_env_values = true)]
+    pub sc_tls_passphrase: Option<String>,
+    /// As the daemon's --sc-tls-verify-peer. (default: true)
+    #[arg(long, env = "SYNCER_SC_TLS_VERIFY_PEER", num_args = 0..=1, default_missing_value = "true")]
+    pub sc_tls_verify_peer: Option<bool>,
+    /// As the daemon's --sc-tls-min-version. (default: TLSv1.2)
+    #[arg(long, env = "SYNCER_SC_TLS_MIN_VERSION")]
+    pub sc_tls_min_version: Option<String>,
+    /// As the daemon's --sc-tls-ciphers.
+    #[arg(long, env = "SYNCER_SC_TLS_CIPHERS")]
+    pub sc_tls_ciphers: Option<String>,
+    /// As the daemon's --sc-account (password from --sc-password-file or SYNCER_SC_PASSWORD).
+    #[arg(long, env = "SYNCER_SC_ACCOUNT")]
+    pub sc_account: Option<String>,
+    /// As the daemon's --sc-password-file.
+    #[arg(long, env = "SYNCER_SC_PASSWORD_FILE")]
+    pub sc_password_file: Option<PathBuf>,
+    /// Remove only the copies of instances from this origin cluster (the value of their
+    /// `syncerOriginCluster` marker, the peer's --cluster-name). (default: every origin)
+    #[arg(long)]
+    pub origin_cluster: Option<String>,
+    /// List what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl PurgeArgs {
+    /// The registry settings as daemon arguments (everything else at its default), for
+    /// [`crate::config::DaemonConfig::resolve`] to validate as it does the daemon's.
+    pub fn registry_args(&self) -> DaemonArgs {
+        DaemonArgs {
+            config: self.config.clone(),
+            sc_addr: self.sc_addr.clone(),
+            sc_plugin: self.sc_plugin,
+            sc_tls_ca_file: self.sc_tls_ca_file.clone(),
+            sc_tls_cert_file: self.sc_tls_cert_file.clone(),
+            sc_tls_key_file: self.sc_tls_key_file.clone(),
+            sc_tls_passphrase: self.sc_tls_passphrase.clone(),
+            sc_tls_verify_peer: self.sc_tls_verify_peer,
+            sc_tls_min_version: self.sc_tls_min_version.clone(),
+            sc_tls_ciphers: self.sc_tls_ciphers.clone(),
+            sc_account: self.sc_account.clone(),
+            sc_password_file: self.sc_password_file.clone(),
+            ..DaemonArgs::default()
+        }
+    }
 }
 
 /// Flags of `syncer servicecenter`.

@@ -21,6 +21,7 @@ pub mod leadership;
 pub mod listener;
 pub mod membership;
 pub mod observe;
+pub mod purge;
 pub mod records;
 pub mod registry_auth;
 pub mod registry_tls;

@@ -102,6 +102,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .context("built-in service-center failed")
             }
+            Command::Purge(args) => {
+                let settings = syncer::purge::Settings::resolve(*args).context("invalid settings")?;
+                syncer::purge::run(settings).await.context("purge failed")?;
+                Ok(())
+            }
             Command::Daemon(args) => {
                 let config = DaemonConfig::resolve(*args).context("invalid settings")?;
                 let shutdown = shutdown_on_signal();
