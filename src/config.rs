@@ -2013,4 +2013,65 @@ mod tests {
         .expect_err("eureka needs an address");
         assert!(err.to_string().contains("--sc-addr"), "{err}");
     }
+
+    #[test]
+    fn the_write_rate_is_off_by_default_and_its_burst_defaults_to_the_rate() {
+        let resolve = |rate: Option<u32>, burst: Option<u32>| {
+            DaemonConfig::resolve(DaemonArgs {
+                node: Some("n1".into()),
+                registry_write_rate: rate,
+                registry_write_burst: burst,
+                ..Default::default()
+            })
+        };
+        let off = resolve(None, None).expect("default");
+        assert_eq!(off.registry_write_rate, None);
+        assert_eq!(resolve(Some(0), None).expect("zero").registry_write_rate, None);
+        let on = resolve(Some(500), None)
+            .expect("rate")
+            .registry_write_rate
+            .expect("limited");
+        assert_eq!((on.per_sec.get(), on.burst.get()), (500, 500));
+        let burst = resolve(Some(500), Some(50))
+            .expect("burst")
+            .registry_write_rate
+            .expect("limited");
+        assert_eq!(burst.burst.get(), 50);
+        for (rate, burst) in [(Some(500), Some(0)), (None, Some(10)), (Some(0), Some(10))] {
+            let err = resolve(rate, burst).expect_err("bad burst");
+            assert!(err.to_string().contains("--registry-write-burst"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_eureka_domain_project_is_validated_and_read_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("syncer.yaml");
+        std::fs::write(
+            &file,
+            "registry_write_rate: 200\neureka_domain_project: dom/proj\n",
+        )
+        .expect("write");
+        let c = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            config: Some(file),
+            ..Default::default()
+        })
+        .expect("file");
+        assert_eq!(c.eureka_domain_project, "dom/proj");
+        assert_eq!(c.registry_write_rate.map(|r| r.per_sec.get()), Some(200));
+        let default = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            ..Default::default()
+        })
+        .expect("default");
+        assert_eq!(default.eureka_domain_project, "default/default");
+        let err = DaemonConfig::resolve(DaemonArgs {
+            node: Some("n1".into()),
+            eureka_domain_project: Some("no-slash".into()),
+            ..Default::default()
+        })
+        .expect_err("bad shape");
+        assert!(err.to_string().contains("--eureka-domain-project"), "{err}");
+    }
 }
