@@ -72,6 +72,7 @@ impl WriteLimiter {
     pub async fn take(&self, n: usize) {
         let mut left = u32::try_from(n).unwrap_or(u32::MAX);
         let started = tokio::time::Instant::now();
+        let mut slept = false;
         while left > 0 {
             let part = left.min(self.part.get());
             let Some(want) = NonZeroU32::new(part) else {
@@ -84,6 +85,7 @@ impl WriteLimiter {
                         let wait = not_until.wait_time_from(self.clock.now());
                         // At least a millisecond: never spin on a rounding error.
                         tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                        slept = true;
                     }
                     // `part` is at most the burst: cannot happen; do not spin if it does.
                     Err(_) => break,
@@ -91,9 +93,8 @@ impl WriteLimiter {
             }
             left -= part;
         }
-        let waited = started.elapsed();
-        if !waited.is_zero() {
-            self.waited.inc_by(waited.as_secs_f64());
+        if slept {
+            self.waited.inc_by(started.elapsed().as_secs_f64());
         }
     }
 }
@@ -541,6 +542,74 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(150), "20 writes at 100/s took {took:?}");
         assert!(waited.get() > 0.1, "waiting not counted: {}", waited.get());
+    }
+
+    /// A registry that records the size of each batch heartbeat, or has no batches.
+    #[derive(Debug, Default)]
+    struct Recording {
+        batches: std::sync::Mutex<Vec<usize>>,
+        no_batches: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Plugin for Recording {
+        fn name(&self) -> &'static str {
+            "recording"
+        }
+        async fn list(&self) -> PluginResult<Snapshot> {
+            Ok(Snapshot::default())
+        }
+        async fn ensure_service(&self, service: &Service) -> PluginResult<String> {
+            Ok(service.service_id.clone())
+        }
+        async fn register(&self, _: &Service, instance: &Instance) -> PluginResult<String> {
+            Ok(instance.instance_id.clone())
+        }
+        async fn heartbeat(&self, _: &Service, _: &str) -> PluginResult<()> {
+            Ok(())
+        }
+        async fn heartbeat_batch(
+            &self,
+            items: &[(&Service, &str)],
+        ) -> PluginResult<Option<Vec<PluginResult<()>>>> {
+            if self.no_batches {
+                return Ok(None);
+            }
+            self.batches.lock().expect("lock").push(items.len());
+            Ok(Some(items.iter().map(|_| Ok(())).collect()))
+        }
+        async fn unregister(&self, _: &Service, _: &str) -> PluginResult<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_out_in_parts_of_a_tenth_of_a_second_and_is_charged_once() {
+        let inner = Arc::new(Recording::default());
+        let waited = Counter::<f64, AtomicU64>::default();
+        let plugin = RateLimitedPlugin::new(inner.clone(), WriteLimiter::new(rate(1000, 1000), waited));
+        let service = Service::default();
+        let ids: Vec<String> = (0..250).map(|i| format!("i{i}")).collect();
+        let items: Vec<(&Service, &str)> = ids.iter().map(|id| (&service, id.as_str())).collect();
+        let results = plugin
+            .heartbeat_batch(&items)
+            .await
+            .expect("call")
+            .expect("batch");
+        assert_eq!(results.len(), 250);
+        assert_eq!(*inner.batches.lock().expect("lock"), vec![100, 100, 50]);
+
+        // Without batches at the registry the answer is Ok(None), and once known, free.
+        let none = Arc::new(Recording {
+            no_batches: true,
+            ..Recording::default()
+        });
+        let waited = Counter::<f64, AtomicU64>::default();
+        let plugin = RateLimitedPlugin::new(none, WriteLimiter::new(rate(1, 1), waited.clone()));
+        assert!(plugin.heartbeat_batch(&items).await.expect("call").is_none());
+        assert!(plugin.heartbeat_batch(&items).await.expect("call").is_none());
+        // Only the first part of the first call took a token (the full bucket's one).
+        assert!(waited.get() == 0.0, "a batch the registry does not take was charged");
     }
 
     #[tokio::test]
