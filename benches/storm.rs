@@ -339,7 +339,9 @@ async fn main() {
         names
             .iter()
             .zip(ports)
-            .map(|(name, p)| start_syncer(dir.path(), name, "site-b", b_port, *p, Some(a_gossip), &s))
+            .map(|(name, p)| {
+                start_syncer(dir.path(), name, "site-b", b_port, *p, Some(a_gossip), &s)
+            })
             .collect()
     };
     let started = Instant::now();
@@ -394,13 +396,14 @@ async fn main() {
         if let Some(c) = core_sample(&http, &b_url).await {
             min_instances = min_instances.min(c.instances);
             max_instances = max_instances.max(c.instances);
-            if steady.is_none() && c.heartbeats - before.heartbeats >= total && c.instances >= total {
+            if steady.is_none() && c.heartbeats - before.heartbeats >= total && c.instances >= total
+            {
                 steady = Some(t);
             }
             core_series.push((t, c));
         }
         // The syncers' own counts once a second (ten scrapes).
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             let now = syncer_writes(&http, &ports).await;
             syncer_series.push((restart.elapsed().as_secs_f64(), totals.add(&now)));
         }
@@ -435,7 +438,10 @@ async fn main() {
     let listed = plugin.list().await.expect("list site B");
     let mut by_origin: HashMap<(String, String), usize> = HashMap::new();
     for i in &listed.instances {
-        if let (Some(c), Some(o)) = (i.properties.get(ORIGIN_CLUSTER), i.properties.get(ORIGIN_INSTANCE_ID)) {
+        if let (Some(c), Some(o)) = (
+            i.properties.get(ORIGIN_CLUSTER),
+            i.properties.get(ORIGIN_INSTANCE_ID),
+        ) {
             *by_origin.entry((c.clone(), o.clone())).or_default() += 1;
         }
     }

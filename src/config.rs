@@ -2026,7 +2026,10 @@ mod tests {
         };
         let off = resolve(None, None).expect("default");
         assert_eq!(off.registry_write_rate, None);
-        assert_eq!(resolve(Some(0), None).expect("zero").registry_write_rate, None);
+        assert_eq!(
+            resolve(Some(0), None).expect("zero").registry_write_rate,
+            None
+        );
         let on = resolve(Some(500), None)
             .expect("rate")
             .registry_write_rate

@@ -103,7 +103,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("built-in service-center failed")
             }
             Command::Purge(args) => {
-                let settings = syncer::purge::Settings::resolve(*args).context("invalid settings")?;
+                let settings =
+                    syncer::purge::Settings::resolve(*args).context("invalid settings")?;
                 syncer::purge::run(settings).await.context("purge failed")?;
                 Ok(())
             }

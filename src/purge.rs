@@ -31,7 +31,9 @@ pub enum Error {
     #[error("invalid registry settings")]
     Config(#[from] crate::config::Error),
     /// No registry address was given: purge works on an external registry.
-    #[error("no registry: give --sc-addr (or sc_addr in --config); purge does not run a built-in core")]
+    #[error(
+        "no registry: give --sc-addr (or sc_addr in --config); purge does not run a built-in core"
+    )]
     NoRegistry,
     /// The TLS settings toward the registry are unusable.
     #[error("cannot set up TLS toward the registry")]
@@ -237,7 +239,11 @@ pub async fn run(settings: Settings) -> Result<Summary, Error> {
     out.flush().map_err(Error::Output)?;
     eprintln!(
         "{} {} cop{} of {}; {} native instance{} left alone",
-        if settings.dry_run { "would remove" } else { "removed" },
+        if settings.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        },
         summary.found,
         if summary.found == 1 { "y" } else { "ies" },
         settings.origin_cluster.as_deref().unwrap_or("every origin"),

@@ -22,20 +22,31 @@ async fn core(dir: &std::path::Path, name: &str) -> (Proc, String) {
         &["servicecenter", "--listen", &format!("127.0.0.1:{port}")],
     );
     let http = reqwest::Client::new();
-    eventually(Duration::from_secs(30), "the core answers", &[&proc], || async {
-        http.get(format!("{base}/v4/default/registry/microservices"))
-            .header("X-Domain-Name", "default")
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the core answers",
+        &[&proc],
+        || async {
+            http.get(format!("{base}/v4/default/registry/microservices"))
+                .header("X-Domain-Name", "default")
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        },
+    )
     .await;
     (proc, base)
 }
 
 /// Creates service `name` in `domain`/`project` and returns its id.
-async fn service(http: &reqwest::Client, base: &str, domain: &str, project: &str, name: &str) -> String {
+async fn service(
+    http: &reqwest::Client,
+    base: &str,
+    domain: &str,
+    project: &str,
+    name: &str,
+) -> String {
     let created: Value = http
         .post(format!("{base}/v4/{project}/registry/microservices"))
         .header("X-Domain-Name", domain)
@@ -69,7 +80,9 @@ async fn instance(
         None => json!({"team": "native"}),
     };
     let resp = http
-        .post(format!("{base}/v4/{project}/registry/microservices/{sid}/instances"))
+        .post(format!(
+            "{base}/v4/{project}/registry/microservices/{sid}/instances"
+        ))
         .header("X-Domain-Name", domain)
         .header("X-Domain-Project", project)
         .json(&json!({"instance": {
@@ -85,9 +98,16 @@ async fn instance(
 }
 
 /// The origin marker of each instance of `sid` (`native` for none), sorted.
-async fn markers(http: &reqwest::Client, base: &str, (domain, project): (&str, &str), sid: &str) -> Vec<String> {
+async fn markers(
+    http: &reqwest::Client,
+    base: &str,
+    (domain, project): (&str, &str),
+    sid: &str,
+) -> Vec<String> {
     let body: Value = http
-        .get(format!("{base}/v4/{project}/registry/microservices/{sid}/instances"))
+        .get(format!(
+            "{base}/v4/{project}/registry/microservices/{sid}/instances"
+        ))
         .header("X-Domain-Name", domain)
         .header("X-Domain-Project", project)
         .send()
@@ -166,9 +186,14 @@ async fn purge_removes_only_copies_by_origin_in_every_tenant_and_a_dry_run_nothi
     let (ok, lines, err) = purge(&["--sc-addr", &base, "--dry-run"]).await;
     assert!(ok, "dry run failed: {err}");
     assert_eq!(lines.len(), 4, "{lines:?}");
-    assert!(lines.iter().all(|l| l.ends_with("\twould remove")), "{lines:?}");
     assert!(
-        lines.iter().any(|l| l.starts_with("west\tother/proj/purge/billing/1.0.0\t")),
+        lines.iter().all(|l| l.ends_with("\twould remove")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("west\tother/proj/purge/billing/1.0.0\t")),
         "{lines:?}"
     );
     assert_eq!(
@@ -181,9 +206,10 @@ async fn purge_removes_only_copies_by_origin_in_every_tenant_and_a_dry_run_nothi
     assert!(ok, "purge of east failed: {err}");
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(
-        lines
-            .iter()
-            .all(|l| l.starts_with("east\tdefault/default/purge/orders/1.0.0\t") && l.ends_with("\tremoved")),
+        lines.iter().all(
+            |l| l.starts_with("east\tdefault/default/purge/orders/1.0.0\t")
+                && l.ends_with("\tremoved")
+        ),
         "{lines:?}"
     );
     assert_eq!(
@@ -249,7 +275,8 @@ async fn purge_through_the_eureka_plugin_removes_only_copies() {
         ids
     };
     let eureka = format!("{base}/eureka");
-    let (ok, lines, err) = purge(&["--sc-plugin", "eureka", "--sc-addr", &eureka, "--dry-run"]).await;
+    let (ok, lines, err) =
+        purge(&["--sc-plugin", "eureka", "--sc-addr", &eureka, "--dry-run"]).await;
     assert!(ok, "{err}");
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(ids().await, ["c-1", "c-2", "n-1"]);
@@ -264,7 +291,10 @@ async fn purge_through_the_eureka_plugin_removes_only_copies() {
     .await;
     assert!(ok, "{err}");
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].starts_with("west\t") && lines[0].contains("\tc-2\t"), "{lines:?}");
+    assert!(
+        lines[0].starts_with("west\t") && lines[0].contains("\tc-2\t"),
+        "{lines:?}"
+    );
     assert_eq!(ids().await, ["c-1", "n-1"]);
     let (ok, _, err) = purge(&["--sc-plugin", "eureka", "--sc-addr", &eureka]).await;
     assert!(ok, "{err}");

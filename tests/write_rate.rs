@@ -58,14 +58,19 @@ async fn a_low_write_rate_makes_copies_appear_at_that_rate_and_never_faster() {
         &a_args,
         &[],
     );
-    eventually(Duration::from_secs(30), "site a's core answers", &[&a], || async {
-        http.get(format!("{a_base}/v4/default/registry/microservices"))
-            .header("X-Domain-Name", "default")
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "site a's core answers",
+        &[&a],
+        || async {
+            http.get(format!("{a_base}/v4/default/registry/microservices"))
+                .header("X-Domain-Name", "default")
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        },
+    )
     .await;
     for s in 0..SERVICES {
         let sid = sc_create_service(&http, &a_base, "rate", &format!("svc-{s}")).await;
@@ -189,7 +194,11 @@ async fn find_in(
 ) -> Option<Vec<Value>> {
     let resp = http
         .get(format!("{base}/v4/{project}/registry/instances"))
-        .query(&[("appId", "eureka"), ("serviceName", name), ("version", "latest")])
+        .query(&[
+            ("appId", "eureka"),
+            ("serviceName", name),
+            ("version", "latest"),
+        ])
         .header("X-Domain-Name", domain)
         .header("X-Domain-Project", project)
         .send()
@@ -213,7 +222,11 @@ async fn a_eureka_sites_apps_land_in_the_domain_and_project_it_names() {
     let registry = Proc::syncer(
         dir.path(),
         "eureka-registry",
-        &["servicecenter", "--listen", &format!("127.0.0.1:{eureka_port}")],
+        &[
+            "servicecenter",
+            "--listen",
+            &format!("127.0.0.1:{eureka_port}"),
+        ],
     );
     let mut e_args = daemon_args("e1", "eureka-site", e_gossip, free_tcp_port(), None);
     e_args.extend([
@@ -234,7 +247,11 @@ async fn a_eureka_sites_apps_land_in_the_domain_and_project_it_names() {
         Duration::from_secs(30),
         "the Eureka registry takes a registration",
         &[&registry],
-        || async { eureka_register(&http, &eureka_base, "ORDERS", "orders-1").await.then_some(()) },
+        || async {
+            eureka_register(&http, &eureka_base, "ORDERS", "orders-1")
+                .await
+                .then_some(())
+        },
     )
     .await;
     let found = eventually(
@@ -248,7 +265,10 @@ async fn a_eureka_sites_apps_land_in_the_domain_and_project_it_names() {
         },
     )
     .await;
-    assert_eq!(found[0]["endpoints"][0], "rest://10.1.2.3:8080", "{found:?}");
+    assert_eq!(
+        found[0]["endpoints"][0], "rest://10.1.2.3:8080",
+        "{found:?}"
+    );
     // And not in the default tenant.
     let default = find_in(&http, &sc_base, "default", "default", "orders")
         .await

@@ -159,9 +159,11 @@ impl RateLimitedPlugin {
                     self.batches[kind].store(BATCHES, Ordering::Relaxed);
                     results.extend(r);
                 }
-                Ok(Some(_)) => return Err(PluginError::Malformed(
-                    "batch answer with another number of results than items".into(),
-                )),
+                Ok(Some(_)) => {
+                    return Err(PluginError::Malformed(
+                        "batch answer with another number of results than items".into(),
+                    ))
+                }
                 Ok(None) => {
                     self.batches[kind].store(NO_BATCHES, Ordering::Relaxed);
                     if results.is_empty() {
@@ -455,7 +457,12 @@ impl Pace {
                 "heartbeating every copy took over 2 ticks (leases are 4): raise --registry-write-rate"
             );
         }
-        debug!(copies = n, lost, took_ms = took.as_millis() as u64, "paced heartbeats done");
+        debug!(
+            copies = n,
+            lost,
+            took_ms = took.as_millis() as u64,
+            "paced heartbeats done"
+        );
     }
 
     /// Heartbeats `part` (a batch call where the registry has one); returns how many the
@@ -540,7 +547,10 @@ mod tests {
         // 20 more at 100/s: about 200 ms.
         limiter.take(20).await;
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(150), "20 writes at 100/s took {took:?}");
+        assert!(
+            took >= Duration::from_millis(150),
+            "20 writes at 100/s took {took:?}"
+        );
         assert!(waited.get() > 0.1, "waiting not counted: {}", waited.get());
     }
 
@@ -587,7 +597,8 @@ mod tests {
     async fn a_batch_goes_out_in_parts_of_a_tenth_of_a_second_and_is_charged_once() {
         let inner = Arc::new(Recording::default());
         let waited = Counter::<f64, AtomicU64>::default();
-        let plugin = RateLimitedPlugin::new(inner.clone(), WriteLimiter::new(rate(1000, 1000), waited));
+        let plugin =
+            RateLimitedPlugin::new(inner.clone(), WriteLimiter::new(rate(1000, 1000), waited));
         let service = Service::default();
         let ids: Vec<String> = (0..250).map(|i| format!("i{i}")).collect();
         let items: Vec<(&Service, &str)> = ids.iter().map(|id| (&service, id.as_str())).collect();
@@ -606,10 +617,21 @@ mod tests {
         });
         let waited = Counter::<f64, AtomicU64>::default();
         let plugin = RateLimitedPlugin::new(none, WriteLimiter::new(rate(1, 1), waited.clone()));
-        assert!(plugin.heartbeat_batch(&items).await.expect("call").is_none());
-        assert!(plugin.heartbeat_batch(&items).await.expect("call").is_none());
+        assert!(plugin
+            .heartbeat_batch(&items)
+            .await
+            .expect("call")
+            .is_none());
+        assert!(plugin
+            .heartbeat_batch(&items)
+            .await
+            .expect("call")
+            .is_none());
         // Only the first part of the first call took a token (the full bucket's one).
-        assert!(waited.get() == 0.0, "a batch the registry does not take was charged");
+        assert!(
+            waited.get() == 0.0,
+            "a batch the registry does not take was charged"
+        );
     }
 
     #[tokio::test]
@@ -618,6 +640,9 @@ mod tests {
         let started = std::time::Instant::now();
         limiter.take(105).await;
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(80), "105 at 1000/s burst 5 took {took:?}");
+        assert!(
+            took >= Duration::from_millis(80),
+            "105 at 1000/s burst 5 took {took:?}"
+        );
     }
 }

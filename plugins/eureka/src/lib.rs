@@ -509,7 +509,16 @@ mod tests {
         for good in ["default/default", "a/b", "my-domain/proj_1.x"] {
             assert_eq!(valid_domain_project(good), Ok(()), "{good}");
         }
-        for bad in ["", "a", "a/", "/b", "a/b/c", "a b/c", "a/\u{e9}", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "a",
+            "a/",
+            "/b",
+            "a/b/c",
+            "a b/c",
+            "a/\u{e9}",
+            &"x".repeat(65),
+        ] {
             assert!(valid_domain_project(bad).is_err(), "{bad:?} accepted");
         }
     }
