@@ -271,8 +271,13 @@ impl Plugin for RateLimitedPlugin {
 }
 
 /// Time between two slots of a paced round: a round of n copies over `spread` sends
-/// `n / (spread / SLOT)` heartbeats every `SLOT`.
+/// `n / (spread / SLOT)` heartbeats every `SLOT` (at least [`MIN_SLOT_HEARTBEATS`] a slot).
 pub const SLOT: Duration = Duration::from_millis(100);
+
+/// Fewest heartbeats a slot sends (one batch call): a round of up to this many copies goes
+/// at once, as it did before pacing, and a larger one in fewer, fuller slots rather than in
+/// many calls of a few heartbeats.
+pub const MIN_SLOT_HEARTBEATS: usize = 100;
 
 /// Heartbeats per batch call of a slot (as [`super::importer::HEARTBEAT_BATCH`]).
 const SLOT_BATCH: usize = super::importer::HEARTBEAT_BATCH;
@@ -422,7 +427,7 @@ impl Pace {
         let started = tokio::time::Instant::now();
         let slots = usize::try_from(self.spread.as_millis() / SLOT.as_millis().max(1))
             .unwrap_or(usize::MAX)
-            .clamp(1, n);
+            .clamp(1, n.div_ceil(MIN_SLOT_HEARTBEATS));
         let per_slot = n.div_ceil(slots);
         let mut lost = 0usize;
         for (i, chunk) in round.copies.chunks(per_slot).enumerate() {
