@@ -4,13 +4,15 @@
 //! ```sh
 //! cargo bench --bench storm
 //! cargo bench --bench storm -- --copies 10000 --syncers 10 --rate 1000 --tick 10 --observe-secs 60
+//! cargo bench --bench storm -- --burst 1000    # a whole second's worth at once
 //! cargo bench --bench storm -- --rate 0      # no write limit, for comparison
 //! ```
 //!
 //! Setup, all processes on loopback: site A is a core (`syncer servicecenter`) holding
 //! `--copies` instances (`--per-service` per service) and one syncer; site B is one core and
-//! `--syncers` syncers of one cluster, each with `--registry-write-rate` `--rate` (burst the
-//! same) and `--ticker-interval` `--tick`. The bench waits until B's core holds every copy
+//! `--syncers` syncers of one cluster, each with `--registry-write-rate` `--rate`,
+//! `--registry-write-burst` `--burst` (default: the daemon's, a tenth of the rate) and
+//! `--ticker-interval` `--tick`. The bench waits until B's core holds every copy
 //! and a tick more, then SIGKILLs every B syncer at once (a crash, so no handover heartbeat)
 //! and starts them all again at once, and samples B's core every 250 ms for
 //! `--observe-secs` (longer than a copy's lease, 4 ticks, by default).
@@ -48,6 +50,8 @@ struct Settings {
     per_service: usize,
     syncers: usize,
     rate: u32,
+    /// `None`: the daemon's default burst.
+    burst: Option<u32>,
     tick: u64,
     observe_secs: u64,
 }
@@ -58,6 +62,7 @@ fn settings() -> Settings {
         per_service: 10,
         syncers: 10,
         rate: 1000,
+        burst: None,
         tick: 10,
         observe_secs: 60,
     };
@@ -70,6 +75,7 @@ fn settings() -> Settings {
             "--per-service" => s.per_service = val().parse().expect("--per-service N"),
             "--syncers" => s.syncers = val().parse().expect("--syncers N"),
             "--rate" => s.rate = val().parse().expect("--rate N"),
+            "--burst" => s.burst = Some(val().parse().expect("--burst N")),
             "--tick" => s.tick = val().parse().expect("--tick SECS"),
             "--observe-secs" => s.observe_secs = val().parse().expect("--observe-secs N"),
             _ => {} // cargo passes --bench
@@ -132,6 +138,9 @@ fn start_syncer(
         "--registry-write-rate".into(),
         s.rate.to_string(),
     ];
+    if let Some(burst) = s.burst {
+        args.extend(["--registry-write-burst".into(), burst.to_string()]);
+    }
     if let Some(j) = join {
         args.extend(["--join-addr".into(), format!("127.0.0.1:{j}")]);
     }
@@ -449,7 +458,16 @@ async fn main() {
 
     println!(
         "storm         {} syncers SIGKILLed and restarted at once, {} copies, --registry-write-rate {} (burst {}), tick {} s, observed {} s",
-        s.syncers, s.copies, s.rate, s.rate, s.tick, s.observe_secs
+        s.syncers,
+        s.copies,
+        s.rate,
+        match (s.burst, std::env::var("SYNCER_REGISTRY_WRITE_BURST")) {
+            (Some(b), _) => b.to_string(),
+            (None, Ok(b)) => b,
+            (None, Err(_)) => "default".to_owned(),
+        },
+        s.tick,
+        s.observe_secs
     );
     println!(
         "registry      peak writes/s {:.0} (heartbeats + instances added, any 1 s window) against the configured {}; peak write requests/s {:.0}",

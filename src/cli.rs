@@ -205,8 +205,8 @@ pub struct DaemonArgs {
     /// restart of many syncers does not burst. (default: 0, unlimited)
     #[arg(long, env = "SYNCER_REGISTRY_WRITE_RATE")]
     pub registry_write_rate: Option<u32>,
-    /// Writes the registry may take at once above --registry-write-rate (the bucket's size),
-    /// at least 1. (default: the rate: one second's worth)
+    /// Writes that may go at once (the bucket's size), at least 1; any 1 s window sees at
+    /// most the rate plus this. (default: a tenth of --registry-write-rate, at least 1)
     #[arg(long, env = "SYNCER_REGISTRY_WRITE_BURST")]
     pub registry_write_burst: Option<u32>,
     /// Address of the built-in service-center core, used when --sc-addr is not given.
