@@ -73,6 +73,8 @@ pub enum Reason {
     Duplicate,
     /// A filter stopped matching the service.
     Filter,
+    /// Imports were suspended with `copies=drop` (`POST /v1/syncer/suspend`).
+    Suspend,
 }
 
 impl Reason {
@@ -85,6 +87,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::Duplicate => "duplicate",
             Reason::Filter => "filter",
+            Reason::Suspend => "suspend",
         }
     }
 }

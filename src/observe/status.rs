@@ -23,6 +23,29 @@ pub struct SyncStatus {
     pub lease_secs: u64,
     /// One entry per peer cluster known (alive members, copies held, or heard from).
     pub peers: Vec<PeerStatus>,
+    /// Set while imports are suspended (`POST /v1/syncer/suspend`).
+    pub suspended: Option<Suspension>,
+}
+
+/// Imports suspended by `POST /v1/syncer/suspend` until `POST /v1/syncer/resume`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Suspension {
+    /// Since when, in ms since the Unix epoch.
+    pub since_ms: u64,
+    /// What happens to the copies meanwhile.
+    pub copies: CopiesWhileSuspended,
+}
+
+/// What a suspension does with the copies this member wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopiesWhileSuspended {
+    /// They stay as they are and their heartbeats go on; nothing new is written, nothing
+    /// removed.
+    Keep,
+    /// They are removed (an event each, reason `suspend`), and nothing is written until
+    /// resume.
+    Drop,
 }
 
 /// How this member sees one peer cluster.
@@ -66,7 +89,7 @@ pub fn as_string<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error>
     s.collect_str(n)
 }
 
-/// Questions the reconcile loop answers between changes.
+/// Questions the reconcile loop answers, and commands it carries out, between changes.
 #[derive(Debug)]
 pub enum Query {
     /// Per service of the peers: copies expected against present.
@@ -88,6 +111,44 @@ pub enum Query {
         /// Where the answer goes.
         reply: oneshot::Sender<InstancesReport>,
     },
+    /// A full reconcile now (`POST /v1/syncer/resync`); with `cluster`, that peer's whole
+    /// export is also fetched again (its stream restarts from nothing).
+    Resync {
+        /// One peer cluster, or all.
+        cluster: Option<String>,
+        /// The outcome, once the reconcile ended.
+        reply: oneshot::Sender<Result<ResyncReport, String>>,
+    },
+    /// Suspends imports (`POST /v1/syncer/suspend`).
+    Suspend {
+        /// What happens to the copies meanwhile.
+        copies: CopiesWhileSuspended,
+        /// The suspension as set, and the copies removed now (with `drop`).
+        reply: oneshot::Sender<(Suspension, usize)>,
+    },
+    /// Ends a suspension (`POST /v1/syncer/resume`) with a full reconcile.
+    Resume {
+        /// The suspension that ended (`None` if there was none) and the reconcile's outcome.
+        reply: oneshot::Sender<(Option<Suspension>, Option<ResyncReport>)>,
+    },
+}
+
+/// What a reconcile asked for by the admin API did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ResyncReport {
+    /// Whether this member leads its cluster; only the leader imports, so a follower
+    /// reconciles nothing.
+    pub is_leader: bool,
+    /// Copies registered (new, or replaced because their origin changed).
+    pub registered: usize,
+    /// Copies removed.
+    pub unregistered: usize,
+    /// Copies heartbeated.
+    pub heartbeated: usize,
+    /// Registry writes that failed.
+    pub failed: usize,
+    /// How long it took, in ms.
+    pub elapsed_ms: u64,
 }
 
 /// The answer to [`Query::Services`].
