@@ -84,7 +84,9 @@ pub enum Mode {
 #[derive(Debug, Default, Clone, Args)]
 pub struct DaemonArgs {
     /// YAML file with the same settings (keys as the flags, with underscores: sc_addr,
-    /// sc_plugin, bind_addr, ...). Flags and env vars override it.
+    /// sc_plugin, bind_addr, ...; and log_filter). Flags and env vars override it. Read again
+    /// on SIGHUP and when it changes: the ticker interval and log_filter apply in place, a
+    /// bad file is refused and the settings in use stay.
     #[arg(long, env = "SYNCER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Registry address(es), comma separated, e.g. http://10.0.0.1:30100 or, for eureka,
