@@ -1602,7 +1602,10 @@ mod tests {
             c.filters.spec().export.include,
             vec!["default/default/*/orders-*".to_string()]
         );
-        assert_eq!(c.filters.spec().import.exclude, vec!["**/secret-*".to_string()]);
+        assert_eq!(
+            c.filters.spec().import.exclude,
+            vec!["**/secret-*".to_string()]
+        );
         assert!(c.dry_run);
 
         // Flags: comma separated and repeatable, each list overriding the file's.
@@ -1638,7 +1641,10 @@ mod tests {
         assert!(DaemonConfig::resolve(daemon(&["--config", &path_arg])).is_err());
 
         // The environment, comma separated like the flag (a variable only this test uses).
-        std::env::set_var("SYNCER_IMPORT_INCLUDE", "default/default/shop/*,meta:env=prod");
+        std::env::set_var(
+            "SYNCER_IMPORT_INCLUDE",
+            "default/default/shop/*,meta:env=prod",
+        );
         let args = daemon(&[]);
         std::env::remove_var("SYNCER_IMPORT_INCLUDE");
         let c = DaemonConfig::resolve(args).expect("valid");

@@ -127,11 +127,30 @@ async fn register(
     body["instanceId"].as_str().expect("instanceId").to_owned()
 }
 
-/// The ports (`rest://127.0.0.1:PORT`) of `shop/name`'s instances at `registry`, sorted;
+/// The ports (`rest://127.0.0.1:PORT`) of `shop/name`'s instances at `registry` (version
+/// latest), sorted; empty when the service does not exist there (service-center's 400012);
 /// `None` until it answers.
 async fn ports(http: &reqwest::Client, registry: &str, name: &str) -> Option<Vec<u16>> {
-    let found = support::sc_find_instances(http, registry, "shop", name).await?;
-    let mut ports: Vec<u16> = found
+    let resp = http
+        .get(format!("{registry}/v4/default/registry/instances"))
+        .query(&[
+            ("appId", "shop"),
+            ("serviceName", name),
+            ("version", "latest"),
+        ])
+        .header("X-Domain-Name", "default")
+        .send()
+        .await
+        .ok()?;
+    let success = resp.status().is_success();
+    let body: Value = resp.json().await.ok()?;
+    if !success {
+        return (body["errorCode"] == "400012").then(Vec::new);
+    }
+    let mut ports: Vec<u16> = body["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
         .iter()
         .filter_map(|i| i["endpoints"][0].as_str())
         .filter_map(|e| e.rsplit(':').next()?.parse().ok())
@@ -167,8 +186,7 @@ async fn events(http: &reqwest::Client, site: &Site) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_export_exclude_keeps_a_service_home_and_an_import_exclude_on_metadata_keeps_dev_out()
-{
+async fn an_export_exclude_keeps_a_service_home_and_an_import_exclude_on_metadata_keeps_dev_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dir = dir.path();
     let http = reqwest::Client::new();
@@ -183,10 +201,31 @@ async fn an_export_exclude_keeps_a_service_home_and_an_import_exclude_on_metadat
     // What must not cross is registered first: had it crossed, it would be there before
     // what crosses.
     let secret = support::sc_create_service(&http, &a.registry, "shop", "secret-keys").await;
-    register(&http, &a.registry, &secret, 7001, serde_json::json!({"env": "prod"})).await;
+    register(
+        &http,
+        &a.registry,
+        &secret,
+        7001,
+        serde_json::json!({"env": "prod"}),
+    )
+    .await;
     let orders = support::sc_create_service(&http, &a.registry, "shop", "orders").await;
-    register(&http, &a.registry, &orders, 7002, serde_json::json!({"env": "dev"})).await;
-    register(&http, &a.registry, &orders, 7003, serde_json::json!({"env": "prod"})).await;
+    register(
+        &http,
+        &a.registry,
+        &orders,
+        7002,
+        serde_json::json!({"env": "dev"}),
+    )
+    .await;
+    register(
+        &http,
+        &a.registry,
+        &orders,
+        7003,
+        serde_json::json!({"env": "prod"}),
+    )
+    .await;
     register(&http, &a.registry, &orders, 7004, serde_json::json!({})).await;
 
     let crossed = eventually(
@@ -271,7 +310,10 @@ async fn an_import_exclude_keeps_a_service_out_and_a_restart_with_it_removes_the
 
     // Restarted with the exclusion moved from secret-keys to orders, while orders' copies
     // exist: they go, secret-keys comes.
-    assert!(b_syncer.terminate(Duration::from_secs(15)), "site-b's syncer did not stop");
+    assert!(
+        b_syncer.terminate(Duration::from_secs(15)),
+        "site-b's syncer did not stop"
+    );
     let b_syncer = b.start_daemon(dir, &["--import-exclude", "default/default/shop/orders"]);
     let logs = [&a_syncer, &b_syncer];
     eventually(
@@ -292,8 +334,10 @@ async fn an_import_exclude_keeps_a_service_out_and_a_restart_with_it_removes_the
         .collect();
     // One event per copy (a removal that races a full reconcile may be made, and recorded,
     // twice: removals are idempotent).
-    let copies: std::collections::BTreeSet<&str> =
-        removed.iter().filter_map(|e| e["instance_id"].as_str()).collect();
+    let copies: std::collections::BTreeSet<&str> = removed
+        .iter()
+        .filter_map(|e| e["instance_id"].as_str())
+        .collect();
     assert_eq!(copies.len(), 2, "one event per copy removed: {removed:?}");
     for e in &removed {
         assert_eq!(e["reason"], "filter", "{e}");
@@ -325,10 +369,17 @@ async fn a_dry_run_restart_with_an_exclusion_removes_nothing_and_reports_the_rem
     )
     .await;
 
-    assert!(b_syncer.terminate(Duration::from_secs(15)), "site-b's syncer did not stop");
+    assert!(
+        b_syncer.terminate(Duration::from_secs(15)),
+        "site-b's syncer did not stop"
+    );
     let b_syncer = b.start_daemon(
         dir,
-        &["--dry-run", "--import-exclude", "default/default/shop/orders"],
+        &[
+            "--dry-run",
+            "--import-exclude",
+            "default/default/shop/orders",
+        ],
     );
     let logs = [&a_syncer, &b_syncer];
     // A new instance at the origin while in dry run: it would be registered, and is not.
@@ -341,9 +392,7 @@ async fn a_dry_run_restart_with_an_exclusion_removes_nothing_and_reports_the_rem
         || async {
             let status = get_json(&http, &format!("{}/v1/syncer/status", b.http)).await?;
             let pending = status["pending"].clone();
-            (status["dry_run"] == true
-                && pending["unregister"] == 2
-                && pending["register"] == 1)
+            (status["dry_run"] == true && pending["unregister"] == 2 && pending["register"] == 1)
                 .then_some((status["reconciles"].as_u64()?, pending))
         },
     )
@@ -354,8 +403,15 @@ async fn a_dry_run_restart_with_an_exclusion_removes_nothing_and_reports_the_rem
     for item in items.iter().filter(|i| i["op"] == "unregister") {
         assert_eq!(item["reason"], "filter", "{item}");
         assert_eq!(item["origin_cluster"], "site-a", "{item}");
-        assert_eq!(item["service"], "default/default/shop/orders/1.0.0", "{item}");
-        assert_eq!(item["instance_id"].as_str().map(str::len), Some(32), "{item}");
+        assert_eq!(
+            item["service"], "default/default/shop/orders/1.0.0",
+            "{item}"
+        );
+        assert_eq!(
+            item["instance_id"].as_str().map(str::len),
+            Some(32),
+            "{item}"
+        );
     }
     assert!(
         items
@@ -391,7 +447,10 @@ async fn a_dry_run_restart_with_an_exclusion_removes_nothing_and_reports_the_rem
         .filter(|e| e["kind"] == "unregister" && e["reason"] == "filter")
         .collect();
     assert_eq!(would_remove.len(), 2, "{recorded:?}");
-    assert!(recorded.iter().all(|e| e["dry_run"] == true), "{recorded:?}");
+    assert!(
+        recorded.iter().all(|e| e["dry_run"] == true),
+        "{recorded:?}"
+    );
 
     // Nothing was written: a full reconcile later the copies are all there, and the new
     // instance was not copied.

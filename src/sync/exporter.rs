@@ -387,7 +387,9 @@ impl ExportListing {
                     .map(|p| service_match(filter, &p.unpack()))
             });
             m.is_some_and(|m| {
-                filter.passes_with(m, || -> BTreeMap<String, String> { packed.unpack().properties })
+                filter.passes_with(m, || -> BTreeMap<String, String> {
+                    packed.unpack().properties
+                })
             })
         });
     }
@@ -669,13 +671,15 @@ impl ExportFeed {
             let key = instance_key(&i.service_id, &i.instance_id);
             let service = service_key(&i.service_id);
             let passes = filter.is_everything() || {
-                let m = *verdicts.entry(service).or_insert_with(|| match listed.get(&service) {
-                    Some(s) => Some(service_match(&filter, s)),
-                    None => state
-                        .services
-                        .get(&service)
-                        .map(|p| service_match(&filter, &p.unpack())),
-                });
+                let m = *verdicts
+                    .entry(service)
+                    .or_insert_with(|| match listed.get(&service) {
+                        Some(s) => Some(service_match(&filter, s)),
+                        None => state
+                            .services
+                            .get(&service)
+                            .map(|p| service_match(&filter, &p.unpack())),
+                    });
                 // A service not known is not exported (the next listing tells).
                 m.is_some_and(|m| filter.passes(m, &i.properties))
             };
@@ -1033,11 +1037,19 @@ mod tests {
     #[test]
     fn the_export_filter_leaves_out_what_it_does_not_pass_from_listings_and_changes() {
         let feed = ExportFeed::new(8);
-        feed.set_filter(filters(&[], &["default/default/shop/payments"]).export.clone());
+        feed.set_filter(
+            filters(&[], &["default/default/shop/payments"])
+                .export
+                .clone(),
+        );
         feed.update_at(ExportListing::of(&shop()), Some(1))
             .expect("first listing");
         assert_eq!(exported_ids(&feed), vec!["a"]);
-        assert_eq!(feed.current().1.services.len(), 1, "payments is not exported");
+        assert_eq!(
+            feed.current().1.services.len(),
+            1,
+            "payments is not exported"
+        );
 
         // A new filter: orders, and whatever runs in prod.
         feed.set_filter(

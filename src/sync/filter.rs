@@ -353,7 +353,11 @@ mod tests {
             ..Default::default()
         };
         let direct = f.passes_instance(&service, &instance);
-        let m = f.service(&service.domain_project, &service.app_id, &service.service_name);
+        let m = f.service(
+            &service.domain_project,
+            &service.app_id,
+            &service.service_name,
+        );
         let lazy = f.passes_with(m, || instance.properties.clone());
         assert_eq!(direct, lazy, "lazy and direct verdicts differ for {path}");
         direct
@@ -420,7 +424,11 @@ mod tests {
         let f = filter(&["meta:env=prod", "a/b/c/always"], &["meta:zone=eu-*"]);
         assert!(passes(&f, "a/b/c/always", &[("env", "dev")]));
         assert!(passes(&f, "a/b/c/d", &[("env", "prod"), ("zone", "us-1")]));
-        assert!(!passes(&f, "a/b/c/d", &[("env", "prod"), ("zone", "eu-1/x")]));
+        assert!(!passes(
+            &f,
+            "a/b/c/d",
+            &[("env", "prod"), ("zone", "eu-1/x")]
+        ));
         assert!(!passes(&f, "a/b/c/always", &[("zone", "eu-2")]));
         let m = f.service("a/b", "c", "d");
         assert!(f.needs_metadata(m));
@@ -450,7 +458,10 @@ mod tests {
             },
             ..Default::default()
         };
-        assert_eq!(Filters::new(&spec).map(|_| ()).map_err(|e| e.0), Err("import"));
+        assert_eq!(
+            Filters::new(&spec).map(|_| ()).map_err(|e| e.0),
+            Err("import")
+        );
     }
 
     #[test]

@@ -1027,51 +1027,52 @@ pub fn preview(
 ) -> (Applied, Preview) {
     let mut applied = Applied::default();
     let mut out = Preview::default();
-    let mut note = |register: bool, origin: &OriginKey, reason: Reason, subject: &dyn Fn() -> Subject| {
-        if register {
-            out.pending.register += 1;
-        } else {
-            out.pending.unregister += 1;
-        }
-        let key = (register, origin.clone());
-        let new = !before.contains(&key);
-        out.keys.insert(key);
-        let show = out.pending.items.len() < PENDING_SHOWN;
-        if !new && !show {
-            return;
-        }
-        let subject = subject();
-        let (kind, op) = if register {
-            (EventKind::Register, "register")
-        } else {
-            (EventKind::Unregister, "unregister")
+    let mut note =
+        |register: bool, origin: &OriginKey, reason: Reason, subject: &dyn Fn() -> Subject| {
+            if register {
+                out.pending.register += 1;
+            } else {
+                out.pending.unregister += 1;
+            }
+            let key = (register, origin.clone());
+            let new = !before.contains(&key);
+            out.keys.insert(key);
+            let show = out.pending.items.len() < PENDING_SHOWN;
+            if !new && !show {
+                return;
+            }
+            let subject = subject();
+            let (kind, op) = if register {
+                (EventKind::Register, "register")
+            } else {
+                (EventKind::Unregister, "unregister")
+            };
+            if show {
+                out.pending.items.push(PendingWrite {
+                    op,
+                    reason,
+                    origin_cluster: subject.origin_cluster.clone(),
+                    service: subject.service.clone(),
+                    instance_id: subject.instance_id.clone(),
+                    origin_instance_id: subject.origin_instance_id.clone(),
+                });
+            }
+            if let (true, Some(events)) = (new, &events) {
+                events.record(Event {
+                    seq: 0,
+                    at_ms: 0,
+                    kind,
+                    reason,
+                    op,
+                    origin_cluster: subject.origin_cluster,
+                    service: subject.service,
+                    instance_id: subject.instance_id,
+                    origin_instance_id: subject.origin_instance_id,
+                    error: None,
+                    dry_run: true,
+                });
+            }
         };
-        if show {
-            out.pending.items.push(PendingWrite {
-                op,
-                reason,
-                origin_cluster: subject.origin_cluster.clone(),
-                service: subject.service.clone(),
-                instance_id: subject.instance_id.clone(),
-                origin_instance_id: subject.origin_instance_id.clone(),
-            });
-        }
-        if let (true, Some(events)) = (new, &events) {
-            events.record(Event {
-                seq: 0,
-                at_ms: 0,
-                kind,
-                reason,
-                op,
-                origin_cluster: subject.origin_cluster,
-                service: subject.service,
-                instance_id: subject.instance_id,
-                origin_instance_id: subject.origin_instance_id,
-                error: None,
-                dry_run: true,
-            });
-        }
-    };
     for (origin, copy, reason) in plan.unregister {
         note(false, &origin, reason, &|| Subject::of_copy(&origin, &copy));
         applied.copies.insert(origin, copy);
@@ -1081,7 +1082,9 @@ pub fn preview(
         note(false, &origin, Reason::OriginChange, &|| {
             Subject::of_copy(&origin, &copy)
         });
-        note(true, &origin, Reason::OriginChange, &|| Subject::of_source(&source));
+        note(true, &origin, Reason::OriginChange, &|| {
+            Subject::of_source(&source)
+        });
         applied.copies.insert(origin, copy);
     }
     for source in &plan.register {
@@ -1377,7 +1380,10 @@ mod tests {
     #[test]
     fn an_import_filter_on_metadata_takes_the_matching_instances_only() {
         let cluster: Arc<str> = Arc::from("eureka-site");
-        let mut snapshot = export(&[("prod", "http://127.0.0.1:1"), ("dev", "http://127.0.0.1:2")]);
+        let mut snapshot = export(&[
+            ("prod", "http://127.0.0.1:1"),
+            ("dev", "http://127.0.0.1:2"),
+        ]);
         snapshot.instances[0]
             .properties
             .insert("env".into(), "prod".into());
@@ -1441,7 +1447,10 @@ mod tests {
         };
         let (applied, first) = round(&HashSet::new());
         assert_eq!((first.pending.register, first.pending.unregister), (1, 1));
-        assert_eq!(applied.registered + applied.unregistered + applied.heartbeated, 0);
+        assert_eq!(
+            applied.registered + applied.unregistered + applied.heartbeated,
+            0
+        );
         // Every copy stays: the kept one and the one a real run would remove.
         assert_eq!(applied.copies.len(), 2);
         assert_eq!(first.pending.items.len(), 2);
