@@ -1469,4 +1469,54 @@ mod tests {
         assert_eq!(second.pending, first.pending);
         assert_eq!(events.since(0, 100).len(), 2);
     }
+
+    /// Figures, not a check: `cargo test --release --lib plan_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "prints figures"]
+    fn plan_cost_with_and_without_an_import_filter_at_100k_instances() {
+        let services = 1_000;
+        let per_service = 100;
+        let mut snapshot = Snapshot::default();
+        for s in 0..services {
+            snapshot.services.push(Service {
+                domain_project: "default/default".into(),
+                service_id: format!("s{s}"),
+                app_id: "shop".into(),
+                service_name: format!("svc-{s}"),
+                version: "1.0.0".into(),
+                ..Default::default()
+            });
+            for i in 0..per_service {
+                let mut instance = Instance {
+                    instance_id: format!("i{s}-{i}"),
+                    service_id: format!("s{s}"),
+                    host_name: "h".into(),
+                    endpoints: vec![format!("rest://10.0.{}.{}:8080", s % 250, i)],
+                    ..Default::default()
+                };
+                let env = if i % 2 == 0 { "prod" } else { "dev" };
+                instance.properties.insert("env".into(), env.into());
+                snapshot.instances.push(instance);
+            }
+        }
+        let cluster: Arc<str> = Arc::from("eureka-site");
+        let state = PeerExportState::pulled(&snapshot);
+        for (what, config) in [
+            ("no filter", config()),
+            (
+                "service globs",
+                filtered(&["default/default/shop/svc-1*"], &[]),
+            ),
+            ("meta:env=prod", filtered(&["meta:env=prod"], &[])),
+        ] {
+            let started = std::time::Instant::now();
+            let p = plan(&config, &[view(&cluster, &state)], &HashSet::new(), empty());
+            eprintln!(
+                "plan of {} instances, {what}: {} registrations in {} ms",
+                services * per_service,
+                p.register.len(),
+                started.elapsed().as_millis()
+            );
+        }
+    }
 }
