@@ -81,10 +81,12 @@ pub enum Mode {
 
 /// Flags of `syncer daemon`. Every one may also come from its `SYNCER_*` variable or the
 /// `--config` file; each doc gives its default.
-#[derive(Debug, Default, Args)]
+#[derive(Debug, Default, Clone, Args)]
 pub struct DaemonArgs {
     /// YAML file with the same settings (keys as the flags, with underscores: sc_addr,
-    /// sc_plugin, bind_addr, ...). Flags and env vars override it.
+    /// sc_plugin, bind_addr, ...; and log_filter). Flags and env vars override it. Read again
+    /// on SIGHUP and when it changes: the ticker interval and log_filter apply in place, a
+    /// bad file is refused and the settings in use stay.
     #[arg(long, env = "SYNCER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Registry address(es), comma separated, e.g. http://10.0.0.1:30100 or, for eureka,
@@ -169,6 +171,13 @@ pub struct DaemonArgs {
     /// (default: none; no token asked on loopback)
     #[arg(long, env = "SYNCER_HTTP_TOKEN_FILE")]
     pub http_token_file: Option<PathBuf>,
+    /// A file holding the bearer token the admin endpoints of --http-addr (resync, suspend,
+    /// resume, log-level) must carry as `Authorization: Bearer <token>`. Without it they
+    /// answer only on a loopback --http-addr (and then take --http-token-file's token if one
+    /// is set). Requests from a browser (with an Origin or a cross-site Sec-Fetch-Site header)
+    /// are refused either way. (default: none)
+    #[arg(long, env = "SYNCER_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Gossip addresses of existing members to join, comma separated; a missing port means
     /// 30190. (default: none; start a new pool)
     #[arg(long, env = "SYNCER_JOIN_ADDR")]
@@ -497,7 +506,7 @@ impl CoreLimitsArgs {
 /// TLS and authentication toward etcd, for every etcd endpoint of the process (the built-in
 /// core's store and the leader election). The password is never a flag: it comes from
 /// --etcd-password-file or the environment variable SYNCER_ETCD_PASSWORD.
-#[derive(Debug, Default, Args)]
+#[derive(Debug, Default, Clone, Args)]
 pub struct EtcdArgs {
     /// etcd user (etcd's `auth enable`); its password comes from --etcd-password-file, else
     /// SYNCER_ETCD_PASSWORD. A wrong password stops the start. Credentials in an etcd URL are

@@ -107,6 +107,11 @@ pub struct FileConfig {
     pub http_addr: Option<String>,
     /// As `--http-token-file`.
     pub http_token_file: Option<PathBuf>,
+    /// As `--admin-token-file`.
+    pub admin_token_file: Option<PathBuf>,
+    /// The log filter (`EnvFilter` syntax, e.g. `info,syncer::sync=debug`); `SYNCER_LOG`
+    /// or `RUST_LOG` win over it. Applied again on a reload.
+    pub log_filter: Option<String>,
     /// As `--join-addr` (a comma list).
     pub join_addr: Option<String>,
     /// As `--node`.
@@ -332,6 +337,14 @@ pub struct DaemonConfig {
     /// The bearer token its requests must carry (`--http-token-file`, read at start);
     /// `None`: no token. `Debug` shows `***`.
     pub http_token: Option<crate::observe::http::Token>,
+    /// The bearer token of the admin endpoints (`--admin-token-file`, read at start);
+    /// `None`: they answer only on a loopback listener.
+    pub admin_token: Option<crate::observe::http::Token>,
+    /// The config file's `log_filter`, checked.
+    pub log_filter: Option<String>,
+    /// What the settings were resolved from, to resolve them again on SIGHUP or when the
+    /// `--config` file changes; `None` without a `--config` file.
+    pub source: Option<ConfigSource>,
     /// The built-in core's HTTP connections open at once (`--builtin-max-connections`).
     pub builtin_max_connections: usize,
     /// The built-in core's WebSocket watchers open at once (`--builtin-max-watchers`).
@@ -379,12 +392,43 @@ pub struct DaemonConfig {
     pub insecure: bool,
 }
 
+/// The flags and environment a [`DaemonConfig`] came from, kept to read the `--config` file
+/// again. `Debug` shows only the file's path (the flags may hold a gossip key).
+#[derive(Clone)]
+pub struct ConfigSource(std::sync::Arc<DaemonArgs>);
+
+impl std::fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ConfigSource").field(&self.0.config).finish()
+    }
+}
+
+impl ConfigSource {
+    /// The `--config` file.
+    pub fn path(&self) -> Option<&Path> {
+        self.0.config.as_deref()
+    }
+
+    /// Resolves the settings again: the flags and environment as at start, the file as it
+    /// is now.
+    ///
+    /// # Errors
+    /// As [`DaemonConfig::resolve`].
+    pub fn resolve(&self) -> Result<DaemonConfig, Error> {
+        DaemonConfig::resolve(DaemonArgs::clone(&self.0))
+    }
+}
+
 impl DaemonConfig {
     /// Applies flag/env > file > default and validates.
     ///
     /// # Errors
     /// [`Error`] naming the setting at fault.
     pub fn resolve(args: DaemonArgs) -> Result<DaemonConfig, Error> {
+        let source = args
+            .config
+            .is_some()
+            .then(|| ConfigSource(std::sync::Arc::new(args.clone())));
         let mut file = match &args.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
@@ -757,6 +801,20 @@ impl DaemonConfig {
             })?),
             None => None,
         };
+        let admin_token = match args.admin_token_file.or(file.admin_token_file) {
+            Some(path) => Some(crate::observe::http::Token::read(&path).map_err(|reason| {
+                invalid("--admin-token-file", &path.display().to_string(), reason)
+            })?),
+            None => None,
+        };
+        let log_filter = match file.log_filter.take() {
+            Some(text) => Some(
+                crate::logging::parse(&text)
+                    .map(|_| text.trim().to_owned())
+                    .map_err(|reason| invalid("log_filter", &text, reason))?,
+            ),
+            None => None,
+        };
         if let Some(addr) = http_addr {
             if !insecure && http_token.is_none() && !addr.ip().is_loopback() {
                 return Err(invalid(
@@ -794,6 +852,9 @@ impl DaemonConfig {
             rpc_max_connections,
             http_addr,
             http_token,
+            admin_token,
+            log_filter,
+            source,
             builtin_max_connections,
             builtin_max_watchers,
             join_addrs,

@@ -77,6 +77,8 @@ pub enum Reason {
     Duplicate,
     /// A filter stopped matching the service.
     Filter,
+    /// Imports were suspended with `copies=drop` (`POST /v1/syncer/suspend`).
+    Suspend,
 }
 
 impl Reason {
@@ -89,6 +91,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::Duplicate => "duplicate",
             Reason::Filter => "filter",
+            Reason::Suspend => "suspend",
         }
     }
 }

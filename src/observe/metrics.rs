@@ -97,6 +97,8 @@ pub struct Metrics {
     pub leader_changes: Counter,
     /// `syncer_export_revision`: the revision of this member's export.
     pub export_revision: Gauge,
+    /// `syncer_suspended`: 1 while imports are suspended (`POST /v1/syncer/suspend`).
+    pub suspended: Gauge,
     /// `syncer_import_lag_revisions{cluster}`: revisions the peer gossips beyond the one
     /// this member holds of its export.
     pub import_lag: Family<ClusterLabel, Gauge>,
@@ -165,6 +167,7 @@ impl Metrics {
         let leader = Family::<ClusterLabel, Gauge>::default();
         let leader_changes = Counter::default();
         let export_revision = Gauge::default();
+        let suspended = Gauge::default();
         let import_lag = Family::<ClusterLabel, Gauge>::default();
         let propagation = seconds_histogram();
         let copies = Family::<OriginLabel, Gauge>::default();
@@ -195,6 +198,11 @@ impl Metrics {
             "syncer_export_revision",
             "Revision of this member's export",
             export_revision.clone(),
+        );
+        registry.register(
+            "syncer_suspended",
+            "1 while imports are suspended by the admin API, else 0",
+            suspended.clone(),
         );
         registry.register(
             "syncer_import_lag_revisions",
@@ -258,6 +266,7 @@ impl Metrics {
             leader,
             leader_changes,
             export_revision,
+            suspended,
             import_lag,
             propagation,
             copies,

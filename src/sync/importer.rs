@@ -24,6 +24,7 @@ use super::filter::{Filter, ServiceMatch};
 use super::mapping::{local_instance_id, local_service_id, LocalCopy, Mapping, Origin, OriginKey};
 use super::peer::{PeerDelta, PeerExportState};
 use crate::observe::events::{Event, EventKind, EventLog, Reason};
+use crate::observe::status::CopiesWhileSuspended;
 use crate::observe::status::{PendingWrite, PendingWrites};
 use crate::records::packed::{service_key, PackedInstance, PackedService, ServiceKey};
 
@@ -93,6 +94,53 @@ impl Plan<'_> {
     /// Whether the plan changes nothing (heartbeats aside).
     pub fn changes_nothing(&self) -> bool {
         self.register.is_empty() && self.replace.is_empty() && self.unregister.is_empty()
+    }
+
+    /// The plan while imports are suspended: with [`CopiesWhileSuspended::Keep`] every copy
+    /// that exists is heartbeated as it is (nothing registered, replaced or removed); with
+    /// [`CopiesWhileSuspended::Drop`] every copy is removed (reason
+    /// [`Reason::Suspend`] for those the plan would have kept).
+    pub fn suspended(self, copies: CopiesWhileSuspended) -> Self {
+        match copies {
+            CopiesWhileSuspended::Keep => {
+                let mut heartbeat = self.heartbeat;
+                heartbeat.extend(
+                    self.replace
+                        .into_iter()
+                        .map(|(copy, source)| Keep {
+                            origin: source.origin,
+                            copy,
+                            source: None,
+                        })
+                        .chain(self.unregister.into_iter().map(|(origin, copy, _)| Keep {
+                            origin,
+                            copy,
+                            source: None,
+                        })),
+                );
+                Plan {
+                    heartbeat,
+                    ..Plan::default()
+                }
+            }
+            CopiesWhileSuspended::Drop => {
+                let mut unregister = self.unregister;
+                unregister.extend(
+                    self.replace
+                        .into_iter()
+                        .map(|(copy, source)| (source.origin, copy, Reason::Suspend))
+                        .chain(
+                            self.heartbeat
+                                .into_iter()
+                                .map(|keep| (keep.origin, keep.copy, Reason::Suspend)),
+                        ),
+                );
+                Plan {
+                    unregister,
+                    ..Plan::default()
+                }
+            }
+        }
     }
 }
 

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::{join_all, FutureExt};
 use syncer_plugin_api::Plugin;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -39,7 +39,7 @@ use crate::exchange::client::ExchangeClient;
 use crate::leadership::LeaderWatch;
 use crate::membership::Member;
 use crate::observe::events::now_ms;
-use crate::observe::status::{PeerStatus, Query, SyncStatus};
+use crate::observe::status::{PeerStatus, Query, ResyncReport, Suspension, SyncStatus};
 use crate::observe::Observer;
 use crate::records::{PeerEvent, PeerExport};
 use exporter::Exporter;
@@ -126,6 +126,22 @@ pub struct Syncer {
     /// once, when they become pending), and its report for the status.
     pending: HashSet<(bool, OriginKey)>,
     pending_writes: Option<crate::observe::status::PendingWrites>,
+    /// Set while imports are suspended (`POST /v1/syncer/suspend`).
+    suspended: Option<Suspension>,
+    /// Commands that arrived while a reconcile was listing, carried out after it.
+    deferred: std::collections::VecDeque<Query>,
+    /// Ticker interval changes from a config reload ([`Syncer::with_ticker`]).
+    ticker_changes: Option<watch::Receiver<Duration>>,
+}
+
+/// An admin command waiting for the reconcile that carries it out.
+enum Pending {
+    Resync(oneshot::Sender<Result<ResyncReport, String>>),
+    Suspend(Suspension, oneshot::Sender<(Suspension, usize)>),
+    Resume(
+        Option<Suspension>,
+        oneshot::Sender<(Option<Suspension>, Option<ResyncReport>)>,
+    ),
 }
 
 /// How long a leaving leader waits for an etcd successor, heartbeating meanwhile.
@@ -174,6 +190,9 @@ impl Syncer {
             dry_run: false,
             pending: HashSet::new(),
             pending_writes: None,
+            suspended: None,
+            deferred: std::collections::VecDeque::new(),
+            ticker_changes: None,
         }
     }
 
@@ -204,6 +223,15 @@ impl Syncer {
             config.import_filter = filters.borrow().import.clone();
         }
         config
+    }
+
+    /// Follows changes of the ticker interval (a config reload): the next tick comes one
+    /// new interval after the change, and copies registered from then on get the new lease
+    /// (4 ticks). Copies registered before keep their lease until they are registered again;
+    /// a heartbeat that finds one expired registers it again.
+    pub fn with_ticker(mut self, changes: watch::Receiver<Duration>) -> Syncer {
+        self.ticker_changes = Some(changes);
+        self
     }
 
     /// Records metrics and events in `observer`, publishes its status there, and answers
@@ -346,31 +374,59 @@ impl Syncer {
         lag_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut full = true;
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = ticker.tick() => {}
-                _ = lag_check.tick(), if self.heard.is_some() => {
-                    full = false;
-                }
-                changed = self.members.changed() => {
-                    if changed.is_err() {
-                        // Membership ended: the daemon is shutting down.
-                        break;
+            let mut command = self.deferred.pop_front();
+            if command.is_none() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = ticker.tick() => {}
+                    interval = ticker_changed(&mut self.ticker_changes) => {
+                        if interval != self.config.ticker_interval {
+                            info!(
+                                from_secs = self.config.ticker_interval.as_secs(),
+                                to_secs = interval.as_secs(),
+                                "ticker interval changed"
+                            );
+                            self.config.ticker_interval = interval;
+                            ticker = tokio::time::interval_at(
+                                tokio::time::Instant::now() + interval,
+                                interval,
+                            );
+                            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        }
+                        continue;
                     }
-                    debug!("membership changed, reconciling early");
+                    _ = lag_check.tick(), if self.heard.is_some() => {
+                        full = false;
+                    }
+                    changed = self.members.changed() => {
+                        if changed.is_err() {
+                            // Membership ended: the daemon is shutting down.
+                            break;
+                        }
+                        debug!("membership changed, reconciling early");
+                    }
+                    Some((cluster, generation, report)) = self.reports_rx.recv() => {
+                        full = self.on_report(cluster, generation, report).await;
+                    }
+                    () = leader_changed(&mut self.leader) => {
+                        debug!("leader changed, reconciling early");
+                    }
+                    () = filters_changed(&mut self.filters) => {
+                        info!("filters changed, reconciling");
+                    }
+                    Some(query) = next_query(&mut self.queries) => {
+                        match self.answer(query) {
+                            None => continue,
+                            Some(c) => command = Some(c),
+                        }
+                    }
                 }
-                Some((cluster, generation, report)) = self.reports_rx.recv() => {
-                    full = self.on_report(cluster, generation, report).await;
-                }
-                () = leader_changed(&mut self.leader) => {
-                    debug!("leader changed, reconciling early");
-                }
-                () = filters_changed(&mut self.filters) => {
-                    info!("filters changed, reconciling");
-                }
-                Some(query) = next_query(&mut self.queries) => {
-                    self.answer(query);
-                    continue;
+            }
+            let mut pending = None;
+            if let Some(command) = command {
+                match self.begin(command) {
+                    Some(p) => pending = Some(p),
+                    None => continue,
                 }
             }
             let members = self.members.borrow_and_update().clone();
@@ -393,11 +449,12 @@ impl Syncer {
                 );
                 was_leader = Some(is_leader);
             }
+            let mut report = None;
             if is_leader {
                 self.restart_lagging();
                 self.follow_peers(&members);
-                if full {
-                    self.reconcile(&members).await;
+                if full || pending.is_some() {
+                    report = self.reconcile(&members).await;
                     // Time spent reconciling is not time a stream was behind: the loop
                     // did not read its reports meanwhile.
                     for w in self.watching.values_mut() {
@@ -408,6 +465,26 @@ impl Syncer {
                 self.stop_following();
             }
             self.publish_status(&members, &leader, is_leader);
+            if let Some(pending) = pending {
+                let report = if is_leader {
+                    report
+                } else {
+                    Some(ResyncReport::default())
+                };
+                match pending {
+                    Pending::Resync(reply) => {
+                        let _ = reply.send(report.ok_or_else(|| {
+                            "listing the local registry failed; see the log".to_owned()
+                        }));
+                    }
+                    Pending::Suspend(suspension, reply) => {
+                        let _ = reply.send((suspension, report.map_or(0, |r| r.unregistered)));
+                    }
+                    Pending::Resume(ended, reply) => {
+                        let _ = reply.send((ended, report));
+                    }
+                }
+            }
         }
         if was_leader == Some(true) && shutdown.is_cancelled() {
             self.hand_over().await;
@@ -483,6 +560,10 @@ impl Syncer {
                     delta.removed.push(origin.instance);
                 }
             }
+        }
+        if self.suspended.is_some() {
+            // Followed, not applied: resume reconciles against what is held then.
+            return false;
         }
         let view = PeerView {
             cluster: name.clone(),
@@ -688,11 +769,13 @@ impl Syncer {
             peers: out,
             dry_run: self.dry_run,
             pending: self.pending_writes.clone(),
+            suspended: self.suspended.clone(),
         });
     }
 
-    /// Answers one question of the status API from the exports and copies held.
-    fn answer(&self, query: Query) {
+    /// Answers one question of the status API from the exports and copies held; a command
+    /// (resync, suspend, resume) is handed back for the loop to carry out.
+    fn answer(&self, query: Query) -> Option<Query> {
         match query {
             Query::Services { limit, reply } => {
                 let report = status::services(
@@ -722,11 +805,76 @@ impl Syncer {
                 );
                 let _ = reply.send(report);
             }
+            command @ (Query::Resync { .. } | Query::Suspend { .. } | Query::Resume { .. }) => {
+                return Some(command);
+            }
+        }
+        None
+    }
+
+    /// Starts an admin command: what needs a reconcile comes back as [`Pending`] (the loop
+    /// reconciles, then answers); what does not is answered here.
+    fn begin(&mut self, command: Query) -> Option<Pending> {
+        match command {
+            Query::Resync { cluster, reply } => {
+                if let Some(cluster) = cluster {
+                    let known = self.watching.contains_key(&cluster)
+                        || self.exports.contains_key(&cluster)
+                        || self.copy_counts.contains_key(cluster.as_str())
+                        || self
+                            .members
+                            .borrow()
+                            .iter()
+                            .any(|m| m.cluster_name == cluster);
+                    if !known || cluster == self.config.cluster_name {
+                        let _ = reply.send(Err(format!(
+                            "no peer cluster named {cluster:?} is known here; see \
+                             /v1/syncer/status for the peers"
+                        )));
+                        return None;
+                    }
+                    info!(cluster = %cluster, "resync asked: fetching the whole export again");
+                    // Its stream starts again from nothing: the whole export comes again.
+                    if let Some(w) = self.watching.remove(&cluster) {
+                        w.stop.cancel();
+                    }
+                    self.exports.remove(&cluster);
+                } else {
+                    info!("resync asked: full reconcile");
+                }
+                Some(Pending::Resync(reply))
+            }
+            Query::Suspend { copies, reply } => {
+                let suspension = Suspension {
+                    since_ms: now_ms(),
+                    copies,
+                };
+                info!(copies = ?copies, "imports suspended");
+                self.suspended = Some(suspension.clone());
+                self.observer.metrics.suspended.set(1);
+                // Reconciled at once (with `keep`, heartbeats only; with `drop`, every copy
+                // removed), and the status published before the answer.
+                Some(Pending::Suspend(suspension, reply))
+            }
+            Query::Resume { reply } => {
+                let ended = self.suspended.take();
+                self.observer.metrics.suspended.set(0);
+                info!(
+                    was_suspended = ended.is_some(),
+                    "imports resumed: full reconcile"
+                );
+                Some(Pending::Resume(ended, reply))
+            }
+            query => {
+                self.answer(query);
+                None
+            }
         }
     }
 
-    /// One level-triggered reconcile: peers' exports, local listing, plan, apply.
-    async fn reconcile(&mut self, members: &[Member]) {
+    /// One level-triggered reconcile: peers' exports, local listing, plan, apply. Returns
+    /// what it did, or `None` when the listing failed.
+    async fn reconcile(&mut self, members: &[Member]) -> Option<ResyncReport> {
         let started = Instant::now();
         let peers = peer_clusters(members, &self.config.cluster_name);
         // Peers followed by a stream need no pull.
@@ -795,13 +943,17 @@ impl Syncer {
                 Some((cluster, generation, report)) = self.reports_rx.recv() => {
                     self.on_report(cluster, generation, report).await;
                 }
-                Some(query) = next_query(&mut self.queries) => self.answer(query),
+                Some(query) = next_query(&mut self.queries) => {
+                    if let Some(command) = self.answer(query) {
+                        self.deferred.push_back(command);
+                    }
+                }
             }
         };
         drop(listing);
         if let Err(e) = listed {
             warn!(error = %e, "listing the local registry failed; reconcile skipped");
-            return;
+            return None;
         }
         // The copies listed, and the duplicates among them.
         let actual = builder.finish();
@@ -845,6 +997,10 @@ impl Syncer {
         }
         let config = self.plan_config();
         let plan = importer::plan(&config, &exports, &retained, actual);
+        let plan = match &self.suspended {
+            Some(suspension) => plan.suspended(suspension.copies),
+            None => plan,
+        };
         let planned_ms = started.elapsed().as_millis() as u64;
         let applied = if self.dry_run {
             let (applied, preview) =
@@ -904,7 +1060,16 @@ impl Syncer {
                 "reconciled"
             );
         }
+        let report = ResyncReport {
+            is_leader: true,
+            registered: applied.registered,
+            unregistered: applied.unregistered,
+            heartbeated: applied.heartbeated,
+            failed: applied.failed,
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
         self.copies = Some(applied.copies);
+        Some(report)
     }
 }
 
@@ -980,6 +1145,17 @@ async fn filters_changed(filters: &mut Option<watch::Receiver<Arc<Filters>>>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// The next ticker interval of a reload; never without a source (or once it ended).
+async fn ticker_changed(changes: &mut Option<watch::Receiver<Duration>>) -> Duration {
+    if let Some(rx) = changes {
+        if rx.changed().await.is_ok() {
+            return *rx.borrow_and_update();
+        }
+        *changes = None;
+    }
+    std::future::pending().await
 }
 
 /// Resolves when the leader changes; never once its source has ended.
