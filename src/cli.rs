@@ -198,6 +198,35 @@ pub struct DaemonArgs {
     /// (default: one lease of an imported instance: 4 x --ticker-interval, at least 30)
     #[arg(long, env = "SYNCER_GRACE_PERIOD")]
     pub grace_period: Option<u64>,
+    /// Export filter, include list: globs over domain/project/appId/serviceName (`*` stays
+    /// within a part, `**` spans parts; e.g. default/default/*/orders-*) or meta:KEY=VALUE
+    /// matches on instance metadata (e.g. meta:env=prod), comma separated, repeatable. This
+    /// site offers its peers only the instances one entry matches; what stops matching is
+    /// removed at the peers. YAML filters.export.include. (default: none; everything)
+    #[arg(long, env = "SYNCER_EXPORT_INCLUDE", value_delimiter = ',')]
+    pub export_include: Vec<String>,
+    /// Export filter, exclude list (entries as --export-include): instances an entry matches
+    /// are not offered to peers, whatever the include list says. YAML
+    /// filters.export.exclude. (default: none)
+    #[arg(long, env = "SYNCER_EXPORT_EXCLUDE", value_delimiter = ',')]
+    pub export_exclude: Vec<String>,
+    /// Import filter, include list (entries as --export-include, matched against the origin
+    /// instance): this site copies only the peers' instances one entry matches, and removes
+    /// its copies of those that stop matching (events with reason `filter`). YAML
+    /// filters.import.include. (default: none; everything)
+    #[arg(long, env = "SYNCER_IMPORT_INCLUDE", value_delimiter = ',')]
+    pub import_include: Vec<String>,
+    /// Import filter, exclude list: peers' instances an entry matches are not copied here,
+    /// and copies of them are removed. YAML filters.import.exclude. (default: none)
+    #[arg(long, env = "SYNCER_IMPORT_EXCLUDE", value_delimiter = ',')]
+    pub import_exclude: Vec<String>,
+    /// Dry run: compute every write to the registry and make none (no registration, removal
+    /// or heartbeat of copies, so copies written before expire after their lease unless
+    /// another syncer keeps them). /v1/syncer/status (`dry_run`, `pending`), /metrics
+    /// (syncer_dry_run_pending{op}) and the events (marked `dry_run`) show what it would
+    /// write. YAML dry_run. (default: false)
+    #[arg(long, env = "SYNCER_DRY_RUN", num_args = 0..=1, default_missing_value = "true")]
+    pub dry_run: Option<bool>,
     /// Address of the built-in service-center core, used when --sc-addr is not given.
     /// (default: 127.0.0.1:30100)
     #[arg(long, env = "SYNCER_BUILTIN_ADDR")]

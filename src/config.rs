@@ -122,6 +122,10 @@ pub struct FileConfig {
     pub ticker_interval: Option<u64>,
     /// As `--grace-period`, seconds.
     pub grace_period: Option<u64>,
+    /// As `--export-include` and friends: `{export: {include, exclude}, import: {...}}`.
+    pub filters: Option<crate::sync::filter::FiltersSpec>,
+    /// As `--dry-run`.
+    pub dry_run: Option<bool>,
     /// As `--builtin-addr`.
     pub builtin_addr: Option<SocketAddr>,
     /// As `--builtin-max-connections`.
@@ -355,6 +359,11 @@ pub struct DaemonConfig {
     pub ticker_interval: Duration,
     /// How long an unreachable peer's instances are kept.
     pub grace_period: Duration,
+    /// What this site exports and imports (`--export-include` and friends, YAML
+    /// `filters`); the default passes everything.
+    pub filters: crate::sync::filter::Filters,
+    /// `--dry-run`: compute every write, make none.
+    pub dry_run: bool,
     /// Cluster mode (compatibility only).
     pub mode: Mode,
     /// etcd of the leader election (`--election-etcd-endpoints`, else `--etcd-endpoints`,
@@ -722,6 +731,16 @@ impl DaemonConfig {
                 "must be at least 1 second",
             ));
         }
+        let filters = resolve_filters(
+            [
+                &args.export_include,
+                &args.export_exclude,
+                &args.import_include,
+                &args.import_exclude,
+            ],
+            file.filters.take().unwrap_or_default(),
+        )?;
+        let dry_run = args.dry_run.or(file.dry_run).unwrap_or(false);
         let rpc_max_connections = connection_limit(
             "--rpc-max-connections",
             args.rpc_max_connections.or(file.rpc_max_connections),
@@ -843,6 +862,8 @@ impl DaemonConfig {
             cluster_name,
             ticker_interval: Duration::from_secs(ticker_secs),
             grace_period: Duration::from_secs(grace_secs),
+            filters,
+            dry_run,
             mode: args.mode.or(file.mode).unwrap_or(Mode::Single),
             election_etcd,
             keyring,
@@ -856,6 +877,59 @@ impl DaemonConfig {
             insecure,
         })
     }
+}
+
+/// The filters: each of the four lists from its flag (or environment variable) when given,
+/// else from the file's `filters` block; compiled.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the list's flag and the entry at fault.
+fn resolve_filters(
+    flags: [&Vec<String>; 4],
+    file: crate::sync::filter::FiltersSpec,
+) -> Result<crate::sync::filter::Filters, Error> {
+    use crate::sync::filter::{Filter, FilterSpec, Filters, FiltersSpec};
+    let pick = |flag: &Vec<String>, file: Vec<String>| {
+        if flag.is_empty() {
+            file
+        } else {
+            flag.clone()
+        }
+    };
+    let [export_include, export_exclude, import_include, import_exclude] = flags;
+    let spec = FiltersSpec {
+        export: FilterSpec {
+            include: pick(export_include, file.export.include),
+            exclude: pick(export_exclude, file.export.exclude),
+        },
+        import: FilterSpec {
+            include: pick(import_include, file.import.include),
+            exclude: pick(import_exclude, file.import.exclude),
+        },
+    };
+    // Each list alone first, so that the error names the flag of the entry at fault.
+    for (setting, list, include) in [
+        ("--export-include", &spec.export.include, true),
+        ("--export-exclude", &spec.export.exclude, false),
+        ("--import-include", &spec.import.include, true),
+        ("--import-exclude", &spec.import.exclude, false),
+    ] {
+        let one = if include {
+            FilterSpec {
+                include: list.clone(),
+                ..FilterSpec::default()
+            }
+        } else {
+            FilterSpec {
+                exclude: list.clone(),
+                ..FilterSpec::default()
+            }
+        };
+        if let Err(e) = Filter::new(&one) {
+            return Err(invalid(setting, &list.join(","), e));
+        }
+    }
+    Filters::new(&spec).map_err(|(direction, e)| invalid("filters", direction, e))
 }
 
 /// The registry's quotas and size limits of `args`: each value given, else its default
@@ -1561,6 +1635,85 @@ mod tests {
         })
         .expect_err("unknown key");
         assert!(err.to_string().contains("nodes"), "{err}");
+    }
+
+    #[test]
+    fn filters_come_from_flags_env_or_the_file_and_a_bad_glob_names_its_flag_and_entry() {
+        use clap::Parser;
+        let daemon = |argv: &[&str]| -> DaemonArgs {
+            let cli = crate::cli::Cli::try_parse_from(
+                ["syncer", "daemon", "--node", "n1"].iter().chain(argv),
+            )
+            .expect("parse");
+            match cli.command {
+                crate::cli::Command::Daemon(args) => *args,
+                other => panic!("not daemon: {other:?}"),
+            }
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("syncer.yaml");
+        std::fs::write(
+            &path,
+            "filters:\n  export:\n    include: ['default/default/*/orders-*']\n    exclude: ['meta:env=dev']\n  import:\n    exclude: ['**/secret-*']\ndry_run: true\n",
+        )
+        .expect("write");
+        let path_arg = path.display().to_string();
+        let c = DaemonConfig::resolve(daemon(&["--config", &path_arg])).expect("valid");
+        assert_eq!(
+            c.filters.spec().export.include,
+            vec!["default/default/*/orders-*".to_string()]
+        );
+        assert_eq!(
+            c.filters.spec().import.exclude,
+            vec!["**/secret-*".to_string()]
+        );
+        assert!(c.dry_run);
+
+        // Flags: comma separated and repeatable, each list overriding the file's.
+        let c = DaemonConfig::resolve(daemon(&[
+            "--config",
+            &path_arg,
+            "--export-include",
+            "a/b/c/d,a/b/c/e",
+            "--export-include",
+            "meta:env=prod",
+            "--dry-run=false",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            c.filters.spec().export.include,
+            vec!["a/b/c/d", "a/b/c/e", "meta:env=prod"]
+        );
+        assert_eq!(c.filters.spec().export.exclude, vec!["meta:env=dev"]);
+        assert!(!c.dry_run);
+
+        let err = DaemonConfig::resolve(daemon(&["--import-exclude", "default/default/[x/y"]))
+            .expect_err("bad glob");
+        let text = err.to_string();
+        assert!(
+            text.contains("--import-exclude") && text.contains("default/default/[x/y"),
+            "{text}"
+        );
+        let err = DaemonConfig::resolve(daemon(&["--export-include", "orders-*"]))
+            .expect_err("three parts short");
+        assert!(err.to_string().contains("--export-include"), "{err}");
+
+        std::fs::write(&path, "filters:\n  exports: {}\n").expect("write");
+        assert!(DaemonConfig::resolve(daemon(&["--config", &path_arg])).is_err());
+
+        // The environment, comma separated like the flag (a variable only this test uses).
+        std::env::set_var(
+            "SYNCER_IMPORT_INCLUDE",
+            "default/default/shop/*,meta:env=prod",
+        );
+        let args = daemon(&[]);
+        std::env::remove_var("SYNCER_IMPORT_INCLUDE");
+        let c = DaemonConfig::resolve(args).expect("valid");
+        assert_eq!(
+            c.filters.spec().import.include,
+            vec!["default/default/shop/*", "meta:env=prod"]
+        );
+        assert!(c.filters.export.is_everything());
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         join_addrs = ?config.join_addrs,
         ticker_interval_secs = config.ticker_interval.as_secs(),
         grace_period_secs = config.grace_period.as_secs(),
+        filters = ?config.filters.spec(),
+        dry_run = config.dry_run,
         mode = ?config.mode,
         election_etcd = ?config.election_etcd,
         encrypt = config.keyring.is_some(),
@@ -305,7 +307,13 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         }
         _ => membership,
     };
-    let exporter = Arc::new(Exporter::new(plugin.clone()));
+    // The filters, behind a watch so that a reload can swap them: the exporter and the
+    // reconcile loop apply each new value at once. Kept until the daemon stops.
+    let filters = tokio::sync::watch::channel(Arc::new(config.filters.clone())).0;
+    if config.dry_run {
+        info!("dry run: every write is computed and none is made (no registration, removal or heartbeat of copies); see /v1/syncer/status");
+    }
+    let exporter = Arc::new(Exporter::new(plugin.clone()).with_filters(filters.subscribe()));
     let membership = membership.gossip_export(exporter.feed().export_revisions());
     let members = membership.members();
     // With TLS, a member counts for the cluster it claims only once it has proved it.
@@ -498,7 +506,9 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         .with_tls(tls)
         .with_handover(leave.clone())
         .with_notices(heard)
-        .with_ticker(ticker_rx);
+        .with_ticker(ticker_rx)
+        .with_filters(filters.subscribe())
+        .with_dry_run(config.dry_run);
     let token = shutdown.clone();
     tracker.spawn(
         async move {
@@ -513,6 +523,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
 
     shutdown.cancelled().await;
     info!("shutting down");
+    drop(filters);
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await
         .is_err()
@@ -706,6 +717,8 @@ pub fn effective_settings(config: &DaemonConfig) -> serde_json::Value {
         "exchange_tls": config.tls.is_some(),
         "insecure": config.insecure,
         "eureka_self_preservation": config.eureka_self_preservation,
+        "filters": config.filters.spec(),
+        "dry_run": config.dry_run,
     })
 }
 

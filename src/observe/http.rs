@@ -539,6 +539,8 @@ fn status_json(app: &App) -> serde_json::Value {
         "lease_secs": status.lease_secs,
         "suspended": status.suspended,
         "peers": status.peers,
+        "dry_run": status.dry_run,
+        "pending": status.pending,
         "last_event": app.observer.events.last_seq(),
         "now_ms": super::events::now_ms(),
     })

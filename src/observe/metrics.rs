@@ -119,6 +119,10 @@ pub struct Metrics {
     pub gossip_members: Family<StateLabel, Gauge>,
     /// `syncer_events_total`: writes recorded in the event log.
     pub events: Counter,
+    /// `syncer_dry_run_pending{op}`: in dry run (`--dry-run`), the copies the last full
+    /// reconcile would register (`op="register"`) and remove (`op="unregister"`); absent
+    /// otherwise.
+    pub dry_run_pending: Family<OpLabel, Gauge>,
     /// `syncer_uptime_seconds`: seconds since the daemon started (float gauge).
     started: Instant,
     uptime: Gauge<f64, AtomicU64>,
@@ -173,6 +177,7 @@ impl Metrics {
         let exchange_bytes = Family::<DirectionLabel, Counter>::default();
         let gossip_members = Family::<StateLabel, Gauge>::default();
         let events = Counter::default();
+        let dry_run_pending = Family::<OpLabel, Gauge>::default();
         let uptime = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "syncer_peer_up",
@@ -245,6 +250,11 @@ impl Metrics {
             events.clone(),
         );
         registry.register(
+            "syncer_dry_run_pending",
+            "In dry run, copies the last full reconcile would register or unregister",
+            dry_run_pending.clone(),
+        );
+        registry.register(
             "syncer_uptime_seconds",
             "Seconds since the daemon started",
             uptime.clone(),
@@ -266,6 +276,7 @@ impl Metrics {
             exchange_bytes,
             gossip_members,
             events,
+            dry_run_pending,
             started: Instant::now(),
             uptime,
             health: Mutex::new(RegistryHealth::default()),

@@ -23,8 +23,43 @@ pub struct SyncStatus {
     pub lease_secs: u64,
     /// One entry per peer cluster known (alive members, copies held, or heard from).
     pub peers: Vec<PeerStatus>,
+    /// Whether the daemon runs in dry run (`--dry-run`): it computes every write and makes
+    /// none.
+    pub dry_run: bool,
+    /// In dry run, what the last full reconcile would have written (`None` otherwise, and
+    /// until this member's first reconcile as leader).
+    pub pending: Option<PendingWrites>,
     /// Set while imports are suspended (`POST /v1/syncer/suspend`).
     pub suspended: Option<Suspension>,
+}
+
+/// The writes a dry run would make, as its last full reconcile found them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PendingWrites {
+    /// Copies it would register (a replaced copy counts here and in `unregister`).
+    pub register: usize,
+    /// Copies it would remove.
+    pub unregister: usize,
+    /// The first writes (at most 20: `sync::importer::PENDING_SHOWN`), removals first.
+    pub items: Vec<PendingWrite>,
+}
+
+/// One write a dry run would make.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PendingWrite {
+    /// `register` or `unregister`.
+    pub op: &'static str,
+    /// Why.
+    pub reason: super::events::Reason,
+    /// The cluster the instance comes from.
+    pub origin_cluster: String,
+    /// `domain/project/appId/serviceName/version`.
+    pub service: String,
+    /// The copy's instance id in this registry.
+    pub instance_id: String,
+    /// The instance's id at its origin, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_instance_id: Option<String>,
 }
 
 /// Imports suspended by `POST /v1/syncer/suspend` until `POST /v1/syncer/resume`.

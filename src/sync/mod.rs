@@ -9,8 +9,16 @@
 //! registry's metadata ([`mapping`]), the difference applied and every copy heartbeated
 //! ([`importer`]). A missed event costs latency, never correctness (DESIGN.md
 //! decisions 1 and 4). Members that are not leaders only serve the exchange.
+//!
+//! What crosses is filtered ([`filter`]): the exporter leaves out what the export filter
+//! does not pass, the importer what the import filter does not pass (removing copies that
+//! stop passing). Both are held behind a watch ([`Syncer::with_filters`],
+//! [`exporter::Exporter::with_filters`]) and a new value takes effect at once. In dry run
+//! ([`Syncer::with_dry_run`]) the loop plans as ever and writes nothing: it reports what it
+//! would write ([`importer::preview`]).
 
 pub mod exporter;
+pub mod filter;
 pub mod follow;
 pub mod importer;
 pub mod mapping;
@@ -35,6 +43,7 @@ use crate::observe::status::{PeerStatus, Query, ResyncReport, Suspension, SyncSt
 use crate::observe::Observer;
 use crate::records::{PeerEvent, PeerExport};
 use exporter::Exporter;
+use filter::Filters;
 use follow::{
     follow_stream, lagging, StreamReport, Watching, FIRST_EVENT_WAIT, LAG_CHECK, STREAM_LAG_LIMIT,
 };
@@ -108,6 +117,15 @@ pub struct Syncer {
     /// in ms, and the instant).
     reconciles: u64,
     reconciled: Option<(u64, u64, Instant)>,
+    /// The filters as they may change at run time ([`Syncer::with_filters`]); `None`:
+    /// everything is imported.
+    filters: Option<watch::Receiver<Arc<Filters>>>,
+    /// Dry run ([`Syncer::with_dry_run`]): plan, write nothing.
+    dry_run: bool,
+    /// In dry run, the writes pending at the last full reconcile (their events are recorded
+    /// once, when they become pending), and its report for the status.
+    pending: HashSet<(bool, OriginKey)>,
+    pending_writes: Option<crate::observe::status::PendingWrites>,
     /// Set while imports are suspended (`POST /v1/syncer/suspend`).
     suspended: Option<Suspension>,
     /// Commands that arrived while a reconcile was listing, carried out after it.
@@ -168,10 +186,43 @@ impl Syncer {
             last_leader: None,
             reconciles: 0,
             reconciled: None,
+            filters: None,
+            dry_run: false,
+            pending: HashSet::new(),
+            pending_writes: None,
             suspended: None,
             deferred: std::collections::VecDeque::new(),
             ticker_changes: None,
         }
+    }
+
+    /// Imports only what `filters`' import filter passes, as it is now and as it changes:
+    /// a new value starts a full reconcile at once, which registers what it lets in and
+    /// removes the copies of what it leaves out (reason `filter`).
+    pub fn with_filters(mut self, filters: watch::Receiver<Arc<Filters>>) -> Syncer {
+        self.filters = Some(filters);
+        self
+    }
+
+    /// Dry run (`--dry-run`): every reconcile plans as ever and writes nothing (no
+    /// registration, removal or heartbeat of copies: copies written earlier expire after
+    /// their lease unless another syncer keeps them); the status and
+    /// `syncer_dry_run_pending{op}` show what it would write, and each write that becomes
+    /// pending is recorded once as an event marked `dry_run`. Changes from the peers' streams
+    /// are shown by the next full reconcile: at once after a whole export (a stream's
+    /// start), else at the next tick.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Syncer {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// The plan's settings, with the import filter as it is now.
+    fn plan_config(&self) -> PlanConfig {
+        let mut config = plan_config(&self.config);
+        if let Some(filters) = &self.filters {
+            config.import_filter = filters.borrow().import.clone();
+        }
+        config
     }
 
     /// Follows changes of the ticker interval (a config reload): the next tick comes one
@@ -360,6 +411,9 @@ impl Syncer {
                     () = leader_changed(&mut self.leader) => {
                         debug!("leader changed, reconciling early");
                     }
+                    () = filters_changed(&mut self.filters) => {
+                        info!("filters changed, reconciling");
+                    }
                     Some(query) = next_query(&mut self.queries) => {
                         match self.answer(query) {
                             None => continue,
@@ -469,7 +523,7 @@ impl Syncer {
             PeerEvent::Full { .. } => 0,
         };
         let name = self.name(&cluster);
-        let config = plan_config(&self.config);
+        let config = self.plan_config();
         let state = self.exports.entry(cluster.clone()).or_default();
         let mut delta = match state.apply(event) {
             Ok(delta) => delta,
@@ -490,6 +544,11 @@ impl Syncer {
         let Some(copies) = self.copies.as_mut() else {
             return true;
         };
+        if self.dry_run {
+            // Nothing is written: the next full reconcile shows what this change would do,
+            // at once for a whole export (a stream's start), else at the next tick.
+            return whole;
+        }
         if whole {
             // A whole export also tells what vanished while no stream was up.
             let removed: HashSet<_> = delta.removed.iter().copied().collect();
@@ -614,6 +673,10 @@ impl Syncer {
         self.exports.clear();
         self.copies = None;
         self.copy_counts.clear();
+        if self.pending_writes.take().is_some() {
+            self.pending.clear();
+            self.observer.metrics.dry_run_pending.clear();
+        }
     }
 
     /// Publishes how this member sees each peer cluster ([`Observer::publish`]), and sets
@@ -704,6 +767,8 @@ impl Syncer {
             reconciles: self.reconciles,
             lease_secs: lease(&self.config).as_secs(),
             peers: out,
+            dry_run: self.dry_run,
+            pending: self.pending_writes.clone(),
             suspended: self.suspended.clone(),
         });
     }
@@ -930,21 +995,39 @@ impl Syncer {
                 gone.insert(&*origin.cluster);
             }
         }
-        let config = plan_config(&self.config);
+        let config = self.plan_config();
         let plan = importer::plan(&config, &exports, &retained, actual);
         let plan = match &self.suspended {
             Some(suspension) => plan.suspended(suspension.copies),
             None => plan,
         };
         let planned_ms = started.elapsed().as_millis() as u64;
-        let applied = apply(
-            self.plugin.as_ref(),
-            &self.observer,
-            &config,
-            plan,
-            self.config.concurrency,
-        )
-        .await;
+        let applied = if self.dry_run {
+            let (applied, preview) =
+                importer::preview(plan, &self.pending, Some(self.observer.events.clone()));
+            let metrics = &self.observer.metrics;
+            for (op, n) in [
+                ("register", preview.pending.register),
+                ("unregister", preview.pending.unregister),
+            ] {
+                metrics
+                    .dry_run_pending
+                    .get_or_create(&crate::observe::metrics::OpLabel { op })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            self.pending = preview.keys;
+            self.pending_writes = Some(preview.pending);
+            applied
+        } else {
+            apply(
+                self.plugin.as_ref(),
+                &self.observer,
+                &config,
+                plan,
+                self.config.concurrency,
+            )
+            .await
+        };
         let elapsed = started.elapsed();
         self.observer
             .metrics
@@ -1003,6 +1086,7 @@ fn plan_config(config: &Config) -> PlanConfig {
         heartbeat_interval_secs: u32::try_from(config.ticker_interval.as_secs().max(1))
             .unwrap_or(u32::MAX),
         heartbeat_times: 3,
+        import_filter: Arc::default(),
     }
 }
 
@@ -1046,6 +1130,19 @@ fn count_copies(copies: &HashMap<OriginKey, LocalCopy>) -> HashMap<Arc<str>, usi
 async fn next_query(queries: &mut Option<mpsc::Receiver<Query>>) -> Option<Query> {
     match queries {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the filters change; never without filters or once their source has
+/// ended.
+async fn filters_changed(filters: &mut Option<watch::Receiver<Arc<Filters>>>) {
+    match filters {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
         None => std::future::pending().await,
     }
 }
@@ -1095,5 +1192,102 @@ mod tests {
         assert_eq!(peers.len(), 1);
         let nodes: Vec<_> = peers["y"].iter().map(|m| m.node.as_str()).collect();
         assert_eq!(nodes, vec!["c", "d"]);
+    }
+
+    /// An empty registry that refuses writes.
+    #[derive(Debug)]
+    struct Empty;
+
+    #[async_trait::async_trait]
+    impl Plugin for Empty {
+        fn name(&self) -> &'static str {
+            "empty"
+        }
+        async fn list(&self) -> syncer_plugin_api::Result<syncer_plugin_api::Snapshot> {
+            Ok(syncer_plugin_api::Snapshot::default())
+        }
+        async fn ensure_service(
+            &self,
+            _: &syncer_plugin_api::Service,
+        ) -> syncer_plugin_api::Result<String> {
+            Err(syncer_plugin_api::Error::Rejected("read only".into()))
+        }
+        async fn register(
+            &self,
+            _: &syncer_plugin_api::Service,
+            _: &syncer_plugin_api::Instance,
+        ) -> syncer_plugin_api::Result<String> {
+            Err(syncer_plugin_api::Error::Rejected("read only".into()))
+        }
+        async fn heartbeat(
+            &self,
+            _: &syncer_plugin_api::Service,
+            _: &str,
+        ) -> syncer_plugin_api::Result<()> {
+            Err(syncer_plugin_api::Error::Rejected("read only".into()))
+        }
+        async fn unregister(
+            &self,
+            _: &syncer_plugin_api::Service,
+            _: &str,
+        ) -> syncer_plugin_api::Result<()> {
+            Err(syncer_plugin_api::Error::Rejected("read only".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn new_filters_sent_through_the_watch_start_a_full_reconcile_at_once() {
+        let plugin: Arc<dyn Plugin> = Arc::new(Empty);
+        let (_members_tx, members) = watch::channel(vec![Member::on_loopback("n1", "c1", 1)]);
+        let leader = crate::leadership::gossip("n1".into(), "c1".into(), members.clone());
+        let (observer, queries) = Observer::new();
+        let (tx, rx) = watch::channel(Arc::new(Filters::default()));
+        let syncer = Syncer::new(
+            Config {
+                node: "n1".into(),
+                cluster_name: "c1".into(),
+                // Only the first tick falls within the test: any other reconcile is the
+                // filters' doing.
+                ticker_interval: Duration::from_secs(3600),
+                grace_period: Duration::from_secs(3600),
+                concurrency: 1,
+            },
+            plugin.clone(),
+            Arc::new(Exporter::new(plugin)),
+            members,
+            leader,
+        )
+        .with_observer(observer.clone(), queries)
+        .with_filters(rx)
+        .with_dry_run(true);
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(syncer.run(shutdown.clone()));
+        let mut status = observer.follow_status();
+        let wait = Duration::from_secs(5);
+        let first = tokio::time::timeout(wait, status.wait_for(|s| s.reconciles >= 1))
+            .await
+            .expect("first reconcile in time")
+            .expect("status alive")
+            .clone();
+        assert!(first.dry_run);
+        assert_eq!(first.pending.map(|p| p.register + p.unregister), Some(0));
+
+        let spec = filter::FiltersSpec {
+            import: filter::FilterSpec {
+                exclude: vec!["**/secret-*".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        tx.send_replace(Arc::new(Filters::new(&spec).expect("filters")));
+        tokio::time::timeout(wait, status.wait_for(|s| s.reconciles >= 2))
+            .await
+            .expect("a reconcile for the new filters")
+            .expect("status alive");
+        shutdown.cancel();
+        tokio::time::timeout(wait, running)
+            .await
+            .expect("the loop stops")
+            .expect("loop task");
     }
 }
