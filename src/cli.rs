@@ -86,10 +86,12 @@ pub enum Mode {
 
 /// Flags of `syncer daemon`. Every one may also come from its `SYNCER_*` variable or the
 /// `--config` file; each doc gives its default.
-#[derive(Debug, Default, Args)]
+#[derive(Debug, Default, Clone, Args)]
 pub struct DaemonArgs {
     /// YAML file with the same settings (keys as the flags, with underscores: sc_addr,
-    /// sc_plugin, bind_addr, ...). Flags and env vars override it.
+    /// sc_plugin, bind_addr, ...; and log_filter). Flags and env vars override it. Read again
+    /// on SIGHUP and when it changes: the ticker interval and log_filter apply in place, a
+    /// bad file is refused and the settings in use stay.
     #[arg(long, env = "SYNCER_CONFIG")]
     pub config: Option<PathBuf>,
     /// Registry address(es), comma separated, e.g. http://10.0.0.1:30100 or, for eureka,
@@ -174,6 +176,13 @@ pub struct DaemonArgs {
     /// (default: none; no token asked on loopback)
     #[arg(long, env = "SYNCER_HTTP_TOKEN_FILE")]
     pub http_token_file: Option<PathBuf>,
+    /// A file holding the bearer token the admin endpoints of --http-addr (resync, suspend,
+    /// resume, log-level) must carry as `Authorization: Bearer <token>`. Without it they
+    /// answer only on a loopback --http-addr (and then take --http-token-file's token if one
+    /// is set). Requests from a browser (with an Origin or a cross-site Sec-Fetch-Site header)
+    /// are refused either way. (default: none)
+    #[arg(long, env = "SYNCER_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Gossip addresses of existing members to join, comma separated; a missing port means
     /// 30190. (default: none; start a new pool)
     #[arg(long, env = "SYNCER_JOIN_ADDR")]
@@ -209,6 +218,35 @@ pub struct DaemonArgs {
     /// most the rate plus this. (default: a tenth of --registry-write-rate, at least 1)
     #[arg(long, env = "SYNCER_REGISTRY_WRITE_BURST")]
     pub registry_write_burst: Option<u32>,
+    /// Export filter, include list: globs over domain/project/appId/serviceName (`*` stays
+    /// within a part, `**` spans parts; e.g. default/default/*/orders-*) or meta:KEY=VALUE
+    /// matches on instance metadata (e.g. meta:env=prod), comma separated, repeatable. This
+    /// site offers its peers only the instances one entry matches; what stops matching is
+    /// removed at the peers. YAML filters.export.include. (default: none; everything)
+    #[arg(long, env = "SYNCER_EXPORT_INCLUDE", value_delimiter = ',')]
+    pub export_include: Vec<String>,
+    /// Export filter, exclude list (entries as --export-include): instances an entry matches
+    /// are not offered to peers, whatever the include list says. YAML
+    /// filters.export.exclude. (default: none)
+    #[arg(long, env = "SYNCER_EXPORT_EXCLUDE", value_delimiter = ',')]
+    pub export_exclude: Vec<String>,
+    /// Import filter, include list (entries as --export-include, matched against the origin
+    /// instance): this site copies only the peers' instances one entry matches, and removes
+    /// its copies of those that stop matching (events with reason `filter`). YAML
+    /// filters.import.include. (default: none; everything)
+    #[arg(long, env = "SYNCER_IMPORT_INCLUDE", value_delimiter = ',')]
+    pub import_include: Vec<String>,
+    /// Import filter, exclude list: peers' instances an entry matches are not copied here,
+    /// and copies of them are removed. YAML filters.import.exclude. (default: none)
+    #[arg(long, env = "SYNCER_IMPORT_EXCLUDE", value_delimiter = ',')]
+    pub import_exclude: Vec<String>,
+    /// Dry run: compute every write to the registry and make none (no registration, removal
+    /// or heartbeat of copies, so copies written before expire after their lease unless
+    /// another syncer keeps them). /v1/syncer/status (`dry_run`, `pending`), /metrics
+    /// (syncer_dry_run_pending{op}) and the events (marked `dry_run`) show what it would
+    /// write. YAML dry_run. (default: false)
+    #[arg(long, env = "SYNCER_DRY_RUN", num_args = 0..=1, default_missing_value = "true")]
+    pub dry_run: Option<bool>,
     /// Address of the built-in service-center core, used when --sc-addr is not given.
     /// (default: 127.0.0.1:30100)
     #[arg(long, env = "SYNCER_BUILTIN_ADDR")]
@@ -567,7 +605,7 @@ impl CoreLimitsArgs {
 /// TLS and authentication toward etcd, for every etcd endpoint of the process (the built-in
 /// core's store and the leader election). The password is never a flag: it comes from
 /// --etcd-password-file or the environment variable SYNCER_ETCD_PASSWORD.
-#[derive(Debug, Default, Args)]
+#[derive(Debug, Default, Clone, Args)]
 pub struct EtcdArgs {
     /// etcd user (etcd's `auth enable`); its password comes from --etcd-password-file, else
     /// SYNCER_ETCD_PASSWORD. A wrong password stops the start. Credentials in an etcd URL are

@@ -107,6 +107,11 @@ pub struct FileConfig {
     pub http_addr: Option<String>,
     /// As `--http-token-file`.
     pub http_token_file: Option<PathBuf>,
+    /// As `--admin-token-file`.
+    pub admin_token_file: Option<PathBuf>,
+    /// The log filter (`EnvFilter` syntax, e.g. `info,syncer::sync=debug`); `SYNCER_LOG`
+    /// or `RUST_LOG` win over it. Applied again on a reload.
+    pub log_filter: Option<String>,
     /// As `--join-addr` (a comma list).
     pub join_addr: Option<String>,
     /// As `--node`.
@@ -123,6 +128,10 @@ pub struct FileConfig {
     pub registry_write_burst: Option<u32>,
     /// As `--eureka-domain-project`.
     pub eureka_domain_project: Option<String>,
+    /// As `--export-include` and friends: `{export: {include, exclude}, import: {...}}`.
+    pub filters: Option<crate::sync::filter::FiltersSpec>,
+    /// As `--dry-run`.
+    pub dry_run: Option<bool>,
     /// As `--builtin-addr`.
     pub builtin_addr: Option<SocketAddr>,
     /// As `--builtin-max-connections`.
@@ -334,6 +343,14 @@ pub struct DaemonConfig {
     /// The bearer token its requests must carry (`--http-token-file`, read at start);
     /// `None`: no token. `Debug` shows `***`.
     pub http_token: Option<crate::observe::http::Token>,
+    /// The bearer token of the admin endpoints (`--admin-token-file`, read at start);
+    /// `None`: they answer only on a loopback listener.
+    pub admin_token: Option<crate::observe::http::Token>,
+    /// The config file's `log_filter`, checked.
+    pub log_filter: Option<String>,
+    /// What the settings were resolved from, to resolve them again on SIGHUP or when the
+    /// `--config` file changes; `None` without a `--config` file.
+    pub source: Option<ConfigSource>,
     /// The built-in core's HTTP connections open at once (`--builtin-max-connections`).
     pub builtin_max_connections: usize,
     /// The built-in core's WebSocket watchers open at once (`--builtin-max-watchers`).
@@ -354,6 +371,11 @@ pub struct DaemonConfig {
     /// The tenant a Eureka site's apps are reported under (`--eureka-domain-project`,
     /// validated `domain/project`); used by the eureka plugin only.
     pub eureka_domain_project: String,
+    /// What this site exports and imports (`--export-include` and friends, YAML
+    /// `filters`); the default passes everything.
+    pub filters: crate::sync::filter::Filters,
+    /// `--dry-run`: compute every write, make none.
+    pub dry_run: bool,
     /// Cluster mode (compatibility only).
     pub mode: Mode,
     /// etcd of the leader election (`--election-etcd-endpoints`, else `--etcd-endpoints`,
@@ -382,12 +404,43 @@ pub struct DaemonConfig {
     pub insecure: bool,
 }
 
+/// The flags and environment a [`DaemonConfig`] came from, kept to read the `--config` file
+/// again. `Debug` shows only the file's path (the flags may hold a gossip key).
+#[derive(Clone)]
+pub struct ConfigSource(std::sync::Arc<DaemonArgs>);
+
+impl std::fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ConfigSource").field(&self.0.config).finish()
+    }
+}
+
+impl ConfigSource {
+    /// The `--config` file.
+    pub fn path(&self) -> Option<&Path> {
+        self.0.config.as_deref()
+    }
+
+    /// Resolves the settings again: the flags and environment as at start, the file as it
+    /// is now.
+    ///
+    /// # Errors
+    /// As [`DaemonConfig::resolve`].
+    pub fn resolve(&self) -> Result<DaemonConfig, Error> {
+        DaemonConfig::resolve(DaemonArgs::clone(&self.0))
+    }
+}
+
 impl DaemonConfig {
     /// Applies flag/env > file > default and validates.
     ///
     /// # Errors
     /// [`Error`] naming the setting at fault.
     pub fn resolve(args: DaemonArgs) -> Result<DaemonConfig, Error> {
+        let source = args
+            .config
+            .is_some()
+            .then(|| ConfigSource(std::sync::Arc::new(args.clone())));
         let mut file = match &args.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
@@ -690,6 +743,16 @@ impl DaemonConfig {
                 "must be at least 1 second",
             ));
         }
+        let filters = resolve_filters(
+            [
+                &args.export_include,
+                &args.export_exclude,
+                &args.import_include,
+                &args.import_exclude,
+            ],
+            file.filters.take().unwrap_or_default(),
+        )?;
+        let dry_run = args.dry_run.or(file.dry_run).unwrap_or(false);
         let rpc_max_connections = connection_limit(
             "--rpc-max-connections",
             args.rpc_max_connections.or(file.rpc_max_connections),
@@ -750,6 +813,20 @@ impl DaemonConfig {
             })?),
             None => None,
         };
+        let admin_token = match args.admin_token_file.or(file.admin_token_file) {
+            Some(path) => Some(crate::observe::http::Token::read(&path).map_err(|reason| {
+                invalid("--admin-token-file", &path.display().to_string(), reason)
+            })?),
+            None => None,
+        };
+        let log_filter = match file.log_filter.take() {
+            Some(text) => Some(
+                crate::logging::parse(&text)
+                    .map(|_| text.trim().to_owned())
+                    .map_err(|reason| invalid("log_filter", &text, reason))?,
+            ),
+            None => None,
+        };
         if let Some(addr) = http_addr {
             if !insecure && http_token.is_none() && !addr.ip().is_loopback() {
                 return Err(invalid(
@@ -797,6 +874,9 @@ impl DaemonConfig {
             rpc_max_connections,
             http_addr,
             http_token,
+            admin_token,
+            log_filter,
+            source,
             builtin_max_connections,
             builtin_max_watchers,
             join_addrs,
@@ -806,6 +886,8 @@ impl DaemonConfig {
             grace_period: Duration::from_secs(grace_secs),
             registry_write_rate,
             eureka_domain_project,
+            filters,
+            dry_run,
             mode: args.mode.or(file.mode).unwrap_or(Mode::Single),
             election_etcd,
             keyring,
@@ -854,6 +936,59 @@ pub fn write_rate(rate: Option<u32>, burst: Option<u32>) -> Result<Option<WriteR
             .ok_or_else(|| invalid("--registry-write-burst", "0", "must be at least 1 write"))?,
     };
     Ok(Some(WriteRate { per_sec, burst }))
+}
+
+/// The filters: each of the four lists from its flag (or environment variable) when given,
+/// else from the file's `filters` block; compiled.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the list's flag and the entry at fault.
+fn resolve_filters(
+    flags: [&Vec<String>; 4],
+    file: crate::sync::filter::FiltersSpec,
+) -> Result<crate::sync::filter::Filters, Error> {
+    use crate::sync::filter::{Filter, FilterSpec, Filters, FiltersSpec};
+    let pick = |flag: &Vec<String>, file: Vec<String>| {
+        if flag.is_empty() {
+            file
+        } else {
+            flag.clone()
+        }
+    };
+    let [export_include, export_exclude, import_include, import_exclude] = flags;
+    let spec = FiltersSpec {
+        export: FilterSpec {
+            include: pick(export_include, file.export.include),
+            exclude: pick(export_exclude, file.export.exclude),
+        },
+        import: FilterSpec {
+            include: pick(import_include, file.import.include),
+            exclude: pick(import_exclude, file.import.exclude),
+        },
+    };
+    // Each list alone first, so that the error names the flag of the entry at fault.
+    for (setting, list, include) in [
+        ("--export-include", &spec.export.include, true),
+        ("--export-exclude", &spec.export.exclude, false),
+        ("--import-include", &spec.import.include, true),
+        ("--import-exclude", &spec.import.exclude, false),
+    ] {
+        let one = if include {
+            FilterSpec {
+                include: list.clone(),
+                ..FilterSpec::default()
+            }
+        } else {
+            FilterSpec {
+                exclude: list.clone(),
+                ..FilterSpec::default()
+            }
+        };
+        if let Err(e) = Filter::new(&one) {
+            return Err(invalid(setting, &list.join(","), e));
+        }
+    }
+    Filters::new(&spec).map_err(|(direction, e)| invalid("filters", direction, e))
 }
 
 /// The registry's quotas and size limits of `args`: each value given, else its default
@@ -1559,6 +1694,85 @@ mod tests {
         })
         .expect_err("unknown key");
         assert!(err.to_string().contains("nodes"), "{err}");
+    }
+
+    #[test]
+    fn filters_come_from_flags_env_or_the_file_and_a_bad_glob_names_its_flag_and_entry() {
+        use clap::Parser;
+        let daemon = |argv: &[&str]| -> DaemonArgs {
+            let cli = crate::cli::Cli::try_parse_from(
+                ["syncer", "daemon", "--node", "n1"].iter().chain(argv),
+            )
+            .expect("parse");
+            match cli.command {
+                crate::cli::Command::Daemon(args) => *args,
+                other => panic!("not daemon: {other:?}"),
+            }
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("syncer.yaml");
+        std::fs::write(
+            &path,
+            "filters:\n  export:\n    include: ['default/default/*/orders-*']\n    exclude: ['meta:env=dev']\n  import:\n    exclude: ['**/secret-*']\ndry_run: true\n",
+        )
+        .expect("write");
+        let path_arg = path.display().to_string();
+        let c = DaemonConfig::resolve(daemon(&["--config", &path_arg])).expect("valid");
+        assert_eq!(
+            c.filters.spec().export.include,
+            vec!["default/default/*/orders-*".to_string()]
+        );
+        assert_eq!(
+            c.filters.spec().import.exclude,
+            vec!["**/secret-*".to_string()]
+        );
+        assert!(c.dry_run);
+
+        // Flags: comma separated and repeatable, each list overriding the file's.
+        let c = DaemonConfig::resolve(daemon(&[
+            "--config",
+            &path_arg,
+            "--export-include",
+            "a/b/c/d,a/b/c/e",
+            "--export-include",
+            "meta:env=prod",
+            "--dry-run=false",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            c.filters.spec().export.include,
+            vec!["a/b/c/d", "a/b/c/e", "meta:env=prod"]
+        );
+        assert_eq!(c.filters.spec().export.exclude, vec!["meta:env=dev"]);
+        assert!(!c.dry_run);
+
+        let err = DaemonConfig::resolve(daemon(&["--import-exclude", "default/default/[x/y"]))
+            .expect_err("bad glob");
+        let text = err.to_string();
+        assert!(
+            text.contains("--import-exclude") && text.contains("default/default/[x/y"),
+            "{text}"
+        );
+        let err = DaemonConfig::resolve(daemon(&["--export-include", "orders-*"]))
+            .expect_err("three parts short");
+        assert!(err.to_string().contains("--export-include"), "{err}");
+
+        std::fs::write(&path, "filters:\n  exports: {}\n").expect("write");
+        assert!(DaemonConfig::resolve(daemon(&["--config", &path_arg])).is_err());
+
+        // The environment, comma separated like the flag (a variable only this test uses).
+        std::env::set_var(
+            "SYNCER_IMPORT_INCLUDE",
+            "default/default/shop/*,meta:env=prod",
+        );
+        let args = daemon(&[]);
+        std::env::remove_var("SYNCER_IMPORT_INCLUDE");
+        let c = DaemonConfig::resolve(args).expect("valid");
+        assert_eq!(
+            c.filters.spec().import.include,
+            vec!["default/default/shop/*", "meta:env=prod"]
+        );
+        assert!(c.filters.export.is_everything());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use syncer_plugin_api::Plugin;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
@@ -107,6 +108,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         join_addrs = ?config.join_addrs,
         ticker_interval_secs = config.ticker_interval.as_secs(),
         grace_period_secs = config.grace_period.as_secs(),
+        filters = ?config.filters.spec(),
+        dry_run = config.dry_run,
         mode = ?config.mode,
         election_etcd = ?config.election_etcd,
         encrypt = config.keyring.is_some(),
@@ -327,7 +330,13 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         }
         _ => membership,
     };
-    let exporter = Arc::new(Exporter::new(plugin.clone()));
+    // The filters, behind a watch so that a reload can swap them: the exporter and the
+    // reconcile loop apply each new value at once. Kept until the daemon stops.
+    let filters = tokio::sync::watch::channel(Arc::new(config.filters.clone())).0;
+    if config.dry_run {
+        info!("dry run: every write is computed and none is made (no registration, removal or heartbeat of copies); see /v1/syncer/status");
+    }
+    let exporter = Arc::new(Exporter::new(plugin.clone()).with_filters(filters.subscribe()));
     let membership = membership.gossip_export(exporter.feed().export_revisions());
     let members = membership.members();
     // With TLS, a member counts for the cluster it claims only once it has proved it.
@@ -406,6 +415,34 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             members.clone(),
         ),
     };
+    // Settings that a reload (SIGHUP, or a change of the --config file) changes in place.
+    crate::live::apply_log_filter(&config);
+    let (ticker_tx, ticker_rx) = watch::channel(config.ticker_interval);
+    let initial_reload = crate::live::ReloadState {
+        file: config
+            .source
+            .as_ref()
+            .and_then(|s| s.path())
+            .map(|p| p.display().to_string()),
+        ..Default::default()
+    };
+    let (shown_tx, shown_rx) = watch::channel(crate::live::shown(&config, &initial_reload));
+    if let Some(source) = config.source.clone() {
+        let files = source
+            .path()
+            .map(|p| vec![p.to_path_buf()])
+            .unwrap_or_default();
+        tracker.spawn(crate::live::follow(
+            source,
+            config.clone(),
+            crate::live::Targets {
+                ticker: ticker_tx,
+                shown: shown_tx,
+            },
+            FileWatch::new(files, hup.clone()),
+            shutdown.clone(),
+        ));
+    }
     let syncer = Syncer::new(
         sync::Config {
             node: config.node.clone(),
@@ -468,7 +505,11 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             rpc_addr,
             members: members.clone(),
             export,
-            config: effective_settings(&config),
+            config: shown_rx,
+        };
+        let admin = crate::observe::http::Admin {
+            token: config.admin_token.clone(),
+            loopback: local.is_some_and(|a| a.ip().is_loopback()),
         };
         info!(addr = ?local, token = config.http_token.is_some(), "HTTP listener (metrics, status API, dashboard) started");
         tracker.spawn(
@@ -477,6 +518,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                 observer.clone(),
                 site,
                 config.http_token.clone(),
+                admin,
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("http")),
@@ -486,7 +528,10 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         .with_observer(observer, queries)
         .with_tls(tls)
         .with_handover(leave.clone())
-        .with_notices(heard);
+        .with_notices(heard)
+        .with_ticker(ticker_rx)
+        .with_filters(filters.subscribe())
+        .with_dry_run(config.dry_run);
     let token = shutdown.clone();
     tracker.spawn(
         async move {
@@ -501,6 +546,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
 
     shutdown.cancelled().await;
     info!("shutting down");
+    drop(filters);
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await
         .is_err()
@@ -705,6 +751,8 @@ pub fn effective_settings(config: &DaemonConfig) -> serde_json::Value {
         "rpc_max_connections": config.rpc_max_connections,
         "http_addr": config.http_addr.map(|a| a.to_string()),
         "http_token": config.http_token.is_some(),
+        "admin_token": config.admin_token.is_some(),
+        "log_filter": config.log_filter,
         "join_addrs": config.join_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "ticker_interval_secs": config.ticker_interval.as_secs(),
         "grace_period_secs": config.grace_period.as_secs(),
@@ -715,6 +763,8 @@ pub fn effective_settings(config: &DaemonConfig) -> serde_json::Value {
         "exchange_tls": config.tls.is_some(),
         "insecure": config.insecure,
         "eureka_self_preservation": config.eureka_self_preservation,
+        "filters": config.filters.spec(),
+        "dry_run": config.dry_run,
     })
 }
 

@@ -19,6 +19,8 @@ pub mod etcd;
 pub mod exchange;
 pub mod leadership;
 pub mod listener;
+pub mod live;
+pub mod logging;
 pub mod membership;
 pub mod observe;
 pub mod purge;

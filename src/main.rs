@@ -1,19 +1,17 @@
 //! The `syncer` binary: parse the command line, set up logging, run the library, map the
 //! result to an exit code.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use syncer::cli::{Cli, Command, LogFormat};
+use syncer::cli::{Cli, Command};
 use syncer::config::DaemonConfig;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    syncer::logging::init(cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -150,18 +148,4 @@ fn shutdown_on_signal() -> CancellationToken {
         t.cancel();
     });
     token
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("SYNCER_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

@@ -35,7 +35,9 @@ pub fn sighup(tracker: &TaskTracker, shutdown: CancellationToken) -> watch::Rece
                             () = shutdown.cancelled() => return,
                             got = hup.recv() => if got.is_none() { return },
                         }
-                        tracing::info!("SIGHUP received: reloading keyring and TLS files");
+                        tracing::info!(
+                            "SIGHUP received: reloading the config file, keyring and TLS files"
+                        );
                         tx.send_modify(|n| *n += 1);
                     }
                 });

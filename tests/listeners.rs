@@ -151,6 +151,37 @@ async fn regression_13_an_idle_http2_connection_is_closed() {
 }
 
 #[tokio::test]
+async fn regression_13_at_the_limit_the_connection_idle_the_longest_makes_room() {
+    // Hostile bench finding 5: slowloris clients held every place until their head timeout,
+    // and a real client connecting meanwhile waited for it (11 s p50). Here the head timeout
+    // is 60 s: without making room the request below times out.
+    let limits = HttpLimits {
+        max_connections: 4,
+        header_read_timeout: Duration::from_secs(60),
+        ..HttpLimits::default()
+    };
+    let (addr, shutdown, _core) = start(limits).await;
+    let slow: Vec<_> = (0..4).map(|_| tokio::spawn(slowloris(addr))).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        list(addr, Duration::from_secs(20))
+            .await
+            .expect("served well before the slowloris clients' head timeout"),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let closed = slow.iter().filter(|t| t.is_finished()).count();
+    assert!(
+        (1..4).contains(&closed),
+        "{closed} of 4 slowloris connections closed; one (not all) makes room"
+    );
+    for t in slow {
+        t.abort();
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
 async fn core_connections_over_the_limit_wait_until_one_closes() {
     let limits = HttpLimits {
         max_connections: 2,

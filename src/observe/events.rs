@@ -9,6 +9,10 @@
 //! Reasons answer "why did it write that": the origin changed, the origin is gone, its
 //! cluster's grace period is over, the registry lost (expired) the copy, a duplicate copy
 //! was found, or a filter stopped matching (DESIGN.md decision 13).
+//!
+//! A daemon in dry run (`--dry-run`) records the writes it would make, marked
+//! [`Event::dry_run`] and logged as "would register"/"would unregister"; they are not
+//! counted as a service's last change.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +77,8 @@ pub enum Reason {
     Duplicate,
     /// A filter stopped matching the service.
     Filter,
+    /// Imports were suspended with `copies=drop` (`POST /v1/syncer/suspend`).
+    Suspend,
 }
 
 impl Reason {
@@ -85,6 +91,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::Duplicate => "duplicate",
             Reason::Filter => "filter",
+            Reason::Suspend => "suspend",
         }
     }
 }
@@ -114,6 +121,8 @@ pub struct Event {
     /// The error of a failed write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A write a dry run (`--dry-run`) would make and did not.
+    pub dry_run: bool,
 }
 
 /// What is known of one service's writes.
@@ -173,6 +182,18 @@ impl EventLog {
         event.seq = self.next.fetch_add(1, Ordering::Relaxed);
         event.at_ms = now_ms();
         match &event.error {
+            None if event.dry_run => info!(
+                event = event.kind.as_str(),
+                reason = event.reason.as_str(),
+                origin_cluster = %event.origin_cluster,
+                service = %event.service,
+                instance = %event.instance_id,
+                origin_instance = event.origin_instance_id.as_deref().unwrap_or("-"),
+                dry_run = true,
+                "would {} {}",
+                event.kind.as_str(),
+                event.reason.as_str()
+            ),
             None => info!(
                 event = event.kind.as_str(),
                 reason = event.reason.as_str(),
@@ -212,6 +233,7 @@ impl EventLog {
             };
             if let Some(activity) = activity {
                 match &event.error {
+                    None if event.dry_run => {}
                     None if event.kind != EventKind::Expired => {
                         activity.last_change_ms = Some(event.at_ms)
                     }
@@ -276,6 +298,7 @@ mod tests {
             instance_id: "i".into(),
             origin_instance_id: None,
             error: error.map(str::to_owned),
+            dry_run: false,
         }
     }
 

@@ -11,8 +11,18 @@
 //! | `GET /v1/syncer/instances?cluster=&service=&limit=` | per instance of the peers: origin ids, local id, lease left |
 //! | `GET /v1/syncer/events?after=&limit=` | the last writes, with reasons ([`super::events`]) |
 //! | `GET /v1/syncer/stream` | server-sent events: `status` (at most once a second when it changes) and `event` (each write) |
-//! | `GET /v1/syncer/config` | the effective settings, secrets hidden |
+//! | `GET /v1/syncer/config` | the effective settings, secrets hidden, and the last reload's outcome |
 //! | `GET /` | the dashboard (static files compiled in; no CDN) |
+//!
+//! Admin endpoints (see [`Admin`] for who may call them):
+//!
+//! | Path | What |
+//! |---|---|
+//! | `POST /v1/syncer/resync?cluster=` | a full reconcile now; with `cluster`, that peer's whole export is fetched again |
+//! | `GET /v1/syncer/full-synchronization` | the same (service-center syncer's path) |
+//! | `POST /v1/syncer/suspend?copies=keep\|drop` | stops importing: `keep` heartbeats the copies as they are, `drop` removes them |
+//! | `POST /v1/syncer/resume` | ends a suspension with a full reconcile |
+//! | `GET`, `PUT /v1/syncer/log-level` | the log filter; `PUT` takes the new one as the body (`info,syncer::sync=debug`) |
 //!
 //! With a token (`--http-token-file`) every request but `/healthz`, `/readyz` and the
 //! dashboard's static files must carry it, as `Authorization: Bearer <token>` or the
@@ -34,7 +44,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::stream::Stream;
 use serde::{Deserialize, Serialize};
@@ -44,7 +54,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::status::{InstancesReport, Query, ServicesReport, SyncStatus};
+use super::status::{
+    CopiesWhileSuspended, InstancesReport, Query, ResyncReport, ServicesReport, Suspension,
+    SyncStatus,
+};
 use super::Observer;
 use crate::membership::Member;
 
@@ -58,6 +71,30 @@ pub const MAX_LIMIT: usize = 10_000;
 
 /// How long a question waits for the reconcile loop before 503.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an admin command waits for the reconcile it asked for before 503 (the command
+/// still runs; `/v1/syncer/status` shows when it ended).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Largest body of `PUT /v1/syncer/log-level`, bytes.
+pub const MAX_LOG_FILTER_BODY: usize = 4096;
+
+/// Who may call the admin endpoints (resync, suspend, resume, log-level).
+///
+/// * A request a browser makes (it has an `Origin` or a `Sec-Fetch-*` header) is refused
+///   with 403: a web page must not steer a syncer on its visitor's machine (cross-site
+///   requests and DNS rebinding against a loopback listener).
+/// * With a token (`--admin-token-file`) the request must carry it as
+///   `Authorization: Bearer <token>` (401 otherwise); cookies are not read.
+/// * Without one, only a loopback listener answers them (403 otherwise), and only with
+///   `--http-token-file`'s token as a bearer token when that is set.
+#[derive(Debug, Clone, Default)]
+pub struct Admin {
+    /// `--admin-token-file`'s token.
+    pub token: Option<Token>,
+    /// Whether the listener is bound to a loopback address.
+    pub loopback: bool,
+}
 
 /// Shortest time between two `status` messages of a live stream.
 pub const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -144,8 +181,9 @@ pub struct Site {
     pub members: watch::Receiver<Vec<Member>>,
     /// The export now.
     pub export: Arc<dyn Fn() -> ExportSummary + Send + Sync>,
-    /// The effective settings, secrets hidden.
-    pub config: serde_json::Value,
+    /// The effective settings, secrets hidden, with the last reload's outcome (updated by
+    /// each reload).
+    pub config: watch::Receiver<serde_json::Value>,
 }
 
 impl std::fmt::Debug for Site {
@@ -161,6 +199,7 @@ struct App {
     observer: Observer,
     site: Site,
     token: Option<Token>,
+    admin: Admin,
     streams: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
@@ -170,12 +209,14 @@ pub fn router(
     observer: Observer,
     site: Site,
     token: Option<Token>,
+    admin: Admin,
     shutdown: CancellationToken,
 ) -> Router {
     let app = Arc::new(App {
         observer,
         site,
         token,
+        admin,
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
         shutdown,
     });
@@ -189,6 +230,18 @@ pub fn router(
         .route("/v1/syncer/stream", get(stream))
         .route("/v1/syncer/config", get(config))
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
+    let admin = Router::new()
+        .route("/v1/syncer/resync", post(resync))
+        .route("/v1/syncer/full-synchronization", get(full_synchronization))
+        .route("/v1/syncer/suspend", post(suspend))
+        .route("/v1/syncer/resume", post(resume))
+        .route(
+            "/v1/syncer/log-level",
+            get(log_level)
+                .put(set_log_level)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_LOG_FILTER_BODY)),
+        )
+        .route_layer(middleware::from_fn_with_state(app.clone(), authorize_admin));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -196,6 +249,7 @@ pub fn router(
         .route("/dashboard.js", get(dashboard_js))
         .route("/dashboard.css", get(dashboard_css))
         .merge(guarded)
+        .merge(admin)
         .fallback(not_found)
         .layer(middleware::map_response(security_headers))
         .with_state(app)
@@ -230,9 +284,10 @@ pub async fn serve(
     observer: Observer,
     site: Site,
     token: Option<Token>,
+    admin: Admin,
     shutdown: CancellationToken,
 ) {
-    let router = router(observer, site, token, shutdown.clone());
+    let router = router(observer, site, token, admin, shutdown.clone());
     crate::listener::http::serve(
         listener,
         "daemon HTTP",
@@ -284,6 +339,52 @@ async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next)
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
+}
+
+/// The admin endpoints' guard ([`Admin`]).
+async fn authorize_admin(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let from_browser = headers.contains_key(header::ORIGIN)
+        || headers
+            .keys()
+            .any(|name| name.as_str().starts_with("sec-fetch-"));
+    if from_browser {
+        return error(
+            StatusCode::FORBIDDEN,
+            "admin endpoints do not answer requests made by a web browser (Origin or \
+             Sec-Fetch-* header); call them with curl or a script",
+        );
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let (token, which) = match (&app.admin.token, &app.token) {
+        (Some(admin), _) => (Some(admin), "--admin-token-file"),
+        (None, _) if !app.admin.loopback => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "admin endpoints answer beyond loopback only with --admin-token-file set",
+            );
+        }
+        (None, read) => (read.as_ref(), "--http-token-file"),
+    };
+    if let Some(token) = token {
+        if !bearer.is_some_and(|given| token.matches(given)) {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "admin endpoints need the token of {which}, as `Authorization: Bearer \
+                     <token>`"
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    next.run(request).await
 }
 
 /// The token a request carries: its bearer token, else its `syncer_token` cookie
@@ -436,7 +537,10 @@ fn status_json(app: &App) -> serde_json::Value {
         "reconciled_at_ms": status.reconciled_at_ms,
         "reconcile_ms": status.reconcile_ms,
         "lease_secs": status.lease_secs,
+        "suspended": status.suspended,
         "peers": status.peers,
+        "dry_run": status.dry_run,
+        "pending": status.pending,
         "last_event": app.observer.events.last_seq(),
         "now_ms": super::events::now_ms(),
     })
@@ -470,6 +574,15 @@ fn limit(given: Option<usize>) -> Result<usize, ApiError> {
 
 /// Asks the reconcile loop; 503 when it does not answer within [`QUERY_TIMEOUT`].
 async fn ask<T>(app: &App, query: impl FnOnce(oneshot::Sender<T>) -> Query) -> Result<T, ApiError> {
+    ask_within(app, QUERY_TIMEOUT, query).await
+}
+
+/// [`ask`], waiting up to `wait` for the answer.
+async fn ask_within<T>(
+    app: &App,
+    wait: Duration,
+    query: impl FnOnce(oneshot::Sender<T>) -> Query,
+) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
     let busy = || {
         ApiError(
@@ -481,10 +594,106 @@ async fn ask<T>(app: &App, query: impl FnOnce(oneshot::Sender<T>) -> Query) -> R
     if !matches!(sent, Ok(Ok(()))) {
         return Err(busy());
     }
-    match tokio::time::timeout(QUERY_TIMEOUT, rx).await {
+    match tokio::time::timeout(wait, rx).await {
         Ok(Ok(answer)) => Ok(answer),
         _ => Err(busy()),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResyncParams {
+    cluster: Option<String>,
+}
+
+async fn resync(
+    State(app): State<Arc<App>>,
+    q: Result<QueryString<ResyncParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let p = params(q)?;
+    if p.cluster.as_ref().is_some_and(|c| c.len() > 256) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "cluster names are at most 256 bytes".into(),
+        ));
+    }
+    do_resync(&app, p.cluster).await
+}
+
+/// service-center syncer's `GET /v1/syncer/full-synchronization`: a full reconcile.
+async fn full_synchronization(
+    State(app): State<Arc<App>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    do_resync(&app, None).await
+}
+
+async fn do_resync(
+    app: &App,
+    cluster: Option<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let report: Result<ResyncReport, String> = ask_within(app, COMMAND_TIMEOUT, |reply| {
+        Query::Resync { cluster, reply }
+    })
+    .await?;
+    match report {
+        Ok(report) => Ok(Json(json!({ "resync": report }))),
+        Err(reason) if reason.starts_with("no peer cluster") => {
+            Err(ApiError(StatusCode::NOT_FOUND, reason))
+        }
+        Err(reason) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, reason)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuspendParams {
+    copies: Option<CopiesWhileSuspended>,
+}
+
+async fn suspend(
+    State(app): State<Arc<App>>,
+    q: Result<QueryString<SuspendParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let p = params(q)?;
+    let copies = p.copies.unwrap_or(CopiesWhileSuspended::Keep);
+    let (suspension, removed): (Suspension, usize) = ask_within(&app, COMMAND_TIMEOUT, |reply| {
+        Query::Suspend { copies, reply }
+    })
+    .await?;
+    Ok(Json(json!({ "suspended": suspension, "removed": removed })))
+}
+
+async fn resume(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (ended, report): (Option<Suspension>, Option<ResyncReport>) =
+        ask_within(&app, COMMAND_TIMEOUT, |reply| Query::Resume { reply }).await?;
+    Ok(Json(json!({
+        "resumed": ended.is_some(),
+        "was": ended,
+        "resync": report,
+    })))
+}
+
+async fn log_level() -> Json<serde_json::Value> {
+    Json(json!({ "filter": crate::logging::filter() }))
+}
+
+/// The new filter is the body: the text itself, or JSON `{"filter": "..."}`.
+async fn set_log_level(body: String) -> Result<Json<serde_json::Value>, ApiError> {
+    let text = match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(o)) => match o.get("filter") {
+            Some(serde_json::Value::String(f)) => f.clone(),
+            _ => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    "a JSON body is {\"filter\": \"info,syncer::sync=debug\"}".into(),
+                ))
+            }
+        },
+        _ => body,
+    };
+    let filter = crate::logging::set_filter(&text)
+        .map_err(|reason| ApiError(StatusCode::BAD_REQUEST, reason))?;
+    Ok(Json(json!({ "filter": filter })))
 }
 
 /// Query strings this listener reads: a bad one is a 400 with the reason.
@@ -553,7 +762,7 @@ async fn events(
 }
 
 async fn config(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
-    Json(app.site.config.clone())
+    Json(app.site.config.borrow().clone())
 }
 
 /// What a live stream sends next.

@@ -97,6 +97,8 @@ pub struct Metrics {
     pub leader_changes: Counter,
     /// `syncer_export_revision`: the revision of this member's export.
     pub export_revision: Gauge,
+    /// `syncer_suspended`: 1 while imports are suspended (`POST /v1/syncer/suspend`).
+    pub suspended: Gauge,
     /// `syncer_import_lag_revisions{cluster}`: revisions the peer gossips beyond the one
     /// this member holds of its export.
     pub import_lag: Family<ClusterLabel, Gauge>,
@@ -120,6 +122,10 @@ pub struct Metrics {
     /// `syncer_registry_write_wait_seconds_total`: seconds registry writes waited for tokens
     /// of `--registry-write-rate`, all writers together (0 without a limit).
     pub write_wait: Counter<f64, AtomicU64>,
+    /// `syncer_dry_run_pending{op}`: in dry run (`--dry-run`), the copies the last full
+    /// reconcile would register (`op="register"`) and remove (`op="unregister"`); absent
+    /// otherwise.
+    pub dry_run_pending: Family<OpLabel, Gauge>,
     /// `syncer_uptime_seconds`: seconds since the daemon started (float gauge).
     started: Instant,
     uptime: Gauge<f64, AtomicU64>,
@@ -164,6 +170,7 @@ impl Metrics {
         let leader = Family::<ClusterLabel, Gauge>::default();
         let leader_changes = Counter::default();
         let export_revision = Gauge::default();
+        let suspended = Gauge::default();
         let import_lag = Family::<ClusterLabel, Gauge>::default();
         let propagation = seconds_histogram();
         let copies = Family::<OriginLabel, Gauge>::default();
@@ -173,6 +180,7 @@ impl Metrics {
         let exchange_bytes = Family::<DirectionLabel, Counter>::default();
         let gossip_members = Family::<StateLabel, Gauge>::default();
         let events = Counter::default();
+        let dry_run_pending = Family::<OpLabel, Gauge>::default();
         let uptime = Gauge::<f64, AtomicU64>::default();
         let write_wait = Counter::<f64, AtomicU64>::default();
         registry.register(
@@ -194,6 +202,11 @@ impl Metrics {
             "syncer_export_revision",
             "Revision of this member's export",
             export_revision.clone(),
+        );
+        registry.register(
+            "syncer_suspended",
+            "1 while imports are suspended by the admin API, else 0",
+            suspended.clone(),
         );
         registry.register(
             "syncer_import_lag_revisions",
@@ -246,6 +259,11 @@ impl Metrics {
             write_wait.clone(),
         );
         registry.register(
+            "syncer_dry_run_pending",
+            "In dry run, copies the last full reconcile would register or unregister",
+            dry_run_pending.clone(),
+        );
+        registry.register(
             "syncer_uptime_seconds",
             "Seconds since the daemon started",
             uptime.clone(),
@@ -257,6 +275,7 @@ impl Metrics {
             leader,
             leader_changes,
             export_revision,
+            suspended,
             import_lag,
             propagation,
             copies,
@@ -267,6 +286,7 @@ impl Metrics {
             gossip_members,
             events,
             write_wait,
+            dry_run_pending,
             started: Instant::now(),
             uptime,
             health: Mutex::new(RegistryHealth::default()),

@@ -23,6 +23,64 @@ pub struct SyncStatus {
     pub lease_secs: u64,
     /// One entry per peer cluster known (alive members, copies held, or heard from).
     pub peers: Vec<PeerStatus>,
+    /// Whether the daemon runs in dry run (`--dry-run`): it computes every write and makes
+    /// none.
+    pub dry_run: bool,
+    /// In dry run, what the last full reconcile would have written (`None` otherwise, and
+    /// until this member's first reconcile as leader).
+    pub pending: Option<PendingWrites>,
+    /// Set while imports are suspended (`POST /v1/syncer/suspend`).
+    pub suspended: Option<Suspension>,
+}
+
+/// The writes a dry run would make, as its last full reconcile found them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PendingWrites {
+    /// Copies it would register (a replaced copy counts here and in `unregister`).
+    pub register: usize,
+    /// Copies it would remove.
+    pub unregister: usize,
+    /// The first writes (at most 20: `sync::importer::PENDING_SHOWN`), removals first.
+    pub items: Vec<PendingWrite>,
+}
+
+/// One write a dry run would make.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PendingWrite {
+    /// `register` or `unregister`.
+    pub op: &'static str,
+    /// Why.
+    pub reason: super::events::Reason,
+    /// The cluster the instance comes from.
+    pub origin_cluster: String,
+    /// `domain/project/appId/serviceName/version`.
+    pub service: String,
+    /// The copy's instance id in this registry.
+    pub instance_id: String,
+    /// The instance's id at its origin, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin_instance_id: Option<String>,
+}
+
+/// Imports suspended by `POST /v1/syncer/suspend` until `POST /v1/syncer/resume`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Suspension {
+    /// Since when, in ms since the Unix epoch.
+    pub since_ms: u64,
+    /// What happens to the copies meanwhile.
+    pub copies: CopiesWhileSuspended,
+}
+
+/// What a suspension does with the copies this member wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopiesWhileSuspended {
+    /// They stay as they are and their heartbeats go on; nothing new is written, nothing
+    /// removed.
+    Keep,
+    /// They are removed (an event each, reason `suspend`), and nothing is written until
+    /// resume.
+    Drop,
 }
 
 /// How this member sees one peer cluster.
@@ -66,7 +124,7 @@ pub fn as_string<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error>
     s.collect_str(n)
 }
 
-/// Questions the reconcile loop answers between changes.
+/// Questions the reconcile loop answers, and commands it carries out, between changes.
 #[derive(Debug)]
 pub enum Query {
     /// Per service of the peers: copies expected against present.
@@ -88,6 +146,44 @@ pub enum Query {
         /// Where the answer goes.
         reply: oneshot::Sender<InstancesReport>,
     },
+    /// A full reconcile now (`POST /v1/syncer/resync`); with `cluster`, that peer's whole
+    /// export is also fetched again (its stream restarts from nothing).
+    Resync {
+        /// One peer cluster, or all.
+        cluster: Option<String>,
+        /// The outcome, once the reconcile ended.
+        reply: oneshot::Sender<Result<ResyncReport, String>>,
+    },
+    /// Suspends imports (`POST /v1/syncer/suspend`).
+    Suspend {
+        /// What happens to the copies meanwhile.
+        copies: CopiesWhileSuspended,
+        /// The suspension as set, and the copies removed now (with `drop`).
+        reply: oneshot::Sender<(Suspension, usize)>,
+    },
+    /// Ends a suspension (`POST /v1/syncer/resume`) with a full reconcile.
+    Resume {
+        /// The suspension that ended (`None` if there was none) and the reconcile's outcome.
+        reply: oneshot::Sender<(Option<Suspension>, Option<ResyncReport>)>,
+    },
+}
+
+/// What a reconcile asked for by the admin API did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ResyncReport {
+    /// Whether this member leads its cluster; only the leader imports, so a follower
+    /// reconciles nothing.
+    pub is_leader: bool,
+    /// Copies registered (new, or replaced because their origin changed).
+    pub registered: usize,
+    /// Copies removed.
+    pub unregistered: usize,
+    /// Copies heartbeated.
+    pub heartbeated: usize,
+    /// Registry writes that failed.
+    pub failed: usize,
+    /// How long it took, in ms.
+    pub elapsed_ms: u64,
 }
 
 /// The answer to [`Query::Services`].

@@ -9,8 +9,13 @@
 //! exchange streams to peers and serves pulls from (DESIGN.md decision 4). Records are kept
 //! packed ([`crate::records::packed`]) and a listing is read record by record
 //! ([`Plugin::list_each`]), never held whole: at 100,000 instances one is a hundred MB.
+//!
+//! The export filter ([`super::filter`], `--export-include`/`--export-exclude`) leaves out
+//! the services and instances it does not pass, so peers see them as removed. It is held
+//! behind a watch ([`Exporter::with_filters`]): a new value is applied to the feed and the
+//! registry listed again at once, and the difference crosses as one change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +24,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::filter::{Filter, Filters, ServiceMatch};
 use crate::membership::notice::ExportRevision;
 
 use crate::records::packed::{
@@ -51,6 +57,9 @@ pub struct Exporter {
     listing: tokio::sync::Mutex<()>,
     /// The export by revision; every listing and change read updates it.
     feed: ExportFeed,
+    /// The filters as they may change at run time ([`Exporter::with_filters`]); `None`:
+    /// everything is exported.
+    filters: Option<watch::Receiver<Arc<Filters>>>,
 }
 
 impl Exporter {
@@ -60,7 +69,18 @@ impl Exporter {
             plugin,
             listing: tokio::sync::Mutex::new(()),
             feed: ExportFeed::new(FEED_CAPACITY),
+            filters: None,
         }
+    }
+
+    /// Exports only what `filters`' export filter passes, as it is now and as it changes:
+    /// [`Exporter::follow`] applies each new value and lists the registry again, so what a
+    /// new filter leaves out is removed from the export (peers see it as removed) and what
+    /// it lets in is added, in one change.
+    pub fn with_filters(mut self, filters: watch::Receiver<Arc<Filters>>) -> Exporter {
+        self.feed.set_filter(filters.borrow().export.clone());
+        self.filters = Some(filters);
+        self
     }
 
     /// The export by revision.
@@ -135,12 +155,58 @@ impl Exporter {
     /// * otherwise (an external registry) whenever the plugin's revision token
     ///   ([`Plugin::revision`], read every [`REVISION_POLL`]) changes, and every
     ///   [`TOKEN_BACKSTOP`]; or every `list_interval` when the registry gives no token.
+    ///
+    /// Meanwhile it applies each new value of the filters ([`Exporter::with_filters`]).
     pub async fn follow(
         self: Arc<Self>,
-        mut local_revision: Option<watch::Receiver<u64>>,
+        local_revision: Option<watch::Receiver<u64>>,
         list_interval: Duration,
         shutdown: CancellationToken,
     ) {
+        tokio::join!(
+            self.follow_filters(&shutdown),
+            self.follow_registry(local_revision, list_interval, &shutdown)
+        );
+    }
+
+    /// Applies each new value of the filters until `shutdown` (at once when there are
+    /// none): the feed takes the new export filter and the registry is listed again, retried
+    /// every [`CHANGE_RETRY`] until a listing succeeds (or the filters change again).
+    async fn follow_filters(&self, shutdown: &CancellationToken) {
+        let Some(mut filters) = self.filters.clone() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = filters.changed() => if changed.is_err() {
+                    return;
+                },
+            }
+            let filter = filters.borrow_and_update().export.clone();
+            debug!(include = ?filter.spec().include, exclude = ?filter.spec().exclude, "export filter changed; listing again");
+            self.feed.set_filter(filter);
+            while let Err(e) = self.refresh(&mut ()).await {
+                warn!(error = %e, "listing the local registry after a filter change failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(CHANGE_RETRY) => {}
+                }
+                if filters.has_changed().unwrap_or(false) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The registry side of [`Exporter::follow`].
+    async fn follow_registry(
+        &self,
+        mut local_revision: Option<watch::Receiver<u64>>,
+        list_interval: Duration,
+        shutdown: &CancellationToken,
+    ) {
+        let shutdown = shutdown.clone();
         if self.follow_changes(&shutdown).await {
             return;
         }
@@ -305,6 +371,29 @@ impl ExportListing {
         );
     }
 
+    /// Leaves out the instances `filter` does not pass (reading an instance's metadata only
+    /// when the verdict depends on it; the service globs once per service). An instance
+    /// whose service was not listed is left out.
+    pub fn retain(&mut self, filter: &Filter) {
+        if filter.is_everything() {
+            return;
+        }
+        let mut verdicts: HashMap<ServiceKey, Option<ServiceMatch>> = HashMap::new();
+        let services = &self.services;
+        self.instances.retain(|_, (packed, service)| {
+            let m = *verdicts.entry(*service).or_insert_with(|| {
+                services
+                    .get(service)
+                    .map(|p| service_match(filter, &p.unpack()))
+            });
+            m.is_some_and(|m| {
+                filter.passes_with(m, || -> BTreeMap<String, String> {
+                    packed.unpack().properties
+                })
+            })
+        });
+    }
+
     /// The exported part of `listing`.
     pub fn of(listing: &Snapshot) -> ExportListing {
         let mut out = ExportListing::default();
@@ -316,6 +405,15 @@ impl ExportListing {
         }
         out
     }
+}
+
+/// What `filter`'s service globs say of `service`.
+fn service_match(filter: &Filter, service: &Service) -> ServiceMatch {
+    filter.service(
+        &service.domain_project,
+        &service.app_id,
+        &service.service_name,
+    )
 }
 
 /// The export, numbered by revision, and the changes between revisions.
@@ -340,6 +438,8 @@ pub struct ExportFeed {
 
 #[derive(Debug, Default)]
 struct FeedState {
+    /// The export filter (the default passes everything).
+    filter: Arc<Filter>,
     revision: u64,
     /// The registry revision the export reflects (`None`: not known).
     source: Option<u64>,
@@ -529,6 +629,12 @@ impl ExportFeed {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).source
     }
 
+    /// Takes a new export filter. What it leaves out or lets in changes with the next
+    /// listing ([`ExportFeed::update_at`]), and the changes read after it are filtered by it.
+    pub fn set_filter(&self, filter: Arc<Filter>) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).filter = filter;
+    }
+
     /// Forgets the registry revision (its change log passed us by): the next
     /// [`ExportFeed::update_at`] is taken whatever its revision.
     pub fn forget_source(&self) {
@@ -551,9 +657,33 @@ impl ExportFeed {
             _ => return None,
         }
         let mut change = ExportChange::default();
+        let filter = state.filter.clone();
+        let listed: HashMap<ServiceKey, &Service> = if filter.is_everything() {
+            HashMap::new()
+        } else {
+            set.services
+                .iter()
+                .map(|s| (service_key(&s.service_id), s))
+                .collect()
+        };
+        let mut verdicts: HashMap<ServiceKey, Option<ServiceMatch>> = HashMap::new();
         for i in &set.instances {
             let key = instance_key(&i.service_id, &i.instance_id);
-            if i.origin_cluster().is_some() {
+            let service = service_key(&i.service_id);
+            let passes = filter.is_everything() || {
+                let m = *verdicts
+                    .entry(service)
+                    .or_insert_with(|| match listed.get(&service) {
+                        Some(s) => Some(service_match(&filter, s)),
+                        None => state
+                            .services
+                            .get(&service)
+                            .map(|p| service_match(&filter, &p.unpack())),
+                    });
+                // A service not known is not exported (the next listing tells).
+                m.is_some_and(|m| filter.passes(m, &i.properties))
+            };
+            if i.origin_cluster().is_some() || !passes {
                 if let Some(ids) = state.remove(&key) {
                     change.removed.push(ids);
                 }
@@ -584,9 +714,12 @@ impl ExportFeed {
     /// the export's is ignored); when anything differs (and always on the first call),
     /// bumps the revision and publishes the change. Records that did not change are kept as
     /// they are (compared packed).
+    ///
+    /// Instances the export filter ([`ExportFeed::set_filter`]) does not pass are left out
+    /// (and removed, if they were exported).
     pub fn update_at(
         &self,
-        listing: ExportListing,
+        mut listing: ExportListing,
         source: Option<u64>,
     ) -> Option<Arc<ExportChange>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -596,6 +729,7 @@ impl ExportFeed {
             }
             state.source = Some(source);
         }
+        listing.retain(&state.filter);
         let mut change = ExportChange::default();
         for (key, (packed, service)) in &listing.instances {
             if state.put(*key, packed, *service) {
@@ -853,5 +987,158 @@ mod tests {
         assert_eq!(out.instances[0].instance_id, "own");
         let ids: Vec<_> = out.services.iter().map(|s| s.service_id.as_str()).collect();
         assert_eq!(ids, vec!["s1"]);
+    }
+
+    fn filters(include: &[&str], exclude: &[&str]) -> Arc<Filters> {
+        let spec = super::super::filter::FiltersSpec {
+            export: super::super::filter::FilterSpec {
+                include: include.iter().map(|s| (*s).to_owned()).collect(),
+                exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
+            },
+            ..Default::default()
+        };
+        Arc::new(Filters::new(&spec).expect("filters"))
+    }
+
+    /// Services `orders` (s1) and `payments` (s2) of app `shop`; `a` of orders, `dev` and
+    /// `prod` of payments with metadata `env`.
+    fn shop() -> Snapshot {
+        let service = |id: &str, name: &str| Service {
+            domain_project: "default/default".into(),
+            service_id: id.into(),
+            app_id: "shop".into(),
+            service_name: name.into(),
+            ..Default::default()
+        };
+        let mut dev = instance("dev", 2);
+        dev.service_id = "s2".into();
+        dev.properties.insert("env".into(), "dev".into());
+        let mut prod = instance("prod", 3);
+        prod.service_id = "s2".into();
+        prod.properties.insert("env".into(), "prod".into());
+        Snapshot {
+            services: vec![service("s1", "orders"), service("s2", "payments")],
+            instances: vec![instance("a", 1), dev, prod],
+        }
+    }
+
+    fn exported_ids(feed: &ExportFeed) -> Vec<String> {
+        let mut ids: Vec<String> = feed
+            .current()
+            .1
+            .instances
+            .into_iter()
+            .map(|i| i.instance_id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn the_export_filter_leaves_out_what_it_does_not_pass_from_listings_and_changes() {
+        let feed = ExportFeed::new(8);
+        feed.set_filter(
+            filters(&[], &["default/default/shop/payments"])
+                .export
+                .clone(),
+        );
+        feed.update_at(ExportListing::of(&shop()), Some(1))
+            .expect("first listing");
+        assert_eq!(exported_ids(&feed), vec!["a"]);
+        assert_eq!(
+            feed.current().1.services.len(),
+            1,
+            "payments is not exported"
+        );
+
+        // A new filter: orders, and whatever runs in prod.
+        feed.set_filter(
+            filters(&["default/default/*/orders", "meta:env=prod"], &[])
+                .export
+                .clone(),
+        );
+        let change = feed
+            .update_at(ExportListing::of(&shop()), Some(2))
+            .expect("prod comes in");
+        assert_eq!(change.instances.len(), 1);
+        assert!(change.removed.is_empty());
+        assert_eq!(exported_ids(&feed), vec!["a", "prod"]);
+
+        // Changes read from the change log are filtered too: a dev instance stays out, a
+        // prod one turning dev goes.
+        let mut turned = shop().instances[2].clone();
+        turned.properties.insert("env".into(), "dev".into());
+        let mut new_dev = instance("dev-2", 4);
+        new_dev.service_id = "s2".into();
+        let set = ChangeSet {
+            revision: 3,
+            services: vec![shop().services[1].clone()],
+            instances: vec![turned, new_dev],
+            ..Default::default()
+        };
+        let change = feed.apply(&set).expect("prod removed");
+        assert_eq!(change.removed, vec![("s2".to_string(), "prod".to_string())]);
+        assert!(change.instances.is_empty());
+        assert_eq!(exported_ids(&feed), vec!["a"]);
+    }
+
+    /// A registry that only answers listings, of a fixed snapshot.
+    #[derive(Debug, Default)]
+    struct Listing {
+        snapshot: Snapshot,
+    }
+
+    #[async_trait::async_trait]
+    impl Plugin for Listing {
+        fn name(&self) -> &'static str {
+            "listing"
+        }
+        async fn list(&self) -> syncer_plugin_api::Result<Snapshot> {
+            Ok(self.snapshot.clone())
+        }
+        async fn ensure_service(&self, _: &Service) -> syncer_plugin_api::Result<String> {
+            Err(syncer_plugin_api::Error::Rejected("read only".into()))
+        }
+        async fn register(&self, _: &Service, _: &Instance) -> syncer_plugin_api::Result<String> {
+            Err(syncer_plugin_api::Error::Rejected("read only".into()))
+        }
+        async fn heartbeat(&self, _: &Service, _: &str) -> syncer_plugin_api::Result<()> {
+            Err(syncer_plugin_api::Error::Rejected("read only".into()))
+        }
+        async fn unregister(&self, _: &Service, _: &str) -> syncer_plugin_api::Result<()> {
+            Err(syncer_plugin_api::Error::Rejected("read only".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_export_filter_sent_through_the_watch_is_applied_at_once() {
+        let plugin = Arc::new(Listing { snapshot: shop() });
+        let (tx, rx) = watch::channel(filters(&[], &[]));
+        let exporter = Arc::new(Exporter::new(plugin).with_filters(rx));
+        let shutdown = CancellationToken::new();
+        let following = tokio::spawn(exporter.clone().follow(
+            None,
+            Duration::from_secs(3600),
+            shutdown.clone(),
+        ));
+        let mut revisions = exporter.feed().revisions();
+        let wait = Duration::from_secs(5);
+        tokio::time::timeout(wait, revisions.wait_for(|r| *r >= 1))
+            .await
+            .expect("listed in time")
+            .expect("feed alive");
+        assert_eq!(exported_ids(exporter.feed()), vec!["a", "dev", "prod"]);
+
+        tx.send_replace(filters(&[], &["meta:env=dev"]));
+        tokio::time::timeout(wait, revisions.wait_for(|r| *r >= 2))
+            .await
+            .expect("the new filter applied in time")
+            .expect("feed alive");
+        assert_eq!(exported_ids(exporter.feed()), vec!["a", "prod"]);
+        shutdown.cancel();
+        tokio::time::timeout(wait, following)
+            .await
+            .expect("follow stops")
+            .expect("follow task");
     }
 }

@@ -7,6 +7,11 @@
 //! Everything is indexed by origin id; nothing loops over peers x locals. A plan borrows the
 //! peers' exports ([`Source`]) and registrations are made from them a batch at a time, so
 //! planning 100,000 registrations copies no record.
+//!
+//! The import filter ([`PlanConfig::import_filter`], [`super::filter`]) is applied while
+//! planning: a source it does not pass is not registered, and an existing copy of it is
+//! unregistered with [`Reason::Filter`]. With `--dry-run`, [`preview`] stands in for
+//! [`apply`]: it reports what the plan would write, and writes nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -15,9 +20,12 @@ use futures::stream::{self, FuturesUnordered, StreamExt};
 use syncer_plugin_api::{Error as PluginError, HealthCheck, Instance, Plugin, Service};
 use tracing::{debug, warn};
 
+use super::filter::{Filter, ServiceMatch};
 use super::mapping::{local_instance_id, local_service_id, LocalCopy, Mapping, Origin, OriginKey};
 use super::peer::{PeerDelta, PeerExportState};
 use crate::observe::events::{Event, EventKind, EventLog, Reason};
+use crate::observe::status::CopiesWhileSuspended;
+use crate::observe::status::{PendingWrite, PendingWrites};
 use crate::records::packed::{service_key, PackedInstance, PackedService, ServiceKey};
 
 /// A peer's export as [`plan`] reads it: the cluster and its export's state (from a followed
@@ -87,6 +95,53 @@ impl Plan<'_> {
     pub fn changes_nothing(&self) -> bool {
         self.register.is_empty() && self.replace.is_empty() && self.unregister.is_empty()
     }
+
+    /// The plan while imports are suspended: with [`CopiesWhileSuspended::Keep`] every copy
+    /// that exists is heartbeated as it is (nothing registered, replaced or removed); with
+    /// [`CopiesWhileSuspended::Drop`] every copy is removed (reason
+    /// [`Reason::Suspend`] for those the plan would have kept).
+    pub fn suspended(self, copies: CopiesWhileSuspended) -> Self {
+        match copies {
+            CopiesWhileSuspended::Keep => {
+                let mut heartbeat = self.heartbeat;
+                heartbeat.extend(
+                    self.replace
+                        .into_iter()
+                        .map(|(copy, source)| Keep {
+                            origin: source.origin,
+                            copy,
+                            source: None,
+                        })
+                        .chain(self.unregister.into_iter().map(|(origin, copy, _)| Keep {
+                            origin,
+                            copy,
+                            source: None,
+                        })),
+                );
+                Plan {
+                    heartbeat,
+                    ..Plan::default()
+                }
+            }
+            CopiesWhileSuspended::Drop => {
+                let mut unregister = self.unregister;
+                unregister.extend(
+                    self.replace
+                        .into_iter()
+                        .map(|(copy, source)| (source.origin, copy, Reason::Suspend))
+                        .chain(
+                            self.heartbeat
+                                .into_iter()
+                                .map(|keep| (keep.origin, keep.copy, Reason::Suspend)),
+                        ),
+                );
+                Plan {
+                    unregister,
+                    ..Plan::default()
+                }
+            }
+        }
+    }
 }
 
 /// Settings [`plan`] needs about the local side.
@@ -98,6 +153,33 @@ pub struct PlanConfig {
     pub heartbeat_interval_secs: u32,
     /// Missed heartbeats a copy tolerates; its lease is `interval x (times + 1)` seconds.
     pub heartbeat_times: u32,
+    /// What this cluster accepts from its peers (`--import-include`/`--import-exclude`);
+    /// the default passes everything.
+    pub import_filter: Arc<Filter>,
+}
+
+/// Per service of one peer, what the import filter's service globs say (computed once per
+/// service in a plan).
+#[derive(Default)]
+struct Verdicts(HashMap<ServiceKey, ServiceMatch>);
+
+impl Verdicts {
+    /// Whether `instance` of `service` (both of one peer's export) passes `filter`.
+    fn passes(
+        &mut self,
+        filter: &Filter,
+        service: &PackedService,
+        instance: &super::peer::PeerInstance,
+    ) -> bool {
+        if filter.is_everything() {
+            return true;
+        }
+        let m = *self.0.entry(instance.service).or_insert_with(|| {
+            let s = service.unpack();
+            filter.service(&s.domain_project, &s.app_id, &s.service_name)
+        });
+        filter.passes_with(m, || instance.packed.unpack().properties)
+    }
 }
 
 /// Computes the plan.
@@ -109,6 +191,10 @@ pub struct PlanConfig {
 ///   Copies of any other cluster are unregistered.
 /// * `actual`: the mapping rebuilt from the local registry, and the duplicate copies found
 ///   while rebuilding it (always unregistered).
+///
+/// A peer's instance that [`PlanConfig::import_filter`] does not pass is not registered, and
+/// its copy, if there is one, is unregistered with [`Reason::Filter`]. (Copies of a
+/// retained cluster are kept as they are until it is heard from again.)
 pub fn plan<'a>(
     config: &PlanConfig,
     peers: &[PeerView<'a>],
@@ -129,6 +215,7 @@ pub fn plan<'a>(
             continue;
         }
         pulled.insert(&peer.cluster);
+        let mut verdicts = Verdicts::default();
         for (key, instance) in peer.state.instances() {
             let Some(service) = peer.state.service(&instance.service) else {
                 continue;
@@ -137,6 +224,12 @@ pub fn plan<'a>(
                 cluster: peer.cluster.clone(),
                 instance: *key,
             };
+            if !verdicts.passes(&config.import_filter, service, instance) {
+                if let Some(copy) = mapping.copies.remove(&origin) {
+                    out.unregister.push((origin, copy, Reason::Filter));
+                }
+                continue;
+            }
             let source = Source {
                 origin: origin.clone(),
                 service,
@@ -178,7 +271,9 @@ pub fn plan<'a>(
 
 /// Plans one change of one peer's export against the importer's cached mapping (`copies`):
 /// registers what is new, replaces what changed, unregisters what was removed. Copies that
-/// are current are left alone (the periodic reconcile heartbeats them).
+/// are current are left alone (the periodic reconcile heartbeats them). A changed instance
+/// the import filter does not pass is not registered, and its copy is unregistered with
+/// [`Reason::Filter`].
 pub fn plan_changes<'a>(
     config: &PlanConfig,
     peer: PeerView<'a>,
@@ -189,6 +284,7 @@ pub fn plan_changes<'a>(
     if *peer.cluster == *config.local_cluster {
         return out;
     }
+    let mut verdicts = Verdicts::default();
     for key in &delta.upserted {
         let Some(instance) = peer.state.instance(key) else {
             continue;
@@ -201,6 +297,12 @@ pub fn plan_changes<'a>(
             cluster: peer.cluster.clone(),
             instance: *key,
         };
+        if !verdicts.passes(&config.import_filter, service, instance) {
+            if let Some(copy) = copies.get(&origin) {
+                out.unregister.push((origin, copy.clone(), Reason::Filter));
+            }
+            continue;
+        }
         let source = Source {
             origin,
             service,
@@ -310,6 +412,22 @@ impl Subject {
             service: service_name(&copy.service.unpack()),
             instance_id: copy.instance_id.clone(),
             origin_instance_id: None,
+        }
+    }
+
+    /// The copy `source` would be registered as.
+    fn of_source(source: &Source<'_>) -> Subject {
+        let instance = source.instance.unpack();
+        let origin = Origin {
+            cluster: source.origin.cluster.to_string(),
+            service_id: instance.service_id,
+            instance_id: instance.instance_id,
+        };
+        Subject {
+            origin_cluster: origin.cluster.clone(),
+            service: service_name(&source.service.unpack()),
+            instance_id: local_instance_id(&origin),
+            origin_instance_id: Some(origin.instance_id),
         }
     }
 
@@ -434,6 +552,7 @@ impl Applied {
             instance_id: subject.instance_id,
             origin_instance_id: subject.origin_instance_id,
             error,
+            dry_run: false,
         });
     }
 }
@@ -928,6 +1047,105 @@ async fn unregister(
     }
 }
 
+/// Items of a dry run's report given in full ([`PendingWrites::items`]); the rest are
+/// counted.
+pub const PENDING_SHOWN: usize = 20;
+
+/// What [`preview`] found.
+#[derive(Debug, Default)]
+pub struct Preview {
+    /// The writes pending: counts, and the first [`PENDING_SHOWN`].
+    pub pending: PendingWrites,
+    /// Every write pending, as (`true` for a registration, origin): give it to the next
+    /// preview, which records events only for writes that were not pending already.
+    pub keys: HashSet<(bool, OriginKey)>,
+}
+
+/// A dry run's stand-in for [`apply`]: makes no registry call at all (no registration,
+/// removal or heartbeat) and reports what `plan` would write instead. A replaced copy
+/// counts as one removal and one registration. Each write that was not pending in `before`
+/// is recorded in `events` marked `dry_run` (logged as "would register"/"would
+/// unregister"), so a plan that stays the same does not repeat its events at every
+/// reconcile. The [`Applied`] returned counts nothing and holds every copy of the plan as
+/// it stays (none is removed).
+pub fn preview(
+    plan: Plan<'_>,
+    before: &HashSet<(bool, OriginKey)>,
+    events: Option<Arc<EventLog>>,
+) -> (Applied, Preview) {
+    let mut applied = Applied::default();
+    let mut out = Preview::default();
+    let mut note =
+        |register: bool, origin: &OriginKey, reason: Reason, subject: &dyn Fn() -> Subject| {
+            if register {
+                out.pending.register += 1;
+            } else {
+                out.pending.unregister += 1;
+            }
+            let key = (register, origin.clone());
+            let new = !before.contains(&key);
+            out.keys.insert(key);
+            let show = out.pending.items.len() < PENDING_SHOWN;
+            if !new && !show {
+                return;
+            }
+            let subject = subject();
+            let (kind, op) = if register {
+                (EventKind::Register, "register")
+            } else {
+                (EventKind::Unregister, "unregister")
+            };
+            if show {
+                out.pending.items.push(PendingWrite {
+                    op,
+                    reason,
+                    origin_cluster: subject.origin_cluster.clone(),
+                    service: subject.service.clone(),
+                    instance_id: subject.instance_id.clone(),
+                    origin_instance_id: subject.origin_instance_id.clone(),
+                });
+            }
+            if let (true, Some(events)) = (new, &events) {
+                events.record(Event {
+                    seq: 0,
+                    at_ms: 0,
+                    kind,
+                    reason,
+                    op,
+                    origin_cluster: subject.origin_cluster,
+                    service: subject.service,
+                    instance_id: subject.instance_id,
+                    origin_instance_id: subject.origin_instance_id,
+                    error: None,
+                    dry_run: true,
+                });
+            }
+        };
+    for (origin, copy, reason) in plan.unregister {
+        note(false, &origin, reason, &|| Subject::of_copy(&origin, &copy));
+        applied.copies.insert(origin, copy);
+    }
+    for (copy, source) in plan.replace {
+        let origin = source.origin.clone();
+        note(false, &origin, Reason::OriginChange, &|| {
+            Subject::of_copy(&origin, &copy)
+        });
+        note(true, &origin, Reason::OriginChange, &|| {
+            Subject::of_source(&source)
+        });
+        applied.copies.insert(origin, copy);
+    }
+    for source in &plan.register {
+        note(true, &source.origin, Reason::OriginChange, &|| {
+            Subject::of_source(source)
+        });
+    }
+    for keep in plan.heartbeat {
+        applied.copies.insert(keep.origin, keep.copy);
+    }
+    (applied, out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -938,6 +1156,7 @@ mod tests {
             local_cluster: "sc-site".into(),
             heartbeat_interval_secs: 5,
             heartbeat_times: 3,
+            import_filter: Arc::default(),
         }
     }
 
@@ -1155,5 +1374,197 @@ mod tests {
         assert_eq!(p.register[0].instance.unpack().instance_id, "a:2");
         assert_eq!(p.unregister.len(), 1);
         assert!(p.heartbeat.is_empty() && p.replace.is_empty());
+    }
+
+    fn filtered(include: &[&str], exclude: &[&str]) -> PlanConfig {
+        PlanConfig {
+            import_filter: Arc::new(
+                Filter::new(&super::super::filter::FilterSpec {
+                    include: include.iter().map(|s| (*s).to_owned()).collect(),
+                    exclude: exclude.iter().map(|s| (*s).to_owned()).collect(),
+                })
+                .expect("filter"),
+            ),
+            ..config()
+        }
+    }
+
+    #[test]
+    fn an_import_exclude_registers_nothing_and_unregisters_existing_copies_for_the_filter() {
+        let cluster: Arc<str> = Arc::from("eureka-site");
+        let state = peer(&[("a:1", "http://127.0.0.1:1"), ("a:2", "http://127.0.0.1:2")]);
+        let config = filtered(&[], &["default/default/eureka/account-*"]);
+        let fresh = plan(&config, &[view(&cluster, &state)], &HashSet::new(), empty());
+        assert!(fresh.register.is_empty() && fresh.unregister.is_empty());
+
+        let local = imported(&cluster, &state);
+        let p = plan(
+            &config,
+            &[view(&cluster, &state)],
+            &HashSet::new(),
+            Mapping::from_snapshot(&local),
+        );
+        assert!(p.register.is_empty() && p.heartbeat.is_empty());
+        assert_eq!(p.unregister.len(), 2);
+        assert!(p.unregister.iter().all(|(_, _, r)| *r == Reason::Filter));
+
+        // An include that matches lets everything through, one that does not keeps it out.
+        let p = plan(
+            &filtered(&["default/default/eureka/*"], &[]),
+            &[view(&cluster, &state)],
+            &HashSet::new(),
+            empty(),
+        );
+        assert_eq!(p.register.len(), 2);
+        let p = plan(
+            &filtered(&["default/default/other/*"], &[]),
+            &[view(&cluster, &state)],
+            &HashSet::new(),
+            empty(),
+        );
+        assert!(p.register.is_empty());
+    }
+
+    #[test]
+    fn an_import_filter_on_metadata_takes_the_matching_instances_only() {
+        let cluster: Arc<str> = Arc::from("eureka-site");
+        let mut snapshot = export(&[
+            ("prod", "http://127.0.0.1:1"),
+            ("dev", "http://127.0.0.1:2"),
+        ]);
+        snapshot.instances[0]
+            .properties
+            .insert("env".into(), "prod".into());
+        snapshot.instances[1]
+            .properties
+            .insert("env".into(), "dev".into());
+        let state = PeerExportState::pulled(&snapshot);
+        let p = plan(
+            &filtered(&["meta:env=prod"], &[]),
+            &[view(&cluster, &state)],
+            &HashSet::new(),
+            empty(),
+        );
+        let ids: Vec<String> = p
+            .register
+            .iter()
+            .map(|s| s.instance.unpack().instance_id)
+            .collect();
+        assert_eq!(ids, vec!["prod".to_string()]);
+    }
+
+    #[test]
+    fn a_change_the_import_filter_refuses_removes_its_copy() {
+        let cluster: Arc<str> = Arc::from("eureka-site");
+        let mut state = peer(&[("a:1", "http://127.0.0.1:1")]);
+        let local = imported(&cluster, &state);
+        let (mapping, _) = Mapping::from_snapshot(&local);
+        state.epoch = 1;
+        let delta = state
+            .apply(crate::records::PeerEvent::Change {
+                epoch: 1,
+                changed_at_ms: 0,
+                revision: 1,
+                upserted: export(&[("a:1", "http://127.0.0.1:9"), ("a:2", "http://127.0.0.1:2")]),
+                removed: vec![],
+            })
+            .expect("next revision");
+        let config = filtered(&[], &["**/account-server"]);
+        let p = plan_changes(&config, view(&cluster, &state), &delta, &mapping.copies);
+        assert!(p.register.is_empty() && p.replace.is_empty());
+        assert_eq!(p.unregister.len(), 1);
+        assert_eq!(p.unregister[0].2, Reason::Filter);
+    }
+
+    #[test]
+    fn a_preview_writes_nothing_and_records_each_pending_write_once() {
+        let cluster: Arc<str> = Arc::from("eureka-site");
+        let old = peer(&[("a:1", "http://127.0.0.1:1"), ("a:2", "http://127.0.0.1:2")]);
+        let local = imported(&cluster, &old);
+        // a:1 stays, a:2 is gone at the origin, a:3 is new.
+        let now = peer(&[("a:1", "http://127.0.0.1:1"), ("a:3", "http://127.0.0.1:3")]);
+        let events = Arc::new(EventLog::new());
+        let round = |before: &HashSet<(bool, OriginKey)>| {
+            let p = plan(
+                &config(),
+                &[view(&cluster, &now)],
+                &HashSet::new(),
+                Mapping::from_snapshot(&local),
+            );
+            preview(p, before, Some(events.clone()))
+        };
+        let (applied, first) = round(&HashSet::new());
+        assert_eq!((first.pending.register, first.pending.unregister), (1, 1));
+        assert_eq!(
+            applied.registered + applied.unregistered + applied.heartbeated,
+            0
+        );
+        // Every copy stays: the kept one and the one a real run would remove.
+        assert_eq!(applied.copies.len(), 2);
+        assert_eq!(first.pending.items.len(), 2);
+        assert_eq!(first.pending.items[0].op, "unregister");
+        assert_eq!(first.pending.items[0].reason, Reason::OriginGone);
+        assert_eq!(first.pending.items[1].op, "register");
+        assert_eq!(
+            first.pending.items[1].origin_instance_id.as_deref(),
+            Some("a:3")
+        );
+        let recorded = events.since(0, 100);
+        assert_eq!(recorded.len(), 2);
+        assert!(recorded.iter().all(|e| e.dry_run));
+        // The same plan again: the same report, no new event.
+        let (_, second) = round(&first.keys);
+        assert_eq!(second.pending, first.pending);
+        assert_eq!(events.since(0, 100).len(), 2);
+    }
+
+    /// Figures, not a check: `cargo test --release --lib plan_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "prints figures"]
+    fn plan_cost_with_and_without_an_import_filter_at_100k_instances() {
+        let services = 1_000;
+        let per_service = 100;
+        let mut snapshot = Snapshot::default();
+        for s in 0..services {
+            snapshot.services.push(Service {
+                domain_project: "default/default".into(),
+                service_id: format!("s{s}"),
+                app_id: "shop".into(),
+                service_name: format!("svc-{s}"),
+                version: "1.0.0".into(),
+                ..Default::default()
+            });
+            for i in 0..per_service {
+                let mut instance = Instance {
+                    instance_id: format!("i{s}-{i}"),
+                    service_id: format!("s{s}"),
+                    host_name: "h".into(),
+                    endpoints: vec![format!("rest://10.0.{}.{}:8080", s % 250, i)],
+                    ..Default::default()
+                };
+                let env = if i % 2 == 0 { "prod" } else { "dev" };
+                instance.properties.insert("env".into(), env.into());
+                snapshot.instances.push(instance);
+            }
+        }
+        let cluster: Arc<str> = Arc::from("eureka-site");
+        let state = PeerExportState::pulled(&snapshot);
+        for (what, config) in [
+            ("no filter", config()),
+            (
+                "service globs",
+                filtered(&["default/default/shop/svc-1*"], &[]),
+            ),
+            ("meta:env=prod", filtered(&["meta:env=prod"], &[])),
+        ] {
+            let started = std::time::Instant::now();
+            let p = plan(&config, &[view(&cluster, &state)], &HashSet::new(), empty());
+            eprintln!(
+                "plan of {} instances, {what}: {} registrations in {} ms",
+                services * per_service,
+                p.register.len(),
+                started.elapsed().as_millis()
+            );
+        }
     }
 }

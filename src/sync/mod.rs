@@ -9,8 +9,16 @@
 //! registry's metadata ([`mapping`]), the difference applied and every copy heartbeated
 //! ([`importer`]). A missed event costs latency, never correctness (DESIGN.md
 //! decisions 1 and 4). Members that are not leaders only serve the exchange.
+//!
+//! What crosses is filtered ([`filter`]): the exporter leaves out what the export filter
+//! does not pass, the importer what the import filter does not pass (removing copies that
+//! stop passing). Both are held behind a watch ([`Syncer::with_filters`],
+//! [`exporter::Exporter::with_filters`]) and a new value takes effect at once. In dry run
+//! ([`Syncer::with_dry_run`]) the loop plans as ever and writes nothing: it reports what it
+//! would write ([`importer::preview`]).
 
 pub mod exporter;
+pub mod filter;
 pub mod follow;
 pub mod importer;
 pub mod mapping;
@@ -24,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::{join_all, FutureExt};
 use syncer_plugin_api::Plugin;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -32,10 +40,11 @@ use crate::exchange::client::ExchangeClient;
 use crate::leadership::LeaderWatch;
 use crate::membership::Member;
 use crate::observe::events::now_ms;
-use crate::observe::status::{PeerStatus, Query, SyncStatus};
+use crate::observe::status::{PeerStatus, Query, ResyncReport, Suspension, SyncStatus};
 use crate::observe::Observer;
 use crate::records::{PeerEvent, PeerExport};
 use exporter::Exporter;
+use filter::Filters;
 use follow::{
     follow_stream, lagging, StreamReport, Watching, FIRST_EVENT_WAIT, LAG_CHECK, STREAM_LAG_LIMIT,
 };
@@ -113,6 +122,31 @@ pub struct Syncer {
     /// by [`Syncer::run`], `None` outside it and during a handover (whose final heartbeats go
     /// at once).
     pacer: Option<ratelimit::HeartbeatPacer>,
+    /// The filters as they may change at run time ([`Syncer::with_filters`]); `None`:
+    /// everything is imported.
+    filters: Option<watch::Receiver<Arc<Filters>>>,
+    /// Dry run ([`Syncer::with_dry_run`]): plan, write nothing.
+    dry_run: bool,
+    /// In dry run, the writes pending at the last full reconcile (their events are recorded
+    /// once, when they become pending), and its report for the status.
+    pending: HashSet<(bool, OriginKey)>,
+    pending_writes: Option<crate::observe::status::PendingWrites>,
+    /// Set while imports are suspended (`POST /v1/syncer/suspend`).
+    suspended: Option<Suspension>,
+    /// Commands that arrived while a reconcile was listing, carried out after it.
+    deferred: std::collections::VecDeque<Query>,
+    /// Ticker interval changes from a config reload ([`Syncer::with_ticker`]).
+    ticker_changes: Option<watch::Receiver<Duration>>,
+}
+
+/// An admin command waiting for the reconcile that carries it out.
+enum Pending {
+    Resync(oneshot::Sender<Result<ResyncReport, String>>),
+    Suspend(Suspension, oneshot::Sender<(Suspension, usize)>),
+    Resume(
+        Option<Suspension>,
+        oneshot::Sender<(Option<Suspension>, Option<ResyncReport>)>,
+    ),
 }
 
 /// How long a leaving leader waits for an etcd successor, heartbeating meanwhile.
@@ -158,7 +192,52 @@ impl Syncer {
             reconciles: 0,
             reconciled: None,
             pacer: None,
+            filters: None,
+            dry_run: false,
+            pending: HashSet::new(),
+            pending_writes: None,
+            suspended: None,
+            deferred: std::collections::VecDeque::new(),
+            ticker_changes: None,
         }
+    }
+
+    /// Imports only what `filters`' import filter passes, as it is now and as it changes:
+    /// a new value starts a full reconcile at once, which registers what it lets in and
+    /// removes the copies of what it leaves out (reason `filter`).
+    pub fn with_filters(mut self, filters: watch::Receiver<Arc<Filters>>) -> Syncer {
+        self.filters = Some(filters);
+        self
+    }
+
+    /// Dry run (`--dry-run`): every reconcile plans as ever and writes nothing (no
+    /// registration, removal or heartbeat of copies: copies written earlier expire after
+    /// their lease unless another syncer keeps them); the status and
+    /// `syncer_dry_run_pending{op}` show what it would write, and each write that becomes
+    /// pending is recorded once as an event marked `dry_run`. Changes from the peers' streams
+    /// are shown by the next full reconcile: at once after a whole export (a stream's
+    /// start), else at the next tick.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Syncer {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// The plan's settings, with the import filter as it is now.
+    fn plan_config(&self) -> PlanConfig {
+        let mut config = plan_config(&self.config);
+        if let Some(filters) = &self.filters {
+            config.import_filter = filters.borrow().import.clone();
+        }
+        config
+    }
+
+    /// Follows changes of the ticker interval (a config reload): the next tick comes one
+    /// new interval after the change, and copies registered from then on get the new lease
+    /// (4 ticks). Copies registered before keep their lease until they are registered again;
+    /// a heartbeat that finds one expired registers it again.
+    pub fn with_ticker(mut self, changes: watch::Receiver<Duration>) -> Syncer {
+        self.ticker_changes = Some(changes);
+        self
     }
 
     /// Records metrics and events in `observer`, publishes its status there, and answers
@@ -304,38 +383,67 @@ impl Syncer {
         lag_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.pacer = Some(ratelimit::HeartbeatPacer::spawn(
             self.plugin.clone(),
-            self.config.ticker_interval / 2,
-            self.config.ticker_interval,
             self.config.concurrency,
             shutdown.child_token(),
         ));
         loop {
             let mut full = true;
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = ticker.tick() => {}
-                () = lost_copies(&mut self.pacer) => {
-                    debug!("paced heartbeats found copies the registry lost, reconciling early");
-                }
-                _ = lag_check.tick(), if self.heard.is_some() => {
-                    full = false;
-                }
-                changed = self.members.changed() => {
-                    if changed.is_err() {
-                        // Membership ended: the daemon is shutting down.
-                        break;
+            let mut command = self.deferred.pop_front();
+            if command.is_none() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = ticker.tick() => {}
+                    () = lost_copies(&mut self.pacer) => {
+                        debug!("paced heartbeats found copies the registry lost, reconciling early");
                     }
-                    debug!("membership changed, reconciling early");
+                    interval = ticker_changed(&mut self.ticker_changes) => {
+                        if interval != self.config.ticker_interval {
+                            info!(
+                                from_secs = self.config.ticker_interval.as_secs(),
+                                to_secs = interval.as_secs(),
+                                "ticker interval changed"
+                            );
+                            self.config.ticker_interval = interval;
+                            ticker = tokio::time::interval_at(
+                                tokio::time::Instant::now() + interval,
+                                interval,
+                            );
+                            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        }
+                        continue;
+                    }
+                    _ = lag_check.tick(), if self.heard.is_some() => {
+                        full = false;
+                    }
+                    changed = self.members.changed() => {
+                        if changed.is_err() {
+                            // Membership ended: the daemon is shutting down.
+                            break;
+                        }
+                        debug!("membership changed, reconciling early");
+                    }
+                    Some((cluster, generation, report)) = self.reports_rx.recv() => {
+                        full = self.on_report(cluster, generation, report).await;
+                    }
+                    () = leader_changed(&mut self.leader) => {
+                        debug!("leader changed, reconciling early");
+                    }
+                    () = filters_changed(&mut self.filters) => {
+                        info!("filters changed, reconciling");
+                    }
+                    Some(query) = next_query(&mut self.queries) => {
+                        match self.answer(query) {
+                            None => continue,
+                            Some(c) => command = Some(c),
+                        }
+                    }
                 }
-                Some((cluster, generation, report)) = self.reports_rx.recv() => {
-                    full = self.on_report(cluster, generation, report).await;
-                }
-                () = leader_changed(&mut self.leader) => {
-                    debug!("leader changed, reconciling early");
-                }
-                Some(query) = next_query(&mut self.queries) => {
-                    self.answer(query);
-                    continue;
+            }
+            let mut pending = None;
+            if let Some(command) = command {
+                match self.begin(command) {
+                    Some(p) => pending = Some(p),
+                    None => continue,
                 }
             }
             let members = self.members.borrow_and_update().clone();
@@ -358,11 +466,12 @@ impl Syncer {
                 );
                 was_leader = Some(is_leader);
             }
+            let mut report = None;
             if is_leader {
                 self.restart_lagging();
                 self.follow_peers(&members);
-                if full {
-                    self.reconcile(&members).await;
+                if full || pending.is_some() {
+                    report = self.reconcile(&members).await;
                     // Time spent reconciling is not time a stream was behind: the loop
                     // did not read its reports meanwhile.
                     for w in self.watching.values_mut() {
@@ -373,6 +482,26 @@ impl Syncer {
                 self.stop_following();
             }
             self.publish_status(&members, &leader, is_leader);
+            if let Some(pending) = pending {
+                let report = if is_leader {
+                    report
+                } else {
+                    Some(ResyncReport::default())
+                };
+                match pending {
+                    Pending::Resync(reply) => {
+                        let _ = reply.send(report.ok_or_else(|| {
+                            "listing the local registry failed; see the log".to_owned()
+                        }));
+                    }
+                    Pending::Suspend(suspension, reply) => {
+                        let _ = reply.send((suspension, report.map_or(0, |r| r.unregistered)));
+                    }
+                    Pending::Resume(ended, reply) => {
+                        let _ = reply.send((ended, report));
+                    }
+                }
+            }
         }
         if was_leader == Some(true) && shutdown.is_cancelled() {
             self.hand_over().await;
@@ -414,7 +543,7 @@ impl Syncer {
             PeerEvent::Full { .. } => 0,
         };
         let name = self.name(&cluster);
-        let config = plan_config(&self.config);
+        let config = self.plan_config();
         let state = self.exports.entry(cluster.clone()).or_default();
         let mut delta = match state.apply(event) {
             Ok(delta) => delta,
@@ -435,6 +564,11 @@ impl Syncer {
         let Some(copies) = self.copies.as_mut() else {
             return true;
         };
+        if self.dry_run {
+            // Nothing is written: the next full reconcile shows what this change would do,
+            // at once for a whole export (a stream's start), else at the next tick.
+            return whole;
+        }
         if whole {
             // A whole export also tells what vanished while no stream was up.
             let removed: HashSet<_> = delta.removed.iter().copied().collect();
@@ -446,6 +580,10 @@ impl Syncer {
                     delta.removed.push(origin.instance);
                 }
             }
+        }
+        if self.suspended.is_some() {
+            // Followed, not applied: resume reconciles against what is held then.
+            return false;
         }
         let view = PeerView {
             cluster: name.clone(),
@@ -558,6 +696,10 @@ impl Syncer {
         if let Some(pacer) = &mut self.pacer {
             pacer.stop();
         }
+        if self.pending_writes.take().is_some() {
+            self.pending.clear();
+            self.observer.metrics.dry_run_pending.clear();
+        }
     }
 
     /// Publishes how this member sees each peer cluster ([`Observer::publish`]), and sets
@@ -648,11 +790,15 @@ impl Syncer {
             reconciles: self.reconciles,
             lease_secs: lease(&self.config).as_secs(),
             peers: out,
+            dry_run: self.dry_run,
+            pending: self.pending_writes.clone(),
+            suspended: self.suspended.clone(),
         });
     }
 
-    /// Answers one question of the status API from the exports and copies held.
-    fn answer(&self, query: Query) {
+    /// Answers one question of the status API from the exports and copies held; a command
+    /// (resync, suspend, resume) is handed back for the loop to carry out.
+    fn answer(&self, query: Query) -> Option<Query> {
         match query {
             Query::Services { limit, reply } => {
                 let report = status::services(
@@ -682,11 +828,76 @@ impl Syncer {
                 );
                 let _ = reply.send(report);
             }
+            command @ (Query::Resync { .. } | Query::Suspend { .. } | Query::Resume { .. }) => {
+                return Some(command);
+            }
+        }
+        None
+    }
+
+    /// Starts an admin command: what needs a reconcile comes back as [`Pending`] (the loop
+    /// reconciles, then answers); what does not is answered here.
+    fn begin(&mut self, command: Query) -> Option<Pending> {
+        match command {
+            Query::Resync { cluster, reply } => {
+                if let Some(cluster) = cluster {
+                    let known = self.watching.contains_key(&cluster)
+                        || self.exports.contains_key(&cluster)
+                        || self.copy_counts.contains_key(cluster.as_str())
+                        || self
+                            .members
+                            .borrow()
+                            .iter()
+                            .any(|m| m.cluster_name == cluster);
+                    if !known || cluster == self.config.cluster_name {
+                        let _ = reply.send(Err(format!(
+                            "no peer cluster named {cluster:?} is known here; see \
+                             /v1/syncer/status for the peers"
+                        )));
+                        return None;
+                    }
+                    info!(cluster = %cluster, "resync asked: fetching the whole export again");
+                    // Its stream starts again from nothing: the whole export comes again.
+                    if let Some(w) = self.watching.remove(&cluster) {
+                        w.stop.cancel();
+                    }
+                    self.exports.remove(&cluster);
+                } else {
+                    info!("resync asked: full reconcile");
+                }
+                Some(Pending::Resync(reply))
+            }
+            Query::Suspend { copies, reply } => {
+                let suspension = Suspension {
+                    since_ms: now_ms(),
+                    copies,
+                };
+                info!(copies = ?copies, "imports suspended");
+                self.suspended = Some(suspension.clone());
+                self.observer.metrics.suspended.set(1);
+                // Reconciled at once (with `keep`, heartbeats only; with `drop`, every copy
+                // removed), and the status published before the answer.
+                Some(Pending::Suspend(suspension, reply))
+            }
+            Query::Resume { reply } => {
+                let ended = self.suspended.take();
+                self.observer.metrics.suspended.set(0);
+                info!(
+                    was_suspended = ended.is_some(),
+                    "imports resumed: full reconcile"
+                );
+                Some(Pending::Resume(ended, reply))
+            }
+            query => {
+                self.answer(query);
+                None
+            }
         }
     }
 
-    /// One level-triggered reconcile: peers' exports, local listing, plan, apply.
-    async fn reconcile(&mut self, members: &[Member]) {
+    /// One level-triggered reconcile: peers' exports, local listing, plan, apply. Returns
+    /// what it did, or `None` when the listing failed.
+    async fn reconcile(&mut self, members: &[Member]) -> Option<ResyncReport> {
         let started = Instant::now();
         let peers = peer_clusters(members, &self.config.cluster_name);
         // Peers followed by a stream need no pull.
@@ -755,13 +966,17 @@ impl Syncer {
                 Some((cluster, generation, report)) = self.reports_rx.recv() => {
                     self.on_report(cluster, generation, report).await;
                 }
-                Some(query) = next_query(&mut self.queries) => self.answer(query),
+                Some(query) = next_query(&mut self.queries) => {
+                    if let Some(command) = self.answer(query) {
+                        self.deferred.push_back(command);
+                    }
+                }
             }
         };
         drop(listing);
         if let Err(e) = listed {
             warn!(error = %e, "listing the local registry failed; reconcile skipped");
-            return;
+            return None;
         }
         // The copies listed, and the duplicates among them.
         let actual = builder.finish();
@@ -803,31 +1018,54 @@ impl Syncer {
                 gone.insert(&*origin.cluster);
             }
         }
-        let config = plan_config(&self.config);
-        let mut plan = importer::plan(&config, &exports, &retained, actual);
+        let config = self.plan_config();
+        let plan = importer::plan(&config, &exports, &retained, actual);
+        let mut plan = match &self.suspended {
+            Some(suspension) => plan.suspended(suspension.copies),
+            None => plan,
+        };
         // Heartbeats go to the pacer, spread over half the tick; registrations and removals
-        // are made now, not behind them.
-        let paced: Option<Vec<(OriginKey, LocalCopy)>> = self.pacer.as_ref().map(|_| {
-            std::mem::take(&mut plan.heartbeat)
-                .into_iter()
-                .map(|keep| (keep.origin, keep.copy))
-                .collect()
-        });
+        // are made now, not behind them. (A dry run writes nothing, heartbeats included.)
+        let paced: Option<Vec<(OriginKey, LocalCopy)>> =
+            self.pacer.as_ref().filter(|_| !self.dry_run).map(|_| {
+                std::mem::take(&mut plan.heartbeat)
+                    .into_iter()
+                    .map(|keep| (keep.origin, keep.copy))
+                    .collect()
+            });
         let planned_ms = started.elapsed().as_millis() as u64;
-        let mut applied = apply(
-            self.plugin.as_ref(),
-            &self.observer,
-            &config,
-            plan,
-            self.config.concurrency,
-        )
-        .await;
+        let mut applied = if self.dry_run {
+            let (applied, preview) =
+                importer::preview(plan, &self.pending, Some(self.observer.events.clone()));
+            let metrics = &self.observer.metrics;
+            for (op, n) in [
+                ("register", preview.pending.register),
+                ("unregister", preview.pending.unregister),
+            ] {
+                metrics
+                    .dry_run_pending
+                    .get_or_create(&crate::observe::metrics::OpLabel { op })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            self.pending = preview.keys;
+            self.pending_writes = Some(preview.pending);
+            applied
+        } else {
+            apply(
+                self.plugin.as_ref(),
+                &self.observer,
+                &config,
+                plan,
+                self.config.concurrency,
+            )
+            .await
+        };
         if let (Some(paced), Some(pacer)) = (paced, self.pacer.as_mut()) {
             // Counted as kept: a copy the registry lost is reported by the pacer, and the
             // reconcile that follows finds it missing from its listing.
             applied.heartbeated += paced.len();
             applied.copies.extend(paced.iter().cloned());
-            pacer.submit(paced);
+            pacer.submit(paced, self.config.ticker_interval);
         }
         let elapsed = started.elapsed();
         self.observer
@@ -861,7 +1099,16 @@ impl Syncer {
                 "reconciled"
             );
         }
+        let report = ResyncReport {
+            is_leader: true,
+            registered: applied.registered,
+            unregistered: applied.unregistered,
+            heartbeated: applied.heartbeated,
+            failed: applied.failed,
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
         self.copies = Some(applied.copies);
+        Some(report)
     }
 }
 
@@ -878,6 +1125,7 @@ fn plan_config(config: &Config) -> PlanConfig {
         heartbeat_interval_secs: u32::try_from(config.ticker_interval.as_secs().max(1))
             .unwrap_or(u32::MAX),
         heartbeat_times: 3,
+        import_filter: Arc::default(),
     }
 }
 
@@ -925,6 +1173,30 @@ async fn next_query(queries: &mut Option<mpsc::Receiver<Query>>) -> Option<Query
     }
 }
 
+/// Resolves when the filters change; never without filters or once their source has
+/// ended.
+async fn filters_changed(filters: &mut Option<watch::Receiver<Arc<Filters>>>) {
+    match filters {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The next ticker interval of a reload; never without a source (or once it ended).
+async fn ticker_changed(changes: &mut Option<watch::Receiver<Duration>>) -> Duration {
+    if let Some(rx) = changes {
+        if rx.changed().await.is_ok() {
+            return *rx.borrow_and_update();
+        }
+        *changes = None;
+    }
+    std::future::pending().await
+}
+
 /// Resolves when the leader changes; never once its source has ended.
 /// Resolves when the pacer reports copies the registry lost; never without a pacer.
 async fn lost_copies(pacer: &mut Option<ratelimit::HeartbeatPacer>) {
@@ -967,5 +1239,102 @@ mod tests {
         assert_eq!(peers.len(), 1);
         let nodes: Vec<_> = peers["y"].iter().map(|m| m.node.as_str()).collect();
         assert_eq!(nodes, vec!["c", "d"]);
+    }
+
+    /// An empty registry that refuses writes.
+    #[derive(Debug)]
+    struct Empty;
+
+    #[async_trait::async_trait]
+    impl Plugin for Empty {
+        fn name(&self) -> &'static str {
+            "empty"
+        }
+        async fn list(&self) -> syncer_plugin_api::Result<syncer_plugin_api::Snapshot> {
+            Ok(syncer_plugin_api::Snapshot::default())
+        }
+        async fn ensure_service(
+            &self,
+            _: &syncer_plugin_api::Service,
+        ) -> syncer_plugin_api::Result<String> {
+            Err(syncer_plugin_api::Error::Rejected("read only".into()))
+        }
+        async fn register(
+            &self,
+            _: &syncer_plugin_api::Service,
+            _: &syncer_plugin_api::Instance,
+        ) -> syncer_plugin_api::Result<String> {
+            Err(syncer_plugin_api::Error::Rejected("read only".into()))
+        }
+        async fn heartbeat(
+            &self,
+            _: &syncer_plugin_api::Service,
+            _: &str,
+        ) -> syncer_plugin_api::Result<()> {
+            Err(syncer_plugin_api::Error::Rejected("read only".into()))
+        }
+        async fn unregister(
+            &self,
+            _: &syncer_plugin_api::Service,
+            _: &str,
+        ) -> syncer_plugin_api::Result<()> {
+            Err(syncer_plugin_api::Error::Rejected("read only".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn new_filters_sent_through_the_watch_start_a_full_reconcile_at_once() {
+        let plugin: Arc<dyn Plugin> = Arc::new(Empty);
+        let (_members_tx, members) = watch::channel(vec![Member::on_loopback("n1", "c1", 1)]);
+        let leader = crate::leadership::gossip("n1".into(), "c1".into(), members.clone());
+        let (observer, queries) = Observer::new();
+        let (tx, rx) = watch::channel(Arc::new(Filters::default()));
+        let syncer = Syncer::new(
+            Config {
+                node: "n1".into(),
+                cluster_name: "c1".into(),
+                // Only the first tick falls within the test: any other reconcile is the
+                // filters' doing.
+                ticker_interval: Duration::from_secs(3600),
+                grace_period: Duration::from_secs(3600),
+                concurrency: 1,
+            },
+            plugin.clone(),
+            Arc::new(Exporter::new(plugin)),
+            members,
+            leader,
+        )
+        .with_observer(observer.clone(), queries)
+        .with_filters(rx)
+        .with_dry_run(true);
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(syncer.run(shutdown.clone()));
+        let mut status = observer.follow_status();
+        let wait = Duration::from_secs(5);
+        let first = tokio::time::timeout(wait, status.wait_for(|s| s.reconciles >= 1))
+            .await
+            .expect("first reconcile in time")
+            .expect("status alive")
+            .clone();
+        assert!(first.dry_run);
+        assert_eq!(first.pending.map(|p| p.register + p.unregister), Some(0));
+
+        let spec = filter::FiltersSpec {
+            import: filter::FilterSpec {
+                exclude: vec!["**/secret-*".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        tx.send_replace(Arc::new(Filters::new(&spec).expect("filters")));
+        tokio::time::timeout(wait, status.wait_for(|s| s.reconciles >= 2))
+            .await
+            .expect("a reconcile for the new filters")
+            .expect("status alive");
+        shutdown.cancel();
+        tokio::time::timeout(wait, running)
+            .await
+            .expect("the loop stops")
+            .expect("loop task");
     }
 }

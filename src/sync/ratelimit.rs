@@ -288,6 +288,9 @@ struct Round {
     /// Which round: a new number is a new round.
     number: u64,
     copies: Vec<(OriginKey, LocalCopy)>,
+    /// The tick it belongs to (the ticker interval may change on a config reload); the
+    /// round is spread over half of it.
+    tick: Duration,
 }
 
 /// Spreads each tick's heartbeats of copies over the first half of the tick, in its own
@@ -320,12 +323,9 @@ pub const LOST_SIGNALS: usize = 1;
 
 impl HeartbeatPacer {
     /// Starts the pacer's task (it ends with `shutdown`): heartbeats through `plugin`,
-    /// `concurrency` calls at a time where the registry has no batch heartbeat, each round
-    /// spread over `spread`; `tick` is only for the warning about slow rounds.
+    /// `concurrency` calls at a time where the registry has no batch heartbeat.
     pub fn spawn(
         plugin: Arc<dyn Plugin>,
-        spread: Duration,
-        tick: Duration,
         concurrency: usize,
         shutdown: CancellationToken,
     ) -> HeartbeatPacer {
@@ -333,8 +333,6 @@ impl HeartbeatPacer {
         let (lost_tx, lost) = mpsc::channel(LOST_SIGNALS);
         let task = Pace {
             plugin,
-            spread,
-            tick,
             concurrency: concurrency.max(1),
             rounds: rx,
             lost: lost_tx,
@@ -362,12 +360,14 @@ impl HeartbeatPacer {
         let _ = self.task.await;
     }
 
-    /// Hands over this tick's heartbeats; returns at once.
-    pub fn submit(&mut self, copies: Vec<(OriginKey, LocalCopy)>) {
+    /// Hands over the heartbeats of a tick of length `tick` (spread over half of it);
+    /// returns at once.
+    pub fn submit(&mut self, copies: Vec<(OriginKey, LocalCopy)>, tick: Duration) {
         self.next += 1;
         self.rounds.send_replace(Some(Arc::new(Round {
             number: self.next,
             copies,
+            tick,
         })));
     }
 
@@ -388,8 +388,6 @@ impl HeartbeatPacer {
 /// The pacer's task.
 struct Pace {
     plugin: Arc<dyn Plugin>,
-    spread: Duration,
-    tick: Duration,
     concurrency: usize,
     rounds: watch::Receiver<Option<Arc<Round>>>,
     lost: mpsc::Sender<()>,
@@ -425,13 +423,14 @@ impl Pace {
             return;
         }
         let started = tokio::time::Instant::now();
-        let slots = usize::try_from(self.spread.as_millis() / SLOT.as_millis().max(1))
+        let spread = round.tick / 2;
+        let slots = usize::try_from(spread.as_millis() / SLOT.as_millis().max(1))
             .unwrap_or(usize::MAX)
             .clamp(1, n.div_ceil(MIN_SLOT_HEARTBEATS));
         let per_slot = n.div_ceil(slots);
         let mut lost = 0usize;
         for (i, chunk) in round.copies.chunks(per_slot).enumerate() {
-            let at = started + self.spread.mul_f64(i as f64 / slots as f64);
+            let at = started + spread.mul_f64(i as f64 / slots as f64);
             loop {
                 tokio::select! {
                     () = tokio::time::sleep_until(at) => break,
@@ -454,11 +453,11 @@ impl Pace {
             }
         }
         let took = started.elapsed();
-        if took > self.tick * 2 {
+        if took > round.tick * 2 {
             warn!(
                 copies = n,
                 took_secs = took.as_secs(),
-                tick_secs = self.tick.as_secs(),
+                tick_secs = round.tick.as_secs(),
                 "heartbeating every copy took over 2 ticks (leases are 4): raise --registry-write-rate"
             );
         }
