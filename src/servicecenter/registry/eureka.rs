@@ -220,8 +220,9 @@ pub(crate) struct Pending {
 }
 
 /// One instance's change in a delta sync: its key, its fingerprint now (`None`: gone), and
-/// when gone, its last view.
-pub(crate) type Observed = (Key, Option<Fingerprint>, Option<View>);
+/// when gone, its last view (boxed: a sync gathers one per instance touched, and most are
+/// not removals, so an unboxed `View` of several hundred bytes would sit empty in each).
+pub(crate) type Observed = (Key, Option<Fingerprint>, Option<Box<View>>);
 
 /// The latest queued change of one instance.
 #[derive(Debug)]
@@ -532,7 +533,7 @@ impl EurekaState {
             self.next_seq += 1;
             self.recent.push_back((now, seq, key.clone()));
             let view = if action == Action::Deleted {
-                gone.map(Box::new)
+                gone
             } else {
                 None
             };
@@ -880,7 +881,7 @@ pub(crate) fn sync_delta(reg: &mut Registry, now: Instant) {
                 .eureka_instance(key.app(), key.id())
                 .map(|(_, r)| record_fingerprint(r, reg.eureka.override_status(key.id())));
             let gone = match (&current, pending.removed.remove(&key)) {
-                (None, Some(r)) if reg.eureka.was_present(&key) => Some(removed_view(r)),
+                (None, Some(r)) if reg.eureka.was_present(&key) => Some(Box::new(removed_view(r))),
                 _ => None,
             };
             (key, current, gone)

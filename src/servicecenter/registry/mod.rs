@@ -62,7 +62,7 @@ pub use limits::Limits;
 pub use model::*;
 pub(crate) use persist::*;
 pub use syncer_wire_servicecenter::model::{
-    DataCenterInfo, Framework, HealthCheck, MicroService, MicroServiceInstance, Props,
+    DataCenterInfo, Framework, HealthCheck, MicroService, MicroServiceInstance, Props, Stamp,
 };
 pub use validate::*;
 
@@ -181,8 +181,13 @@ fn pack_name(parts: [&str; 5]) -> Box<[u8]> {
     out.into_boxed_slice()
 }
 
-fn secs(now_ms: i64) -> String {
-    (now_ms / 1000).to_string()
+/// `now_ms` as a record's `timestamp`: whole seconds since the epoch.
+fn secs(now_ms: i64) -> Stamp {
+    let secs = now_ms / 1000;
+    match u64::try_from(secs) {
+        Ok(secs) => Stamp::from_secs(secs),
+        Err(_) => Stamp::parse(&secs.to_string()),
+    }
 }
 
 impl Registry {

@@ -75,31 +75,32 @@ pub struct ServiceEntry {
 
 /// The instances of one service, by instanceId: a `Vec` of (instanceId, record) sorted by
 /// instanceId, of exact capacity while small. Most services have one instance, for which a
-/// `BTreeMap` would spend a node of eleven slots. The id is kept beside the record (a boxed
-/// `str`, 16 bytes and its text) so that a lookup compares ids without reaching into the
-/// records.
+/// `BTreeMap` would spend a node of eleven slots. A lookup compares the records' own
+/// `instanceId`s (a copy of each id beside its record, to search without reaching into the
+/// records, cost about 70 bytes an instance for a search of a few slots).
 ///
 /// Each record is behind an `Arc`, so a snapshot ([`Registry::snapshot`]) shares records
 /// instead of copying them (a write after a snapshot copies one record, `Arc::make_mut`).
 #[derive(Debug, Clone, Default)]
-pub struct Instances(Vec<(Box<str>, Arc<InstanceRecord>)>);
+pub struct Instances(Vec<Arc<InstanceRecord>>);
 
 /// Up to this many instances a service's list grows one slot at a time.
 const EXACT_UP_TO: usize = 8;
 
 impl Instances {
     fn find(&self, id: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| (**k).cmp(id))
+        self.0
+            .binary_search_by(|r| r.body.instance_id.as_str().cmp(id))
     }
 
     /// The record of `id`.
     pub fn get(&self, id: &str) -> Option<&Arc<InstanceRecord>> {
-        self.find(id).ok().map(|at| &self.0[at].1)
+        self.find(id).ok().map(|at| &self.0[at])
     }
 
     /// The record of `id`, to change (not its `instanceId`: the list is sorted by it).
     pub fn get_mut(&mut self, id: &str) -> Option<&mut Arc<InstanceRecord>> {
-        self.find(id).ok().map(|at| &mut self.0[at].1)
+        self.find(id).ok().map(|at| &mut self.0[at])
     }
 
     /// Whether `id` is here.
@@ -110,13 +111,12 @@ impl Instances {
     /// Adds `rec` under its `instanceId`; returns the record it replaced.
     pub fn insert(&mut self, rec: Arc<InstanceRecord>) -> Option<Arc<InstanceRecord>> {
         match self.find(&rec.body.instance_id) {
-            Ok(at) => Some(std::mem::replace(&mut self.0[at].1, rec)),
+            Ok(at) => Some(std::mem::replace(&mut self.0[at], rec)),
             Err(at) => {
                 if self.0.len() < EXACT_UP_TO {
                     self.0.reserve_exact(1);
                 }
-                let id = rec.body.instance_id.as_str().into();
-                self.0.insert(at, (id, rec));
+                self.0.insert(at, rec);
                 None
             }
         }
@@ -125,7 +125,7 @@ impl Instances {
     /// Removes `id`; returns its record.
     pub fn remove(&mut self, id: &str) -> Option<Arc<InstanceRecord>> {
         let at = self.find(id).ok()?;
-        let (_, rec) = self.0.remove(at);
+        let rec = self.0.remove(at);
         if self.0.len() < EXACT_UP_TO {
             self.0.shrink_to_fit();
         }
@@ -149,28 +149,28 @@ impl Instances {
 
     /// The instanceIds in order.
     pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(_, r)| &r.body.instance_id)
+        self.0.iter().map(|r| &r.body.instance_id)
     }
 
     /// The records in instanceId order.
     pub fn values(&self) -> impl Iterator<Item = &Arc<InstanceRecord>> {
-        self.0.iter().map(|(_, r)| r)
+        self.0.iter()
     }
 
     /// The records in instanceId order, owned.
     pub fn into_values(self) -> impl Iterator<Item = Arc<InstanceRecord>> {
-        self.0.into_iter().map(|(_, r)| r)
+        self.0.into_iter()
     }
 }
 
 /// (instanceId, record) of [`Instances`], in instanceId order.
-pub struct InstancesIter<'a>(std::slice::Iter<'a, (Box<str>, Arc<InstanceRecord>)>);
+pub struct InstancesIter<'a>(std::slice::Iter<'a, Arc<InstanceRecord>>);
 
 impl<'a> Iterator for InstancesIter<'a> {
     type Item = (&'a String, &'a Arc<InstanceRecord>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.0.next().map(|(_, r)| (&r.body.instance_id, r))
+        self.0.next().map(|r| (&r.body.instance_id, r))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

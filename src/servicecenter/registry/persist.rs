@@ -33,10 +33,12 @@ pub(super) fn body_ttl_secs(b: &MicroServiceInstance) -> u64 {
 }
 
 /// Unix seconds as text (a stored timestamp) → ms; `default` when unreadable.
-pub(super) fn stored_ms(secs_text: &str, default: i64) -> i64 {
-    secs_text
-        .parse::<i64>()
-        .map_or(default, |s| s.saturating_mul(1000))
+pub(super) fn stored_ms(stamp: &Stamp, default: i64) -> i64 {
+    let secs = match stamp.secs() {
+        Some(secs) => i64::try_from(secs).ok(),
+        None => stamp.to_string().parse::<i64>().ok(),
+    };
+    secs.map_or(default, |s| s.saturating_mul(1000))
 }
 
 pub(super) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {

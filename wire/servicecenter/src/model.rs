@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::props::Props;
+pub use crate::stamp::Stamp;
 
 fn is_empty_map(m: &Props) -> bool {
     m.is_empty()
@@ -53,9 +54,9 @@ pub struct MicroService {
     /// Free properties, returned as given.
     #[serde(skip_serializing_if = "is_empty_map")]
     pub properties: Props,
-    /// Creation time, unix seconds as a string (set by the server).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub timestamp: String,
+    /// Creation time, unix seconds as a string (set by the server; [`Stamp`]).
+    #[serde(skip_serializing_if = "Stamp::is_empty")]
+    pub timestamp: Stamp,
     /// Alias name.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub alias: String,
@@ -63,8 +64,8 @@ pub struct MicroService {
     #[serde(rename = "LBStrategy", skip_serializing_if = "is_empty_map")]
     pub lb_strategy: Props,
     /// Last modification time, unix seconds as a string (set by the server).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub mod_timestamp: String,
+    #[serde(skip_serializing_if = "Stamp::is_empty")]
+    pub mod_timestamp: Stamp,
     /// Empty or `development`/`testing`/`acceptance`/`production`; part of the identity.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub environment: String,
@@ -113,15 +114,15 @@ pub struct MicroServiceInstance {
     /// Lease parameters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
-    /// Registration time, unix seconds as a string.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub timestamp: String,
+    /// Registration time, unix seconds as a string ([`Stamp`]).
+    #[serde(skip_serializing_if = "Stamp::is_empty")]
+    pub timestamp: Stamp,
     /// Where the instance runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_center_info: Option<DataCenterInfo>,
     /// Last modification time, unix seconds as a string.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub mod_timestamp: String,
+    #[serde(skip_serializing_if = "Stamp::is_empty")]
+    pub mod_timestamp: Stamp,
     /// Always the service's version.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub version: String,
