@@ -59,13 +59,119 @@ pub struct InstanceRecord {
     pub updated_ms: i64,
 }
 
+/// A domain or project name of a stored service: the text behind a shared pointer, so that
+/// the services of one tenant share its name instead of each holding two `String`s (24
+/// bytes and a heap block each). `default`, the tenant of nearly every service, is one
+/// allocation for the whole process; any other name is one per service. Reads like a `str`
+/// (`Deref`), compares with `str`, `&str` and `String`, and orders and hashes as its text.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TenantName(Arc<str>);
+
+impl TenantName {
+    /// The name `text`.
+    pub fn new(text: &str) -> TenantName {
+        static DEFAULT: std::sync::LazyLock<Arc<str>> =
+            std::sync::LazyLock::new(|| Arc::from(DEFAULT_TENANT));
+        if text == DEFAULT_TENANT {
+            TenantName(Arc::clone(&DEFAULT))
+        } else {
+            TenantName(Arc::from(text))
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TenantName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for TenantName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TenantName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TenantName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for TenantName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for TenantName {
+    fn from(text: &str) -> TenantName {
+        TenantName::new(text)
+    }
+}
+
+impl PartialEq<str> for TenantName {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for TenantName {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for TenantName {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<&String> for TenantName {
+    fn eq(&self, other: &&String) -> bool {
+        *self.0 == ***other
+    }
+}
+
+impl PartialEq<TenantName> for str {
+    fn eq(&self, other: &TenantName) -> bool {
+        *self == *other.0
+    }
+}
+
+impl PartialEq<TenantName> for &str {
+    fn eq(&self, other: &TenantName) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<TenantName> for String {
+    fn eq(&self, other: &TenantName) -> bool {
+        **self == *other.0
+    }
+}
+
 /// A microservice with its tenant and instances.
 #[derive(Debug, Clone)]
 pub struct ServiceEntry {
     /// Domain (tenant) from `X-Domain-Name`.
-    pub domain: String,
+    pub domain: TenantName,
     /// Project from the path.
-    pub project: String,
+    pub project: TenantName,
     /// The stored body, behind its own `Arc`: an entry copied because a snapshot shares it
     /// (an instance registered while a dump is read) copies a pointer, not the body.
     pub service: Arc<MicroService>,
@@ -194,13 +300,14 @@ pub(super) type ServiceKey = (NameKey, String);
 
 /// A small ordered set of serviceIds (the versions of a name, the services of an app): a
 /// sorted `Vec` of exact capacity, since most sets hold one id and a `BTreeSet` node has
-/// room for eleven.
+/// room for eleven. The ids are the registry's shared ones (the keys of its services
+/// table), not copies.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct IdSet(Vec<String>);
+pub(crate) struct IdSet(Vec<Arc<str>>);
 
 impl IdSet {
     /// Adds `id`; false when it was there.
-    pub(crate) fn insert(&mut self, id: String) -> bool {
+    pub(crate) fn insert(&mut self, id: Arc<str>) -> bool {
         match self.0.binary_search(&id) {
             Ok(_) => false,
             Err(at) => {
@@ -214,7 +321,7 @@ impl IdSet {
 
     /// Removes `id`; false when it was not there.
     pub(crate) fn remove(&mut self, id: &str) -> bool {
-        match self.0.binary_search_by(|x| x.as_str().cmp(id)) {
+        match self.0.binary_search_by(|x| (**x).cmp(id)) {
             Ok(at) => {
                 self.0.remove(at);
                 true
@@ -229,7 +336,7 @@ impl IdSet {
     }
 
     /// The ids in order.
-    pub(crate) fn iter(&self) -> std::slice::Iter<'_, String> {
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, Arc<str>> {
         self.0.iter()
     }
 }
@@ -337,10 +444,10 @@ mod tests {
         assert!(s.insert("a".into()));
         assert!(s.insert("c".into()));
         assert!(!s.insert("b".into()));
-        assert_eq!(s.iter().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(s.iter().map(|x| &**x).collect::<Vec<_>>(), ["a", "b", "c"]);
         assert!(s.remove("b"));
         assert!(!s.remove("b"));
-        assert_eq!(s.iter().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(s.iter().map(|x| &**x).collect::<Vec<_>>(), ["a", "c"]);
         assert!(s.remove("a") && s.remove("c"));
         assert!(s.is_empty());
     }

@@ -157,13 +157,13 @@ pub fn update(
         )));
     }
     reg.service(domain, project, service_id)?;
-    let slot = reg
+    let tags = reg
         .tags
         .by_service
         .get_mut(service_id)
-        .and_then(|t| t.get_mut(key))
+        .filter(|t| t.contains_key(key))
         .ok_or_else(|| ScError::new(TAG_NOT_EXISTS, format!("tag {key} does not exist")))?;
-    *slot = value.to_string();
+    tags.insert(key.to_string(), value.to_string());
     mark_tags(reg, service_id);
     reg.bump();
     Ok(())

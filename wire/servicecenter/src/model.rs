@@ -72,9 +72,10 @@ pub struct MicroService {
     /// `SDK`, `SIDECAR` or `PLATFORM`.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub register_by: String,
-    /// The framework that registered the service.
+    /// The framework that registered the service (boxed: most services have none, and
+    /// a registry holds one record per service).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub framework: Option<Framework>,
+    pub framework: Option<Box<Framework>>,
 }
 
 /// `framework{name, version}` of a microservice.
@@ -117,9 +118,10 @@ pub struct MicroServiceInstance {
     /// Registration time, unix seconds as a string ([`Stamp`]).
     #[serde(skip_serializing_if = "Stamp::is_empty")]
     pub timestamp: Stamp,
-    /// Where the instance runs.
+    /// Where the instance runs (boxed: most instances have none, and a registry holds
+    /// one record per instance).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_center_info: Option<DataCenterInfo>,
+    pub data_center_info: Option<Box<DataCenterInfo>>,
     /// Last modification time, unix seconds as a string.
     #[serde(skip_serializing_if = "Stamp::is_empty")]
     pub mod_timestamp: Stamp,
