@@ -163,6 +163,7 @@ pub(crate) enum Status {
     Known(u8),
     /// Any other status text, behind a thin pointer: a `Status` is 16 bytes instead of 24,
     /// and the `seen` map holds one fingerprint (two statuses) per instance.
+    #[allow(clippy::box_collection)]
     Other(Box<String>),
 }
 
@@ -759,7 +760,7 @@ pub(crate) fn view(service: &MicroService, rec: &InstanceRecord) -> View {
             }
             for (field, key) in keys::STRING_FIELDS {
                 if let (Some(val), Some(f)) = (
-                    reserved.get(*key),
+                    reserved.get(key),
                     STRING_FIELDS.iter().find(|f| **f == *field),
                 ) {
                     v.strings.insert(*f, val.to_owned());

@@ -121,7 +121,7 @@ pub fn add(
         .by_service
         .entry(service_id.to_string())
         .or_default();
-    let added = tags.keys().filter(|k| !current.contains_key(*k)).count();
+    let added = tags.keys().filter(|k| !current.contains_key(k)).count();
     if added > 0 {
         if let Err(e) = apply_quota(Quota::Tag, max, current.len(), added) {
             if current.is_empty() {
@@ -187,7 +187,7 @@ pub fn delete(
     let current = reg.tags.by_service.get_mut(service_id);
     let missing = keys
         .iter()
-        .find(|k| !current.as_ref().is_some_and(|t| t.contains_key(**k)));
+        .find(|k| !current.as_ref().is_some_and(|t| t.contains_key(k)));
     if let Some(k) = missing {
         return Err(ScError::new(
             TAG_NOT_EXISTS,
@@ -196,7 +196,7 @@ pub fn delete(
     }
     if let Some(t) = current {
         for k in keys {
-            t.remove(*k);
+            t.remove(k);
         }
         if t.is_empty() {
             reg.tags.by_service.remove(service_id);

@@ -401,7 +401,7 @@ mod tests {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect::<Vec<_>>()
         );
-        assert_eq!(p.iter().rev().next(), Some(("z", "3")));
+        assert_eq!(p.iter().next_back(), Some(("z", "3")));
         assert_eq!(p.get("m"), Some("4"));
         assert_eq!(&p["z"], "3");
         assert!(p.contains_key("a") && !p.contains_key("c"));
