@@ -332,7 +332,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     };
     // The filters, behind a watch so that a reload can swap them: the exporter and the
     // reconcile loop apply each new value at once. Kept until the daemon stops.
-    let filters = tokio::sync::watch::channel(Arc::new(config.filters.clone())).0;
+    let filters = Arc::new(tokio::sync::watch::channel(Arc::new(config.filters.clone())).0);
     if config.dry_run {
         info!("dry run: every write is computed and none is made (no registration, removal or heartbeat of copies); see /v1/syncer/status");
     }
@@ -438,6 +438,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             crate::live::Targets {
                 ticker: ticker_tx,
                 shown: shown_tx,
+                filters: filters.clone(),
             },
             FileWatch::new(files, hup.clone()),
             shutdown.clone(),
@@ -715,57 +716,6 @@ fn registry_client_tls(
         });
     }
     Ok(config)
-}
-
-/// The settings `GET /v1/syncer/config` shows: everything that shapes the daemon's
-/// behaviour, without a secret (no password, key or token; files by path only).
-pub fn effective_settings(config: &DaemonConfig) -> serde_json::Value {
-    let registry = match &config.registry {
-        RegistryConfig::External { plugin, endpoints } => serde_json::json!({
-            "plugin": plugin.name(),
-            "endpoints": endpoints
-                .iter()
-                .map(|e| crate::credentials::without_userinfo(e).into_owned())
-                .collect::<Vec<_>>(),
-            "account": config.registry_auth.as_ref().map(|a| a.account.clone()),
-            "tls": config.registry_tls.is_some(),
-        }),
-        RegistryConfig::Builtin { listen } => serde_json::json!({
-            "plugin": "servicecenter",
-            "builtin": listen.to_string(),
-            "builtin_tls": config.builtin_tls.is_some(),
-            "builtin_rbac": config.builtin_rbac.is_some(),
-            "store": format!("{:?}", config.store),
-            "builtin_max_connections": config.builtin_max_connections,
-            "builtin_max_watchers": config.builtin_max_watchers,
-            "builtin_max_body_bytes": config.builtin_max_body_bytes,
-        }),
-    };
-    serde_json::json!({
-        "node": config.node,
-        "cluster_name": config.cluster_name,
-        "registry": registry,
-        "bind_addr": config.bind_addr.to_string(),
-        "advertise_addr": config.advertise_addr.map(|a| a.to_string()),
-        "rpc_addr": config.rpc_addr.to_string(),
-        "rpc_max_connections": config.rpc_max_connections,
-        "http_addr": config.http_addr.map(|a| a.to_string()),
-        "http_token": config.http_token.is_some(),
-        "admin_token": config.admin_token.is_some(),
-        "log_filter": config.log_filter,
-        "join_addrs": config.join_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "ticker_interval_secs": config.ticker_interval.as_secs(),
-        "grace_period_secs": config.grace_period.as_secs(),
-        "mode": format!("{:?}", config.mode),
-        "election_etcd": config.election_etcd.is_some(),
-        "gossip_encrypted": config.keyring.is_some(),
-        "keyring_file": config.keyring_file.as_ref().map(|p| p.display().to_string()),
-        "exchange_tls": config.tls.is_some(),
-        "insecure": config.insecure,
-        "eureka_self_preservation": config.eureka_self_preservation,
-        "filters": config.filters.spec(),
-        "dry_run": config.dry_run,
-    })
 }
 
 /// An address a client on this host can connect to: an unspecified IP becomes loopback.

@@ -1,7 +1,7 @@
 //! Settings that change while the daemon runs: on SIGHUP, and when the `--config` file
 //! changes, the settings are resolved again (the flags and environment as at start, the file
 //! as it is now) and what can change in place is applied: the ticker interval and the log
-//! filter. A file that does not resolve is refused with its error logged, and the settings in
+//! filter and the export and import filters. A file that does not resolve is refused with its error logged, and the settings in
 //! use stay. Settings that only a restart applies (addresses, the registry, the store...) are
 //! named in the log and in `GET /v1/syncer/config` under `reload.restart_needed`.
 //!
@@ -15,11 +15,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{ConfigSource, DaemonConfig};
+use crate::config::{ConfigSource, DaemonConfig, RegistryConfig};
 use crate::reload::{FileWatch, Trigger};
 
 /// Settings the reload keys apply in place; every other changed key waits for a restart.
-pub const RELOADED_IN_PLACE: [&str; 2] = ["ticker_interval_secs", "log_filter"];
+pub const RELOADED_IN_PLACE: [&str; 3] = ["ticker_interval_secs", "log_filter", "filters"];
 
 /// The outcome of the last reload, as `GET /v1/syncer/config` shows it under `reload`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -56,12 +56,16 @@ pub struct Targets {
     pub ticker: watch::Sender<Duration>,
     /// The settings as `GET /v1/syncer/config` shows them.
     pub shown: watch::Sender<serde_json::Value>,
+    /// The export and import filters ([`crate::sync::Syncer::with_filters`],
+    /// [`crate::sync::exporter::Exporter::with_filters`]): the exporter lists its registry
+    /// again and the loop reconciles at once when they change.
+    pub filters: std::sync::Arc<watch::Sender<std::sync::Arc<crate::sync::filter::Filters>>>,
 }
 
-/// The settings as `GET /v1/syncer/config` shows them: [`crate::daemon::effective_settings`]
+/// The settings as `GET /v1/syncer/config` shows them: [`effective_settings`]
 /// and `reload`.
 pub fn shown(config: &DaemonConfig, state: &ReloadState) -> serde_json::Value {
-    let mut settings = crate::daemon::effective_settings(config);
+    let mut settings = effective_settings(config);
     if let Some(o) = settings.as_object_mut() {
         o.insert(
             "reload".into(),
@@ -146,8 +150,8 @@ fn apply(
     targets: &Targets,
     trigger: &'static str,
 ) -> LastReload {
-    let before = crate::daemon::effective_settings(running);
-    let after = crate::daemon::effective_settings(&new);
+    let before = effective_settings(running);
+    let after = effective_settings(&new);
     let mut restart_needed = Vec::new();
     if let (Some(before), Some(after)) = (before.as_object(), after.as_object()) {
         for (key, value) in after {
@@ -157,6 +161,13 @@ fn apply(
         }
     }
     let mut applied = Vec::new();
+    if new.filters.spec() != running.filters.spec() {
+        targets
+            .filters
+            .send_replace(std::sync::Arc::new(new.filters.clone()));
+        running.filters = new.filters.clone();
+        applied.push("filters".to_owned());
+    }
     if new.ticker_interval != running.ticker_interval {
         running.ticker_interval = new.ticker_interval;
         targets.ticker.send_replace(new.ticker_interval);
@@ -182,4 +193,55 @@ fn apply(
         applied,
         restart_needed,
     }
+}
+
+/// The settings `GET /v1/syncer/config` shows: everything that shapes the daemon's
+/// behaviour, without a secret (no password, key or token; files by path only).
+pub fn effective_settings(config: &DaemonConfig) -> serde_json::Value {
+    let registry = match &config.registry {
+        RegistryConfig::External { plugin, endpoints } => serde_json::json!({
+            "plugin": plugin.name(),
+            "endpoints": endpoints
+                .iter()
+                .map(|e| crate::credentials::without_userinfo(e).into_owned())
+                .collect::<Vec<_>>(),
+            "account": config.registry_auth.as_ref().map(|a| a.account.clone()),
+            "tls": config.registry_tls.is_some(),
+        }),
+        RegistryConfig::Builtin { listen } => serde_json::json!({
+            "plugin": "servicecenter",
+            "builtin": listen.to_string(),
+            "builtin_tls": config.builtin_tls.is_some(),
+            "builtin_rbac": config.builtin_rbac.is_some(),
+            "store": format!("{:?}", config.store),
+            "builtin_max_connections": config.builtin_max_connections,
+            "builtin_max_watchers": config.builtin_max_watchers,
+            "builtin_max_body_bytes": config.builtin_max_body_bytes,
+        }),
+    };
+    serde_json::json!({
+        "node": config.node,
+        "cluster_name": config.cluster_name,
+        "registry": registry,
+        "bind_addr": config.bind_addr.to_string(),
+        "advertise_addr": config.advertise_addr.map(|a| a.to_string()),
+        "rpc_addr": config.rpc_addr.to_string(),
+        "rpc_max_connections": config.rpc_max_connections,
+        "http_addr": config.http_addr.map(|a| a.to_string()),
+        "http_token": config.http_token.is_some(),
+        "admin_token": config.admin_token.is_some(),
+        "log_filter": config.log_filter,
+        "join_addrs": config.join_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "ticker_interval_secs": config.ticker_interval.as_secs(),
+        "grace_period_secs": config.grace_period.as_secs(),
+        "mode": format!("{:?}", config.mode),
+        "election_etcd": config.election_etcd.is_some(),
+        "gossip_encrypted": config.keyring.is_some(),
+        "keyring_file": config.keyring_file.as_ref().map(|p| p.display().to_string()),
+        "exchange_tls": config.tls.is_some(),
+        "insecure": config.insecure,
+        "eureka_self_preservation": config.eureka_self_preservation,
+        "filters": config.filters.spec(),
+        "dry_run": config.dry_run,
+    })
 }

@@ -502,3 +502,111 @@ async fn a_dry_run_restart_with_an_exclusion_removes_nothing_and_reports_the_rem
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_new_filter_applies_it_and_a_broken_file_keeps_the_old_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path();
+    let http = reqwest::Client::new();
+    let a = Site::new("a1", "site-a", None);
+    let b = Site::new("b1", "site-b", Some(a.gossip_port));
+    let _registries = (a.start_registry(dir), b.start_registry(dir));
+    let config = dir.join("site-b.yaml");
+    let filter = |service: &str| {
+        format!("filters:\n  import:\n    exclude: [\"default/default/shop/{service}\"]\n")
+    };
+    std::fs::write(&config, filter("secret-*")).expect("write config");
+    let a_syncer = a.start_daemon(dir, &[]);
+    let b_syncer = b.start_daemon(dir, &["--config", &config.display().to_string()]);
+    let logs = [&a_syncer, &b_syncer];
+    wait_following(&http, &b, "site-a", &logs).await;
+
+    let secret = support::sc_create_service(&http, &a.registry, "shop", "secret-keys").await;
+    register(&http, &a.registry, &secret, 7001, serde_json::json!({})).await;
+    let orders = support::sc_create_service(&http, &a.registry, "shop", "orders").await;
+    register(&http, &a.registry, &orders, 7002, serde_json::json!({})).await;
+    eventually(
+        Duration::from_secs(30),
+        "orders at site-b",
+        &logs,
+        || async { (ports(&http, &b.registry, "orders").await? == [7002]).then_some(()) },
+    )
+    .await;
+    assert_eq!(ports(&http, &b.registry, "secret-keys").await, Some(vec![]));
+
+    // SIGHUP with the exclusion moved to orders: its copy goes, secret-keys comes, without
+    // a restart.
+    std::fs::write(&config, filter("orders")).expect("write config");
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &b_syncer.child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+    eventually(
+        Duration::from_secs(30),
+        "the new filter applied at site-b",
+        &logs,
+        || async {
+            let orders = ports(&http, &b.registry, "orders").await?;
+            let secret = ports(&http, &b.registry, "secret-keys").await?;
+            (orders.is_empty() && secret == [7001]).then_some(())
+        },
+    )
+    .await;
+    let config_shown = get_json(&http, &format!("{}/v1/syncer/config", b.http))
+        .await
+        .expect("config");
+    assert_eq!(config_shown["reload"]["revision"], 1, "{config_shown}");
+    assert!(
+        config_shown["reload"]["last"]["applied"]
+            .to_string()
+            .contains("filters"),
+        "{config_shown}"
+    );
+    assert!(
+        events(&http, &b)
+            .await
+            .iter()
+            .any(|e| e["reason"] == "filter" && e["service"] == "default/default/shop/orders/1.0.0"),
+        "no filter event for orders' copy"
+    );
+
+    // A broken file is refused, says why, and the filter in use stays.
+    std::fs::write(
+        &config,
+        "filters:\n  import:\n    exclude: [\"default/default/[\"]\n",
+    )
+    .expect("write config");
+    let refused = eventually(
+        Duration::from_secs(10),
+        "the broken filter refused",
+        &logs,
+        || async {
+            let c = get_json(&http, &format!("{}/v1/syncer/config", b.http)).await?;
+            (c["reload"]["last"]["ok"] == false).then_some(c)
+        },
+    )
+    .await;
+    assert!(
+        refused["reload"]["last"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("default/default/[")),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("default/default/shop/orders"),
+        "the filter in use is still shown: {refused}"
+    );
+    register(&http, &a.registry, &orders, 7003, serde_json::json!({})).await;
+    register(&http, &a.registry, &secret, 7004, serde_json::json!({})).await;
+    eventually(
+        Duration::from_secs(30),
+        "the new secret-keys instance crosses",
+        &logs,
+        || async {
+            (ports(&http, &b.registry, "secret-keys").await? == [7001, 7004]).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(ports(&http, &b.registry, "orders").await, Some(vec![]));
+}

@@ -111,8 +111,8 @@ pub fn providers_of(reg: &Registry, consumer_id: &str) -> Vec<String> {
             continue;
         }
         let key = (
-            domain.clone(),
-            project.clone(),
+            domain.to_string(),
+            project.to_string(),
             r.environment.clone(),
             r.app_id.clone(),
             r.service_name.clone(),

@@ -53,7 +53,7 @@ impl Registry {
         let name = app.to_ascii_lowercase();
         let key = eureka_service_key(app);
         let sid = match self.id_of_key(&key) {
-            Some(id) => id.clone(),
+            Some(id) => id.to_owned(),
             None => {
                 let id = default_service_id(
                     DEFAULT_TENANT,
@@ -75,19 +75,20 @@ impl Registry {
                     ..MicroService::default()
                 };
                 // Direct insert: Eureka names may fail SC's stricter name rule.
+                let shared: Arc<str> = Arc::from(id.as_str());
                 self.by_app
                     .entry(app.to_ascii_uppercase())
                     .or_default()
-                    .insert(id.clone());
+                    .insert(shared.clone());
                 self.by_name
                     .entry(name_index(&key.0))
                     .or_default()
-                    .insert(id.clone());
+                    .insert(shared.clone());
                 self.services.insert(
-                    id.clone(),
+                    shared,
                     Arc::new(ServiceEntry {
-                        domain: DEFAULT_TENANT.into(),
-                        project: DEFAULT_TENANT.into(),
+                        domain: TenantName::new(DEFAULT_TENANT),
+                        project: TenantName::new(DEFAULT_TENANT),
                         service: Arc::new(svc),
                         instances: Instances::default(),
                     }),
@@ -101,7 +102,7 @@ impl Registry {
             if other != sid {
                 if let Some(rec) = self
                     .services
-                    .get_mut(&other)
+                    .get_mut(other.as_str())
                     .map(Arc::make_mut)
                     .and_then(|e| e.instances.remove(&reg.instance_id))
                 {
@@ -121,7 +122,7 @@ impl Registry {
         body.mod_timestamp = body.timestamp.clone();
         let registered = self
             .services
-            .get(&sid)
+            .get(sid.as_str())
             .and_then(|e| e.instances.get(&body.instance_id))
             .map(|r| (r.registered_ms, r.body.timestamp.clone()));
         let iid = body.instance_id.clone();
@@ -132,7 +133,7 @@ impl Registry {
         if let Some((reg_ms, _)) = registered {
             if let Some(rec) = self
                 .services
-                .get_mut(&sid)
+                .get_mut(sid.as_str())
                 .map(Arc::make_mut)
                 .and_then(|e| e.instances.get_mut(&iid).map(Arc::make_mut))
             {
@@ -148,7 +149,7 @@ impl Registry {
             self.services
                 .get(sid)
                 .filter(|e| e.instances.contains_key(id))
-                .map(|_| sid.clone())
+                .map(|_| sid.to_string())
         })
     }
 
@@ -178,7 +179,7 @@ impl Registry {
         };
         let Some(rec) = self
             .services
-            .get_mut(&sid)
+            .get_mut(sid.as_str())
             .map(Arc::make_mut)
             .and_then(|e| e.instances.get_mut(id).map(Arc::make_mut))
         else {
@@ -236,7 +237,7 @@ impl Registry {
     /// One instance of a Eureka app.
     pub fn eureka_instance(&self, app: &str, id: &str) -> Option<(&MicroService, &InstanceRecord)> {
         let sid = self.eureka_locate(app, id)?;
-        let e = self.services.get(&sid)?;
+        let e = self.services.get(sid.as_str())?;
         Some((&*e.service, &**e.instances.get(id)?))
     }
 

@@ -289,7 +289,7 @@ impl Registry {
             // (read first: a write would copy an entry that a snapshot shares).
             let renewed = self
                 .services
-                .get(&sid)
+                .get(sid.as_str())
                 .and_then(|e| e.instances.get(&iid))
                 .map(|r| r.deadline)
                 .filter(|d| *d > now);
@@ -297,7 +297,7 @@ impl Registry {
                 self.leases.insert(deadline, &sid, &iid);
                 continue;
             }
-            if let Some(entry) = self.services.get_mut(&sid).map(Arc::make_mut) {
+            if let Some(entry) = self.services.get_mut(sid.as_str()).map(Arc::make_mut) {
                 if let Some(rec) = entry.instances.remove(&iid) {
                     self.instance_count = self.instance_count.saturating_sub(1);
                     self.journal.instance(&sid, &iid);

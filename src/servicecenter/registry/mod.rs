@@ -62,7 +62,7 @@ pub use limits::Limits;
 pub use model::*;
 pub(crate) use persist::*;
 pub use syncer_wire_servicecenter::model::{
-    DataCenterInfo, Framework, HealthCheck, MicroService, MicroServiceInstance, Props,
+    DataCenterInfo, Framework, HealthCheck, MicroService, MicroServiceInstance, Props, Stamp,
 };
 pub use validate::*;
 
@@ -79,7 +79,8 @@ pub struct Registry {
     /// Behind an `Arc`: the table keeps spare slots, each the size of its value, and a
     /// snapshot ([`Registry::snapshot`]) shares the entries; a write after a snapshot copies
     /// the entry it changes (`Arc::make_mut`; instances are shared too).
-    services: HashMap<String, Arc<ServiceEntry>>,
+    /// Keyed by the serviceId, one allocation shared with `by_name` and `by_app`.
+    services: HashMap<Arc<str>, Arc<ServiceEntry>>,
     by_name: HashMap<Box<[u8]>, IdSet>,
     by_app: HashMap<String, IdSet>,
     leases: Leases,
@@ -181,18 +182,27 @@ fn pack_name(parts: [&str; 5]) -> Box<[u8]> {
     out.into_boxed_slice()
 }
 
-fn secs(now_ms: i64) -> String {
-    (now_ms / 1000).to_string()
+/// `now_ms` as a record's `timestamp`: whole seconds since the epoch.
+fn secs(now_ms: i64) -> Stamp {
+    let secs = now_ms / 1000;
+    match u64::try_from(secs) {
+        Ok(secs) => Stamp::from_secs(secs),
+        Err(_) => Stamp::parse(&secs.to_string()),
+    }
 }
 
 impl Registry {
     /// The serviceId of the service with this key (name and version), if any.
-    pub(super) fn id_of_key(&self, key: &ServiceKey) -> Option<&String> {
-        self.by_name.get(&name_index(&key.0))?.iter().find(|id| {
-            self.services
-                .get(*id)
-                .is_some_and(|e| e.service.version == key.1)
-        })
+    pub(super) fn id_of_key(&self, key: &ServiceKey) -> Option<&str> {
+        self.by_name
+            .get(&name_index(&key.0))?
+            .iter()
+            .find(|id| {
+                self.services
+                    .get(&***id)
+                    .is_some_and(|e| e.service.version == key.1)
+            })
+            .map(|id| &**id)
     }
 
     /// Bumped on every change of a service or instance (not on heartbeats).
@@ -337,7 +347,7 @@ mod tests {
             "s".into(),
         );
         let latest = r.resolve(&key, "latest").unwrap();
-        assert_eq!(r.services[&latest[0]].service.version, "1.10");
+        assert_eq!(r.services[latest[0].as_str()].service.version, "1.10");
         assert_eq!(r.resolve(&key, "1.0+").unwrap().len(), 2);
         assert_eq!(r.resolve(&key, "0.0.1-1.10").unwrap().len(), 2);
         assert_eq!(r.resolve(&key, "1.9").unwrap().len(), 1);

@@ -59,13 +59,119 @@ pub struct InstanceRecord {
     pub updated_ms: i64,
 }
 
+/// A domain or project name of a stored service: the text behind a shared pointer, so that
+/// the services of one tenant share its name instead of each holding two `String`s (24
+/// bytes and a heap block each). `default`, the tenant of nearly every service, is one
+/// allocation for the whole process; any other name is one per service. Reads like a `str`
+/// (`Deref`), compares with `str`, `&str` and `String`, and orders and hashes as its text.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TenantName(Arc<str>);
+
+impl TenantName {
+    /// The name `text`.
+    pub fn new(text: &str) -> TenantName {
+        static DEFAULT: std::sync::LazyLock<Arc<str>> =
+            std::sync::LazyLock::new(|| Arc::from(DEFAULT_TENANT));
+        if text == DEFAULT_TENANT {
+            TenantName(Arc::clone(&DEFAULT))
+        } else {
+            TenantName(Arc::from(text))
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TenantName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for TenantName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TenantName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TenantName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for TenantName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for TenantName {
+    fn from(text: &str) -> TenantName {
+        TenantName::new(text)
+    }
+}
+
+impl PartialEq<str> for TenantName {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for TenantName {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for TenantName {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<&String> for TenantName {
+    fn eq(&self, other: &&String) -> bool {
+        *self.0 == ***other
+    }
+}
+
+impl PartialEq<TenantName> for str {
+    fn eq(&self, other: &TenantName) -> bool {
+        *self == *other.0
+    }
+}
+
+impl PartialEq<TenantName> for &str {
+    fn eq(&self, other: &TenantName) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<TenantName> for String {
+    fn eq(&self, other: &TenantName) -> bool {
+        **self == *other.0
+    }
+}
+
 /// A microservice with its tenant and instances.
 #[derive(Debug, Clone)]
 pub struct ServiceEntry {
     /// Domain (tenant) from `X-Domain-Name`.
-    pub domain: String,
+    pub domain: TenantName,
     /// Project from the path.
-    pub project: String,
+    pub project: TenantName,
     /// The stored body, behind its own `Arc`: an entry copied because a snapshot shares it
     /// (an instance registered while a dump is read) copies a pointer, not the body.
     pub service: Arc<MicroService>,
@@ -75,31 +181,32 @@ pub struct ServiceEntry {
 
 /// The instances of one service, by instanceId: a `Vec` of (instanceId, record) sorted by
 /// instanceId, of exact capacity while small. Most services have one instance, for which a
-/// `BTreeMap` would spend a node of eleven slots. The id is kept beside the record (a boxed
-/// `str`, 16 bytes and its text) so that a lookup compares ids without reaching into the
-/// records.
+/// `BTreeMap` would spend a node of eleven slots. A lookup compares the records' own
+/// `instanceId`s (a copy of each id beside its record, to search without reaching into the
+/// records, cost about 70 bytes an instance for a search of a few slots).
 ///
 /// Each record is behind an `Arc`, so a snapshot ([`Registry::snapshot`]) shares records
 /// instead of copying them (a write after a snapshot copies one record, `Arc::make_mut`).
 #[derive(Debug, Clone, Default)]
-pub struct Instances(Vec<(Box<str>, Arc<InstanceRecord>)>);
+pub struct Instances(Vec<Arc<InstanceRecord>>);
 
 /// Up to this many instances a service's list grows one slot at a time.
 const EXACT_UP_TO: usize = 8;
 
 impl Instances {
     fn find(&self, id: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| (**k).cmp(id))
+        self.0
+            .binary_search_by(|r| r.body.instance_id.as_str().cmp(id))
     }
 
     /// The record of `id`.
     pub fn get(&self, id: &str) -> Option<&Arc<InstanceRecord>> {
-        self.find(id).ok().map(|at| &self.0[at].1)
+        self.find(id).ok().map(|at| &self.0[at])
     }
 
     /// The record of `id`, to change (not its `instanceId`: the list is sorted by it).
     pub fn get_mut(&mut self, id: &str) -> Option<&mut Arc<InstanceRecord>> {
-        self.find(id).ok().map(|at| &mut self.0[at].1)
+        self.find(id).ok().map(|at| &mut self.0[at])
     }
 
     /// Whether `id` is here.
@@ -110,13 +217,12 @@ impl Instances {
     /// Adds `rec` under its `instanceId`; returns the record it replaced.
     pub fn insert(&mut self, rec: Arc<InstanceRecord>) -> Option<Arc<InstanceRecord>> {
         match self.find(&rec.body.instance_id) {
-            Ok(at) => Some(std::mem::replace(&mut self.0[at].1, rec)),
+            Ok(at) => Some(std::mem::replace(&mut self.0[at], rec)),
             Err(at) => {
                 if self.0.len() < EXACT_UP_TO {
                     self.0.reserve_exact(1);
                 }
-                let id = rec.body.instance_id.as_str().into();
-                self.0.insert(at, (id, rec));
+                self.0.insert(at, rec);
                 None
             }
         }
@@ -125,7 +231,7 @@ impl Instances {
     /// Removes `id`; returns its record.
     pub fn remove(&mut self, id: &str) -> Option<Arc<InstanceRecord>> {
         let at = self.find(id).ok()?;
-        let (_, rec) = self.0.remove(at);
+        let rec = self.0.remove(at);
         if self.0.len() < EXACT_UP_TO {
             self.0.shrink_to_fit();
         }
@@ -149,28 +255,28 @@ impl Instances {
 
     /// The instanceIds in order.
     pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(_, r)| &r.body.instance_id)
+        self.0.iter().map(|r| &r.body.instance_id)
     }
 
     /// The records in instanceId order.
     pub fn values(&self) -> impl Iterator<Item = &Arc<InstanceRecord>> {
-        self.0.iter().map(|(_, r)| r)
+        self.0.iter()
     }
 
     /// The records in instanceId order, owned.
     pub fn into_values(self) -> impl Iterator<Item = Arc<InstanceRecord>> {
-        self.0.into_iter().map(|(_, r)| r)
+        self.0.into_iter()
     }
 }
 
 /// (instanceId, record) of [`Instances`], in instanceId order.
-pub struct InstancesIter<'a>(std::slice::Iter<'a, (Box<str>, Arc<InstanceRecord>)>);
+pub struct InstancesIter<'a>(std::slice::Iter<'a, Arc<InstanceRecord>>);
 
 impl<'a> Iterator for InstancesIter<'a> {
     type Item = (&'a String, &'a Arc<InstanceRecord>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.0.next().map(|(_, r)| (&r.body.instance_id, r))
+        self.0.next().map(|r| (&r.body.instance_id, r))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -194,13 +300,14 @@ pub(super) type ServiceKey = (NameKey, String);
 
 /// A small ordered set of serviceIds (the versions of a name, the services of an app): a
 /// sorted `Vec` of exact capacity, since most sets hold one id and a `BTreeSet` node has
-/// room for eleven.
+/// room for eleven. The ids are the registry's shared ones (the keys of its services
+/// table), not copies.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct IdSet(Vec<String>);
+pub(crate) struct IdSet(Vec<Arc<str>>);
 
 impl IdSet {
     /// Adds `id`; false when it was there.
-    pub(crate) fn insert(&mut self, id: String) -> bool {
+    pub(crate) fn insert(&mut self, id: Arc<str>) -> bool {
         match self.0.binary_search(&id) {
             Ok(_) => false,
             Err(at) => {
@@ -214,7 +321,7 @@ impl IdSet {
 
     /// Removes `id`; false when it was not there.
     pub(crate) fn remove(&mut self, id: &str) -> bool {
-        match self.0.binary_search_by(|x| x.as_str().cmp(id)) {
+        match self.0.binary_search_by(|x| (**x).cmp(id)) {
             Ok(at) => {
                 self.0.remove(at);
                 true
@@ -229,7 +336,7 @@ impl IdSet {
     }
 
     /// The ids in order.
-    pub(crate) fn iter(&self) -> std::slice::Iter<'_, String> {
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, Arc<str>> {
         self.0.iter()
     }
 }
@@ -337,10 +444,10 @@ mod tests {
         assert!(s.insert("a".into()));
         assert!(s.insert("c".into()));
         assert!(!s.insert("b".into()));
-        assert_eq!(s.iter().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(s.iter().map(|x| &**x).collect::<Vec<_>>(), ["a", "b", "c"]);
         assert!(s.remove("b"));
         assert!(!s.remove("b"));
-        assert_eq!(s.iter().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(s.iter().map(|x| &**x).collect::<Vec<_>>(), ["a", "c"]);
         assert!(s.remove("a") && s.remove("c"));
         assert!(s.is_empty());
     }

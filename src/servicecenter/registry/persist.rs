@@ -9,8 +9,8 @@ use super::*;
 pub(super) fn service_mark(e: &ServiceEntry) -> Mark {
     let s = &e.service;
     Mark::Service {
-        domain: e.domain.clone(),
-        project: e.project.clone(),
+        domain: e.domain.to_string(),
+        project: e.project.to_string(),
         service_id: s.service_id.clone(),
         index: keys::service_index(
             &e.domain,
@@ -33,10 +33,12 @@ pub(super) fn body_ttl_secs(b: &MicroServiceInstance) -> u64 {
 }
 
 /// Unix seconds as text (a stored timestamp) → ms; `default` when unreadable.
-pub(super) fn stored_ms(secs_text: &str, default: i64) -> i64 {
-    secs_text
-        .parse::<i64>()
-        .map_or(default, |s| s.saturating_mul(1000))
+pub(super) fn stored_ms(stamp: &Stamp, default: i64) -> i64 {
+    let secs = match stamp.secs() {
+        Some(secs) => i64::try_from(secs).ok(),
+        None => stamp.to_string().parse::<i64>().ok(),
+    };
+    secs.map_or(default, |s| s.saturating_mul(1000))
 }
 
 pub(super) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -77,7 +79,7 @@ impl Registry {
                     index,
                 } => match self
                     .services
-                    .get(service_id)
+                    .get(service_id.as_str())
                     .filter(|e| e.domain == *domain && e.project == *project)
                 {
                     Some(e) => {
@@ -108,7 +110,7 @@ impl Registry {
                     instance_id,
                 } => {
                     // A deleted service's instances go with it (its own mark).
-                    let Some(e) = self.services.get(service_id) else {
+                    let Some(e) = self.services.get(service_id.as_str()) else {
                         continue;
                     };
                     let key = keys::instance(&e.domain, &e.project, service_id, instance_id);
@@ -137,7 +139,7 @@ impl Registry {
             }
         }
         for (sid, ids) in &taken.renewed {
-            let Some(e) = self.services.get(sid) else {
+            let Some(e) = self.services.get(sid.as_str()) else {
                 continue;
             };
             for iid in ids {
@@ -232,7 +234,7 @@ impl Registry {
             .services
             .iter()
             .filter(|(id, e)| !present.contains(keys::service(&e.domain, &e.project, id).as_str()))
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
             .collect();
         for id in gone {
             self.forget_service(&id);
@@ -243,7 +245,7 @@ impl Registry {
             .flat_map(|(sid, e)| {
                 e.instances.keys().filter_map(|iid| {
                     let key = keys::instance(&e.domain, &e.project, sid, iid);
-                    (!present.contains(key.as_str())).then(|| (sid.clone(), iid.clone()))
+                    (!present.contains(key.as_str())).then(|| (sid.to_string(), iid.clone()))
                 })
             })
             .collect();
@@ -307,21 +309,19 @@ impl Registry {
             s.app_id.clone(),
             s.service_name.clone(),
         );
+        let key: Arc<str> = Arc::from(service_id);
         if let Some(app) = mapped_eureka_app(domain, project, &s.service_name) {
-            self.by_app
-                .entry(app)
-                .or_default()
-                .insert(service_id.to_string());
+            self.by_app.entry(app).or_default().insert(key.clone());
         }
         self.by_name
             .entry(name_index(&name_key))
             .or_default()
-            .insert(service_id.to_string());
+            .insert(key.clone());
         self.services.insert(
-            service_id.to_string(),
+            key,
             Arc::new(ServiceEntry {
-                domain: domain.to_string(),
-                project: project.to_string(),
+                domain: TenantName::new(domain),
+                project: TenantName::new(project),
                 service: Arc::new(s),
                 instances,
             }),

@@ -156,7 +156,7 @@ fn attribute_value<'a>(consumer: &'a MicroService, tags: &'a Props, attribute: &
         other => other
             .strip_prefix("tag_")
             .and_then(|k| tags.get(k))
-            .map_or("", String::as_str),
+            .unwrap_or(""),
     }
 }
 

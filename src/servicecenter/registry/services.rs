@@ -43,7 +43,7 @@ impl Registry {
         let key: ServiceKey = (name_key.clone(), s.version.clone());
         if let Some(existing) = self.id_of_key(&key) {
             if s.service_id.is_empty() || s.service_id == *existing {
-                return Ok((existing.clone(), false));
+                return Ok((existing.to_owned(), false));
             }
             return Err(ScError::new(
                 SERVICE_ALREADY_EXISTS,
@@ -60,7 +60,7 @@ impl Registry {
                 &s.version,
             );
         }
-        if self.services.contains_key(&s.service_id) {
+        if self.services.contains_key(s.service_id.as_str()) {
             return Err(ScError::new(
                 SERVICE_ALREADY_EXISTS,
                 format!("serviceId {} is used by another key", s.service_id),
@@ -70,18 +70,19 @@ impl Registry {
         s.timestamp = secs(now_ms);
         s.mod_timestamp = s.timestamp.clone();
         let id = s.service_id.clone();
+        let key: Arc<str> = Arc::from(id.as_str());
         if let Some(app) = mapped_eureka_app(domain, project, &s.service_name) {
-            self.by_app.entry(app).or_default().insert(id.clone());
+            self.by_app.entry(app).or_default().insert(key.clone());
         }
         self.by_name
             .entry(name_index(&name_key))
             .or_default()
-            .insert(id.clone());
+            .insert(key.clone());
         self.services.insert(
-            id.clone(),
+            key,
             Arc::new(ServiceEntry {
-                domain: domain.to_string(),
-                project: project.to_string(),
+                domain: TenantName::new(domain),
+                project: TenantName::new(project),
                 service: Arc::new(s),
                 instances: Instances::default(),
             }),
@@ -231,15 +232,16 @@ impl Registry {
         if let VersionRule::Exact(v) = &rule {
             return self
                 .id_of_key(&(name_key.clone(), v.clone()))
-                .map(|id| vec![id.clone()])
+                .map(|id| vec![id.to_owned()])
                 .ok_or_else(not_found);
         }
         let ids = self
             .by_name
             .get(&name_index(name_key))
             .ok_or_else(not_found)?;
-        let mut versions: Vec<([u16; 4], &String)> = ids
+        let mut versions: Vec<([u16; 4], &str)> = ids
             .iter()
+            .map(|id| &**id)
             .filter_map(|id| {
                 let v = parse_version(&self.services.get(id)?.service.version)?;
                 Some((v, id))
@@ -249,17 +251,17 @@ impl Registry {
         let out = match rule {
             VersionRule::Latest => versions
                 .first()
-                .map(|(_, id)| vec![(*id).clone()])
+                .map(|(_, id)| vec![(*id).to_owned()])
                 .unwrap_or_default(),
             VersionRule::AtLeast(a) => versions
                 .iter()
                 .filter(|(v, _)| v.cmp(&a) != Ordering::Less)
-                .map(|(_, id)| (*id).clone())
+                .map(|(_, id)| (*id).to_owned())
                 .collect(),
             VersionRule::Range(a, b) => versions
                 .iter()
                 .filter(|(v, _)| *v >= a && *v < b)
-                .map(|(_, id)| (*id).clone())
+                .map(|(_, id)| (*id).to_owned())
                 .collect(),
             VersionRule::Exact(_) => Vec::new(),
         };
@@ -334,7 +336,7 @@ impl Registry {
         let ids = self.resolve(&key, version)?;
         Ok(ids
             .iter()
-            .filter_map(|id| self.services.get(id))
+            .filter_map(|id| self.services.get(id.as_str()))
             .flat_map(|e| e.instances.values().map(|r| r.body.clone()))
             .collect())
     }

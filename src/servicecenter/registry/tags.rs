@@ -121,7 +121,7 @@ pub fn add(
         .by_service
         .entry(service_id.to_string())
         .or_default();
-    let added = tags.keys().filter(|k| !current.contains_key(*k)).count();
+    let added = tags.keys().filter(|k| !current.contains_key(k)).count();
     if added > 0 {
         if let Err(e) = apply_quota(Quota::Tag, max, current.len(), added) {
             if current.is_empty() {
@@ -157,13 +157,13 @@ pub fn update(
         )));
     }
     reg.service(domain, project, service_id)?;
-    let slot = reg
+    let tags = reg
         .tags
         .by_service
         .get_mut(service_id)
-        .and_then(|t| t.get_mut(key))
+        .filter(|t| t.contains_key(key))
         .ok_or_else(|| ScError::new(TAG_NOT_EXISTS, format!("tag {key} does not exist")))?;
-    *slot = value.to_string();
+    tags.insert(key.to_string(), value.to_string());
     mark_tags(reg, service_id);
     reg.bump();
     Ok(())
@@ -187,7 +187,7 @@ pub fn delete(
     let current = reg.tags.by_service.get_mut(service_id);
     let missing = keys
         .iter()
-        .find(|k| !current.as_ref().is_some_and(|t| t.contains_key(**k)));
+        .find(|k| !current.as_ref().is_some_and(|t| t.contains_key(k)));
     if let Some(k) = missing {
         return Err(ScError::new(
             TAG_NOT_EXISTS,
@@ -196,7 +196,7 @@ pub fn delete(
     }
     if let Some(t) = current {
         for k in keys {
-            t.remove(*k);
+            t.remove(k);
         }
         if t.is_empty() {
             reg.tags.by_service.remove(service_id);

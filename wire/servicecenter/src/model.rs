@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::props::Props;
+pub use crate::stamp::Stamp;
 
 fn is_empty_map(m: &Props) -> bool {
     m.is_empty()
@@ -53,9 +54,9 @@ pub struct MicroService {
     /// Free properties, returned as given.
     #[serde(skip_serializing_if = "is_empty_map")]
     pub properties: Props,
-    /// Creation time, unix seconds as a string (set by the server).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub timestamp: String,
+    /// Creation time, unix seconds as a string (set by the server; [`Stamp`]).
+    #[serde(skip_serializing_if = "Stamp::is_empty")]
+    pub timestamp: Stamp,
     /// Alias name.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub alias: String,
@@ -63,17 +64,18 @@ pub struct MicroService {
     #[serde(rename = "LBStrategy", skip_serializing_if = "is_empty_map")]
     pub lb_strategy: Props,
     /// Last modification time, unix seconds as a string (set by the server).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub mod_timestamp: String,
+    #[serde(skip_serializing_if = "Stamp::is_empty")]
+    pub mod_timestamp: Stamp,
     /// Empty or `development`/`testing`/`acceptance`/`production`; part of the identity.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub environment: String,
     /// `SDK`, `SIDECAR` or `PLATFORM`.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub register_by: String,
-    /// The framework that registered the service.
+    /// The framework that registered the service (boxed: most services have none, and
+    /// a registry holds one record per service).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub framework: Option<Framework>,
+    pub framework: Option<Box<Framework>>,
 }
 
 /// `framework{name, version}` of a microservice.
@@ -113,15 +115,16 @@ pub struct MicroServiceInstance {
     /// Lease parameters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
-    /// Registration time, unix seconds as a string.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub timestamp: String,
-    /// Where the instance runs.
+    /// Registration time, unix seconds as a string ([`Stamp`]).
+    #[serde(skip_serializing_if = "Stamp::is_empty")]
+    pub timestamp: Stamp,
+    /// Where the instance runs (boxed: most instances have none, and a registry holds
+    /// one record per instance).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_center_info: Option<DataCenterInfo>,
+    pub data_center_info: Option<Box<DataCenterInfo>>,
     /// Last modification time, unix seconds as a string.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub mod_timestamp: String,
+    #[serde(skip_serializing_if = "Stamp::is_empty")]
+    pub mod_timestamp: Stamp,
     /// Always the service's version.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub version: String,
