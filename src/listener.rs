@@ -52,7 +52,7 @@ pub const EVICT_AFTER: Duration = Duration::from_secs(2);
 
 /// After closing a connection to make room, how long to wait for its place before closing
 /// another.
-const EVICT_WAIT: Duration = Duration::from_secs(1);
+pub const EVICT_WAIT: Duration = Duration::from_secs(1);
 
 /// Shortest time between two warnings of one kind (per source or claimed cluster).
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
