@@ -247,6 +247,15 @@ function showStatus(s) {
   const notReady = Array.isArray(s.not_ready) ? s.not_ready : [];
   fact(dl, 'readiness', s.ready ? badge('ready', 'ok') : badge('not ready', 'bad'),
     notReady.length ? el('ul', 'reasons', ...notReady.map((r) => el('li', null, r))) : '');
+  if (s.suspended) {
+    fact(dl, 'imports', badge(`suspended (copies ${s.suspended.copies})`, 'bad'),
+      ` since ${new Date(s.suspended.since_ms).toLocaleString()}; POST /v1/syncer/resume ends it`);
+  }
+  if (s.dry_run) {
+    const p = s.pending || {};
+    fact(dl, 'dry run', badge('no writes', 'bad'),
+      ` would register ${p.register ?? 0}, unregister ${p.unregister ?? 0}`);
+  }
   const ex = s.export || {};
   // Not the export's epoch: a u64 of nanoseconds, beyond what a JS number holds exactly.
   fact(dl, 'export', `revision ${ex.revision}: ${ex.services} services, ${ex.instances} instances`);
