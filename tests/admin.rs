@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    daemon_args, eventually, free_tcp_port, free_udp_port, sc_add_instance, sc_create_service,
-    sc_find_instances, Proc,
+    daemon_args, eventually, free_tcp_port, free_udp_port, get_json, sc_add_instance,
+    sc_create_service, sc_find_instances, Proc,
 };
 
 /// A daemon with its own built-in core at `registry` and its HTTP listener at `http`.
@@ -37,14 +37,6 @@ fn start(dir: &Path, node: &str, cluster: &str, gossip: u16, join: Option<u16>) 
         registry: format!("http://127.0.0.1:{registry_port}"),
         http: format!("http://127.0.0.1:{http_port}"),
     }
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
-    let resp = http.get(url).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.json().await.ok()
 }
 
 /// `POST {url}`: the status and the JSON body.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use support::{eventually, free_tcp_port, free_udp_port, Proc};
+use support::{eventually, free_tcp_port, free_udp_port, get_json, Proc};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Longest wait for one answer of the browser, or for the page to draw what is expected.
@@ -296,14 +296,6 @@ async fn eureka_register(http: &reqwest::Client, registry: &str, app: &str, id: 
 }
 
 /// `GET url` as JSON, `None` until it answers 200.
-async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
-    let resp = http.get(url).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.json().await.ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_peer_its_services_and_live_events_and_keeps_markup_as_text() {
     let Some(chromium) = chromium() else {

@@ -16,7 +16,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{eventually, free_tcp_port, free_udp_port, metric_samples, metric_value, Proc};
+use support::{
+    eventually, free_tcp_port, free_udp_port, get_json, metric_samples, metric_value, Proc,
+};
 
 /// One site: a registry process and a syncer daemon syncing it.
 struct Site {
@@ -88,14 +90,6 @@ impl Site {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::syncer(dir, &self.node, &args)
     }
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
-    let resp = http.get(url).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.json().await.ok()
 }
 
 /// Registers an instance of `sid` at `registry` on `port` with metadata `properties`

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    eventually, free_tcp_port, free_udp_port, metric_samples, metric_value, MetricSample, Proc,
+    eventually, free_tcp_port, free_udp_port, get_json, metric_samples, metric_value, MetricSample,
+    Proc,
 };
 
 /// A daemon with its own built-in core; its HTTP listener on `http`.
@@ -48,14 +49,6 @@ fn start(dir: &Path, node: &str, cluster: &str, gossip: u16, join: Option<u16>) 
         registry: format!("http://127.0.0.1:{registry_port}"),
         http: format!("http://127.0.0.1:{http_port}"),
     }
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
-    let resp = http.get(url).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.json().await.ok()
 }
 
 /// [`scrape`], `None` while the listener does not answer.

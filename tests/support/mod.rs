@@ -217,6 +217,15 @@ where
     }
 }
 
+/// `GET url` as JSON; `None` until it answers a success with a JSON body.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    let resp = http.get(url).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
 /// The python interpreter with py-eureka-client installed (`scripts/test.sh` sets it up).
 pub fn python_with_eureka_client() -> PathBuf {
     match std::env::var_os("SYNCER_TEST_PYTHON") {
