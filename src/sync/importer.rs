@@ -406,6 +406,30 @@ struct Subject {
 }
 
 impl Subject {
+    /// The event of a write (`op`) about this copy; the log numbers and stamps it.
+    fn event(
+        self,
+        kind: EventKind,
+        reason: Reason,
+        op: &'static str,
+        error: Option<String>,
+        dry_run: bool,
+    ) -> Event {
+        Event {
+            seq: 0,
+            at_ms: 0,
+            kind,
+            reason,
+            op,
+            origin_cluster: self.origin_cluster,
+            service: self.service,
+            instance_id: self.instance_id,
+            origin_instance_id: self.origin_instance_id,
+            error,
+            dry_run,
+        }
+    }
+
     fn of_copy(origin: &OriginKey, copy: &LocalCopy) -> Subject {
         Subject {
             origin_cluster: origin.cluster.to_string(),
@@ -540,20 +564,7 @@ impl Applied {
         let Some(events) = &self.events else {
             return;
         };
-        let subject = subject();
-        events.record(Event {
-            seq: 0,
-            at_ms: 0,
-            kind,
-            reason,
-            op,
-            origin_cluster: subject.origin_cluster,
-            service: subject.service,
-            instance_id: subject.instance_id,
-            origin_instance_id: subject.origin_instance_id,
-            error,
-            dry_run: false,
-        });
+        events.record(subject().event(kind, reason, op, error, false));
     }
 }
 
@@ -1106,19 +1117,7 @@ pub fn preview(
                 });
             }
             if let (true, Some(events)) = (new, &events) {
-                events.record(Event {
-                    seq: 0,
-                    at_ms: 0,
-                    kind,
-                    reason,
-                    op,
-                    origin_cluster: subject.origin_cluster,
-                    service: subject.service,
-                    instance_id: subject.instance_id,
-                    origin_instance_id: subject.origin_instance_id,
-                    error: None,
-                    dry_run: true,
-                });
+                events.record(subject.event(kind, reason, op, None, true));
             }
         };
     for (origin, copy, reason) in plan.unregister {
