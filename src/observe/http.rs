@@ -55,8 +55,8 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::status::{
-    CopiesWhileSuspended, InstancesReport, Query, ResyncReport, ServicesReport, Suspension,
-    SyncStatus,
+    CopiesWhileSuspended, InstancesReport, Query, ResyncError, ResyncReport, ServicesReport,
+    Suspension, SyncStatus,
 };
 use super::Observer;
 use crate::membership::Member;
@@ -631,16 +631,18 @@ async fn do_resync(
     app: &App,
     cluster: Option<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let report: Result<ResyncReport, String> = ask_within(app, COMMAND_TIMEOUT, |reply| {
+    let report: Result<ResyncReport, ResyncError> = ask_within(app, COMMAND_TIMEOUT, |reply| {
         Query::Resync { cluster, reply }
     })
     .await?;
     match report {
         Ok(report) => Ok(Json(json!({ "resync": report }))),
-        Err(reason) if reason.starts_with("no peer cluster") => {
-            Err(ApiError(StatusCode::NOT_FOUND, reason))
+        Err(e @ ResyncError::UnknownCluster(_)) => {
+            Err(ApiError(StatusCode::NOT_FOUND, e.to_string()))
         }
-        Err(reason) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, reason)),
+        Err(e @ ResyncError::ListingFailed) => {
+            Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        }
     }
 }
 

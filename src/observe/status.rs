@@ -152,7 +152,7 @@ pub enum Query {
         /// One peer cluster, or all.
         cluster: Option<String>,
         /// The outcome, once the reconcile ended.
-        reply: oneshot::Sender<Result<ResyncReport, String>>,
+        reply: oneshot::Sender<Result<ResyncReport, ResyncError>>,
     },
     /// Suspends imports (`POST /v1/syncer/suspend`).
     Suspend {
@@ -166,6 +166,17 @@ pub enum Query {
         /// The suspension that ended (`None` if there was none) and the reconcile's outcome.
         reply: oneshot::Sender<(Option<Suspension>, Option<ResyncReport>)>,
     },
+}
+
+/// Why a resync asked for by the admin API was not done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResyncError {
+    /// No peer cluster of that name is known here (nor is it this cluster).
+    #[error("no peer cluster named {0:?} is known here; see /v1/syncer/status for the peers")]
+    UnknownCluster(String),
+    /// Listing the local registry failed; the log says why.
+    #[error("listing the local registry failed; see the log")]
+    ListingFailed,
 }
 
 /// What a reconcile asked for by the admin API did.

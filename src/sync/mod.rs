@@ -40,7 +40,9 @@ use crate::exchange::client::ExchangeClient;
 use crate::leadership::LeaderWatch;
 use crate::membership::Member;
 use crate::observe::events::now_ms;
-use crate::observe::status::{PeerStatus, Query, ResyncReport, Suspension, SyncStatus};
+use crate::observe::status::{
+    PeerStatus, Query, ResyncError, ResyncReport, Suspension, SyncStatus,
+};
 use crate::observe::Observer;
 use crate::records::{PeerEvent, PeerExport};
 use exporter::Exporter;
@@ -141,7 +143,7 @@ pub struct Syncer {
 
 /// An admin command waiting for the reconcile that carries it out.
 enum Pending {
-    Resync(oneshot::Sender<Result<ResyncReport, String>>),
+    Resync(oneshot::Sender<Result<ResyncReport, ResyncError>>),
     Suspend(Suspension, oneshot::Sender<(Suspension, usize)>),
     Resume(
         Option<Suspension>,
@@ -490,9 +492,7 @@ impl Syncer {
                 };
                 match pending {
                     Pending::Resync(reply) => {
-                        let _ = reply.send(report.ok_or_else(|| {
-                            "listing the local registry failed; see the log".to_owned()
-                        }));
+                        let _ = reply.send(report.ok_or(ResyncError::ListingFailed));
                     }
                     Pending::Suspend(suspension, reply) => {
                         let _ = reply.send((suspension, report.map_or(0, |r| r.unregistered)));
@@ -850,10 +850,7 @@ impl Syncer {
                             .iter()
                             .any(|m| m.cluster_name == cluster);
                     if !known || cluster == self.config.cluster_name {
-                        let _ = reply.send(Err(format!(
-                            "no peer cluster named {cluster:?} is known here; see \
-                             /v1/syncer/status for the peers"
-                        )));
+                        let _ = reply.send(Err(ResyncError::UnknownCluster(cluster)));
                         return None;
                     }
                     info!(cluster = %cluster, "resync asked: fetching the whole export again");
