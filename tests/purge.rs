@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, free_tcp_port, Proc};
+use support::{free_tcp_port, Proc};
 
 const ORIGIN_CLUSTER: &str = "syncerOriginCluster";
 
@@ -22,20 +22,7 @@ async fn core(dir: &std::path::Path, name: &str) -> (Proc, String) {
         &["servicecenter", "--listen", &format!("127.0.0.1:{port}")],
     );
     let http = reqwest::Client::new();
-    eventually(
-        Duration::from_secs(30),
-        "the core answers",
-        &[&proc],
-        || async {
-            http.get(format!("{base}/v4/default/registry/microservices"))
-                .header("X-Domain-Name", "default")
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        },
-    )
-    .await;
+    support::wait_for_core(&http, &base, "the core answers", &[&proc]).await;
     (proc, base)
 }
 

@@ -58,20 +58,7 @@ async fn a_low_write_rate_makes_copies_appear_at_that_rate_and_never_faster() {
         &a_args,
         &[],
     );
-    eventually(
-        Duration::from_secs(30),
-        "site a's core answers",
-        &[&a],
-        || async {
-            http.get(format!("{a_base}/v4/default/registry/microservices"))
-                .header("X-Domain-Name", "default")
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        },
-    )
-    .await;
+    support::wait_for_core(&http, &a_base, "site a's core answers", &[&a]).await;
     for s in 0..SERVICES {
         let sid = sc_create_service(&http, &a_base, "rate", &format!("svc-{s}")).await;
         for i in 0..PER_SERVICE {

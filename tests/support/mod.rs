@@ -217,6 +217,20 @@ where
     }
 }
 
+/// Waits until the service-center API at `base` lists the default tenant's microservices
+/// (a core just started answers); panics with `procs`' logs after 30 s.
+pub async fn wait_for_core(http: &reqwest::Client, base: &str, what: &str, procs: &[&Proc]) {
+    eventually(Duration::from_secs(30), what, procs, || async {
+        http.get(format!("{base}/v4/default/registry/microservices"))
+            .header("X-Domain-Name", "default")
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+}
+
 /// `GET url` as JSON; `None` until it answers a success with a JSON body.
 pub async fn get_json(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
     let resp = http.get(url).send().await.ok()?;
