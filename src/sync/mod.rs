@@ -135,11 +135,15 @@ pub struct Syncer {
     pending_writes: Option<crate::observe::status::PendingWrites>,
     /// Set while imports are suspended (`POST /v1/syncer/suspend`).
     suspended: Option<Suspension>,
-    /// Commands that arrived while a reconcile was listing, carried out after it.
+    /// Commands that arrived while a reconcile was listing, carried out after it (at most
+    /// [`MAX_DEFERRED_COMMANDS`]).
     deferred: std::collections::VecDeque<Query>,
     /// Ticker interval changes from a config reload ([`Syncer::with_ticker`]).
     ticker_changes: Option<watch::Receiver<Duration>>,
 }
+
+/// Admin commands kept while a reconcile lists the registry; more are refused.
+pub const MAX_DEFERRED_COMMANDS: usize = 16;
 
 /// An admin command waiting for the reconcile that carries it out.
 enum Pending {
@@ -965,7 +969,11 @@ impl Syncer {
                 }
                 Some(query) = next_query(&mut self.queries) => {
                     if let Some(command) = self.answer(query) {
-                        self.deferred.push_back(command);
+                        // Beyond the bound the command is dropped, and its caller answered
+                        // 503 (its reply channel closes).
+                        if self.deferred.len() < MAX_DEFERRED_COMMANDS {
+                            self.deferred.push_back(command);
+                        }
                     }
                 }
             }
