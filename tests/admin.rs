@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -280,14 +279,6 @@ async fn admin_endpoints_need_their_token_and_refuse_browsers() {
     assert_eq!(resp.status().as_u16(), 200);
 }
 
-fn sighup(proc: &Proc) {
-    let status = Command::new("kill")
-        .args(["-HUP", &proc.child.id().to_string()])
-        .status()
-        .expect("kill -HUP");
-    assert!(status.success());
-}
-
 /// Replaces `path` by a new file (a rename, as config management tools do).
 fn rewrite(path: &Path, text: &str) {
     let next = path.with_extension("new");
@@ -394,7 +385,7 @@ async fn reloads_apply_the_ticker_and_log_filter_and_a_broken_file_keeps_the_old
         "ticker_interval: 2\nlog_filter: info,syncer::sync=debug\ngrace_period: 99\n",
     )
     .expect("write config");
-    sighup(&proc);
+    support::sighup(&proc);
     let signalled = eventually(
         Duration::from_secs(10),
         "the signal reloads",

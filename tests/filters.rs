@@ -531,11 +531,7 @@ async fn a_reload_with_a_new_filter_applies_it_and_a_broken_file_keeps_the_old_o
     // SIGHUP with the exclusion moved to orders: its copy goes, secret-keys comes, without
     // a restart.
     std::fs::write(&config, filter("orders")).expect("write config");
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &b_syncer.child.id().to_string()])
-        .status()
-        .expect("kill -HUP");
-    assert!(status.success());
+    support::sighup(&b_syncer);
     eventually(
         Duration::from_secs(30),
         "the new filter applied at site-b",

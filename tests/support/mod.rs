@@ -231,6 +231,15 @@ pub async fn wait_for_core(http: &reqwest::Client, base: &str, what: &str, procs
     .await;
 }
 
+/// Sends SIGHUP to `proc` (`kill -HUP`).
+pub fn sighup(proc: &Proc) {
+    let status = Command::new("kill")
+        .args(["-HUP", &proc.child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success(), "kill -HUP {}", proc.name);
+}
+
 /// `GET url` as JSON; `None` until it answers a success with a JSON body.
 pub async fn get_json(http: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
     let resp = http.get(url).send().await.ok()?;
