@@ -109,6 +109,11 @@ pub struct AcceptConfig {
     /// closed (a client that connects and sends nothing: HTTP/2's preface and hyper's
     /// protocol detection have no timer of their own); `None`: `idle_timeout` applies.
     pub first_request_timeout: Option<Duration>,
+    /// HTTP/1.1: a request head whose first byte arrived this long ago and that is still not
+    /// whole closes the connection (a slowloris client on a connection it kept alive); the
+    /// wait for that first byte is `idle_timeout`. `None`: no such timer (HTTP/2, whose
+    /// pings and window updates arrive between requests, never has one).
+    pub head_timeout: Option<Duration>,
 }
 
 /// A connection's byte stream.
@@ -147,6 +152,8 @@ pub struct Accepted {
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Stops the idle watchdog when the connection goes.
     _gone: DropGuard,
+    /// Whether reads are noted for a request head timeout ([`Activity::read`]).
+    watch_heads: bool,
 }
 
 impl Accepted {
@@ -159,6 +166,7 @@ impl Accepted {
             closed: Box::pin(activity.close.clone().cancelled_owned()),
             _gone: activity.close.clone().drop_guard(),
             activity,
+            watch_heads: false,
         }
     }
 
@@ -177,6 +185,8 @@ impl Accepted {
 pub struct Activity {
     state: Mutex<ActivityState>,
     close: CancellationToken,
+    /// Wakes the idle watchdog when a request head starts arriving.
+    head_started: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -187,6 +197,23 @@ struct ActivityState {
     idle_since: tokio::time::Instant,
     /// Upgraded to another protocol (a WebSocket): no longer timed as idle here.
     upgraded: bool,
+    /// What the first bytes read said: `Some(true)` HTTP/1.x, `Some(false)` HTTP/2 (its
+    /// preface, `PRI * HTTP/2.0`, or too few bytes to tell); `None` before any.
+    http1: Option<bool>,
+    /// When the first byte of a request head arrived on an HTTP/1.x connection that has
+    /// served a request and has none in flight; `None` while no head is arriving.
+    head_since: Option<tokio::time::Instant>,
+}
+
+/// How long a connection may wait, for [`Activity::close_when_idle`].
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// Until its first request.
+    first: Duration,
+    /// Between requests.
+    idle: Duration,
+    /// HTTP/1.x: from a request head's first byte until it is whole.
+    head: Option<Duration>,
 }
 
 impl Activity {
@@ -197,8 +224,11 @@ impl Activity {
                 served: false,
                 idle_since: tokio::time::Instant::now(),
                 upgraded: false,
+                http1: None,
+                head_since: None,
             }),
             close: CancellationToken::new(),
+            head_started: tokio::sync::Notify::new(),
         })
     }
 
@@ -228,6 +258,7 @@ impl Activity {
         let mut state = self.lock();
         state.in_flight += 1;
         state.served = true;
+        state.head_since = None;
         drop(state);
         InFlight {
             activity: self.clone(),
@@ -248,33 +279,73 @@ impl Activity {
             .then(|| state.idle_since.elapsed())
     }
 
-    /// Closes the connection once it has had no request in flight for `idle` (`first` until
-    /// its first request), unless it is upgraded first; returns when it is closed or gone.
-    async fn close_when_idle(self: Arc<Self>, first: Duration, idle: Duration) {
+    /// Notes `bytes` read from the connection: the protocol from the first ones, and the
+    /// start of a request head on an HTTP/1.x connection between requests. False once the
+    /// connection is known not to be HTTP/1.x (nothing more to note).
+    fn read(&self, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return true;
+        }
+        let mut state = self.lock();
+        let http1 = *state.http1.get_or_insert_with(|| {
+            let n = bytes.len().min(3);
+            bytes[..n] != b"PRI"[..n]
+        });
+        if http1
+            && state.served
+            && state.in_flight == 0
+            && !state.upgraded
+            && state.head_since.is_none()
+        {
+            state.head_since = Some(tokio::time::Instant::now());
+            drop(state);
+            self.head_started.notify_one();
+        }
+        http1
+    }
+
+    /// When the connection is to be closed if nothing changes, `None` when it is upgraded
+    /// (no longer timed here).
+    fn deadline(&self, t: Timeouts) -> Option<tokio::time::Instant> {
+        let state = self.lock();
+        if state.upgraded {
+            return None;
+        }
+        if state.in_flight > 0 {
+            // Looked at again then.
+            return Some(tokio::time::Instant::now() + t.idle);
+        }
+        if !state.served {
+            return Some(state.idle_since + t.first);
+        }
+        let idle = state.idle_since + t.idle;
+        Some(match (t.head, state.head_since) {
+            (Some(head), Some(since)) => idle.min(since + head),
+            _ => idle,
+        })
+    }
+
+    /// Closes the connection once it has had no request in flight for `t.idle` (`t.first`
+    /// until its first request), or, on HTTP/1.x, once a request head has been arriving for
+    /// `t.head`, unless it is upgraded first; returns when it is closed or gone.
+    async fn close_when_idle(self: Arc<Self>, t: Timeouts) {
         loop {
-            let wake = {
-                let state = self.lock();
-                if state.upgraded {
-                    return;
-                }
-                let idle = if state.served { idle } else { first };
-                if state.in_flight > 0 {
-                    tokio::time::Instant::now() + idle
-                } else {
-                    state.idle_since + idle
-                }
+            let Some(wake) = self.deadline(t) else {
+                return;
             };
             tokio::select! {
                 () = self.close.cancelled() => return,
+                () = self.head_started.notified() => continue,
                 () = tokio::time::sleep_until(wake) => {}
             }
-            let idle_now = {
-                let state = self.lock();
-                let idle = if state.served { idle } else { first };
-                !state.upgraded && state.in_flight == 0 && state.idle_since.elapsed() >= idle
+            let Some(due) = self.deadline(t) else {
+                return;
             };
-            if idle_now {
-                debug!(idle_secs = idle.as_secs_f32(), "idle connection closed");
+            if due <= tokio::time::Instant::now() {
+                debug!(
+                    idle_secs = t.idle.as_secs_f32(),
+                    "connection closed: idle, or a request head not whole in time"
+                );
                 self.close();
                 return;
             }
@@ -533,16 +604,18 @@ async fn accept_loop(
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let idle = config
-            .idle_timeout
-            .map(|idle| (config.first_request_timeout.unwrap_or(idle), idle));
+        let idle = config.idle_timeout.map(|idle| Timeouts {
+            first: config.first_request_timeout.unwrap_or(idle),
+            idle,
+            head: config.head_timeout,
+        });
         let Some(tls) = &config.tls else {
             drop(permit);
-            let conn = Accepted::new(Stream::Plain(tcp), remote, place);
+            let mut conn = Accepted::new(Stream::Plain(tcp), remote, place);
             if places.is_some() {
                 open.add(&conn.activity, max);
             }
-            watch_idle(&conn, idle);
+            watch_idle(&mut conn, idle);
             if tx.send(conn).await.is_err() {
                 return;
             }
@@ -556,11 +629,11 @@ async fn accept_loop(
             drop(permit);
             match outcome {
                 Ok(Ok(stream)) => {
-                    let conn = Accepted::new(Stream::Tls(Box::new(stream)), remote, place);
+                    let mut conn = Accepted::new(Stream::Tls(Box::new(stream)), remote, place);
                     if limited {
                         open.add(&conn.activity, max);
                     }
-                    watch_idle(&conn, idle);
+                    watch_idle(&mut conn, idle);
                     let _ = tx.send(conn).await;
                 }
                 Ok(Err(e)) => {
@@ -575,11 +648,12 @@ async fn accept_loop(
     }
 }
 
-/// Starts `conn`'s idle watchdog, with an idle timeout (and one until its first request).
-fn watch_idle(conn: &Accepted, idle: Option<(Duration, Duration)>) {
-    if let Some((first, idle)) = idle {
+/// Starts `conn`'s idle watchdog, with its timeouts.
+fn watch_idle(conn: &mut Accepted, timeouts: Option<Timeouts>) {
+    if let Some(t) = timeouts {
+        conn.watch_heads = t.head.is_some();
         conn.activity.lock().idle_since = tokio::time::Instant::now();
-        tokio::spawn(conn.activity.clone().close_when_idle(first, idle));
+        tokio::spawn(conn.activity.clone().close_when_idle(t));
     }
 }
 
@@ -594,7 +668,12 @@ impl AsyncRead for Accepted {
         if this.activity.is_closed() || this.closed.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(Accepted::aborted()));
         }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if this.watch_heads && matches!(read, Poll::Ready(Ok(()))) {
+            this.watch_heads = this.activity.read(&buf.filled()[before..]);
+        }
+        read
     }
 }
 

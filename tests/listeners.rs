@@ -94,27 +94,108 @@ async fn regression_13_slowloris_connections_are_closed_and_real_requests_served
     shutdown.cancel();
 }
 
+/// One `GET` on `tcp` (HTTP/1.1, kept alive): the status line of its answer, read whole
+/// (its head, then `content-length` bytes).
+async fn get_on(tcp: &mut TcpStream) -> String {
+    let request = format!("GET {LIST} HTTP/1.1\r\nHost: core\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("request");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            let n = tcp.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before the whole answer");
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer);
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .expect("a content-length");
+            if body.len() >= length {
+                return head.lines().next().unwrap_or_default().to_owned();
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("answered within 30 s")
+}
+
 #[tokio::test]
 async fn regression_13_an_idle_keep_alive_connection_is_closed() {
+    let limits = HttpLimits {
+        idle_timeout: Duration::from_millis(500),
+        ..HttpLimits::default()
+    };
+    let (addr, shutdown, _core) = start(limits).await;
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    assert!(get_on(&mut tcp).await.starts_with("HTTP/1.1 200"));
+    // Then nothing: the connection waits for another request head, and is closed when none
+    // comes within the idle timeout.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut rest))
+        .await
+        .expect("the server closes an idle keep-alive connection")
+        .ok();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    shutdown.cancel();
+}
+
+/// A kept-alive connection that pauses longer than the request head timeout (but not the
+/// idle timeout) still serves its next request: hyper's head timer alone closed it then, and
+/// a client reusing it at that moment got a broken request (`IncompleteMessage`, a flake of
+/// `tests/rbac_sites.rs`, whose client paused 10 s). A head that then trickles in is still
+/// bounded by the head timeout.
+#[tokio::test]
+async fn a_keep_alive_connection_outlives_the_head_timeout_but_not_a_slow_head() {
     let limits = HttpLimits {
         header_read_timeout: Duration::from_millis(500),
         ..HttpLimits::default()
     };
     let (addr, shutdown, _core) = start(limits).await;
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {LIST} HTTP/1.1\r\nHost: core\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.expect("request");
-    // The response, then nothing: the connection waits for another request head, and is
-    // closed when none comes.
-    let mut answered = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut answered))
-        .await
-        .expect("the server closes an idle keep-alive connection")
-        .ok();
+    assert!(get_on(&mut tcp).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(
-        answered.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answered)
+        get_on(&mut tcp).await.starts_with("HTTP/1.1 200"),
+        "the kept-alive connection serves a request after a 1.5 s pause"
+    );
+    // A third request whose head never ends: closed about 0.5 s after its first byte.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let started = std::time::Instant::now();
+    tcp.write_all(format!("GET {LIST} HTTP/1.1\r\nHost: core\r\n").as_bytes())
+        .await
+        .expect("head");
+    let mut closed = false;
+    let mut buf = [0u8; 256];
+    while started.elapsed() < Duration::from_secs(10) {
+        match tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                if tcp.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+    }
+    assert!(closed, "a slow head on a kept-alive connection is closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}: the head timeout, not the 60 s idle timeout",
+        started.elapsed()
     );
     shutdown.cancel();
 }

@@ -140,6 +140,7 @@ pub fn incoming(
         tls: tls.map(|tls| -> ServerConfigSource { Arc::new(move || tls.server_config()) }),
         idle_timeout: Some(idle_timeout),
         first_request_timeout: Some(first_request_timeout),
+        head_timeout: None,
     };
     let accepted = crate::listener::accept(listener, config, shutdown);
     tokio_stream::StreamExt::map(

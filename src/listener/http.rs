@@ -6,10 +6,11 @@
 //! sending nothing held them for ever (issue 13 finding 5). Here each connection is served by
 //! hyper-util's `auto` builder (HTTP/1.1 and HTTP/2, upgrades for WebSockets) with the
 //! [`HttpLimits`]: at most `max_connections` open (further ones wait in the kernel's backlog),
-//! a request head read within `header_read_timeout` (hyper's timer starts when a connection
-//! starts waiting for a head, so it also closes an idle HTTP/1.1 keep-alive connection; a
-//! connection that sends nothing at all is closed by [`super::Activity`]'s watchdog then),
-//! an HTTP/2 connection without a request for `idle_timeout` closed, HTTP/2 keepalive pings
+//! a request head whole within `header_read_timeout` of the connection's start or of the
+//! head's first byte (timed by [`super::Activity`]'s watchdog: hyper's own timer starts when
+//! a connection starts waiting for a head, so it would also close a kept-alive HTTP/1.1
+//! connection that pauses that long, racing a client that reuses it), a connection without a
+//! request for `idle_timeout` closed (HTTP/1.1 and HTTP/2), HTTP/2 keepalive pings
 //! and at most `max_streams_per_connection` streams.
 
 use std::net::SocketAddr;
@@ -45,13 +46,14 @@ pub struct HttpLimits {
     /// Connections open at once; further ones wait in the kernel's backlog until one closes,
     /// with a rate-limited warning.
     pub max_connections: usize,
-    /// A request head (request line and headers) must arrive within this long of the
-    /// connection waiting for it, else the connection is closed: slowloris, connections that
-    /// send nothing, and HTTP/1.1 keep-alive connections idle this long.
+    /// A request head (request line and headers) must be whole within this long of the
+    /// connection's start (its first request) or of the head's first byte (later ones), else
+    /// the connection is closed: slowloris, and connections that send nothing.
     pub header_read_timeout: Duration,
-    /// A connection with no request in flight for this long is closed (HTTP/2; HTTP/1.1
-    /// already goes after `header_read_timeout`). An upgraded connection (a WebSocket) is not
-    /// timed here.
+    /// A connection with no request in flight (and, on HTTP/1.1, no request head arriving)
+    /// for this long is closed. Kept-alive HTTP/1.1
+    /// connections are not closed sooner, so a client that reuses one after a pause does not
+    /// race the server's close. An upgraded connection (a WebSocket) is not timed here.
     pub idle_timeout: Duration,
     /// HTTP/2 pings every this long; one unanswered within `keepalive_timeout` closes the
     /// connection.
@@ -104,6 +106,7 @@ pub async fn serve(
         tls,
         idle_timeout: Some(limits.idle_timeout),
         first_request_timeout: Some(limits.header_read_timeout),
+        head_timeout: Some(limits.header_read_timeout),
     };
     let stop_accepting = shutdown.child_token();
     let mut accepted = super::accept(listener, config, stop_accepting.clone());
@@ -111,7 +114,11 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        // hyper's timer runs from the end of a response to the end of the next head, so it
+        // would close a kept-alive connection idle for 10 s, while a client that reuses it
+        // then gets a broken request (reqwest: `IncompleteMessage`). It bounds the idle wait
+        // only; the listener times the head itself from its first byte (`head_timeout`).
+        .header_read_timeout(limits.idle_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())

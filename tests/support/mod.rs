@@ -190,7 +190,7 @@ impl Drop for Proc {
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` with `what`
-/// and the tails of `logs`.
+/// and the tails of `logs` (the last 40 lines of each, or `SYNCER_TEST_LOG_LINES`).
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, logs: &[&Proc], mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -202,13 +202,17 @@ where
             return v;
         }
         if Instant::now() > deadline {
+            let lines = std::env::var("SYNCER_TEST_LOG_LINES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(40);
             let mut msg = format!("timed out after {timeout:?} waiting for: {what}\n");
             for p in logs {
                 msg.push_str(&format!(
                     "--- {} ({}) ---\n{}\n",
                     p.name,
                     p.log.display(),
-                    p.tail(40)
+                    p.tail(lines)
                 ));
             }
             panic!("{msg}");
