@@ -314,6 +314,26 @@ async fn failover_and_handover(use_etcd: bool) {
     .await;
 
     let mut alive = vec!["a1", "a2", "a3"];
+    // Every member of A knows the others before the leader goes: a2 and a3 may start before
+    // a1 has bound its gossip port, miss it with their first announce and retry a second
+    // later, while a1 alone already calls itself leader; killed in that second, a1 left
+    // them with no one to join (a stress run caught it).
+    eventually(
+        Duration::from_secs(15),
+        "site A's members know each other",
+        &a.procs(),
+        || {
+            let known = alive.iter().all(|node| {
+                let log = std::fs::read_to_string(&a.syncer(node).log).unwrap_or_default();
+                alive
+                    .iter()
+                    .filter(|other| *other != node)
+                    .all(|other| log.contains(&format!("member up member={other} ")))
+            });
+            async move { known.then_some(()) }
+        },
+    )
+    .await;
     let first = eventually(
         Duration::from_secs(15),
         "a leader of site A",

@@ -958,12 +958,28 @@ impl Syncer {
         // the listing, from the streams' states as they are then, and every operation is
         // idempotent (a copy registered meanwhile is registered again under the same id, one
         // removed meanwhile is removed again).
+        //
+        // The listing runs as a task of its own, not as a future polled only by this select:
+        // a report's handler below awaits the registry too, and while it did, the listing
+        // was not polled. A listing holding the plugin's login lock (renewing an expired
+        // token, its request in flight) then waited for a poll that never came, while the
+        // handler waited for that lock: the syncer stopped for good, and its copies expired
+        // at the registry (caught by a stress run of tests/rbac_sites.rs, 3 s tokens).
         let exporter = self.exporter.clone();
-        let mut builder = mapping::MappingBuilder::default();
-        let mut listing = exporter.refresh(&mut builder).boxed();
-        let listed = loop {
+        let mut listing = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut builder = mapping::MappingBuilder::default();
+            let listed = exporter.refresh(&mut builder).await;
+            (listed, builder)
+        }));
+        let (listed, builder) = loop {
             tokio::select! {
-                listed = &mut listing => break listed,
+                joined = &mut listing => match joined {
+                    Ok(done) => break done,
+                    Err(e) => {
+                        warn!(error = %e, "listing the local registry failed; reconcile skipped");
+                        return None;
+                    }
+                },
                 Some((cluster, generation, report)) = self.reports_rx.recv() => {
                     self.on_report(cluster, generation, report).await;
                 }

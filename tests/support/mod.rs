@@ -19,14 +19,58 @@ use std::time::{Duration, Instant};
 /// range (`/proc/sys/net/ipv4/ip_local_port_range`), so a port taken from there and released
 /// can be grabbed by any process before the test's child binds it: CI saw a daemon's
 /// `127.0.0.1:0` listener take a port reserved for another daemon. Below that range only a
-/// test that picks the same random port can collide.
+/// test that picks the same random port can collide, and [`reserve`] rules that out: a
+/// stress run saw a site's registry port handed out again as a syncer's gRPC port before the
+/// registry had bound it.
 pub fn free_tcp_port() -> u16 {
     loop {
         let port = random_port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && reserve(port) {
             return port;
         }
     }
+}
+
+/// Claims `port` for this test process: false when this process or another test process
+/// (any test binary, any nextest slot) claimed it in the last 2 minutes. A port is free
+/// only until the child meant for it binds it, and a free port can be picked twice before
+/// then; the claim is a file created with `create_new` in a directory every test process
+/// shares.
+fn reserve(port: u16) -> bool {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static MINE: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    const CLAIM_FOR: Duration = Duration::from_secs(120);
+    let mut mine = MINE.lock().unwrap_or_else(|e| e.into_inner());
+    if !mine.get_or_insert_with(HashSet::new).insert(port) {
+        return false;
+    }
+    let dir = std::env::temp_dir().join("syncer-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let claim = dir.join(port.to_string());
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&claim)
+        {
+            Ok(_) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // An old claim (its test is long over) is taken over.
+                let stale = std::fs::metadata(&claim)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|at| at.elapsed().ok())
+                    .is_some_and(|age| age > CLAIM_FOR);
+                if !stale || std::fs::remove_file(&claim).is_err() {
+                    return false;
+                }
+            }
+            // No shared directory (read-only temp dir): this process's own claims only.
+            Err(_) => return true,
+        }
+    }
+    false
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1, picked as [`free_tcp_port`] does.
@@ -35,6 +79,7 @@ pub fn free_udp_port() -> u16 {
         let port = random_port();
         if UdpSocket::bind(("127.0.0.1", port)).is_ok()
             && TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && reserve(port)
         {
             return port;
         }
@@ -122,7 +167,12 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
-            .env("SYNCER_LOG", "info,syncer=debug")
+            // `SYNCER_TEST_SYNCER_LOG` replaces the filter, e.g. to add `foca=trace`.
+            .env(
+                "SYNCER_LOG",
+                std::env::var("SYNCER_TEST_SYNCER_LOG")
+                    .unwrap_or_else(|_| "info,syncer=debug".to_owned()),
+            )
             // A built-in core's embedded store of its own (a restart with the same name
             // finds its data), never `./data` of the test's working directory.
             .env("SYNCER_DATA_DIR", dir.join(format!("{name}.data")))
