@@ -94,57 +94,9 @@ pub struct DaemonArgs {
     /// bad file is refused and the settings in use stay.
     #[arg(long, env = "SYNCER_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Registry address(es), comma separated, e.g. http://10.0.0.1:30100 or, for eureka,
-    /// http://10.0.0.1:8761/eureka. (default: none; run the built-in core on --builtin-addr)
-    #[arg(long, env = "SYNCER_SC_ADDR")]
-    pub sc_addr: Option<String>,
-    /// Plugin for the registry: servicecenter or eureka. (default: servicecenter)
-    #[arg(long, env = "SYNCER_SC_PLUGIN", value_enum)]
-    pub sc_plugin: Option<PluginKind>,
-    /// PEM file of the CA(s) the registry's certificate must chain to, for https:// in
-    /// --sc-addr (YAML servicecenter.tls_config.ca_file). (default:
-    /// $SSL_ROOT/servicecenter/trust.cer, or ./certs/servicecenter/trust.cer, when that file
-    /// exists; else the system's trust store)
-    #[arg(long, env = "SYNCER_SC_TLS_CA_FILE")]
-    pub sc_tls_ca_file: Option<PathBuf>,
-    /// PEM file of the client certificate presented to an https:// registry that asks for
-    /// one; with --sc-tls-key-file. (default: $SSL_ROOT/servicecenter/server.cer, or
-    /// ./certs/servicecenter/server.cer, when it and the key file exist; else none)
-    #[arg(long, env = "SYNCER_SC_TLS_CERT_FILE")]
-    pub sc_tls_cert_file: Option<PathBuf>,
-    /// PEM file of the client certificate's private key (PKCS#8, RSA or EC; encrypted PKCS#8
-    /// with --sc-tls-passphrase). (default: $SSL_ROOT/servicecenter/server_key.pem, or
-    /// ./certs/servicecenter/server_key.pem, when it and the certificate exist)
-    #[arg(long, env = "SYNCER_SC_TLS_KEY_FILE")]
-    pub sc_tls_key_file: Option<PathBuf>,
-    /// Passphrase of an encrypted --sc-tls-key-file; prefer the environment variable or the
-    /// YAML file to the flag (a flag shows in `ps`). (default: none)
-    #[arg(long, env = "SYNCER_SC_TLS_PASSPHRASE", hide_env_values = true)]
-    pub sc_tls_passphrase: Option<String>,
-    /// Verify the https:// registry's certificate (chain and name). false accepts any
-    /// certificate, as service-center's verify_peer: false does, and is logged at WARN at
-    /// start: anyone between the syncer and the registry can then read and change what is
-    /// synced. (default: true)
-    #[arg(long, env = "SYNCER_SC_TLS_VERIFY_PEER", num_args = 0..=1, default_missing_value = "true")]
-    pub sc_tls_verify_peer: Option<bool>,
-    /// Lowest TLS version toward the registry: TLSv1.2 or TLSv1.3. (default: TLSv1.2)
-    #[arg(long, env = "SYNCER_SC_TLS_MIN_VERSION")]
-    pub sc_tls_min_version: Option<String>,
-    /// Cipher suites allowed toward the registry, comma separated IANA names. (default:
-    /// rustls' safe defaults)
-    #[arg(long, env = "SYNCER_SC_TLS_CIPHERS")]
-    pub sc_tls_ciphers: Option<String>,
-    /// service-center account the servicecenter plugin logs in as, for a registry with RBAC
-    /// on (POST /v4/token; the token is renewed before it expires). Its password comes from
-    /// --sc-password-file, else SYNCER_SC_PASSWORD (the password itself), else YAML
-    /// servicecenter.auth.password_file; never from a flag. YAML servicecenter.auth.account.
-    /// (default: none; no login)
-    #[arg(long, env = "SYNCER_SC_ACCOUNT")]
-    pub sc_account: Option<String>,
-    /// File holding the --sc-account password (one line; a final line break is not part of
-    /// it), read at start. Takes precedence over SYNCER_SC_PASSWORD. (default: none)
-    #[arg(long, env = "SYNCER_SC_PASSWORD_FILE")]
-    pub sc_password_file: Option<PathBuf>,
+    /// The registry and how to reach it.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Gossip address (UDP); a missing port means 30190. (default: 0.0.0.0:30190 with gossip
     /// encryption and TLS configured, or with --insecure; else 127.0.0.1:30190)
     #[arg(long, env = "SYNCER_BIND_ADDR")]
@@ -392,40 +344,9 @@ pub struct PurgeArgs {
     /// servicecenter: {addr, plugin, tls_config, auth}).
     #[arg(long, env = "SYNCER_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Registry address(es), comma separated, as the daemon's --sc-addr (for eureka with
-    /// /eureka). Required, here or in --config.
-    #[arg(long, env = "SYNCER_SC_ADDR")]
-    pub sc_addr: Option<String>,
-    /// Plugin for the registry: servicecenter or eureka. (default: servicecenter)
-    #[arg(long, env = "SYNCER_SC_PLUGIN", value_enum)]
-    pub sc_plugin: Option<PluginKind>,
-    /// As the daemon's --sc-tls-ca-file.
-    #[arg(long, env = "SYNCER_SC_TLS_CA_FILE")]
-    pub sc_tls_ca_file: Option<PathBuf>,
-    /// As the daemon's --sc-tls-cert-file.
-    #[arg(long, env = "SYNCER_SC_TLS_CERT_FILE")]
-    pub sc_tls_cert_file: Option<PathBuf>,
-    /// As the daemon's --sc-tls-key-file.
-    #[arg(long, env = "SYNCER_SC_TLS_KEY_FILE")]
-    pub sc_tls_key_file: Option<PathBuf>,
-    /// As the daemon's --sc-tls-passphrase.
-    #[arg(long, env = "SYNCER_SC_TLS_PASSPHRASE", hide_env_values = true)]
-    pub sc_tls_passphrase: Option<String>,
-    /// As the daemon's --sc-tls-verify-peer. (default: true)
-    #[arg(long, env = "SYNCER_SC_TLS_VERIFY_PEER", num_args = 0..=1, default_missing_value = "true")]
-    pub sc_tls_verify_peer: Option<bool>,
-    /// As the daemon's --sc-tls-min-version. (default: TLSv1.2)
-    #[arg(long, env = "SYNCER_SC_TLS_MIN_VERSION")]
-    pub sc_tls_min_version: Option<String>,
-    /// As the daemon's --sc-tls-ciphers.
-    #[arg(long, env = "SYNCER_SC_TLS_CIPHERS")]
-    pub sc_tls_ciphers: Option<String>,
-    /// As the daemon's --sc-account (password from --sc-password-file or SYNCER_SC_PASSWORD).
-    #[arg(long, env = "SYNCER_SC_ACCOUNT")]
-    pub sc_account: Option<String>,
-    /// As the daemon's --sc-password-file.
-    #[arg(long, env = "SYNCER_SC_PASSWORD_FILE")]
-    pub sc_password_file: Option<PathBuf>,
+    /// The registry, as the daemon reaches it.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Remove only the copies of instances from this origin cluster (the value of their
     /// `syncerOriginCluster` marker, the peer's --cluster-name). (default: every origin)
     #[arg(long)]
@@ -441,20 +362,68 @@ impl PurgeArgs {
     pub fn registry_args(&self) -> DaemonArgs {
         DaemonArgs {
             config: self.config.clone(),
-            sc_addr: self.sc_addr.clone(),
-            sc_plugin: self.sc_plugin,
-            sc_tls_ca_file: self.sc_tls_ca_file.clone(),
-            sc_tls_cert_file: self.sc_tls_cert_file.clone(),
-            sc_tls_key_file: self.sc_tls_key_file.clone(),
-            sc_tls_passphrase: self.sc_tls_passphrase.clone(),
-            sc_tls_verify_peer: self.sc_tls_verify_peer,
-            sc_tls_min_version: self.sc_tls_min_version.clone(),
-            sc_tls_ciphers: self.sc_tls_ciphers.clone(),
-            sc_account: self.sc_account.clone(),
-            sc_password_file: self.sc_password_file.clone(),
+            registry: self.registry.clone(),
             ..DaemonArgs::default()
         }
     }
+}
+
+/// The registry flags `syncer daemon` and `syncer purge` share: where it is, its plugin, TLS
+/// toward it and the account to log in as. Each may also come from its `SYNCER_*` variable
+/// or the `--config` file.
+#[derive(Debug, Default, Clone, Args)]
+pub struct RegistryArgs {
+    /// Registry address(es), comma separated, e.g. http://10.0.0.1:30100 or, for eureka,
+    /// http://10.0.0.1:8761/eureka. (default: none; run the built-in core on --builtin-addr)
+    #[arg(long, env = "SYNCER_SC_ADDR")]
+    pub sc_addr: Option<String>,
+    /// Plugin for the registry: servicecenter or eureka. (default: servicecenter)
+    #[arg(long, env = "SYNCER_SC_PLUGIN", value_enum)]
+    pub sc_plugin: Option<PluginKind>,
+    /// PEM file of the CA(s) the registry's certificate must chain to, for https:// in
+    /// --sc-addr (YAML servicecenter.tls_config.ca_file). (default:
+    /// $SSL_ROOT/servicecenter/trust.cer, or ./certs/servicecenter/trust.cer, when that file
+    /// exists; else the system's trust store)
+    #[arg(long, env = "SYNCER_SC_TLS_CA_FILE")]
+    pub sc_tls_ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate presented to an https:// registry that asks for
+    /// one; with --sc-tls-key-file. (default: $SSL_ROOT/servicecenter/server.cer, or
+    /// ./certs/servicecenter/server.cer, when it and the key file exist; else none)
+    #[arg(long, env = "SYNCER_SC_TLS_CERT_FILE")]
+    pub sc_tls_cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key (PKCS#8, RSA or EC; encrypted PKCS#8
+    /// with --sc-tls-passphrase). (default: $SSL_ROOT/servicecenter/server_key.pem, or
+    /// ./certs/servicecenter/server_key.pem, when it and the certificate exist)
+    #[arg(long, env = "SYNCER_SC_TLS_KEY_FILE")]
+    pub sc_tls_key_file: Option<PathBuf>,
+    /// Passphrase of an encrypted --sc-tls-key-file; prefer the environment variable or the
+    /// YAML file to the flag (a flag shows in `ps`). (default: none)
+    #[arg(long, env = "SYNCER_SC_TLS_PASSPHRASE", hide_env_values = true)]
+    pub sc_tls_passphrase: Option<String>,
+    /// Verify the https:// registry's certificate (chain and name). false accepts any
+    /// certificate, as service-center's verify_peer: false does, and is logged at WARN at
+    /// start: anyone between the syncer and the registry can then read and change what is
+    /// synced. (default: true)
+    #[arg(long, env = "SYNCER_SC_TLS_VERIFY_PEER", num_args = 0..=1, default_missing_value = "true")]
+    pub sc_tls_verify_peer: Option<bool>,
+    /// Lowest TLS version toward the registry: TLSv1.2 or TLSv1.3. (default: TLSv1.2)
+    #[arg(long, env = "SYNCER_SC_TLS_MIN_VERSION")]
+    pub sc_tls_min_version: Option<String>,
+    /// Cipher suites allowed toward the registry, comma separated IANA names. (default:
+    /// rustls' safe defaults)
+    #[arg(long, env = "SYNCER_SC_TLS_CIPHERS")]
+    pub sc_tls_ciphers: Option<String>,
+    /// service-center account the servicecenter plugin logs in as, for a registry with RBAC
+    /// on (POST /v4/token; the token is renewed before it expires). Its password comes from
+    /// --sc-password-file, else SYNCER_SC_PASSWORD (the password itself), else YAML
+    /// servicecenter.auth.password_file; never from a flag. YAML servicecenter.auth.account.
+    /// (default: none; no login)
+    #[arg(long, env = "SYNCER_SC_ACCOUNT")]
+    pub sc_account: Option<String>,
+    /// File holding the --sc-account password (one line; a final line break is not part of
+    /// it), read at start. Takes precedence over SYNCER_SC_PASSWORD. (default: none)
+    #[arg(long, env = "SYNCER_SC_PASSWORD_FILE")]
+    pub sc_password_file: Option<PathBuf>,
 }
 
 /// Flags of `syncer servicecenter`.

@@ -448,8 +448,8 @@ impl DaemonConfig {
         let legacy = file.servicecenter.unwrap_or_default();
         let sc_tls = resolve_registry_tls(&args, legacy.tls_config.unwrap_or_default())?;
         let registry_auth = crate::registry_auth::resolve(
-            args.sc_account.clone(),
-            args.sc_password_file.clone(),
+            args.registry.sc_account.clone(),
+            args.registry.sc_password_file.clone(),
             crate::registry_auth::password_from_env(),
             legacy.auth.unwrap_or_default(),
         )?;
@@ -540,8 +540,9 @@ impl DaemonConfig {
             })?),
             (None, None) => None,
         };
-        let sc_addr = args.sc_addr.or(file.sc_addr).or(legacy.addr);
+        let sc_addr = args.registry.sc_addr.or(file.sc_addr).or(legacy.addr);
         let plugin = args
+            .registry
             .sc_plugin
             .or(file.sc_plugin)
             .or(legacy.plugin)
@@ -1181,34 +1182,50 @@ impl ScTls {
 /// Reads the registry client's TLS settings (see [`ScTls`]).
 fn resolve_registry_tls(args: &DaemonArgs, file: FileTls) -> Result<ScTls, Error> {
     let flag_given = [
-        ("--sc-tls-ca-file", args.sc_tls_ca_file.is_some()),
-        ("--sc-tls-cert-file", args.sc_tls_cert_file.is_some()),
-        ("--sc-tls-key-file", args.sc_tls_key_file.is_some()),
-        ("--sc-tls-passphrase", args.sc_tls_passphrase.is_some()),
-        ("--sc-tls-verify-peer", args.sc_tls_verify_peer.is_some()),
-        ("--sc-tls-min-version", args.sc_tls_min_version.is_some()),
-        ("--sc-tls-ciphers", args.sc_tls_ciphers.is_some()),
+        ("--sc-tls-ca-file", args.registry.sc_tls_ca_file.is_some()),
+        (
+            "--sc-tls-cert-file",
+            args.registry.sc_tls_cert_file.is_some(),
+        ),
+        ("--sc-tls-key-file", args.registry.sc_tls_key_file.is_some()),
+        (
+            "--sc-tls-passphrase",
+            args.registry.sc_tls_passphrase.is_some(),
+        ),
+        (
+            "--sc-tls-verify-peer",
+            args.registry.sc_tls_verify_peer.is_some(),
+        ),
+        (
+            "--sc-tls-min-version",
+            args.registry.sc_tls_min_version.is_some(),
+        ),
+        ("--sc-tls-ciphers", args.registry.sc_tls_ciphers.is_some()),
     ]
     .into_iter()
     .find_map(|(flag, given)| given.then_some(flag));
     let min_version = min_version(
         "--sc-tls-min-version",
-        args.sc_tls_min_version.clone().or(file.min_version),
+        args.registry
+            .sc_tls_min_version
+            .clone()
+            .or(file.min_version),
     )?;
-    let ciphers = cipher_list(args.sc_tls_ciphers.as_deref(), file.ciphers);
+    let ciphers = cipher_list(args.registry.sc_tls_ciphers.as_deref(), file.ciphers);
     // Check the names now: a typo is an error at start, naming the flag.
     crate::tls::provider(&ciphers)
         .map_err(|e| invalid("--sc-tls-ciphers", &ciphers.join(","), e))?;
     let dir = crate::registry_tls::default_dir();
     let existing = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
     let ca_file = args
+        .registry
         .sc_tls_ca_file
         .clone()
         .or(file.ca_file)
         .or_else(|| existing(crate::tls::DEFAULT_CA_FILE));
     let (cert_file, key_file) = match (
-        args.sc_tls_cert_file.clone().or(file.cert_file),
-        args.sc_tls_key_file.clone().or(file.key_file),
+        args.registry.sc_tls_cert_file.clone().or(file.cert_file),
+        args.registry.sc_tls_key_file.clone().or(file.key_file),
     ) {
         (Some(cert), Some(key)) => (Some(cert), Some(key)),
         (Some(cert), None) => {
@@ -1240,11 +1257,16 @@ fn resolve_registry_tls(args: &DaemonArgs, file: FileTls) -> Result<ScTls, Error
             cert_file,
             key_file,
             passphrase: args
+                .registry
                 .sc_tls_passphrase
                 .clone()
                 .or(file.passphrase)
                 .map(Secret::new),
-            verify_peer: args.sc_tls_verify_peer.or(file.verify_peer).unwrap_or(true),
+            verify_peer: args
+                .registry
+                .sc_tls_verify_peer
+                .or(file.verify_peer)
+                .unwrap_or(true),
             min_version,
             ciphers,
         },
@@ -1322,6 +1344,7 @@ fn has_port(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::RegistryArgs;
 
     #[test]
     fn defaults_are_the_service_center_syncers() {
@@ -1348,7 +1371,10 @@ mod tests {
     fn cluster_name_defaults_to_md5_of_sc_addr_and_ports_default() {
         let c = DaemonConfig::resolve(DaemonArgs {
             node: Some("n1".into()),
-            sc_addr: Some("http://127.0.0.1:30100".into()),
+            registry: RegistryArgs {
+                sc_addr: Some("http://127.0.0.1:30100".into()),
+                ..Default::default()
+            },
             bind_addr: Some("127.0.0.2".into()),
             rpc_addr: Some(":4000".into()),
             join_addr: Some("127.0.0.3, 127.0.0.4:7000".into()),
@@ -1391,7 +1417,10 @@ mod tests {
         );
         let c = DaemonConfig::resolve(DaemonArgs {
             node: Some("n1".into()),
-            sc_addr: Some("http://scUser:s3cretPW2@127.0.0.1:30100".into()),
+            registry: RegistryArgs {
+                sc_addr: Some("http://scUser:s3cretPW2@127.0.0.1:30100".into()),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .expect("valid");
@@ -2003,7 +2032,10 @@ mod tests {
         let c = DaemonConfig::resolve(DaemonArgs {
             node: Some("n1".into()),
             config: Some(path),
-            sc_tls_ca_file: Some("/y/ca.pem".into()),
+            registry: RegistryArgs {
+                sc_tls_ca_file: Some("/y/ca.pem".into()),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .expect("valid");
@@ -2026,8 +2058,11 @@ mod tests {
         // verify_peer: false is allowed toward the registry (logged at WARN at start).
         let c = DaemonConfig::resolve(DaemonArgs {
             node: Some("n1".into()),
-            sc_addr: Some("https://127.0.0.1:30100".into()),
-            sc_tls_verify_peer: Some(false),
+            registry: RegistryArgs {
+                sc_addr: Some("https://127.0.0.1:30100".into()),
+                sc_tls_verify_peer: Some(false),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .expect("valid");
@@ -2055,8 +2090,11 @@ mod tests {
         for sc_addr in [Some("http://127.0.0.1:30100".to_owned()), None] {
             let err = DaemonConfig::resolve(DaemonArgs {
                 node: Some("n1".into()),
-                sc_addr,
-                sc_tls_ca_file: Some("/x/ca.pem".into()),
+                registry: RegistryArgs {
+                    sc_addr,
+                    sc_tls_ca_file: Some("/x/ca.pem".into()),
+                    ..Default::default()
+                },
                 ..Default::default()
             })
             .expect_err("nothing to apply to");
@@ -2065,7 +2103,10 @@ mod tests {
         // One https:// address among several is enough.
         let c = DaemonConfig::resolve(DaemonArgs {
             node: Some("n1".into()),
-            sc_addr: Some("http://10.0.0.1:30100,https://10.0.0.2:30100".into()),
+            registry: RegistryArgs {
+                sc_addr: Some("http://10.0.0.1:30100,https://10.0.0.2:30100".into()),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .expect("valid");
@@ -2079,25 +2120,37 @@ mod tests {
         let resolve = |args: DaemonArgs| {
             DaemonConfig::resolve(DaemonArgs {
                 node: Some("n1".into()),
-                sc_addr: Some("https://127.0.0.1:30100".into()),
+                registry: RegistryArgs {
+                    sc_addr: Some("https://127.0.0.1:30100".into()),
+                    ..args.registry
+                },
                 ..args
             })
         };
         let err = resolve(DaemonArgs {
-            sc_tls_cert_file: Some("/x/cert.pem".into()),
+            registry: RegistryArgs {
+                sc_tls_cert_file: Some("/x/cert.pem".into()),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .expect_err("no key");
         assert!(err.to_string().contains("--sc-tls-cert-file"), "{err}");
         assert!(err.to_string().contains("--sc-tls-key-file"), "{err}");
         let err = resolve(DaemonArgs {
-            sc_tls_min_version: Some("TLSv1.1".into()),
+            registry: RegistryArgs {
+                sc_tls_min_version: Some("TLSv1.1".into()),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .expect_err("old version");
         assert!(err.to_string().contains("--sc-tls-min-version"), "{err}");
         let err = resolve(DaemonArgs {
-            sc_tls_ciphers: Some("TLS_RSA_WITH_RC4_128_MD5".into()),
+            registry: RegistryArgs {
+                sc_tls_ciphers: Some("TLS_RSA_WITH_RC4_128_MD5".into()),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .expect_err("unknown cipher");
@@ -2129,7 +2182,10 @@ mod tests {
         let rbac = |sc_addr: Option<&str>, file: Option<PathBuf>, addr: &str, tls: bool| {
             DaemonConfig::resolve(DaemonArgs {
                 node: Some("n1".into()),
-                sc_addr: sc_addr.map(str::to_string),
+                registry: RegistryArgs {
+                    sc_addr: sc_addr.map(str::to_string),
+                    ..Default::default()
+                },
                 builtin_addr: Some(addr.parse().expect("addr")),
                 builtin_rbac: true,
                 builtin_rbac_root_password_file: file,
@@ -2190,7 +2246,10 @@ mod tests {
         assert!(err.to_string().contains("--builtin-tls-cert-file"), "{err}");
         let err = DaemonConfig::resolve(DaemonArgs {
             node: Some("n1".into()),
-            sc_addr: Some("http://127.0.0.1:30100".into()),
+            registry: RegistryArgs {
+                sc_addr: Some("http://127.0.0.1:30100".into()),
+                ..Default::default()
+            },
             builtin_tls_cert_file: Some("/x/cert.pem".into()),
             builtin_tls_key_file: Some("/x/key.pem".into()),
             ..Default::default()
@@ -2223,7 +2282,10 @@ mod tests {
         .expect_err("bad");
         assert!(err.to_string().contains("--bind-addr"), "{err}");
         let err = DaemonConfig::resolve(DaemonArgs {
-            sc_plugin: Some(PluginKind::Eureka),
+            registry: RegistryArgs {
+                sc_plugin: Some(PluginKind::Eureka),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .expect_err("eureka needs an address");

@@ -750,17 +750,20 @@ fn the_account_comes_from_the_servicecenter_auth_block_and_the_flags_win() {
 
 #[test]
 fn an_account_is_refused_where_it_cannot_apply_and_without_a_password() {
-    use syncer::cli::{DaemonArgs, PluginKind};
+    use syncer::cli::{DaemonArgs, PluginKind, RegistryArgs};
     use syncer::config::DaemonConfig;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let password = write(dir.path(), "password", "PW-3\n");
     let args = |sc_addr: Option<&str>, plugin: Option<PluginKind>| DaemonArgs {
         node: Some("n1".into()),
-        sc_addr: sc_addr.map(str::to_owned),
-        sc_plugin: plugin,
-        sc_account: Some("syncer".into()),
-        sc_password_file: Some(password.clone()),
+        registry: RegistryArgs {
+            sc_addr: sc_addr.map(str::to_owned),
+            sc_plugin: plugin,
+            sc_account: Some("syncer".into()),
+            sc_password_file: Some(password.clone()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     for (case, sc_addr, plugin, expected) in [
@@ -788,10 +791,8 @@ fn an_account_is_refused_where_it_cannot_apply_and_without_a_password() {
         );
     }
     // An account without any password source.
-    let err = DaemonConfig::resolve(DaemonArgs {
-        sc_password_file: None,
-        ..args(Some("http://127.0.0.1:30100"), None)
-    })
-    .expect_err("no password");
+    let mut no_password = args(Some("http://127.0.0.1:30100"), None);
+    no_password.registry.sc_password_file = None;
+    let err = DaemonConfig::resolve(no_password).expect_err("no password");
     assert!(err.to_string().contains("--sc-password-file"), "{err}");
 }
