@@ -374,7 +374,8 @@ impl PurgeArgs {
 #[derive(Debug, Default, Clone, Args)]
 pub struct RegistryArgs {
     /// Registry address(es), comma separated, e.g. http://10.0.0.1:30100 or, for eureka,
-    /// http://10.0.0.1:8761/eureka. (default: none; run the built-in core on --builtin-addr)
+    /// http://10.0.0.1:8761/eureka. (default: none: `syncer daemon` runs the built-in core on
+    /// --builtin-addr; `syncer purge` needs it, here or in --config)
     #[arg(long, env = "SYNCER_SC_ADDR")]
     pub sc_addr: Option<String>,
     /// Plugin for the registry: servicecenter or eureka. (default: servicecenter)
