@@ -185,8 +185,6 @@ impl Accepted {
 pub struct Activity {
     state: Mutex<ActivityState>,
     close: CancellationToken,
-    /// Wakes the idle watchdog when a request head starts arriving.
-    head_started: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -228,7 +226,6 @@ impl Activity {
                 head_since: None,
             }),
             close: CancellationToken::new(),
-            head_started: tokio::sync::Notify::new(),
         })
     }
 
@@ -297,9 +294,9 @@ impl Activity {
             && !state.upgraded
             && state.head_since.is_none()
         {
+            // Not a wake-up of the watchdog per request (that cost heartbeats a task switch
+            // and a timer each): it looks at least every head timeout while idle.
             state.head_since = Some(tokio::time::Instant::now());
-            drop(state);
-            self.head_started.notify_one();
         }
         http1
     }
@@ -321,7 +318,10 @@ impl Activity {
         let idle = state.idle_since + t.idle;
         Some(match (t.head, state.head_since) {
             (Some(head), Some(since)) => idle.min(since + head),
-            _ => idle,
+            // No head arriving yet: look again within a head timeout, so a head that starts
+            // meanwhile is seen while it is still due (then its own deadline applies).
+            (Some(head), None) => idle.min(tokio::time::Instant::now() + head),
+            (None, _) => idle,
         })
     }
 
@@ -335,7 +335,6 @@ impl Activity {
             };
             tokio::select! {
                 () = self.close.cancelled() => return,
-                () = self.head_started.notified() => continue,
                 () = tokio::time::sleep_until(wake) => {}
             }
             let Some(due) = self.deadline(t) else {
