@@ -19,7 +19,7 @@
 //! instance is turned into JSON after the lock is released, one watcher at a time, on the
 //! blocking pool; its providers are resolved again only when a service or its dependency
 //! rules changed). It compares that with what it sent, builds the frames and sends them,
-//! flushed once per batch. Watchers take turns for that work (one at a time, [`TURNS`]), so
+//! flushed once per batch. Watchers take turns for that work (one at a time, `TURNS`), so
 //! the requests that arrive meanwhile wait for one watcher, not for every watcher woken.
 //! Entries name what changed, not how, and the watcher compares with the registry as it is
 //! now, so a missed wake-up costs latency, never an event; a watcher behind the log's oldest
