@@ -255,7 +255,7 @@ async fn two_sites_with_rbac_on_sync_both_ways_across_token_expiries() {
 /// that select awaited the lock, the listing was never polled again, and the syncer stopped
 /// for good (its copies expired at A). The overlap is a matter of timing: without the fix
 /// this test failed 1 run in 6 (the stopped syncer never imports the last instance), and a
-/// stress of this file 2 runs in 45; with it, 0 in 60.
+/// stress of this file 2 runs in 48; with it, 0 in 60.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_of_peer_changes_across_token_renewals_never_stops_the_syncer() {
     let tmp = tempfile::tempdir().expect("tempdir");
