@@ -309,8 +309,10 @@ impl Activity {
             return None;
         }
         if state.in_flight > 0 {
-            // Looked at again then.
-            return Some(tokio::time::Instant::now() + t.idle);
+            // Looked at again then (within a head timeout, as when idle: a head that starts
+            // after this request is then seen while it is due).
+            let again = t.head.map_or(t.idle, |head| head.min(t.idle));
+            return Some(tokio::time::Instant::now() + again);
         }
         if !state.served {
             return Some(state.idle_since + t.first);
