@@ -50,11 +50,17 @@ async fn slowloris(addr: SocketAddr) -> bool {
     let Ok(mut tcp) = TcpStream::connect(addr).await else {
         return false;
     };
+    trickle_head(&mut tcp, Duration::from_secs(30)).await
+}
+
+/// Sends a request head's first line, then one header line every 100 ms and never its end,
+/// on `tcp`: true when the server closed the connection within `within`.
+async fn trickle_head(tcp: &mut TcpStream, within: Duration) -> bool {
     let head = format!("GET {LIST} HTTP/1.1\r\nHost: core\r\n");
     if tcp.write_all(head.as_bytes()).await.is_err() {
         return true;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + within;
     let mut buf = [0u8; 256];
     while tokio::time::Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
@@ -171,26 +177,7 @@ async fn a_keep_alive_connection_outlives_the_head_timeout_but_not_a_slow_head()
     // A third request whose head never ends: closed about 0.5 s after its first byte.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let started = std::time::Instant::now();
-    tcp.write_all(format!("GET {LIST} HTTP/1.1\r\nHost: core\r\n").as_bytes())
-        .await
-        .expect("head");
-    let mut closed = false;
-    let mut buf = [0u8; 256];
-    while started.elapsed() < Duration::from_secs(10) {
-        match tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => {
-                closed = true;
-                break;
-            }
-            Ok(Ok(_)) => {}
-            Err(_) => {
-                if tcp.write_all(b"X-Slow: 1\r\n").await.is_err() {
-                    closed = true;
-                    break;
-                }
-            }
-        }
-    }
+    let closed = trickle_head(&mut tcp, Duration::from_secs(10)).await;
     assert!(closed, "a slow head on a kept-alive connection is closed");
     assert!(
         started.elapsed() < Duration::from_secs(5),
