@@ -179,23 +179,7 @@ async fn find_in(
     project: &str,
     name: &str,
 ) -> Option<Vec<Value>> {
-    let resp = http
-        .get(format!("{base}/v4/{project}/registry/instances"))
-        .query(&[
-            ("appId", "eureka"),
-            ("serviceName", name),
-            ("version", "latest"),
-        ])
-        .header("X-Domain-Name", domain)
-        .header("X-Domain-Project", project)
-        .send()
-        .await
-        .ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let body: Value = resp.json().await.ok()?;
-    Some(body["instances"].as_array().cloned().unwrap_or_default())
+    support::sc_find_instances_in(http, base, (domain, project), "eureka", name).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -548,10 +548,22 @@ pub async fn sc_find_instances(
     app: &str,
     name: &str,
 ) -> Option<Vec<serde_json::Value>> {
+    sc_find_instances_in(http, base, ("default", "default"), app, name).await
+}
+
+/// As [`sc_find_instances`], in tenant `(domain, project)`.
+pub async fn sc_find_instances_in(
+    http: &reqwest::Client,
+    base: &str,
+    (domain, project): (&str, &str),
+    app: &str,
+    name: &str,
+) -> Option<Vec<serde_json::Value>> {
     let resp = http
-        .get(format!("{base}/v4/default/registry/instances"))
+        .get(format!("{base}/v4/{project}/registry/instances"))
         .query(&[("appId", app), ("serviceName", name), ("version", "latest")])
-        .header("X-Domain-Name", "default")
+        .header("X-Domain-Name", domain)
+        .header("X-Domain-Project", project)
         .send()
         .await
         .ok()?;
