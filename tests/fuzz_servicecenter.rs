@@ -11,7 +11,7 @@
 
 mod support;
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -31,21 +31,38 @@ static RT: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 });
 
 /// The router of an in-memory core, one per target, kept across cases, so inputs meet what
-/// earlier ones left (and the router is built once).
+/// earlier ones left (and the router is built once). Every [`CASES_PER_CORE`] cases the
+/// target starts on a fresh core: what the cases leave only grows, and every case lists it
+/// (`still_answers`), so one core for a long run would make the run quadratic.
 type App = axum::Router;
+
+/// Cases a core serves before its target moves to a fresh one.
+const CASES_PER_CORE: u32 = 1_000;
+
+/// One target's core and how many cases it has served.
+type Cell = LazyLock<Mutex<(u32, App)>>;
 
 fn new_app() -> App {
     let _guard = RT.enter();
     router(Core::new())
 }
 
-fn core(cell: &'static LazyLock<App>) -> App {
-    (**cell).clone()
+fn new_cell() -> Mutex<(u32, App)> {
+    Mutex::new((0, new_app()))
 }
 
-static EUREKA_CORE: LazyLock<App> = LazyLock::new(new_app);
-static V4_CORE: LazyLock<App> = LazyLock::new(new_app);
-static QUERY_CORE: LazyLock<App> = LazyLock::new(new_app);
+fn core(cell: &'static Cell) -> App {
+    let mut cell = cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if cell.0 >= CASES_PER_CORE {
+        *cell = (0, new_app());
+    }
+    cell.0 += 1;
+    cell.1.clone()
+}
+
+static EUREKA_CORE: Cell = LazyLock::new(new_cell);
+static V4_CORE: Cell = LazyLock::new(new_cell);
+static QUERY_CORE: Cell = LazyLock::new(new_cell);
 
 /// `method uri` with `body` (and `X-Domain-Name: domain`): status and body text.
 fn call(
