@@ -52,7 +52,9 @@ fn new_cell() -> Mutex<(u32, App)> {
 }
 
 fn core(cell: &'static Cell) -> App {
-    let mut cell = cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut cell = cell
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if cell.0 >= CASES_PER_CORE {
         *cell = (0, new_app());
     }

@@ -31,5 +31,5 @@ pub mod registry;
 pub mod store;
 pub mod tls;
 
-pub use self::api::{router, serve, serve_tls, serve_with, HttpLimits};
+pub use self::api::{router, router_with, serve, serve_tls, serve_with, HttpLimits};
 pub use self::core::Core;

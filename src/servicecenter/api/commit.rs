@@ -78,10 +78,7 @@ where
 {
     type Response = Response;
     type Error = std::convert::Infallible;
-    type Future = futures::future::Either<
-        S::Future,
-        futures::future::BoxFuture<'static, Result<Response, std::convert::Infallible>>,
-    >;
+    type Future = Gated<S::Future>;
 
     fn poll_ready(
         &mut self,
@@ -91,23 +88,69 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-            return futures::future::Either::Left(self.inner.call(req));
+        let core = (!matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS))
+            .then(|| self.core.clone());
+        Gated::Answering {
+            inner: self.inner.call(req),
+            core,
         }
-        let answered = self.inner.call(req);
-        let core = self.core.clone();
-        futures::future::Either::Right(Box::pin(async move {
-            let resp = answered.await?;
-            Ok(committed(&core, resp).await)
-        }))
     }
 }
 
-/// `resp` once what it answers is committed (see [`CommitLayer`]).
-async fn committed(core: &Core, resp: Response) -> Response {
-    if !resp.status().is_success() || resp.extensions().get::<Lazy>().is_some() {
-        return resp;
+pin_project_lite::pin_project! {
+    /// The future of [`Gate`]: the handler's answer, then, for a write's 2xx not marked
+    /// [`Lazy`], the commit wait (boxed only then: a read, a heartbeat or an error reply
+    /// allocates nothing here).
+    #[project = GatedProj]
+    pub(crate) enum Gated<F> {
+        /// The handler is answering; `core` is set for a write.
+        Answering {
+            #[pin]
+            inner: F,
+            core: Option<Core>,
+        },
+        /// A write's 2xx, held until its commit.
+        Committing {
+            commit: futures::future::BoxFuture<'static, Response>,
+        },
     }
+}
+
+impl<F> std::future::Future for Gated<F>
+where
+    F: std::future::Future<Output = Result<Response, std::convert::Infallible>>,
+{
+    type Output = Result<Response, std::convert::Infallible>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        loop {
+            match self.as_mut().project() {
+                GatedProj::Answering { inner, core } => {
+                    let Poll::Ready(Ok(resp)) = inner.poll(cx) else {
+                        return Poll::Pending;
+                    };
+                    let Some(core) = core.take() else {
+                        return Poll::Ready(Ok(resp));
+                    };
+                    if !resp.status().is_success() || resp.extensions().get::<Lazy>().is_some() {
+                        return Poll::Ready(Ok(resp));
+                    }
+                    let commit = Box::pin(async move { committed(&core, resp).await });
+                    self.set(Gated::Committing { commit });
+                }
+                GatedProj::Committing { commit } => return commit.as_mut().poll(cx).map(Ok),
+            }
+        }
+    }
+}
+
+/// `resp`, a write's 2xx, once what it answers is committed (see [`CommitLayer`]), or
+/// `500011` when the commit fails.
+async fn committed(core: &Core, resp: Response) -> Response {
     match core.committed(core.ticket()).await {
         Ok(()) => resp,
         Err(e) => ScError::new(
