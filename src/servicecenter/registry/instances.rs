@@ -108,10 +108,7 @@ impl Registry {
         else {
             return false;
         };
-        // Lazy: the `leases` entry keeps the old deadline and `expire` moves it when it
-        // comes due, so a heartbeat costs no allocation and no ordered-set update.
-        rec.deadline = lease_deadline(now, rec.ttl_secs);
-        rec.renewed_ms = now_ms;
+        renew_record(rec, now, now_ms);
         self.journal.renewed(service_id, instance_id);
         true
     }
@@ -165,13 +162,18 @@ impl Registry {
         now: Instant,
         now_ms: i64,
     ) -> Result<(), ScError> {
-        self.service(domain, project, service_id)
-            .map_err(|_| instance_missing(instance_id))?;
-        if self.renew(service_id, instance_id, now, now_ms) {
-            Ok(())
-        } else {
-            Err(instance_missing(instance_id))
-        }
+        // One lookup of the service, its tenant checked before anything is copied (the
+        // hottest request of a registry: no second hash of the serviceId).
+        let rec = self
+            .services
+            .get_mut(service_id)
+            .filter(|e| e.domain == domain && e.project == project)
+            .map(Arc::make_mut)
+            .and_then(|e| e.instances.get_mut(instance_id).map(Arc::make_mut))
+            .ok_or_else(|| instance_missing(instance_id))?;
+        renew_record(rec, now, now_ms);
+        self.journal.renewed(service_id, instance_id);
+        Ok(())
     }
 
     /// Removes an instance.
@@ -314,4 +316,12 @@ impl Registry {
     }
 
     // ---- the Eureka view -------------------------------------------------
+}
+
+/// Moves `rec`'s lease on from `now` (`now_ms`, ms since the epoch, as its renewal time).
+/// Lazy: the registry's `leases` entry keeps the old deadline and `expire` moves it when it
+/// comes due, so a heartbeat costs no allocation and no ordered-set update.
+fn renew_record(rec: &mut InstanceRecord, now: Instant, now_ms: i64) {
+    rec.deadline = lease_deadline(now, rec.ttl_secs);
+    rec.renewed_ms = now_ms;
 }

@@ -134,8 +134,8 @@ impl Registry {
     ) -> Result<&mut ServiceEntry, ScError> {
         self.services
             .get_mut(id)
-            .map(Arc::make_mut)
             .filter(|e| e.domain == domain && e.project == project)
+            .map(Arc::make_mut)
             .ok_or_else(|| ScError::new(SERVICE_NOT_EXISTS, format!("service {id} does not exist")))
     }
 
