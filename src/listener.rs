@@ -383,15 +383,33 @@ pub type FindActivity = fn(&axum::http::Extensions) -> Option<Arc<Activity>>;
 /// A tower layer counting each request as in flight on its connection ([`Activity`]) from
 /// its arrival until its response body is done or dropped; a streaming response (an
 /// exchange watch) counts for as long as it streams.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TrackRequestsLayer {
-    find: FindActivity,
+    source: ActivitySource,
+}
+
+/// Where [`TrackRequests`] finds a request's connection.
+#[derive(Debug, Clone)]
+enum ActivitySource {
+    /// The service serves one connection (a service per connection, as hyper's).
+    Connection(Arc<Activity>),
+    /// In the request's extensions (a service shared by every connection, as tonic's).
+    Find(FindActivity),
 }
 
 impl TrackRequestsLayer {
     /// Finds each request's connection with `find`.
     pub fn new(find: FindActivity) -> Self {
-        TrackRequestsLayer { find }
+        TrackRequestsLayer {
+            source: ActivitySource::Find(find),
+        }
+    }
+
+    /// Counts every request on `activity`: for a service made for one connection.
+    pub fn connection(activity: Arc<Activity>) -> Self {
+        TrackRequestsLayer {
+            source: ActivitySource::Connection(activity),
+        }
     }
 }
 
@@ -401,7 +419,7 @@ impl<S> tower::Layer<S> for TrackRequestsLayer {
     fn layer(&self, inner: S) -> TrackRequests<S> {
         TrackRequests {
             inner,
-            find: self.find,
+            source: self.source.clone(),
         }
     }
 }
@@ -410,37 +428,64 @@ impl<S> tower::Layer<S> for TrackRequestsLayer {
 #[derive(Debug, Clone)]
 pub struct TrackRequests<S> {
     inner: S,
-    find: FindActivity,
+    source: ActivitySource,
 }
 
 impl<S, B, ResBody> tower::Service<axum::http::Request<B>> for TrackRequests<S>
 where
     S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<ResBody>>,
-    S::Future: Send + 'static,
 {
     type Response = axum::http::Response<Tracked<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = TrackedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let in_flight = (self.find)(request.extensions()).map(|a| a.request());
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            if response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
-                if let Some(in_flight) = &in_flight {
-                    in_flight.upgraded();
-                }
+        let in_flight = match &self.source {
+            ActivitySource::Connection(activity) => Some(activity.request()),
+            ActivitySource::Find(find) => find(request.extensions()).map(|a| a.request()),
+        };
+        TrackedFuture {
+            response: self.inner.call(request),
+            in_flight,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`TrackRequests`]: the response, its body counted as in flight.
+    pub struct TrackedFuture<F> {
+        #[pin]
+        response: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F, ResBody, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<axum::http::Response<ResBody>, E>>,
+{
+    type Output = Result<axum::http::Response<Tracked<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match this.response.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(response) => response?,
+        };
+        let in_flight = this.in_flight.take();
+        if response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(in_flight) = &in_flight {
+                in_flight.upgraded();
             }
-            Ok(response.map(|body| Tracked {
-                body,
-                _in_flight: in_flight,
-            }))
-        })
+        }
+        Poll::Ready(Ok(response.map(|body| Tracked {
+            body,
+            _in_flight: in_flight,
+        })))
     }
 }
 

@@ -173,16 +173,12 @@ fn service(
         > + Clone
         + Send,
 > {
-    let tracked = tower::Layer::layer(
-        &TrackRequestsLayer::new(|extensions| extensions.get::<Arc<Activity>>().cloned()),
-        router,
-    );
+    let tracked = tower::Layer::layer(&TrackRequestsLayer::connection(activity), router);
     TowerToHyperService::new(tracked.map_request(
         move |mut request: axum::http::Request<hyper::body::Incoming>| {
             request
                 .extensions_mut()
                 .insert(axum::extract::ConnectInfo(remote));
-            request.extensions_mut().insert(activity.clone());
             request.map(axum::body::Body::new)
         },
     ))
