@@ -19,7 +19,8 @@
 //! Phases per target: setup (create the services, register the instances, concurrently;
 //! skipped for the ceiling), heartbeats (`PUT .../heartbeat` of random instances), finds
 //! (`GET /instances?appId=..&serviceName=..&version=latest` of random services). Reported:
-//! requests per second, p50/p99 latency, and the server's peak RSS (`VmHWM`).
+//! the setup's writes per second, requests per second, p50/p99 latency, and the server's
+//! peak RSS (`VmHWM`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -443,13 +444,17 @@ fn syncer_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_syncer"))
 }
 
-fn print_row(r: &Row, ceiling: &Row) {
+/// One row; `writes` is how many writes the setup made (creates and registrations).
+fn print_row(r: &Row, ceiling: &Row, writes: usize) {
     let pct = |v: f64, c: f64| if c > 0.0 { 100.0 * v / c } else { f64::NAN };
     println!(
         "| {} | {} | {:.0} ({:.0}%) | {:.2} / {:.2} | {:.0} ({:.0}%) | {:.2} / {:.2} | {:.0} | {} |",
         r.target,
-        r.setup
-            .map_or("-".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),
+        r.setup.map_or("-".to_string(), |d| format!(
+            "{:.2} s ({:.0} writes/s)",
+            d.as_secs_f64(),
+            writes as f64 / d.as_secs_f64()
+        )),
         r.heartbeat.rps,
         pct(r.heartbeat.rps, ceiling.heartbeat.rps),
         r.heartbeat.p50_ms,
@@ -576,9 +581,9 @@ fn main() {
         s.services, s.instances, s.project, s.connections, s.secs
     );
     println!();
-    println!("| target | setup | heartbeats/s (of ceiling) | heartbeat p50 / p99 ms | finds/s (of ceiling) | find p50 / p99 ms | peak RSS MB | errors |");
+    println!("| target | setup (creates + registrations) | heartbeats/s (of ceiling) | heartbeat p50 / p99 ms | finds/s (of ceiling) | find p50 / p99 ms | peak RSS MB | errors |");
     println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
-        print_row(r, &rows[0]);
+        print_row(r, &rows[0], s.services * (1 + s.instances));
     }
 }
