@@ -137,7 +137,7 @@ fn service_key(service: &Service) -> ServiceKey {
 /// The service-center plugin. Cheap to share behind an `Arc`; safe to call concurrently.
 #[derive(Debug)]
 pub struct ServiceCenterPlugin {
-    client: Client,
+    client: Arc<Client>,
     tenants: Vec<String>,
     use_admin_dump: bool,
     /// Service ids already resolved by [`Plugin::ensure_service`], so steady state does not
@@ -284,7 +284,11 @@ impl ServiceCenterPlugin {
             tenants.push(syncer_plugin_api::DEFAULT_DOMAIN_PROJECT.to_owned());
         }
         Ok(ServiceCenterPlugin {
-            client: Client::with_tls(endpoints, config.request_timeout, config.tls.clone())?,
+            client: Arc::new(Client::with_tls(
+                endpoints,
+                config.request_timeout,
+                config.tls.clone(),
+            )?),
             tenants,
             use_admin_dump: config.use_admin_dump,
             service_ids: Mutex::new(HashMap::new()),

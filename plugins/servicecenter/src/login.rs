@@ -9,7 +9,7 @@
 //!
 //! How this module keeps a token ([`Session`]):
 //! - the first request logs in; concurrent requests wait for that one login
-//!   ([`Session::logins`]: one login at a time), then share its token;
+//!   (one login at a time, on a task of its own), then share its token;
 //! - the token is renewed by the first request after [`RENEW_SHARE`] of its lifetime, read
 //!   from the token's own (unverified) JWT payload: `exp - iat`, or `exp` against this
 //!   host's clock when that is sooner (the server rounds to seconds) or when `iat` is
@@ -29,7 +29,7 @@
 //! the registry's own message.
 
 use std::fmt;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -132,8 +132,19 @@ impl Token {
     }
 }
 
-/// The logged-in state of one plugin: its account and current token.
-pub(crate) struct Session {
+/// The logged-in state of one plugin: its account and current token. Cheap to share: one
+/// `Arc` around [`SessionState`].
+///
+/// A login runs on a task of its own ([`detached`]), not in the future of the request that
+/// needed it: it holds the login lock across its `POST /v4/token`, and a caller's future may
+/// stop being polled at any time (a `select!` that took another branch and awaits something
+/// else first). Inside that future, the held lock would then stop every later login and
+/// every request waiting for one, for good (a futurelock: it froze the syncer at a token
+/// renewal, issue 13).
+pub(crate) struct Session(Arc<SessionState>);
+
+/// What [`Session`] shares with its login tasks.
+struct SessionState {
     credentials: Credentials,
     /// The current token. A std lock: held only to copy or replace it, never across an
     /// await.
@@ -165,7 +176,7 @@ struct Refusal {
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("account", &self.credentials.account)
+            .field("account", &self.0.credentials.account)
             .finish_non_exhaustive()
     }
 }
@@ -235,18 +246,61 @@ fn after(now: Instant, d: Duration) -> Instant {
 
 impl Session {
     pub(crate) fn new(credentials: Credentials) -> Session {
-        Session {
+        Session(Arc::new(SessionState {
             credentials,
             current: RwLock::new(None),
             logins: tokio::sync::Mutex::new(Logins::default()),
-        }
+        }))
     }
 
     /// The account name.
     pub(crate) fn account(&self) -> &str {
-        &self.credentials.account
+        &self.0.credentials.account
     }
 
+    /// The token to send: the current one, or a new one when there is none yet or it is due
+    /// for renewal (see the module docs).
+    ///
+    /// # Errors
+    /// As [`SessionState::login`], when there is no valid token to fall back on.
+    pub(crate) async fn token(&self, client: &Arc<Client>) -> Result<Token> {
+        if let Some(token) = self.0.fresh() {
+            return Ok(token);
+        }
+        let (state, client) = (self.0.clone(), client.clone());
+        detached(async move { state.token(&client).await }).await
+    }
+
+    /// A token after `used` was refused (401): a newer one when another request has logged
+    /// in again since, else a new login.
+    ///
+    /// # Errors
+    /// As [`SessionState::login`].
+    pub(crate) async fn refused(&self, client: &Arc<Client>, used: &Token) -> Result<Token> {
+        let (state, client, used) = (self.0.clone(), client.clone(), used.clone());
+        detached(async move { state.refused(&client, &used).await }).await
+    }
+}
+
+/// Runs `login` on a task of its own and waits for it (see [`Session`]): it goes on, and
+/// releases the login lock, even if the caller's future is never polled again or dropped.
+///
+/// # Errors
+/// `login`'s; [`Error::Unavailable`] if its task ended without an answer (the runtime is
+/// shutting down).
+async fn detached<F>(login: F) -> Result<Token>
+where
+    F: std::future::Future<Output = Result<Token>> + Send + 'static,
+{
+    tokio::spawn(login).await.unwrap_or_else(|e| {
+        Err(Error::Unavailable {
+            endpoint: "login".into(),
+            message: format!("the login task ended without an answer: {e}"),
+        })
+    })
+}
+
+impl SessionState {
     fn current(&self) -> Option<Token> {
         self.current
             .read()
@@ -263,12 +317,8 @@ impl Session {
         self.current().filter(|t| Instant::now() < t.renew_at)
     }
 
-    /// The token to send: the current one, or a new one when there is none yet or it is due
-    /// for renewal (see the module docs).
-    ///
-    /// # Errors
-    /// As [`Session::login`], when there is no valid token to fall back on.
-    pub(crate) async fn token(&self, client: &Client) -> Result<Token> {
+    /// [`Session::token`], on the login task.
+    async fn token(&self, client: &Client) -> Result<Token> {
         if let Some(token) = self.fresh() {
             return Ok(token);
         }
@@ -304,12 +354,8 @@ impl Session {
         }
     }
 
-    /// A token after `used` was refused (401): a newer one when another request has logged
-    /// in again since, else a new login.
-    ///
-    /// # Errors
-    /// As [`Session::login`].
-    pub(crate) async fn refused(&self, client: &Client, used: &Token) -> Result<Token> {
+    /// [`Session::refused`], on the login task.
+    async fn refused(&self, client: &Client, used: &Token) -> Result<Token> {
         let mut logins = self.logins.lock().await;
         if let Some(current) = self.current() {
             if current.generation != used.generation {
@@ -451,6 +497,7 @@ impl Session {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -509,6 +556,73 @@ mod tests {
             base64::engine::general_purpose::URL_SAFE.encode(r#"{"exp":1010}"#)
         );
         assert_eq!(lifetime(&padded, now), Some(Duration::from_secs(10)));
+    }
+
+    /// A registry whose `POST /v4/token` answers after `delay`; counts the logins.
+    async fn slow_login_registry(
+        delay: Duration,
+    ) -> (Arc<Client>, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let logins = Arc::new(AtomicUsize::new(0));
+        let counted = logins.clone();
+        let token = jwt(r#"{"sub":"syncer"}"#);
+        let app = axum::Router::new().route(
+            "/v4/token",
+            axum::routing::post(move || {
+                let (counted, token) = (counted.clone(), token.clone());
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    axum::Json(serde_json::json!({ "token": token }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = Client::new(vec![format!("http://{addr}")], Duration::from_secs(5)).unwrap();
+        (Arc::new(client), logins)
+    }
+
+    fn session() -> Session {
+        Session::new(Credentials {
+            account: "syncer".into(),
+            password: Password::new("s3cret!"),
+        })
+    }
+
+    /// The futurelock of issue 13: a caller whose future stops being polled while its login
+    /// is in flight (a `select!` that took another branch) must not hold the login lock
+    /// from everyone else. The login goes on by itself; the next caller shares its token.
+    #[tokio::test]
+    async fn a_login_whose_caller_stops_polling_ends_all_the_same_and_frees_the_next() {
+        let (client, logins) = slow_login_registry(Duration::from_millis(300)).await;
+        let session = session();
+        let mut first = Box::pin(session.token(&client));
+        // Polled until its login is in flight, then never again (and not dropped).
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut first)
+                .await
+                .is_err(),
+            "the login answered before its delay"
+        );
+        let second = tokio::time::timeout(Duration::from_secs(5), session.token(&client))
+            .await
+            .expect("a second caller waits for the login in flight, not for the first caller")
+            .unwrap();
+        assert_eq!(second.generation, 1, "one login, shared");
+        assert_eq!(logins.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The same after a 401: a refused token's new login does not live in its caller.
+        let mut third = Box::pin(session.refused(&client, &second));
+        assert!(tokio::time::timeout(Duration::from_millis(100), &mut third)
+            .await
+            .is_err());
+        let fourth = tokio::time::timeout(Duration::from_secs(5), session.token(&client))
+            .await
+            .expect("a caller after a 401 is not stuck behind the login of the 401")
+            .unwrap();
+        assert_eq!(fourth.generation, 2);
+        drop((first, third));
     }
 
     #[test]
