@@ -1303,6 +1303,135 @@ mod tests {
         }
     }
 
+    /// [`Empty`] whose listings wait until `open` has a permit; counts them in `listed`.
+    #[derive(Debug)]
+    struct Gated {
+        open: Arc<tokio::sync::Semaphore>,
+        listed: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl Plugin for Gated {
+        fn name(&self) -> &'static str {
+            "gated"
+        }
+        async fn list(&self) -> syncer_plugin_api::Result<syncer_plugin_api::Snapshot> {
+            self.listed
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _permit = self.open.acquire().await;
+            Ok(syncer_plugin_api::Snapshot::default())
+        }
+        async fn ensure_service(
+            &self,
+            s: &syncer_plugin_api::Service,
+        ) -> syncer_plugin_api::Result<String> {
+            Empty.ensure_service(s).await
+        }
+        async fn register(
+            &self,
+            s: &syncer_plugin_api::Service,
+            i: &syncer_plugin_api::Instance,
+        ) -> syncer_plugin_api::Result<String> {
+            Empty.register(s, i).await
+        }
+        async fn heartbeat(
+            &self,
+            s: &syncer_plugin_api::Service,
+            id: &str,
+        ) -> syncer_plugin_api::Result<()> {
+            Empty.heartbeat(s, id).await
+        }
+        async fn unregister(
+            &self,
+            s: &syncer_plugin_api::Service,
+            id: &str,
+        ) -> syncer_plugin_api::Result<()> {
+            Empty.unregister(s, id).await
+        }
+    }
+
+    /// Admin commands that arrive while a reconcile lists a slow registry are kept, up to
+    /// [`MAX_DEFERRED_COMMANDS`], and carried out after it; the rest are dropped (their
+    /// callers answered 503), so a flood of `POST /v1/syncer/resync` cannot grow the loop's
+    /// memory while the registry hangs.
+    #[tokio::test]
+    async fn commands_beyond_the_deferred_bound_are_refused_while_a_listing_hangs() {
+        use std::sync::atomic::Ordering;
+        let open = Arc::new(tokio::sync::Semaphore::new(0));
+        let listed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let plugin: Arc<dyn Plugin> = Arc::new(Gated {
+            open: open.clone(),
+            listed: listed.clone(),
+        });
+        let (_members_tx, members) = watch::channel(vec![Member::on_loopback("n1", "c1", 1)]);
+        let leader = crate::leadership::gossip("n1".into(), "c1".into(), members.clone());
+        let (observer, queries) = Observer::new();
+        let syncer = Syncer::new(
+            Config {
+                node: "n1".into(),
+                cluster_name: "c1".into(),
+                ticker_interval: Duration::from_secs(3600),
+                grace_period: Duration::from_secs(3600),
+                concurrency: 1,
+            },
+            plugin.clone(),
+            Arc::new(Exporter::new(plugin)),
+            members,
+            leader,
+        )
+        .with_observer(observer.clone(), queries)
+        .with_dry_run(true);
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(syncer.run(shutdown.clone()));
+        let wait = Duration::from_secs(5);
+        // The first reconcile's listing hangs.
+        tokio::time::timeout(wait, async {
+            while listed.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the first listing started");
+        let sent = MAX_DEFERRED_COMMANDS + 8;
+        let mut replies = Vec::new();
+        for _ in 0..sent {
+            let (reply, answer) = oneshot::channel();
+            observer
+                .queries()
+                .send(Query::Resync {
+                    cluster: None,
+                    reply,
+                })
+                .await
+                .expect("the loop takes queries");
+            replies.push(answer);
+        }
+        // Let the loop take every command while the listing still hangs, then free it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        open.add_permits(usize::MAX >> 4);
+        let mut done = 0;
+        let mut refused = 0;
+        for answer in replies {
+            match tokio::time::timeout(wait, answer)
+                .await
+                .expect("every command is answered or dropped in time")
+            {
+                Ok(Ok(_)) => done += 1,
+                Ok(Err(e)) => panic!("resync failed: {e}"),
+                Err(_) => refused += 1,
+            }
+        }
+        assert_eq!(
+            (done, refused),
+            (MAX_DEFERRED_COMMANDS, sent - MAX_DEFERRED_COMMANDS)
+        );
+        shutdown.cancel();
+        tokio::time::timeout(wait, running)
+            .await
+            .expect("the loop stops")
+            .expect("loop task");
+    }
+
     #[tokio::test]
     async fn new_filters_sent_through_the_watch_start_a_full_reconcile_at_once() {
         let plugin: Arc<dyn Plugin> = Arc::new(Empty);
