@@ -515,7 +515,18 @@ async fn open_watchers_are_counted_until_they_close() {
     );
     let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let line = "service_center_notify_subscriber_total{";
-    let text = core.scrape().await;
+    // The handshake's 101 leaves before the upgraded connection's task counts the watcher:
+    // wait for it, then check it is the only series.
+    let text = eventually(
+        Duration::from_secs(10),
+        "the open watcher is counted",
+        &[&core._proc],
+        || async {
+            let text = core.scrape().await;
+            text.lines().any(|l| l.starts_with(line)).then_some(text)
+        },
+    )
+    .await;
     let open: Vec<&str> = text.lines().filter(|l| l.starts_with(line)).collect();
     assert_eq!(open.len(), 1, "{text}");
     assert!(
