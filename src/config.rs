@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use md5::{Digest, Md5};
 
-use crate::cli::{CoreLimitsArgs, DaemonArgs, Mode, PluginKind};
+use crate::cli::{CoreLimitsArgs, DaemonArgs, Mode, PluginKind, RegistryArgs};
 use crate::credentials::{redact_list, without_userinfo, Redacted};
 use crate::etcd::{self, ClientConfig as EtcdClientConfig};
 use crate::membership::cipher::{GossipKey, Keyring};
@@ -446,7 +446,7 @@ impl DaemonConfig {
             None => FileConfig::default(),
         };
         let legacy = file.servicecenter.unwrap_or_default();
-        let sc_tls = resolve_registry_tls(&args, legacy.tls_config.unwrap_or_default())?;
+        let sc_tls = resolve_registry_tls(&args.registry, legacy.tls_config.unwrap_or_default())?;
         let registry_auth = crate::registry_auth::resolve(
             args.registry.sc_account.clone(),
             args.registry.sc_password_file.clone(),
@@ -1180,52 +1180,36 @@ impl ScTls {
 }
 
 /// Reads the registry client's TLS settings (see [`ScTls`]).
-fn resolve_registry_tls(args: &DaemonArgs, file: FileTls) -> Result<ScTls, Error> {
+fn resolve_registry_tls(args: &RegistryArgs, file: FileTls) -> Result<ScTls, Error> {
     let flag_given = [
-        ("--sc-tls-ca-file", args.registry.sc_tls_ca_file.is_some()),
-        (
-            "--sc-tls-cert-file",
-            args.registry.sc_tls_cert_file.is_some(),
-        ),
-        ("--sc-tls-key-file", args.registry.sc_tls_key_file.is_some()),
-        (
-            "--sc-tls-passphrase",
-            args.registry.sc_tls_passphrase.is_some(),
-        ),
-        (
-            "--sc-tls-verify-peer",
-            args.registry.sc_tls_verify_peer.is_some(),
-        ),
-        (
-            "--sc-tls-min-version",
-            args.registry.sc_tls_min_version.is_some(),
-        ),
-        ("--sc-tls-ciphers", args.registry.sc_tls_ciphers.is_some()),
+        ("--sc-tls-ca-file", args.sc_tls_ca_file.is_some()),
+        ("--sc-tls-cert-file", args.sc_tls_cert_file.is_some()),
+        ("--sc-tls-key-file", args.sc_tls_key_file.is_some()),
+        ("--sc-tls-passphrase", args.sc_tls_passphrase.is_some()),
+        ("--sc-tls-verify-peer", args.sc_tls_verify_peer.is_some()),
+        ("--sc-tls-min-version", args.sc_tls_min_version.is_some()),
+        ("--sc-tls-ciphers", args.sc_tls_ciphers.is_some()),
     ]
     .into_iter()
     .find_map(|(flag, given)| given.then_some(flag));
     let min_version = min_version(
         "--sc-tls-min-version",
-        args.registry
-            .sc_tls_min_version
-            .clone()
-            .or(file.min_version),
+        args.sc_tls_min_version.clone().or(file.min_version),
     )?;
-    let ciphers = cipher_list(args.registry.sc_tls_ciphers.as_deref(), file.ciphers);
+    let ciphers = cipher_list(args.sc_tls_ciphers.as_deref(), file.ciphers);
     // Check the names now: a typo is an error at start, naming the flag.
     crate::tls::provider(&ciphers)
         .map_err(|e| invalid("--sc-tls-ciphers", &ciphers.join(","), e))?;
     let dir = crate::registry_tls::default_dir();
     let existing = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
     let ca_file = args
-        .registry
         .sc_tls_ca_file
         .clone()
         .or(file.ca_file)
         .or_else(|| existing(crate::tls::DEFAULT_CA_FILE));
     let (cert_file, key_file) = match (
-        args.registry.sc_tls_cert_file.clone().or(file.cert_file),
-        args.registry.sc_tls_key_file.clone().or(file.key_file),
+        args.sc_tls_cert_file.clone().or(file.cert_file),
+        args.sc_tls_key_file.clone().or(file.key_file),
     ) {
         (Some(cert), Some(key)) => (Some(cert), Some(key)),
         (Some(cert), None) => {
@@ -1257,16 +1241,11 @@ fn resolve_registry_tls(args: &DaemonArgs, file: FileTls) -> Result<ScTls, Error
             cert_file,
             key_file,
             passphrase: args
-                .registry
                 .sc_tls_passphrase
                 .clone()
                 .or(file.passphrase)
                 .map(Secret::new),
-            verify_peer: args
-                .registry
-                .sc_tls_verify_peer
-                .or(file.verify_peer)
-                .unwrap_or(true),
+            verify_peer: args.sc_tls_verify_peer.or(file.verify_peer).unwrap_or(true),
             min_version,
             ciphers,
         },
@@ -1344,7 +1323,6 @@ fn has_port(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::RegistryArgs;
 
     #[test]
     fn defaults_are_the_service_center_syncers() {
