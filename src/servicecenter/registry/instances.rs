@@ -100,15 +100,33 @@ impl Registry {
         now: Instant,
         now_ms: i64,
     ) -> bool {
+        self.renew_if(service_id, instance_id, now, now_ms, |_| true)
+    }
+
+    /// Renews a lease when its service passes `in_tenant`; false when the instance is
+    /// unknown or its service does not pass. One lookup of the service, checked before
+    /// anything is copied (a heartbeat is the hottest request: no second hash of the
+    /// serviceId). Lazy: the `leases` entry keeps the old deadline and `expire` moves it
+    /// when it comes due, so a renewal costs no allocation and no ordered-set update.
+    fn renew_if(
+        &mut self,
+        service_id: &str,
+        instance_id: &str,
+        now: Instant,
+        now_ms: i64,
+        in_tenant: impl FnOnce(&ServiceEntry) -> bool,
+    ) -> bool {
         let Some(rec) = self
             .services
             .get_mut(service_id)
+            .filter(|e| in_tenant(e))
             .map(Arc::make_mut)
             .and_then(|e| e.instances.get_mut(instance_id).map(Arc::make_mut))
         else {
             return false;
         };
-        renew_record(rec, now, now_ms);
+        rec.deadline = lease_deadline(now, rec.ttl_secs);
+        rec.renewed_ms = now_ms;
         self.journal.renewed(service_id, instance_id);
         true
     }
@@ -152,7 +170,7 @@ impl Registry {
     /// Heartbeat: renews the lease, body unchanged.
     ///
     /// # Errors
-    /// 400012 unknown service; 400017 unknown instance.
+    /// 400017 unknown instance, also when its service is unknown in this tenant.
     pub fn heartbeat(
         &mut self,
         domain: &str,
@@ -162,18 +180,12 @@ impl Registry {
         now: Instant,
         now_ms: i64,
     ) -> Result<(), ScError> {
-        // One lookup of the service, its tenant checked before anything is copied (the
-        // hottest request of a registry: no second hash of the serviceId).
-        let rec = self
-            .services
-            .get_mut(service_id)
-            .filter(|e| e.domain == domain && e.project == project)
-            .map(Arc::make_mut)
-            .and_then(|e| e.instances.get_mut(instance_id).map(Arc::make_mut))
-            .ok_or_else(|| instance_missing(instance_id))?;
-        renew_record(rec, now, now_ms);
-        self.journal.renewed(service_id, instance_id);
-        Ok(())
+        let in_tenant = |e: &ServiceEntry| e.domain == domain && e.project == project;
+        if self.renew_if(service_id, instance_id, now, now_ms, in_tenant) {
+            Ok(())
+        } else {
+            Err(instance_missing(instance_id))
+        }
     }
 
     /// Removes an instance.
@@ -316,12 +328,4 @@ impl Registry {
     }
 
     // ---- the Eureka view -------------------------------------------------
-}
-
-/// Moves `rec`'s lease on from `now` (`now_ms`, ms since the epoch, as its renewal time).
-/// Lazy: the registry's `leases` entry keeps the old deadline and `expire` moves it when it
-/// comes due, so a heartbeat costs no allocation and no ordered-set update.
-fn renew_record(rec: &mut InstanceRecord, now: Instant, now_ms: i64) {
-    rec.deadline = lease_deadline(now, rec.ttl_secs);
-    rec.renewed_ms = now_ms;
 }
