@@ -1350,20 +1350,11 @@ mod tests {
         }
     }
 
-    /// Admin commands that arrive while a reconcile lists a slow registry are kept, up to
-    /// [`MAX_DEFERRED_COMMANDS`], and carried out after it; the rest are dropped (their
-    /// callers answered 503), so a flood of `POST /v1/syncer/resync` cannot grow the loop's
-    /// memory while the registry hangs.
-    #[tokio::test]
-    async fn commands_beyond_the_deferred_bound_are_refused_while_a_listing_hangs() {
-        use std::sync::atomic::Ordering;
-        let open = Arc::new(tokio::sync::Semaphore::new(0));
-        let listed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let plugin: Arc<dyn Plugin> = Arc::new(Gated {
-            open: open.clone(),
-            listed: listed.clone(),
-        });
-        let (_members_tx, members) = watch::channel(vec![Member::on_loopback("n1", "c1", 1)]);
+    /// A syncer alone in its cluster (`c1`, node `n1`) on `plugin`, in dry run, ticking once
+    /// (at start) within a test; its observer; and its membership's sender, to keep while it
+    /// runs (dropped, the membership closes, and the deferred-commands test times out).
+    fn lone_syncer(plugin: Arc<dyn Plugin>) -> (Syncer, Observer, watch::Sender<Vec<Member>>) {
+        let (members_tx, members) = watch::channel(vec![Member::on_loopback("n1", "c1", 1)]);
         let leader = crate::leadership::gossip("n1".into(), "c1".into(), members.clone());
         let (observer, queries) = Observer::new();
         let syncer = Syncer::new(
@@ -1381,6 +1372,22 @@ mod tests {
         )
         .with_observer(observer.clone(), queries)
         .with_dry_run(true);
+        (syncer, observer, members_tx)
+    }
+
+    /// Admin commands that arrive while a reconcile lists a slow registry are kept, up to
+    /// [`MAX_DEFERRED_COMMANDS`], and carried out after it; the rest are dropped (their
+    /// callers answered 503), so a flood of `POST /v1/syncer/resync` cannot grow the loop's
+    /// memory while the registry hangs.
+    #[tokio::test]
+    async fn commands_beyond_the_deferred_bound_are_refused_while_a_listing_hangs() {
+        use std::sync::atomic::Ordering;
+        let open = Arc::new(tokio::sync::Semaphore::new(0));
+        let listed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (syncer, observer, _members) = lone_syncer(Arc::new(Gated {
+            open: open.clone(),
+            listed: listed.clone(),
+        }));
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(syncer.run(shutdown.clone()));
         let wait = Duration::from_secs(5);
@@ -1434,29 +1441,11 @@ mod tests {
 
     #[tokio::test]
     async fn new_filters_sent_through_the_watch_start_a_full_reconcile_at_once() {
-        let plugin: Arc<dyn Plugin> = Arc::new(Empty);
-        let (_members_tx, members) = watch::channel(vec![Member::on_loopback("n1", "c1", 1)]);
-        let leader = crate::leadership::gossip("n1".into(), "c1".into(), members.clone());
-        let (observer, queries) = Observer::new();
         let (tx, rx) = watch::channel(Arc::new(Filters::default()));
-        let syncer = Syncer::new(
-            Config {
-                node: "n1".into(),
-                cluster_name: "c1".into(),
-                // Only the first tick falls within the test: any other reconcile is the
-                // filters' doing.
-                ticker_interval: Duration::from_secs(3600),
-                grace_period: Duration::from_secs(3600),
-                concurrency: 1,
-            },
-            plugin.clone(),
-            Arc::new(Exporter::new(plugin)),
-            members,
-            leader,
-        )
-        .with_observer(observer.clone(), queries)
-        .with_filters(rx)
-        .with_dry_run(true);
+        // Only the first tick falls within the test: any other reconcile is the filters'
+        // doing.
+        let (syncer, observer, _members) = lone_syncer(Arc::new(Empty));
+        let syncer = syncer.with_filters(rx);
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(syncer.run(shutdown.clone()));
         let mut status = observer.follow_status();
