@@ -167,22 +167,12 @@ async fn start(tmp: &std::path::Path, token_ttl: &str) -> Sites {
         &b_args,
         &[],
     );
-    {
+    for (what, base) in [
+        ("site A's core answers", &a_base),
+        ("site B's core answers", &b_base),
+    ] {
         let procs = [&a_core, &a_syncer, &b_syncer];
-        eventually(
-            Duration::from_secs(20),
-            "site A's core answers",
-            &procs,
-            || ready(&a_base),
-        )
-        .await;
-        eventually(
-            Duration::from_secs(20),
-            "site B's core answers",
-            &procs,
-            || ready(&b_base),
-        )
-        .await;
+        eventually(Duration::from_secs(20), what, &procs, || ready(base)).await;
     }
     let a = root_client(&a_base).await;
     let b = root_client(&b_base).await;

@@ -130,8 +130,10 @@ where
         loop {
             match self.as_mut().project() {
                 GatedProj::Answering { inner, core } => {
-                    let Poll::Ready(Ok(resp)) = inner.poll(cx) else {
-                        return Poll::Pending;
+                    let resp = match inner.poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(resp)) => resp,
+                        Poll::Ready(Err(never)) => match never {},
                     };
                     let Some(core) = core.take() else {
                         return Poll::Ready(Ok(resp));
